@@ -1,0 +1,92 @@
+# vzdump for plain QEMU — build, test, install.
+#
+#   make                  build every tool into $(BUILD)/bin
+#   make check            run the whole test suite (installs missing packages first)
+#   make check SANITIZE=1 the same, built with AddressSanitizer and UBSan
+#   make demo             back up and restore a throw-away VM's disks, and show it
+#   make bench            run the benchmarks in bench/
+#   make install          PREFIX, DESTDIR, BINDIR, MANDIR as usual
+
+PREFIX ?= /usr/local
+BINDIR ?= $(PREFIX)/bin
+MANDIR ?= $(PREFIX)/share/man
+CC ?= cc
+PKG_CONFIG ?= pkg-config
+SANITIZE ?= 0
+
+# Every folder holding C sources, other than these, is one tool of the same name.
+NOT_TOOLS := common tests bench build man
+TOOLS := $(filter-out $(NOT_TOOLS),$(patsubst %/,%,$(sort $(dir $(wildcard */*.c)))))
+SCRIPTS := vzdump.sh
+
+# Separate object trees per compiler and sanitizer setting, so switching never mixes them.
+BUILD ?= build/$(notdir $(CC))$(if $(filter 1,$(SANITIZE)),-san)
+
+LIBS_PKG := jansson libzstd liblzma libnbd libmd uuid zlib libedit
+CFLAGS ?= -O2 -g
+CFLAGS += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes \
+	-Wmissing-prototypes -Wno-unused-parameter -Icommon -MMD -MP
+CFLAGS += $(shell $(PKG_CONFIG) --cflags $(LIBS_PKG) 2>/dev/null)
+LDLIBS += -Wl,--as-needed $(shell $(PKG_CONFIG) --libs $(LIBS_PKG) 2>/dev/null) -lpthread
+ifeq ($(SANITIZE),1)
+SANFLAGS := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
+CFLAGS += $(SANFLAGS) -O1
+LDFLAGS += $(SANFLAGS)
+endif
+
+COMMON_SRC := $(wildcard common/*.c)
+COMMON_OBJ := $(COMMON_SRC:%.c=$(BUILD)/obj/%.o)
+COMMON_LIB := $(BUILD)/libcommon.a
+BINS := $(TOOLS:%=$(BUILD)/bin/%)
+
+.PHONY: all clean check demo bench deps install lint
+all: $(BINS)
+
+$(BUILD)/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c -o $@ $<
+
+$(COMMON_LIB): $(COMMON_OBJ)
+	@mkdir -p $(dir $@)
+	rm -f $@ && $(AR) rcs $@ $^
+
+define tool_rule
+$(BUILD)/bin/$(1): $(patsubst %.c,$(BUILD)/obj/%.o,$(wildcard $(1)/*.c)) $(COMMON_LIB)
+	@mkdir -p $$(dir $$@)
+	$$(CC) $$(LDFLAGS) -o $$@ $$^ $$(LDLIBS)
+endef
+$(foreach t,$(TOOLS),$(eval $(call tool_rule,$(t))))
+
+-include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)
+
+deps:
+	build-aux/deps
+
+# check and demo install what is missing first, then build, then run.
+check:
+	@build-aux/deps --check 2>/dev/null || build-aux/deps
+	$(MAKE) all
+	VZ_BIN=$(abspath $(BUILD)/bin) SANITIZE=$(SANITIZE) tests/run
+
+demo:
+	@build-aux/deps --check 2>/dev/null || build-aux/deps
+	$(MAKE) all
+	VZ_BIN=$(abspath $(BUILD)/bin) tests/demo.sh
+
+bench:
+	@build-aux/deps --check 2>/dev/null || build-aux/deps
+	$(MAKE) all
+	VZ_BIN=$(abspath $(BUILD)/bin) bench/run
+
+lint:
+	mandoc -Tlint -Wwarning man/*.1
+	shellcheck -x build-aux/deps tests/run tests/demo.sh bench/run .ci/run $(wildcard $(SCRIPTS)) $(wildcard tests/lib/*.bash bench/*.sh)
+
+install: all
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(MANDIR)/man1
+	install -m 0755 $(BINS) $(DESTDIR)$(BINDIR)
+	$(if $(wildcard $(SCRIPTS)),install -m 0755 $(wildcard $(SCRIPTS)) $(DESTDIR)$(BINDIR))
+	install -m 0644 $(wildcard man/*.1) $(DESTDIR)$(MANDIR)/man1
+
+clean:
+	rm -rf build

@@ -1,0 +1,21 @@
+# Loaded by every bats file: assertions, the freshly built tools first on PATH, small helpers.
+# shellcheck shell=bash
+bats_require_minimum_version 1.7.0
+bats_load_library bats-support
+bats_load_library bats-assert
+
+TOP=$(cd "$BATS_TEST_DIRNAME/.." && pwd)
+SHARED="$TOP/../shared"
+export VZ_BIN="${VZ_BIN:-$TOP/build/cc/bin}"
+PATH="$VZ_BIN:$PATH"
+# Sanitizer reports must fail the run, not scroll past.
+export ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}"
+export UBSAN_OPTIONS="${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}"
+
+# sha256 of a file, nothing else.
+sha() { sha256sum "$1" | cut -d' ' -f1; }
+
+# Writes SIZE bytes of random data to FILE.
+random_file() { # FILE SIZE
+	head -c "$2" /dev/urandom >"$1"
+}
