@@ -1,0 +1,221 @@
+/*
+ * vzdump-prune: apply Proxmox's prune-backups retention to a dump directory, with exactly
+ * Proxmox's semantics, and say why each backup is kept or removed.
+ */
+#include <dirent.h>
+#include <err.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "backup.h"
+#include "mark.h"
+#include "policy.h"
+#include "remove.h"
+#include "report.h"
+#include "scan.h"
+
+enum { EXIT_USAGE = 2 };
+
+static const char synopsis[] =
+	"vzdump-prune [-n | --dry-run] [--json] [--vmid id] [--keep-all]\n"
+	"             [--keep-last n] [--keep-hourly n] [--keep-daily n]\n"
+	"             [--keep-weekly n] [--keep-monthly n] [--keep-yearly n]\n"
+	"             [--prune-backups spec] dumpdir\n"
+	"vzdump-prune -h | --help\n";
+
+enum long_only {
+	OPT_JSON = 256,
+	OPT_VMID,
+	OPT_KEEP_ALL,
+	OPT_KEEP_LAST, /* OPT_KEEP_LAST + rule, in enum rule's order */
+	OPT_KEEP_HOURLY,
+	OPT_KEEP_DAILY,
+	OPT_KEEP_WEEKLY,
+	OPT_KEEP_MONTHLY,
+	OPT_KEEP_YEARLY,
+	OPT_PRUNE_BACKUPS,
+};
+
+static const char short_opts[] = "hn";
+static const struct option long_opts[] = {
+	{"help", no_argument, NULL, 'h'},
+	{"dry-run", no_argument, NULL, 'n'},
+	{"json", no_argument, NULL, OPT_JSON},
+	{"vmid", required_argument, NULL, OPT_VMID},
+	{"keep-all", no_argument, NULL, OPT_KEEP_ALL},
+	{"keep-last", required_argument, NULL, OPT_KEEP_LAST},
+	{"keep-hourly", required_argument, NULL, OPT_KEEP_HOURLY},
+	{"keep-daily", required_argument, NULL, OPT_KEEP_DAILY},
+	{"keep-weekly", required_argument, NULL, OPT_KEEP_WEEKLY},
+	{"keep-monthly", required_argument, NULL, OPT_KEEP_MONTHLY},
+	{"keep-yearly", required_argument, NULL, OPT_KEEP_YEARLY},
+	{"prune-backups", required_argument, NULL, OPT_PRUNE_BACKUPS},
+	{NULL, 0, NULL, 0},
+};
+
+struct options {
+	bool dry_run;
+	bool json;
+	long vmid;
+	struct policy policy;
+	const char *dumpdir;
+};
+
+static _Noreturn void usage(void)
+{
+	fprintf(stderr, "usage: %s", synopsis);
+	exit(EXIT_USAGE);
+}
+
+static _Noreturn void usage_error(const char *fmt, const char *arg)
+{
+	fprintf(stderr, "vzdump-prune: ");
+	fprintf(stderr, fmt, arg);
+	fputc('\n', stderr);
+	usage();
+}
+
+static long parse_vmid(const char *text)
+{
+	unsigned count;
+
+	if (!policy_parse_count(text, &count) || count == 0 || count > 999999999)
+		usage_error("--vmid: '%s' is not a VMID", text);
+	return (long)count;
+}
+
+/* Single --keep-* options override the same key in --prune-backups. */
+static void parse_options(int argc, char **argv, struct options *o)
+{
+	struct policy single = {0}, spec = {0};
+	struct policy_given single_given = {0}, spec_given = {0};
+	char err[256];
+	int c;
+
+	memset(o, 0, sizeof(*o));
+	o->vmid = VMID_UNKNOWN;
+	while ((c = getopt_long(argc, argv, short_opts, long_opts, NULL)) != -1) {
+		switch (c) {
+		case 'h':
+			fputs(synopsis, stdout);
+			exit(0);
+		case 'n':
+			o->dry_run = true;
+			break;
+		case OPT_JSON:
+			o->json = true;
+			break;
+		case OPT_VMID:
+			o->vmid = parse_vmid(optarg);
+			break;
+		case OPT_KEEP_ALL:
+			single.keep_all = true;
+			single_given.keep_all = true;
+			break;
+		case OPT_KEEP_LAST:
+		case OPT_KEEP_HOURLY:
+		case OPT_KEEP_DAILY:
+		case OPT_KEEP_WEEKLY:
+		case OPT_KEEP_MONTHLY:
+		case OPT_KEEP_YEARLY: {
+			enum rule r = (enum rule)(c - OPT_KEEP_LAST);
+
+			if (!policy_parse_count(optarg, &single.keep[r]))
+				usage_error("%s", (snprintf(err, sizeof(err),
+							    "--%s: '%s' is not an integer >= 0",
+							    rule_option(r), optarg),
+						   err));
+			single_given.keep[r] = true;
+			break;
+		}
+		case OPT_PRUNE_BACKUPS:
+			if (!policy_parse_string(optarg, &spec, &spec_given, err, sizeof(err)))
+				usage_error("--prune-backups: %s", err);
+			break;
+		default:
+			usage();
+		}
+	}
+	if (argc - optind != 1)
+		usage();
+	o->dumpdir = argv[optind];
+
+	o->policy = spec;
+	if (single_given.keep_all)
+		o->policy.keep_all = single.keep_all;
+	for (int r = 0; r < RULE_COUNT; r++)
+		if (single_given.keep[r])
+			o->policy.keep[r] = single.keep[r];
+	if (o->policy.keep_all && !policy_keeps_all(&o->policy))
+		usage_error("%s", "keep-all cannot be set together with other keep-* options");
+}
+
+static DIR *open_dumpdir(const char *path)
+{
+	int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	DIR *dir;
+
+	if (fd < 0) {
+		if (errno == ENOENT || errno == ENOTDIR) {
+			warn("%s", path);
+			exit(EXIT_USAGE);
+		}
+		err(1, "%s", path);
+	}
+	dir = fdopendir(fd);
+	if (dir == NULL)
+		err(1, "%s", path);
+	return dir;
+}
+
+/* Tries every removal, even after a failure; returns the number that failed. */
+static size_t remove_marked(int dir_fd, const struct backup_list *list)
+{
+	size_t failed = 0;
+
+	for (size_t i = 0; i < list->count; i++)
+		if (list->items[i].mark == MARK_REMOVE && !remove_backup(dir_fd, &list->items[i]))
+			failed++;
+	return failed;
+}
+
+int main(int argc, char **argv)
+{
+	struct options o;
+	struct backup_list list;
+	DIR *dir;
+	char *report;
+	size_t failed = 0;
+
+	parse_options(argc, argv, &o);
+	/* Period ids depend on the local time zone; read it once, before the first mktime(). */
+	tzset();
+	dir = open_dumpdir(o.dumpdir);
+	if (!scan_dumpdir(dir, o.vmid, &list))
+		err(1, "read %s", o.dumpdir);
+	sort_backups(list.items, list.count);
+	if (!mark_backups(list.items, list.count, &o.policy))
+		err(1, "decide");
+	report = o.json ? report_json(list.items, list.count) : report_text(list.items, list.count);
+	if (report == NULL)
+		err(1, "build the report");
+	if (!o.dry_run)
+		failed = remove_marked(dirfd(dir), &list);
+
+	if (failed > 0)
+		warnx("%zu of the backups to remove could not be removed", failed);
+	else
+		fputs(report, stdout);
+	free(report);
+	backup_list_free(&list);
+	closedir(dir);
+	if (fflush(stdout) != 0 || ferror(stdout))
+		err(1, "write the report");
+	return failed > 0 ? 1 : 0;
+}

@@ -1,0 +1,111 @@
+/* Parsing the prune-backups settings the way Proxmox's schema accepts them. */
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "policy.h"
+
+bool policy_parse_count(const char *text, unsigned *count)
+{
+	char *end;
+	unsigned long v;
+
+	if (text[0] < '0' || text[0] > '9')
+		return false; /* also refuses signs and spaces, which strtoul would take */
+	errno = 0;
+	v = strtoul(text, &end, 10);
+	if (errno != 0 || *end != '\0' || v > INT_MAX)
+		return false;
+	*count = (unsigned)v;
+	return true;
+}
+
+/* Proxmox's boolean spellings. */
+static bool parse_bool(const char *text, bool *value)
+{
+	static const char *const yes[] = {"1", "yes", "on", "true"};
+	static const char *const no[] = {"0", "no", "off", "false"};
+
+	for (size_t i = 0; i < 4; i++) {
+		if (strcasecmp(text, yes[i]) == 0) {
+			*value = true;
+			return true;
+		}
+		if (strcasecmp(text, no[i]) == 0) {
+			*value = false;
+			return true;
+		}
+	}
+	return false;
+}
+
+static bool parse_pair(char *pair, struct policy *p, struct policy_given *given, char *err,
+		       size_t err_size)
+{
+	char *value = strchr(pair, '=');
+
+	if (value == NULL) {
+		snprintf(err, err_size, "'%s' is not KEY=VALUE", pair);
+		return false;
+	}
+	*value++ = '\0';
+	if (strcmp(pair, "keep-all") == 0) {
+		if (given->keep_all) {
+			snprintf(err, err_size, "duplicate key '%s'", pair);
+			return false;
+		}
+		if (!parse_bool(value, &p->keep_all)) {
+			snprintf(err, err_size, "keep-all: '%s' is not a boolean", value);
+			return false;
+		}
+		given->keep_all = true;
+		return true;
+	}
+	for (int r = 0; r < RULE_COUNT; r++) {
+		if (strcmp(pair, rule_option((enum rule)r)) != 0)
+			continue;
+		if (given->keep[r]) {
+			snprintf(err, err_size, "duplicate key '%s'", pair);
+			return false;
+		}
+		if (!policy_parse_count(value, &p->keep[r])) {
+			snprintf(err, err_size, "%s: '%s' is not an integer >= 0", pair, value);
+			return false;
+		}
+		given->keep[r] = true;
+		return true;
+	}
+	snprintf(err, err_size, "unknown key '%s'", pair);
+	return false;
+}
+
+bool policy_parse_string(const char *text, struct policy *p, struct policy_given *given,
+			 char *err, size_t err_size)
+{
+	char *copy = strdup(text), *rest, *pair;
+	bool ok = true;
+
+	if (copy == NULL) {
+		snprintf(err, err_size, "%s", strerror(errno));
+		return false;
+	}
+	rest = copy;
+	while (ok && (pair = strsep(&rest, ",")) != NULL) {
+		if (pair[strspn(pair, " \t")] == '\0')
+			continue; /* empty items are allowed, as in Proxmox */
+		ok = parse_pair(pair, p, given, err, err_size);
+	}
+	free(copy);
+	return ok;
+}
+
+bool policy_keeps_all(const struct policy *p)
+{
+	for (int r = 0; r < RULE_COUNT; r++)
+		if (p->keep[r] > 0)
+			return false;
+	return true;
+}
