@@ -311,7 +311,7 @@ class Checker:
                 raise Invalid(offset, f"truncated extent header: input ends after "
                                       f"{len(header)} of {EXTENT_HEADER} bytes")
             self.check_extent(offset, header)
-        if not self.extents:
+        if not self.extents and not self.devices:
             raise Invalid(self.input.offset, "no extent after the header (an archive without "
                                              "devices needs exactly one empty extent)")
         if self.missing_clusters:
@@ -363,13 +363,9 @@ class Checker:
                 break
             used.append((entry_offset, entry >> 48, entry >> 40 & 0xFF, dev_id, entry & 0xFFFFFFFF))
 
-        if not used:
-            if self.devices:
-                raise Invalid(offset, "empty extent (no used blockinfo entry) in an archive "
-                                      "with devices")
-            if block_count:
-                raise Invalid(offset + 6, f"empty extent has block_count {block_count}")
-            return
+        if not used and self.devices:
+            raise Invalid(offset, "empty extent (no used blockinfo entry) in an archive "
+                                  "with devices")
 
         announced = 0
         for entry_offset, mask, reserved, dev_id, cluster in used:
@@ -377,8 +373,9 @@ class Checker:
                 raise Invalid(entry_offset + 2, f"blockinfo reserved byte is 0x{reserved:02x}")
             device = self.devices.get(dev_id)
             if device is None:
+                declared = f"1..{len(self.devices)}" if self.devices else "none"
                 raise Invalid(entry_offset + 3, f"blockinfo has unknown dev_id {dev_id} "
-                                                f"(devices: 1..{len(self.devices)})")
+                                                f"(declared: {declared})")
             if cluster >= device.cluster_count:
                 raise Invalid(entry_offset + 4, f"{device.label()}: cluster {cluster} is past the "
                                                 f"end (the device has {device.cluster_count} "
