@@ -1,0 +1,212 @@
+/* Decompressing reader. The codec is chosen by the first bytes, so a pipe works as well as a
+ * file; concatenated frames/members are read as one stream, as the command-line tools do. */
+#include <errno.h>
+#include <lzma.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <zlib.h>
+#include <zstd.h>
+
+#include "instream.h"
+
+#define RAW_SIZE (1 << 20)
+
+enum codec { CODEC_NONE, CODEC_ZSTD, CODEC_XZ, CODEC_GZIP };
+
+struct instream {
+	int fd;
+	enum codec codec;
+	uint8_t *raw; /* compressed bytes read from fd, [raw_pos, raw_len) not consumed yet */
+	size_t raw_pos, raw_len;
+	bool raw_eof;
+	bool frame_open; /* inside a compressed frame that has not ended yet */
+	ZSTD_DCtx *zstd;
+	lzma_stream xz;
+	z_stream gz;
+	char err[256];
+};
+
+static int fill_raw(struct instream *s)
+{
+	if (s->raw_pos < s->raw_len || s->raw_eof)
+		return 0;
+	for (;;) {
+		ssize_t n = read(s->fd, s->raw, RAW_SIZE);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0) {
+			snprintf(s->err, sizeof(s->err), "read failed: %s", strerror(errno));
+			return -1;
+		}
+		s->raw_pos = 0;
+		s->raw_len = (size_t)n;
+		s->raw_eof = n == 0;
+		return 0;
+	}
+}
+
+struct instream *instream_open(int fd, char *errbuf, size_t errlen)
+{
+	struct instream *s = calloc(1, sizeof(*s));
+	lzma_stream xz_init = LZMA_STREAM_INIT;
+	if (!s || !(s->raw = calloc(1, RAW_SIZE))) {
+		snprintf(errbuf, errlen, "out of memory");
+		free(s);
+		return NULL;
+	}
+	s->fd = fd;
+	s->xz = xz_init;
+	/* Collect at least 6 bytes (or the whole stream) to see the magic. */
+	while (s->raw_len < 6 && !s->raw_eof) {
+		ssize_t n = read(fd, s->raw + s->raw_len, RAW_SIZE - s->raw_len);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0) {
+			snprintf(errbuf, errlen, "read failed: %s", strerror(errno));
+			goto bad;
+		}
+		s->raw_len += (size_t)n;
+		s->raw_eof = n == 0;
+	}
+	const uint8_t *m = s->raw;
+	if (s->raw_len >= 4 && memcmp(m, "\x28\xb5\x2f\xfd", 4) == 0) {
+		s->codec = CODEC_ZSTD;
+		if (!(s->zstd = ZSTD_createDCtx())) {
+			snprintf(errbuf, errlen, "cannot create zstd context");
+			goto bad;
+		}
+	} else if (s->raw_len >= 6 && memcmp(m, "\xfd" "7zXZ\0", 6) == 0) {
+		s->codec = CODEC_XZ;
+		if (lzma_stream_decoder(&s->xz, UINT64_MAX, LZMA_CONCATENATED) != LZMA_OK) {
+			snprintf(errbuf, errlen, "cannot start xz decoder");
+			goto bad;
+		}
+	} else if (s->raw_len >= 2 && m[0] == 0x1f && m[1] == 0x8b) {
+		s->codec = CODEC_GZIP;
+		if (inflateInit2(&s->gz, 16 + MAX_WBITS) != Z_OK) {
+			snprintf(errbuf, errlen, "cannot start gzip decoder");
+			goto bad;
+		}
+	} else if (s->raw_len >= 4 && memcmp(m, "\x89LZO", 4) == 0) {
+		snprintf(errbuf, errlen,
+			 "lzop-compressed input is not decompressed here; pipe it through 'lzop -dc'");
+		goto bad;
+	}
+	return s;
+bad:
+	instream_free(s);
+	return NULL;
+}
+
+static ssize_t read_plain(struct instream *s, uint8_t *buf, size_t len)
+{
+	size_t got = 0;
+	while (got < len) {
+		if (fill_raw(s) < 0)
+			return -1;
+		if (s->raw_eof)
+			break;
+		size_t n = s->raw_len - s->raw_pos < len - got ? s->raw_len - s->raw_pos : len - got;
+		memcpy(buf + got, s->raw + s->raw_pos, n);
+		s->raw_pos += n;
+		got += n;
+	}
+	return (ssize_t)got;
+}
+
+/* Runs the decoder until buf is full or the input ends. */
+static ssize_t read_decoded(struct instream *s, uint8_t *buf, size_t len)
+{
+	size_t got = 0;
+	while (got < len) {
+		if (fill_raw(s) < 0)
+			return -1;
+		/* At the end of the input, a decoder may still hold output of an open frame. */
+		if (s->raw_eof && s->raw_pos == s->raw_len && !s->frame_open)
+			break;
+		size_t in_avail = s->raw_len - s->raw_pos;
+		const uint8_t *in = s->raw + s->raw_pos;
+		size_t used, made;
+		if (s->codec == CODEC_ZSTD) {
+			ZSTD_inBuffer zin = {in, in_avail, 0};
+			ZSTD_outBuffer zout = {buf + got, len - got, 0};
+			size_t r = ZSTD_decompressStream(s->zstd, &zout, &zin);
+			if (ZSTD_isError(r)) {
+				snprintf(s->err, sizeof(s->err), "zstd: %s", ZSTD_getErrorName(r));
+				return -1;
+			}
+			s->frame_open = r != 0;
+			used = zin.pos;
+			made = zout.pos;
+		} else if (s->codec == CODEC_XZ) {
+			s->xz.next_in = in;
+			s->xz.avail_in = in_avail;
+			s->xz.next_out = buf + got;
+			s->xz.avail_out = len - got;
+			lzma_ret r = lzma_code(&s->xz, s->raw_eof ? LZMA_FINISH : LZMA_RUN);
+			if (r != LZMA_OK && r != LZMA_STREAM_END) {
+				snprintf(s->err, sizeof(s->err), "xz: corrupt or truncated (liblzma error %d)", r);
+				return -1;
+			}
+			s->frame_open = r != LZMA_STREAM_END;
+			used = in_avail - s->xz.avail_in;
+			made = len - got - s->xz.avail_out;
+		} else {
+			s->gz.next_in = (Bytef *)in;
+			s->gz.avail_in = (uInt)in_avail;
+			s->gz.next_out = buf + got;
+			s->gz.avail_out = (uInt)(len - got);
+			int r = inflate(&s->gz, Z_NO_FLUSH);
+			if (r != Z_OK && r != Z_STREAM_END && r != Z_BUF_ERROR) {
+				snprintf(s->err, sizeof(s->err), "gzip: %s",
+					 s->gz.msg ? s->gz.msg : "corrupt data");
+				return -1;
+			}
+			used = in_avail - s->gz.avail_in;
+			made = len - got - s->gz.avail_out;
+			s->frame_open = r != Z_STREAM_END;
+			if (r == Z_STREAM_END)
+				inflateReset(&s->gz); /* a following member continues the stream */
+		}
+		s->raw_pos += used;
+		got += made;
+		/* lzma with LZMA_FINISH and no progress would spin: the input is exhausted. */
+		if (used == 0 && made == 0 && s->raw_eof && s->raw_pos == s->raw_len) {
+			if (s->frame_open) {
+				snprintf(s->err, sizeof(s->err), "the compressed stream is truncated");
+				return -1;
+			}
+			break;
+		}
+	}
+	return (ssize_t)got;
+}
+
+ssize_t instream_read(struct instream *s, void *buf, size_t len)
+{
+	return s->codec == CODEC_NONE ? read_plain(s, buf, len) : read_decoded(s, buf, len);
+}
+
+const char *instream_error(const struct instream *s) { return s->err; }
+
+const char *instream_codec(const struct instream *s)
+{
+	static const char *names[] = {"none", "zstd", "xz", "gzip"};
+	return names[s->codec];
+}
+
+void instream_free(struct instream *s)
+{
+	if (!s)
+		return;
+	ZSTD_freeDCtx(s->zstd);
+	if (s->codec == CODEC_XZ)
+		lzma_end(&s->xz);
+	if (s->codec == CODEC_GZIP)
+		inflateEnd(&s->gz);
+	free(s->raw);
+	free(s);
+}

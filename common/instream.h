@@ -1,0 +1,21 @@
+/* An input byte stream that is decompressed in-process when it starts with the zstd, xz or gzip
+ * magic. */
+#ifndef VZ_INSTREAM_H
+#define VZ_INSTREAM_H
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+struct instream;
+
+/* Reads from fd (not closed by the stream). NULL with a message in errbuf on failure,
+ * including lzop input, which is not decompressed here. */
+struct instream *instream_open(int fd, char *errbuf, size_t errlen);
+/* Reads up to len bytes; fewer only at the end of the stream. -1 on error (instream_error). */
+ssize_t instream_read(struct instream *s, void *buf, size_t len);
+const char *instream_error(const struct instream *s);
+/* The codec in use: "none", "zstd", "xz" or "gzip". */
+const char *instream_codec(const struct instream *s);
+void instream_free(struct instream *s);
+
+#endif

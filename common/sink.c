@@ -1,0 +1,208 @@
+/* Output stream with in-process compression. The archive writer hands whole extents here; the
+ * compressors run their own worker threads, so compression overlaps with reading. */
+#include <errno.h>
+#include <lzma.h>
+#include <poll.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <zstd.h>
+
+#include "sink.h"
+
+#define OUTBUF_SIZE (1 << 20)
+
+struct sink {
+	int fd;
+	enum sink_codec codec;
+	ZSTD_CCtx *zstd;
+	lzma_stream xz;
+	uint8_t *outbuf;
+	uint64_t bytes_in, bytes_out;
+	char err[256];
+};
+
+static int fail(struct sink *s, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(s->err, sizeof(s->err), fmt, ap);
+	va_end(ap);
+	return -1;
+}
+
+int write_all(int fd, const void *buf, size_t len)
+{
+	const char *p = buf;
+	while (len > 0) {
+		ssize_t n = write(fd, p, len);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0 && errno == EAGAIN) {
+			struct pollfd pfd = {.fd = fd, .events = POLLOUT};
+			poll(&pfd, 1, -1);
+			continue;
+		}
+		if (n < 0)
+			return -1;
+		p += n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
+
+static int emit(struct sink *s, const void *buf, size_t len)
+{
+	if (write_all(s->fd, buf, len) < 0)
+		return fail(s, "write failed: %s", strerror(errno));
+	s->bytes_out += len;
+	return 0;
+}
+
+int sink_parse_codec(const char *spec, enum sink_codec *codec, int *level)
+{
+	const char *colon = strchr(spec, ':');
+	size_t namelen = colon ? (size_t)(colon - spec) : strlen(spec);
+	*level = -1;
+	if (namelen == 4 && strncmp(spec, "none", 4) == 0 && !colon)
+		*codec = SINK_PLAIN;
+	else if (namelen == 4 && strncmp(spec, "zstd", 4) == 0)
+		*codec = SINK_ZSTD;
+	else if (namelen == 2 && strncmp(spec, "xz", 2) == 0)
+		*codec = SINK_XZ;
+	else
+		return -1;
+	if (colon) {
+		char *end;
+		long v = strtol(colon + 1, &end, 10);
+		int max = *codec == SINK_ZSTD ? ZSTD_maxCLevel() : 9;
+		if (colon[1] == '\0' || *end || v < 1 || v > max)
+			return -1;
+		*level = (int)v;
+	}
+	return 0;
+}
+
+struct sink *sink_open(int fd, enum sink_codec codec, int level, int threads, char *errbuf,
+		       size_t errlen)
+{
+	struct sink *s = calloc(1, sizeof(*s));
+	if (!s) {
+		snprintf(errbuf, errlen, "out of memory");
+		return NULL;
+	}
+	s->fd = fd;
+	s->codec = codec;
+	if (codec != SINK_PLAIN && !(s->outbuf = malloc(OUTBUF_SIZE))) {
+		snprintf(errbuf, errlen, "out of memory");
+		goto bad;
+	}
+	if (codec == SINK_ZSTD) {
+		s->zstd = ZSTD_createCCtx();
+		if (!s->zstd) {
+			snprintf(errbuf, errlen, "cannot create zstd context");
+			goto bad;
+		}
+		ZSTD_CCtx_setParameter(s->zstd, ZSTD_c_compressionLevel,
+				       level < 0 ? ZSTD_CLEVEL_DEFAULT : level);
+		ZSTD_CCtx_setParameter(s->zstd, ZSTD_c_checksumFlag, 1);
+		/* nbWorkers >= 1 moves compression to worker threads, even for one. */
+		size_t r = ZSTD_CCtx_setParameter(s->zstd, ZSTD_c_nbWorkers, threads);
+		if (ZSTD_isError(r)) {
+			snprintf(errbuf, errlen, "zstd threads: %s", ZSTD_getErrorName(r));
+			goto bad;
+		}
+	} else if (codec == SINK_XZ) {
+		lzma_stream init = LZMA_STREAM_INIT;
+		lzma_mt mt = {
+			.threads = (uint32_t)threads,
+			.preset = level < 0 ? LZMA_PRESET_DEFAULT : (uint32_t)level,
+			.check = LZMA_CHECK_CRC64,
+		};
+		s->xz = init;
+		lzma_ret r = lzma_stream_encoder_mt(&s->xz, &mt);
+		if (r != LZMA_OK) {
+			snprintf(errbuf, errlen, "cannot start xz encoder (liblzma error %d)", r);
+			goto bad;
+		}
+	}
+	return s;
+bad:
+	sink_free(s);
+	return NULL;
+}
+
+static int zstd_run(struct sink *s, const void *buf, size_t len, ZSTD_EndDirective mode)
+{
+	ZSTD_inBuffer in = {buf, len, 0};
+	for (;;) {
+		ZSTD_outBuffer out = {s->outbuf, OUTBUF_SIZE, 0};
+		size_t left = ZSTD_compressStream2(s->zstd, &out, &in, mode);
+		if (ZSTD_isError(left))
+			return fail(s, "zstd: %s", ZSTD_getErrorName(left));
+		if (out.pos && emit(s, s->outbuf, out.pos) < 0)
+			return -1;
+		if (mode == ZSTD_e_end ? left == 0 : in.pos == in.size)
+			return 0;
+	}
+}
+
+static int xz_run(struct sink *s, const void *buf, size_t len, lzma_action action)
+{
+	s->xz.next_in = buf;
+	s->xz.avail_in = len;
+	for (;;) {
+		s->xz.next_out = s->outbuf;
+		s->xz.avail_out = OUTBUF_SIZE;
+		lzma_ret r = lzma_code(&s->xz, action);
+		if (r != LZMA_OK && r != LZMA_STREAM_END)
+			return fail(s, "xz: liblzma error %d", r);
+		size_t n = OUTBUF_SIZE - s->xz.avail_out;
+		if (n && emit(s, s->outbuf, n) < 0)
+			return -1;
+		if (action == LZMA_FINISH ? r == LZMA_STREAM_END : s->xz.avail_in == 0)
+			return 0;
+	}
+}
+
+int sink_write(struct sink *s, const void *buf, size_t len)
+{
+	s->bytes_in += len;
+	switch (s->codec) {
+	case SINK_ZSTD:
+		return zstd_run(s, buf, len, ZSTD_e_continue);
+	case SINK_XZ:
+		return xz_run(s, buf, len, LZMA_RUN);
+	default:
+		return emit(s, buf, len);
+	}
+}
+
+int sink_finish(struct sink *s)
+{
+	switch (s->codec) {
+	case SINK_ZSTD:
+		return zstd_run(s, NULL, 0, ZSTD_e_end);
+	case SINK_XZ:
+		return xz_run(s, NULL, 0, LZMA_FINISH);
+	default:
+		return 0;
+	}
+}
+
+const char *sink_error(const struct sink *s) { return s->err; }
+uint64_t sink_bytes_in(const struct sink *s) { return s->bytes_in; }
+uint64_t sink_bytes_out(const struct sink *s) { return s->bytes_out; }
+
+void sink_free(struct sink *s)
+{
+	if (!s)
+		return;
+	ZSTD_freeCCtx(s->zstd);
+	if (s->codec == SINK_XZ)
+		lzma_end(&s->xz);
+	free(s->outbuf);
+	free(s);
+}

@@ -1,0 +1,30 @@
+/* An output byte stream, optionally compressed in-process (zstd or xz with worker threads). */
+#ifndef VZ_SINK_H
+#define VZ_SINK_H
+#include <stddef.h>
+#include <stdint.h>
+
+enum sink_codec { SINK_PLAIN, SINK_ZSTD, SINK_XZ };
+
+struct sink;
+
+/* Writes to fd (not closed by the sink). level < 0 means the codec's default; threads >= 1.
+ * Returns NULL with a message in errbuf on failure. */
+struct sink *sink_open(int fd, enum sink_codec codec, int level, int threads, char *errbuf,
+		       size_t errlen);
+/* 0 on success, -1 with sink_error() set. */
+int sink_write(struct sink *s, const void *buf, size_t len);
+/* Ends the compressed stream and writes out what is pending; the fd stays open. */
+int sink_finish(struct sink *s);
+const char *sink_error(const struct sink *s);
+uint64_t sink_bytes_in(const struct sink *s);
+uint64_t sink_bytes_out(const struct sink *s);
+void sink_free(struct sink *s);
+
+/* Parses "zstd", "zstd:LEVEL", "xz", "xz:LEVEL" or "none". Returns 0, or -1 when invalid. */
+int sink_parse_codec(const char *spec, enum sink_codec *codec, int *level);
+
+/* write(2) until everything is written; retries on EINTR and waits out EAGAIN. */
+int write_all(int fd, const void *buf, size_t len);
+
+#endif

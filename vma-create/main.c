@@ -1,0 +1,328 @@
+/* vma-create: write disk images, block devices or NBD exports into a Proxmox VMA archive. */
+#include <err.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <libgen.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "outfile.h"
+#include "progress.h"
+#include "sink.h"
+#include "source.h"
+#include "vma_writer.h"
+
+static const char synopsis[] =
+	"vma-create [-v] [-o archive] [-c configfile] [-z codec] [-T threads]\n"
+	"           [--bwlimit kib] name=source ...\n";
+
+static const char short_opts[] = "vo:c:z:T:h";
+enum { OPT_BWLIMIT = 256 };
+static const struct option long_opts[] = {
+	{"verbose", no_argument, NULL, 'v'},
+	{"output", required_argument, NULL, 'o'},
+	{"config", required_argument, NULL, 'c'},
+	{"compress", required_argument, NULL, 'z'},
+	{"threads", required_argument, NULL, 'T'},
+	{"bwlimit", required_argument, NULL, OPT_BWLIMIT},
+	{"help", no_argument, NULL, 'h'},
+	{NULL, 0, NULL, 0},
+};
+
+struct options {
+	bool verbose;
+	const char *output;
+	const char *configs[VMA_MAX_CONFIGS + 1];
+	int nconfigs;
+	enum sink_codec codec;
+	int level;
+	int threads;
+	uint64_t bwlimit_kib;
+};
+
+static _Noreturn void usage(void)
+{
+	fprintf(stderr, "usage: %s", synopsis);
+	exit(2);
+}
+
+static uint64_t parse_number(const char *arg, const char *what, uint64_t min, uint64_t max)
+{
+	char *end;
+	errno = 0;
+	unsigned long long v = strtoull(arg, &end, 10);
+	if (errno || end == arg || *end || arg[0] == '-' || v < min || v > max) {
+		warnx("invalid %s '%s': expected a number from %llu to %llu", what, arg,
+		      (unsigned long long)min, (unsigned long long)max);
+		usage();
+	}
+	return v;
+}
+
+/* Reads a config file whole; exits 2 when it is unusable (nothing has been written yet). */
+static uint8_t *read_config(const char *path, size_t *len)
+{
+	uint8_t *buf = malloc(VMA_MAX_BLOB + 1);
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	size_t got = 0;
+	if (!buf)
+		err(1, "out of memory");
+	if (fd < 0)
+		err(2, "config %s", path);
+	for (;;) {
+		ssize_t n = read(fd, buf + got, VMA_MAX_BLOB + 1 - got);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			err(2, "config %s", path);
+		if (n == 0)
+			break;
+		got += (size_t)n;
+		if (got > VMA_MAX_BLOB)
+			errx(2, "config %s: larger than %d bytes", path, VMA_MAX_BLOB);
+	}
+	close(fd);
+	*len = got;
+	return buf;
+}
+
+static void add_configs(struct vma_writer *w, const struct options *o)
+{
+	for (int i = 0; i < o->nconfigs; i++) {
+		size_t len;
+		uint8_t *data = read_config(o->configs[i], &len);
+		char *copy = strdup(o->configs[i]);
+		if (!copy)
+			err(1, "out of memory");
+		if (vma_writer_add_config(w, basename(copy), data, len) < 0)
+			errx(2, "%s", vma_writer_error(w));
+		free(copy);
+		free(data);
+	}
+}
+
+/* Opens every source and registers it as a device; exits 2 on a bad name, 1 on a bad source. */
+static struct source **add_devices(struct vma_writer *w, int argc, char **argv)
+{
+	struct source **sources = calloc((size_t)argc + 1, sizeof(*sources));
+	if (!sources)
+		err(1, "out of memory");
+	if (argc > VMA_MAX_DEVICES)
+		errx(2, "%d devices given; an archive holds at most %d", argc, VMA_MAX_DEVICES);
+	for (int i = 0; i < argc; i++) {
+		char *eq = strchr(argv[i], '=');
+		if (!eq) {
+			warnx("'%s': expected name=source", argv[i]);
+			usage();
+		}
+		*eq = '\0';
+		const char *name = argv[i], *spec = eq + 1;
+		const char *defect = vma_name_defect(name);
+		if (defect)
+			errx(2, "device name '%s': %s", name, defect);
+		for (int j = 0; j < i; j++)
+			if (strcmp(argv[j], name) == 0)
+				errx(2, "device name '%s' given twice", name);
+		char why[512];
+		sources[i] = source_is_nbd_uri(spec) ? source_open_nbd(spec, why, sizeof(why))
+						     : source_open_file(spec, why, sizeof(why));
+		if (!sources[i])
+			errx(1, "%s: %s", spec, why);
+		if (vma_writer_add_device(w, name, sources[i]->size) < 0)
+			errx(2, "%s", vma_writer_error(w));
+	}
+	return sources;
+}
+
+/* What the source says about the area around the clusters being copied, asked once per run. */
+struct hole_map {
+	struct source *src;
+	uint64_t run_end;
+	bool run_zero;
+};
+
+/* Sets *hole when cluster k lies wholly inside an area the source reports as zero. Clusters
+ * must be asked about in ascending order. */
+static int cluster_is_hole(struct hole_map *m, uint64_t k, bool *hole)
+{
+	uint64_t start = k * VMA_CLUSTER_SIZE, size = m->src->size;
+	uint64_t end = start + VMA_CLUSTER_SIZE < size ? start + VMA_CLUSTER_SIZE : size;
+	if (start >= m->run_end) {
+		uint64_t len;
+		if (m->src->extent(m->src, start, &len, &m->run_zero) < 0)
+			return -1;
+		m->run_end = start + len;
+	}
+	*hole = m->run_zero && m->run_end >= end;
+	return 0;
+}
+
+/* Copies one device: runs of data clusters are read straight into the archive's extent buffer,
+ * clusters inside holes are recorded as zero without reading. Returns 0, -1 for a source
+ * error, -2 for a writer error. */
+static int copy_device(struct vma_writer *w, int dev_id, struct source *src,
+		       struct throttle *throttle, struct progress *progress)
+{
+	uint64_t clusters = vma_cluster_count(src->size);
+	struct hole_map map = {.src = src};
+	bool hole;
+	for (uint64_t c = 0; c < clusters;) {
+		if (cluster_is_hole(&map, c, &hole) < 0)
+			return -1;
+		if (hole) {
+			if (vma_writer_put_zero(w, dev_id, c) < 0)
+				return -2;
+			c++;
+		} else {
+			unsigned n = clusters - c < VMA_ENTRIES_PER_EXTENT ? (unsigned)(clusters - c)
+									 : VMA_ENTRIES_PER_EXTENT;
+			uint8_t *buf = vma_writer_reserve(w, &n);
+			if (!buf)
+				return -2;
+			unsigned k = 1;
+			for (; k < n; k++) {
+				if (cluster_is_hole(&map, c + k, &hole) < 0)
+					return -1;
+				if (hole)
+					break;
+			}
+			uint64_t off = c * VMA_CLUSTER_SIZE;
+			uint64_t len = (uint64_t)k * VMA_CLUSTER_SIZE;
+			if (off + len > src->size)
+				len = src->size - off;
+			if (src->read(src, off, buf, (size_t)len) < 0)
+				return -1;
+			throttle_account(throttle, len);
+			if (vma_writer_commit(w, dev_id, c, k) < 0)
+				return -2;
+			c += k;
+		}
+		struct vma_device_stats all = vma_writer_stats(w, 0);
+		progress_update(progress, all.transferred, all.zero_bytes, false);
+	}
+	return 0;
+}
+
+static int open_output(const struct options *o, struct outfile *out)
+{
+	if (!o->output) {
+		if (isatty(STDOUT_FILENO))
+			errx(2, "refusing to write an archive to a terminal: use -o or a pipe");
+		return STDOUT_FILENO;
+	}
+	struct stat st;
+	if (lstat(o->output, &st) == 0)
+		errx(1, "%s: already exists; not replacing it", o->output);
+	if (outfile_create(out, o->output, NULL) < 0)
+		err(1, "%s", o->output);
+	return out->fd;
+}
+
+static void parse_options(int argc, char **argv, struct options *o)
+{
+	int ch;
+	long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+	*o = (struct options){.codec = SINK_PLAIN, .level = -1, .threads = cpus > 0 ? (int)cpus : 1};
+	while ((ch = getopt_long(argc, argv, short_opts, long_opts, NULL)) != -1) {
+		switch (ch) {
+		case 'v':
+			o->verbose = true;
+			break;
+		case 'o':
+			o->output = optarg;
+			break;
+		case 'c':
+			if (o->nconfigs == VMA_MAX_CONFIGS)
+				errx(2, "more than %d configs", VMA_MAX_CONFIGS);
+			o->configs[o->nconfigs++] = optarg;
+			break;
+		case 'z':
+			if (sink_parse_codec(optarg, &o->codec, &o->level) < 0) {
+				warnx("invalid codec '%s': expected zstd[:1-22], xz[:1-9] or none",
+				      optarg);
+				usage();
+			}
+			break;
+		case 'T':
+			o->threads = (int)parse_number(optarg, "thread count", 1, 256);
+			break;
+		case OPT_BWLIMIT:
+			o->bwlimit_kib = parse_number(optarg, "bandwidth limit", 1, UINT64_MAX / 2048);
+			break;
+		case 'h':
+			fputs(synopsis, stdout);
+			exit(0);
+		default:
+			usage();
+		}
+	}
+}
+
+int main(int argc, char **argv)
+{
+	struct options o;
+	struct outfile out = {.fd = -1, .slot = -1};
+	char why[512];
+	parse_options(argc, argv, &o);
+	argc -= optind;
+	argv += optind;
+
+	struct vma_writer *w = vma_writer_new();
+	if (!w)
+		err(1, "out of memory");
+	add_configs(w, &o);
+	struct source **sources = add_devices(w, argc, argv);
+	int fd = open_output(&o, &out);
+	struct sink *sink = sink_open(fd, o.codec, o.level, o.threads, why, sizeof(why));
+	if (!sink) {
+		outfile_abort(&out);
+		errx(1, "%s", why);
+	}
+
+	struct progress progress;
+	struct throttle throttle;
+	progress_start(&progress, o.verbose, vma_writer_stats(w, 0).size);
+	throttle_start(&throttle, o.bwlimit_kib);
+	int status = 0;
+	if (vma_writer_begin(w, sink) < 0)
+		status = -2;
+	for (int i = 0; status == 0 && i < argc; i++) {
+		status = copy_device(w, i + 1, sources[i], &throttle, &progress);
+		if (status == -1)
+			warnx("%s: %s", sources[i]->spec, sources[i]->err);
+	}
+	if (status == 0 && vma_writer_finish(w) < 0)
+		status = -2;
+	if (status == -2)
+		warnx("%s", vma_writer_error(w));
+	if (status == 0 && sink_finish(sink) < 0) {
+		warnx("%s", sink_error(sink));
+		status = -1;
+	}
+	if (status == 0 && o.output && outfile_commit(&out, 1) < 0) {
+		warn("%s", o.output);
+		status = -1;
+	}
+	if (status != 0) {
+		outfile_abort(&out);
+		return 1;
+	}
+	progress_update(&progress, vma_writer_stats(w, 0).transferred,
+			vma_writer_stats(w, 0).zero_bytes, true);
+	for (int i = 0; o.verbose && i < argc; i++) {
+		struct vma_device_stats s = vma_writer_stats(w, i + 1);
+		fprintf(stderr, "image %s: size=%llu zeros=%llu saved=%llu\n", s.name,
+			(unsigned long long)s.size, (unsigned long long)s.zero_bytes,
+			(unsigned long long)(s.size - s.zero_bytes));
+	}
+	for (int i = 0; i < argc; i++)
+		sources[i]->close(sources[i]);
+	free(sources);
+	sink_free(sink);
+	vma_writer_free(w);
+	return 0;
+}

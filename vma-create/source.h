@@ -1,0 +1,25 @@
+/* Where a device's bytes come from: a regular file, a block device, or an NBD export. */
+#ifndef VMA_CREATE_SOURCE_H
+#define VMA_CREATE_SOURCE_H
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct source {
+	const char *spec; /* as given on the command line */
+	uint64_t size;
+	/* Describes the run starting at off: *len bytes (> 0) that are all known zero (a hole)
+	 * or data. 0, or -1 with err set. */
+	int (*extent)(struct source *s, uint64_t off, uint64_t *len, bool *zero);
+	/* Reads exactly len bytes at off (inside the device). 0, or -1 with err set. */
+	int (*read)(struct source *s, uint64_t off, void *buf, size_t len);
+	void (*close)(struct source *s);
+	char err[512];
+};
+
+bool source_is_nbd_uri(const char *spec);
+/* Open the source named by spec; NULL with a message in errbuf on failure. */
+struct source *source_open_file(const char *spec, char *errbuf, size_t errlen);
+struct source *source_open_nbd(const char *uri, char *errbuf, size_t errlen);
+
+#endif

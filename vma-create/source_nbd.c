@@ -1,0 +1,188 @@
+/* NBD exports, read with libnbd: holes from block status (base:allocation), data with several
+ * asynchronous reads in flight, sized to the export's preferred and maximum block sizes. */
+#include <libnbd.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "source.h"
+
+#define STATUS_SPAN (1ull << 30)     /* ask block status for up to 1 GiB at a time */
+#define DEFAULT_REQUEST (1u << 20)   /* one read request, unless the export prefers others */
+#define MAX_REQUEST (4u << 20)
+#define MAX_IN_FLIGHT 64
+
+struct run {
+	uint64_t start, len;
+	bool zero;
+};
+
+struct nbd_source {
+	struct source s;
+	struct nbd_handle *nbd;
+	bool has_status;
+	size_t request; /* bytes per read request */
+	struct run *runs;
+	size_t nruns, cap;
+	uint64_t cached_end;
+};
+
+bool source_is_nbd_uri(const char *spec)
+{
+	static const char *schemes[] = {"nbd://", "nbds://", "nbd+unix://", "nbds+unix://",
+					"nbd+vsock://", "nbds+vsock://"};
+	for (size_t i = 0; i < sizeof(schemes) / sizeof(schemes[0]); i++)
+		if (strncmp(spec, schemes[i], strlen(schemes[i])) == 0)
+			return true;
+	return false;
+}
+
+static int nbd_fail(struct source *s, const char *what)
+{
+	snprintf(s->err, sizeof(s->err), "%s: %s", what, nbd_get_error());
+	return -1;
+}
+
+static int collect_runs(void *opaque, const char *context, uint64_t offset, uint32_t *entries,
+			size_t nr_entries, int *error)
+{
+	struct nbd_source *n = opaque;
+	if (strcmp(context, LIBNBD_CONTEXT_BASE_ALLOCATION) != 0)
+		return 0;
+	for (size_t i = 0; i + 1 < nr_entries; i += 2) {
+		if (n->nruns == n->cap) {
+			size_t cap = n->cap ? n->cap * 2 : 64;
+			struct run *r = realloc(n->runs, cap * sizeof(*r));
+			if (!r) {
+				*error = 12; /* ENOMEM */
+				return -1;
+			}
+			n->runs = r;
+			n->cap = cap;
+		}
+		n->runs[n->nruns++] = (struct run){offset, entries[i], (entries[i + 1] & LIBNBD_STATE_ZERO) != 0};
+		offset += entries[i];
+	}
+	n->cached_end = offset;
+	return 0;
+}
+
+static int nbd_extent(struct source *src, uint64_t off, uint64_t *len, bool *zero)
+{
+	struct nbd_source *n = (struct nbd_source *)src;
+	*zero = false;
+	*len = src->size - off;
+	if (!n->has_status)
+		return 0;
+	if (off >= n->cached_end || n->nruns == 0 || off < n->runs[0].start) {
+		uint64_t span = src->size - off < STATUS_SPAN ? src->size - off : STATUS_SPAN;
+		n->nruns = 0;
+		n->cached_end = off;
+		nbd_extent_callback cb = {.callback = collect_runs, .user_data = n};
+		if (nbd_block_status(n->nbd, span, off, cb, 0) < 0)
+			return nbd_fail(src, "block status");
+		if (n->cached_end <= off) { /* a server answering nothing: treat as data */
+			n->has_status = false;
+			return 0;
+		}
+	}
+	for (size_t i = 0; i < n->nruns; i++) {
+		struct run *r = &n->runs[i];
+		if (off >= r->start && off < r->start + r->len) {
+			uint64_t end = r->start + r->len;
+			/* Merge following runs of the same kind so callers see long runs. */
+			for (; i + 1 < n->nruns && n->runs[i + 1].zero == r->zero; i++)
+				end = n->runs[i + 1].start + n->runs[i + 1].len;
+			*zero = r->zero;
+			*len = (end < src->size ? end : src->size) - off;
+			return 0;
+		}
+	}
+	return 0;
+}
+
+static int wait_for(struct source *src, int64_t *cookies, size_t ncookies)
+{
+	struct nbd_source *n = (struct nbd_source *)src;
+	for (size_t i = 0; i < ncookies; i++) {
+		int r;
+		while ((r = nbd_aio_command_completed(n->nbd, (uint64_t)cookies[i])) == 0)
+			if (nbd_poll(n->nbd, -1) < 0)
+				return nbd_fail(src, "read");
+		if (r < 0)
+			return nbd_fail(src, "read");
+	}
+	return 0;
+}
+
+static int nbd_read(struct source *src, uint64_t off, void *buf, size_t len)
+{
+	struct nbd_source *n = (struct nbd_source *)src;
+	int64_t cookies[MAX_IN_FLIGHT];
+	size_t ncookies = 0;
+	for (size_t done = 0; done < len; done += n->request) {
+		size_t count = len - done < n->request ? len - done : n->request;
+		int64_t c = nbd_aio_pread(n->nbd, (char *)buf + done, count, off + done,
+					  NBD_NULL_COMPLETION, 0);
+		if (c < 0)
+			return nbd_fail(src, "read");
+		cookies[ncookies++] = c;
+		if (ncookies == MAX_IN_FLIGHT) {
+			if (wait_for(src, cookies, ncookies) < 0)
+				return -1;
+			ncookies = 0;
+		}
+	}
+	return wait_for(src, cookies, ncookies);
+}
+
+static void nbd_source_close(struct source *src)
+{
+	struct nbd_source *n = (struct nbd_source *)src;
+	nbd_shutdown(n->nbd, 0);
+	nbd_close(n->nbd);
+	free(n->runs);
+	free(n);
+}
+
+struct source *source_open_nbd(const char *uri, char *errbuf, size_t errlen)
+{
+	struct nbd_source *n = calloc(1, sizeof(*n));
+	if (!n || !(n->nbd = nbd_create())) {
+		snprintf(errbuf, errlen, "%s", n ? nbd_get_error() : "out of memory");
+		free(n);
+		return NULL;
+	}
+	if (nbd_add_meta_context(n->nbd, LIBNBD_CONTEXT_BASE_ALLOCATION) < 0 ||
+	    nbd_connect_uri(n->nbd, uri) < 0) {
+		snprintf(errbuf, errlen, "%s", nbd_get_error());
+		goto bad;
+	}
+	int64_t size = nbd_get_size(n->nbd);
+	if (size < 0) {
+		snprintf(errbuf, errlen, "%s", nbd_get_error());
+		goto bad;
+	}
+	if (size == 0) {
+		snprintf(errbuf, errlen, "the export is empty (size 0)");
+		goto bad;
+	}
+	n->has_status = nbd_can_meta_context(n->nbd, LIBNBD_CONTEXT_BASE_ALLOCATION) == 1;
+	int64_t preferred = nbd_get_block_size(n->nbd, LIBNBD_SIZE_PREFERRED);
+	int64_t maximum = nbd_get_block_size(n->nbd, LIBNBD_SIZE_MAXIMUM);
+	n->request = DEFAULT_REQUEST;
+	if (preferred > (int64_t)n->request && preferred <= MAX_REQUEST)
+		n->request = (size_t)preferred;
+	if (maximum > 0 && maximum < (int64_t)n->request)
+		n->request = (size_t)maximum;
+	n->s.spec = uri;
+	n->s.size = (uint64_t)size;
+	n->s.extent = nbd_extent;
+	n->s.read = nbd_read;
+	n->s.close = nbd_source_close;
+	return &n->s;
+bad:
+	nbd_close(n->nbd);
+	free(n);
+	return NULL;
+}

@@ -1,0 +1,376 @@
+/* vma-extract: list, verify and restore VMA archives, Proxmox's included. */
+#include <err.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <uuid/uuid.h>
+
+#include "instream.h"
+#include "outfile.h"
+#include "reader.h"
+#include "sink.h"
+
+static const char synopsis[] =
+	"vma-extract -l [--json] archive\n"
+	"vma-extract -t [-v] archive\n"
+	"vma-extract [-v] [-d name[,name ...]] archive dir\n"
+	"vma-extract -c config archive\n";
+
+static const char short_opts[] = "ltvd:c:h";
+enum { OPT_JSON = 256 };
+static const struct option long_opts[] = {
+	{"list", no_argument, NULL, 'l'},
+	{"json", no_argument, NULL, OPT_JSON},
+	{"verify", no_argument, NULL, 't'},
+	{"verbose", no_argument, NULL, 'v'},
+	{"devices", required_argument, NULL, 'd'},
+	{"config", required_argument, NULL, 'c'},
+	{"help", no_argument, NULL, 'h'},
+	{NULL, 0, NULL, 0},
+};
+
+static _Noreturn void usage(void)
+{
+	fprintf(stderr, "usage: %s", synopsis);
+	exit(2);
+}
+
+static const char *archive_name;
+
+/* Opens the archive (or stdin) and reads its header; exits 1 on any defect. */
+static void open_archive(const char *path, struct vma_reader *r)
+{
+	char why[256];
+	int fd = strcmp(path, "-") == 0 ? STDIN_FILENO : open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		err(1, "%s", path);
+	struct instream *in = instream_open(fd, why, sizeof(why));
+	if (!in)
+		errx(1, "%s: %s", path, why);
+	if (vma_reader_open(r, in) < 0)
+		errx(1, "%s: %s", path, r->err);
+}
+
+static void close_archive(struct vma_reader *r)
+{
+	struct instream *in = r->in;
+	vma_reader_close(r);
+	instream_free(in);
+}
+
+/* Proxmox's `vma list` lines, which restore tools parse. */
+static char *listing(const struct vma_reader *r)
+{
+	char *text = NULL;
+	size_t len = 0;
+	FILE *f = open_memstream(&text, &len);
+	if (!f)
+		err(1, "out of memory");
+	for (int i = 0; i < r->nconfigs; i++)
+		fprintf(f, "CFG: size: %u name: %s\n", r->configs[i].len, r->configs[i].name);
+	for (int id = 1; id < 255; id++)
+		if (r->devs[id].name)
+			fprintf(f, "DEV: dev_id=%d size: %llu devname: %s\n", id,
+				(unsigned long long)r->devs[id].size, r->devs[id].name);
+	fprintf(f, "CTIME: %s", ctime(&r->ctime));
+	if (fclose(f) != 0)
+		err(1, "out of memory");
+	return text;
+}
+
+static char *listing_json(const struct vma_reader *r)
+{
+	char uuid[37];
+	uuid_unparse_lower(r->uuid, uuid);
+	json_t *configs = json_array(), *devices = json_array();
+	for (int i = 0; i < r->nconfigs; i++)
+		json_array_append_new(configs, json_pack("{s:s, s:I}", "name", r->configs[i].name,
+							 "size", (json_int_t)r->configs[i].len));
+	for (int id = 1; id < 255; id++)
+		if (r->devs[id].name)
+			json_array_append_new(devices,
+					      json_pack("{s:i, s:s, s:I}", "dev_id", id, "name",
+							r->devs[id].name, "size",
+							(json_int_t)r->devs[id].size));
+	json_t *root = json_pack("{s:s, s:I, s:o, s:o}", "uuid", uuid, "ctime",
+				 (json_int_t)r->ctime, "configs", configs, "devices", devices);
+	char *text = root ? json_dumps(root, JSON_INDENT(2) | JSON_PRESERVE_ORDER) : NULL;
+	if (!text)
+		errx(1, "cannot build the JSON listing");
+	json_decref(root);
+	return text;
+}
+
+static int do_list(const char *path, bool json)
+{
+	struct vma_reader r;
+	open_archive(path, &r);
+	char *text = json ? listing_json(&r) : listing(&r);
+	printf("%s%s", text, json ? "\n" : "");
+	free(text);
+	close_archive(&r);
+	return 0;
+}
+
+static int do_config(const char *path, const char *name)
+{
+	struct vma_reader r;
+	open_archive(path, &r);
+	for (int i = 0; i < r.nconfigs; i++) {
+		if (strcmp(r.configs[i].name, name) != 0)
+			continue;
+		if (write_all(STDOUT_FILENO, r.configs[i].data, r.configs[i].len) < 0)
+			err(1, "stdout");
+		close_archive(&r);
+		return 0;
+	}
+	errx(1, "%s: no config named '%s'", path, name);
+}
+
+static void mark_all_for_coverage(struct vma_reader *r)
+{
+	for (int id = 1; id < 255; id++)
+		r->devs[id].check_coverage = r->devs[id].name != NULL;
+}
+
+static int do_verify(const char *path, bool verbose)
+{
+	struct vma_reader r;
+	open_archive(path, &r);
+	mark_all_for_coverage(&r);
+	if (vma_reader_run(&r, NULL, NULL) != 0)
+		errx(1, "%s: %s", path, r.err);
+	if (verbose) {
+		char *text = listing(&r);
+		uint64_t total = r.stored_bytes + r.zero_bytes;
+		printf("%stotal bytes read %llu, sparse bytes %llu (%.3g%%)\n", text,
+		       (unsigned long long)total, (unsigned long long)r.zero_bytes,
+		       total ? (double)r.zero_bytes * 100 / (double)total : 0.0);
+		free(text);
+	}
+	close_archive(&r);
+	return 0;
+}
+
+/* Extraction targets, by dev_id. */
+struct extraction {
+	struct outfile disks[256];
+	bool wanted[256];
+};
+
+/* Writes one run of stored blocks unless it is all zero: the file stays sparse. */
+static int write_run(int fd, const uint8_t *data, size_t len, uint64_t off)
+{
+	size_t skip = 0;
+	while (skip < len && vma_block_is_zero(data + skip))
+		skip += VMA_BLOCK_SIZE;
+	if (skip == len)
+		return 0;
+	data += skip;
+	off += skip;
+	len -= skip;
+	while (len > 0) {
+		ssize_t n = pwrite(fd, data, len, (off_t)off);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return -1;
+		data += n;
+		off += (uint64_t)n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
+
+static int restore_cluster(void *opaque, struct vma_reader *r, int dev_id, uint64_t cluster,
+			   uint16_t mask, const uint8_t *blocks)
+{
+	struct extraction *x = opaque;
+	if (!x->wanted[dev_id] || mask == 0)
+		return 0;
+	uint64_t size = r->devs[dev_id].size;
+	int fd = x->disks[dev_id].fd;
+	/* Write each stored block, clipped to the device end; zero blocks are skipped. */
+	for (unsigned b = 0; b < VMA_BLOCKS_PER_CLUSTER; b++) {
+		if (!(mask & (1u << b)))
+			continue;
+		uint64_t off = cluster * VMA_CLUSTER_SIZE + (uint64_t)b * VMA_BLOCK_SIZE;
+		const uint8_t *block = blocks;
+		blocks += VMA_BLOCK_SIZE;
+		if (off >= size || vma_block_is_zero(block))
+			continue;
+		size_t len = size - off < VMA_BLOCK_SIZE ? (size_t)(size - off) : VMA_BLOCK_SIZE;
+		if (write_run(fd, block, len, off) < 0) {
+			snprintf(r->err, sizeof(r->err), "%s: %s", x->disks[dev_id].tmp_path,
+				 strerror(errno));
+			return -1;
+		}
+	}
+	return 0;
+}
+
+static void select_devices(struct vma_reader *r, struct extraction *x, char *list)
+{
+	if (!list) {
+		for (int id = 1; id < 255; id++)
+			x->wanted[id] = r->devs[id].name != NULL;
+		return;
+	}
+	for (char *name = strtok(list, ","); name; name = strtok(NULL, ",")) {
+		int id = 1;
+		while (id < 255 && !(r->devs[id].name && strcmp(r->devs[id].name, name) == 0))
+			id++;
+		if (id == 255)
+			errx(1, "%s: no device named '%s'", archive_name, name);
+		x->wanted[id] = true;
+	}
+}
+
+static int write_config(const char *dir, const struct vma_config *c)
+{
+	char *path;
+	struct outfile f;
+	if (asprintf(&path, "%s/%s", dir, c->name) < 0)
+		return -1;
+	int rc = outfile_create(&f, path, NULL);
+	if (rc == 0 && write_all(f.fd, c->data, c->len) < 0) {
+		outfile_abort(&f);
+		rc = -1;
+	}
+	if (rc == 0)
+		rc = outfile_commit(&f, 1);
+	if (rc < 0)
+		warn("%s", path);
+	free(path);
+	return rc;
+}
+
+static int do_extract(const char *path, const char *dir, char *devices, bool verbose)
+{
+	struct vma_reader r;
+	struct extraction *x = calloc(1, sizeof(*x));
+	if (!x)
+		err(1, "out of memory");
+	open_archive(path, &r);
+	select_devices(&r, x, devices);
+	if (mkdir(dir, 0777) < 0) {
+		if (errno == EEXIST)
+			errx(2, "%s: already exists; give a directory that does not", dir);
+		err(1, "%s", dir);
+	}
+	int status = 0;
+	for (int id = 1; id < 255 && status == 0; id++) {
+		if (!x->wanted[id])
+			continue;
+		r.devs[id].check_coverage = true;
+		char *final, *tmp;
+		if (asprintf(&final, "%s/disk-%s.raw", dir, r.devs[id].name) < 0 ||
+		    asprintf(&tmp, "tmp-disk-%s.raw", r.devs[id].name) < 0)
+			err(1, "out of memory");
+		if (outfile_create(&x->disks[id], final, tmp) < 0 ||
+		    ftruncate(x->disks[id].fd, (off_t)r.devs[id].size) < 0) {
+			warn("%s", final);
+			if (x->disks[id].fd >= 0)
+				outfile_abort(&x->disks[id]);
+			x->wanted[id] = false;
+			status = -1;
+		}
+		free(final);
+		free(tmp);
+	}
+	if (status == 0 && vma_reader_run(&r, restore_cluster, x) != 0) {
+		warnx("%s: %s", path, r.err);
+		status = -1;
+	}
+	for (int i = 0; i < r.nconfigs && status == 0; i++)
+		status = write_config(dir, &r.configs[i]);
+	for (int id = 1; id < 255; id++) {
+		if (!x->wanted[id])
+			continue;
+		if (status == 0 && outfile_commit(&x->disks[id], 1) < 0) {
+			warn("%s/disk-%s.raw", dir, r.devs[id].name);
+			status = -1;
+		} else if (status != 0) {
+			outfile_abort(&x->disks[id]);
+		} else if (verbose) {
+			fprintf(stderr, "restored %s: %llu bytes to %s/disk-%s.raw\n",
+				r.devs[id].name, (unsigned long long)r.devs[id].size, dir,
+				r.devs[id].name);
+		}
+	}
+	if (status != 0) {
+		/* Leave nothing behind: configs written before a later failure go too. */
+		for (int i = 0; i < r.nconfigs; i++) {
+			char *p;
+			if (asprintf(&p, "%s/%s", dir, r.configs[i].name) >= 0) {
+				unlink(p);
+				free(p);
+			}
+		}
+		rmdir(dir);
+	}
+	close_archive(&r);
+	free(x);
+	return status == 0 ? 0 : 1;
+}
+
+int main(int argc, char **argv)
+{
+	int ch, mode = 0;
+	bool json = false, verbose = false;
+	char *devices = NULL;
+	const char *config = NULL;
+	while ((ch = getopt_long(argc, argv, short_opts, long_opts, NULL)) != -1) {
+		switch (ch) {
+		case 'l':
+		case 't':
+			if (mode && mode != ch)
+				usage();
+			mode = ch;
+			break;
+		case 'c':
+			if (mode && mode != ch)
+				usage();
+			mode = ch;
+			config = optarg;
+			break;
+		case OPT_JSON:
+			json = true;
+			break;
+		case 'v':
+			verbose = true;
+			break;
+		case 'd':
+			devices = optarg;
+			break;
+		case 'h':
+			fputs(synopsis, stdout);
+			return 0;
+		default:
+			usage();
+		}
+	}
+	argc -= optind;
+	argv += optind;
+	if ((json && mode != 'l') || (devices && mode) || (verbose && (mode == 'l' || mode == 'c')))
+		usage();
+	if (argc != (mode ? 1 : 2))
+		usage();
+	archive_name = argv[0];
+	switch (mode) {
+	case 'l':
+		return do_list(argv[0], json);
+	case 't':
+		return do_verify(argv[0], verbose);
+	case 'c':
+		return do_config(argv[0], config);
+	default:
+		return do_extract(argv[0], argv[1], devices, verbose);
+	}
+}
