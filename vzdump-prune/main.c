@@ -126,11 +126,11 @@ static void parse_options(int argc, char **argv, struct options *o)
 		case OPT_KEEP_YEARLY: {
 			enum rule r = (enum rule)(c - OPT_KEEP_LAST);
 
-			if (!policy_parse_count(optarg, &single.keep[r]))
-				usage_error("%s", (snprintf(err, sizeof(err),
-							    "--%s: '%s' is not an integer >= 0",
-							    rule_option(r), optarg),
-						   err));
+			if (!policy_parse_count(optarg, &single.keep[r])) {
+				snprintf(err, sizeof(err), "--%s: '%s' is not an integer >= 0",
+					 rule_option(r), optarg);
+				usage_error("%s", err);
+			}
 			single_given.keep[r] = true;
 			break;
 		}
