@@ -1,5 +1,6 @@
 /* Turns the marks into words. The report is built in memory and printed only on success. */
 #include <jansson.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -45,10 +46,23 @@ static json_t *json_name(const char *name)
 	return s;
 }
 
+static bool is_control(unsigned char c)
+{
+	return c < 0x20 || c == 0x7f;
+}
+
 static void print_name(FILE *f, const char *name)
 {
-	for (const char *p = name; *p; p++)
-		fputc((unsigned char)*p < 0x20 || *p == 0x7f ? '?' : *p, f);
+	const char *p;
+
+	for (p = name; *p && !is_control((unsigned char)*p); p++)
+		;
+	if (*p == '\0') { /* the usual case: print it as it is */
+		fwrite(name, 1, (size_t)(p - name), f);
+		return;
+	}
+	for (p = name; *p; p++)
+		fputc(is_control((unsigned char)*p) ? '?' : *p, f);
 }
 
 /* What one period of a rule is called in a sentence. */
@@ -116,16 +130,21 @@ char *report_text(const struct backup *list, size_t n)
 	return text;
 }
 
+/* One object per line, built and dumped one at a time, so memory stays flat. */
 char *report_json(const struct backup *list, size_t n)
 {
-	json_t *array = json_array();
 	char *text = NULL, why[96];
+	size_t size = 0;
+	FILE *f = open_memstream(&text, &size);
+	bool ok = true;
 
-	if (array == NULL)
+	if (f == NULL)
 		return NULL;
-	for (size_t i = 0; i < n; i++) {
+	fputs(n == 0 ? "[" : "[\n", f);
+	for (size_t i = 0; ok && i < n; i++) {
 		const struct backup *b = &list[i];
 		json_t *entry;
+		char *line;
 
 		reason(b, why, sizeof(why));
 		entry = json_pack("{s:o, s:o, s:o, s:s, s:s}",
@@ -134,19 +153,18 @@ char *report_json(const struct backup *list, size_t n)
 				  "ctime", b->standard ? json_integer((json_int_t)b->ctime) : json_null(),
 				  "mark", mark_name(b->mark),
 				  "reason", why);
-		if (entry == NULL || json_array_append_new(array, entry) != 0)
-			goto out;
+		line = entry ? json_dumps(entry, JSON_PRESERVE_ORDER) : NULL;
+		if (line != NULL)
+			fprintf(f, "  %s%s\n", line, i + 1 < n ? "," : "");
+		else
+			ok = false;
+		free(line);
+		json_decref(entry);
 	}
-	text = json_dumps(array, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
-	if (text != NULL) {
-		char *line = NULL;
-
-		if (asprintf(&line, "%s\n", text) < 0)
-			line = NULL;
+	fputs("]\n", f);
+	if (fclose(f) != 0 || !ok) {
 		free(text);
-		text = line;
+		return NULL;
 	}
-out:
-	json_decref(array);
 	return text;
 }
