@@ -1,0 +1,19 @@
+/* The guest-agent dialect on top of struct qmp: resync with 0xFF + guest-sync-delimited. */
+#ifndef QGA_H
+#define QGA_H
+
+#include "qmp.h"
+
+/*
+ * Brings the stream back to a known point: sends 0xFF (so the agent drops half-read input)
+ * and guest-sync-delimited with a random id, discards everything through the next 0xFF
+ * (qemu-ga 7.2 first answers the 0xFF with a parse-error line) and skips replies with other
+ * ids (late answers to commands that timed out) until its own id comes back.
+ */
+enum qmp_status qga_resync(struct qmp *q, deadline_t d);
+
+/* Runs an agent command: resyncs first when needed, and marks the stream for resync after
+ * any timeout, so a late reply is never taken for the answer to the next command. */
+enum qmp_status qga_execute(struct qmp *q, json_t *cmd, deadline_t d, json_t **reply);
+
+#endif

@@ -1,0 +1,59 @@
+/* A QMP (or guest-agent) connection: framing, ids, replies, events queued while waiting. */
+#ifndef QMP_H
+#define QMP_H
+
+#include <jansson.h>
+#include <stdbool.h>
+
+#include "deadline.h"
+#include "jsonline.h"
+
+enum qmp_status {
+	QMP_OK = 0,    /* a "return" reply */
+	QMP_ERROR,     /* an "error" reply: the peer refused the command */
+	QMP_TIMEOUT,   /* the deadline passed */
+	QMP_DROPPED,   /* connection closed, or could not be made */
+	QMP_PROTOCOL,  /* the peer spoke something that is not QMP */
+};
+
+struct qmp {
+	struct jsonline jl;
+	const char *path;   /* for messages */
+	bool agent;         /* guest-agent dialect: no greeting, no ids, resync instead */
+	bool need_sync;     /* agent: the stream position is unknown (start, after a timeout) */
+	unsigned long seq;  /* next command id */
+	json_t *events;     /* events received while waiting for replies, oldest first */
+	json_t *greeting;
+	char why[512];      /* what went wrong, for the caller's message */
+};
+
+/* Connects to PATH (retrying until D). For QMP also reads the greeting and negotiates
+ * capabilities; for an agent marks the stream for resync before the first command. */
+enum qmp_status qmp_open(struct qmp *q, const char *path, bool agent, deadline_t d);
+void qmp_close(struct qmp *q);
+
+/*
+ * Runs CMD ({"execute": …, "arguments": …}; borrowed, an "id" is added for QMP) with FDS
+ * attached to its bytes and waits for its reply until D. *REPLY gets the whole reply (new
+ * reference) for QMP_OK and QMP_ERROR, NULL otherwise. Events meanwhile are queued.
+ */
+enum qmp_status qmp_execute(struct qmp *q, json_t *cmd, const int *fds, size_t nfds,
+			    deadline_t d, json_t **reply);
+
+/* Convenience: builds {"execute": NAME, "arguments": ARGS (stolen, may be NULL)}. */
+json_t *qmp_command(const char *name, json_t *args);
+
+/* The oldest queued event, or the next one to arrive before D (new reference). */
+enum qmp_status qmp_next_event(struct qmp *q, deadline_t d, json_t **event);
+
+/* "CLASS: desc" of an error reply, in a static buffer. */
+const char *qmp_error_text(json_t *reply);
+
+/* Internal to the QMP/agent dialects (qga.c): send one object, read one message. */
+enum qmp_status qmp_send(struct qmp *q, const char *prefix, json_t *obj, const int *fds,
+			 size_t nfds, deadline_t d);
+enum qmp_status qmp_receive(struct qmp *q, deadline_t d, json_t **msg);
+enum qmp_status qmp_fail(struct qmp *q, enum qmp_status st, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+#endif

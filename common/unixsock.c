@@ -1,0 +1,176 @@
+/* Unix-domain socket helpers (see unixsock.h). */
+#include "unixsock.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#define CONNECT_RETRY_MS 50
+
+static int fill_address(struct sockaddr_un *addr, const char *path)
+{
+	memset(addr, 0, sizeof(*addr));
+	addr->sun_family = AF_UNIX;
+	if (strlen(path) >= sizeof(addr->sun_path)) {
+		errno = ENAMETOOLONG;
+		return -1;
+	}
+	strcpy(addr->sun_path, path);
+	return 0;
+}
+
+/* A connect() still in progress on a non-blocking socket: wait for its outcome. */
+static int finish_connect(int fd, deadline_t d)
+{
+	struct pollfd p = { .fd = fd, .events = POLLOUT };
+	int r, soerr = 0;
+	socklen_t len = sizeof(soerr);
+
+	do
+		r = poll(&p, 1, deadline_poll_timeout(d));
+	while (r < 0 && errno == EINTR);
+	if (r < 0)
+		return -1;
+	if (r == 0) {
+		errno = ETIMEDOUT;
+		return -1;
+	}
+	if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &len) < 0)
+		return -1;
+	if (soerr != 0) {
+		errno = soerr;
+		return -1;
+	}
+	return 0;
+}
+
+int unixsock_connect(const char *path, deadline_t d)
+{
+	struct sockaddr_un addr;
+
+	if (fill_address(&addr, path) < 0)
+		return -1;
+	for (;;) {
+		int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+		int saved;
+
+		if (fd < 0)
+			return -1;
+		if (connect(fd, (struct sockaddr *)&addr, sizeof(addr)) == 0)
+			return fd;
+		if ((errno == EINPROGRESS || errno == EAGAIN) && finish_connect(fd, d) == 0)
+			return fd;
+		saved = errno;
+		close(fd);
+		errno = saved;
+		if (saved != ENOENT && saved != ECONNREFUSED && saved != EAGAIN && saved != EINTR &&
+		    saved != EINPROGRESS)
+			return -1;
+		if (deadline_passed(d))
+			return -1;
+		deadline_sleep(CONNECT_RETRY_MS, d);
+	}
+}
+
+int unixsock_listen(const char *path, mode_t mode)
+{
+	struct sockaddr_un addr;
+	struct stat st;
+	mode_t old_umask;
+	int fd, r, saved;
+
+	if (fill_address(&addr, path) < 0)
+		return -1;
+	if (lstat(path, &st) == 0) {
+		if (!S_ISSOCK(st.st_mode)) {
+			errno = EEXIST;
+			return -1;
+		}
+		unlink(path);
+	}
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -1;
+	/* Nobody else may connect between bind() and chmod(): create it private. */
+	old_umask = umask(0177);
+	r = bind(fd, (struct sockaddr *)&addr, sizeof(addr));
+	umask(old_umask);
+	if (r < 0 || chmod(path, mode) < 0 || listen(fd, 16) < 0) {
+		saved = errno;
+		if (r == 0)
+			unlink(path);
+		close(fd);
+		errno = saved;
+		return -1;
+	}
+	return fd;
+}
+
+static int wait_writable(int fd, deadline_t d)
+{
+	struct pollfd p = { .fd = fd, .events = POLLOUT };
+	int r;
+
+	do
+		r = poll(&p, 1, deadline_poll_timeout(d));
+	while (r < 0 && errno == EINTR);
+	if (r == 0) {
+		errno = ETIMEDOUT;
+		return -1;
+	}
+	return r < 0 ? -1 : 0;
+}
+
+int unixsock_send(int fd, const void *buf, size_t len, const int *fds, size_t nfds,
+		  deadline_t d)
+{
+	union {
+		char space[CMSG_SPACE(sizeof(int) * UNIXSOCK_MAX_FDS)];
+		struct cmsghdr align;
+	} control;
+	const char *p = buf;
+	bool fds_sent = nfds == 0;
+
+	if (nfds > UNIXSOCK_MAX_FDS) {
+		errno = EINVAL;
+		return -1;
+	}
+	while (len > 0 || !fds_sent) {
+		struct iovec iov = { .iov_base = (void *)p, .iov_len = len };
+		struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1 };
+		ssize_t n;
+
+		if (!fds_sent) {
+			struct cmsghdr *cmsg;
+
+			memset(&control, 0, sizeof(control));
+			msg.msg_control = control.space;
+			msg.msg_controllen = CMSG_SPACE(sizeof(int) * nfds);
+			cmsg = CMSG_FIRSTHDR(&msg);
+			cmsg->cmsg_level = SOL_SOCKET;
+			cmsg->cmsg_type = SCM_RIGHTS;
+			cmsg->cmsg_len = CMSG_LEN(sizeof(int) * nfds);
+			memcpy(CMSG_DATA(cmsg), fds, sizeof(int) * nfds);
+		}
+		n = sendmsg(fd, &msg, MSG_NOSIGNAL);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			if (errno == EAGAIN || errno == EWOULDBLOCK) {
+				if (wait_writable(fd, d) < 0)
+					return -1;
+				continue;
+			}
+			return -1;
+		}
+		fds_sent = true;
+		p += n;
+		len -= (size_t)n;
+	}
+	return 0;
+}

@@ -1,0 +1,404 @@
+/* qmpctl: run QMP commands against a QEMU monitor socket (or a guest agent with -a), for
+ * people at a prompt and for scripts that need exit statuses and clean JSON on stdout. */
+#include <errno.h>
+#include <getopt.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "qmpctl.h"
+
+#define DEFAULT_TIMEOUT 10.0
+
+static const char short_opts[] = "acef:hH:km:ps:t:w:";
+
+enum { OPT_JSON = CHAR_MAX + 1, OPT_FD, OPT_ADD_FD };
+
+static const struct option long_opts[] = {
+	{"agent", no_argument, NULL, 'a'},
+	{"compact", no_argument, NULL, 'c'},
+	{"events", no_argument, NULL, 'e'},
+	{"file", required_argument, NULL, 'f'},
+	{"help", no_argument, NULL, 'h'},
+	{"hmp", required_argument, NULL, 'H'},
+	{"keep-going", no_argument, NULL, 'k'},
+	{"match", required_argument, NULL, 'm'},
+	{"pretty", no_argument, NULL, 'p'},
+	{"socket", required_argument, NULL, 's'},
+	{"timeout", required_argument, NULL, 't'},
+	{"wait-event", required_argument, NULL, 'w'},
+	{"json", required_argument, NULL, OPT_JSON},
+	{"fd", required_argument, NULL, OPT_FD},
+	{"add-fd", required_argument, NULL, OPT_ADD_FD},
+	{NULL, 0, NULL, 0},
+};
+
+/* Exactly the SYNOPSIS of man/qmpctl.1. */
+static const char synopsis[] =
+	"qmpctl -s socket [-acekp] [-t seconds] [--fd name=spec] [--add-fd set=spec]\n"
+	"       [-w event[,event ...]] [-m key=value]\n"
+	"       [-f file | -H hmp-command | --json object | command [key=value ...]]\n";
+
+static void usage(FILE *fp, int status)
+{
+	fputs(fp == stderr ? "usage: " : "", fp);
+	fputs(synopsis, fp);
+	exit(status);
+}
+
+static void usage_error(const char *what)
+{
+	fprintf(stderr, "qmpctl: %s\n", what);
+	usage(stderr, EXIT_USAGE);
+}
+
+struct options {
+	const char *socket;
+	double timeout;
+	bool agent, compact, pretty, events, keep_going;
+	const char *file, *hmp, *json;
+	struct event_filter wait;
+	bool waiting;
+	const char **fd_args;
+	bool *fd_is_add;
+	int nfds;
+};
+
+int status_to_exit(enum qmp_status st)
+{
+	return st == QMP_OK ? EXIT_OK : st == QMP_ERROR ? EXIT_QMP_ERROR : EXIT_PEER;
+}
+
+void print_json(FILE *out, json_t *value, int json_flags)
+{
+	json_dumpf(value, out, json_flags | JSON_ENCODE_ANY);
+	fputc('\n', out);
+}
+
+static const char *socket_path;
+
+void report_failure(struct qmp *q, json_t *cmd, enum qmp_status st)
+{
+	const char *name = json_string_value(json_object_get(cmd, "execute"));
+	json_t *line = json_object_get(cmd, "line");
+	char where[32] = "";
+
+	if (line != NULL)
+		snprintf(where, sizeof(where), "line %d: ", (int)json_integer_value(line));
+	if (st == QMP_ERROR)
+		fprintf(stderr, "qmpctl: %s%s: %s\n", where, name ? name : "command", q->why);
+	else
+		fprintf(stderr, "qmpctl: %s: %s%s\n", socket_path, where, q->why);
+}
+
+/* HMP text as a terminal expects it: QEMU ends its lines with CRLF. */
+static void print_hmp_text(FILE *out, const char *text)
+{
+	for (; *text; text++)
+		if (!(text[0] == '\r' && text[1] == '\n'))
+			fputc(*text, out);
+}
+
+static char *read_all(FILE *fp)
+{
+	char *text = NULL;
+	size_t len = 0;
+	FILE *mem = open_memstream(&text, &len);
+	char buf[8192];
+	size_t n;
+
+	while ((n = fread(buf, 1, sizeof(buf), fp)) > 0)
+		fwrite(buf, 1, n, mem);
+	fclose(mem);
+	return text;
+}
+
+/* Reads a batch (one command per line); a bad line is a usage error naming its place. */
+static json_t *read_batch(const char *path)
+{
+	FILE *fp = strcmp(path, "-") == 0 ? stdin : fopen(path, "r");
+	json_t *cmds = json_array();
+	char *line = NULL, err[512];
+	size_t cap = 0;
+	int lineno = 0;
+
+	if (fp == NULL) {
+		fprintf(stderr, "qmpctl: %s: %s\n", path, strerror(errno));
+		exit(EXIT_QMP_ERROR);
+	}
+	while (getline(&line, &cap, fp) >= 0) {
+		json_t *cmd;
+
+		line[strcspn(line, "\r\n")] = '\0';
+		cmd = command_from_line(line, err, sizeof(err));
+		lineno++;
+		if (cmd == NULL && err[0] != '\0') {
+			fprintf(stderr, "qmpctl: %s:%d: %s\n", strcmp(path, "-") ? path : "stdin",
+				lineno, err);
+			exit(EXIT_USAGE);
+		}
+		if (cmd != NULL) {
+			json_object_set_new(cmd, "line", json_integer(lineno));
+			json_array_append_new(cmds, cmd);
+		}
+	}
+	free(line);
+	if (fp != stdin)
+		fclose(fp);
+	return cmds;
+}
+
+static void parse_options(int argc, char **argv, struct options *o)
+{
+	char err[512];
+	int c;
+
+	memset(o, 0, sizeof(*o));
+	o->timeout = DEFAULT_TIMEOUT;
+	o->fd_args = calloc((size_t)argc, sizeof(*o->fd_args));
+	o->fd_is_add = calloc((size_t)argc, sizeof(*o->fd_is_add));
+	while ((c = getopt_long(argc, argv, short_opts, long_opts, NULL)) != -1) {
+		switch (c) {
+		case 'a': o->agent = true; break;
+		case 'c': o->compact = true; break;
+		case 'e': o->events = true; break;
+		case 'f': o->file = optarg; break;
+		case 'h': usage(stdout, EXIT_OK); break;
+		case 'H': o->hmp = optarg; break;
+		case 'k': o->keep_going = true; break;
+		case 'm':
+			if (!event_filter_add_match(&o->wait, optarg, err, sizeof(err)))
+				usage_error(err);
+			break;
+		case 'p': o->pretty = true; break;
+		case 's': o->socket = optarg; break;
+		case 't':
+			if (!parse_seconds(optarg, &o->timeout))
+				usage_error("-t: expected a number of seconds");
+			break;
+		case 'w':
+			if (!event_filter_add_names(&o->wait, optarg))
+				usage_error("-w: expected event names");
+			o->waiting = true;
+			break;
+		case OPT_JSON: o->json = optarg; break;
+		case OPT_FD:
+		case OPT_ADD_FD:
+			o->fd_is_add[o->nfds] = c == OPT_ADD_FD;
+			o->fd_args[o->nfds++] = optarg;
+			break;
+		default: usage(stderr, EXIT_USAGE);
+		}
+	}
+	if (o->socket == NULL)
+		usage_error("-s SOCKET is required");
+	if (o->compact && o->pretty)
+		usage_error("-c and -p exclude each other");
+	if (o->events && o->waiting)
+		usage_error("-e and -w exclude each other");
+	if (o->wait.match != NULL && !o->waiting)
+		usage_error("-m needs -w");
+	if (o->agent && (o->events || o->waiting || o->nfds > 0 || o->hmp))
+		usage_error("-a does not go with events, fds or -H");
+}
+
+/* Everything the command line asks to run, as a JSON array of command objects. NULL means
+ * no command at all (interactive, or only fds/events). */
+static json_t *commands_from_args(struct options *o, int argc, char **argv)
+{
+	int sources = (argc > 0) + (o->file != NULL) + (o->hmp != NULL) + (o->json != NULL);
+	json_t *cmds = json_array(), *cmd = NULL;
+	char err[512];
+
+	if (sources > 1)
+		usage_error("give one of: a command, -f, -H, --json");
+	if (o->file != NULL) {
+		json_decref(cmds);
+		return read_batch(o->file);
+	}
+	if (o->hmp != NULL) {
+		cmd = qmp_command("human-monitor-command",
+				  json_pack("{s:s}", "command-line", o->hmp));
+		json_object_set_new(cmd, "hmp", json_true());
+	} else if (o->json != NULL || (argc == 1 && strcmp(argv[0], "-") == 0)) {
+		char *text = o->json != NULL && strcmp(o->json, "-") != 0 ? strdup(o->json)
+									 : read_all(stdin);
+
+		cmd = command_from_json(text, err, sizeof(err));
+		free(text);
+		if (cmd == NULL)
+			usage_error(err);
+	} else if (argc > 0) {
+		cmd = command_from_words(argv, argc, err, sizeof(err));
+		if (cmd == NULL)
+			usage_error(err);
+	} else if (!o->events && !o->waiting && o->nfds == 0 && !isatty(STDIN_FILENO)) {
+		json_decref(cmds);
+		return read_batch("-");
+	} else {
+		json_decref(cmds);
+		return NULL;
+	}
+	json_array_append_new(cmds, cmd);
+	return cmds;
+}
+
+/* Runs the commands, writing each result to OUT. Returns an exit status. */
+static int run_commands(struct options *o, struct qmp *q, json_t *cmds, deadline_t d,
+			FILE *out, int json_flags)
+{
+	bool batch = json_array_size(cmds) > 1 || o->file != NULL;
+	int status = EXIT_OK;
+	size_t i;
+	json_t *cmd;
+
+	json_array_foreach(cmds, i, cmd) {
+		json_t *line = json_incref(json_object_get(cmd, "line"));
+		bool hmp = json_object_get(cmd, "hmp") != NULL;
+		json_t *reply = NULL, *ret;
+		enum qmp_status st;
+
+		/* Our own annotations must not reach QEMU. */
+		json_object_del(cmd, "line");
+		json_object_del(cmd, "hmp");
+		st = qmp_execute(q, cmd, NULL, 0, d, &reply);
+		if (line != NULL)
+			json_object_set(cmd, "line", line);
+		if (st == QMP_OK) {
+			ret = json_object_get(reply, "return");
+			if (hmp && json_is_string(ret))
+				print_hmp_text(out, json_string_value(ret));
+			else
+				print_json(out, ret, batch ? JSON_COMPACT : json_flags);
+		} else {
+			report_failure(q, cmd, st);
+			if (st == QMP_ERROR && o->keep_going) {
+				/* Keep one output line per command so results stay aligned. */
+				print_json(out, reply, JSON_COMPACT);
+				status = EXIT_QMP_ERROR;
+			} else {
+				json_decref(line);
+				json_decref(reply);
+				return status_to_exit(st);
+			}
+		}
+		json_decref(line);
+		json_decref(reply);
+	}
+	return status;
+}
+
+static int wait_for_event(struct options *o, struct qmp *q, deadline_t d, FILE *out,
+			  int json_flags)
+{
+	for (;;) {
+		json_t *ev = NULL;
+		enum qmp_status st = qmp_next_event(q, d, &ev);
+
+		if (st != QMP_OK) {
+			fprintf(stderr, "qmpctl: %s: waiting for %s: %s\n", o->socket,
+				o->wait.names[0], st == QMP_TIMEOUT ? "timed out" : q->why);
+			return EXIT_PEER;
+		}
+		if (event_matches(&o->wait, ev)) {
+			print_json(out, ev, json_flags);
+			json_decref(ev);
+			return EXIT_OK;
+		}
+		json_decref(ev);
+	}
+}
+
+static int print_events(struct qmp *q, deadline_t d)
+{
+	for (;;) {
+		json_t *ev = NULL;
+		enum qmp_status st = qmp_next_event(q, d, &ev);
+
+		if (st == QMP_TIMEOUT)
+			return EXIT_OK; /* the natural end of --events */
+		if (st != QMP_OK) {
+			fprintf(stderr, "qmpctl: %s: %s\n", socket_path, q->why);
+			return EXIT_PEER;
+		}
+		print_json(stdout, ev, JSON_COMPACT);
+		fflush(stdout);
+		json_decref(ev);
+	}
+}
+
+int main(int argc, char **argv)
+{
+	struct options o;
+	struct fd_spec *fds;
+	struct qmp q;
+	json_t *cmds;
+	deadline_t d;
+	char *outbuf = NULL;
+	size_t outlen = 0;
+	FILE *out;
+	int json_flags, status = EXIT_OK;
+	enum qmp_status st;
+
+	signal(SIGPIPE, SIG_IGN);
+	parse_options(argc, argv, &o);
+	argc -= optind;
+	argv += optind;
+	socket_path = o.socket;
+	json_flags = o.compact ? JSON_COMPACT
+		     : o.pretty || isatty(STDOUT_FILENO) ? JSON_INDENT(4) : JSON_COMPACT;
+	cmds = commands_from_args(&o, argc, argv);
+	d = deadline_in(o.timeout);
+
+	fds = calloc((size_t)o.nfds + 1, sizeof(*fds));
+	for (int i = 0; i < o.nfds; i++) {
+		status = fd_spec_setup(&fds[i], o.fd_args[i], o.fd_is_add[i], d);
+		if (status != EXIT_OK)
+			goto out_nofds;
+	}
+	st = qmp_open(&q, o.socket, o.agent, d);
+	if (st != QMP_OK) {
+		fprintf(stderr, "qmpctl: %s: %s\n", o.socket, q.why);
+		status = status_to_exit(st);
+		goto out;
+	}
+	if (cmds == NULL && !o.events && !o.waiting && o.nfds == 0) {
+		status = run_interactive(&q, o.timeout, o.compact ? JSON_COMPACT : JSON_INDENT(4));
+		goto out;
+	}
+	out = open_memstream(&outbuf, &outlen);
+	for (int i = 0; i < o.nfds && status == EXIT_OK; i++) {
+		status = fd_spec_send(&fds[i], &q, d, out, json_flags);
+		fd_spec_close(&fds[i]);
+	}
+	if (status == EXIT_OK && cmds != NULL)
+		status = run_commands(&o, &q, cmds, d, out, json_flags);
+	if (status == EXIT_OK && o.waiting)
+		status = wait_for_event(&o, &q, d, out, json_flags);
+	fclose(out);
+	/* Atomic output: all of it when everything worked (or --keep-going), none otherwise. */
+	if (status == EXIT_OK || (o.keep_going && status == EXIT_QMP_ERROR))
+		fwrite(outbuf, 1, outlen, stdout);
+	if (status == EXIT_OK && o.events) {
+		fflush(stdout);
+		status = print_events(&q, d);
+	}
+	free(outbuf);
+out:
+	qmp_close(&q);
+out_nofds:
+	for (int i = 0; i < o.nfds; i++)
+		fd_spec_close(&fds[i]);
+	free(fds);
+	json_decref(cmds);
+	event_filter_free(&o.wait);
+	free(o.fd_args);
+	free(o.fd_is_add);
+	if (fflush(stdout) != 0 && status == EXIT_OK) {
+		fprintf(stderr, "qmpctl: stdout: %s\n", strerror(errno));
+		status = EXIT_QMP_ERROR;
+	}
+	return status;
+}

@@ -1,0 +1,351 @@
+#!/usr/bin/env bats
+# qmpctl against a real QEMU 7.2 (q35, TCG, -S, -nodefaults, one raw disk), real nbdinfo,
+# nbdkit and qemu-io (over HMP), and a host qemu-ga with every risky RPC blocked.
+
+setup() {
+	load lib/common
+	load lib/qemu
+	WD=$BATS_TEST_TMPDIR
+	SOCK=$WD/qmp.sock
+	truncate -s 64M "$WD/disk0.raw"
+	DISK_ARGS=(-blockdev "driver=file,node-name=file0,filename=$WD/disk0.raw"
+		-blockdev driver=raw,node-name=drive0,file=file0
+		-device virtio-blk-pci,drive=drive0,id=vblk0)
+}
+
+teardown() {
+	[ -f "$WD/stopped" ] && kill -CONT "$(cat "$WD/qemu.pid")" 2>/dev/null
+	qemu_stop "$WD"
+	if [ -f "$WD/nbdkit.pid" ]; then kill "$(cat "$WD/nbdkit.pid")" 2>/dev/null || true; fi
+	if [ -f "$WD/qga.pid" ]; then kill "$(cat "$WD/qga.pid")" 2>/dev/null || true; fi
+	if [ -f "$WD/late.pid" ]; then wait "$(cat "$WD/late.pid")" 2>/dev/null || true; fi
+	true
+}
+
+start_qemu() { qemu_start_bare "$WD" "${DISK_ARGS[@]}" "$@"; }
+
+@test "qmpctl negotiates and prints only the return value of query-status, compact when piped" {
+	start_qemu
+	run --separate-stderr qmpctl -s "$SOCK" query-status
+	assert_success
+	assert_output '{"status":"prelaunch","singlestep":false,"running":false}'
+	[ -z "$stderr" ]
+}
+
+@test "qmpctl -p pretty-prints with four-space indentation" {
+	start_qemu
+	run qmpctl -s "$SOCK" -p query-status
+	assert_success
+	assert_output "$(printf '{\n    "status": "prelaunch",\n    "singlestep": false,\n    "running": false\n}')"
+}
+
+@test "qmpctl pretty-prints when stdout is a terminal and -c forces compact there" {
+	start_qemu
+	run script -qec "qmpctl -s '$SOCK' query-status" /dev/null
+	assert_success
+	assert_line --index 0 $'{\r'
+	assert_line --index 1 $'    "status": "prelaunch",\r'
+	run script -qec "qmpctl -c -s '$SOCK' query-status" /dev/null
+	assert_output $'{"status":"prelaunch","singlestep":false,"running":false}\r'
+}
+
+@test "qmpctl exits 1 on a QMP error reply with 'qmpctl: COMMAND: CLASS: desc' and no stdout" {
+	start_qemu
+	run --separate-stderr qmpctl -s "$SOCK" no-such-command
+	assert_failure 1
+	assert_output ''
+	assert_equal "$stderr" "qmpctl: no-such-command: CommandNotFound: The command no-such-command has not been found"
+}
+
+@test "qmpctl exits 2 on usage errors and sends nothing" {
+	start_qemu
+	run --separate-stderr qmpctl query-status
+	assert_failure 2
+	assert_output ''
+	[[ $stderr == *"-s SOCKET is required"* ]]
+	[[ $stderr == *"usage: qmpctl -s socket"* ]]
+	run --separate-stderr qmpctl -s "$SOCK" query-status oops
+	assert_failure 2
+	assert_equal "${stderr%%$'\n'*}" "qmpctl: oops: not KEY=VALUE"
+	run --separate-stderr qmpctl -s "$SOCK" object-add a=1 a.b=2
+	assert_failure 2
+	assert_equal "${stderr%%$'\n'*}" "qmpctl: a.b: 'a' already has a value that is not an object"
+	run --separate-stderr qmpctl -s "$SOCK" -t soon query-status
+	assert_failure 2
+	run --separate-stderr qmpctl -s "$SOCK" --json '[1]'
+	assert_failure 2
+	assert_equal "${stderr%%$'\n'*}" 'qmpctl: a command must be a JSON object with "execute"'
+}
+
+@test "qmpctl KEY=VALUE sends numbers as numbers and quoted numbers as strings" {
+	start_qemu
+	run qmpctl -s "$SOCK" object-add qom-type=memory-backend-ram id=mem0 size=1048576
+	assert_success
+	assert_output '{}'
+	run qmp_raw "$WD" '{"execute":"qom-get","arguments":{"path":"/objects/mem0","property":"size"}}'
+	assert_output '{"return": 1048576}'
+	run --separate-stderr qmpctl -s "$SOCK" object-add qom-type=memory-backend-ram id=mem1 "size=\"1048576\""
+	assert_failure 1
+	assert_equal "$stderr" "qmpctl: object-add: GenericError: Parameter 'size' expects uint64"
+}
+
+@test "qmpctl KEY=VALUE builds nested objects from dotted keys and takes true, JSON objects and plain strings" {
+	start_qemu
+	truncate -s 1M "$WD/extra.raw"
+	run qmpctl -s "$SOCK" blockdev-add driver=raw node-name=extra read-only=true \
+		file.driver=file "file.filename=$WD/extra.raw"
+	assert_success
+	assert_output '{}'
+	run qmpctl -s "$SOCK" blockdev-add driver=raw node-name=extra2 \
+		"file={\"driver\": \"file\", \"filename\": \"$WD/extra.raw\", \"read-only\": true}" read-only=true
+	assert_output '{}'
+	run bash -c "qmpctl -s '$SOCK' query-named-block-nodes flat=true | jq -c '[.[] | select(.[\"node-name\"] | startswith(\"extra\")) | [.[\"node-name\"], .drv, .ro, .file]] | sort'"
+	assert_output "[[\"extra\",\"raw\",true,\"$WD/extra.raw\"],[\"extra2\",\"raw\",true,\"$WD/extra.raw\"]]"
+}
+
+@test "qmpctl --json and - take a whole command as a JSON object" {
+	start_qemu
+	run qmpctl -s "$SOCK" --json '{"execute":"query-status"}'
+	assert_output '{"status":"prelaunch","singlestep":false,"running":false}'
+	run bash -c "echo '{\"execute\":\"qom-get\",\"arguments\":{\"path\":\"/machine\",\"property\":\"type\"}}' | qmpctl -s '$SOCK' -"
+	assert_output '"pc-q35-7.2-machine"'
+	run bash -c "echo '{\"execute\":\"query-name\"}' | qmpctl -s '$SOCK' --json -"
+	assert_output '{}'
+}
+
+@test "qmpctl runs a batch on one connection, one JSON line per command, comments and blank lines skipped" {
+	start_qemu
+	cat >"$WD/batch" <<-'END'
+	# a comment
+	query-status
+
+	  {"execute": "qom-get", "arguments": {"path": "/machine", "property": "type"}}
+	object-add qom-type=memory-backend-ram id=m1 size=4096 'x-use-canonical-path-for-ramblock-id=false'
+	human-monitor-command command-line='info status'
+	qom-get path=/objects/m1 property=size
+	END
+	run --separate-stderr qmpctl -s "$SOCK" -f "$WD/batch"
+	assert_success
+	assert_equal "$output" '{"status":"prelaunch","singlestep":false,"running":false}
+"pc-q35-7.2-machine"
+{}
+"VM status: paused (prelaunch)\r\n"
+4096'
+	run bash -c "printf '%s\n' 'query-status' '# stdin is a batch too' 'query-name' | qmpctl -s '$SOCK'"
+	assert_success
+	assert_output $'{"status":"prelaunch","singlestep":false,"running":false}\n{}'
+}
+
+@test "qmpctl's batch stops at the first error and prints nothing; --keep-going carries on" {
+	start_qemu
+	printf '%s\n' 'query-status' 'no-such-command' 'object-add qom-type=memory-backend-ram id=after size=4096' >"$WD/batch"
+	run --separate-stderr qmpctl -s "$SOCK" -f "$WD/batch"
+	assert_failure 1
+	assert_output ''
+	assert_equal "$stderr" "qmpctl: line 2: no-such-command: CommandNotFound: The command no-such-command has not been found"
+	run qmp_raw "$WD" '{"execute":"qom-list","arguments":{"path":"/objects"}}'
+	refute_output --partial '"after"'
+	run --separate-stderr qmpctl -s "$SOCK" -k -f "$WD/batch"
+	assert_failure 1
+	assert_equal "$output" '{"status":"prelaunch","singlestep":false,"running":false}
+{"error":{"class":"CommandNotFound","desc":"The command no-such-command has not been found"}}
+{}'
+}
+
+@test "qmpctl reports a bad batch line with its number as a usage error before connecting" {
+	printf '%s\n' 'query-status' 'qom-get path=' '{"execute": ' >"$WD/batch"
+	run --separate-stderr qmpctl -s "$WD/nobody.sock" -f "$WD/batch"
+	assert_failure 2
+	assert_equal "$stderr" "qmpctl: $WD/batch:3: not JSON: unexpected token near end of file (line 1, column 12)"
+}
+
+@test "qmpctl --fd NAME=unix-listen:PATH lets QEMU serve NBD on a socket qmpctl created (nbdinfo reads it)" {
+	start_qemu
+	printf 'hello from drive0' | dd of="$WD/disk0.raw" conv=notrunc status=none
+	run qmpctl -s "$SOCK" --fd nbd0=unix-listen:"$WD/nbd.sock" -f - <<-END
+	nbd-server-start addr.type=fd addr.data.str=nbd0
+	nbd-server-add device=drive0 name=d0
+	END
+	assert_success
+	assert_output $'{}\n{}'
+	assert_equal "$(stat -c %a "$WD/nbd.sock")" 600
+	run nbdinfo --size "nbd+unix:///d0?socket=$WD/nbd.sock"
+	assert_output 67108864
+	run nbdcopy "nbd+unix:///d0?socket=$WD/nbd.sock" - 2>/dev/null
+	[[ $output == "hello from drive0"* ]]
+}
+
+@test "qmpctl --fd NAME=N sends an inherited descriptor with getfd" {
+	start_qemu
+	run bash -c "exec 7<>'$WD/disk0.raw'; qmpctl -s '$SOCK' --fd mine=7 closefd fdname=mine"
+	assert_success
+	assert_output '{}'
+	run --separate-stderr qmpctl -s "$SOCK" --fd mine=9 query-status
+	assert_failure 2
+	assert_equal "$stderr" "qmpctl: mine=9: fd 9 is not open"
+}
+
+@test "qmpctl --add-fd opens a file for QEMU, prints the add-fd result, and blockdev-add uses /dev/fdset/N" {
+	start_qemu
+	truncate -s 1M "$WD/fdset.raw"
+	run qmpctl -s "$SOCK" --add-fd 1="$WD/fdset.raw" blockdev-add driver=raw node-name=fdsdisk \
+		file.driver=file file.filename=/dev/fdset/1
+	assert_success
+	[[ ${lines[0]} =~ ^\{\"fd\":[0-9]+,\"fdset-id\":1\}$ ]]
+	assert_equal "${lines[1]}" '{}'
+	run qmpctl -s "$SOCK" -H 'qemu-io fdsdisk "write -P 0x5a 4096 4096"'
+	assert_success
+	run od -An -tx1 -j4096 -N4 "$WD/fdset.raw"
+	assert_output ' 5a 5a 5a 5a'
+	run od -An -tx1 -j0 -N4 "$WD/fdset.raw"
+	assert_output ' 00 00 00 00'
+}
+
+@test "qmpctl --add-fd SET=PATH:ro opens read-only, so a read-write node is refused" {
+	start_qemu
+	truncate -s 1M "$WD/ro.raw"
+	run --separate-stderr qmpctl -s "$SOCK" --add-fd 2="$WD/ro.raw:ro" blockdev-add driver=raw node-name=rodisk \
+		file.driver=file file.filename=/dev/fdset/2
+	assert_failure 1
+	[[ $stderr == *"Could not dup FD for /dev/fdset/2 flags 2: Permission denied"* ]]
+	run qmpctl -s "$SOCK" --add-fd 2="$WD/ro.raw:ro" blockdev-add driver=raw node-name=rodisk \
+		read-only=true file.driver=file file.filename=/dev/fdset/2 file.read-only=true
+	assert_success
+	assert_equal "${lines[1]}" '{}'
+}
+
+@test "qmpctl --fd NAME=unix-connect:PATH hands QEMU a connection to nbdkit; qemu-io over HMP reads it back" {
+	start_qemu
+	head -c 1048576 /dev/zero | tr '\0' '\125' >"$WD/served.img"
+	nbdkit -U "$WD/kit.sock" -P "$WD/nbdkit.pid" file "$WD/served.img" 3>&-
+	for _ in $(seq 50); do [ -S "$WD/kit.sock" ] && break; sleep 0.1; done
+	run qmpctl -s "$SOCK" --fd kit=unix-connect:"$WD/kit.sock" blockdev-add driver=nbd node-name=nbd0 \
+		server.type=fd server.str=kit
+	assert_success
+	assert_output '{}'
+	run qmpctl -s "$SOCK" -H 'qemu-io nbd0 "read -P 0x55 0 1M"'
+	assert_success
+	run qmpctl -s "$SOCK" -H 'qemu-io nbd0 "read -P 0x56 0 512"'
+	for _ in $(seq 50); do grep -q 'Pattern verification failed' "$WD/qemu.out" && break; sleep 0.1; done
+	run cat "$WD/qemu.out"
+	assert_line --index 0 'read 1048576/1048576 bytes at offset 0'
+	assert_output --partial 'Pattern verification failed at offset 0, 512 bytes'
+}
+
+@test "qmpctl -w waits for the RESUME and STOP events that cont and stop cause" {
+	start_qemu
+	run qmpctl -s "$SOCK" -w STOP,RESUME cont
+	assert_success
+	assert_equal "${lines[0]}" '{}'
+	assert_equal "$(jq -c 'del(.timestamp)' <<<"${lines[1]}")" '{"event":"RESUME"}'
+	run qmpctl -s "$SOCK" query-status
+	assert_output '{"status":"running","singlestep":false,"running":true}'
+	run qmpctl -s "$SOCK" -w STOP stop
+	assert_success
+	assert_equal "${lines[0]}" '{}'
+	assert_equal "$(jq -c 'del(.timestamp)' <<<"${lines[1]}")" '{"event":"STOP"}'
+}
+
+@test "qmpctl -w with -m waits for the event whose data matches, and exits 3 with no stdout when none comes" {
+	start_qemu
+	run qmpctl -s "$SOCK" -t 5 -w BLOCK_JOB_COMPLETED -m device=job0 \
+		blockdev-add driver=null-co node-name=tgt size=67108864
+	assert_failure 3
+	assert_output --partial 'waiting for BLOCK_JOB_COMPLETED: timed out'
+	run --separate-stderr qmpctl -s "$SOCK" -t 10 -w BLOCK_JOB_COMPLETED -m device=job0 -m len=67108864 \
+		blockdev-backup job-id=job0 device=drive0 target=tgt sync=full
+	assert_success
+	assert_equal "${lines[0]}" '{}'
+	assert_equal "$(jq -c '[.event, .data.device, .data.len]' <<<"${lines[1]}")" '["BLOCK_JOB_COMPLETED","job0",67108864]'
+	run --separate-stderr qmpctl -s "$SOCK" -t 1 -w RESUME query-status
+	assert_failure 3
+	assert_output ''
+}
+
+@test "qmpctl -e prints every event as one line until the deadline, including events during the commands" {
+	start_qemu
+	run --separate-stderr qmpctl -s "$SOCK" -t 1.5 -e -f - <<-'END'
+	cont
+	stop
+	cont
+	END
+	assert_success
+	assert_equal "${#lines[@]}" 6
+	assert_equal "${lines[0]}${lines[1]}${lines[2]}" '{}{}{}'
+	run bash -c "printf '%s\n' '${lines[3]}' '${lines[4]}' '${lines[5]}' | jq -r .event"
+	assert_output $'RESUME\nSTOP\nRESUME'
+}
+
+@test "qmpctl -H runs a human-monitor command and prints its text" {
+	start_qemu
+	run qmpctl -s "$SOCK" -H 'info status'
+	assert_success
+	assert_output 'VM status: paused (prelaunch)'
+}
+
+@test "qmpctl exits 3 within the timeout when nobody listens on the socket" {
+	python3 -c 'import socket,sys; s=socket.socket(socket.AF_UNIX); s.bind(sys.argv[1])' "$WD/dead.sock"
+	start=$(date +%s%N)
+	run --separate-stderr qmpctl -s "$WD/dead.sock" -t 1 query-status
+	elapsed=$((($(date +%s%N) - start) / 1000000))
+	assert_failure 3
+	assert_output ''
+	assert_equal "$stderr" "qmpctl: $WD/dead.sock: connect: Connection refused"
+	((elapsed >= 900 && elapsed < 3000))
+	run --separate-stderr qmpctl -s "$WD/missing.sock" -t 0.3 query-status
+	assert_failure 3
+	assert_equal "$stderr" "qmpctl: $WD/missing.sock: connect: No such file or directory"
+}
+
+@test "qmpctl times out with exit 3 against a SIGSTOPped QEMU" {
+	start_qemu
+	kill -STOP "$(cat "$WD/qemu.pid")"
+	touch "$WD/stopped"
+	run --separate-stderr qmpctl -s "$SOCK" -t 1 query-status
+	assert_failure 3
+	assert_output ''
+	[[ $stderr == "qmpctl: $SOCK: timed out waiting for the QMP greeting"* ]]
+	kill -CONT "$(cat "$WD/qemu.pid")"
+	rm "$WD/stopped"
+	run qmpctl -s "$SOCK" query-status
+	assert_success
+}
+
+@test "qmpctl waits for a socket that appears late (QEMU started after it)" {
+	(
+		sleep 1
+		qemu_start_bare "$WD" "${DISK_ARGS[@]}"
+	) 3>&- &
+	echo $! >"$WD/late.pid"
+	run qmpctl -s "$SOCK" -t 15 query-status
+	assert_success
+	assert_output '{"status":"prelaunch","singlestep":false,"running":false}'
+	wait "$(cat "$WD/late.pid")"
+}
+
+@test "qmpctl exits 3 when QEMU drops the connection before replying" {
+	start_qemu
+	run --separate-stderr qmpctl -s "$SOCK" -f - <<-'END'
+	quit
+	query-status
+	END
+	assert_failure 3
+	assert_output ''
+	[[ $stderr == *"query-status: "* ]]
+}
+
+@test "qmpctl -a speaks to a real qemu-ga (fsfreeze blocked): resync, guest-ping, blocked and unknown commands" {
+	qemu-ga -m unix-listen -p "$WD/qga.sock" -f "$WD/qga.pid" -t "$WD" -d \
+		-b guest-fsfreeze-freeze,guest-fsfreeze-freeze-list,guest-fsfreeze-thaw,guest-fsfreeze-status,guest-fstrim,guest-shutdown,guest-suspend-disk,guest-suspend-ram,guest-suspend-hybrid,guest-exec,guest-file-open 3>&-
+	run qmpctl -a -s "$WD/qga.sock" guest-ping
+	assert_success
+	assert_output '{}'
+	run --separate-stderr qmpctl -a -s "$WD/qga.sock" guest-fsfreeze-freeze
+	assert_failure 1
+	assert_equal "$stderr" "qmpctl: guest-fsfreeze-freeze: CommandNotFound: Command guest-fsfreeze-freeze has been disabled"
+	run --separate-stderr qmpctl -a -s "$WD/qga.sock" no-such-command
+	assert_failure 1
+	assert_equal "$stderr" "qmpctl: no-such-command: CommandNotFound: The command no-such-command has not been found"
+	run bash -c "qmpctl -a -s '$WD/qga.sock' guest-info | jq -r .version"
+	assert_output 7.2.22
+}
