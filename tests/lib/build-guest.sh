@@ -24,14 +24,18 @@ die() {
 	exit 1
 }
 
-# The versioned package behind the linux-image-amd64 metapackage, e.g. linux-image-6.1.0-56-amd64.
+# Prints the versioned package behind the linux-image-amd64 metapackage and the version to
+# fetch, e.g. "linux-image-6.1.0-56-amd64 6.1.192-2". One apt-cache call: without a
+# pkgcache.bin each call rebuilds the cache, which takes seconds.
 kernel_package() {
-	apt-cache depends linux-image-amd64 2>/dev/null |
-		awk '$1 == "Depends:" && $2 ~ /^linux-image-[0-9]/ { print $2; exit }'
-}
-
-candidate_version() { # PACKAGE
-	apt-cache policy "$1" 2>/dev/null | awk '$1 == "Candidate:" && $2 != "(none)" { print $2; exit }'
+	local pkg ver
+	read -r pkg ver < <(apt-cache show --no-all-versions linux-image-amd64 2>/dev/null |
+		sed -n 's/^Depends:.*\(linux-image-[0-9][^ ,]*\) (= \([^)]*\)).*/\1 \2/p' | head -n1) || true
+	if [ -n "${pkg:-}" ] && [ -z "${ver:-}" ]; then
+		ver=$(apt-cache policy "$pkg" 2>/dev/null | awk '$1 == "Candidate:" && $2 != "(none)" { print $2 }')
+	fi
+	[ -n "${pkg:-}" ] && [ -n "${ver:-}" ] || return 1
+	echo "$pkg $ver"
 }
 
 installed_version() { # PACKAGE
@@ -40,12 +44,9 @@ installed_version() { # PACKAGE
 
 # Prints "kernel PKG VERSION", then the installed qemu-guest-agent and busybox-static.
 print_inputs() {
-	local kpkg kver pkg ver
-	kpkg=$(kernel_package)
-	[ -n "$kpkg" ] || return 1
-	kver=$(candidate_version "$kpkg")
-	[ -n "$kver" ] || return 1
-	echo "kernel $kpkg $kver"
+	local kernel pkg ver
+	kernel=$(kernel_package) || return 1
+	echo "kernel $kernel"
 	for pkg in qemu-guest-agent busybox-static; do
 		ver=$(installed_version "$pkg")
 		[ -n "$ver" ] || die "package $pkg is not installed (see build-aux/packages.txt)"
@@ -55,19 +56,16 @@ print_inputs() {
 
 # Downloads the kernel package into DIR. An empty or stale package list is refreshed once.
 download_kernel() { # DIR
-	local kpkg kver
-	if kpkg=$(kernel_package) && [ -n "$kpkg" ] && kver=$(candidate_version "$kpkg") &&
-		[ -n "$kver" ] && (cd "$1" && apt-get -q -o APT::Sandbox::User=root download "$kpkg=$kver"); then
+	local kernel
+	if kernel=$(kernel_package) &&
+		(cd "$1" && apt-get -q -o APT::Sandbox::User=root download "${kernel/ /=}"); then
 		return 0
 	fi
 	echo "build-guest: kernel download failed; refreshing the package lists once" >&2
 	apt-get update -qq || die "apt-get update failed"
-	kpkg=$(kernel_package)
-	[ -n "$kpkg" ] || die "apt-cache cannot resolve linux-image-amd64"
-	kver=$(candidate_version "$kpkg")
-	[ -n "$kver" ] || die "no candidate version for $kpkg"
-	(cd "$1" && apt-get -q -o APT::Sandbox::User=root download "$kpkg=$kver") ||
-		die "apt-get download $kpkg=$kver failed"
+	kernel=$(kernel_package) || die "apt-cache cannot resolve linux-image-amd64"
+	(cd "$1" && apt-get -q -o APT::Sandbox::User=root download "${kernel/ /=}") ||
+		die "apt-get download ${kernel/ /=} failed"
 }
 
 # Prints the module names MODULE needs first, then MODULE, each once (depth first).

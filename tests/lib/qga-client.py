@@ -29,6 +29,7 @@ import random
 import socket
 import sys
 import time
+import warnings
 
 SYNC = 0xFF
 
@@ -181,7 +182,10 @@ def main(argv):
             lines = 1
             if len(rest) == 3 and rest[1] == "--lines":
                 lines = int(rest[2])
-            return run_raw(agent, codecs.escape_decode(rest[0].encode())[0], lines)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # "\\u" is no bytes escape: kept as is
+                data = codecs.escape_decode(rest[0].encode())[0]
+            return run_raw(agent, data, lines)
         arguments = json.loads(rest[0]) if rest else None
         agent.sync()
         print(json.dumps(result(agent.command(command, arguments))))
