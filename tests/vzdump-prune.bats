@@ -498,6 +498,19 @@ remove 2024_01_02-02_00_00
 remove 2024_01_01-02_00_00"
 	run -0 decisions -n --keep-last 1 --prune-backups 'keep-last=4' "$D"
 	assert_line --index 1 "remove 2024_01_04-02_00_00"
+	run -0 decisions -n --prune-backups keep-last=1 --prune-backups ',keep-last=2,' "$D"
+	assert_line --index 1 "keep 2024_01_04-02_00_00"
+	assert_line --index 2 "remove 2024_01_03-02_00_00"
+}
+
+@test "control characters in a renamed name print as '?'; in JSON, a name that is not UTF-8 gets '?' per byte" {
+	make_backups "$D" 100 2024_01_01-02_00_00
+	: >"$D/vzdump-qemu-100-my"$'\n'"backup"$'\xff'".vma"
+	run -0 vzdump-prune -n --keep-last 1 "$D"
+	assert_output "keep      vzdump-qemu-100-2024_01_01-02_00_00.vma.zst keep-last 1/1
+renamed   vzdump-qemu-100-my?backup"$'\xff'".vma not a standard vzdump name"
+	run -0 bash -c 'vzdump-prune -n --json --keep-last 1 "$1" | jq -c ".[1]"' _ "$D"
+	assert_output '{"file":"vzdump-qemu-100-my\nbackup?.vma","vmid":100,"ctime":null,"mark":"renamed","reason":"not a standard vzdump name"}'
 }
 
 @test "no keep option, or --keep-all, keeps everything" {

@@ -135,6 +135,9 @@ static void parse_options(int argc, char **argv, struct options *o)
 			break;
 		}
 		case OPT_PRUNE_BACKUPS:
+			/* Given twice, the last one counts, like any other option. */
+			memset(&spec, 0, sizeof(spec));
+			memset(&spec_given, 0, sizeof(spec_given));
 			if (!policy_parse_string(optarg, &spec, &spec_given, err, sizeof(err)))
 				usage_error("--prune-backups: %s", err);
 			break;
