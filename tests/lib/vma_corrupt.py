@@ -6,7 +6,8 @@ usage: vma_corrupt.py IN OUT DEFECT
 
 MD5s are recomputed wherever the change touched a checksummed header, so that the named
 defect, not a checksum error, is the first thing a reader meets (except for the two
-*-md5 defects).  Prints one line on stdout: what was changed and at which byte offset of
+*-md5 defects).  Besides the defects named in the task there is tail-not-zero: a non-zero
+byte past the device end inside a stored partial last block.  Prints one line on stdout: what was changed and at which byte offset of
 OUT.  Exit 1 if the archive cannot carry that defect (for example block-past-end needs
 a device whose last 64 KiB cluster has a 4 KiB block wholly past the end), 2 on usage
 errors.  Written from ../shared/spec/vma-format.md.
@@ -274,8 +275,8 @@ def cluster_past_end(a):
     dev_id, _, size = need_devices(a)[0]
     cluster = (size + CLUSTER - 1) // CLUSTER
     index, slot = a.add_entry(dev_id << 32 | cluster, b"")
-    return (f"entry for dev {dev_id} cluster {cluster} (one past the last) added at offset "
-            f"{a.entry_offset(index, slot)}")
+    return (f"entry for dev {dev_id} cluster {cluster} (one past the last) added, its cluster "
+            f"field at offset {a.entry_offset(index, slot) + 4}")
 
 
 def block_past_end(a):
@@ -305,7 +306,8 @@ def block_past_end(a):
 def unknown_dev_id(a):
     dev_id = len(a.devices()) + 1
     index, slot = a.add_entry(dev_id << 32, b"")
-    return f"entry for the undeclared dev_id {dev_id} added at offset {a.entry_offset(index, slot)}"
+    return (f"entry for the undeclared dev_id {dev_id} added, its dev_id byte at offset "
+            f"{a.entry_offset(index, slot) + 3}")
 
 
 def bad_blob_pointer(a):
@@ -369,19 +371,43 @@ def name_control(a):
     return rename(a, "device", lambda old: old + b"\x01x")
 
 
+def tail_not_zero(a):
+    for dev_id, _, size in need_devices(a):
+        used = size % BLOCK
+        if not used:
+            continue
+        last = (size - 1) // CLUSTER
+        for index, extent in enumerate(a.extents):
+            for slot, entry in enumerate(extent.entries()):
+                if entry >> 32 & 0xFF != dev_id or entry & 0xFFFFFFFF != last:
+                    continue
+                mask = entry >> 48
+                if not mask >> ((size - 1) % CLUSTER // BLOCK) & 1:
+                    continue                    # the partial block was all zero: omitted
+                # The partial block has the highest set bit, so its data comes last.
+                at = a.data_offset_of(index, slot) + (mask.bit_count() - 1) * BLOCK + used
+                extent.data[at] = 0xA5          # data is not checksummed: no MD5 to redo
+                where = a.extent_offset(index) + 512 + at
+                return (f"dev {dev_id} (size {size}): first byte past the device end in the "
+                        f"stored last block set to 0xa5 at offset {where}")
+    raise Unsuitable("no device has a stored partial last block (a size that is not a "
+                     "multiple of 4096 and non-zero data in its last block)")
+
+
 def truncate_extent(a):
     index = first_extent_with_data(a, last=True)
     cut = a.extent_offset(index) + 512 + BLOCK // 2
     del a.extents[index + 1:]
     a.extents[index].data = a.extents[index].data[:BLOCK // 2]
-    return f"cut at offset {cut}, inside the data of extent {index} (at {a.extent_offset(index)})"
+    return (f"file cut inside the data of extent {index} (which starts at "
+            f"{a.extent_offset(index)}) at offset {cut}")
 
 
 def truncate_header(a):
     cut = a.header_size - 256
     a.header = a.header[:cut]
     a.extents = []
-    return f"cut at offset {cut}, inside the header (header_size {a.header_size})"
+    return f"file cut inside the header (header_size {a.header_size}) at offset {cut}"
 
 
 def truncate_at_boundary(a):
@@ -420,6 +446,7 @@ DEFECTS = {
     "name-dotdot": name_dotdot,
     "name-empty": name_empty,
     "name-control": name_control,
+    "tail-not-zero": tail_not_zero,
     "truncate-extent": truncate_extent,
     "truncate-header": truncate_header,
     "truncate-at-boundary": truncate_at_boundary,
