@@ -474,6 +474,9 @@ def main():
     except Unsuitable as problem:
         print(f"{PROG}: {args.input}: cannot apply {args.defect}: {problem}", file=sys.stderr)
         return 1
+    except (struct.error, IndexError, ValueError) as problem:
+        print(f"{PROG}: {args.input}: not a valid VMA archive ({problem})", file=sys.stderr)
+        return 1
     except OSError as error:
         print(f"{PROG}: {error.filename}: {error.strerror}", file=sys.stderr)
         return 1
