@@ -11,6 +11,12 @@ Success: one summary line on stdout (or a JSON object with --json), exit 0.
 Failure: "vma_check: OFFSET: what is wrong" on stderr, nothing on stdout, exit 1.
 Usage errors exit 2.  A stored 4 KiB block that is all zero (a writer should omit
 it) is a warning, or an error with --strict.
+
+Stricter than Proxmox's own reader on purpose (each is something our writer must not
+do): ctime must be positive; header_size at most 512 KiB (the Proxmox writer's limit);
+every blob referenced; config and device names unique, non-empty, not "." or "..",
+without "/" or control characters; no device named "vmstate"; no empty extent in an
+archive with devices; no mask bit for a block past the device end even for mask 0xffff.
 """
 
 import argparse
