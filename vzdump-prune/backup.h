@@ -55,7 +55,7 @@ struct backup {
 	unsigned limit;
 };
 
-/* Name of a rule as an option, e.g. "keep-daily". */
+/* Name of a rule as an option, e.g. "keep-daily" (rule.c). */
 const char *rule_option(enum rule r);
 
 #endif

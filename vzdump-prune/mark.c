@@ -16,15 +16,6 @@
 #include "mark.h"
 #include "period_set.h"
 
-const char *rule_option(enum rule r)
-{
-	static const char *const names[RULE_COUNT] = {
-		"keep-last", "keep-hourly", "keep-daily", "keep-weekly", "keep-monthly", "keep-yearly",
-	};
-
-	return names[r];
-}
-
 static int compare_backups(const void *pa, const void *pb)
 {
 	const struct backup *a = pa, *b = pb;
