@@ -23,7 +23,7 @@ teardown_file() {
 
 teardown() {
 	# A failed freeze test must not leave the shared guest frozen for the next ones.
-	if [ "$("$QGA_CLIENT" --timeout 5 "$GUEST_WD/qga.sock" guest-fsfreeze-status)" != '"thawed"' ]; then
+	if [ -n "${FROZE:-}" ]; then
 		"$QGA_CLIENT" --timeout 5 "$GUEST_WD/qga.sock" guest-fsfreeze-thaw >/dev/null || true
 	fi
 	if [ -n "${DOUBLE:-}" ]; then
@@ -83,6 +83,7 @@ wait_counter_above() {
 
 @test "freezing the guest stops its counter, and thawing resumes it and runs the hook" {
 	hook_lines=$(grep -c '^FSFREEZE-HOOK' "$GUEST_WD/console.log") || true
+	FROZE=1
 	run "$QGA_CLIENT" "$GUEST_WD/qga.sock" guest-fsfreeze-freeze
 	assert_success
 	assert_output 1

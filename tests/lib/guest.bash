@@ -61,6 +61,8 @@ guest_build() {
 				exit 1
 			}
 			[ -s "$dir/initrd.img" ] && exit 0
+			# Holding the lock, any temporary build folder is a leftover of a killed build.
+			rm -rf "$cache"/.build-*
 			tmp=$(mktemp -d "$cache/.build-XXXXXX") || exit 1
 			if ! "$script" "$tmp" >"$tmp/build.log" 2>&1; then
 				echo "guest_build: $script failed:" >&2
@@ -114,6 +116,7 @@ guest_start() { # WORKDIR [QEMU-ARGS...]
 		sleep 0.1
 	done
 	[ "$i" -lt 900 ] || echo "guest_start: no GUEST-READY within 90 s" >&2
+	grep -a '^GUEST-FAILED' "$wd/console.log" >&2 2>/dev/null
 	echo "--- qemu.err:" >&2
 	cat "$wd/qemu.err" >&2
 	echo "--- last lines of console.log:" >&2
