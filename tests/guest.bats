@@ -78,6 +78,7 @@ wait_counter_above() {
 	run --separate-stderr guest_exec "$GUEST_WD" sh -c 'echo out; echo err >&2; exit 7'
 	assert_equal "$status" 7
 	assert_equal "$output" out
+	# shellcheck disable=SC2154 # run --separate-stderr sets $stderr
 	assert_equal "$stderr" err
 }
 
@@ -248,7 +249,7 @@ wait_counter_above() {
 
 @test "guest_build finds the cached guest again" {
 	kernel=$GUEST_KERNEL
-	GUEST_KERNEL= GUEST_INITRD=
+	GUEST_KERNEL='' GUEST_INITRD=''
 	guest_build
 	assert_equal "$GUEST_KERNEL" "$kernel"
 	[ -s "$GUEST_INITRD" ]

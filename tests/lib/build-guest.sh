@@ -95,11 +95,11 @@ module_bytes() { # PATH: the uncompressed module on stdout
 	esac
 }
 
-# Copies BINARY to the same path under ROOT, with every library ldd lists.
-copy_with_libraries() { # ROOT BINARY
-	local root=$1 bin=$2 lib
-	mkdir -p "$root$(dirname "$bin")"
-	cp -L "$bin" "$root$bin"
+# Copies BINARY to DEST under ROOT, with every library ldd lists at its own path.
+copy_with_libraries() { # ROOT BINARY DEST
+	local root=$1 bin=$2 dest=$3 lib
+	mkdir -p "$root$(dirname "$dest")"
+	cp -L "$bin" "$root$dest"
 	# A static binary makes ldd say "not a dynamic executable" and fail: nothing to copy.
 	for lib in $(ldd "$bin" 2>/dev/null | awk '$2 == "=>" && $3 ~ /^\// { print $3 } $1 ~ /^\// { print $1 }'); do
 		mkdir -p "$root$(dirname "$lib")"
@@ -231,17 +231,15 @@ build() { # OUTDIR
 			>"$root/lib/modules/$module.ko"
 	done <"$root/etc/modules.order"
 
-	busybox=$(command -v busybox) || die "busybox is not installed (package busybox-static)"
-	copy_with_libraries "$root" "$busybox"
-	[ "$busybox" = /bin/busybox ] || cp "$busybox" "$root/bin/busybox"
-	for applet in $("$busybox" --list-full); do
-		[ -e "$root/$applet" ] || ln -s /bin/busybox "$root/$applet"
-	done
-
 	qga=$(command -v qemu-ga || echo /usr/sbin/qemu-ga)
 	[ -x "$qga" ] || die "qemu-ga is not installed (package qemu-guest-agent)"
-	copy_with_libraries "$root" "$qga"
-	[ "$qga" = /usr/sbin/qemu-ga ] || cp "$qga" "$root/usr/sbin/qemu-ga"
+	copy_with_libraries "$root" "$qga" /usr/sbin/qemu-ga
+
+	busybox=$(command -v busybox) || die "busybox is not installed (package busybox-static)"
+	copy_with_libraries "$root" "$busybox" /bin/busybox
+	for applet in $("$busybox" --list-full); do
+		[ -e "$root/$applet" ] || [ -L "$root/$applet" ] || ln -s /bin/busybox "$root/$applet"
+	done
 
 	write_init "$root/init"
 	write_hook "$root/etc/qemu/fsfreeze-hook"
