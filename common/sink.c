@@ -13,6 +13,8 @@
 #include "sink.h"
 
 #define OUTBUF_SIZE (1 << 20)
+#define ZSTD_JOB_SIZE (2 << 20)
+#define XZ_BLOCK_SIZE (4 << 20)
 
 struct sink {
 	int fd;
@@ -114,12 +116,18 @@ struct sink *sink_open(int fd, enum sink_codec codec, int level, int threads, ch
 			snprintf(errbuf, errlen, "zstd threads: %s", ZSTD_getErrorName(r));
 			goto bad;
 		}
+		/* Each worker holds a few job-sized buffers; the default job (4 windows, 8 MiB at
+		 * level 3) would take the resident size far past 64 MiB. */
+		ZSTD_CCtx_setParameter(s->zstd, ZSTD_c_jobSize, ZSTD_JOB_SIZE);
 	} else if (codec == SINK_XZ) {
 		lzma_stream init = LZMA_STREAM_INIT;
 		lzma_mt mt = {
 			.threads = (uint32_t)threads,
 			.preset = level < 0 ? LZMA_PRESET_DEFAULT : (uint32_t)level,
 			.check = LZMA_CHECK_CRC64,
+			/* Each thread buffers a block in and out; the default, three dictionaries, makes
+			 * the resident size grow past 100 MiB at level 3. */
+			.block_size = XZ_BLOCK_SIZE,
 		};
 		s->xz = init;
 		lzma_ret r = lzma_stream_encoder_mt(&s->xz, &mt);

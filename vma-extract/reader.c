@@ -249,13 +249,15 @@ static int check_entry(struct vma_reader *r, uint64_t at, int dev_id, uint64_t c
 static int read_extent(struct vma_reader *r, uint64_t start, vma_cluster_fn fn, void *opaque)
 {
 	uint8_t *e = r->extent, digest[16];
+	/* Magic first (Proxmox checks the MD5 first): bytes that are no extent at all, such as
+	 * garbage after the last one, are then named for what they are. */
+	if (memcmp(e, VMA_EXTENT_MAGIC, 4) != 0)
+		return fail_at(r, start, "wrong extent magic (not an extent, or data after the last one)");
 	md5_with_hole(e, VMA_EXTENT_HEADER_SIZE, VMA_EXT_OFF_MD5, digest);
 	if (memcmp(digest, e + VMA_EXT_OFF_MD5, 16) != 0)
 		return fail_at(r, start + VMA_EXT_OFF_MD5, "wrong extent checksum (MD5)");
 	if (memcmp(e + VMA_EXT_OFF_UUID, r->uuid, 16) != 0)
 		return fail_at(r, start + VMA_EXT_OFF_UUID, "extent uuid differs from the header's");
-	if (memcmp(e, VMA_EXTENT_MAGIC, 4) != 0)
-		return fail_at(r, start, "wrong extent magic");
 	if (get_be16(e + VMA_EXT_OFF_RESERVED) != 0)
 		return fail_at(r, start + VMA_EXT_OFF_RESERVED, "reserved extent field is not zero");
 	unsigned block_count = get_be16(e + VMA_EXT_OFF_BLOCK_COUNT), blocks = 0;

@@ -1,0 +1,282 @@
+#!/usr/bin/env bats
+# vma-create: archives that the independent checker accepts and vma-extract restores bit for bit.
+
+setup() {
+	load lib/common
+	load lib/vma
+	cd "$BATS_TEST_TMPDIR" || exit 1
+}
+
+teardown() {
+	for s in "$BATS_TEST_TMPDIR"/*.sock; do
+		[ -e "$s" ] && nbd_stop "$s"
+	done
+	return 0
+}
+
+@test "vma-create round-trips random data of sizes 1, 4095, 4097, 65535 and 65537 bytes" {
+	for size in 1 4095 4097 65535 65537; do
+		random_file "d$size.raw" "$size"
+		roundtrip "drive-scsi0=d$size.raw"
+	done
+}
+
+@test "vma-create stores zero runs and holes as omitted blocks and restores them exactly" {
+	truncate -s 10M mixed.raw
+	random_file chunk 300000
+	dd if=chunk of=mixed.raw bs=4096 seek=100 conv=notrunc status=none
+	dd if=/dev/zero of=mixed.raw bs=4096 seek=1000 count=256 conv=notrunc status=none
+	printf 'end' | dd of=mixed.raw bs=1 seek=$((10 * 1048576 - 3)) conv=notrunc status=none
+	roundtrip drive-virtio0=mixed.raw
+	# 300000 bytes span 74 blocks (73 full + 1 partial); the tail adds 1: nothing else is stored.
+	run -0 vma_check --json rt.vma
+	assert_equal "$(jq -r .stored_blocks <<<"$output")" 75
+	assert_equal "$(jq -r .clusters <<<"$output")" 160
+}
+
+@test "vma-create round-trips a 100 MiB + 3.5 KiB disk with data, zeros and holes" {
+	size=$((100 * 1048576 + 3584))
+	truncate -s "$size" big.raw
+	random_file chunk 8M
+	dd if=chunk of=big.raw bs=1M seek=3 conv=notrunc status=none
+	dd if=chunk of=big.raw bs=1M seek=60 conv=notrunc status=none
+	random_file tail 3584
+	dd if=tail of=big.raw bs=1 seek=$((100 * 1048576)) conv=notrunc status=none
+	roundtrip drive-scsi0=big.raw
+	assert_equal "$(stat -c %s rt/disk-drive-scsi0.raw)" "$size"
+}
+
+@test "vma-create writes 20 devices into one archive and each comes back unchanged" {
+	specs=()
+	for i in $(seq 0 19); do
+		random_file "d$i.raw" $((i * 10000 + 1))
+		specs+=("drive-scsi$i=d$i.raw")
+	done
+	roundtrip "${specs[@]}"
+	run -0 vma-extract -l rt.vma
+	assert_equal "$(grep -c '^DEV: ' <<<"$output")" 20
+	assert_line --index 19 "DEV: dev_id=20 size: 190001 devname: drive-scsi19"
+}
+
+@test "vma-create stores configs of 0 and 65535 bytes by their base names" {
+	mkdir etc
+	: >etc/empty.conf
+	random_file etc/qemu-server.conf 65535
+	random_file d.raw 5000
+	run -0 vma-create -o a.vma -c etc/empty.conf -c etc/qemu-server.conf drive-scsi0=d.raw
+	vma_check --strict a.vma
+	run -0 vma-extract -l a.vma
+	assert_line --index 0 "CFG: size: 0 name: empty.conf"
+	assert_line --index 1 "CFG: size: 65535 name: qemu-server.conf"
+	vma-extract a.vma out
+	assert_equal "$(sha out/qemu-server.conf)" "$(sha etc/qemu-server.conf)"
+	assert_equal "$(stat -c %s out/empty.conf)" 0
+}
+
+@test "vma-create refuses a config of 65536 bytes before writing anything" {
+	random_file big.conf 65536
+	random_file d.raw 5000
+	run -2 vma-create -o a.vma -c big.conf drive-scsi0=d.raw
+	assert_output "vma-create: config big.conf: larger than 65535 bytes"
+	[ ! -e a.vma ]
+	assert_equal "$(ls -A)" "$(printf 'big.conf\nd.raw')"
+}
+
+@test "vma-create with no device writes the header and one empty extent" {
+	echo "name: nodisk" >qemu-server.conf
+	run -0 vma-create -o a.vma -c qemu-server.conf
+	run -0 vma_check --strict --json a.vma
+	assert_equal "$(jq -c '[.extents, .clusters, (.devices | length)]' <<<"$output")" "[1,0,0]"
+	# header 12800 bytes (12288 + blobs rounded to 512) + one 512-byte extent
+	assert_equal "$(stat -c %s a.vma)" 13312
+	vma-extract a.vma out
+	assert_equal "$(ls out)" "qemu-server.conf"
+}
+
+@test "vma-create compresses with zstd and xz into streams the standard tools decompress" {
+	random_file d.raw 3000000
+	truncate -s 8M d.raw
+	vma-create -o plain.vma drive-scsi0=d.raw
+	for codec in zstd zstd:12 xz xz:1; do
+		vma-create -z "$codec" -T 2 -o "a.$codec" drive-scsi0=d.raw
+		case $codec in
+		zstd*) zstd -q -d -c "a.$codec" >"a.$codec.vma" ;;
+		xz*) xz -d -c "a.$codec" >"a.$codec.vma" ;;
+		esac
+		vma_check --strict "a.$codec.vma"
+		rm -rf out
+		vma-extract "a.$codec" out
+		assert_equal "$(sha out/disk-drive-scsi0.raw)" "$(sha d.raw)"
+	done
+	# The compressed archives hold the same stream, apart from uuid, ctime and MD5s.
+	assert_equal "$(stat -c %s a.zstd.vma)" "$(stat -c %s plain.vma)"
+	[ "$(stat -c %s a.zstd)" -lt "$(stat -c %s plain.vma)" ]
+	run -0 vma-create -z none -o none.vma drive-scsi0=d.raw
+	assert_equal "$(head -c 4 none.vma)" "VMA"
+}
+
+@test "vma-create rejects an unknown codec or level as a usage error" {
+	random_file d.raw 100
+	for z in gzip zstd:0 zstd:23 xz:10 "zstd:" none:1; do
+		run -2 vma-create -z "$z" -o a.vma drive-scsi0=d.raw
+		assert_line --index 0 --partial "invalid codec '$z'"
+	done
+	[ ! -e a.vma ]
+}
+
+@test "vma-create writes to a pipe and vma-extract reads it from stdin" {
+	random_file d.raw 777777
+	echo "memory: 512" >qemu-server.conf
+	run -0 bash -c 'vma-create -c qemu-server.conf drive-scsi0=d.raw | vma-extract - out'
+	assert_equal "$(sha out/disk-drive-scsi0.raw)" "$(sha d.raw)"
+	assert_equal "$(cat out/qemu-server.conf)" "memory: 512"
+	run -0 bash -c 'vma-create -z zstd drive-scsi0=d.raw | vma-extract -t -'
+}
+
+@test "vma-create reads raw and qcow2 images exported by qemu-nbd" {
+	qemu-img create -q -f qcow2 disk.qcow2 64M
+	random_file chunk 2M
+	qemu-io -f qcow2 -c "write -P 0x5a 1M 1M" -c "write -z 8M 1M" -c "write -P 0x11 63M 4k" disk.qcow2 >/dev/null
+	qemu-img convert -O raw disk.qcow2 expected.raw
+	# QEMU rounds an export up to whole 512-byte sectors: 4999680 is that, but not whole 4 KiB.
+	cp chunk raw.img
+	truncate -s 4999680 raw.img
+	nbd_serve "$PWD/q.sock" qcow2 disk.qcow2
+	nbd_serve "$PWD/r.sock" raw raw.img
+	vma-create -o a.vma "drive-scsi0=nbd+unix:///?socket=$PWD/q.sock" \
+		"drive-scsi1=nbd+unix:///?socket=$PWD/r.sock"
+	vma_check --strict a.vma
+	vma-extract a.vma out
+	assert_equal "$(sha out/disk-drive-scsi0.raw)" "$(sha expected.raw)"
+	assert_equal "$(sha out/disk-drive-scsi1.raw)" "$(sha raw.img)"
+	# Data: 1 MiB of 0x5a and 4 KiB of 0x11 in the qcow2, the 2 MiB of random bytes in the raw image.
+	run -0 vma_check --json a.vma
+	assert_equal "$(jq .stored_blocks <<<"$output")" $((256 + 1 + 512))
+}
+
+@test "vma-create reads only the allocated parts of an NBD export (block status)" {
+	# nbdkit's data plugin is sparse; its log filter records every request QEMU-style clients make.
+	nbdkit -U "$PWD/k.sock" -P "$PWD/k.pid" --filter=log data \
+		data="@1048576 1 2 3 @^65536 4 @10485760 5" size=64M logfile="$PWD/nbd.log" 3>&-
+	for ((i = 0; i < 100; i++)); do [ -S k.sock ] && break; sleep 0.05; done
+	vma-create -o a.vma "drive-scsi0=nbd+unix:///?socket=$PWD/k.sock"
+	kill "$(cat k.pid)"
+	read_bytes=$(sed -n 's/.* Read .*count=\(0x[0-9a-f]*\|[0-9]*\).*/\1/p' nbd.log |
+		while read -r n; do echo $((n)); done | paste -sd+ | bc)
+	# three data clusters at most, out of 1024
+	[ "$read_bytes" -le $((3 * 65536)) ] || fail "read $read_bytes bytes of a sparse export"
+	[ "$read_bytes" -gt 0 ] || fail "the log shows no read at all: $(cat nbd.log)"
+	run -0 vma_check --json a.vma
+	assert_equal "$(jq .clusters <<<"$output")" 1024
+}
+
+@test "vma-create never reads the holes of a sparse file" {
+	truncate -s 64G sparse.raw
+	printf 'data' | dd of=sparse.raw bs=1 seek=$((40 * 1073741824)) conv=notrunc status=none
+	strace -f -qq -e trace=read,pread64 -o trace vma-create -o a.vma drive-scsi0=sparse.raw
+	total=$(sed -n 's/.*= \([0-9][0-9]*\)$/\1/p' trace | paste -sd+ | bc)
+	[ "$total" -le $((65536 * 2)) ] || fail "read $total bytes of a 64 GiB file holding 4"
+	vma_check --strict a.vma
+	run -0 vma-extract -d drive-scsi0 a.vma out
+	assert_equal "$(dd if=out/disk-drive-scsi0.raw bs=1 skip=$((40 * 1073741824)) count=4 status=none)" data
+	[ "$(du -k out/disk-drive-scsi0.raw | cut -f1)" -lt 1024 ]
+}
+
+@test "vma-create refuses a qcow2 image file and says to export it with qemu-nbd" {
+	qemu-img create -q -f qcow2 disk.qcow2 1M
+	run --separate-stderr -1 vma-create drive-scsi0=disk.qcow2
+	assert_output ""
+	[[ $stderr == "vma-create: disk.qcow2: is a qcow2 image"*"qemu-nbd"* ]] || fail "$stderr"
+}
+
+@test "vma-create rejects bad device names before writing anything" {
+	random_file d.raw 100
+	for spec in "=d.raw" "a/b=d.raw" "$(printf 'a\tb')=d.raw" ".=d.raw" "..=d.raw"; do
+		run -2 vma-create -o a.vma "$spec"
+		assert_output --partial "device name"
+	done
+	run -2 vma-create -o a.vma drive-scsi0=d.raw drive-scsi0=d.raw
+	assert_output "vma-create: device name 'drive-scsi0' given twice"
+	run -2 vma-create -o a.vma nonsense
+	assert_line --index 0 "vma-create: 'nonsense': expected name=source"
+	specs=()
+	for i in $(seq 1 255); do specs+=("d$i=d.raw"); done
+	run -2 vma-create -o a.vma "${specs[@]}"
+	assert_output "vma-create: 255 devices given; an archive holds at most 254"
+	[ ! -e a.vma ]
+}
+
+@test "vma-create accepts 254 devices, the format's limit" {
+	random_file d.raw 100
+	specs=()
+	for i in $(seq 1 254); do specs+=("d$i=d.raw"); done
+	vma-create -o a.vma "${specs[@]}"
+	vma_check --strict a.vma
+}
+
+@test "vma-create -o never replaces an existing file and leaves nothing when a source is missing" {
+	random_file d.raw 100
+	echo keep >a.vma
+	run -1 vma-create -o a.vma drive-scsi0=d.raw
+	assert_output "vma-create: a.vma: already exists; not replacing it"
+	assert_equal "$(cat a.vma)" keep
+	run -1 vma-create -o b.vma drive-scsi0=d.raw drive-scsi1=missing.raw
+	assert_output "vma-create: missing.raw: No such file or directory"
+	assert_equal "$(ls -A)" "$(printf 'a.vma\nd.raw')"
+}
+
+@test "vma-create interrupted by SIGTERM leaves neither the archive nor its temporary file" {
+	random_file d.raw 4M
+	vma-create --bwlimit 1024 -o a.vma drive-scsi0=d.raw 3>&- &
+	pid=$!
+	sleep 1
+	kill -TERM "$pid"
+	run wait "$pid"
+	assert_equal "$status" 143
+	assert_equal "$(ls -A)" d.raw
+}
+
+@test "vma-create fails cleanly when the output cannot be written" {
+	random_file d.raw 300000
+	run --separate-stderr -1 bash -c 'vma-create drive-scsi0=d.raw >/dev/full'
+	assert_equal "$stderr" "vma-create: write failed: No space left on device"
+}
+
+@test "vma-create refuses to write an archive to a terminal" {
+	random_file d.raw 100
+	run script -qec "vma-create drive-scsi0=d.raw" /dev/null
+	assert_equal "$status" 2
+	assert_output --partial "vma-create: refusing to write an archive to a terminal"
+}
+
+@test "vma-create -v prints vzdump's progress format and one summary line per device" {
+	truncate -s 1M z.raw
+	random_file d.raw 200000
+	run --separate-stderr -0 bash -c 'vma-create -v drive-scsi0=d.raw drive-scsi1=z.raw >/dev/null'
+	lines=()
+	mapfile -t lines <<<"$stderr"
+	assert_regex "${lines[0]}" '^100% \(1\.2 MiB of 1\.2 MiB\) in [0-9]+s, read: [0-9.]+ [KMG]?i?B/s, write: [0-9.]+ [KMG]?i?B/s$'
+	assert_equal "${lines[1]}" "image drive-scsi0: size=200000 zeros=0 saved=200000"
+	assert_equal "${lines[2]}" "image drive-scsi1: size=1048576 zeros=1048576 saved=0"
+	assert_equal "${#lines[@]}" 3
+}
+
+@test "vma-create --bwlimit holds the read rate under the limit" {
+	random_file d.raw 3M
+	start=$(date +%s%N)
+	vma-create --bwlimit 2048 -o a.vma drive-scsi0=d.raw
+	elapsed_ms=$((($(date +%s%N) - start) / 1000000))
+	# 3 MiB at 2 MiB/s cannot take less than 1 s (only a lower bound: the limit is a ceiling).
+	[ "$elapsed_ms" -ge 1000 ] || fail "3 MiB took only $elapsed_ms ms at 2 MiB/s"
+	run -2 vma-create --bwlimit 0 -o b.vma drive-scsi0=d.raw
+	run -2 vma-create --bwlimit -5 -o b.vma drive-scsi0=d.raw
+}
+
+@test "vma-create keeps its resident memory under 64 MiB on a 1 GiB disk with zstd" {
+	[ "${SANITIZE:-0}" != 1 ] || skip "AddressSanitizer's shadow memory inflates the resident size"
+	random_file chunk 64M
+	truncate -s 1G d.raw
+	for i in 0 4 8 12; do dd if=chunk of=d.raw bs=64M seek=$i conv=notrunc status=none; done
+	/usr/bin/time -f '%M' -o rss vma-create -z zstd -T 2 drive-scsi0=d.raw >/dev/null
+	[ "$(cat rss)" -lt 65536 ] || fail "peak RSS $(cat rss) KiB"
+}
