@@ -356,6 +356,19 @@ vzdump-qemu-101-renamed.vma"
 ["vzdump-qemu-100-2024_01_09-02_00_00.vma.zst",1704718800,"remove"]'
 }
 
+@test "around DST changes names are read as Perl's timelocal() reads them: twice-occurring is earlier, skipped is later" {
+	# Europe/Berlin: 2024-10-27 02:07:43 happens twice (CEST, then CET): the earlier is taken.
+	# 2024-03-31 02:30:00 never happens; it is read as 03:30 CEST, newer than 03:10.
+	make_backups "$D" 100 2024_12_01-12_00_00 2024_10_27-02_07_43 2024_07_01-12_00_00 \
+		2024_03_31-03_10_00 2024_03_31-02_30_00
+	TZ=Europe/Berlin run -0 bash -c 'vzdump-prune -n --json --keep-hourly 5 "$1" | jq -c ".[] | [.file, .ctime, .mark]"' _ "$D"
+	assert_output '["vzdump-qemu-100-2024_12_01-12_00_00.vma.zst",1733050800,"keep"]
+["vzdump-qemu-100-2024_10_27-02_07_43.vma.zst",1729987663,"keep"]
+["vzdump-qemu-100-2024_07_01-12_00_00.vma.zst",1719828000,"keep"]
+["vzdump-qemu-100-2024_03_31-02_30_00.vma.zst",1711848600,"keep"]
+["vzdump-qemu-100-2024_03_31-03_10_00.vma.zst",1711847400,"remove"]'
+}
+
 @test "every supported compression extension is a backup; one time with two archives keeps one" {
 	for ext in "" .zst .xz .gz .lzo; do
 		: >"$D/$(backup_name 100 2024_01_01-02_00_00 "$ext")"

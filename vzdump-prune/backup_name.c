@@ -1,7 +1,7 @@
 /*
  * vzdump names an archive vzdump-qemu-VMID-YYYY_MM_DD-HH_MM_SS.vma, optionally followed by
  * the compressor's extension. The time in the name is the local wall clock when the backup
- * started, so it is read back with mktime(), like Proxmox's timelocal().
+ * started, so it is read back in the local time zone, like Proxmox's timelocal().
  */
 #include <errno.h>
 #include <stdbool.h>
@@ -101,6 +101,57 @@ static void set_periods(struct backup *b, const struct tm *tm)
 	b->period[RULE_YEARLY] = year;
 }
 
+/* The UTC offset in force at T, in seconds east. */
+static bool offset_at(time_t t, long *offset)
+{
+	struct tm tm;
+
+	if (localtime_r(&t, &tm) == NULL)
+		return false;
+	*offset = tm.tm_gmtoff;
+	return true;
+}
+
+/*
+ * The instant a local wall-clock time names, as Perl's timelocal() (which Proxmox uses)
+ * gives it: a time that occurs twice (clock set back) is the earlier instant; a time that
+ * was skipped (clock set forward) is read with the offset in force before, so it lands as
+ * much later as the clock jumped. mktime() with tm_isdst = -1 is not used on purpose: for a
+ * time that occurs twice, glibc's answer depends on the previous call, and so the decisions
+ * would depend on the order of the directory.
+ */
+static bool wall_clock_to_time(const struct tm *wall, time_t *out)
+{
+	struct tm as_utc = *wall;
+	time_t clock_seconds, best = 0;
+	long offsets[3];
+	bool found = false;
+
+	/* The wall-clock reading counted as if it were UTC: instant + offset at the instant. */
+	errno = 0;
+	clock_seconds = timegm(&as_utc);
+	if (clock_seconds == (time_t)-1 && errno != 0)
+		return false;
+	/* Offsets are within a day of UTC, so any candidate lies inside this window. */
+	if (!offset_at(clock_seconds - 86400, &offsets[0]) ||
+	    !offset_at(clock_seconds, &offsets[1]) ||
+	    !offset_at(clock_seconds + 86400, &offsets[2]))
+		return false;
+	for (int i = 0; i < 3; i++) {
+		time_t t = clock_seconds - offsets[i];
+		long at_t;
+
+		if ((i > 0 && offsets[i] == offsets[i - 1]) || (i == 2 && offsets[2] == offsets[0]))
+			continue; /* the same candidate again */
+		if (offset_at(t, &at_t) && at_t == offsets[i] && (!found || t < best)) {
+			best = t;
+			found = true;
+		}
+	}
+	*out = found ? best : clock_seconds - offsets[0];
+	return true;
+}
+
 /* Parses "VMID-YYYY_MM_DD-HH_MM_SS" in [p, end). */
 static bool parse_standard(const char *p, const char *end, struct backup *b)
 {
@@ -135,15 +186,14 @@ static bool parse_standard(const char *p, const char *end, struct backup *b)
 	tm.tm_hour = hour;
 	tm.tm_min = minute;
 	tm.tm_sec = second;
-	tm.tm_isdst = -1; /* let the zone rules decide, as timelocal() does */
-	errno = 0;
-	t = mktime(&tm);
-	if (t == (time_t)-1 && errno != 0)
+	if (!wall_clock_to_time(&tm, &t))
 		return false;
 
 	b->vmid = strtol(vmid_start, NULL, 10);
 	b->ctime = t;
-	/* mktime() normalised tm to the local time of t: the same fields localtime() gives. */
+	/* Periods come from localtime() of that instant, as in Proxmox. */
+	if (localtime_r(&t, &tm) == NULL)
+		return false;
 	set_periods(b, &tm);
 	return true;
 }
