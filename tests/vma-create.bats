@@ -4,11 +4,13 @@
 setup() {
 	load lib/common
 	load lib/vma
-	cd "$BATS_TEST_TMPDIR" || exit 1
+	# A folder of its own: bats keeps files of its own in BATS_TEST_TMPDIR.
+	mkdir -p "$BATS_TEST_TMPDIR/work"
+	cd "$BATS_TEST_TMPDIR/work" || exit 1
 }
 
 teardown() {
-	for s in "$BATS_TEST_TMPDIR"/*.sock; do
+	for s in "$BATS_TEST_TMPDIR"/work/*.sock; do
 		[ -e "$s" ] && nbd_stop "$s"
 	done
 	return 0
@@ -231,8 +233,9 @@ teardown() {
 	pid=$!
 	sleep 1
 	kill -TERM "$pid"
-	run wait "$pid"
-	assert_equal "$status" 143
+	code=0
+	wait "$pid" || code=$?
+	assert_equal "$code" 143
 	assert_equal "$(ls -A)" d.raw
 }
 

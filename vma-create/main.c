@@ -233,7 +233,8 @@ static void parse_options(int argc, char **argv, struct options *o)
 			o->verbose = true;
 			break;
 		case 'o':
-			o->output = optarg;
+			/* "-o -" is standard output, as for most tools that take -o */
+			o->output = strcmp(optarg, "-") == 0 ? NULL : optarg;
 			break;
 		case 'c':
 			if (o->nconfigs == VMA_MAX_CONFIGS)

@@ -7,8 +7,12 @@
 #   nbd_stop SOCKET                           stops that qemu-nbd
 #   roundtrip NAME=FILE...                    vma-create, check, vma-extract, compare sha256
 
-vma_check() { python3 "$TOP/tests/lib/vma_check.py" "$@"; }
-vma_corrupt() { python3 "$TOP/tests/lib/vma_corrupt.py" "$@"; }
+# Debian's python3, not a slower shim that may come first on PATH.
+VZ_PYTHON=/usr/bin/python3
+[ -x "$VZ_PYTHON" ] || VZ_PYTHON=python3
+vma_check() { "$VZ_PYTHON" "$TOP/tests/lib/vma_check.py" "$@"; }
+vma_corrupt() { "$VZ_PYTHON" "$TOP/tests/lib/vma_corrupt.py" "$@"; }
+vma_make() { "$VZ_PYTHON" "$TOP/tests/lib/vma_make.py" "$@"; }
 
 nbd_serve() { # SOCKET FORMAT IMAGE
 	local i
@@ -30,14 +34,14 @@ nbd_stop() { # SOCKET
 
 # Backs up the given NAME=FILE devices into one archive, checks it with the independent
 # checker, restores it, and compares every restored disk with its source.
-roundtrip() {
-	local dir=$BATS_TEST_TMPDIR/rt spec
-	rm -rf "$dir" "$BATS_TEST_TMPDIR/rt.vma"
-	vma-create -o "$BATS_TEST_TMPDIR/rt.vma" "$@"
-	vma_check --strict "$BATS_TEST_TMPDIR/rt.vma" >/dev/null
-	vma-extract "$BATS_TEST_TMPDIR/rt.vma" "$dir"
+roundtrip() { # in the current folder: rt.vma, restored into rt/
+	local spec
+	rm -rf rt rt.vma
+	vma-create -o rt.vma "$@"
+	vma_check --strict rt.vma >/dev/null
+	vma-extract rt.vma rt
 	for spec in "$@"; do
-		[ "$(sha "$dir/disk-${spec%%=*}.raw")" = "$(sha "${spec#*=}")" ] ||
+		[ "$(sha "rt/disk-${spec%%=*}.raw")" = "$(sha "${spec#*=}")" ] ||
 			fail "restored ${spec%%=*} differs from ${spec#*=}"
 	done
 }

@@ -1,0 +1,210 @@
+#!/usr/bin/env bats
+# vma-extract: listing, verifying and restoring, Proxmox's own archives included, and refusing
+# every kind of damaged or hostile archive with one clear message.
+
+FIXTURE_NAME=pve-live-backup-truncated.vma.gz
+
+setup() {
+	load lib/common
+	load lib/vma
+	# A folder of its own: bats keeps files of its own in BATS_TEST_TMPDIR.
+	mkdir -p "$BATS_TEST_TMPDIR/work"
+	cd "$BATS_TEST_TMPDIR/work" || exit 1
+	FIXTURE="$SHARED/fixtures/$FIXTURE_NAME"
+}
+
+need_fixture() {
+	[ -f "$FIXTURE" ] || skip "$FIXTURE_NAME is not in ../shared/fixtures"
+}
+
+# A small archive with two devices (one of them not a multiple of 64 KiB) and one config, and
+# enough clusters for several extents.
+make_archive() {
+	random_file d0.raw 200000
+	truncate -s 8M d1.raw
+	random_file chunk 5M
+	dd if=chunk of=d1.raw conv=notrunc status=none
+	echo "name: vm100" >qemu-server.conf
+	vma-create -o base.vma -c qemu-server.conf drive-scsi0=d0.raw drive-scsi1=d1.raw
+}
+
+@test "vma-extract -l lists a genuine Proxmox archive line for line as 'vma list' does" {
+	need_fixture
+	run -0 env TZ=UTC vma-extract -l "$FIXTURE"
+	assert_output "CFG: size: 417 name: qemu-server.conf
+DEV: dev_id=1 size: 10737418240 devname: drive-scsi0
+CTIME: Sun Oct 31 11:43:42 2021"
+}
+
+@test "vma-extract -l --json gives the same listing as one JSON object" {
+	need_fixture
+	run -0 vma-extract -l --json "$FIXTURE"
+	assert_equal "$(jq -c . <<<"$output")" \
+		'{"uuid":"04fc12eb-0fed-4322-9aaa-f4e412f68096","ctime":1635680622,"configs":[{"name":"qemu-server.conf","size":417}],"devices":[{"dev_id":1,"name":"drive-scsi0","size":10737418240}]}'
+}
+
+@test "vma-extract -c prints the stored config of a Proxmox archive byte for byte" {
+	need_fixture
+	run -0 bash -c "vma-extract -c qemu-server.conf '$FIXTURE' | wc -c"
+	assert_output 417
+	run -0 vma-extract -c qemu-server.conf "$FIXTURE"
+	assert_line --index 0 --regexp '^[a-z]+: '
+	run --separate-stderr -1 vma-extract -c nope.conf "$FIXTURE"
+	assert_output ""
+	assert_equal "$stderr" "vma-extract: $FIXTURE: no config named 'nope.conf'"
+}
+
+@test "vma-extract -t and extraction refuse the truncated Proxmox archive with a missing-cluster message" {
+	need_fixture
+	run --separate-stderr -1 vma-extract -t "$FIXTURE"
+	assert_output ""
+	assert_equal "$stderr" "vma-extract: $FIXTURE: offset 538112: archive incomplete: cluster 23 of drive-scsi0 is missing (163724 of 163840 clusters missing)"
+	run -1 vma-extract "$FIXTURE" out
+	assert_output --partial "archive incomplete: cluster 23 of drive-scsi0 is missing"
+	[ ! -e out ] || fail "left behind: $(ls -A out)"
+}
+
+@test "vma-extract restores every device and config exactly, with holes for zero blocks" {
+	make_archive
+	run -0 vma-extract -v base.vma out
+	assert_output "restored drive-scsi0: 200000 bytes to out/disk-drive-scsi0.raw
+restored drive-scsi1: 8388608 bytes to out/disk-drive-scsi1.raw"
+	assert_equal "$(ls out)" "$(printf 'disk-drive-scsi0.raw\ndisk-drive-scsi1.raw\nqemu-server.conf')"
+	assert_equal "$(sha out/disk-drive-scsi0.raw)" "$(sha d0.raw)"
+	assert_equal "$(sha out/disk-drive-scsi1.raw)" "$(sha d1.raw)"
+	assert_equal "$(cat out/qemu-server.conf)" "name: vm100"
+	# 5 MiB of data in an 8 MiB disk: the 3 MiB of zeros are not allocated
+	[ "$(du -k out/disk-drive-scsi1.raw | cut -f1)" -le 5200 ]
+}
+
+@test "vma-extract -d restores only the chosen devices" {
+	make_archive
+	vma-extract -d drive-scsi1 base.vma out
+	assert_equal "$(ls out)" "$(printf 'disk-drive-scsi1.raw\nqemu-server.conf')"
+	assert_equal "$(sha out/disk-drive-scsi1.raw)" "$(sha d1.raw)"
+	run -1 vma-extract -d drive-scsi9 base.vma out2
+	assert_output "vma-extract: base.vma: no device named 'drive-scsi9'"
+	[ ! -e out2 ]
+}
+
+@test "vma-extract refuses a target directory that exists" {
+	make_archive
+	mkdir out
+	run -2 vma-extract base.vma out
+	assert_output "vma-extract: out: already exists; give a directory that does not"
+	assert_equal "$(ls -A out)" ""
+}
+
+@test "vma-extract -t -v prints the listing and the zero-data share after a full check" {
+	make_archive
+	run -0 vma-extract -t -v base.vma
+	assert_line --index 0 "CFG: size: 12 name: qemu-server.conf"
+	assert_line --index 1 "DEV: dev_id=1 size: 200000 devname: drive-scsi0"
+	assert_line --index 2 "DEV: dev_id=2 size: 8388608 devname: drive-scsi1"
+	assert_line --index 4 "total bytes read 8588608, sparse bytes 3145728 (36.6%)"
+}
+
+@test "vma-extract reads zstd, xz and gzip archives, from files and from stdin" {
+	make_archive
+	zstd -q -c base.vma >a.vma.zst
+	xz -1 -T2 -c base.vma >a.vma.xz
+	gzip -c base.vma >a.vma.gz
+	for f in a.vma.zst a.vma.xz a.vma.gz; do
+		rm -rf out
+		vma-extract "$f" out
+		assert_equal "$(sha out/disk-drive-scsi1.raw)" "$(sha d1.raw)"
+		run -0 bash -c "vma-extract -t - <$f"
+	done
+	# two gzip members are one stream, as gzip -d reads them
+	head -c 100000 base.vma | gzip -c >two.gz
+	tail -c +100001 base.vma | gzip -c >>two.gz
+	run -0 vma-extract -t two.gz
+}
+
+@test "vma-extract says to use lzop -dc for lzop input" {
+	make_archive
+	lzop -c base.vma >a.vma.lzo
+	run -1 vma-extract -t a.vma.lzo
+	assert_output "vma-extract: a.vma.lzo: lzop-compressed input is not decompressed here; pipe it through 'lzop -dc'"
+	run -0 bash -c "lzop -dc a.vma.lzo | vma-extract -t -"
+}
+
+@test "vma-extract reports a truncated compressed stream" {
+	make_archive
+	zstd -q -c base.vma | head -c 300000 >cut.zst
+	run -1 vma-extract -t cut.zst
+	assert_output --partial "the compressed stream is truncated"
+	xz -1 -c base.vma | head -c 300000 >cut.xz
+	run -1 vma-extract -t cut.xz
+	assert_output --regexp "xz: corrupt or truncated|the compressed stream is truncated"
+}
+
+@test "vma-extract reads archives of other writers: shuffled clusters and 58 entries per extent" {
+	random_file d0.raw 300000
+	random_file d1.raw 70000
+	echo "cores: 2" >qemu-server.conf
+	vma_make --shuffle --entries 58 -c qemu-server.conf=qemu-server.conf \
+		-d drive-scsi0=d0.raw -d drive-scsi1=d1.raw other.vma
+	vma-extract other.vma out
+	assert_equal "$(sha out/disk-drive-scsi0.raw)" "$(sha d0.raw)"
+	assert_equal "$(sha out/disk-drive-scsi1.raw)" "$(sha d1.raw)"
+	assert_equal "$(cat out/qemu-server.conf)" "cores: 2"
+}
+
+# One test per defect: exit 1, one message naming the defect and its offset, no output files.
+hostile() { # DEFECT EXPECTED-MESSAGE-PART
+	make_archive
+	vma_corrupt base.vma bad.vma "$1" >/dev/null
+	run --separate-stderr -1 vma-extract -t bad.vma
+	assert_output ""
+	[[ $stderr == "vma-extract: bad.vma: offset "[0-9]*": "*"$2"* ]] ||
+		fail "defect $1: expected '$2', got: $stderr"
+	[ "$(wc -l <<<"$stderr")" -eq 1 ] || fail "more than one line: $stderr"
+	run -1 vma-extract bad.vma out
+	[[ $output == *"$2"* ]] || fail "extract, defect $1: $output"
+	[ ! -e out ] || fail "defect $1 left behind: $(ls -A out)"
+	assert_equal "$(ls -A)" "$(printf 'bad.vma\nbase.vma\nchunk\nd0.raw\nd1.raw\nqemu-server.conf')"
+}
+
+@test "vma-extract refuses an archive with the wrong magic" { hostile bad-magic "not a VMA archive (wrong magic)"; }
+@test "vma-extract refuses an unknown version" { hostile bad-version "unsupported VMA version 2"; }
+@test "vma-extract refuses a wrong header MD5" { hostile bad-header-md5 "wrong header checksum (MD5)"; }
+@test "vma-extract refuses a wrong extent MD5" { hostile bad-extent-md5 "wrong extent checksum (MD5)"; }
+@test "vma-extract refuses a wrong extent magic" { hostile bad-extent-magic "wrong extent magic"; }
+@test "vma-extract refuses non-zero reserved extent bits" { hostile extent-reserved "reserved extent field is not zero"; }
+@test "vma-extract refuses an extent whose uuid differs from the header's" { hostile uuid-mismatch "extent uuid differs from the header's"; }
+@test "vma-extract refuses a block count above the stored blocks" { hostile block-count-high "but the entries store"; }
+@test "vma-extract refuses a block count below the stored blocks" { hostile block-count-low "but the entries store"; }
+@test "vma-extract refuses a duplicate cluster" { hostile duplicate-cluster "duplicate cluster"; }
+@test "vma-extract refuses a cluster past the device end" { hostile cluster-past-end "is past the device end"; }
+@test "vma-extract refuses a block past the device end" { hostile block-past-end "of drive-scsi0 is past the device end"; }
+@test "vma-extract refuses an unknown device id" { hostile unknown-dev-id "block entry for unknown device id"; }
+@test "vma-extract refuses a blob pointer into the middle of a blob" { hostile bad-blob-pointer "invalid name pointer"; }
+@test "vma-extract refuses a blob buffer past the header" { hostile blob-past-end "outside the"; }
+@test "vma-extract refuses a device name with a slash" { hostile name-slash "unsafe name: name contains '/'"; }
+@test "vma-extract refuses a config named .." { hostile name-dotdot "unsafe name: name is . or .."; }
+@test "vma-extract refuses an empty name" { hostile name-empty "unsafe name: empty name"; }
+@test "vma-extract refuses a name with a control character" { hostile name-control "unsafe name: name contains a control character"; }
+@test "vma-extract refuses an archive cut inside an extent" { hostile truncate-extent "archive truncated inside extent data"; }
+@test "vma-extract refuses an archive cut inside the header" { hostile truncate-header "archive truncated inside the header"; }
+@test "vma-extract refuses an archive cut at an extent boundary" { hostile truncate-at-boundary "archive incomplete: cluster"; }
+@test "vma-extract refuses data after the last extent" { hostile trailing-garbage "wrong extent magic (not an extent, or data after the last one)"; }
+
+@test "vma-extract refuses a file that is not an archive at all, and an empty one" {
+	head -c 20000 /dev/urandom >noise
+	run -1 vma-extract -t noise
+	assert_output "vma-extract: noise: offset 0: not a VMA archive (wrong magic)"
+	: >empty
+	run -1 vma-extract -l empty
+	assert_output "vma-extract: empty: offset 0: archive truncated inside the header"
+	run -1 vma-extract -l missing
+	assert_output "vma-extract: missing: No such file or directory"
+}
+
+@test "vma-extract rejects wrong option combinations as usage errors" {
+	run -2 vma-extract -l -t a.vma
+	run -2 vma-extract --json -t a.vma
+	run -2 vma-extract -l a.vma extra
+	run -2 vma-extract a.vma
+	assert_line --index 0 "usage: vma-extract -l [--json] archive"
+}
