@@ -41,14 +41,14 @@ static const char synopsis[] =
 	"       [-w event[,event ...]] [-m key=value]\n"
 	"       [-f file | -H hmp-command | --json object | command [key=value ...]]\n";
 
-static void usage(FILE *fp, int status)
+static void __attribute__((noreturn)) usage(FILE *fp, int status)
 {
 	fputs(fp == stderr ? "usage: " : "", fp);
 	fputs(synopsis, fp);
 	exit(status);
 }
 
-static void usage_error(const char *what)
+static void __attribute__((noreturn)) usage_error(const char *what)
 {
 	fprintf(stderr, "qmpctl: %s\n", what);
 	usage(stderr, EXIT_USAGE);

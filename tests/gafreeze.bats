@@ -1,0 +1,304 @@
+#!/usr/bin/env bats
+# gafreeze: protocol paths against the real qemu-ga on the host (every guest-fsfreeze-* RPC
+# blocked, so nothing can freeze this machine), freeze paths against the protocol double
+# tests/lib/qga-double.py, and end to end against a real tiny guest.
+
+# Everything a host agent must never run here (qemu-recipes.md section 6).
+HOST_QGA_BLOCKED=guest-fsfreeze-status,guest-fsfreeze-freeze,guest-fsfreeze-freeze-list,guest-fsfreeze-thaw,guest-fstrim,guest-shutdown,guest-suspend-disk,guest-suspend-ram,guest-suspend-hybrid,guest-set-time,guest-set-vcpus,guest-set-user-password,guest-set-memory-blocks,guest-exec,guest-file-open,guest-ssh-add-authorized-keys,guest-ssh-remove-authorized-keys
+
+setup() {
+	load lib/common
+	load lib/guest
+	WD=$BATS_TEST_TMPDIR
+	QGA=$WD/qga.sock
+}
+
+teardown() {
+	qga_double_stop "$QGA"
+	if [ -f "$WD/host-qga.pid" ]; then kill "$(cat "$WD/host-qga.pid")" 2>/dev/null || true; fi
+	if [ -f "$WD/gafreeze.pid" ]; then kill -KILL "$(cat "$WD/gafreeze.pid")" 2>/dev/null || true; fi
+	true
+}
+
+start_host_qga() {
+	qemu-ga -m unix-listen -p "$QGA" -f "$WD/host-qga.pid" -t "$WD" -d -b "$HOST_QGA_BLOCKED" 3>&-
+	for _ in $(seq 50); do [ -S "$QGA" ] && break; sleep 0.05; done
+}
+
+# The requests the double received, one per line, as "name" or "name ARGUMENTS-JSON".
+requests() {
+	jq -rc 'if .arguments and (.execute != "guest-sync-delimited") then "\(.execute) \(.arguments | tojson)" else .execute end' "$QGA.log"
+}
+
+double_status() { "$QGA_CLIENT" --timeout 5 "$QGA" guest-fsfreeze-status; }
+
+# --- the real qemu-ga on the host, freeze RPCs blocked ---
+
+@test "gafreeze ping succeeds silently against the real qemu-ga, after stale half-sent input" {
+	start_host_qga
+	# An earlier client that died mid-request: qemu-ga keeps the half-parsed input.
+	python3 -c 'import socket,sys; s=socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); s.sendall(b"{\"execute\": \"guest-pi"); s.close()' "$QGA"
+	run --separate-stderr gafreeze -s "$QGA" ping
+	assert_success
+	assert_output ''
+	[ -z "$stderr" ]
+	run gafreeze -s "$QGA" --json ping
+	assert_output '{}'
+}
+
+@test "gafreeze info shows the real agent's version and its blocked freeze commands" {
+	start_host_qga
+	run gafreeze -s "$QGA" info
+	assert_success
+	assert_output "version 7.2.22
+guest-fsfreeze-freeze disabled
+guest-fsfreeze-freeze-list disabled
+guest-fsfreeze-status disabled
+guest-fsfreeze-thaw disabled"
+	run bash -c "gafreeze -s '$QGA' --json info | jq -c '[.version, ([.supported_commands[] | select(.name == \"guest-ping\")][0].enabled)]'"
+	assert_output '["7.2.22",true]'
+}
+
+@test "gafreeze status and freeze stop with exit 1 when the real agent has the freeze commands disabled" {
+	start_host_qga
+	run --separate-stderr gafreeze -s "$QGA" status
+	assert_failure 1
+	assert_output ''
+	assert_equal "$stderr" "gafreeze: guest-fsfreeze-status: CommandNotFound: Command guest-fsfreeze-status has been disabled"
+	# freeze asks for the status first, so it stops there: no freeze, so no thaw either.
+	run --separate-stderr gafreeze -s "$QGA" freeze
+	assert_failure 1
+	assert_output ''
+	assert_equal "$stderr" "gafreeze: guest-fsfreeze-status: CommandNotFound: Command guest-fsfreeze-status has been disabled"
+}
+
+@test "gafreeze rejects an unknown command as a usage error without touching the agent" {
+	run --separate-stderr gafreeze -s "$WD/nobody.sock" snapshot
+	assert_failure 2
+	assert_output ''
+	[[ $stderr == "gafreeze: unknown command"$'\n'"usage: gafreeze -s socket"* ]]
+	run --separate-stderr gafreeze ping
+	assert_failure 2
+	run --separate-stderr gafreeze -s "$QGA" hold
+	assert_failure 2
+}
+
+@test "gafreeze exits 3 within -t when the agent socket does not exist" {
+	run --separate-stderr gafreeze -s "$WD/missing.sock" -t 0.5 status
+	assert_failure 3
+	assert_output ''
+	assert_equal "$stderr" "gafreeze: $WD/missing.sock: connect: No such file or directory"
+}
+
+# --- the protocol double ---
+
+@test "gafreeze resyncs past stale bytes and an old 0xFF reply sent before the real one" {
+	qga_double_start "$QGA" --garbage
+	run --separate-stderr gafreeze -s "$QGA" status
+	assert_success
+	assert_output thawed
+	run requests
+	assert_output $'guest-sync-delimited\nguest-fsfreeze-status'
+	# The sync carried a fresh random id, not 4711 (the stale reply's).
+	run jq -r 'select(.execute == "guest-sync-delimited") | .arguments.id' "$QGA.log"
+	[[ $output =~ ^[0-9]+$ ]] && [ "$output" != 4711 ]
+}
+
+@test "gafreeze exits 3 when the agent channel accepts but nothing answers the sync" {
+	qga_double_start "$QGA" --hang guest-sync-delimited
+	run --separate-stderr gafreeze -s "$QGA" -t 0.5 ping
+	assert_failure 3
+	assert_equal "$stderr" "gafreeze: $QGA: timed out waiting for guest-sync-delimited (is the agent running in the guest?)"
+}
+
+@test "gafreeze freeze checks the status, freezes, and prints the number of filesystems" {
+	qga_double_start "$QGA" --fs-count 3
+	run --separate-stderr gafreeze -s "$QGA" freeze
+	assert_success
+	assert_output 3
+	run requests
+	assert_output $'guest-sync-delimited\nguest-fsfreeze-status\nguest-fsfreeze-freeze'
+	run double_status
+	assert_output '"frozen"'
+}
+
+@test "gafreeze freeze with mountpoints uses guest-fsfreeze-freeze-list" {
+	qga_double_start "$QGA"
+	run gafreeze -s "$QGA" --json freeze /mnt '/srv/with space'
+	assert_success
+	assert_output 2
+	run requests
+	assert_line --index 2 'guest-fsfreeze-freeze-list {"mountpoints":["/mnt","/srv/with space"]}'
+}
+
+@test "gafreeze freeze refuses with exit 5 when the guest is already frozen, and sends no freeze" {
+	qga_double_start "$QGA" --frozen
+	run --separate-stderr gafreeze -s "$QGA" freeze
+	assert_failure 5
+	assert_output ''
+	[[ $stderr == "gafreeze: the guest is already frozen"* ]]
+	run requests
+	assert_output $'guest-sync-delimited\nguest-fsfreeze-status'
+}
+
+@test "gafreeze freeze trusts the status when the freeze reply is late" {
+	qga_double_start "$QGA" --delay guest-fsfreeze-freeze=1.5
+	run --separate-stderr gafreeze -s "$QGA" -t 0.5 freeze
+	assert_success
+	assert_output unknown
+	[[ $stderr == *"asking the agent for its freeze status"* ]]
+	[[ $stderr == *"the agent reports the guest frozen (filesystem count unknown)"* ]]
+	run requests
+	assert_line --index 2 guest-fsfreeze-freeze
+	assert_line --index 3 guest-sync-delimited
+	assert_equal "${lines[-1]}" guest-fsfreeze-status
+}
+
+@test "gafreeze freeze trusts the status when the freeze reply never comes" {
+	qga_double_start "$QGA" --hang guest-fsfreeze-freeze
+	run --separate-stderr gafreeze -s "$QGA" -t 0.5 freeze
+	assert_success
+	assert_output unknown
+	run double_status
+	assert_output '"frozen"'
+}
+
+@test "gafreeze freeze gives up at the ceiling when the agent stops answering, tries to thaw, and exits 4" {
+	qga_double_start "$QGA" --stall guest-fsfreeze-freeze
+	start=$(date +%s%N)
+	run --separate-stderr gafreeze -s "$QGA" -t 0.3 freeze
+	elapsed=$((($(date +%s%N) - start) / 1000000))
+	assert_failure 4
+	assert_output ''
+	[[ $stderr == *"gave up waiting for the freeze"* ]]
+	[[ $stderr == *"THAW FAILED, THE GUEST MAY STILL BE FROZEN"* ]]
+	# 6 x 0.3 s for the freeze, the same for the thaw.
+	((elapsed >= 3400 && elapsed < 6000))
+}
+
+@test "gafreeze freeze reports a dropped connection with exit 3 and confirms the guest is thawed" {
+	qga_double_start "$QGA" --drop guest-fsfreeze-freeze
+	run --separate-stderr gafreeze -s "$QGA" -t 1 freeze
+	assert_failure 3
+	assert_output ''
+	[[ $stderr == *"connection closed by the peer"* ]]
+	[[ $stderr == *"the freeze did not take effect: the agent reports 'thawed'"* ]]
+	run requests
+	assert_line --index 1 guest-fsfreeze-status
+	assert_line --index 2 guest-fsfreeze-freeze
+	assert_line guest-fsfreeze-thaw
+}
+
+@test "gafreeze thaw thaws, confirms with a status call and prints the count" {
+	qga_double_start "$QGA" --frozen --fs-count 2
+	run --separate-stderr gafreeze -s "$QGA" thaw
+	assert_success
+	assert_output 2
+	run requests
+	assert_output $'guest-sync-delimited\nguest-fsfreeze-thaw\nguest-fsfreeze-status'
+}
+
+@test "gafreeze thaw retries a failing thaw within the deadline" {
+	qga_double_start "$QGA" --frozen --thaw-fails 2
+	run --separate-stderr gafreeze -s "$QGA" thaw
+	assert_success
+	assert_output 1
+	[[ $stderr == "gafreeze: thaw not confirmed (guest-fsfreeze-thaw: GenericError: failed to thaw /mnt: Device or resource busy); retrying" ]]
+	run bash -c "grep -c guest-fsfreeze-thaw '$QGA.log'"
+	assert_output 3
+}
+
+@test "gafreeze thaw says so loudly and exits 4 when the thaw keeps failing" {
+	qga_double_start "$QGA" --frozen --thaw-fails
+	run --separate-stderr gafreeze -s "$QGA" -t 0.2 thaw
+	assert_failure 4
+	assert_output ''
+	assert_equal "${stderr##*$'\n'}" "gafreeze: THAW FAILED, THE GUEST MAY STILL BE FROZEN: guest-fsfreeze-thaw: GenericError: failed to thaw /mnt: Device or resource busy"
+}
+
+@test "gafreeze hold freezes, runs the command, thaws after it, and passes its exit status on" {
+	qga_double_start "$QGA"
+	run --separate-stderr gafreeze -s "$QGA" --json hold -- sh -c 'echo running; sleep 0.3; exit 7'
+	assert_failure 7
+	assert_line --index 0 running
+	run jq -c '[.frozen, .thawed, .command_status, .max_reached, .thaw_ok, (.frozen_ms >= 300 and .frozen_ms < 2000)]' <<<"${lines[1]}"
+	assert_output '[1,1,7,false,true,true]'
+	[[ $stderr =~ ^gafreeze:\ guest\ frozen\ for\ [0-9]+\ ms\ \(filesystems\ frozen:\ 1,\ thawed:\ 1\)$ ]]
+	run requests
+	assert_output $'guest-sync-delimited\nguest-ping\nguest-fsfreeze-status\nguest-fsfreeze-freeze\nguest-sync-delimited\nguest-fsfreeze-thaw\nguest-fsfreeze-status'
+	run double_status
+	assert_output '"thawed"'
+}
+
+@test "gafreeze hold thaws while the command is still running when it gets SIGTERM" {
+	qga_double_start "$QGA"
+	gafreeze -s "$QGA" hold -- sleep 30 >"$WD/out" 2>"$WD/err" 3>&- &
+	echo $! >"$WD/gafreeze.pid"
+	for _ in $(seq 100); do grep -q guest-fsfreeze-freeze "$QGA.log" 2>/dev/null && break; sleep 0.05; done
+	sleep 0.2
+	kill -TERM "$(cat "$WD/gafreeze.pid")"
+	run wait "$(cat "$WD/gafreeze.pid")"
+	assert_equal "$status" 143
+	run cat "$WD/err"
+	assert_line --index 0 "gafreeze: got signal 15: thawing, then passing it to sleep"
+	run double_status
+	assert_output '"thawed"'
+}
+
+@test "gafreeze hold's watchdog thaws at once when gafreeze is SIGKILLed" {
+	qga_double_start "$QGA"
+	gafreeze -s "$QGA" --max 20 hold -- sleep 30 >"$WD/out" 2>"$WD/err" 3>&- &
+	echo $! >"$WD/gafreeze.pid"
+	for _ in $(seq 100); do grep -q guest-fsfreeze-freeze "$QGA.log" 2>/dev/null && break; sleep 0.05; done
+	sleep 0.2
+	run double_status
+	kill -KILL "$(cat "$WD/gafreeze.pid")"
+	start=$(date +%s%N)
+	for _ in $(seq 100); do grep -q guest-fsfreeze-thaw "$QGA.log" && break; sleep 0.05; done
+	elapsed=$((($(date +%s%N) - start) / 1000000))
+	((elapsed < 2000))
+	run double_status
+	assert_output '"thawed"'
+	run cat "$WD/err"
+	assert_output "gafreeze: watchdog: gafreeze is gone; thawing the guest"
+	pkill -KILL -f 'sleep 30' -P 1 2>/dev/null || true
+}
+
+@test "gafreeze hold's watchdog thaws when --max passes, and the run then fails" {
+	qga_double_start "$QGA"
+	start=$(date +%s%N)
+	run --separate-stderr gafreeze -s "$QGA" --max 1 --json hold -- sleep 2
+	elapsed=$((($(date +%s%N) - start) / 1000000))
+	assert_failure 1
+	((elapsed >= 2000 && elapsed < 4000))
+	run jq -c '[.max_reached, .thaw_ok, .frozen_ms >= 900 and .frozen_ms < 1500]' <<<"$output"
+	assert_output '[true,true,true]'
+	[[ $stderr == *"gafreeze: watchdog: --max 1 s reached; thawing the guest"* ]]
+	[[ $stderr == *"gafreeze: --max reached while sleep was still running: the guest was thawed early"* ]]
+}
+
+@test "gafreeze hold does not run the command when the guest is already frozen" {
+	qga_double_start "$QGA" --frozen
+	run --separate-stderr gafreeze -s "$QGA" hold -- touch "$WD/ran"
+	assert_failure 5
+	[ ! -e "$WD/ran" ]
+	run grep -c guest-fsfreeze-thaw "$QGA.log"
+	assert_output 0
+}
+
+@test "gafreeze hold does not run the command when the freeze fails, and still thaws" {
+	qga_double_start "$QGA" --disable guest-fsfreeze-freeze
+	run --separate-stderr gafreeze -s "$QGA" hold -- touch "$WD/ran"
+	assert_failure 1
+	[ ! -e "$WD/ran" ]
+	[[ $stderr == "gafreeze: guest-fsfreeze-freeze: CommandNotFound: Command guest-fsfreeze-freeze has been disabled" ]]
+	run requests
+	assert_line --index 5 guest-fsfreeze-thaw
+}
+
+@test "gafreeze hold exits 4 when the thaw after the command fails" {
+	qga_double_start "$QGA" --thaw-fails
+	run --separate-stderr gafreeze -s "$QGA" -t 0.2 hold -- true
+	assert_failure 4
+	[[ $stderr == *"THAW FAILED, THE GUEST MAY STILL BE FROZEN"* ]]
+}
