@@ -310,20 +310,20 @@ int main(int argc, char **argv)
 	}
 	if (status != 0) {
 		outfile_abort(&out);
-		return 1;
-	}
-	progress_update(&progress, vma_writer_stats(w, 0).transferred,
-			vma_writer_stats(w, 0).zero_bytes, true);
-	for (int i = 0; o.verbose && i < argc; i++) {
-		struct vma_device_stats s = vma_writer_stats(w, i + 1);
-		fprintf(stderr, "image %s: size=%llu zeros=%llu saved=%llu\n", s.name,
-			(unsigned long long)s.size, (unsigned long long)s.zero_bytes,
-			(unsigned long long)(s.size - s.zero_bytes));
+	} else {
+		struct vma_device_stats all = vma_writer_stats(w, 0);
+		progress_update(&progress, all.transferred, all.zero_bytes, true);
+		for (int i = 0; o.verbose && i < argc; i++) {
+			struct vma_device_stats s = vma_writer_stats(w, i + 1);
+			fprintf(stderr, "image %s: size=%llu zeros=%llu saved=%llu\n", s.name,
+				(unsigned long long)s.size, (unsigned long long)s.zero_bytes,
+				(unsigned long long)(s.size - s.zero_bytes));
+		}
 	}
 	for (int i = 0; i < argc; i++)
 		sources[i]->close(sources[i]);
 	free(sources);
 	sink_free(sink);
 	vma_writer_free(w);
-	return 0;
+	return status == 0 ? 0 : 1;
 }
