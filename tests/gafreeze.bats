@@ -13,8 +13,14 @@ setup() {
 	QGA=$WD/qga.sock
 }
 
+teardown_file() {
+	load lib/guest
+	if [ -f "$BATS_FILE_TMPDIR/guest/qemu.pid" ]; then guest_stop "$BATS_FILE_TMPDIR/guest"; fi
+}
+
 teardown() {
 	qga_double_stop "$QGA"
+	if [ -f "$WD/orphan.pid" ]; then kill "$(cat "$WD/orphan.pid")" 2>/dev/null || true; fi
 	if [ -f "$WD/host-qga.pid" ]; then kill "$(cat "$WD/host-qga.pid")" 2>/dev/null || true; fi
 	if [ -f "$WD/gafreeze.pid" ]; then kill -KILL "$(cat "$WD/gafreeze.pid")" 2>/dev/null || true; fi
 	true
@@ -301,4 +307,105 @@ guest-fsfreeze-thaw disabled"
 	run --separate-stderr gafreeze -s "$QGA" -t 0.2 hold -- true
 	assert_failure 4
 	[[ $stderr == *"THAW FAILED, THE GUEST MAY STILL BE FROZEN"* ]]
+}
+
+# --- a real guest (one boot shared by the tests below, started by the first of them) ---
+
+# Starts the shared guest unless it runs; sets GWD, GQGA, GQMP.
+shared_guest() {
+	GWD=$BATS_FILE_TMPDIR/guest
+	GQGA=$GWD/qga.sock
+	GQMP=$GWD/qmp.sock
+	mkdir -p "$GWD"
+	if ! [ -f "$GWD/qemu.pid" ] || ! kill -0 "$(cat "$GWD/qemu.pid")" 2>/dev/null; then
+		guest_start "$GWD"
+	fi
+}
+
+# Waits until the guest's writer has printed a counter above $1 (at most 10 s).
+counter_moves_past() {
+	local i c
+	for ((i = 0; i < 100; i++)); do
+		c=$(guest_counter "$GWD")
+		[ -n "$c" ] && [ "$c" -gt "${1:-0}" ] && return 0
+		sleep 0.1
+	done
+	return 1
+}
+
+# True when the ext4 image in $1 needs no journal replay and e2fsck -fn finds nothing.
+clean_ext4() {
+	! dumpe2fs -h "$1" 2>/dev/null | grep -q needs_recovery && e2fsck -fn "$1" >/dev/null 2>&1
+}
+
+@test "gafreeze freeze stops the guest's writer, a copy taken while frozen is clean, thaw resumes it" {
+	shared_guest
+	counter_moves_past "$(guest_counter "$GWD")"
+	# Control: a copy taken while the guest writes needs journal replay, so the check can fail.
+	cp --sparse=always "$GWD/guestdisk.raw" "$WD/unfrozen.raw"
+	run clean_ext4 "$WD/unfrozen.raw"
+	assert_failure
+	run --separate-stderr gafreeze -s "$GQGA" -t 20 freeze
+	assert_success
+	assert_output 1
+	run gafreeze -s "$GQGA" status
+	assert_output frozen
+	sleep 0.3
+	frozen_at=$(guest_counter "$GWD")
+	sleep 1.5
+	assert_equal "$(guest_counter "$GWD")" "$frozen_at"
+	cp --sparse=always "$GWD/guestdisk.raw" "$WD/frozen.raw"
+	run gafreeze -s "$GQGA" -t 20 thaw
+	assert_success
+	assert_output 1
+	counter_moves_past "$frozen_at"
+	run clean_ext4 "$WD/frozen.raw"
+	assert_success
+	# The copy holds the counter value the writer had written last before the freeze.
+	saved=$(debugfs -R 'cat /counter' "$WD/frozen.raw" 2>/dev/null)
+	[[ $saved =~ ^[0-9]+$ ]]
+	((saved >= frozen_at - 1 && saved <= frozen_at))
+}
+
+@test "gafreeze hold around a QMP backup job gives a clean point-in-time image and thaws right after" {
+	shared_guest
+	truncate -s 64M "$WD/backup.raw"
+	cat >"$WD/backup.qmp" <<-END
+	blockdev-add driver=raw node-name=backup0 file.driver=file file.filename=$WD/backup.raw
+	blockdev-backup job-id=job0 device=drive-virtio0 target=backup0 sync=full
+	END
+	run --separate-stderr gafreeze -s "$GQGA" -t 20 --max 30 --json hold -- \
+		qmpctl -s "$GQMP" -t 60 -w BLOCK_JOB_COMPLETED -m device=job0 -f "$WD/backup.qmp"
+	assert_success
+	assert_equal "${lines[0]}${lines[1]}" '{}{}'
+	assert_equal "$(jq -r '.event + " " + .data.device' <<<"${lines[2]}")" 'BLOCK_JOB_COMPLETED job0'
+	assert_equal "$(jq -c '[.frozen, .thawed, .thaw_ok, .max_reached]' <<<"${lines[3]}")" '[1,1,true,false]'
+	run gafreeze -s "$GQGA" status
+	assert_output thawed
+	counter_moves_past "$(guest_counter "$GWD")"
+	qmpctl -s "$GQMP" blockdev-del node-name=backup0
+	run clean_ext4 "$WD/backup.raw"
+	assert_success
+}
+
+@test "gafreeze hold SIGKILLed while the guest is frozen: the watchdog thaws the guest within --max" {
+	shared_guest
+	gafreeze -s "$GQGA" -t 20 --max 8 hold -- sh -c 'echo $$ >"$1"; exec sleep 60' sh "$WD/orphan.pid" \
+		>"$WD/out" 2>"$WD/err" 3>&- &
+	echo $! >"$WD/gafreeze.pid"
+	for _ in $(seq 100); do [ -s "$WD/orphan.pid" ] && break; sleep 0.1; done
+	[ -s "$WD/orphan.pid" ]
+	sleep 0.5
+	frozen_at=$(guest_counter "$GWD")
+	sleep 1
+	assert_equal "$(guest_counter "$GWD")" "$frozen_at"
+	kill -KILL "$(cat "$WD/gafreeze.pid")"
+	start=$(date +%s%N)
+	counter_moves_past "$frozen_at"
+	elapsed=$((($(date +%s%N) - start) / 1000000))
+	((elapsed < 8000))
+	run gafreeze -s "$GQGA" -t 20 status
+	assert_output thawed
+	run cat "$WD/err"
+	assert_output "gafreeze: watchdog: gafreeze is gone; thawing the guest"
 }
