@@ -349,3 +349,21 @@ start_qemu() { qemu_start_bare "$WD" "${DISK_ARGS[@]}" "$@"; }
 	run bash -c "qmpctl -a -s '$WD/qga.sock' guest-info | jq -r .version"
 	assert_output 7.2.22
 }
+
+@test "qmpctl with no command on a terminal offers a prompt with history, errors do not end it" {
+	start_qemu
+	# Keystrokes typed into a pty (script(1)); ESC [ A is the up arrow: the previous line again.
+	run bash -c "(printf 'query-status\n'; sleep 0.5; printf 'no-such-command\n'; sleep 0.5
+		printf 'cont\n'; sleep 0.5; printf '\033[A\033[A\033[A\n'; sleep 0.5; printf '\004') |
+		HOME='$WD' script -qec \"qmpctl -s '$SOCK'\" /dev/null | tr -d '\r'"
+	assert_success
+	assert_line "connected to $SOCK; commands as: name key=value ... (Ctrl-D leaves)"
+	assert_line '    "status": "prelaunch",'
+	assert_line '(qemu) no-such-command'
+	assert_line 'qmpctl: no-such-command: CommandNotFound: The command no-such-command has not been found'
+	assert_line --partial '"event":"RESUME"'
+	# The up arrows brought back query-status, which now sees a running VM.
+	assert_line '    "status": "running",'
+	run cat "$WD/.qmpctl_history"
+	assert_output $'_HiStOrY_V2_\nquery-status\nno-such-command\ncont\nquery-status'
+}
