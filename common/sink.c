@@ -22,6 +22,7 @@ struct sink {
 	ZSTD_CCtx *zstd;
 	lzma_stream xz;
 	uint8_t *outbuf;
+	size_t outbuf_used; /* uncompressed output collected, so small writes go out together */
 	uint64_t bytes_in, bytes_out;
 	char err[256];
 };
@@ -97,7 +98,7 @@ struct sink *sink_open(int fd, enum sink_codec codec, int level, int threads, ch
 	}
 	s->fd = fd;
 	s->codec = codec;
-	if (codec != SINK_PLAIN && !(s->outbuf = malloc(OUTBUF_SIZE))) {
+	if (!(s->outbuf = malloc(OUTBUF_SIZE))) {
 		snprintf(errbuf, errlen, "out of memory");
 		goto bad;
 	}
@@ -175,6 +176,26 @@ static int xz_run(struct sink *s, const void *buf, size_t len, lzma_action actio
 	}
 }
 
+static int flush_plain(struct sink *s)
+{
+	size_t used = s->outbuf_used;
+	s->outbuf_used = 0;
+	return used ? emit(s, s->outbuf, used) : 0;
+}
+
+/* Uncompressed: small writes (an extent of zero clusters is 512 bytes) are collected, so that
+ * a sparse disk does not cost one system call per extent; large ones go straight out. */
+static int write_plain(struct sink *s, const void *buf, size_t len)
+{
+	if (s->outbuf_used + len > OUTBUF_SIZE && flush_plain(s) < 0)
+		return -1;
+	if (len >= OUTBUF_SIZE / 2)
+		return emit(s, buf, len);
+	memcpy(s->outbuf + s->outbuf_used, buf, len);
+	s->outbuf_used += len;
+	return 0;
+}
+
 int sink_write(struct sink *s, const void *buf, size_t len)
 {
 	s->bytes_in += len;
@@ -184,7 +205,7 @@ int sink_write(struct sink *s, const void *buf, size_t len)
 	case SINK_XZ:
 		return xz_run(s, buf, len, LZMA_RUN);
 	default:
-		return emit(s, buf, len);
+		return write_plain(s, buf, len);
 	}
 }
 
@@ -196,7 +217,7 @@ int sink_finish(struct sink *s)
 	case SINK_XZ:
 		return xz_run(s, NULL, 0, LZMA_FINISH);
 	default:
-		return 0;
+		return flush_plain(s);
 	}
 }
 

@@ -14,7 +14,7 @@ struct sink *sink_open(int fd, enum sink_codec codec, int level, int threads, ch
 		       size_t errlen);
 /* 0 on success, -1 with sink_error() set. */
 int sink_write(struct sink *s, const void *buf, size_t len);
-/* Ends the compressed stream and writes out what is pending; the fd stays open. */
+/* Ends the compressed stream and writes out everything pending; the fd stays open. */
 int sink_finish(struct sink *s);
 const char *sink_error(const struct sink *s);
 uint64_t sink_bytes_in(const struct sink *s);
