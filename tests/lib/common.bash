@@ -5,6 +5,7 @@ bats_load_library bats-support
 bats_load_library bats-assert
 
 TOP=$(cd "$BATS_TEST_DIRNAME/.." && pwd)
+# shellcheck disable=SC2034 # used by the bats files
 SHARED="$TOP/../shared"
 export VZ_BIN="${VZ_BIN:-$TOP/build/cc/bin}"
 PATH="$VZ_BIN:$PATH"
