@@ -29,6 +29,9 @@ teardown() {
 	if [ -n "${DOUBLE:-}" ]; then
 		qga_double_stop "$DOUBLE"
 	fi
+	if [ -n "${HOST_QGA:-}" ]; then
+		host_qga_stop "$HOST_QGA"
+	fi
 	if [ -n "${BARE:-}" ]; then
 		qemu_stop "$BARE"
 	fi
@@ -223,6 +226,18 @@ wait_counter_above() {
 	assert_output 1
 	qga_double_stop "$DOUBLE"
 	[ ! -e "$DOUBLE" ] && [ ! -e "$DOUBLE.pid" ]
+}
+
+@test "host_qga_start runs the host's qemu-ga with only read-only RPCs enabled" {
+	# Only guest-ping and guest-info are sent: never a guest-fsfreeze-* to a host agent.
+	HOST_QGA=$BATS_TEST_TMPDIR/host-qga.sock
+	host_qga_start "$HOST_QGA"
+	run "$QGA_CLIENT" "$HOST_QGA" guest-ping
+	assert_success
+	assert_output '{}'
+	run bash -c "'$QGA_CLIENT' '$HOST_QGA' guest-info |
+		jq -r '.supported_commands[] | select(.enabled) | .name' | sort | tr '\n' ' '"
+	assert_output 'guest-get-host-name guest-get-osinfo guest-get-time guest-get-timezone guest-info guest-ping guest-sync guest-sync-delimited '
 }
 
 @test "a bare QEMU answers query-status prelaunch and writes qemu-io results to qemu.out" {

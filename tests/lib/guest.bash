@@ -26,6 +26,14 @@
 #       pid in SOCKET.pid) and returns once it listens.
 #   qga_double_stop SOCKET
 #       stops it (SIGTERM) and waits until it is gone.
+#   host_qga_start SOCKET
+#       starts the host's real qemu-ga in unix-listen mode on SOCKET (state folder
+#       SOCKET.state, pid in SOCKET.pid, output in SOCKET.out) with every RPC blocked except
+#       a few read-only ones (HOST_QGA_ALLOWED): guest-sync-delimited, guest-sync,
+#       guest-ping, guest-info, guest-get-time, guest-get-timezone, guest-get-osinfo,
+#       guest-get-host-name. For wire-protocol tests against the real agent. Never send it a
+#       guest-fsfreeze-* command, blocked or not: it would act on this machine.
+#   host_qga_stop SOCKET
 # Also: $QGA_CLIENT (tests/lib/qga-client.py) and $QGA_DOUBLE (tests/lib/qga-double.py).
 
 _GUEST_LIB_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -170,4 +178,46 @@ qga_double_stop() { # SOCKET
 	kill -TERM "$pid" 2>/dev/null || return 0
 	_qemu_wait_gone "$pid" 5 || kill -KILL "$pid" 2>/dev/null
 	return 0
+}
+
+HOST_QGA_ALLOWED="guest-sync-delimited guest-sync guest-ping guest-info guest-get-time guest-get-timezone guest-get-osinfo guest-get-host-name"
+
+host_qga_start() { # SOCKET
+	local sock=$1 rpc blocked='' i pid
+	# Block by allowlist, so that an RPC added in a later qemu-ga is blocked too.
+	for rpc in $(qemu-ga -b help 2>/dev/null); do
+		case " $HOST_QGA_ALLOWED " in
+		*" $rpc "*) ;;
+		*) blocked=$blocked${blocked:+,}$rpc ;;
+		esac
+	done
+	case ,$blocked, in
+	*,guest-fsfreeze-freeze,*) ;;
+	*)
+		echo "host_qga_start: cannot get qemu-ga's RPC list to block; not starting it" >&2
+		return 1
+		;;
+	esac
+	mkdir -p "$sock.state"
+	rm -f "$sock" "$sock.pid"
+	qemu-ga -m unix-listen -p "$sock" -t "$sock.state" -b "$blocked" \
+		</dev/null >"$sock.out" 2>&1 3>&- &
+	pid=$!
+	echo "$pid" >"$sock.pid"
+	for ((i = 0; i < 200; i++)); do
+		[ -S "$sock" ] && return 0
+		if ! kill -0 "$pid" 2>/dev/null; then
+			echo "host_qga_start: qemu-ga exited:" >&2
+			cat "$sock.out" >&2
+			return 1
+		fi
+		sleep 0.05
+	done
+	echo "host_qga_start: no socket $sock after 10 s" >&2
+	return 1
+}
+
+host_qga_stop() { # SOCKET
+	qga_double_stop "$1"
+	rm -f "$1" "$1.pid"
 }
