@@ -243,8 +243,9 @@ guest-fsfreeze-thaw disabled"
 	for _ in $(seq 100); do grep -q guest-fsfreeze-freeze "$QGA.log" 2>/dev/null && break; sleep 0.05; done
 	sleep 0.2
 	kill -TERM "$(cat "$WD/gafreeze.pid")"
-	run wait "$(cat "$WD/gafreeze.pid")"
-	assert_equal "$status" 143
+	rc=0
+	wait "$(cat "$WD/gafreeze.pid")" || rc=$?
+	assert_equal "$rc" 143
 	run cat "$WD/err"
 	assert_line --index 0 "gafreeze: got signal 15: thawing, then passing it to sleep"
 	run double_status
@@ -253,7 +254,9 @@ guest-fsfreeze-thaw disabled"
 
 @test "gafreeze hold's watchdog thaws at once when gafreeze is SIGKILLed" {
 	qga_double_start "$QGA"
-	gafreeze -s "$QGA" --max 20 hold -- sleep 30 >"$WD/out" 2>"$WD/err" 3>&- &
+	# shellcheck disable=SC2016 # expanded by the inner sh
+	gafreeze -s "$QGA" --max 20 hold -- sh -c 'echo $$ >"$1"; exec sleep 30' sh "$WD/orphan.pid" \
+		>"$WD/out" 2>"$WD/err" 3>&- &
 	echo $! >"$WD/gafreeze.pid"
 	for _ in $(seq 100); do grep -q guest-fsfreeze-freeze "$QGA.log" 2>/dev/null && break; sleep 0.05; done
 	sleep 0.2
@@ -267,7 +270,6 @@ guest-fsfreeze-thaw disabled"
 	assert_output '"thawed"'
 	run cat "$WD/err"
 	assert_output "gafreeze: watchdog: gafreeze is gone; thawing the guest"
-	pkill -KILL -f 'sleep 30' -P 1 2>/dev/null || true
 }
 
 @test "gafreeze hold's watchdog thaws when --max passes, and the run then fails" {
@@ -390,6 +392,7 @@ clean_ext4() {
 
 @test "gafreeze hold SIGKILLed while the guest is frozen: the watchdog thaws the guest within --max" {
 	shared_guest
+	# shellcheck disable=SC2016 # expanded by the inner sh
 	gafreeze -s "$GQGA" -t 20 --max 8 hold -- sh -c 'echo $$ >"$1"; exec sleep 60' sh "$WD/orphan.pid" \
 		>"$WD/out" 2>"$WD/err" 3>&- &
 	echo $! >"$WD/gafreeze.pid"

@@ -8,6 +8,7 @@ setup() {
 	WD=$BATS_TEST_TMPDIR
 	SOCK=$WD/qmp.sock
 	truncate -s 64M "$WD/disk0.raw"
+	# shellcheck disable=SC2054 # commas belong to QEMU option values
 	DISK_ARGS=(-blockdev "driver=file,node-name=file0,filename=$WD/disk0.raw"
 		-blockdev driver=raw,node-name=drive0,file=file0
 		-device virtio-blk-pci,drive=drive0,id=vblk0)
@@ -22,7 +23,7 @@ teardown() {
 	true
 }
 
-start_qemu() { qemu_start_bare "$WD" "${DISK_ARGS[@]}" "$@"; }
+start_qemu() { qemu_start_bare "$WD" "${DISK_ARGS[@]}"; }
 
 @test "qmpctl negotiates and prints only the return value of query-status, compact when piped" {
 	start_qemu
