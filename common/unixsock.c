@@ -24,31 +24,6 @@ static int fill_address(struct sockaddr_un *addr, const char *path)
 	return 0;
 }
 
-/* A connect() still in progress on a non-blocking socket: wait for its outcome. */
-static int finish_connect(int fd, deadline_t d)
-{
-	struct pollfd p = { .fd = fd, .events = POLLOUT };
-	int r, soerr = 0;
-	socklen_t len = sizeof(soerr);
-
-	do
-		r = poll(&p, 1, deadline_poll_timeout(d));
-	while (r < 0 && errno == EINTR);
-	if (r < 0)
-		return -1;
-	if (r == 0) {
-		errno = ETIMEDOUT;
-		return -1;
-	}
-	if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &len) < 0)
-		return -1;
-	if (soerr != 0) {
-		errno = soerr;
-		return -1;
-	}
-	return 0;
-}
-
 int unixsock_connect(const char *path, deadline_t d)
 {
 	struct sockaddr_un addr;
@@ -61,15 +36,14 @@ int unixsock_connect(const char *path, deadline_t d)
 
 		if (fd < 0)
 			return -1;
+		/* A unix-socket connect() completes at once or fails; EAGAIN means the
+		 * listener's backlog is full (someone else is connecting): try again. */
 		if (connect(fd, (struct sockaddr *)&addr, sizeof(addr)) == 0)
-			return fd;
-		if ((errno == EINPROGRESS || errno == EAGAIN) && finish_connect(fd, d) == 0)
 			return fd;
 		saved = errno;
 		close(fd);
 		errno = saved;
-		if (saved != ENOENT && saved != ECONNREFUSED && saved != EAGAIN && saved != EINTR &&
-		    saved != EINPROGRESS)
+		if (saved != ENOENT && saved != ECONNREFUSED && saved != EAGAIN && saved != EINTR)
 			return -1;
 		if (deadline_passed(d))
 			return -1;

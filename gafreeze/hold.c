@@ -205,6 +205,7 @@ static pid_t start_command(char **argv, const sigset_t *old_mask)
 
 	if (pid == 0) {
 		sigprocmask(SIG_SETMASK, old_mask, NULL);
+		signal(SIGPIPE, SIG_DFL);
 		execvp(argv[0], argv);
 		warn("%s", argv[0]);
 		_exit(errno == ENOENT ? 127 : 126);
@@ -305,6 +306,8 @@ int hold(struct agent *a, double max_seconds, bool json, char **argv)
 	json_t *ret;
 	char msg;
 
+	/* A watchdog that died must not take us with it when we write to its pipe. */
+	signal(SIGPIPE, SIG_IGN);
 	/* Connect (and resync) before the watchdog exists: it shares this connection. */
 	st = agent_call(a, "guest-ping", NULL, freeze_ceiling, &ret);
 	json_decref(ret);

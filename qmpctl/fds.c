@@ -43,6 +43,7 @@ static int open_spec(struct fd_spec *spec, const char *what, deadline_t d)
 			fprintf(stderr, "qmpctl: %s: listen: %s\n", spec->arg, strerror(errno));
 			return EXIT_QMP_ERROR;
 		}
+		spec->listen_path = strdup(what + 12);
 	} else if (!spec->add_fd && strncmp(what, "unix-connect:", 13) == 0) {
 		spec->fd = unixsock_connect(what + 13, d);
 		if (spec->fd < 0) {
@@ -116,6 +117,7 @@ int fd_spec_send(struct fd_spec *spec, struct qmp *q, deadline_t d, FILE *out, i
 		json_decref(reply);
 		return status_to_exit(st);
 	}
+	spec->sent = true;
 	if (spec->add_fd)
 		print_json(out, json_object_get(reply, "return"), json_flags);
 	json_decref(cmd);
@@ -129,6 +131,10 @@ void fd_spec_close(struct fd_spec *spec)
 	if (spec->opened && spec->fd >= 0)
 		close(spec->fd);
 	spec->fd = -1;
+	if (spec->listen_path != NULL && !spec->sent)
+		unlink(spec->listen_path);
+	free(spec->listen_path);
+	spec->listen_path = NULL;
 	free(spec->name);
 	spec->name = NULL;
 }

@@ -40,6 +40,8 @@ struct fd_spec {
 	long fdset;
 	int fd;          /* the descriptor to send, once opened */
 	bool opened;     /* we opened it (close after sending) */
+	bool sent;       /* QEMU has it */
+	char *listen_path; /* a socket we created: removed again if QEMU never got it */
 	const char *arg; /* as given, for messages */
 };
 /* Parses NAME=SPEC (getfd) or SET=SPEC (add-fd) and opens what SPEC names. Returns an exit

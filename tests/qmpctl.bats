@@ -368,3 +368,9 @@ start_qemu() { qemu_start_bare "$WD" "${DISK_ARGS[@]}"; }
 	run cat "$WD/.qmpctl_history"
 	assert_output $'_HiStOrY_V2_\nquery-status\nno-such-command\ncont\nquery-status'
 }
+
+@test "qmpctl removes the listening socket it made for --fd when QEMU never got it" {
+	run --separate-stderr qmpctl -s "$WD/missing.sock" -t 0.3 --fd nbd0=unix-listen:"$WD/nbd.sock" query-status
+	assert_failure 3
+	[ ! -e "$WD/nbd.sock" ]
+}
