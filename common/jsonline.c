@@ -14,6 +14,7 @@ void jsonline_init(struct jsonline *jl, int fd)
 {
 	memset(jl, 0, sizeof(*jl));
 	jl->fd = fd;
+	jl->wake_fd = -1;
 }
 
 void jsonline_free(struct jsonline *jl)
@@ -26,7 +27,8 @@ void jsonline_free(struct jsonline *jl)
 /* Reads whatever is available (at least one byte) into the buffer, waiting until D. */
 static enum jsonline_status fill(struct jsonline *jl, deadline_t d)
 {
-	struct pollfd p = { .fd = jl->fd, .events = POLLIN };
+	struct pollfd p[2] = { { .fd = jl->fd, .events = POLLIN },
+			       { .fd = jl->wake_fd, .events = POLLIN } };
 	ssize_t n;
 	int r;
 
@@ -59,13 +61,15 @@ static enum jsonline_status fill(struct jsonline *jl, deadline_t d)
 			jl->saved_errno = errno;
 			return JSONLINE_IOERR;
 		}
-		r = poll(&p, 1, deadline_poll_timeout(d));
+		r = poll(p, 2, deadline_poll_timeout(d));
 		if (r < 0 && errno != EINTR) {
 			jl->saved_errno = errno;
 			return JSONLINE_IOERR;
 		}
 		if (r == 0)
 			return JSONLINE_TIMEOUT;
+		if (p[1].revents & POLLIN)
+			return JSONLINE_WOKEN;
 	}
 }
 
@@ -210,6 +214,8 @@ const char *jsonline_strstatus(const struct jsonline *jl, enum jsonline_status s
 		return "reply line longer than 10 MB";
 	case JSONLINE_BADJSON:
 		return "peer sent a line that is not a JSON object";
+	case JSONLINE_WOKEN:
+		return "interrupted";
 	}
 	return "unknown error";
 }

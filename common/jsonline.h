@@ -17,6 +17,7 @@ enum jsonline_status {
 	JSONLINE_IOERR,   /* read/write failed: errno */
 	JSONLINE_TOOLONG, /* a line longer than JSONLINE_MAX */
 	JSONLINE_BADJSON, /* a line that is not a JSON object */
+	JSONLINE_WOKEN,   /* wake_fd became readable (e.g. a signalfd): stop waiting */
 };
 
 struct jsonline {
@@ -25,6 +26,7 @@ struct jsonline {
 	size_t len;
 	size_t cap;
 	int saved_errno; /* for JSONLINE_IOERR */
+	int wake_fd;     /* -1, or an fd whose readability ends a wait for input */
 };
 
 void jsonline_init(struct jsonline *jl, int fd);

@@ -28,6 +28,8 @@ static enum qmp_status framing_failure(struct qmp *q, enum jsonline_status st, j
 		return qmp_fail(q, QMP_TIMEOUT, "timed out");
 	case JSONLINE_EOF:
 		return qmp_fail(q, QMP_DROPPED, "connection closed by the peer");
+	case JSONLINE_WOKEN:
+		return qmp_fail(q, QMP_WOKEN, "interrupted");
 	case JSONLINE_BADJSON:
 		return qmp_fail(q, QMP_PROTOCOL, "not a JSON object from the peer: %.200s",
 				json_string_value(bad));

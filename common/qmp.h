@@ -14,6 +14,7 @@ enum qmp_status {
 	QMP_TIMEOUT,   /* the deadline passed */
 	QMP_DROPPED,   /* connection closed, or could not be made */
 	QMP_PROTOCOL,  /* the peer spoke something that is not QMP */
+	QMP_WOKEN,     /* the connection's wake fd ended the wait (jsonline.h) */
 };
 
 struct qmp {

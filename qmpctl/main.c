@@ -6,6 +6,7 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/signalfd.h>
 #include <unistd.h>
 
 #include "qmpctl.h"
@@ -311,16 +312,35 @@ static int wait_for_event(struct options *o, struct qmp *q, deadline_t d, FILE *
 	}
 }
 
+/* --events: every event as one line until the deadline, or until SIGINT, SIGTERM or SIGHUP
+ * (taken through a signalfd, so a signal ends the wait cleanly with status 0). */
 static int print_events(struct qmp *q, deadline_t d)
 {
+	sigset_t stop;
+	int sigfd;
+
+	sigemptyset(&stop);
+	sigaddset(&stop, SIGINT);
+	sigaddset(&stop, SIGTERM);
+	sigaddset(&stop, SIGHUP);
+	sigprocmask(SIG_BLOCK, &stop, NULL);
+	sigfd = signalfd(-1, &stop, SFD_CLOEXEC);
+	q->jl.wake_fd = sigfd;
 	for (;;) {
 		json_t *ev = NULL;
 		enum qmp_status st = qmp_next_event(q, d, &ev);
 
-		if (st == QMP_TIMEOUT)
-			return EXIT_OK; /* the natural end of --events */
+		if (st == QMP_TIMEOUT || st == QMP_WOKEN) {
+			/* the natural ends of --events */
+			q->jl.wake_fd = -1;
+			if (sigfd >= 0)
+				close(sigfd);
+			return EXIT_OK;
+		}
 		if (st != QMP_OK) {
 			fprintf(stderr, "qmpctl: %s: %s\n", socket_path, q->why);
+			if (sigfd >= 0)
+				close(sigfd);
 			return EXIT_PEER;
 		}
 		print_json(stdout, ev, JSON_COMPACT);

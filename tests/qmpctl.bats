@@ -277,6 +277,24 @@ start_qemu() { qemu_start_bare "$WD" "${DISK_ARGS[@]}"; }
 	assert_output $'RESUME\nSTOP\nRESUME'
 }
 
+@test "qmpctl -e -t 0 prints events until SIGTERM and then exits 0" {
+	# A second monitor, since QMP serves one client per socket.
+	qemu_start_bare "$WD" "${DISK_ARGS[@]}" -qmp "unix:$WD/qmp2.sock,server=on,wait=off"
+	qmpctl -s "$SOCK" -t 0 -e >"$WD/events" 2>"$WD/events.err" 3>&- &
+	pid=$!
+	sleep 0.5
+	qmpctl -s "$WD/qmp2.sock" cont
+	for _ in $(seq 50); do [ -s "$WD/events" ] && break; sleep 0.1; done
+	kill -TERM "$pid"
+	rc=0
+	wait "$pid" || rc=$?
+	assert_equal "$rc" 0
+	run jq -r .event "$WD/events"
+	assert_output RESUME
+	run cat "$WD/events.err"
+	assert_output ''
+}
+
 @test "qmpctl -H runs a human-monitor command and prints its text" {
 	start_qemu
 	run qmpctl -s "$SOCK" -H 'info status'
