@@ -80,7 +80,7 @@ bench:
 
 lint:
 	mandoc -Tlint -Wwarning man/*.1
-	shellcheck -x build-aux/deps tests/run tests/demo.sh bench/run .ci/run $(wildcard $(SCRIPTS)) $(wildcard tests/lib/*.bash bench/*.sh)
+	shellcheck -x build-aux/deps tests/run tests/demo.sh bench/run .ci/run $(wildcard $(SCRIPTS)) $(wildcard tests/lib/*.bash tests/lib/*.sh bench/*.sh)
 
 install: all
 	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(MANDIR)/man1

@@ -72,6 +72,14 @@ static void forget(struct outfile *f)
 	f->slot = -1;
 }
 
+int outfile_track(char *path) { return remember(path); }
+
+void outfile_untrack(int handle)
+{
+	struct outfile f = {.slot = handle};
+	forget(&f);
+}
+
 int outfile_create(struct outfile *f, const char *final_path, const char *tmp_name)
 {
 	char *dircopy = strdup(final_path), *basecopy = strdup(final_path);

@@ -21,4 +21,9 @@ int outfile_commit(struct outfile *f, int no_replace);
 /* Removes the temporary file; safe to call on a committed or never-created outfile. */
 void outfile_abort(struct outfile *f);
 
+/* Removes path (kept by reference, not copied) too when a fatal signal ends the process, e.g.
+ * a socket; returns a handle for outfile_untrack, or -1 when too many are tracked. */
+int outfile_track(char *path);
+void outfile_untrack(int handle);
+
 #endif

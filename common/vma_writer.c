@@ -339,6 +339,20 @@ int vma_writer_put(struct vma_writer *w, int dev_id, uint64_t cluster, const uin
 	return vma_writer_commit(w, dev_id, cluster, 1);
 }
 
+bool vma_writer_has_cluster(const struct vma_writer *w, int dev_id, uint64_t cluster)
+{
+	const struct device *d = &w->devs[dev_id];
+	return cluster < d->clusters && d->seen[cluster / 8] & (1u << (cluster % 8));
+}
+
+bool vma_writer_device_complete(const struct vma_writer *w, int dev_id)
+{
+	for (int i = 1; i <= w->ndevs; i++)
+		if ((!dev_id || i == dev_id) && w->devs[i].seen_count != w->devs[i].clusters)
+			return false;
+	return true;
+}
+
 int vma_writer_finish(struct vma_writer *w)
 {
 	if (w->failed)

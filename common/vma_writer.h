@@ -3,6 +3,7 @@
  * reader can read() into it without an extra copy. */
 #ifndef VZ_VMA_WRITER_H
 #define VZ_VMA_WRITER_H
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -41,6 +42,11 @@ int vma_writer_commit(struct vma_writer *w, int dev_id, uint64_t first, unsigned
 int vma_writer_put_zero(struct vma_writer *w, int dev_id, uint64_t cluster);
 /* Copies one cluster in (for callers whose data is elsewhere). */
 int vma_writer_put(struct vma_writer *w, int dev_id, uint64_t cluster, const uint8_t *data);
+
+/* True when that cluster has been written already. */
+bool vma_writer_has_cluster(const struct vma_writer *w, int dev_id, uint64_t cluster);
+/* True when every cluster of dev_id (of every device, for 0) has been written. */
+bool vma_writer_device_complete(const struct vma_writer *w, int dev_id);
 
 /* Writes the last extent (an empty one for an archive without clusters) and checks that every
  * cluster of every device was written. */

@@ -10,6 +10,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "listen.h"
 #include "outfile.h"
 #include "progress.h"
 #include "sink.h"
@@ -18,10 +19,12 @@
 
 static const char synopsis[] =
 	"vma-create [-v] [-o archive] [-c configfile] [-z codec] [-T threads]\n"
-	"           [--bwlimit kib] name=source ...\n";
+	"           [--bwlimit kib] name=source ...\n"
+	"vma-create --listen socket [-v] [-o archive] [-c configfile] [-z codec]\n"
+	"           [-T threads] name=size ...\n";
 
 static const char short_opts[] = "vo:c:z:T:h";
-enum { OPT_BWLIMIT = 256 };
+enum { OPT_BWLIMIT = 256, OPT_LISTEN };
 static const struct option long_opts[] = {
 	{"verbose", no_argument, NULL, 'v'},
 	{"output", required_argument, NULL, 'o'},
@@ -29,6 +32,7 @@ static const struct option long_opts[] = {
 	{"compress", required_argument, NULL, 'z'},
 	{"threads", required_argument, NULL, 'T'},
 	{"bwlimit", required_argument, NULL, OPT_BWLIMIT},
+	{"listen", required_argument, NULL, OPT_LISTEN},
 	{"help", no_argument, NULL, 'h'},
 	{NULL, 0, NULL, 0},
 };
@@ -42,6 +46,7 @@ struct options {
 	int level;
 	int threads;
 	uint64_t bwlimit_kib;
+	const char *listen; /* serve the devices over NBD on this socket instead of reading */
 };
 
 static _Noreturn void usage(void)
@@ -102,6 +107,24 @@ static void add_configs(struct vma_writer *w, const struct options *o)
 			errx(2, "%s", vma_writer_error(w));
 		free(copy);
 		free(data);
+	}
+}
+
+/* Registers name=size devices for --listen; exits 2 on a bad name or size. */
+static void add_listen_devices(struct vma_writer *w, int argc, char **argv)
+{
+	if (argc > VMA_MAX_DEVICES)
+		errx(2, "%d devices given; an archive holds at most %d", argc, VMA_MAX_DEVICES);
+	for (int i = 0; i < argc; i++) {
+		char *eq = strchr(argv[i], '=');
+		if (!eq) {
+			warnx("'%s': expected name=size", argv[i]);
+			usage();
+		}
+		*eq = '\0';
+		uint64_t size = parse_number(eq + 1, "device size", 1, (uint64_t)UINT32_MAX << 16);
+		if (vma_writer_add_device(w, argv[i], size) < 0)
+			errx(2, "%s", vma_writer_error(w));
 	}
 }
 
@@ -254,12 +277,19 @@ static void parse_options(int argc, char **argv, struct options *o)
 		case OPT_BWLIMIT:
 			o->bwlimit_kib = parse_number(optarg, "bandwidth limit", 1, UINT64_MAX / 2048);
 			break;
+		case OPT_LISTEN:
+			o->listen = optarg;
+			break;
 		case 'h':
 			fputs(synopsis, stdout);
 			exit(0);
 		default:
 			usage();
 		}
+	}
+	if (o->listen && o->bwlimit_kib) {
+		warnx("--bwlimit does not apply to --listen: the client sets the pace");
+		usage();
 	}
 }
 
@@ -276,7 +306,11 @@ int main(int argc, char **argv)
 	if (!w)
 		err(1, "out of memory");
 	add_configs(w, &o);
-	struct source **sources = add_devices(w, argc, argv);
+	struct source **sources = NULL;
+	if (o.listen)
+		add_listen_devices(w, argc, argv);
+	else
+		sources = add_devices(w, argc, argv);
 	int fd = open_output(&o, &out);
 	struct sink *sink = sink_open(fd, o.codec, o.level, o.threads, why, sizeof(why));
 	if (!sink) {
@@ -291,7 +325,9 @@ int main(int argc, char **argv)
 	int status = 0;
 	if (vma_writer_begin(w, sink) < 0)
 		status = -2;
-	for (int i = 0; status == 0 && i < argc; i++) {
+	if (status == 0 && o.listen && serve_devices(w, o.listen, &progress) < 0)
+		status = -1;
+	for (int i = 0; status == 0 && !o.listen && i < argc; i++) {
 		status = copy_device(w, i + 1, sources[i], &throttle, &progress);
 		if (status == -1)
 			warnx("%s: %s", sources[i]->spec, sources[i]->err);
@@ -320,7 +356,7 @@ int main(int argc, char **argv)
 				(unsigned long long)(s.size - s.zero_bytes));
 		}
 	}
-	for (int i = 0; i < argc; i++)
+	for (int i = 0; sources && i < argc; i++)
 		sources[i]->close(sources[i]);
 	free(sources);
 	sink_free(sink);

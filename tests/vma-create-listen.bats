@@ -1,0 +1,227 @@
+#!/usr/bin/env bats
+# vma-create --listen: the write-only NBD server that QEMU's backup job pushes into, driven by
+# real clients (nbdcopy, qemu-img, libnbd's nbdsh, QEMU itself) and by malformed ones.
+
+# A server waiting for a client that never comes must not hang the suite.
+BATS_TEST_TIMEOUT=120
+
+# libnbd's shell (nbdsh is python3 -m nbd) on Debian's python3, which has the module.
+nbdsh() { "$VZ_PYTHON" -m nbd "$@"; }
+
+setup() {
+	load lib/common
+	load lib/vma
+	load lib/qemu
+	mkdir -p "$BATS_TEST_TMPDIR/work"
+	cd "$BATS_TEST_TMPDIR/work" || exit 1
+	SOCK=$PWD/s.sock
+}
+
+teardown() {
+	[ -d "$BATS_TEST_TMPDIR/work/vm" ] && qemu_stop "$BATS_TEST_TMPDIR/work/vm"
+	[ -n "${SERVER:-}" ] && kill "$SERVER" 2>/dev/null
+	return 0
+}
+
+# Starts vma-create --listen in the background with the given arguments; waits for the socket.
+serve() {
+	vma-create --listen "$SOCK" -o out.vma "$@" 2>server.err 3>&- &
+	SERVER=$!
+	for ((i = 0; i < 200; i++)); do
+		[ -S "$SOCK" ] && return 0
+		kill -0 "$SERVER" 2>/dev/null || break
+		sleep 0.05
+	done
+	cat server.err >&2
+	return 1
+}
+
+# Waits for the server to end; sets CODE to its exit status.
+server_result() {
+	CODE=0
+	wait "$SERVER" || CODE=$?
+	SERVER=
+}
+
+uri() { echo "nbd+unix:///$1?socket=$SOCK"; }
+
+@test "vma-create --listen lists one export per device with its exact size" {
+	serve drive-scsi0=5242880 drive-virtio1=70144
+	run -0 nbdinfo --json --list "$(uri)"
+	assert_equal "$(jq -c '[.exports[] | {"export-name", "export-size", "block_size_maximum", "is_read_only"}]' <<<"$output")" \
+		'[{"export-name":"drive-scsi0","export-size":5242880,"block_size_maximum":1048576,"is_read_only":false},{"export-name":"drive-virtio1","export-size":70144,"block_size_maximum":1048576,"is_read_only":false}]'
+	[ "$(stat -c %a "$SOCK")" = 600 ]
+}
+
+@test "vma-create --listen writes what nbdcopy and qemu-img convert push into it" {
+	random_file a.raw 3000000
+	truncate -s 5M a.raw
+	random_file b.raw 70144
+	qemu-img create -q -f qcow2 c.qcow2 10M
+	qemu-io -f qcow2 -c "write -P 7 100k 20k" -c "write -z 1M 1M" c.qcow2 >/dev/null
+	qemu-img convert -O raw c.qcow2 c.raw
+	echo "name: pushed" >qemu-server.conf
+	serve -c qemu-server.conf drive-scsi0=5242880 drive-scsi1=70144 drive-scsi2=10485760
+	nbdcopy a.raw "$(uri drive-scsi0)"
+	qemu-img convert -n -f raw -O raw b.raw "$(uri drive-scsi1)"
+	qemu-img convert -n -f qcow2 -O raw c.qcow2 "$(uri drive-scsi2)"
+	server_result
+	assert_equal "$CODE" 0
+	[ ! -e "$SOCK" ] || fail "the socket is left behind"
+	vma_check --strict out.vma
+	vma-extract out.vma x
+	assert_equal "$(sha x/disk-drive-scsi0.raw)" "$(sha a.raw)"
+	assert_equal "$(sha x/disk-drive-scsi1.raw)" "$(sha b.raw)"
+	assert_equal "$(sha x/disk-drive-scsi2.raw)" "$(sha c.raw)"
+	assert_equal "$(cat x/qemu-server.conf)" "name: pushed"
+}
+
+@test "vma-create --listen takes the backup that QEMU's own backup job pushes into it" {
+	random_file d0.raw 4M
+	truncate -s $((100 * 1048576 + 3584)) d0.raw
+	qemu-img create -q -f qcow2 d1.qcow2 32M
+	qemu-io -f qcow2 -c "write -P 0x33 5M 3M" d1.qcow2 >/dev/null
+	qemu-img convert -O raw d1.qcow2 d1.raw
+	mkdir vm
+	qemu_start_bare "$PWD/vm" \
+		-blockdev "driver=file,node-name=f0,filename=$PWD/d0.raw" \
+		-blockdev driver=raw,node-name=drive-scsi0,file=f0 \
+		-blockdev "driver=file,node-name=f1,filename=$PWD/d1.qcow2" \
+		-blockdev driver=qcow2,node-name=drive-virtio1,file=f1
+	serve -z zstd drive-scsi0=$((100 * 1048576 + 3584)) drive-virtio1=33554432
+	for i in 0 1; do
+		name=$([ $i = 0 ] && echo drive-scsi0 || echo drive-virtio1)
+		qmp_raw vm "{\"execute\":\"blockdev-add\",\"arguments\":{\"driver\":\"nbd\",\"node-name\":\"t$i\",\"server\":{\"type\":\"unix\",\"path\":\"$SOCK\"},\"export\":\"$name\"}}" >/dev/null
+		qmp_raw vm "{\"execute\":\"blockdev-backup\",\"arguments\":{\"job-id\":\"j$i\",\"device\":\"$name\",\"target\":\"t$i\",\"sync\":\"full\",\"auto-dismiss\":false}}" >/dev/null
+	done
+	for ((n = 0; n < 600; n++)); do
+		jobs=$(qmp_raw vm '{"execute":"query-block-jobs"}')
+		[ "$(jq '[.return[] | select(.status != "concluded")] | length' <<<"$jobs")" = 0 ] && break
+		sleep 0.1
+	done
+	assert_equal "$(jq -c '[.return[] | {device, status, error}] | sort_by(.device)' <<<"$jobs")" \
+		'[{"device":"j0","status":"concluded","error":null},{"device":"j1","status":"concluded","error":null}]'
+	for i in 0 1; do
+		qmp_raw vm "{\"execute\":\"job-dismiss\",\"arguments\":{\"id\":\"j$i\"}}" >/dev/null
+		qmp_raw vm "{\"execute\":\"blockdev-del\",\"arguments\":{\"node-name\":\"t$i\"}}" >/dev/null
+	done
+	server_result
+	assert_equal "$CODE" 0
+	zstd -q -d -c out.vma | vma_check --strict -
+	vma-extract out.vma x
+	assert_equal "$(sha x/disk-drive-scsi0.raw)" "$(sha d0.raw)"
+	assert_equal "$(sha x/disk-drive-virtio1.raw)" "$(sha d1.raw)"
+}
+
+@test "vma-create --listen fails cleanly when a client writes a cluster twice" {
+	serve drive-scsi0=1048576
+	run nbdsh -u "$(uri drive-scsi0)" -c 'h.pwrite(b"x" * 65536, 65536)' -c 'h.pwrite(b"y" * 65536, 65536)'
+	assert_failure
+	server_result
+	assert_equal "$CODE" 1
+	assert_equal "$(cat server.err)" "vma-create: drive-scsi0: cluster 1 written twice"
+	assert_equal "$(ls -A)" server.err
+}
+
+@test "vma-create --listen fails cleanly when pieces of a cluster overlap" {
+	serve drive-scsi0=1048576
+	run nbdsh -u "$(uri drive-scsi0)" -c 'h.pwrite(b"x" * 4096, 8192)' -c 'h.pwrite(b"y" * 1024, 12288 - 512)'
+	assert_failure
+	server_result
+	assert_equal "$CODE" 1
+	assert_equal "$(cat server.err)" "vma-create: drive-scsi0: bytes at 11776 written twice"
+	assert_equal "$(ls -A)" server.err
+}
+
+@test "vma-create --listen assembles a cluster that arrives in 512-byte-aligned pieces" {
+	serve drive-scsi0=131072
+	nbdsh -u "$(uri drive-scsi0)" -c 'h.pwrite(b"b" * 512, 512)' -c 'h.zero(512, 0)' \
+		-c 'h.pwrite(b"c" * 64512, 1024)' -c 'h.pwrite(b"d" * 65536, 65536)'
+	server_result
+	assert_equal "$CODE" 0
+	vma_check --strict out.vma
+	vma-extract out.vma x
+	{
+		head -c 512 /dev/zero
+		printf 'b%.0s' $(seq 512)
+		head -c 64512 /dev/zero | tr '\0' c
+		head -c 65536 /dev/zero | tr '\0' d
+	} >expected
+	assert_equal "$(sha x/disk-drive-scsi0.raw)" "$(sha expected)"
+}
+
+@test "vma-create --listen fails cleanly on a write past the end of a device" {
+	serve drive-scsi0=1048576
+	run nbdsh -u "$(uri drive-scsi0)" -c 'h.set_strict_mode(0)' -c 'h.pwrite(b"x" * 65536, 1048576)'
+	assert_failure
+	server_result
+	assert_equal "$CODE" 1
+	assert_equal "$(cat server.err)" "vma-create: drive-scsi0: write past the end (65536 bytes at 1048576, size 1048576)"
+	assert_equal "$(ls -A)" server.err
+}
+
+@test "vma-create --listen fails cleanly when a client disconnects with data missing" {
+	serve drive-scsi0=1048576 drive-scsi1=65536
+	nbdsh -u "$(uri drive-scsi0)" -c 'h.pwrite(b"x" * 65536, 0)'
+	server_result
+	assert_equal "$CODE" 1
+	assert_equal "$(cat server.err)" "vma-create: drive-scsi0: the client disconnected with 983040 of 1048576 bytes not written"
+	assert_equal "$(ls -A)" server.err
+}
+
+@test "vma-create --listen fails cleanly on garbage instead of a request" {
+	serve drive-scsi0=1048576
+	run "$VZ_PYTHON" - "$SOCK" <<'PY'
+import socket, struct, sys
+s = socket.socket(socket.AF_UNIX)
+s.connect(sys.argv[1])
+s.recv(18)                                   # NBDMAGIC IHAVEOPT flags
+s.sendall(struct.pack(">I", 3))              # fixed newstyle, no zeroes
+name = b"drive-scsi0"
+s.sendall(struct.pack(">QII", 0x49484156454F5054, 1, len(name)) + name)  # NBD_OPT_EXPORT_NAME
+s.recv(10)
+s.sendall(b"this is not an NBD request at all!")
+s.recv(1)
+PY
+	server_result
+	assert_equal "$CODE" 1
+	assert_equal "$(cat server.err)" "vma-create: client of drive-scsi0 sent garbage (no request magic)"
+	assert_equal "$(ls -A)" server.err
+}
+
+@test "vma-create --listen answers a read with an error and carries on" {
+	serve drive-scsi0=65536
+	run -0 nbdsh -u "$(uri drive-scsi0)" -c '
+try:
+    h.pread(512, 0)
+except nbd.Error as e:
+    print("read refused:", e.string)
+h.pwrite(b"z" * 65536, 0)
+'
+	assert_output --partial "read refused: nbd_pread: read: command failed: Invalid argument"
+	server_result
+	assert_equal "$CODE" 0
+	assert_equal "$(cat server.err)" "vma-create: drive-scsi0: a client tried to read; exports are write-only"
+	vma_check --strict out.vma
+}
+
+@test "vma-create --listen ends without a file when it is terminated" {
+	serve drive-scsi0=1048576
+	nbdsh -u "$(uri drive-scsi0)" -c 'h.pwrite(b"x" * 65536, 0)' -c 'import time; time.sleep(2)' 3>&- &
+	client=$!
+	sleep 0.5
+	kill -TERM "$SERVER"
+	server_result
+	assert_equal "$CODE" 143
+	wait "$client" || true
+	assert_equal "$(ls -A)" server.err
+}
+
+@test "vma-create --listen rejects bad sizes, names and --bwlimit as usage errors" {
+	run -2 vma-create --listen "$SOCK" -o out.vma drive-scsi0=0
+	run -2 vma-create --listen "$SOCK" -o out.vma drive-scsi0=12k
+	run -2 vma-create --listen "$SOCK" -o out.vma a/b=65536
+	run -2 vma-create --listen "$SOCK" --bwlimit 100 -o out.vma drive-scsi0=65536
+	assert_line --index 0 "vma-create: --bwlimit does not apply to --listen: the client sets the pace"
+	[ ! -e "$SOCK" ] && [ ! -e out.vma ]
+}

@@ -1,0 +1,259 @@
+/* The archive side of --listen: every write a client sends is cut into 64 KiB clusters that go
+ * into the VMA stream in the order they arrive. A whole cluster is received straight into the
+ * archive's extent buffer; one that arrives in pieces (512-byte aligned) waits in a small
+ * table until complete. Each cluster is accepted exactly once. */
+#include <err.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "listen.h"
+#include "nbd_server.h"
+#include "outfile.h"
+
+#define SECTOR 512
+#define MAX_PENDING 256 /* clusters in pieces at once: 16 MiB at most */
+
+struct pending {
+	int dev_id;
+	uint64_t cluster;
+	uint8_t *data;
+	uint64_t sectors[2]; /* which 512-byte sectors of the cluster have arrived */
+};
+
+struct listen_ctx {
+	struct vma_writer *w;
+	struct progress *progress;
+	const struct nbd_export *exports;
+	struct pending pending[MAX_PENDING];
+	int npending;
+};
+
+static struct pending *find_pending(struct listen_ctx *x, int dev_id, uint64_t cluster)
+{
+	for (int i = 0; i < x->npending; i++)
+		if (x->pending[i].dev_id == dev_id && x->pending[i].cluster == cluster)
+			return &x->pending[i];
+	return NULL;
+}
+
+static void drop_pending(struct listen_ctx *x, struct pending *p)
+{
+	free(p->data);
+	*p = x->pending[--x->npending];
+}
+
+static bool sector_seen(const struct pending *p, unsigned s)
+{
+	return p->sectors[s / 64] & (1ull << (s % 64));
+}
+
+/* Takes bytes [in_cluster, in_cluster+len) of one cluster, from the client (c) or as zeros. */
+static int take_piece(struct listen_ctx *x, int dev_id, uint64_t cluster, uint32_t in_cluster,
+		      uint32_t len, uint32_t valid, struct nbd_conn *c, char *err, size_t errlen)
+{
+	const char *name = x->exports[dev_id - 1].name;
+	struct pending *p = find_pending(x, dev_id, cluster);
+	if (!p) {
+		if (vma_writer_has_cluster(x->w, dev_id, cluster)) {
+			snprintf(err, errlen, "%s: cluster %llu written twice", name,
+				 (unsigned long long)cluster);
+			return EINVAL;
+		}
+		if (x->npending == MAX_PENDING) {
+			snprintf(err, errlen, "%s: more than %d clusters arriving in pieces at once",
+				 name, MAX_PENDING);
+			return ENOMEM;
+		}
+		p = &x->pending[x->npending];
+		*p = (struct pending){.dev_id = dev_id, .cluster = cluster,
+				      .data = calloc(1, VMA_CLUSTER_SIZE)};
+		if (!p->data) {
+			snprintf(err, errlen, "out of memory");
+			return ENOMEM;
+		}
+		x->npending++;
+	}
+	if (in_cluster % SECTOR || (len % SECTOR && in_cluster + len != valid)) {
+		snprintf(err, errlen, "%s: write at %llu of %u bytes is not 512-byte aligned", name,
+			 (unsigned long long)(cluster * VMA_CLUSTER_SIZE + in_cluster), len);
+		return EINVAL;
+	}
+	unsigned first = in_cluster / SECTOR, end = (in_cluster + len + SECTOR - 1) / SECTOR;
+	for (unsigned s = first; s < end; s++) {
+		if (sector_seen(p, s)) {
+			snprintf(err, errlen, "%s: bytes at %llu written twice", name,
+				 (unsigned long long)(cluster * VMA_CLUSTER_SIZE + s * SECTOR));
+			return EINVAL;
+		}
+		p->sectors[s / 64] |= 1ull << (s % 64);
+	}
+	if (c && nbd_conn_recv(c, p->data + in_cluster, len) < 0) {
+		snprintf(err, errlen, "%s: client disconnected in the middle of a write", name);
+		return EIO;
+	}
+	for (unsigned s = 0; s < (valid + SECTOR - 1) / SECTOR; s++)
+		if (!sector_seen(p, s))
+			return 0;
+	int rc = vma_writer_put(x->w, dev_id, cluster, p->data);
+	drop_pending(x, p);
+	if (rc < 0) {
+		snprintf(err, errlen, "%s", vma_writer_error(x->w));
+		return EIO;
+	}
+	return 0;
+}
+
+/* A write (c != NULL) or a zero write (c == NULL) of len bytes at off. */
+static int take(struct listen_ctx *x, int export, uint64_t off, uint64_t len, struct nbd_conn *c,
+		char *err, size_t errlen)
+{
+	int dev_id = export + 1;
+	uint64_t size = x->exports[export].size;
+	while (len > 0) {
+		uint64_t cluster = off / VMA_CLUSTER_SIZE, start = cluster * VMA_CLUSTER_SIZE;
+		uint32_t valid = (uint32_t)(size - start < VMA_CLUSTER_SIZE ? size - start
+									 : VMA_CLUSTER_SIZE);
+		uint32_t in_cluster = (uint32_t)(off - start);
+		uint32_t chunk = (uint32_t)(len < valid - in_cluster ? len : valid - in_cluster);
+		int rc = 0;
+		if (in_cluster == 0 && chunk == valid && !find_pending(x, dev_id, cluster)) {
+			if (vma_writer_has_cluster(x->w, dev_id, cluster)) {
+				snprintf(err, errlen, "%s: cluster %llu written twice",
+					 x->exports[export].name, (unsigned long long)cluster);
+				return EINVAL;
+			}
+			if (!c) {
+				rc = vma_writer_put_zero(x->w, dev_id, cluster);
+			} else {
+				unsigned n = 1;
+				uint8_t *buf = vma_writer_reserve(x->w, &n);
+				if (buf && nbd_conn_recv(c, buf, chunk) < 0) {
+					snprintf(err, errlen,
+						 "%s: client disconnected in the middle of a write",
+						 x->exports[export].name);
+					return EIO;
+				}
+				rc = buf ? vma_writer_commit(x->w, dev_id, cluster, 1) : -1;
+			}
+			if (rc < 0) {
+				snprintf(err, errlen, "%s", vma_writer_error(x->w));
+				return EIO;
+			}
+		} else {
+			rc = take_piece(x, dev_id, cluster, in_cluster, chunk, valid, c, err, errlen);
+			if (rc)
+				return rc;
+		}
+		off += chunk;
+		len -= chunk;
+	}
+	struct vma_device_stats all = vma_writer_stats(x->w, 0);
+	progress_update(x->progress, all.transferred, all.zero_bytes, false);
+	return 0;
+}
+
+static int on_write(void *ctx, int export, uint64_t off, uint32_t len, struct nbd_conn *c,
+		    char *err, size_t errlen)
+{
+	return take(ctx, export, off, len, c, err, errlen);
+}
+
+static int on_zero(void *ctx, int export, uint64_t off, uint64_t len, char *err, size_t errlen)
+{
+	return take(ctx, export, off, len, NULL, err, errlen);
+}
+
+static int on_closed(void *ctx, int export, char *err, size_t errlen)
+{
+	struct listen_ctx *x = ctx;
+	if (vma_writer_device_complete(x->w, export + 1))
+		return 0;
+	struct vma_device_stats s = vma_writer_stats(x->w, export + 1);
+	snprintf(err, errlen, "%s: the client disconnected with %llu of %llu bytes not written",
+		 x->exports[export].name, (unsigned long long)(s.size - s.transferred),
+		 (unsigned long long)s.size);
+	return -1;
+}
+
+static bool on_complete(void *ctx)
+{
+	struct listen_ctx *x = ctx;
+	return x->npending == 0 && vma_writer_device_complete(x->w, 0);
+}
+
+/* A listening socket that appears at path only once it accepts connections. */
+static int listen_at(const char *path, char **tmp_path)
+{
+	struct sockaddr_un addr = {.sun_family = AF_UNIX};
+	struct stat st;
+	if (lstat(path, &st) == 0) {
+		warnx("%s: already exists", path);
+		return -1;
+	}
+	if (asprintf(tmp_path, "%s.%ld", path, (long)getpid()) < 0)
+		err(1, "out of memory");
+	if (strlen(*tmp_path) >= sizeof(addr.sun_path)) {
+		warnx("%s: socket path too long", path);
+		return -1;
+	}
+	strcpy(addr.sun_path, *tmp_path);
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	if (fd < 0) {
+		warn("socket");
+		return -1;
+	}
+	mode_t old = umask(077); /* never, not even for a moment, more open than 0600 */
+	int rc = bind(fd, (struct sockaddr *)&addr, sizeof(addr));
+	umask(old);
+	if (rc < 0 || chmod(*tmp_path, 0600) < 0 || listen(fd, 16) < 0 ||
+	    rename(*tmp_path, path) < 0) {
+		warn("%s", path);
+		unlink(*tmp_path);
+		close(fd);
+		return -1;
+	}
+	return fd;
+}
+
+int serve_devices(struct vma_writer *w, const char *path, struct progress *progress)
+{
+	int n = vma_writer_device_count(w);
+	struct nbd_export *exports = calloc((size_t)n + 1, sizeof(*exports));
+	char *tmp_path = NULL, *sock_path = strdup(path);
+	if (!exports || !sock_path)
+		err(1, "out of memory");
+	for (int i = 0; i < n; i++) {
+		struct vma_device_stats s = vma_writer_stats(w, i + 1);
+		exports[i] = (struct nbd_export){s.name, s.size};
+	}
+	int track = outfile_track(sock_path);
+	int fd = listen_at(path, &tmp_path);
+	int rc = -1;
+	if (fd >= 0) {
+		struct listen_ctx *x = calloc(1, sizeof(*x));
+		if (!x)
+			err(1, "out of memory");
+		*x = (struct listen_ctx){.w = w, .progress = progress, .exports = exports};
+		static const struct nbd_server_ops ops = {on_write, on_zero, on_closed, on_complete};
+		char why[512];
+		rc = nbd_serve(fd, exports, n, &ops, x, 0, why, sizeof(why));
+		if (rc < 0)
+			warnx("%s", why);
+		while (x->npending > 0)
+			drop_pending(x, &x->pending[0]);
+		free(x);
+		close(fd);
+		unlink(path);
+	}
+	outfile_untrack(track);
+	free(sock_path);
+	free(tmp_path);
+	free(exports);
+	return rc;
+}

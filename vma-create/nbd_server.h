@@ -1,0 +1,46 @@
+/* A write-only NBD server for QEMU's backup job and other NBD clients (fixed newstyle
+ * handshake, simple replies). Protocol only: what happens to the data is up to the caller's
+ * callbacks. One client per connection, any number of connections, one thread, poll(). */
+#ifndef VMA_CREATE_NBD_SERVER_H
+#define VMA_CREATE_NBD_SERVER_H
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define NBD_MAX_WRITE (1u << 20) /* advertised maximum block size */
+
+struct nbd_export {
+	const char *name;
+	uint64_t size;
+};
+
+struct nbd_conn;
+
+/* Reads exactly len bytes of the current request's payload into buf. 0, or -1 (connection
+ * lost or too slow). */
+int nbd_conn_recv(struct nbd_conn *c, void *buf, size_t len);
+
+struct nbd_server_ops {
+	/* WRITE of len bytes at off (inside the export, checked): the callback must read exactly
+	 * len payload bytes with nbd_conn_recv. Returns 0, or an NBD errno value (EINVAL, ENOSPC,
+	 * EIO…) with a message in err; the server replies with it and stops with failure. */
+	int (*write)(void *ctx, int export, uint64_t off, uint32_t len, struct nbd_conn *c,
+		     char *err, size_t errlen);
+	/* WRITE_ZEROES of len bytes at off; same contract, no payload. */
+	int (*zero)(void *ctx, int export, uint64_t off, uint64_t len, char *err, size_t errlen);
+	/* A client that had chosen export `export` disconnected. Returns 0, or -1 with a message
+	 * in err when that is a failure (e.g. data missing). */
+	int (*closed)(void *ctx, int export, char *err, size_t errlen);
+	/* True when the work is complete: the server returns once this holds and no client is
+	 * connected. */
+	bool (*complete)(void *ctx);
+};
+
+/* Serves clients accepted on listen_fd until ops->complete() holds with no client left (0), or
+ * a failure (-1 with a message in err). idle_timeout_ms bounds how long a half-sent request may
+ * stall (0: 60 s). */
+int nbd_serve(int listen_fd, const struct nbd_export *exports, int nexports,
+	      const struct nbd_server_ops *ops, void *ctx, int idle_timeout_ms, char *err,
+	      size_t errlen);
+
+#endif
