@@ -4,6 +4,7 @@
 #include <lzma.h>
 #include <poll.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -187,9 +188,11 @@ static int flush_plain(struct sink *s)
  * a sparse disk does not cost one system call per extent; large ones go straight out. */
 static int write_plain(struct sink *s, const void *buf, size_t len)
 {
-	if (s->outbuf_used + len > OUTBUF_SIZE && flush_plain(s) < 0)
+	/* What was collected goes out first, whenever this write does not join it. */
+	bool direct = len >= OUTBUF_SIZE / 2;
+	if ((direct || s->outbuf_used + len > OUTBUF_SIZE) && flush_plain(s) < 0)
 		return -1;
-	if (len >= OUTBUF_SIZE / 2)
+	if (direct)
 		return emit(s, buf, len);
 	memcpy(s->outbuf + s->outbuf_used, buf, len);
 	s->outbuf_used += len;
