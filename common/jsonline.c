@@ -79,7 +79,9 @@ static void consume(struct jsonline *jl, size_t n)
 	jl->len -= n;
 }
 
-enum jsonline_status jsonline_read_line(struct jsonline *jl, deadline_t d, char **line)
+/* jsonline_read_line, also giving the line's length (it may hold NUL bytes). */
+static enum jsonline_status read_line(struct jsonline *jl, deadline_t d, char **line,
+				      size_t *length)
 {
 	size_t scanned = 0;
 
@@ -101,6 +103,7 @@ enum jsonline_status jsonline_read_line(struct jsonline *jl, deadline_t d, char 
 			}
 			memcpy(*line, jl->buf, keep);
 			(*line)[keep] = '\0';
+			*length = keep;
 			consume(jl, n + 1);
 			return JSONLINE_OK;
 		}
@@ -109,6 +112,13 @@ enum jsonline_status jsonline_read_line(struct jsonline *jl, deadline_t d, char 
 		if (st != JSONLINE_OK)
 			return st;
 	}
+}
+
+enum jsonline_status jsonline_read_line(struct jsonline *jl, deadline_t d, char **line)
+{
+	size_t length;
+
+	return read_line(jl, d, line, &length);
 }
 
 static bool blank(const char *s)
@@ -120,22 +130,24 @@ enum jsonline_status jsonline_read(struct jsonline *jl, deadline_t d, json_t **o
 {
 	for (;;) {
 		char *line = NULL;
-		enum jsonline_status st = jsonline_read_line(jl, d, &line);
+		size_t length = 0;
+		enum jsonline_status st = read_line(jl, d, &line, &length);
 		json_error_t error;
 
 		if (st != JSONLINE_OK)
 			return st;
-		if (blank(line)) {
+		if (strlen(line) == length && blank(line)) {
 			free(line);
 			continue;
 		}
-		*obj = json_loads(line, JSON_REJECT_DUPLICATES, &error);
+		/* By length: a NUL byte inside the line makes it garbage, not its end. */
+		*obj = json_loadb(line, length, JSON_REJECT_DUPLICATES, &error);
 		if (*obj == NULL || !json_is_object(*obj)) {
 			json_decref(*obj);
 			/* Keep the line for the caller's message, in printable ASCII. */
-			for (char *c = line; *c; c++)
-				if ((unsigned char)*c < 0x20 || (unsigned char)*c >= 0x7f)
-					*c = '?';
+			for (size_t i = 0; i < length; i++)
+				if ((unsigned char)line[i] < 0x20 || (unsigned char)line[i] >= 0x7f)
+					line[i] = '?';
 			*obj = json_string(line);
 			free(line);
 			return JSONLINE_BADJSON;

@@ -12,11 +12,15 @@
 
 enum qmp_status qmp_fail(struct qmp *q, enum qmp_status st, const char *fmt, ...)
 {
+	char text[sizeof(q->why)];
 	va_list ap;
 
+	/* Callers often pass q->why itself as an argument ("%s: %s", name, q->why): format
+	 * into a copy, since vsnprintf into its own source is undefined (and garbles it). */
 	va_start(ap, fmt);
-	vsnprintf(q->why, sizeof(q->why), fmt, ap);
+	vsnprintf(text, sizeof(text), fmt, ap);
 	va_end(ap);
+	memcpy(q->why, text, sizeof(q->why));
 	return st;
 }
 

@@ -20,8 +20,42 @@ teardown() {
 	if [ -f "$WD/nbdkit.pid" ]; then kill "$(cat "$WD/nbdkit.pid")" 2>/dev/null || true; fi
 	if [ -f "$WD/qga.pid" ]; then kill "$(cat "$WD/qga.pid")" 2>/dev/null || true; fi
 	if [ -f "$WD/late.pid" ]; then wait "$(cat "$WD/late.pid")" 2>/dev/null || true; fi
+	if [ -f "$WD/fake.pid" ]; then kill "$(cat "$WD/fake.pid")" 2>/dev/null || true; fi
 	true
 }
+
+# A misbehaving QMP peer on $WD/fake.sock for one client. Each argument is a step: a Python
+# bytes expression to send (b'...', b'x' * N), "line" to read one request line, or "close".
+# After the last step it keeps the connection open (silent) until killed.
+fake_qmp() {
+	rm -f "$WD/fake.sock" "$WD/fake.pid"
+	"$_VZ_PYTHON" -c '
+import os, socket, sys, time
+path, pidfile, steps = sys.argv[1], sys.argv[2], sys.argv[3:]
+s = socket.socket(socket.AF_UNIX)
+s.bind(path)
+s.listen(1)
+with open(pidfile, "w") as f:
+    f.write(str(os.getpid()))
+c, _ = s.accept()
+rf = c.makefile("rb")
+for step in steps:
+    if step == "line":
+        rf.readline()
+    elif step == "close":
+        rf.close()
+        c.close()
+        break
+    else:
+        c.sendall(eval(step))
+time.sleep(60)
+' "$WD/fake.sock" "$WD/fake.pid" "$@" </dev/null >/dev/null 2>&1 3>&- &
+	for _ in $(seq 100); do [ -s "$WD/fake.pid" ] && return 0; sleep 0.05; done
+	return 1
+}
+
+GREETING="b'{\"QMP\": {\"version\": {}, \"capabilities\": []}}\\r\\n'"
+NEGOTIATED="b'{\"return\": {}, \"id\": \"vz-0\"}\\r\\n'"
 
 start_qemu() { qemu_start_bare "$WD" "${DISK_ARGS[@]}"; }
 
@@ -391,4 +425,42 @@ start_qemu() { qemu_start_bare "$WD" "${DISK_ARGS[@]}"; }
 	run --separate-stderr qmpctl -s "$WD/missing.sock" -t 0.3 --fd nbd0=unix-listen:"$WD/nbd.sock" query-status
 	assert_failure 3
 	[ ! -e "$WD/nbd.sock" ]
+}
+
+@test "qmpctl names a greeting that is not JSON once, readably, and exits 3" {
+	fake_qmp "b'hello there\\r\\n'"
+	run --separate-stderr qmpctl -s "$WD/fake.sock" -t 5 query-status
+	assert_failure 3
+	assert_output ''
+	assert_equal "$stderr" "qmpctl: $WD/fake.sock: reading the QMP greeting: not a JSON object from the peer: hello there"
+}
+
+@test "qmpctl reports a peer that closes before the greeting, or in the middle of a reply, with exit 3" {
+	fake_qmp close
+	run --separate-stderr qmpctl -s "$WD/fake.sock" -t 5 query-status
+	assert_failure 3
+	assert_output ''
+	assert_equal "$stderr" "qmpctl: $WD/fake.sock: reading the QMP greeting: connection closed by the peer"
+	kill "$(cat "$WD/fake.pid")"
+	fake_qmp "$GREETING" line "$NEGOTIATED" line "b'{\"return\": {\"status\": \"runn'" close
+	run --separate-stderr qmpctl -s "$WD/fake.sock" -t 5 query-status
+	assert_failure 3
+	assert_output ''
+	assert_equal "$stderr" "qmpctl: $WD/fake.sock: query-status: connection closed by the peer"
+}
+
+@test "qmpctl takes a reply line with a NUL byte in it for garbage, not for the JSON before the NUL" {
+	fake_qmp "$GREETING" line "$NEGOTIATED" line "b'{\"return\": 5, \"id\": \"vz-1\"}\\x00junk\\r\\n'"
+	run --separate-stderr qmpctl -s "$WD/fake.sock" -t 5 query-status
+	assert_failure 3
+	assert_output ''
+	assert_equal "$stderr" "qmpctl: $WD/fake.sock: query-status: not a JSON object from the peer: {\"return\": 5, \"id\": \"vz-1\"}?junk"
+}
+
+@test "qmpctl refuses a reply line longer than 10 MB with exit 3 instead of buffering it all" {
+	fake_qmp "b'{\"QMP\": \"' + b'x' * (11 << 20)"
+	run --separate-stderr qmpctl -s "$WD/fake.sock" -t 10 query-status
+	assert_failure 3
+	assert_output ''
+	assert_equal "$stderr" "qmpctl: $WD/fake.sock: reading the QMP greeting: reply line longer than 10 MB"
 }
