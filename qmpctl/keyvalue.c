@@ -15,10 +15,12 @@ json_t *value_from_text(const char *value)
 bool set_dotted(json_t *obj, const char *key, json_t *value, char *err, size_t errlen)
 {
 	char *copy = strdup(key), *part = copy, *dot;
-	json_t *node = obj;
+	json_t *node = obj, *probe = json_string(key);
 	bool ok = false;
 
-	if (copy == NULL || value == NULL) {
+	/* jansson refuses keys that are not UTF-8 (and frees the value it was given). */
+	json_decref(probe);
+	if (copy == NULL || value == NULL || probe == NULL) {
 		snprintf(err, errlen, "%s: not valid UTF-8", key);
 		goto out;
 	}
@@ -59,13 +61,20 @@ out:
 
 json_t *command_from_words(char **words, int nwords, char *err, size_t errlen)
 {
-	json_t *args = json_object();
+	json_t *args = json_object(), *name;
 
 	if (nwords < 1 || words[0][0] == '\0' || strchr(words[0], '=') != NULL) {
 		snprintf(err, errlen, "%s: not a command name", nwords < 1 ? "" : words[0]);
 		json_decref(args);
 		return NULL;
 	}
+	name = json_string(words[0]);
+	if (name == NULL) {
+		snprintf(err, errlen, "%s: not valid UTF-8", words[0]);
+		json_decref(args);
+		return NULL;
+	}
+	json_decref(name);
 	for (int i = 1; i < nwords; i++) {
 		char *eq = strchr(words[i], '='), *key;
 		bool ok;

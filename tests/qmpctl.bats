@@ -464,3 +464,12 @@ start_qemu() { qemu_start_bare "$WD" "${DISK_ARGS[@]}"; }
 	assert_output ''
 	assert_equal "$stderr" "qmpctl: $WD/fake.sock: reading the QMP greeting: reply line longer than 10 MB"
 }
+
+@test "qmpctl rejects keys and command names that are not UTF-8 as usage errors" {
+	run --separate-stderr qmpctl -s "$WD/nobody.sock" -t 0.1 cmd $'\xff.a=1'
+	assert_failure 2
+	assert_equal "${stderr%%$'\n'*}" $'qmpctl: \xff.a: not valid UTF-8'
+	run --separate-stderr qmpctl -s "$WD/nobody.sock" -t 0.1 $'\xff' a=1
+	assert_failure 2
+	assert_equal "${stderr%%$'\n'*}" $'qmpctl: \xff: not valid UTF-8'
+}
