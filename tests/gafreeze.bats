@@ -1,10 +1,8 @@
 #!/usr/bin/env bats
-# gafreeze: protocol paths against the real qemu-ga on the host (every guest-fsfreeze-* RPC
-# blocked, so nothing can freeze this machine), freeze paths against the protocol double
+# gafreeze: protocol paths against the real qemu-ga on the host (host_qga_start: every RPC
+# blocked but a few read-only ones, and no guest-fsfreeze-* is ever sent to it, so nothing
+# can freeze this machine), freeze paths against the protocol double
 # tests/lib/qga-double.py, and end to end against a real tiny guest.
-
-# Everything a host agent must never run here (qemu-recipes.md section 6).
-HOST_QGA_BLOCKED=guest-fsfreeze-status,guest-fsfreeze-freeze,guest-fsfreeze-freeze-list,guest-fsfreeze-thaw,guest-fstrim,guest-shutdown,guest-suspend-disk,guest-suspend-ram,guest-suspend-hybrid,guest-set-time,guest-set-vcpus,guest-set-user-password,guest-set-memory-blocks,guest-exec,guest-file-open,guest-ssh-add-authorized-keys,guest-ssh-remove-authorized-keys
 
 setup() {
 	load lib/common
@@ -21,14 +19,9 @@ teardown_file() {
 teardown() {
 	qga_double_stop "$QGA"
 	if [ -f "$WD/orphan.pid" ]; then kill "$(cat "$WD/orphan.pid")" 2>/dev/null || true; fi
-	if [ -f "$WD/host-qga.pid" ]; then kill "$(cat "$WD/host-qga.pid")" 2>/dev/null || true; fi
+	if [ -d "$QGA.state" ]; then host_qga_stop "$QGA"; fi
 	if [ -f "$WD/gafreeze.pid" ]; then kill -KILL "$(cat "$WD/gafreeze.pid")" 2>/dev/null || true; fi
 	true
-}
-
-start_host_qga() {
-	qemu-ga -m unix-listen -p "$QGA" -f "$WD/host-qga.pid" -t "$WD" -d -b "$HOST_QGA_BLOCKED" 3>&-
-	for _ in $(seq 50); do [ -S "$QGA" ] && break; sleep 0.05; done
 }
 
 # The requests the double received, one per line, as "name" or "name ARGUMENTS-JSON".
@@ -38,10 +31,10 @@ requests() {
 
 double_status() { "$QGA_CLIENT" --timeout 5 "$QGA" guest-fsfreeze-status; }
 
-# --- the real qemu-ga on the host, freeze RPCs blocked ---
+# --- the real qemu-ga on the host, only read-only RPCs allowed; never a guest-fsfreeze-* ---
 
 @test "gafreeze ping succeeds silently against the real qemu-ga, after stale half-sent input" {
-	start_host_qga
+	host_qga_start "$QGA"
 	# An earlier client that died mid-request: qemu-ga keeps the half-parsed input.
 	python3 -c 'import socket,sys; s=socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); s.sendall(b"{\"execute\": \"guest-pi"); s.close()' "$QGA"
 	run --separate-stderr gafreeze -s "$QGA" ping
@@ -53,7 +46,7 @@ double_status() { "$QGA_CLIENT" --timeout 5 "$QGA" guest-fsfreeze-status; }
 }
 
 @test "gafreeze info shows the real agent's version and its blocked freeze commands" {
-	start_host_qga
+	host_qga_start "$QGA"
 	run gafreeze -s "$QGA" info
 	assert_success
 	assert_output "version 7.2.22
@@ -65,8 +58,9 @@ guest-fsfreeze-thaw disabled"
 	assert_output '["7.2.22",true]'
 }
 
-@test "gafreeze status and freeze stop with exit 1 when the real agent has the freeze commands disabled" {
-	start_host_qga
+@test "gafreeze status and freeze stop with exit 1 when the agent has the freeze commands disabled" {
+	# The double, not the host's agent: nothing named guest-fsfreeze-* goes to a host agent.
+	qga_double_start "$QGA" --disable guest-fsfreeze-status --disable guest-fsfreeze-freeze
 	run --separate-stderr gafreeze -s "$QGA" status
 	assert_failure 1
 	assert_output ''
@@ -76,6 +70,8 @@ guest-fsfreeze-thaw disabled"
 	assert_failure 1
 	assert_output ''
 	assert_equal "$stderr" "gafreeze: guest-fsfreeze-status: CommandNotFound: Command guest-fsfreeze-status has been disabled"
+	run requests
+	assert_output $'guest-sync-delimited\nguest-fsfreeze-status\nguest-sync-delimited\nguest-fsfreeze-status'
 }
 
 @test "gafreeze rejects an unknown command as a usage error without touching the agent" {
