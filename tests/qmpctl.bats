@@ -138,6 +138,24 @@ start_qemu() { qemu_start_bare "$WD" "${DISK_ARGS[@]}"; }
 	assert_output "[[\"extra\",\"raw\",true,\"$WD/extra.raw\"],[\"extra2\",\"raw\",true,\"$WD/extra.raw\"]]"
 }
 
+@test "qmpctl KEY=VALUE takes JSON arrays, on the command line and in a batch line with blanks inside" {
+	start_qemu
+	run qmpctl -s "$SOCK" -f - <<-'END'
+	block-dirty-bitmap-add node=drive0 name=bm0
+	block-dirty-bitmap-add node=drive0 name=bm1
+	block-dirty-bitmap-merge node=drive0 target=bm1 bitmaps=["bm0", {"node": "drive0", "name": "bm0"}]
+	END
+	assert_success
+	assert_output $'{}\n{}\n{}'
+	run --separate-stderr qmpctl -s "$SOCK" block-dirty-bitmap-merge node=drive0 target=bm1 'bitmaps=["nope"]'
+	assert_failure 1
+	assert_equal "$stderr" "qmpctl: block-dirty-bitmap-merge: GenericError: Dirty bitmap 'nope' not found"
+	# Not JSON, so a string: QEMU says what it wanted instead.
+	run --separate-stderr qmpctl -s "$SOCK" block-dirty-bitmap-merge node=drive0 target=bm1 'bitmaps=[bm0]'
+	assert_failure 1
+	assert_equal "$stderr" "qmpctl: block-dirty-bitmap-merge: GenericError: Invalid parameter type for 'bitmaps', expected: array"
+}
+
 @test "qmpctl --json and - take a whole command as a JSON object" {
 	start_qemu
 	run qmpctl -s "$SOCK" --json '{"execute":"query-status"}'
