@@ -301,7 +301,7 @@ start_qemu() { qemu_start_bare "$WD" "${DISK_ARGS[@]}"; }
 
 @test "qmpctl -w with -m waits for the event whose data matches, and exits 3 with no stdout when none comes" {
 	start_qemu
-	run qmpctl -s "$SOCK" -t 5 -w BLOCK_JOB_COMPLETED -m device=job0 \
+	run qmpctl -s "$SOCK" -t 2 -w BLOCK_JOB_COMPLETED -m device=job0 \
 		blockdev-add driver=null-co node-name=tgt size=67108864
 	assert_failure 3
 	assert_output --partial 'waiting for BLOCK_JOB_COMPLETED: timed out'
