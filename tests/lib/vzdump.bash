@@ -1,0 +1,68 @@
+# shellcheck shell=bash
+# Helpers for tests/vzdump.bats: `load lib/vzdump` after `load lib/common` (it loads lib/qemu).
+#
+#   vz_dirs WORKDIR VMID
+#       makes WORKDIR/{run,dump,conf,tmp} and links WORKDIR/run/VMID.qmp to WORKDIR/qmp.sock
+#       (the QMP socket of qemu_start_bare), the socket layout vzdump.sh expects.
+#   vz_start_two_disks WORKDIR
+#       QEMU with a 64 MiB raw disk on virtio-blk (node drive-virtio0, device virtio0) and a
+#       100 MiB + 3.5 KiB qcow2 disk on scsi-hd (node n1 over file1, device scsi0), both
+#       with some data; left in prelaunch.
+#   vz_state WORKDIR
+#       prints the VM's block node names (sorted), block jobs, jobs, fdsets and run state,
+#       read with qmp_raw (independent of the tools under test).
+#   vz_disk_sha FILE
+#       sha256 of a disk's guest-visible bytes (qcow2 read through qemu-img, shared).
+#   vz_backup WORKDIR ARGS...
+#       runs vzdump.sh with --dumpdir/--tmpdir/--confdir/--rundir under WORKDIR.
+
+_VZ_LIB_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=tests/lib/qemu.bash
+source "$_VZ_LIB_DIR/qemu.bash"
+
+vz_dirs() { # WORKDIR VMID
+	mkdir -p "$1/run" "$1/dump" "$1/conf" "$1/tmp"
+	ln -sf "$1/qmp.sock" "$1/run/$2.qmp"
+}
+
+vz_start_two_disks() { # WORKDIR
+	local wd=$1
+	truncate -s 64M "$wd/d0.raw"
+	random_file "$wd/r3m" $((3 * 1024 * 1024))
+	dd if="$wd/r3m" of="$wd/d0.raw" bs=1M seek=5 conv=notrunc status=none
+	qemu-img create -q -f qcow2 "$wd/d1.qcow2" 104861184
+	qemu-io -f qcow2 -c "write -P 0x33 10M 2M" -c "write -P 0x44 104857600 3584" \
+		"$wd/d1.qcow2" >/dev/null
+	qemu_start_bare "$wd" \
+		-blockdev "driver=file,node-name=file0,filename=$wd/d0.raw" \
+		-blockdev driver=raw,node-name=drive-virtio0,file=file0 \
+		-device virtio-blk-pci,drive=drive-virtio0,id=virtio0 \
+		-device virtio-scsi-pci,id=vscsi \
+		-blockdev "driver=file,node-name=file1,filename=$wd/d1.qcow2" \
+		-blockdev driver=qcow2,node-name=n1,file=file1 \
+		-device scsi-hd,drive=n1,id=scsi0,bus=vscsi.0
+}
+
+vz_state() { # WORKDIR
+	local q
+	for q in '{"execute":"query-named-block-nodes","arguments":{"flat":true}}' \
+		'{"execute":"query-block-jobs"}' '{"execute":"query-jobs"}' \
+		'{"execute":"query-fdsets"}' '{"execute":"query-status"}'; do
+		qmp_raw "$1" "$q" || return 1
+	done | jq -c '.return | if type == "array" and (.[0] | has("node-name")? // false)
+		then [.[]["node-name"]] | sort elif type == "object" then .status else . end'
+}
+
+vz_disk_sha() { # FILE
+	case $1 in
+	*.qcow2) qemu-img convert -U -f qcow2 -O raw "$1" "$1.raw" && sha "$1.raw" && rm -f "$1.raw" ;;
+	*) sha "$1" ;;
+	esac
+}
+
+vz_backup() { # WORKDIR ARGS...
+	local wd=$1
+	shift
+	"$TOP/vzdump.sh" --dumpdir "$wd/dump" --tmpdir "$wd/tmp" --confdir "$wd/conf" \
+		--rundir "$wd/run" "$@"
+}

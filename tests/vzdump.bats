@@ -1,0 +1,252 @@
+#!/usr/bin/env bats
+# shellcheck disable=SC2154,SC2016 # bats sets $stderr; bash -c programs are single-quoted
+# vzdump.sh against real QEMU (bare, no guest): the snapshot path, naming, the stored config,
+# and that the VM is left exactly as it was.
+
+setup() {
+	load lib/common
+	load lib/vzdump
+}
+
+# One running VM with two disks for the tests that leave it as it was.
+setup_file() {
+	load lib/common
+	load lib/vzdump
+	export VM=$BATS_FILE_TMPDIR/vm
+	mkdir -p "$VM"
+	vz_start_two_disks "$VM"
+	vz_dirs "$VM" 100
+	qmp_raw "$VM" '{"execute":"cont"}' >/dev/null
+}
+
+teardown_file() {
+	load lib/common
+	load lib/vzdump
+	qemu_stop "$VM"
+}
+
+teardown() {
+	[ -z "${OWN:-}" ] || qemu_stop "$OWN"
+}
+
+synopsis_of_man() {
+	mandoc -Tascii "$TOP/man/vzdump.sh.1" | col -b |
+		sed -n '/^SYNOPSIS/,/^[A-Z]/p' | sed '1d;$d' | tr -s ' \n\t' ' ' | sed 's/^ //;s/ $//'
+}
+
+@test "-h prints exactly the man page's SYNOPSIS and exits 0" {
+	run -0 "$TOP/vzdump.sh" -h
+	got=$(printf '%s\n' "$output" | tr -s ' \n\t' ' ' | sed 's/^ //;s/ $//')
+	assert_equal "$got" "$(synopsis_of_man)"
+}
+
+@test "usage errors exit 2 with a reason and the synopsis on stderr, nothing on stdout" {
+	for args in "--no-such-option 100" "" "99" "12a" "--compress gzip 100" "--bwlimit x 100" \
+		"--stdout 100 101" "--dumpdir"; do
+		# shellcheck disable=SC2086 # word splitting wanted
+		run --separate-stderr -2 "$TOP/vzdump.sh" $args
+		assert_output ""
+		[[ $stderr == "vzdump.sh: "*"usage: vzdump.sh [--dumpdir dir]"* ]] ||
+			fail "args '$args': stderr is: $stderr"
+	done
+	run --separate-stderr -2 "$TOP/vzdump.sh" --compress gzip 100
+	[[ $stderr == "vzdump.sh: --compress must be 0, zstd or xz, not 'gzip'"* ]] || fail "$stderr"
+}
+
+@test "every option in vzdump.sh is in its man page" {
+	rendered=$(mandoc -Tascii "$TOP/man/vzdump.sh.1" | col -b)
+	# The options parse_options accepts.
+	opts=$(sed -n '/^parse_options() {/,/^}/p' "$TOP/vzdump.sh" | grep -o -- '--[a-z][a-z-]*' | sort -u)
+	[ "$(wc -l <<<"$opts")" -ge 10 ] || fail "found only: $opts"
+	for o in $opts; do
+		grep -qE -- "$o([^[:alnum:]-]|$)" <<<"$rendered" || fail "$o is not in the man page"
+	done
+}
+
+@test "a running VM without config: both disks at one instant, VM and block graph unchanged" {
+	before=$(vz_state "$VM")
+	[[ $before == *'"running"'* ]] || fail "VM not running: $before"
+	run -0 vz_backup "$VM" 100
+	after=$(vz_state "$VM")
+	assert_equal "$after" "$before"
+	# No scratch image, socket or private folder is left, and nothing but the archive and log.
+	run ls -A "$VM/tmp"
+	assert_output ""
+	run ls "$VM/dump"
+	assert_line --index 0 --regexp '^vzdump-qemu-100-[0-9]{4}_[0-9]{2}_[0-9]{2}-[0-9]{2}_[0-9]{2}_[0-9]{2}\.log$'
+	assert_line --index 1 --regexp '^vzdump-qemu-100-[0-9]{4}_[0-9]{2}_[0-9]{2}-[0-9]{2}_[0-9]{2}_[0-9]{2}\.vma$'
+	[ "${#lines[@]}" = 2 ] || fail "extra files: $output"
+	base=${lines[1]%.vma}
+	[ "${lines[0]}" = "$base.log" ] || fail "log and archive names differ"
+	archive=$VM/dump/${lines[1]}
+
+	run -0 vma-extract -l "$archive"
+	assert_line --index 1 "DEV: dev_id=1 size: 104861184 devname: drive-scsi0"
+	assert_line --index 2 "DEV: dev_id=2 size: 67108864 devname: drive-virtio0"
+	run -0 vma-extract -c qemu-server.conf "$archive"
+	assert_output "name: vm100
+scsi0: $VM/d1.qcow2,size=104861184
+virtio0: $VM/d0.raw,size=64M
+#qmdump#map:scsi0:drive-scsi0::qcow2:
+#qmdump#map:virtio0:drive-virtio0::raw:"
+	vma-extract "$archive" "$BATS_TEST_TMPDIR/x"
+	assert_equal "$(sha "$BATS_TEST_TMPDIR/x/disk-drive-virtio0.raw")" "$(vz_disk_sha "$VM/d0.raw")"
+	assert_equal "$(sha "$BATS_TEST_TMPDIR/x/disk-drive-scsi0.raw")" "$(vz_disk_sha "$VM/d1.qcow2")"
+}
+
+@test "the log is in vzdump's format, on stderr and with time stamps in the .log file" {
+	run --separate-stderr -0 vz_backup "$VM" 100
+	assert_output ""
+	archives=("$VM"/dump/*.vma)
+	archive=${archives[-1]}
+	printf '%s\n' "$stderr" >"$BATS_TEST_TMPDIR/err"
+	# The lines that do not depend on timing, in order.
+	run grep -vE '^INFO: +[0-9]+% |^INFO: (Backup started at|Backup finished at|backup is sparse|transferred|archive file size|snapshot taken in)' "$BATS_TEST_TMPDIR/err"
+	assert_output "INFO: starting new backup job: vzdump.sh --dumpdir $VM/dump --tmpdir $VM/tmp --confdir $VM/conf --rundir $VM/run 100
+INFO: Starting Backup of VM 100 (qemu)
+INFO: status = running
+INFO: no config $VM/conf/100.conf: backing up every disk QEMU has
+INFO: include disk 'scsi0' '$VM/d1.qcow2' 104861184
+INFO: include disk 'virtio0' '$VM/d0.raw' 64M
+INFO: backup mode: snapshot
+INFO: creating vzdump archive '$archive'
+INFO: skipping guest filesystem freeze - no guest agent socket $VM/run/100.qga (backup is not frozen)
+INFO: resuming VM again
+INFO: starting backup via QMP command
+$(sed -n 's/^INFO: Finished/&/p' "$BATS_TEST_TMPDIR/err")
+INFO: Backup job finished successfully"
+	grep -qE '^INFO: Finished Backup of VM 100 \([0-9]{2}:[0-9]{2}:[0-9]{2}\)$' "$BATS_TEST_TMPDIR/err"
+	grep -qE '^INFO: snapshot taken in [0-9]+ ms \(guest filesystems not frozen\)$' "$BATS_TEST_TMPDIR/err"
+	grep -qE '^INFO: 100% \(164\.0 MiB of 164\.0 MiB\) in ' "$BATS_TEST_TMPDIR/err"
+	grep -qE '^INFO: backup is sparse: 1[0-9]{2}\.[0-9]{2} MiB \(9[0-9]%\) total zero data$' "$BATS_TEST_TMPDIR/err"
+	grep -qE '^INFO: archive file size: [0-9]+MB$' "$BATS_TEST_TMPDIR/err"
+	# The .log file: the per-VM lines (not the job lines), each with a time stamp.
+	log=${archive%.vma}.log
+	run sed -E 's/^[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2} //' "$log"
+	assert_output "$(grep -vE '^INFO: (starting new backup job|Backup job finished)' "$BATS_TEST_TMPDIR/err")"
+	run grep -cvE '^[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2} INFO: ' "$log"
+	assert_output 0
+}
+
+@test "a config maps disks by node name, device id and file; the stored config is vzdump's" {
+	cat >"$VM/conf/100.conf" <<END
+# a description line
+name: web \$(touch $BATS_TEST_TMPDIR/evaluated) one
+agent: 0
+lock: backup
+scsi0: $VM/d1.qcow2,size=100M
+virtio0: local:100/vm-100-disk-0.raw,size=64M
+ide2: none,media=cdrom
+sata1: /nowhere.raw,backup=0
+unused0: local:100/vm-100-disk-9.raw
+parent: snap1
+
+[snap1]
+virtio0: $VM/d0.raw
+END
+	before=$(vz_state "$VM")
+	run --separate-stderr -0 vz_backup "$VM" --compress zstd 100
+	assert_equal "$(vz_state "$VM")" "$before"
+	[ ! -e "$BATS_TEST_TMPDIR/evaluated" ] || fail "the VM name was evaluated"
+	printf '%s\n' "$stderr" >"$BATS_TEST_TMPDIR/err"
+	grep -qxF "INFO: VM Name: web \$(touch $BATS_TEST_TMPDIR/evaluated) one" "$BATS_TEST_TMPDIR/err"
+	grep -qxF "INFO: include disk 'scsi0' '$VM/d1.qcow2' 104861184" "$BATS_TEST_TMPDIR/err"
+	grep -qxF "INFO: include disk 'virtio0' 'local:100/vm-100-disk-0.raw' 64M" "$BATS_TEST_TMPDIR/err"
+	grep -qxF "INFO: exclude disk 'sata1' '/nowhere.raw' (backup=no)" "$BATS_TEST_TMPDIR/err"
+	grep -qxF "INFO: skip unused drive 'local:100/vm-100-disk-9.raw' (not included into backup)" "$BATS_TEST_TMPDIR/err"
+	grep -qxF "INFO: snapshots found (not included into backup)" "$BATS_TEST_TMPDIR/err"
+	grep -qxF "INFO: skipping guest filesystem freeze - no guest agent enabled in VM options (backup is not frozen)" "$BATS_TEST_TMPDIR/err"
+	archive=$(echo "$VM"/dump/*.vma.zst)
+	[[ ${archive##*/} =~ ^vzdump-qemu-100-[0-9_-]{19}\.vma\.zst$ ]] || fail "name: $archive"
+	run -0 vma-extract -c qemu-server.conf "$archive"
+	assert_output "# a description line
+name: web \$(touch $BATS_TEST_TMPDIR/evaluated) one
+agent: 0
+scsi0: $VM/d1.qcow2,size=100M
+virtio0: local:100/vm-100-disk-0.raw,size=64M
+ide2: none,media=cdrom
+sata1: /nowhere.raw,backup=0
+
+#qmdump#map:scsi0:drive-scsi0::qcow2:
+#qmdump#map:virtio0:drive-virtio0:local:raw:"
+	vma-extract "$archive" "$BATS_TEST_TMPDIR/x"
+	assert_equal "$(sha "$BATS_TEST_TMPDIR/x/disk-drive-virtio0.raw")" "$(vz_disk_sha "$VM/d0.raw")"
+	assert_equal "$(sha "$BATS_TEST_TMPDIR/x/disk-drive-scsi0.raw")" "$(vz_disk_sha "$VM/d1.qcow2")"
+	rm -f "$VM/conf/100.conf" "$archive"
+}
+
+@test "a config disk QEMU does not have fails clearly, leaving no archive and the VM as it was" {
+	rm -f "$VM"/dump/*
+	printf 'scsi0: %s\nscsi1: /srv/missing.raw\n' "$VM/d1.qcow2" >"$VM/conf/100.conf"
+	before=$(vz_state "$VM")
+	run --separate-stderr -1 vz_backup "$VM" 100
+	rm -f "$VM/conf/100.conf"
+	assert_output ""
+	assert_equal "$(vz_state "$VM")" "$before"
+	[[ $stderr == *"ERROR: Backup of VM 100 failed - disk 'scsi1' (/srv/missing.raw) not found in the running QEMU: give its node or drive the name 'drive-scsi1' (-blockdev ...,node-name=drive-scsi1) or its device the id 'scsi1' (-device ...,id=scsi1)"* ]] ||
+		fail "$stderr"
+	[[ $stderr == *"INFO: Backup job finished with errors" ]] || fail "$stderr"
+	run ls "$VM/dump" "$VM/tmp"
+	refute_output --partial ".vma"
+	refute_output --partial ".dat"
+	refute_output --partial "vzdumptmp"
+	# The failed backup's log is kept, with the error.
+	grep -q "ERROR: Backup of VM 100 failed - disk 'scsi1'" "$VM"/dump/*.log
+	rm -f "$VM"/dump/*.log
+}
+
+@test "--stdout writes the archive to stdout, xz-compressed, and nothing to the dump folder" {
+	rm -f "$VM"/dump/*
+	run -0 bash -c '"$1/vzdump.sh" --stdout --quiet --compress xz --tmpdir "$2/tmp" --rundir "$2/run" --confdir "$2/conf" 100 | vma-extract -l -' _ "$TOP" "$VM"
+	assert_line --index 0 --regexp '^CFG: size: [0-9]+ name: qemu-server.conf$'
+	assert_line --index 1 "DEV: dev_id=1 size: 104861184 devname: drive-scsi0"
+	run ls -A "$VM/dump" "$VM/tmp"
+	assert_output "$VM/dump:
+
+$VM/tmp:"
+}
+
+@test "a VM in prelaunch is backed up and stays in prelaunch; a second VM id fails alone" {
+	OWN=$BATS_TEST_TMPDIR/own
+	mkdir -p "$OWN"
+	truncate -s 4M "$OWN/d.raw"
+	printf 'hello' | dd of="$OWN/d.raw" conv=notrunc status=none
+	qemu_start_bare "$OWN" -blockdev "driver=file,node-name=f,filename=$OWN/d.raw" \
+		-blockdev driver=raw,node-name=drive-sata0,file=f \
+		-device ahci,id=ahci -device ide-hd,drive=drive-sata0,bus=ahci.0,id=disk0
+	vz_dirs "$OWN" 200
+	before=$(vz_state "$OWN")
+	[[ $before == *'"prelaunch"' ]] || fail "$before"
+	run --separate-stderr -1 vz_backup "$OWN" 200 201
+	assert_equal "$(vz_state "$OWN")" "$before"
+	[[ $stderr == *"ERROR: Backup of VM 201 failed - VM 201 is not running (no QMP socket $OWN/run/201.qmp)"* ]] || fail "$stderr"
+	[[ $stderr != *"resuming VM again"* ]] || fail "a paused VM was resumed"
+	vma-extract "$OWN"/dump/vzdump-qemu-200-*.vma "$OWN/x"
+	assert_equal "$(sha "$OWN/x/disk-drive-sata0.raw")" "$(sha "$OWN/d.raw")"
+}
+
+@test "the archive holds the disks as they were at the snapshot, not the writes made during the copy" {
+	OWN=$BATS_TEST_TMPDIR/own
+	mkdir -p "$OWN"
+	random_file "$OWN/d.raw" $((4 * 1024 * 1024))
+	cp "$OWN/d.raw" "$OWN/orig.raw"
+	qemu_start_bare "$OWN" -blockdev "driver=file,node-name=f,filename=$OWN/d.raw" \
+		-blockdev driver=raw,node-name=drive-virtio0,file=f \
+		-device virtio-blk-pci,drive=drive-virtio0,id=vblk0
+	qmp_raw "$OWN" '{"execute":"cont"}' >/dev/null
+	vz_dirs "$OWN" 300
+	# 1 MiB/s: the copy of 4 MiB takes about 4 s; the guest writes meanwhile, through the device.
+	vz_backup "$OWN" --bwlimit 1024 300 2>"$OWN/err" 3>&- &
+	bk=$!
+	for ((i = 0; i < 200; i++)); do
+		grep -q 'starting backup via QMP command' "$OWN/err" && break
+		sleep 0.05
+	done
+	qmp_raw "$OWN" '{"execute":"human-monitor-command","arguments":{"command-line":"qemu-io -d /machine/peripheral/vblk0/virtio-backend \"write -P 0x55 0 4M\""}}' >/dev/null
+	wait "$bk" || fail "backup failed: $(cat "$OWN/err")"
+	# The write reached the disk, and the archive has the content of before it.
+	[ "$(sha "$OWN/d.raw")" != "$(sha "$OWN/orig.raw")" ] || fail "the guest write did not happen"
+	vma-extract "$OWN"/dump/vzdump-qemu-300-*.vma "$OWN/x"
+	assert_equal "$(sha "$OWN/x/disk-drive-virtio0.raw")" "$(sha "$OWN/orig.raw")"
+	grep -qxF 'INFO: bandwidth limit: 1024 KiB/s' "$OWN/err"
+}

@@ -1,0 +1,925 @@
+#!/bin/bash
+# vzdump.sh: a point-in-time backup of running QEMU VMs into Proxmox VMA archives, on stock QEMU.
+# QEMU's own backup job pushes each disk, through a copy-before-write snapshot whose scratch image
+# is local ("fleecing"), into vma-create's NBD server over a socket handed over QMP. See
+# man/vzdump.sh.1 for the conventions and the sequence.
+#
+# Structure: one function per vzdump phase; each VM is backed up in a subshell whose EXIT trap
+# (cleanup) undoes what was recorded as done, in reverse. Nothing here evals data.
+set -eu
+
+PROG=vzdump.sh
+QMP_TIMEOUT=${VZDUMP_QMP_TIMEOUT:-10}
+# The longest the guest may stay frozen (gafreeze's watchdog thaws it then).
+FREEZE_MAX=${VZDUMP_FREEZE_MAX:-10}
+
+usage() {
+	cat <<'END'
+vzdump.sh [--dumpdir dir] [--tmpdir dir] [--confdir dir] [--rundir dir]
+[--compress 0 | zstd | xz] [--zstd threads] [--bwlimit kib] [--stdout]
+[--quiet] vmid ...
+END
+}
+
+die_usage() {
+	printf '%s: %s\n' "$PROG" "$1" >&2
+	printf 'usage: ' >&2
+	usage >&2
+	exit 2
+}
+
+# --- options ---------------------------------------------------------------------------------
+
+opt_dumpdir=/var/lib/vz/dump
+opt_tmpdir=/var/tmp
+opt_confdir=${VZDUMP_CONFDIR:-/etc/vzdump/qemu-server}
+opt_rundir=${VZDUMP_RUNDIR:-/run/qemu-server}
+opt_compress=0
+opt_zstd=
+opt_bwlimit=0
+opt_stdout=0
+opt_quiet=0
+vmids=()
+
+parse_options() {
+	local arg name value
+	while [ $# -gt 0 ]; do
+		arg=$1
+		shift
+		case $arg in
+		-h | --help)
+			usage
+			exit 0
+			;;
+		--stdout) opt_stdout=1 ;;
+		--quiet) opt_quiet=1 ;;
+		--dumpdir | --tmpdir | --confdir | --rundir | --compress | --zstd | --bwlimit | \
+			--dumpdir=* | --tmpdir=* | --confdir=* | --rundir=* | --compress=* | --zstd=* | \
+			--bwlimit=*)
+			name=${arg%%=*}
+			if [ "$name" != "$arg" ]; then
+				value=${arg#*=}
+			else
+				[ $# -gt 0 ] || die_usage "option $name needs a value"
+				value=$1
+				shift
+			fi
+			set_option "$name" "$value"
+			;;
+		--)
+			vmids+=("$@")
+			break
+			;;
+		-*) die_usage "unknown option: $arg" ;;
+		*) vmids+=("$arg") ;;
+		esac
+	done
+	[ ${#vmids[@]} -gt 0 ] || die_usage "no VMID given"
+	local id
+	for id in "${vmids[@]}"; do
+		[[ $id =~ ^[1-9][0-9]{2,8}$ ]] || die_usage "invalid VMID: $id (100 to 999999999)"
+	done
+	if [ "$opt_stdout" = 1 ] && [ ${#vmids[@]} -ne 1 ]; then
+		die_usage "--stdout backs up exactly one VM"
+	fi
+}
+
+set_option() { # NAME VALUE
+	case $1 in
+	--dumpdir) opt_dumpdir=$2 ;;
+	--tmpdir) opt_tmpdir=$2 ;;
+	--confdir) opt_confdir=$2 ;;
+	--rundir) opt_rundir=$2 ;;
+	--compress)
+		case $2 in
+		0 | zstd | xz) opt_compress=$2 ;;
+		*) die_usage "--compress must be 0, zstd or xz, not '$2'" ;;
+		esac
+		;;
+	--zstd)
+		[[ $2 =~ ^[0-9]{1,3}$ ]] || die_usage "--zstd needs a number of threads, not '$2'"
+		opt_zstd=$2
+		;;
+	--bwlimit)
+		[[ $2 =~ ^[0-9]{1,12}$ ]] || die_usage "--bwlimit needs KiB/s as a number, not '$2'"
+		opt_bwlimit=$((10#$2))
+		;;
+	esac
+}
+
+# --- logging ---------------------------------------------------------------------------------
+# stderr gets `INFO: msg` as vzdump's task log; the per-VM log file gets a timestamp in front.
+
+logfile=
+
+log() { # LEVEL MESSAGE
+	printf '%s: %s\n' "$1" "$2" >&2
+	if [ -n "$logfile" ]; then
+		printf '%s %s: %s\n' "$(date '+%F %T')" "$1" "$2" >>"$logfile"
+	fi
+}
+info() { log INFO "$1"; }
+warn() { log WARN "$1"; }
+
+# Aborts the current VM's backup (the subshell) with a reason; cleanup runs from the EXIT trap.
+fail() {
+	failure=$1
+	exit 1
+}
+
+# --- formatting as vzdump does ---------------------------------------------------------------
+
+# PVE::JSONSchema::format_size: the largest unit that divides the size exactly.
+format_disk_size() { # BYTES
+	awk -v n="$1" 'BEGIN {
+		split("K M G T", u, " "); s = n ""; i = 0
+		while (i < 4 && n % 1024 == 0 && n > 0) { n /= 1024; i++; s = sprintf("%d%s", n, u[i]) }
+		print s }'
+}
+
+# PVE::VZDump::format_size, used for `archive file size:`.
+format_archive_size() { # BYTES
+	awk -v n="$1" 'BEGIN {
+		kb = n / 1024; mb = kb / 1024; gb = mb / 1024
+		if (kb < 1024) printf "%dKB\n", kb
+		else if (mb < 1024) printf "%dMB\n", mb
+		else if (gb < 1024) printf "%.2fGB\n", gb
+		else printf "%.2fTB\n", gb / 1024 }'
+}
+
+# PVE::Format::render_bytes with PRECISION decimals.
+render_bytes() { # BYTES PRECISION
+	awk -v n="$1" -v p="$2" 'BEGIN {
+		split("B KiB MiB GiB TiB PiB", u, " "); i = 1
+		while (n >= 1024 && i < 6) { n /= 1024; i++ }
+		printf "%.*f %s\n", p, n, u[i] }'
+}
+
+# HH:MM:SS, as vzdump's format_time.
+format_time() { # SECONDS
+	printf '%02d:%02d:%02d\n' $(($1 / 3600)) $(($1 % 3600 / 60)) $(($1 % 60))
+}
+
+now_ms() { date +%s%3N; }
+
+# --- QMP -------------------------------------------------------------------------------------
+
+qmp() { qmpctl -s "$qmp_sock" -t "$QMP_TIMEOUT" "$@"; }
+
+# True when a line of qmpctl -k output is an error object.
+is_error_line() { case $1 in '{"error":'*) return 0 ;; esac; return 1; }
+
+# --- the undo record -------------------------------------------------------------------------
+# Each step is recorded *before* it is attempted, as the QMP command that undoes it (or a
+# pseudo-command). The teardown and cleanup run the record in reverse with qmpctl -k, so an
+# undo of a step that never took effect just gets an error reply, which is ignored on the
+# failure path.
+
+undo=()
+we_paused=0  # we sent `stop`; cont must follow whatever happens
+writer_pid=  # vma-create --listen
+job_ids=()   # backup jobs started in QEMU
+
+undo_push() { undo+=("$1"); }
+
+# Cancels our jobs that have not concluded and waits (bounded) until they have.
+cancel_jobs() {
+	local i ids
+	[ ${#job_ids[@]} -gt 0 ] || return 0
+	ids=$(printf '%s\n' "${job_ids[@]}" | jq -Rsc 'split("\n") | map(select(. != ""))')
+	for ((i = 0; i < 300; i++)); do
+		local running
+		running=$(qmp query-jobs 2>/dev/null | jq -r --argjson ids "$ids" \
+			'.[] | select(.id as $i | $ids | index($i)) | select(.status != "concluded") | .id') ||
+			return 1
+		[ -n "$running" ] || return 0
+		if [ "$i" = 0 ]; then
+			local id
+			while IFS= read -r id; do
+				qmp job-cancel "id=$id" >/dev/null 2>&1 || true
+			done <<<"$running"
+		fi
+		sleep 0.1
+	done
+	return 1
+}
+
+# Runs the undo record in reverse. With MODE strict, an error reply fails (the normal
+# teardown); with MODE lax, errors are expected and ignored (cleanup after a failure).
+run_undo() { # MODE
+	local mode=$1 i batch out rc=0 line
+	[ ${#undo[@]} -gt 0 ] || return 0
+	if [ "$we_paused" = 1 ]; then
+		qmp cont >/dev/null 2>&1 && we_paused=0
+	fi
+	batch=
+	for ((i = ${#undo[@]} - 1; i >= 0; i--)); do
+		if [ "${undo[i]}" = cancel-jobs ]; then
+			if [ -n "$batch" ]; then
+				run_undo_batch "$mode" "$batch" || rc=1
+				batch=
+			fi
+			cancel_jobs || rc=1
+		else
+			batch+=${undo[i]}$'\n'
+		fi
+	done
+	if [ -n "$batch" ]; then
+		run_undo_batch "$mode" "$batch" || rc=1
+	fi
+	undo=()
+	return "$rc"
+}
+
+run_undo_batch() { # MODE BATCH
+	local out rc=0 line
+	out=$(qmp -k -f - <<<"$2" 2>/dev/null) || rc=$?
+	[ "$1" = strict ] || return 0
+	[ "$rc" = 0 ] && return 0
+	while IFS= read -r line; do
+		if is_error_line "$line"; then
+			warn "teardown: $(jq -r '.error.desc' <<<"$line")"
+		fi
+	done <<<"$out"
+	[ -n "$out" ] || warn "teardown: QMP failed (status $rc)"
+	return 1
+}
+
+stop_writer() {
+	[ -n "$writer_pid" ] || return 0
+	kill -TERM "$writer_pid" 2>/dev/null || true
+	wait "$writer_pid" 2>/dev/null || true
+	writer_pid=
+}
+
+# The EXIT trap of each VM's subshell: undo whatever was recorded, in reverse.
+cleanup() {
+	local status=$?
+	trap - EXIT INT TERM HUP
+	if [ "$status" != 0 ]; then
+		# The writer goes first: running jobs then end with an I/O error instead of copying on.
+		stop_writer
+		run_undo lax || true
+		[ -z "$tmp_archive" ] || rm -f "$tmp_archive"
+		log ERROR "Backup of VM $vmid failed - ${failure:-exit status $status}"
+		info "Failed at $(date '+%F %T')"
+	fi
+	[ -z "$logfile" ] || [ -z "$log_target" ] || cp "$logfile" "$log_target" 2>/dev/null || true
+	[ -z "$private_dir" ] || rm -rf "$private_dir"
+	exit "$status"
+}
+
+# --- phases ----------------------------------------------------------------------------------
+
+# Reads CONFDIR/VMID.conf (qemu-server.conf syntax) into the globals below; only the main
+# section, up to the first [section], describes the running VM.
+vm_name=
+agent_enabled=0
+agent_freeze=1
+bios=
+conf_file=
+conf_disks=() # KEY<US>VOLUME<US>OPTIONS of every disk line
+read_config() {
+	local line key value
+	conf_file=$opt_confdir/$vmid.conf
+	if [ ! -e "$conf_file" ]; then
+		conf_file=
+		return 0
+	fi
+	[ -r "$conf_file" ] || fail "cannot read $conf_file"
+	while IFS= read -r line || [ -n "$line" ]; do
+		case $line in
+		'['*) break ;;
+		'#'* | '') continue ;;
+		esac
+		key=${line%%:*}
+		[ "$key" != "$line" ] || continue
+		value=${line#*:}
+		value=${value#"${value%%[! ]*}"}
+		case $key in
+		name) vm_name=$value ;;
+		bios) bios=$value ;;
+		agent) parse_agent "$value" ;;
+		ide[0-3] | sata[0-5] | scsi[0-9] | scsi[12][0-9] | scsi30 | virtio[0-9] | virtio1[0-5] | \
+			efidisk0 | tpmstate0)
+			conf_disks+=("$key"$'\x1f'"$value")
+			;;
+		esac
+	done <"$conf_file"
+}
+
+# agent: 1 | 0 | [enabled=]1,freeze-fs=0,... (freeze-fs-on-backup is the old name)
+parse_agent() { # VALUE
+	local item
+	local -a items
+	IFS=, read -r -a items <<<"$1"
+	for item in "${items[@]}"; do
+		case $item in
+		1 | enabled=1) agent_enabled=1 ;;
+		0 | enabled=0) agent_enabled=0 ;;
+		freeze-fs=0 | freeze-fs-on-backup=0) agent_freeze=0 ;;
+		freeze-fs=1 | freeze-fs-on-backup=1) agent_freeze=1 ;;
+		esac
+	done
+}
+
+# The first item of a drive's property string is its volume (or file=VOLUME anywhere).
+drive_volume() { # VALUE
+	local item
+	local -a items
+	IFS=, read -r -a items <<<"$1"
+	for item in "${items[@]}"; do
+		case $item in
+		file=*)
+			printf '%s\n' "${item#file=}"
+			return
+			;;
+		esac
+	done
+	printf '%s\n' "${items[0]:-}"
+}
+
+drive_has() { # VALUE OPTION=VALUE
+	local item
+	local -a items
+	IFS=, read -r -a items <<<"$1"
+	for item in "${items[@]:1}"; do
+		[ "$item" != "$2" ] || return 0
+	done
+	return 1
+}
+
+# Disks to back up, in vzdump's order (drive keys sorted as strings):
+# KEY, VOLUME, NODE (QEMU node name), QDEV (device path for qom-set), SIZE, FORMAT.
+disks=()
+
+# Finds config disks in QEMU, or, with no config, takes every disk QEMU has.
+prepare() {
+	local blocks
+	blocks=$(qmp query-block) || fail "query-block failed"
+	if [ -n "$conf_file" ]; then
+		prepare_from_config "$blocks"
+	else
+		prepare_from_qemu "$blocks"
+	fi
+	[ ${#disks[@]} -gt 0 ] || fail "VM $vmid has no disk to back up"
+	local d key vol node qdev size fmt
+	for d in "${disks[@]}"; do
+		IFS=$'\x1f' read -r key vol node qdev size fmt <<<"$d"
+		info "include disk '$key' '$vol' $(format_disk_size "$size")"
+	done
+}
+
+# The jq program that finds a config disk KEY with volume PATH among query-block's entries:
+# drive id or node name drive-KEY, else qdev id KEY, else the image file PATH.
+# shellcheck disable=SC2016 # jq variables
+find_block_jq='
+	def qid: (.qdev // "") | if startswith("/machine/peripheral/")
+		then split("/")[3] else . end;
+	[.[] | select(.inserted)] as $b
+	| ([$b[] | select(.device == "drive-" + $k or .inserted["node-name"] == "drive-" + $k)]
+	  + [$b[] | select(qid == $k)]
+	  + [$b[] | select(.inserted.file == $p or .inserted.file == $rp)])
+	| first // empty
+	| [.inserted["node-name"], (.qdev // ""), (.inserted.image["virtual-size"] | tostring),
+	   .inserted.drv] | join("\u001f")'
+
+prepare_from_config() { # QUERY-BLOCK-JSON
+	local entry key value vol found node qdev size fmt rp sorted used=' '
+	sorted=$(printf '%s\n' "${conf_disks[@]}" | LC_ALL=C sort -t $'\x1f' -k1,1)
+	[ ${#conf_disks[@]} -gt 0 ] || sorted=
+	while IFS= read -r entry; do
+		[ -n "$entry" ] || continue
+		key=${entry%%$'\x1f'*}
+		value=${entry#*$'\x1f'}
+		vol=$(drive_volume "$value")
+		if drive_has "$value" media=cdrom || [ "$vol" = none ]; then
+			continue
+		fi
+		if drive_has "$value" backup=0 || drive_has "$value" backup=no; then
+			info "exclude disk '$key' '$vol' (backup=no)"
+			continue
+		fi
+		if [ "$key" = efidisk0 ] && [ "$bios" != ovmf ]; then
+			info "exclude disk '$key' '$vol' (efidisk but no OVMF BIOS)"
+			continue
+		fi
+		if [ "$key" = tpmstate0 ]; then
+			fail "disk 'tpmstate0': TPM state backup is not supported yet (set backup=0)"
+		fi
+		rp=$(realpath -m -- "$vol" 2>/dev/null) || rp=$vol
+		found=$(jq -r --arg k "$key" --arg p "$vol" --arg rp "$rp" "$find_block_jq" <<<"$1")
+		[ -n "$found" ] || fail "disk '$key' ($vol) not found in the running QEMU: give its node or drive the name 'drive-$key' (-blockdev ...,node-name=drive-$key) or its device the id '$key' (-device ...,id=$key)"
+		IFS=$'\x1f' read -r node qdev size fmt <<<"$found"
+		[ -n "$qdev" ] || fail "disk '$key': QEMU node '$node' is not attached to a device"
+		case $used in *" $node "*) fail "disk '$key': QEMU node '$node' is already used by another config disk" ;; esac
+		used+="$node "
+		disks+=("$key"$'\x1f'"$vol"$'\x1f'"$node"$'\x1f'"$qdev"$'\x1f'"$size"$'\x1f'"$fmt")
+	done <<<"$sorted"
+}
+
+# No config: every disk with a device (CD-ROMs and empty drives left out). The key comes from
+# a drive-KEY name or a KEY qdev id when there is one, else virtioN or scsiN by device kind.
+prepare_from_qemu() { # QUERY-BLOCK-JSON
+	local list line key node qdev size fmt file nv=0 ns=0 generated=
+	# shellcheck disable=SC2016 # jq variables
+	list=$(jq -r '
+		def qid: (.qdev // "") | if startswith("/machine/peripheral/")
+			then split("/")[3] else . end;
+		def diskkey: test("^(ide[0-3]|sata[0-5]|scsi([0-9]|[12][0-9]|30)|virtio([0-9]|1[0-5])|efidisk0)$");
+		.[] | select(.inserted and (.qdev // "") != "" and .type != "cdrom"
+			and (.inserted.ro | not))
+		| ([.device, .inserted["node-name"]] | map(select(startswith("drive-")) | ltrimstr("drive-"))
+			| map(select(diskkey)) | first) as $named
+		| [($named // (qid | select(diskkey)) // ""),
+		   .inserted["node-name"], .qdev, (.inserted.image["virtual-size"] | tostring),
+		   .inserted.drv, (.inserted.file // "")] | join("\u001f")' <<<"$1") ||
+		fail "cannot read query-block"
+	local -a found=()
+	while IFS=$'\x1f' read -r key node qdev size fmt file; do
+		[ -n "$node" ] || continue
+		if [ -z "$key" ]; then
+			case $qdev in
+			*/virtio-backend)
+				while [[ " $generated " == *" virtio$nv "* ]]; do nv=$((nv + 1)); done
+				key=virtio$nv
+				;;
+			*)
+				while [[ " $generated " == *" scsi$ns "* ]]; do ns=$((ns + 1)); done
+				key=scsi$ns
+				;;
+			esac
+		fi
+		generated+=" $key"
+		found+=("$key"$'\x1f'"$file"$'\x1f'"$node"$'\x1f'"$qdev"$'\x1f'"$size"$'\x1f'"$fmt")
+	done <<<"$list"
+	[ ${#found[@]} -gt 0 ] || return 0
+	mapfile -t disks < <(printf '%s\n' "${found[@]}" | LC_ALL=C sort -t $'\x1f' -k1,1)
+}
+
+# The qemu-server.conf stored in the archive, as vzdump's assemble writes it.
+assemble() {
+	local out=$private_dir/qemu-server.conf line key d vol node qdev size fmt store
+	: >"$out"
+	if [ -n "$conf_file" ]; then
+		while IFS= read -r line || [ -n "$line" ]; do
+			case $line in
+			'#vzdump#'* | '#qmdump#'*) continue ;;
+			'[PENDING]'*)
+				info "pending configuration changes found (not included into backup)"
+				break
+				;;
+			'[special:'*)
+				info "special config section found (not included into backup)"
+				break
+				;;
+			'['*)
+				info "snapshots found (not included into backup)"
+				break
+				;;
+			esac
+			key=${line%%:*}
+			case $key in
+			unused[0-9]*)
+				vol=${line#*:}
+				vol=${vol#"${vol%%[! ]*}"}
+				info "skip unused drive '$vol' (not included into backup)"
+				continue
+				;;
+			lock | parent) continue ;;
+			esac
+			printf '%s\n' "$line" >>"$out"
+		done <"$conf_file"
+	else
+		printf 'name: vm%s\n' "$vmid" >>"$out"
+		for d in "${disks[@]}"; do
+			IFS=$'\x1f' read -r key vol node qdev size fmt <<<"$d"
+			printf '%s: %s,size=%s\n' "$key" "${vol:-drive-$key}" "$(format_disk_size "$size")" >>"$out"
+		done
+	fi
+	for d in "${disks[@]}"; do
+		IFS=$'\x1f' read -r key vol node qdev size fmt <<<"$d"
+		store=
+		case $vol in /*) ;; *:*) store=${vol%%:*} ;; esac
+		case $fmt in raw | qcow2 | vmdk | qed | vpc | vdi) ;; *) fmt= ;; esac
+		printf '#qmdump#map:%s:drive-%s:%s:%s:\n' "$key" "$key" "$store" "$fmt" >>"$out"
+	done
+}
+
+# Starts vma-create's NBD server, one export per disk, writing the archive.
+start_writer() {
+	local d key vol node qdev size fmt i
+	local -a args=(--listen "$private_dir/nbd.sock" -v -c "$private_dir/qemu-server.conf")
+	case $opt_compress in
+	zstd) args+=(-z zstd) ;;
+	xz) args+=(-z xz) ;;
+	esac
+	[ -z "$opt_zstd" ] || [ "$opt_zstd" = 0 ] || args+=(-T "$opt_zstd")
+	if [ "$opt_stdout" = 1 ]; then
+		args+=(-o -)
+	else
+		args+=(-o "$tmp_archive")
+	fi
+	for d in "${disks[@]}"; do
+		IFS=$'\x1f' read -r key vol node qdev size fmt <<<"$d"
+		args+=("drive-$key=$size")
+	done
+	vma-create "${args[@]}" 2>"$private_dir/writer.log" 3>&- &
+	writer_pid=$!
+	for ((i = 0; i < 200; i++)); do
+		[ -S "$private_dir/nbd.sock" ] && return 0
+		kill -0 "$writer_pid" 2>/dev/null || break
+		sleep 0.05
+	done
+	fail "vma-create did not start: $(tail -n 3 "$private_dir/writer.log")"
+}
+
+# The disks as a JSON array of {key, vol, node, qdev, size, fmt}, for the jq programs below.
+disks_json() {
+	printf '%s\n' "${disks[@]}" | jq -Rsc 'split("\n") | map(select(. != "") | split("\u001f")
+		| {key: .[0], vol: .[1], node: .[2], qdev: .[3], size: (.[4] | tonumber), fmt: .[5]})'
+}
+
+# Runs a jq program over the disks that prints lines "U <undo command>" and "B <command>";
+# records the undo lines and leaves the batch in the file BATCH. One jq run per phase (jq
+# takes a tenth of a second to start on a busy machine).
+plan() { # BATCH [JQ-ARGS...] JQ-PROGRAM
+	local batch=$1 line lines
+	shift
+	lines=$(jq -nr --argjson disks "$(disks_json)" "$@") || fail "internal error: jq"
+	: >"$batch"
+	while IFS= read -r line; do
+		case $line in
+		'U '*) undo_push "${line#U }" ;;
+		'B '*) printf '%s\n' "${line#B }" >>"$batch" ;;
+		esac
+	done <<<"$lines"
+}
+
+# Scratch qcow2 images, one per disk, opened, unlinked at once and handed to QEMU as fdsets,
+# then attached as nodes. Nothing of them is left on disk, whatever happens next.
+# QEMU 7.2 closes the fds of a removed fdset only while the VM runs, so for a VM that is not
+# running the images are attached by path instead and unlinked as soon as QEMU has them open.
+attach_scratch() {
+	local d key vol node qdev size fmt i=0 base=0 img fd out by_path=0 rc=0
+	local -a addfd=() fds=()
+	[ "$vm_status" = running ] || by_path=1
+	if [ "$by_path" = 0 ]; then
+		base=$(qmp query-fdsets | jq '[.[]["fdset-id"]] | (max // 0) + 1') ||
+			fail "query-fdsets failed"
+	fi
+	for d in "${disks[@]}"; do
+		IFS=$'\x1f' read -r key vol node qdev size fmt <<<"$d"
+		img=$private_dir/scratch-$key.qcow2
+		qemu-img create -q -f qcow2 "$img" "$size" >/dev/null ||
+			fail "cannot create the scratch image $img"
+		if [ "$by_path" = 0 ]; then
+			exec {fd}<>"$img"
+			rm -f "$img"
+			fds+=("$fd")
+			addfd+=(--add-fd "$((base + i))=$fd")
+		fi
+		i=$((i + 1))
+	done
+	# shellcheck disable=SC2016 # jq variables
+	plan "$private_dir/scratch.qmp" --argjson base "$base" --arg dir "$private_dir" '
+		$disks | to_entries[] | .key as $i | .value
+		| (if $base > 0 then "U " + ({execute: "remove-fd",
+			arguments: {"fdset-id": ($base + $i)}} | tojson) else empty end),
+		  ("U " + ({execute: "blockdev-del", arguments: {"node-name": ("vz-fl-" + .key)}} | tojson)),
+		  ("B " + ({execute: "blockdev-add", arguments: {driver: "qcow2",
+			"node-name": ("vz-fl-" + .key), discard: "unmap",
+			file: {driver: "file", filename: (if $base > 0
+				then "/dev/fdset/" + ($base + $i | tostring)
+				else $dir + "/scratch-" + .key + ".qcow2" end)}}} | tojson))'
+	out=$(qmp -f "$private_dir/scratch.qmp" "${addfd[@]}" 2>&1) || rc=$?
+	for fd in "${fds[@]}"; do exec {fd}>&-; done
+	[ "$by_path" = 0 ] || rm -f "$private_dir"/scratch-*.qcow2
+	[ "$rc" = 0 ] || fail "attaching the scratch images failed: ${out##*qmpctl: }"
+}
+
+# The instant: stop (if running), a copy-before-write filter over each disk writing the old
+# data to its scratch node, the device switched onto the filter, a snapshot-access node over it,
+# cont. Run inside gafreeze hold when the agent answers.
+frozen_ms=
+snapshot() {
+	local status=$vm_status out rc=0 t0 t1
+	local -a freeze=()
+	# shellcheck disable=SC2016 # jq variables
+	plan "$private_dir/snapshot.qmp" --arg status "$status" '
+		(if $status == "running" then "B {\"execute\":\"stop\"}" else empty end),
+		($disks[] |
+		  ("U " + ({execute: "blockdev-del", arguments: {"node-name": ("vz-cbw-" + .key)}} | tojson)),
+		  ("U " + ({execute: "qom-set", arguments: {path: .qdev, property: "drive",
+			value: .node}} | tojson)),
+		  ("U " + ({execute: "blockdev-del", arguments: {"node-name": ("vz-acc-" + .key)}} | tojson)),
+		  ("B " + ({execute: "blockdev-add", arguments: {driver: "copy-before-write",
+			"node-name": ("vz-cbw-" + .key), file: .node, target: ("vz-fl-" + .key),
+			"on-cbw-error": "break-snapshot", "cbw-timeout": 30}} | tojson)),
+		  ("B " + ({execute: "qom-set", arguments: {path: .qdev, property: "drive",
+			value: ("vz-cbw-" + .key)}} | tojson)),
+		  ("B " + ({execute: "blockdev-add", arguments: {driver: "snapshot-access",
+			"node-name": ("vz-acc-" + .key), file: ("vz-cbw-" + .key)}} | tojson))),
+		(if $status == "running" then "B {\"execute\":\"cont\"}" else empty end)'
+
+	freeze_applicable && freeze=(gafreeze -s "$qga_sock" --max "$FREEZE_MAX" --json hold --)
+	[ "$status" != running ] || we_paused=1
+	[ ${#freeze[@]} -eq 0 ] || info "issuing guest-agent 'fs-freeze' command"
+	t0=$(now_ms)
+	out=$("${freeze[@]}" qmpctl -s "$qmp_sock" -t "$QMP_TIMEOUT" -k \
+		-f "$private_dir/snapshot.qmp" 2>"$private_dir/snapshot.err") || rc=$?
+	t1=$(now_ms)
+	[ ${#freeze[@]} -eq 0 ] || info "issuing guest-agent 'fs-thaw' command"
+	snapshot_check "$status" "$out" "$rc" "${#freeze[@]}"
+	if [ ${#freeze[@]} -gt 0 ]; then
+		frozen_ms=$(tail -n 1 <<<"$out" | jq -r '.frozen_ms // empty' 2>/dev/null) || frozen_ms=
+		info "guest filesystems frozen for ${frozen_ms:-?} ms"
+	else
+		info "snapshot taken in $((t1 - t0)) ms (guest filesystems not frozen)"
+	fi
+	[ "$status" != running ] || info "resuming VM again"
+}
+
+# Checks every reply of the snapshot batch: the cont must have succeeded (else it is sent
+# again at once), and any error fails the backup.
+snapshot_check() { # STATUS OUTPUT RC FROZEN
+	local line n=0 err=
+	local -a lines=()
+	mapfile -t lines <<<"$2"
+	# gafreeze's JSON summary is the last line after qmpctl's replies.
+	[ "$4" = 0 ] || unset 'lines[-1]'
+	for line in "${lines[@]}"; do
+		n=$((n + 1))
+		if is_error_line "$line"; then
+			[ -n "$err" ] || err=$(jq -r '.error.desc' <<<"$line")
+		fi
+	done
+	if [ "$1" = running ] && [ "$n" -gt 0 ] && ! is_error_line "${lines[-1]}"; then
+		we_paused=0
+	fi
+	if [ "$we_paused" = 1 ]; then
+		qmp cont >/dev/null 2>&1 && we_paused=0
+	fi
+	[ -z "$err" ] || fail "snapshot failed: $err"
+	[ "$3" = 0 ] || fail "snapshot failed: $(tail -n 1 "$private_dir/snapshot.err")"
+	[ "$n" = "$(wc -l <"$private_dir/snapshot.qmp")" ] || fail "snapshot failed: missing QMP replies"
+}
+
+# Whether to freeze: the agent is enabled (or, with no config, its socket exists) and answers.
+freeze_applicable() {
+	if [ -n "$conf_file" ] && [ "$agent_enabled" != 1 ]; then
+		info "skipping guest filesystem freeze - no guest agent enabled in VM options (backup is not frozen)"
+		return 1
+	fi
+	if [ "$agent_freeze" = 0 ]; then
+		info "skipping guest filesystem freeze - disabled in VM options (backup is not frozen)"
+		return 1
+	fi
+	if [ ! -S "$qga_sock" ]; then
+		info "skipping guest filesystem freeze - no guest agent socket $qga_sock (backup is not frozen)"
+		return 1
+	fi
+	if ! gafreeze -s "$qga_sock" -t 3 ping 2>/dev/null; then
+		info "skipping guest filesystem freeze - agent configured but not running? (backup is not frozen)"
+		return 1
+	fi
+	if [ "$(gafreeze -s "$qga_sock" -t 3 status 2>/dev/null)" = frozen ]; then
+		info "skipping guest filesystem freeze - already frozen (backup is not frozen by us)"
+		return 1
+	fi
+	return 0
+}
+
+# After the thaw: hand QEMU a socket connected to the writer per disk, an NBD target node on
+# each, and start all backup jobs in one transaction.
+start_jobs() {
+	local d i speed=0 out
+	local -a fdargs=()
+	if [ "$opt_bwlimit" -gt 0 ]; then
+		# The limit is for the whole VM; the jobs run side by side.
+		speed=$((opt_bwlimit * 1024 / ${#disks[@]}))
+		[ "$speed" -gt 0 ] || speed=1
+	fi
+	for ((i = 0; i < ${#disks[@]}; i++)); do
+		fdargs+=(--fd "t$i=unix-connect:$private_dir/nbd.sock")
+		d=${disks[i]}
+		job_ids+=("vzdump-drive-${d%%$'\x1f'*}")
+	done
+	# shellcheck disable=SC2016 # jq variables
+	plan "$private_dir/jobs.qmp" --argjson speed "$speed" '
+		($disks | to_entries[] | .key as $i | .value
+		 | ("U " + ({execute: "blockdev-del", arguments: {"node-name": ("vz-tgt-" + .key)}} | tojson)),
+		   ("B " + ({execute: "blockdev-add", arguments: {driver: "raw",
+			"node-name": ("vz-tgt-" + .key), file: {driver: "nbd", export: ("drive-" + .key),
+			server: {type: "fd", str: ("t" + ($i | tostring))}}}} | tojson))),
+		($disks[] | "U " + ({execute: "job-dismiss", arguments: {id: ("vzdump-drive-" + .key)}}
+			| tojson)),
+		"U cancel-jobs",
+		"B " + ({execute: "transaction", arguments: {actions: [$disks[] | {type: "blockdev-backup",
+			data: {"job-id": ("vzdump-drive-" + .key), device: ("vz-acc-" + .key),
+			target: ("vz-tgt-" + .key), sync: "full", "auto-dismiss": false,
+			speed: $speed}}]}} | tojson)'
+	info "starting backup via QMP command"
+	out=$(qmp -f "$private_dir/jobs.qmp" "${fdargs[@]}" 2>&1) ||
+		fail "starting the backup jobs failed: ${out##*qmpctl: }"
+}
+
+# Waits until every job has concluded, passing the writer's progress lines on to the log.
+wait_jobs() {
+	local ids jobs pending errors seen=0 failures=0
+	ids=$(printf '%s\n' "${job_ids[@]}" | jq -Rsc 'split("\n") | map(select(. != ""))')
+	while :; do
+		forward_writer_log
+		if ! jobs=$(qmp query-jobs 2>/dev/null); then
+			failures=$((failures + 1))
+			[ "$failures" -lt 3 ] || fail "lost QMP: $(qmp query-status 2>&1 | tail -n 1)"
+			continue
+		fi
+		failures=0
+		# shellcheck disable=SC2016 # jq variables
+		pending=$(jq -r --argjson ids "$ids" \
+			'[.[] | select(.id as $i | $ids | index($i))] as $ours
+			| if ($ours | length) < ($ids | length) then "missing"
+			  else [$ours[] | select(.status != "concluded")] | length end' <<<"$jobs")
+		[ "$pending" != missing ] || fail "a backup job vanished from QEMU"
+		if [ "$pending" = 0 ]; then
+			errors=$(jq -r --argjson ids "$ids" \
+				'.[] | select(.id as $i | $ids | index($i)) | select(.error)
+				| "\(.id): \(.error)"' <<<"$jobs")
+			[ -z "$errors" ] || fail "backup job failed: ${errors//$'\n'/; }"
+			return 0
+		fi
+		# Woken by the next status change, or after a second (the event may have gone by
+		# between the two connections).
+		qmp -t 1 -w JOB_STATUS_CHANGE </dev/null >/dev/null 2>&1 || true
+		seen=$((seen + 1))
+	done
+}
+
+writer_lines_done=0
+forward_writer_log() {
+	local line n=0
+	[ -f "$private_dir/writer.log" ] || return 0
+	while IFS= read -r line; do
+		n=$((n + 1))
+		[ "$n" -gt "$writer_lines_done" ] || continue
+		case $line in
+		*%\ \(*) info "$line" ;;
+		esac
+	done <"$private_dir/writer.log"
+	writer_lines_done=$n
+}
+
+# Teardown in reverse, then the writer finishes the archive once its clients are gone.
+teardown() {
+	run_undo strict || fail "restoring the VM's block graph failed"
+	local rc=0
+	wait "$writer_pid" || rc=$?
+	writer_pid=
+	forward_writer_log
+	[ "$rc" = 0 ] || fail "vma-create failed: $(grep -v '%' "$private_dir/writer.log" | tail -n 2)"
+}
+
+summary() {
+	local total zeros secs
+	total=$(sed -n 's/^image .* size=\([0-9]*\) .*/\1/p' "$private_dir/writer.log" |
+		awk '{ s += $1 } END { print s + 0 }')
+	zeros=$(sed -n 's/^image .* zeros=\([0-9]*\) .*/\1/p' "$private_dir/writer.log" |
+		awk '{ s += $1 } END { print s + 0 }')
+	secs=$(($(date +%s) - copy_start))
+	info "backup is sparse: $(render_bytes "$zeros" 2) ($((total > 0 ? zeros * 100 / total : 0))%) total zero data"
+	if [ "$secs" -lt 1 ]; then
+		info "transferred $(render_bytes "$total" 2) in <1 seconds"
+	else
+		info "transferred $(render_bytes "$total" 2) in $secs seconds ($(render_bytes $((total / secs)) 1)/s)"
+	fi
+}
+
+# --- one VM ----------------------------------------------------------------------------------
+
+vmid=
+failure=
+private_dir=
+tmp_archive=
+log_target=
+qmp_sock=
+qga_sock=
+copy_start=
+vm_status=
+
+backup_vm() {
+	local start basename archive ext
+	start=$(date +%s)
+	basename=vzdump-qemu-$vmid-$(date +%Y_%m_%d-%H_%M_%S)
+	case $opt_compress in
+	zstd) ext=vma.zst ;;
+	xz) ext=vma.xz ;;
+	*) ext=vma ;;
+	esac
+	archive=$opt_dumpdir/$basename.$ext
+	private_dir=$(mktemp -d "$opt_tmpdir/vzdumptmp.XXXXXX") ||
+		fail "cannot create a private folder under $opt_tmpdir"
+	logfile=$private_dir/qemu-$vmid.log
+	if [ "$opt_stdout" = 0 ]; then
+		[ -d "$opt_dumpdir" ] || fail "dump folder $opt_dumpdir does not exist"
+		log_target=$opt_dumpdir/$basename.log
+		tmp_archive=${archive%.*}.dat
+		rm -f "$tmp_archive" "$log_target"
+	fi
+	qmp_sock=$opt_rundir/$vmid.qmp
+	qga_sock=$opt_rundir/$vmid.qga
+
+	info "Starting Backup of VM $vmid (qemu)"
+	info "Backup started at $(date '+%F %T')"
+	read_config
+	[ -S "$qmp_sock" ] || fail "VM $vmid is not running (no QMP socket $qmp_sock)"
+	info "status = running"
+	[ -n "$vm_name" ] && info "VM Name: $vm_name"
+	[ -n "$conf_file" ] || info "no config $opt_confdir/$vmid.conf: backing up every disk QEMU has"
+	prepare
+	info "backup mode: snapshot"
+	[ "$opt_bwlimit" = 0 ] || info "bandwidth limit: $opt_bwlimit KiB/s"
+	assemble
+	if [ "$opt_stdout" = 1 ]; then
+		info "sending archive to stdout"
+	else
+		info "creating vzdump archive '$archive'"
+	fi
+	start_writer
+	vm_status=$(qmp query-status | jq -r .status) || fail "query-status failed"
+	attach_scratch
+	snapshot
+	copy_start=$(date +%s)
+	start_jobs
+	wait_jobs
+	teardown
+	summary
+	if [ "$opt_stdout" = 0 ]; then
+		mv -f "$tmp_archive" "$archive" || fail "cannot rename $tmp_archive"
+		tmp_archive=
+		info "archive file size: $(format_archive_size "$(stat -c %s "$archive")")"
+	fi
+	info "Finished Backup of VM $vmid ($(format_time $(($(date +%s) - start))))"
+	info "Backup finished at $(date '+%F %T')"
+}
+
+# Each VM in its own subshell, so that its EXIT trap cleans up exactly its own state; the
+# parent passes SIGINT/SIGTERM/SIGHUP on and waits for that cleanup.
+task_pid=
+interrupted=0
+on_signal() {
+	interrupted=1
+	[ -z "$task_pid" ] || kill -TERM "$task_pid" 2>/dev/null || true
+}
+
+run_task() { # VMID
+	local rc=0
+	(
+		set -e
+		vmid=$1
+		trap cleanup EXIT
+		trap 'failure="interrupted by signal"; exit 1' INT TERM HUP
+		backup_vm
+	) &
+	task_pid=$!
+	while :; do
+		rc=0
+		wait "$task_pid" || rc=$?
+		# wait returns early (status > 128) when a trapped signal arrives; the task lives on.
+		kill -0 "$task_pid" 2>/dev/null || break
+	done
+	task_pid=
+	return "$rc"
+}
+
+main() {
+	local id rc errors=0
+	parse_options "$@"
+	if [ "$opt_quiet" = 1 ]; then
+		exec 2>/dev/null
+		[ "$opt_stdout" = 1 ] || exec >/dev/null
+	fi
+	[ -d "$opt_tmpdir" ] || { printf '%s: tmpdir %s does not exist\n' "$PROG" "$opt_tmpdir" >&2; exit 1; }
+	trap on_signal INT TERM HUP
+	info "starting new backup job: $PROG $*"
+	for id in $(printf '%s\n' "${vmids[@]}" | sort -n -u); do
+		[ "$interrupted" = 0 ] || break
+		# Not `run_task || …`: that context would switch set -e off inside the task too.
+		set +e
+		run_task "$id"
+		rc=$?
+		set -e
+		[ "$rc" = 0 ] || errors=$((errors + 1))
+	done
+	if [ "$interrupted" = 1 ]; then
+		log ERROR "Backup job failed - interrupted by signal"
+		exit 1
+	fi
+	if [ "$errors" -gt 0 ]; then
+		info "Backup job finished with errors"
+		exit 1
+	fi
+	info "Backup job finished successfully"
+}
+
+main "$@"
