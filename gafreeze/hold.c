@@ -341,6 +341,11 @@ int hold(struct agent *a, double max_seconds, bool json, char **argv)
 	h.from_wd = from_wd[0];
 
 	st = freeze_guest(a, NULL, 0, freeze_ceiling, &fr);
+	/* From here on only the watchdog speaks. Let go of our connection: if the agent dropped
+	 * the shared one and freeze_guest reconnected, the agent (one client at a time) would
+	 * not answer the watchdog while we hold the new one. The shared one stays open in the
+	 * watchdog. */
+	agent_close(a);
 	msg = fr.sent ? MSG_HANDOVER : MSG_QUIT;
 	if (write(h.to_wd, &msg, 1) != 1)
 		warn("talking to the watchdog");

@@ -300,6 +300,21 @@ guest-fsfreeze-thaw disabled"
 	assert_line --index 5 guest-fsfreeze-thaw
 }
 
+@test "gafreeze hold's watchdog reaches the agent after gafreeze had to reconnect during the freeze" {
+	# The agent drops the connection the watchdog shares; gafreeze reconnects to ask for the
+	# status. The agent serves one client at a time, so gafreeze must let go of its new
+	# connection, or the watchdog's thaw cannot get through and the run ends in THAW FAILED.
+	qga_double_start "$QGA" --drop guest-fsfreeze-freeze
+	run --separate-stderr gafreeze -s "$QGA" -t 1 hold -- touch "$WD/ran"
+	assert_failure 3
+	assert_output ''
+	[ ! -e "$WD/ran" ]
+	assert_equal "$stderr" "gafreeze: $QGA: guest-fsfreeze-freeze: connection closed by the peer; asking the agent for its freeze status
+gafreeze: the freeze did not take effect: the agent reports 'thawed'"
+	run requests
+	assert_output $'guest-sync-delimited\nguest-ping\nguest-fsfreeze-status\nguest-fsfreeze-freeze\nguest-sync-delimited\nguest-fsfreeze-status\nguest-sync-delimited\nguest-fsfreeze-status'
+}
+
 @test "gafreeze hold exits 4 when the thaw after the command fails" {
 	qga_double_start "$QGA" --thaw-fails
 	run --separate-stderr gafreeze -s "$QGA" -t 0.2 hold -- true
