@@ -193,6 +193,16 @@ int main(int argc, char **argv)
 			usage_error("hold needs a command to run");
 		st = hold(&a, max, json, argv + 1);
 	} else if (strcmp(sub, "freeze") == 0) {
+		for (int i = 1; i < argc; i++) {
+			json_t *probe = json_string(argv[i]);
+
+			/* json_array_append_new would drop it silently, freezing the others. */
+			if (probe == NULL) {
+				warnx("%s: a mountpoint must be UTF-8 (JSON cannot carry it)", argv[i]);
+				usage(stderr, GF_USAGE);
+			}
+			json_decref(probe);
+		}
 		st = cmd_freeze(&a, argv + 1, argc - 1, json);
 	} else if (argc > 1) {
 		usage_error("too many arguments");

@@ -133,6 +133,16 @@ guest-fsfreeze-thaw disabled"
 	assert_line --index 2 'guest-fsfreeze-freeze-list {"mountpoints":["/mnt","/srv/with space"]}'
 }
 
+@test "gafreeze freeze rejects a mountpoint that is not UTF-8 as a usage error, before any request" {
+	qga_double_start "$QGA"
+	run --separate-stderr gafreeze -s "$QGA" freeze /mnt $'/srv/\xff'
+	assert_failure 2
+	assert_output ''
+	assert_equal "${stderr%%$'\n'*}" $'gafreeze: /srv/\xff: a mountpoint must be UTF-8 (JSON cannot carry it)'
+	run requests
+	assert_output ''
+}
+
 @test "gafreeze freeze refuses with exit 5 when the guest is already frozen, and sends no freeze" {
 	qga_double_start "$QGA" --frozen
 	run --separate-stderr gafreeze -s "$QGA" freeze
