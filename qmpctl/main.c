@@ -344,8 +344,21 @@ static int print_events(struct qmp *q, deadline_t d)
 			return EXIT_PEER;
 		}
 		print_json(stdout, ev, JSON_COMPACT);
-		fflush(stdout);
 		json_decref(ev);
+		if (fflush(stdout) != 0) {
+			/* SIGPIPE is ignored, so a reader that left (| head -n 1) shows up here:
+			 * the natural end of --events too. Any other failure is one. */
+			int saved = errno;
+
+			q->jl.wake_fd = -1;
+			if (sigfd >= 0)
+				close(sigfd);
+			clearerr(stdout);
+			if (saved == EPIPE)
+				return EXIT_OK;
+			fprintf(stderr, "qmpctl: stdout: %s\n", strerror(saved));
+			return EXIT_QMP_ERROR;
+		}
 	}
 }
 

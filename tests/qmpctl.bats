@@ -347,6 +347,19 @@ start_qemu() { qemu_start_bare "$WD" "${DISK_ARGS[@]}"; }
 	assert_output ''
 }
 
+@test "qmpctl -e ends with status 0 when the reader of its output goes away (| head -n 1)" {
+	qemu_start_bare "$WD" "${DISK_ARGS[@]}" -qmp "unix:$WD/qmp2.sock,server=on,wait=off"
+	# Events keep coming on the second monitor until the test ends.
+	(for _ in $(seq 40); do qmpctl -s "$WD/qmp2.sock" cont && qmpctl -s "$WD/qmp2.sock" stop; sleep 0.2; done) \
+		>/dev/null 2>&1 3>&- &
+	echo $! >"$WD/late.pid"
+	run --separate-stderr bash -c "timeout 10 qmpctl -s '$SOCK' -t 0 -e | head -n 1 | jq -r .event; echo \"\${PIPESTATUS[0]}\""
+	kill "$(cat "$WD/late.pid")"
+	assert_line --index 1 0
+	[[ ${lines[0]} == RESUME || ${lines[0]} == STOP ]]
+	assert_equal "$stderr" ''
+}
+
 @test "qmpctl -H runs a human-monitor command and prints its text" {
 	start_qemu
 	run qmpctl -s "$SOCK" -H 'info status'
