@@ -111,9 +111,12 @@ set_option() { # NAME VALUE
 # stderr gets `INFO: msg` as vzdump's task log; the per-VM log file gets a timestamp in front.
 
 logfile=
+# The log's own copy of stderr: a signal trap can run while a function's stderr is redirected
+# (to /dev/null, say), and the error must still be seen.
+log_fd=2
 
 log() { # LEVEL MESSAGE
-	printf '%s: %s\n' "$1" "$2" >&2
+	printf '%s: %s\n' "$1" "$2" >&"$log_fd"
 	if [ -n "$logfile" ]; then
 		printf '%s %s: %s\n' "$(date '+%F %T')" "$1" "$2" >>"$logfile"
 	fi
@@ -877,6 +880,7 @@ run_task() { # VMID
 	(
 		set -e
 		vmid=$1
+		exec {log_fd}>&2
 		trap cleanup EXIT
 		trap 'failure="interrupted by signal"; exit 1' INT TERM HUP
 		backup_vm

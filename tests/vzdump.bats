@@ -250,3 +250,112 @@ $VM/tmp:"
 	assert_equal "$(sha "$OWN/x/disk-drive-virtio0.raw")" "$(sha "$OWN/orig.raw")"
 	grep -qxF 'INFO: bandwidth limit: 1024 KiB/s' "$OWN/err"
 }
+
+# A VM of its own with one 4 MiB disk of random data, running, as VMID 300.
+own_vm() {
+	OWN=$BATS_TEST_TMPDIR/own
+	mkdir -p "$OWN"
+	random_file "$OWN/d.raw" $((4 * 1024 * 1024))
+	cp "$OWN/d.raw" "$OWN/orig.raw"
+	qemu_start_bare "$OWN" -blockdev "driver=file,node-name=f,filename=$OWN/d.raw" \
+		-blockdev driver=raw,node-name=drive-virtio0,file=f \
+		-device virtio-blk-pci,drive=drive-virtio0,id=vblk0
+	qmp_raw "$OWN" '{"execute":"cont"}' >/dev/null
+	vz_dirs "$OWN" 300
+}
+
+# Starts a slow backup of VM 300 in the background (pid in $bk) and returns once its jobs run.
+slow_backup() {
+	"$TOP/vzdump.sh" --dumpdir "$OWN/dump" --tmpdir "$OWN/tmp" --confdir "$OWN/conf" \
+		--rundir "$OWN/run" --bwlimit 512 300 2>"$OWN/err" 3>&- &
+	bk=$!
+	for ((i = 0; i < 200; i++)); do
+		grep -q 'starting backup via QMP command' "$OWN/err" && sleep 0.5 && return 0
+		sleep 0.05
+	done
+	fail "the backup did not start: $(cat "$OWN/err")"
+}
+
+# The guest writes through its device; prints the HMP reply (empty when the write worked).
+guest_write() {
+	qmp_raw "$OWN" '{"execute":"human-monitor-command","arguments":{"command-line":"qemu-io -d /machine/peripheral/vblk0/virtio-backend \"write -P 0x66 1M 64k\""}}' |
+		jq -r .return
+}
+
+# After a failed backup: nothing left in the dump and tmp folders but the log.
+assert_nothing_left() {
+	run ls -A "$OWN/tmp"
+	assert_output ""
+	run ls "$OWN/dump"
+	assert_output --regexp '^vzdump-qemu-300-[0-9_-]{19}\.log$'
+}
+
+@test "vma-create killed mid-copy: the guest keeps writing, the backup fails and undoes everything" {
+	own_vm
+	before=$(vz_state "$OWN")
+	slow_backup
+	writer=$(pgrep -f -- "--listen $OWN/tmp/vzdumptmp")
+	[ -n "$writer" ] || fail "no writer found"
+	kill -KILL "$writer"
+	# The guest is not exposed to the target's failure.
+	assert_equal "$(guest_write)" ""
+	rc=0
+	wait "$bk" || rc=$?
+	assert_equal "$rc" 1
+	grep -qE '^ERROR: Backup of VM 300 failed - backup job failed: vzdump-drive-virtio0: ' "$OWN/err" ||
+		fail "$(cat "$OWN/err")"
+	grep -qxF 'INFO: Backup job finished with errors' "$OWN/err"
+	assert_equal "$(vz_state "$OWN")" "$before"
+	assert_nothing_left
+	assert_equal "$(guest_write)" ""
+}
+
+@test "SIGTERM to the driver during the copy: jobs cancelled, graph restored, nothing left" {
+	own_vm
+	before=$(vz_state "$OWN")
+	slow_backup
+	kill -TERM "$bk"
+	rc=0
+	wait "$bk" || rc=$?
+	assert_equal "$rc" 1
+	grep -qxF 'ERROR: Backup of VM 300 failed - interrupted by signal' "$OWN/err" || fail "$(cat "$OWN/err")"
+	grep -qxF 'ERROR: Backup job failed - interrupted by signal' "$OWN/err"
+	assert_equal "$(vz_state "$OWN")" "$before"
+	assert_nothing_left
+	[ -z "$(pgrep -f -- "--listen $OWN/tmp/vzdumptmp")" ] || fail "the writer is still running"
+}
+
+@test "with an agent that answers, the snapshot is taken inside gafreeze hold and the window logged" {
+	load lib/guest
+	own_vm
+	printf 'agent: 1\nvirtio0: %s\n' "$OWN/d.raw" >"$OWN/conf/300.conf"
+	qga_double_start "$OWN/run/300.qga"
+	run --separate-stderr vz_backup "$OWN" 300
+	qga_double_stop "$OWN/run/300.qga"
+	assert_success
+	[[ $stderr == *"INFO: issuing guest-agent 'fs-freeze' command
+INFO: issuing guest-agent 'fs-thaw' command
+INFO: guest filesystems frozen for "*" ms
+INFO: resuming VM again
+INFO: starting backup via QMP command"* ]] || fail "$stderr"
+	run jq -r '.execute | select(startswith("guest-fsfreeze-freeze") or . == "guest-fsfreeze-thaw")' "$OWN/run/300.qga.log"
+	assert_output "guest-fsfreeze-freeze
+guest-fsfreeze-thaw"
+}
+
+@test "agent: freeze-fs=0 and an agent that does not answer mean no freeze, said in the log" {
+	load lib/guest
+	own_vm
+	printf 'agent: 1,freeze-fs=0\nvirtio0: %s\n' "$OWN/d.raw" >"$OWN/conf/300.conf"
+	qga_double_start "$OWN/run/300.qga"
+	run --separate-stderr -0 vz_backup "$OWN" 300
+	[[ $stderr == *"INFO: skipping guest filesystem freeze - disabled in VM options (backup is not frozen)"* ]] || fail "$stderr"
+	qga_double_stop "$OWN/run/300.qga"
+	run grep -c fsfreeze-freeze "$OWN/run/300.qga.log"
+	assert_output 0
+	# A socket nobody listens on.
+	python3 -c 'import socket,sys; socket.socket(socket.AF_UNIX).bind(sys.argv[1])' "$OWN/run/300.qga"
+	printf 'agent: 1\nvirtio0: %s\n' "$OWN/d.raw" >"$OWN/conf/300.conf"
+	run --separate-stderr -0 vz_backup "$OWN" 300
+	[[ $stderr == *"INFO: skipping guest filesystem freeze - agent configured but not running? (backup is not frozen)"* ]] || fail "$stderr"
+}
