@@ -169,6 +169,15 @@ now_ms() { date +%s%3N; }
 
 qmp() { qmpctl -s "$qmp_sock" -t "$QMP_TIMEOUT" "$@"; }
 
+# Whether QEMU still listens on its QMP socket. A busy monitor still accepts connections
+# (it serves one client at a time), so only a dead QEMU fails this; qmpctl alone cannot tell,
+# as it retries a refused connect until its deadline.
+qemu_alive() {
+	local path
+	path=$(realpath -e -- "$qmp_sock" 2>/dev/null) || return 1
+	[ -n "$(ss -xlnH src "$path" 2>/dev/null)" ]
+}
+
 # True when a line of qmpctl -k output is an error object.
 is_error_line() { case $1 in '{"error":'*) return 0 ;; esac; return 1; }
 
@@ -262,7 +271,11 @@ cleanup() {
 	if [ "$status" != 0 ]; then
 		# The writer goes first: running jobs then end with an I/O error instead of copying on.
 		stop_writer
-		run_undo lax || true
+		if qemu_alive; then
+			run_undo lax || true
+		elif [ ${#undo[@]} -gt 0 ]; then
+			warn "QEMU is gone: its block graph needs no undo"
+		fi
 		[ -z "$tmp_archive" ] || rm -f "$tmp_archive"
 		log ERROR "Backup of VM $vmid failed - ${failure:-exit status $status}"
 		info "Failed at $(date '+%F %T')"
@@ -733,6 +746,7 @@ wait_jobs() {
 	ids=$(printf '%s\n' "${job_ids[@]}" | jq -Rsc 'split("\n") | map(select(. != ""))')
 	while :; do
 		forward_writer_log
+		qemu_alive || fail "QEMU is gone (nothing listens on $qmp_sock)"
 		if ! jobs=$(qmp query-jobs 2>/dev/null); then
 			failures=$((failures + 1))
 			[ "$failures" -lt 3 ] || fail "lost QMP: $(qmp query-status 2>&1 | tail -n 1)"

@@ -206,19 +206,23 @@ sata1: /nowhere.raw,backup=0
 $VM/tmp:"
 }
 
-@test "a VM in prelaunch is backed up and stays in prelaunch; a second VM id fails alone" {
+@test "a VM in prelaunch (legacy -drive) is backed up and stays as it was; a second VM id fails alone" {
 	OWN=$BATS_TEST_TMPDIR/own
 	mkdir -p "$OWN"
 	truncate -s 4M "$OWN/d.raw"
 	printf 'hello' | dd of="$OWN/d.raw" conv=notrunc status=none
-	qemu_start_bare "$OWN" -blockdev "driver=file,node-name=f,filename=$OWN/d.raw" \
-		-blockdev driver=raw,node-name=drive-sata0,file=f \
+	# A legacy -drive this time: found by its drive id, which it keeps.
+	qemu_start_bare "$OWN" -drive "file=$OWN/d.raw,if=none,id=drive-sata0,format=raw" \
 		-device ahci,id=ahci -device ide-hd,drive=drive-sata0,bus=ahci.0,id=disk0
 	vz_dirs "$OWN" 200
+	blocks() { qmp_raw "$OWN" '{"execute":"query-block"}' | jq -c '[.return[] | [.device, .qdev, .inserted["node-name"]]]'; }
+	blocks_before=$(blocks)
 	before=$(vz_state "$OWN")
 	[[ $before == *'"prelaunch"' ]] || fail "$before"
 	run --separate-stderr -1 vz_backup "$OWN" 200 201
 	assert_equal "$(vz_state "$OWN")" "$before"
+	assert_equal "$(blocks)" "$blocks_before"
+	[[ $blocks_before == '[["drive-sata0","disk0","#block'* ]] || fail "$blocks_before"
 	[[ $stderr == *"ERROR: Backup of VM 201 failed - VM 201 is not running (no QMP socket $OWN/run/201.qmp)"* ]] || fail "$stderr"
 	[[ $stderr != *"resuming VM again"* ]] || fail "a paused VM was resumed"
 	vma-extract "$OWN"/dump/vzdump-qemu-200-*.vma "$OWN/x"
@@ -358,4 +362,18 @@ guest-fsfreeze-thaw"
 	printf 'agent: 1\nvirtio0: %s\n' "$OWN/d.raw" >"$OWN/conf/300.conf"
 	run --separate-stderr -0 vz_backup "$OWN" 300
 	[[ $stderr == *"INFO: skipping guest filesystem freeze - agent configured but not running? (backup is not frozen)"* ]] || fail "$stderr"
+}
+
+@test "QEMU killed mid-copy: the backup fails at once with the reason, nothing is left" {
+	own_vm
+	slow_backup
+	kill -KILL "$(cat "$OWN/qemu.pid")"
+	rc=0
+	wait "$bk" || rc=$?
+	assert_equal "$rc" 1
+	grep -qxF "ERROR: Backup of VM 300 failed - QEMU is gone (nothing listens on $OWN/run/300.qmp)" "$OWN/err" ||
+		fail "$(cat "$OWN/err")"
+	grep -qxF "WARN: QEMU is gone: its block graph needs no undo" "$OWN/err"
+	assert_nothing_left
+	[ -z "$(pgrep -f -- "--listen $OWN/tmp/vzdumptmp")" ] || fail "the writer is still running"
 }
