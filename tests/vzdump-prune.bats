@@ -397,6 +397,47 @@ vzdump-qemu-100-2024_01_02-02_00_00.vma.zst
 vzdump-qemu-100-2024_01_02-02_00_00.vma.zst.notes"
 }
 
+@test "a .log shared with an archive that stays (same time, other extension) is not removed" {
+	# vzdump names the log without the archive extension, so two archives of one time share it.
+	make_backups "$D" 100 2024_01_03-02_00_00
+	: >"$D/$(backup_name 100 2024_01_02-02_00_00 .gz)"
+	: >"$D/$(backup_name 100 2024_01_02-02_00_00)"
+	protect "$D" 100 2024_01_02-02_00_00
+	: >"$D/$(backup_name 100 2024_01_01-02_00_00 '')"
+	: >"$D/$(backup_name 100 2024_01_01-02_00_00 .lzo)"
+	: >"$D/$(backup_name 100 2024_01_01-02_00_00 .lzo).notes"
+	for s in 2024_01_02-02_00_00 2024_01_01-02_00_00; do
+		: >"$D/vzdump-qemu-100-$s.log"
+	done
+	run -0 vzdump-prune --keep-last 2 "$D"
+	assert_output "keep      vzdump-qemu-100-2024_01_03-02_00_00.vma.zst keep-last 1/2
+keep      vzdump-qemu-100-2024_01_02-02_00_00.vma.gz keep-last 2/2
+protected vzdump-qemu-100-2024_01_02-02_00_00.vma.zst has a .protected marker
+remove    vzdump-qemu-100-2024_01_01-02_00_00.vma beyond keep-last
+remove    vzdump-qemu-100-2024_01_01-02_00_00.vma.lzo beyond keep-last"
+	run -0 vzdump-prune --keep-last 1 "$D"
+	assert_output "keep      vzdump-qemu-100-2024_01_03-02_00_00.vma.zst keep-last 1/1
+remove    vzdump-qemu-100-2024_01_02-02_00_00.vma.gz beyond keep-last
+protected vzdump-qemu-100-2024_01_02-02_00_00.vma.zst has a .protected marker"
+	run files_in "$D"
+	assert_output "vzdump-qemu-100-2024_01_02-02_00_00.log
+vzdump-qemu-100-2024_01_02-02_00_00.vma.zst
+vzdump-qemu-100-2024_01_02-02_00_00.vma.zst.protected
+vzdump-qemu-100-2024_01_03-02_00_00.vma.zst"
+}
+
+@test "two archives of one time: the duplicate is removed, the kept one keeps the shared .log" {
+	: >"$D/$(backup_name 100 2024_01_01-02_00_00 '')"
+	: >"$D/$(backup_name 100 2024_01_01-02_00_00)"
+	: >"$D/vzdump-qemu-100-2024_01_01-02_00_00.log"
+	run -0 decisions --keep-last 1 "$D"
+	assert_output "keep vzdump-qemu-100-2024_01_01-02_00_00.vma
+remove 2024_01_01-02_00_00"
+	run files_in "$D"
+	assert_output "vzdump-qemu-100-2024_01_01-02_00_00.log
+vzdump-qemu-100-2024_01_01-02_00_00.vma"
+}
+
 @test "protected backups and their companions are left untouched by a real run" {
 	make_backups "$D" 100 2024_01_03-02_00_00 2024_01_02-02_00_00 2024_01_01-02_00_00
 	protect "$D" 100 2024_01_01-02_00_00

@@ -177,13 +177,38 @@ static DIR *open_dumpdir(const char *path)
 	return dir;
 }
 
+static bool same_stem(const struct backup *a, const struct backup *b)
+{
+	return a->standard && b->standard && a->vmid == b->vmid && a->ctime == b->ctime &&
+	       a->stem_len == b->stem_len && memcmp(a->name, b->name, a->stem_len) == 0;
+}
+
+/*
+ * vzdump names the log without the archive extension, so archives of one backup time in two
+ * formats share it; it must stay while one of them stays (kept or protected). Archives of
+ * one stem have the same VMID and time, so the sorted list holds them next to each other.
+ */
+static bool log_still_needed(const struct backup_list *list, size_t i)
+{
+	const struct backup *b = &list->items[i];
+
+	for (size_t j = i; j > 0 && same_stem(&list->items[j - 1], b); j--)
+		if (list->items[j - 1].mark != MARK_REMOVE)
+			return true;
+	for (size_t j = i + 1; j < list->count && same_stem(&list->items[j], b); j++)
+		if (list->items[j].mark != MARK_REMOVE)
+			return true;
+	return false;
+}
+
 /* Tries every removal, even after a failure; returns the number that failed. */
 static size_t remove_marked(int dir_fd, const struct backup_list *list)
 {
 	size_t failed = 0;
 
 	for (size_t i = 0; i < list->count; i++)
-		if (list->items[i].mark == MARK_REMOVE && !remove_backup(dir_fd, &list->items[i]))
+		if (list->items[i].mark == MARK_REMOVE &&
+		    !remove_backup(dir_fd, &list->items[i], log_still_needed(list, i)))
 			failed++;
 	return failed;
 }

@@ -52,7 +52,7 @@ static bool remove_regular(int dir_fd, const char *name, bool may_be_missing)
 	return true;
 }
 
-bool remove_backup(int dir_fd, const struct backup *b)
+bool remove_backup(int dir_fd, const struct backup *b, bool keep_log)
 {
 	char *marker = NULL, *log = NULL, *notes = NULL;
 	bool ok = false;
@@ -84,7 +84,7 @@ bool remove_backup(int dir_fd, const struct backup *b)
 	if (!remove_regular(dir_fd, b->name, false))
 		goto out;
 	/* Two separate calls: a failing .log must not keep the .notes. */
-	ok = remove_regular(dir_fd, log, true);
+	ok = keep_log || remove_regular(dir_fd, log, true);
 	ok = remove_regular(dir_fd, notes, true) && ok;
 	goto out;
 nomem:
