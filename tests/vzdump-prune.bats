@@ -591,6 +591,18 @@ keep 2024_01_01-02_00_00"
 	assert_equal "$(wc -l <<<"$output")" 2
 }
 
+@test "huge counts are accepted like Proxmox's schema accepts them, and are capped at 4294967295" {
+	make_backups "$D" 100 2024_01_02-02_00_00 2024_01_01-02_00_00
+	run -0 vzdump-prune -n --keep-last 99999999999999999999 "$D"
+	assert_output "keep      vzdump-qemu-100-2024_01_02-02_00_00.vma.zst keep-last 1/4294967295
+keep      vzdump-qemu-100-2024_01_01-02_00_00.vma.zst keep-last 2/4294967295"
+	run -0 decisions -n --prune-backups keep-daily=2147483648 "$D"
+	assert_output "keep 2024_01_02-02_00_00
+keep 2024_01_01-02_00_00"
+	run --separate-stderr -2 vzdump-prune --vmid 99999999999999999999 "$D"
+	assert_equal "${stderr%%$'\n'*}" "vzdump-prune: --vmid: '99999999999999999999' is not a VMID"
+}
+
 @test "bad counts and property strings are usage errors that name the problem" {
 	run --separate-stderr -2 vzdump-prune --keep-daily -1 "$D"
 	assert_equal "${stderr%%$'\n'*}" "vzdump-prune: --keep-daily: '-1' is not an integer >= 0"

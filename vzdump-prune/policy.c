@@ -15,11 +15,15 @@ bool policy_parse_count(const char *text, unsigned *count)
 
 	if (text[0] < '0' || text[0] > '9')
 		return false; /* also refuses signs and spaces, which strtoul would take */
+	/*
+	 * Proxmox's schema takes any integer >= 0. More periods than a 32-bit count can hold
+	 * cannot hold backups anyway, so larger counts (even beyond unsigned long) are capped.
+	 */
 	errno = 0;
 	v = strtoul(text, &end, 10);
-	if (errno != 0 || *end != '\0' || v > INT_MAX)
+	if (*end != '\0')
 		return false;
-	*count = (unsigned)v;
+	*count = errno == ERANGE || v > UINT_MAX ? UINT_MAX : (unsigned)v;
 	return true;
 }
 

@@ -18,7 +18,7 @@ struct policy_given {
 	bool keep[RULE_COUNT];
 };
 
-/* Reads a count for --keep-*: a decimal integer >= 0. */
+/* Reads a count for --keep-*: a decimal integer >= 0; above UINT_MAX it is UINT_MAX. */
 bool policy_parse_count(const char *text, unsigned *count);
 
 /*
