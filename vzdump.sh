@@ -16,8 +16,8 @@ FREEZE_MAX=${VZDUMP_FREEZE_MAX:-10}
 usage() {
 	cat <<'END'
 vzdump.sh [--dumpdir dir] [--tmpdir dir] [--confdir dir] [--rundir dir]
-[--compress 0 | zstd | xz] [--zstd threads] [--bwlimit kib] [--stdout]
-[--quiet] vmid ...
+[--compress 0 | zstd | xz] [--zstd threads] [--bwlimit kib]
+[--script hook] [--stdout] [--quiet] vmid ...
 END
 }
 
@@ -39,6 +39,7 @@ opt_zstd=
 opt_bwlimit=0
 opt_stdout=0
 opt_quiet=0
+opt_script=
 vmids=()
 
 parse_options() {
@@ -53,9 +54,9 @@ parse_options() {
 			;;
 		--stdout) opt_stdout=1 ;;
 		--quiet) opt_quiet=1 ;;
-		--dumpdir | --tmpdir | --confdir | --rundir | --compress | --zstd | --bwlimit | \
+		--dumpdir | --tmpdir | --confdir | --rundir | --compress | --zstd | --bwlimit | --script | \
 			--dumpdir=* | --tmpdir=* | --confdir=* | --rundir=* | --compress=* | --zstd=* | \
-			--bwlimit=*)
+			--bwlimit=* | --script=*)
 			name=${arg%%=*}
 			if [ "$name" != "$arg" ]; then
 				value=${arg#*=}
@@ -100,6 +101,12 @@ set_option() { # NAME VALUE
 		[[ $2 =~ ^[0-9]{1,3}$ ]] || die_usage "--zstd needs a number of threads, not '$2'"
 		opt_zstd=$2
 		;;
+	--script)
+		if [ ! -f "$2" ] || [ ! -x "$2" ]; then
+			die_usage "the hook script '$2' is not an executable file"
+		fi
+		opt_script=$2
+		;;
 	--bwlimit)
 		[[ $2 =~ ^[0-9]{1,12}$ ]] || die_usage "--bwlimit needs KiB/s as a number, not '$2'"
 		opt_bwlimit=$((10#$2))
@@ -128,6 +135,35 @@ warn() { log WARN "$1"; }
 fail() {
 	failure=$1
 	exit 1
+}
+
+# --- hook script ---------------------------------------------------------------------------
+# Called as vzdump calls it: `HOOK PHASE` for job phases, `HOOK PHASE MODE VMID` for a VM's,
+# with only vzdump's variables in the environment (no PATH, no HOME). Its output is logged as
+# INFO lines. On failure hook_error says why.
+hook_error=
+run_hook() { # PHASE [vm]
+	[ -n "$opt_script" ] || return 0
+	local out rc=0 line
+	local -a env=("DUMPDIR=$opt_dumpdir") args=("$1")
+	if [ $# -gt 1 ]; then
+		args+=(snapshot "$vmid")
+		env+=(VMTYPE=qemu "TARGET=$hook_target")
+		[ -z "$vm_name" ] || env+=("HOSTNAME=$vm_name")
+		[ -z "$log_target" ] || env+=("LOGFILE=$log_target")
+	fi
+	out=$(env -i "${env[@]}" "$opt_script" "${args[@]}" </dev/null 2>&1) || rc=$?
+	if [ -n "$out" ]; then
+		while IFS= read -r line; do info "$line"; done <<<"$out"
+	fi
+	[ "$rc" = 0 ] && return 0
+	hook_error="command '$opt_script ${args[*]}' failed: exit code $rc"
+	return 1
+}
+
+# Phases whose failure fails the VM's backup.
+hook_or_fail() { # PHASE
+	run_hook "$1" vm || fail "$hook_error"
 }
 
 # --- formatting as vzdump does ---------------------------------------------------------------
@@ -279,8 +315,11 @@ cleanup() {
 		[ -z "$tmp_archive" ] || rm -f "$tmp_archive"
 		log ERROR "Backup of VM $vmid failed - ${failure:-exit status $status}"
 		info "Failed at $(date '+%F %T')"
+		[ -z "$vmid" ] || run_hook backup-abort vm || warn "$hook_error"
 	fi
-	[ -z "$logfile" ] || [ -z "$log_target" ] || cp "$logfile" "$log_target" 2>/dev/null || true
+	# The log is complete: log-end's output goes to the task log only.
+	logfile=
+	[ -z "$vmid" ] || run_hook log-end vm || warn "$hook_error"
 	[ -z "$private_dir" ] || rm -rf "$private_dir"
 	exit "$status"
 }
@@ -819,6 +858,7 @@ failure=
 private_dir=
 tmp_archive=
 log_target=
+hook_target=
 qmp_sock=
 qga_sock=
 copy_start=
@@ -836,12 +876,16 @@ backup_vm() {
 	archive=$opt_dumpdir/$basename.$ext
 	private_dir=$(mktemp -d "$opt_tmpdir/vzdumptmp.XXXXXX") ||
 		fail "cannot create a private folder under $opt_tmpdir"
-	logfile=$private_dir/qemu-$vmid.log
+	hook_target=-
 	if [ "$opt_stdout" = 0 ]; then
 		[ -d "$opt_dumpdir" ] || fail "dump folder $opt_dumpdir does not exist"
 		log_target=$opt_dumpdir/$basename.log
 		tmp_archive=${archive%.*}.dat
+		hook_target=$archive
 		rm -f "$tmp_archive" "$log_target"
+		logfile=$log_target
+	else
+		logfile=$private_dir/qemu-$vmid.log
 	fi
 	qmp_sock=$opt_rundir/$vmid.qmp
 	qga_sock=$opt_rundir/$vmid.qga
@@ -856,6 +900,11 @@ backup_vm() {
 	prepare
 	info "backup mode: snapshot"
 	[ "$opt_bwlimit" = 0 ] || info "bandwidth limit: $opt_bwlimit KiB/s"
+	# As in vzdump's snapshot mode, the stop/restart hooks all run before anything happens.
+	hook_or_fail backup-start
+	hook_or_fail pre-stop
+	hook_or_fail pre-restart
+	hook_or_fail post-restart
 	assemble
 	if [ "$opt_stdout" = 1 ]; then
 		info "sending archive to stdout"
@@ -865,7 +914,9 @@ backup_vm() {
 	start_writer
 	vm_status=$(qmp query-status | jq -r .status) || fail "query-status failed"
 	attach_scratch
+	hook_or_fail pre-freeze
 	snapshot
+	hook_or_fail post-thaw
 	copy_start=$(date +%s)
 	start_jobs
 	wait_jobs
@@ -876,6 +927,7 @@ backup_vm() {
 		tmp_archive=
 		info "archive file size: $(format_archive_size "$(stat -c %s "$archive")")"
 	fi
+	hook_or_fail backup-end
 	info "Finished Backup of VM $vmid ($(format_time $(($(date +%s) - start))))"
 	info "Backup finished at $(date '+%F %T')"
 }
@@ -910,6 +962,12 @@ run_task() { # VMID
 	return "$rc"
 }
 
+job_abort() { # REASON
+	run_hook job-abort || warn "$hook_error"
+	log ERROR "Backup job failed - $1"
+	exit 1
+}
+
 main() {
 	local id rc errors=0
 	parse_options "$@"
@@ -920,6 +978,7 @@ main() {
 	[ -d "$opt_tmpdir" ] || { printf '%s: tmpdir %s does not exist\n' "$PROG" "$opt_tmpdir" >&2; exit 1; }
 	trap on_signal INT TERM HUP
 	info "starting new backup job: $PROG $*"
+	run_hook job-start || job_abort "$hook_error"
 	for id in $(printf '%s\n' "${vmids[@]}" | sort -n -u); do
 		[ "$interrupted" = 0 ] || break
 		# Not `run_task || …`: that context would switch set -e off inside the task too.
@@ -929,10 +988,8 @@ main() {
 		set -e
 		[ "$rc" = 0 ] || errors=$((errors + 1))
 	done
-	if [ "$interrupted" = 1 ]; then
-		log ERROR "Backup job failed - interrupted by signal"
-		exit 1
-	fi
+	[ "$interrupted" = 0 ] || job_abort "interrupted by signal"
+	run_hook job-end || job_abort "$hook_error"
 	if [ "$errors" -gt 0 ]; then
 		info "Backup job finished with errors"
 		exit 1

@@ -377,3 +377,81 @@ guest-fsfreeze-thaw"
 	assert_nothing_left
 	[ -z "$(pgrep -f -- "--listen $OWN/tmp/vzdumptmp")" ] || fail "the writer is still running"
 }
+
+# A hook that appends "phase args | the exported environment" to $1.log (without what bash
+# itself exports: PWD, SHLVL, _), fails in phase $2 (if given), and on post-thaw writes 4 MiB
+# through VM 300's device.
+make_hook() { # PATH [FAILING-PHASE]
+	cat >"$1" <<END
+#!/bin/bash
+printf '%s | %s\n' "\$*" "\$(/usr/bin/env | /usr/bin/grep -vE '^(PWD|SHLVL|_)=' | /usr/bin/sort | /usr/bin/paste -sd';')" >>"$1.log"
+echo "hook says \$1"
+[ "\$1" != "${2:-}" ] || exit 3
+if [ "\$1" = post-thaw ]; then
+	"$VZ_BIN/qmpctl" -s "$OWN/run/300.qmp" -H 'qemu-io -d /machine/peripheral/vblk0/virtio-backend "write -P 0x55 0 4M"' >/dev/null
+fi
+END
+	chmod +x "$1"
+}
+
+@test "hooks run in vzdump's order with its arguments and environment; post-thaw writes miss the archive" {
+	own_vm
+	printf 'name: db one\nvirtio0: %s\n' "$OWN/d.raw" >"$OWN/conf/300.conf"
+	make_hook "$OWN/hook"
+	run --separate-stderr -0 vz_backup "$OWN" --script "$OWN/hook" 300
+	archive=$(echo "$OWN"/dump/*.vma)
+	log=${archive%.vma}.log
+	d=$OWN/dump
+	run cat "$OWN/hook.log"
+	assert_output "job-start | DUMPDIR=$d
+backup-start snapshot 300 | DUMPDIR=$d;HOSTNAME=db one;LOGFILE=$log;TARGET=$archive;VMTYPE=qemu
+pre-stop snapshot 300 | DUMPDIR=$d;HOSTNAME=db one;LOGFILE=$log;TARGET=$archive;VMTYPE=qemu
+pre-restart snapshot 300 | DUMPDIR=$d;HOSTNAME=db one;LOGFILE=$log;TARGET=$archive;VMTYPE=qemu
+post-restart snapshot 300 | DUMPDIR=$d;HOSTNAME=db one;LOGFILE=$log;TARGET=$archive;VMTYPE=qemu
+pre-freeze snapshot 300 | DUMPDIR=$d;HOSTNAME=db one;LOGFILE=$log;TARGET=$archive;VMTYPE=qemu
+post-thaw snapshot 300 | DUMPDIR=$d;HOSTNAME=db one;LOGFILE=$log;TARGET=$archive;VMTYPE=qemu
+backup-end snapshot 300 | DUMPDIR=$d;HOSTNAME=db one;LOGFILE=$log;TARGET=$archive;VMTYPE=qemu
+log-end snapshot 300 | DUMPDIR=$d;HOSTNAME=db one;LOGFILE=$log;TARGET=$archive;VMTYPE=qemu
+job-end | DUMPDIR=$d"
+	# Hook output is logged; log-end's only on stderr.
+	grep -qxF 'INFO: hook says backup-end' <<<"$stderr"
+	grep -qxF 'INFO: hook says log-end' <<<"$stderr"
+	grep -qE '^[0-9-]+ [0-9:]+ INFO: hook says post-thaw$' "$log"
+	run grep -c 'hook says log-end' "$log"
+	assert_output 0
+	# The post-thaw write reached the disk, after the instant of the archive.
+	[ "$(sha "$OWN/d.raw")" != "$(sha "$OWN/orig.raw")" ] || fail "the hook did not write"
+	vma-extract "$archive" "$OWN/x"
+	assert_equal "$(sha "$OWN/x/disk-drive-virtio0.raw")" "$(sha "$OWN/orig.raw")"
+}
+
+@test "a hook failing in backup-start aborts that VM with backup-abort and leaves nothing" {
+	own_vm
+	before=$(vz_state "$OWN")
+	make_hook "$OWN/hook" backup-start
+	run --separate-stderr -1 vz_backup "$OWN" --script "$OWN/hook" 300
+	[[ $stderr == *"ERROR: Backup of VM 300 failed - command '$OWN/hook backup-start snapshot 300' failed: exit code 3"* ]] ||
+		fail "$stderr"
+	run cut -d' ' -f1 "$OWN/hook.log"
+	assert_output "job-start
+backup-start
+backup-abort
+log-end
+job-end"
+	assert_equal "$(vz_state "$OWN")" "$before"
+	assert_nothing_left
+}
+
+@test "a hook failing in job-start aborts the job with job-abort, before any VM" {
+	own_vm
+	make_hook "$OWN/hook" job-start
+	run --separate-stderr -1 vz_backup "$OWN" --script "$OWN/hook" 300
+	[[ $stderr == *"ERROR: Backup job failed - command '$OWN/hook job-start' failed: exit code 3" ]] || fail "$stderr"
+	run cut -d' ' -f1 "$OWN/hook.log"
+	assert_output "job-start
+job-abort"
+	run ls -A "$OWN/dump" "$OWN/tmp"
+	assert_output "$OWN/dump:
+
+$OWN/tmp:"
+}
