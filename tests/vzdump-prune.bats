@@ -506,6 +506,25 @@ vzdump-qemu-100-2024_01_04-02_00_00.vma.zst"
 	assert_equal "$(cat "$outside")" precious
 }
 
+@test "a .log that is a directory or a symlink out of DUMPDIR is left alone: archive removed, exit 1" {
+	outside=$BATS_TEST_TMPDIR/outside.log
+	echo precious >"$outside"
+	make_backups "$D" 100 2024_01_03-02_00_00 2024_01_02-02_00_00 2024_01_01-02_00_00
+	mkdir "$D/vzdump-qemu-100-2024_01_02-02_00_00.log"
+	ln -s "$outside" "$D/vzdump-qemu-100-2024_01_01-02_00_00.log"
+	: >"$D/$(backup_name 100 2024_01_01-02_00_00).notes"
+	run --separate-stderr -1 vzdump-prune --keep-last 1 "$D"
+	assert_output ""
+	assert_equal "$stderr" "vzdump-prune: remove vzdump-qemu-100-2024_01_02-02_00_00.log: not a regular file, left in place
+vzdump-prune: remove vzdump-qemu-100-2024_01_01-02_00_00.log: not a regular file, left in place
+vzdump-prune: 2 of the backups to remove could not be removed"
+	run files_in "$D"
+	assert_output "vzdump-qemu-100-2024_01_01-02_00_00.log
+vzdump-qemu-100-2024_01_02-02_00_00.log
+vzdump-qemu-100-2024_01_03-02_00_00.vma.zst"
+	assert_equal "$(cat "$outside")" precious
+}
+
 @test "in a read-only directory every removal fails and is reported: exit 1, nothing on stdout" {
 	reachable_dir
 	make_backups "$D" 100 2024_01_03-02_00_00 2024_01_02-02_00_00 2024_01_01-02_00_00
@@ -630,6 +649,28 @@ keep 2024_01_01-02_00_00"
 	run --separate-stderr -2 vzdump-prune --keep-last 1
 	assert_output ""
 	assert_equal "${stderr%%$'\n'*}" "usage: vzdump-prune [-n | --dry-run] [--json] [--vmid id] [--keep-all]"
+}
+
+@test "DUMPDIR may be relative or end in a slash; the names in the report stay bare" {
+	make_backups "$D" 100 2024_01_02-02_00_00 2024_01_01-02_00_00
+	cd "$BATS_TEST_TMPDIR"
+	run -0 vzdump-prune -n --keep-last 1 dump/
+	assert_output "keep      vzdump-qemu-100-2024_01_02-02_00_00.vma.zst keep-last 1/1
+remove    vzdump-qemu-100-2024_01_01-02_00_00.vma.zst beyond keep-last"
+	cd "$D"
+	run -0 vzdump-prune --keep-last 1 .
+	run files_in "$D"
+	assert_output "vzdump-qemu-100-2024_01_02-02_00_00.vma.zst"
+}
+
+@test "keep-all still reports protected and renamed backups as such" {
+	make_backups "$D" 100 2024_01_02-02_00_00 2024_01_01-02_00_00
+	protect "$D" 100 2024_01_01-02_00_00
+	: >"$D/vzdump-qemu-100-mine.vma"
+	run -0 vzdump-prune --keep-all "$D"
+	assert_output "keep      vzdump-qemu-100-2024_01_02-02_00_00.vma.zst keep-all
+protected vzdump-qemu-100-2024_01_01-02_00_00.vma.zst has a .protected marker
+renamed   vzdump-qemu-100-mine.vma not a standard vzdump name"
 }
 
 @test "an empty directory gives an empty report and an empty JSON array" {
