@@ -17,7 +17,7 @@ usage() {
 	cat <<'END'
 vzdump.sh [--dumpdir dir] [--tmpdir dir] [--confdir dir] [--rundir dir]
 [--compress 0 | zstd | xz] [--zstd threads] [--bwlimit kib]
-[--script hook] [--stdout] [--quiet] vmid ...
+[--lockwait minutes] [--script hook] [--stdout] [--quiet] vmid ...
 END
 }
 
@@ -40,6 +40,7 @@ opt_bwlimit=0
 opt_stdout=0
 opt_quiet=0
 opt_script=
+opt_lockwait=180
 vmids=()
 
 parse_options() {
@@ -54,9 +55,9 @@ parse_options() {
 			;;
 		--stdout) opt_stdout=1 ;;
 		--quiet) opt_quiet=1 ;;
-		--dumpdir | --tmpdir | --confdir | --rundir | --compress | --zstd | --bwlimit | --script | \
+		--dumpdir | --tmpdir | --confdir | --rundir | --compress | --zstd | --bwlimit | --script | --lockwait | \
 			--dumpdir=* | --tmpdir=* | --confdir=* | --rundir=* | --compress=* | --zstd=* | \
-			--bwlimit=* | --script=*)
+			--bwlimit=* | --script=* | --lockwait=*)
 			name=${arg%%=*}
 			if [ "$name" != "$arg" ]; then
 				value=${arg#*=}
@@ -100,6 +101,10 @@ set_option() { # NAME VALUE
 	--zstd)
 		[[ $2 =~ ^[0-9]{1,3}$ ]] || die_usage "--zstd needs a number of threads, not '$2'"
 		opt_zstd=$2
+		;;
+	--lockwait)
+		[[ $2 =~ ^[0-9]{1,6}$ ]] || die_usage "--lockwait needs minutes as a number, not '$2'"
+		opt_lockwait=$((10#$2))
 		;;
 	--script)
 		if [ ! -f "$2" ] || [ ! -x "$2" ]; then
@@ -851,6 +856,27 @@ summary() {
 	fi
 }
 
+# --- locks ---------------------------------------------------------------------------------
+
+# The node-wide lock (one backup job at a time, as vzdump's /var/run/vzdump.lock), waiting up
+# to --lockwait minutes; held until exit.
+global_lock() {
+	local path=$opt_rundir/vzdump.lock fd
+	exec {fd}>>"$path" || job_abort "can't open lock '$path'"
+	if ! flock -n "$fd"; then
+		info "trying to get global lock - waiting..."
+		flock -w "$((opt_lockwait * 60))" "$fd" || job_abort "can't acquire lock '$path' - got timeout"
+		info "got global lock"
+	fi
+}
+
+# The VM's own lock, so that two jobs with different lock folders cannot back it up at once.
+vm_lock() {
+	local path=$opt_rundir/$vmid.vzdump.lock fd
+	exec {fd}>>"$path" || fail "can't open lock '$path'"
+	flock -n "$fd" || fail "VM $vmid is locked (backup)"
+}
+
 # --- one VM ----------------------------------------------------------------------------------
 
 vmid=
@@ -894,6 +920,7 @@ backup_vm() {
 	info "Backup started at $(date '+%F %T')"
 	read_config
 	[ -S "$qmp_sock" ] || fail "VM $vmid is not running (no QMP socket $qmp_sock)"
+	vm_lock
 	info "status = running"
 	[ -n "$vm_name" ] && info "VM Name: $vm_name"
 	[ -n "$conf_file" ] || info "no config $opt_confdir/$vmid.conf: backing up every disk QEMU has"
@@ -977,6 +1004,7 @@ main() {
 	fi
 	[ -d "$opt_tmpdir" ] || { printf '%s: tmpdir %s does not exist\n' "$PROG" "$opt_tmpdir" >&2; exit 1; }
 	trap on_signal INT TERM HUP
+	global_lock
 	info "starting new backup job: $PROG $*"
 	run_hook job-start || job_abort "$hook_error"
 	for id in $(printf '%s\n' "${vmids[@]}" | sort -n -u); do

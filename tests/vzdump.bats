@@ -17,6 +17,9 @@ setup_file() {
 	vz_start_two_disks "$VM"
 	vz_dirs "$VM" 100
 	qmp_raw "$VM" '{"execute":"cont"}' >/dev/null
+	# The tests never write to these disks.
+	vz_disk_sha "$VM/d0.raw" >"$VM/d0.sha"
+	vz_disk_sha "$VM/d1.qcow2" >"$VM/d1.sha"
 }
 
 teardown_file() {
@@ -90,8 +93,8 @@ virtio0: $VM/d0.raw,size=64M
 #qmdump#map:scsi0:drive-scsi0::qcow2:
 #qmdump#map:virtio0:drive-virtio0::raw:"
 	vma-extract "$archive" "$BATS_TEST_TMPDIR/x"
-	assert_equal "$(sha "$BATS_TEST_TMPDIR/x/disk-drive-virtio0.raw")" "$(vz_disk_sha "$VM/d0.raw")"
-	assert_equal "$(sha "$BATS_TEST_TMPDIR/x/disk-drive-scsi0.raw")" "$(vz_disk_sha "$VM/d1.qcow2")"
+	assert_equal "$(sha "$BATS_TEST_TMPDIR/x/disk-drive-virtio0.raw")" "$(cat "$VM/d0.sha")"
+	assert_equal "$(sha "$BATS_TEST_TMPDIR/x/disk-drive-scsi0.raw")" "$(cat "$VM/d1.sha")"
 }
 
 @test "the log is in vzdump's format, on stderr and with time stamps in the .log file" {
@@ -170,8 +173,8 @@ sata1: /nowhere.raw,backup=0
 #qmdump#map:scsi0:drive-scsi0::qcow2:
 #qmdump#map:virtio0:drive-virtio0:local:raw:"
 	vma-extract "$archive" "$BATS_TEST_TMPDIR/x"
-	assert_equal "$(sha "$BATS_TEST_TMPDIR/x/disk-drive-virtio0.raw")" "$(vz_disk_sha "$VM/d0.raw")"
-	assert_equal "$(sha "$BATS_TEST_TMPDIR/x/disk-drive-scsi0.raw")" "$(vz_disk_sha "$VM/d1.qcow2")"
+	assert_equal "$(sha "$BATS_TEST_TMPDIR/x/disk-drive-virtio0.raw")" "$(cat "$VM/d0.sha")"
+	assert_equal "$(sha "$BATS_TEST_TMPDIR/x/disk-drive-scsi0.raw")" "$(cat "$VM/d1.sha")"
 	rm -f "$VM/conf/100.conf" "$archive"
 }
 
@@ -454,4 +457,36 @@ job-abort"
 	assert_output "$OWN/dump:
 
 $OWN/tmp:"
+}
+
+# Holds an flock on PATH in a process of its own (pid in $holder) until killed.
+hold_lock() { # PATH
+	(
+		exec 8>>"$1"
+		flock 8
+		exec sleep 30
+	) 3>&- &
+	holder=$!
+	for ((i = 0; i < 100; i++)); do
+		flock -n "$1" true || return 0
+		sleep 0.05
+	done
+	fail "could not lock $1"
+}
+
+@test "a node-wide lock held by another job fails the job after --lockwait; a VM locked elsewhere fails alone" {
+	own_vm
+	hold_lock "$OWN/run/vzdump.lock"
+	run --separate-stderr -1 vz_backup "$OWN" --lockwait 0 300
+	kill "$holder"
+	wait "$holder" || true
+	assert_equal "$stderr" "INFO: trying to get global lock - waiting...
+ERROR: Backup job failed - can't acquire lock '$OWN/run/vzdump.lock' - got timeout"
+	# The VM's own lock, held by another job with another lock folder.
+	hold_lock "$OWN/run/300.vzdump.lock"
+	run --separate-stderr -1 vz_backup "$OWN" 300
+	kill "$holder"
+	wait "$holder" || true
+	[[ $stderr == *"ERROR: Backup of VM 300 failed - VM 300 is locked (backup)"* ]] || fail "$stderr"
+	assert_nothing_left
 }
