@@ -65,6 +65,18 @@ int unixsock_listen(const char *path, mode_t mode)
 			errno = EEXIST;
 			return -1;
 		}
+		/* Only a stale socket is replaced: one that someone still listens on (a typo
+		 * naming QEMU's own monitor socket) would be cut off from its clients. */
+		fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+		if (fd < 0)
+			return -1;
+		r = connect(fd, (struct sockaddr *)&addr, sizeof(addr));
+		saved = errno;
+		close(fd);
+		if (r == 0 || saved == EAGAIN) {
+			errno = EADDRINUSE;
+			return -1;
+		}
 		unlink(path);
 	}
 	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);

@@ -17,8 +17,9 @@
  */
 int unixsock_connect(const char *path, deadline_t d);
 
-/* Creates a socket listening at PATH with permissions MODE; an old socket file there is
- * replaced, any other file is an error (EEXIST). Returns the fd or -1 with errno. */
+/* Creates a socket listening at PATH with permissions MODE; a stale socket file there is
+ * replaced, one that someone listens on is an error (EADDRINUSE), and so is any other file
+ * (EEXIST). Returns the fd or -1 with errno. */
 int unixsock_listen(const char *path, mode_t mode);
 
 /*

@@ -228,6 +228,22 @@ start_qemu() { qemu_start_bare "$WD" "${DISK_ARGS[@]}"; }
 	[[ $output == "hello from drive0"* ]]
 }
 
+@test "qmpctl --fd NAME=unix-listen:PATH replaces a stale socket but never one that someone listens on" {
+	start_qemu
+	# A typo pointing at the live QMP socket must not unlink it.
+	run --separate-stderr qmpctl -s "$SOCK" --fd nbd0=unix-listen:"$SOCK" query-status
+	assert_failure 1
+	assert_output ''
+	assert_equal "$stderr" "qmpctl: nbd0=unix-listen:$SOCK: listen: Address already in use"
+	run qmpctl -s "$SOCK" query-status
+	assert_output '{"status":"prelaunch","singlestep":false,"running":false}'
+	# A socket file nobody listens on is left over from an earlier run: replaced.
+	"$_VZ_PYTHON" -c 'import socket,sys; socket.socket(socket.AF_UNIX).bind(sys.argv[1])' "$WD/old.sock"
+	run qmpctl -s "$SOCK" --fd old=unix-listen:"$WD/old.sock" closefd fdname=old
+	assert_success
+	assert_output '{}'
+}
+
 @test "qmpctl --fd NAME=N sends an inherited descriptor with getfd" {
 	start_qemu
 	run bash -c "exec 7<>'$WD/disk0.raw'; qmpctl -s '$SOCK' --fd mine=7 closefd fdname=mine"
