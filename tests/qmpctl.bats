@@ -244,11 +244,14 @@ start_qemu() { qemu_start_bare "$WD" "${DISK_ARGS[@]}"; }
 	assert_output '{}'
 }
 
-@test "qmpctl --fd NAME=N sends an inherited descriptor with getfd" {
+@test "qmpctl --fd NAME=N and --add-fd SET=N send inherited descriptors with getfd and add-fd" {
 	start_qemu
 	run bash -c "exec 7<>'$WD/disk0.raw'; qmpctl -s '$SOCK' --fd mine=7 closefd fdname=mine"
 	assert_success
 	assert_output '{}'
+	run bash -c "exec 8<'$WD/disk0.raw'; qmpctl -s '$SOCK' --add-fd 5=8 query-fdsets | jq -c 'if type == \"array\" then [.[] | [.[\"fdset-id\"], [.fds[].opaque]]] else keys end'"
+	assert_success
+	assert_output $'["fd","fdset-id"]\n[[5,["5=8"]]]'
 	run --separate-stderr qmpctl -s "$SOCK" --fd mine=9 query-status
 	assert_failure 2
 	assert_equal "$stderr" "qmpctl: mine=9: fd 9 is not open"
