@@ -17,7 +17,8 @@ usage() {
 	cat <<'END'
 vzdump.sh [--dumpdir dir] [--tmpdir dir] [--confdir dir] [--rundir dir]
 [--compress 0 | zstd | xz] [--zstd threads] [--bwlimit kib]
-[--lockwait minutes] [--script hook] [--stdout] [--quiet] vmid ...
+[--ionice priority] [--lockwait minutes] [--script hook] [--stdout]
+[--quiet] [--json] vmid ...
 END
 }
 
@@ -41,6 +42,8 @@ opt_stdout=0
 opt_quiet=0
 opt_script=
 opt_lockwait=180
+opt_ionice=7
+opt_json=0
 vmids=()
 
 parse_options() {
@@ -55,9 +58,10 @@ parse_options() {
 			;;
 		--stdout) opt_stdout=1 ;;
 		--quiet) opt_quiet=1 ;;
-		--dumpdir | --tmpdir | --confdir | --rundir | --compress | --zstd | --bwlimit | --script | --lockwait | \
+		--json) opt_json=1 ;;
+		--dumpdir | --tmpdir | --confdir | --rundir | --compress | --zstd | --bwlimit | --script | --lockwait | --ionice | \
 			--dumpdir=* | --tmpdir=* | --confdir=* | --rundir=* | --compress=* | --zstd=* | \
-			--bwlimit=* | --script=* | --lockwait=*)
+			--bwlimit=* | --script=* | --lockwait=* | --ionice=*)
 			name=${arg%%=*}
 			if [ "$name" != "$arg" ]; then
 				value=${arg#*=}
@@ -84,6 +88,9 @@ parse_options() {
 	if [ "$opt_stdout" = 1 ] && [ ${#vmids[@]} -ne 1 ]; then
 		die_usage "--stdout backs up exactly one VM"
 	fi
+	if [ "$opt_stdout" = 1 ] && [ "$opt_json" = 1 ]; then
+		die_usage "--json and --stdout both want standard output"
+	fi
 }
 
 set_option() { # NAME VALUE
@@ -101,6 +108,10 @@ set_option() { # NAME VALUE
 	--zstd)
 		[[ $2 =~ ^[0-9]{1,3}$ ]] || die_usage "--zstd needs a number of threads, not '$2'"
 		opt_zstd=$2
+		;;
+	--ionice)
+		[[ $2 =~ ^[0-8]$ ]] || die_usage "--ionice needs a priority from 0 to 8, not '$2'"
+		opt_ionice=$2
 		;;
 	--lockwait)
 		[[ $2 =~ ^[0-9]{1,6}$ ]] || die_usage "--lockwait needs minutes as a number, not '$2'"
@@ -322,11 +333,28 @@ cleanup() {
 		info "Failed at $(date '+%F %T')"
 		[ -z "$vmid" ] || run_hook backup-abort vm || warn "$hook_error"
 	fi
+	record_result "$status"
 	# The log is complete: log-end's output goes to the task log only.
 	logfile=
 	[ -z "$vmid" ] || run_hook log-end vm || warn "$hook_error"
 	[ -z "$private_dir" ] || rm -rf "$private_dir"
 	exit "$status"
+}
+
+# One JSON line per VM for --json, appended to the job's results file.
+record_result() { # EXIT-STATUS
+	[ -n "$results" ] || return 0
+	local size=null
+	[ -z "$final_archive" ] || size=$(stat -c %s "$final_archive" 2>/dev/null) || size=null
+	jq -nc --argjson vmid "$vmid" --arg status "$([ "$1" = 0 ] && echo ok || echo error)" \
+		--arg archive "$final_archive" --argjson size "$size" \
+		--argjson start "${backup_start:-null}" --argjson finish "$(date +%s)" \
+		--argjson frozen "${frozen_ms:-null}" --argjson snap "${snapshot_ms:-null}" \
+		--arg error "$([ "$1" = 0 ] || echo "${failure:-exit status $1}")" \
+		'{vmid: $vmid, status: $status,
+		  archive: (if $archive == "" then null else $archive end), size: $size,
+		  start: $start, "end": $finish, frozen_ms: $frozen, snapshot_ms: $snap,
+		  error: (if $error == "" then null else $error end)}' >>"$results" || true
 }
 
 # --- phases ----------------------------------------------------------------------------------
@@ -662,6 +690,7 @@ attach_scratch() {
 # data to its scratch node, the device switched onto the filter, a snapshot-access node over it,
 # cont. Run inside gafreeze hold when the agent answers.
 frozen_ms=
+snapshot_ms=
 snapshot() {
 	local status=$vm_status out rc=0 t0 t1
 	local -a freeze=()
@@ -691,8 +720,10 @@ snapshot() {
 	t1=$(now_ms)
 	[ ${#freeze[@]} -eq 0 ] || info "issuing guest-agent 'fs-thaw' command"
 	snapshot_check "$status" "$out" "$rc" "${#freeze[@]}"
+	snapshot_ms=$((t1 - t0))
 	if [ ${#freeze[@]} -gt 0 ]; then
 		frozen_ms=$(tail -n 1 <<<"$out" | jq -r '.frozen_ms // empty' 2>/dev/null) || frozen_ms=
+		[[ $frozen_ms =~ ^[0-9]+$ ]] || frozen_ms=
 		info "guest filesystems frozen for ${frozen_ms:-?} ms"
 	else
 		info "snapshot taken in $((t1 - t0)) ms (guest filesystems not frozen)"
@@ -885,6 +916,9 @@ private_dir=
 tmp_archive=
 log_target=
 hook_target=
+final_archive=
+backup_start=
+results=
 qmp_sock=
 qga_sock=
 copy_start=
@@ -893,6 +927,7 @@ vm_status=
 backup_vm() {
 	local start basename archive ext
 	start=$(date +%s)
+	backup_start=$start
 	basename=vzdump-qemu-$vmid-$(date +%Y_%m_%d-%H_%M_%S)
 	case $opt_compress in
 	zstd) ext=vma.zst ;;
@@ -927,6 +962,7 @@ backup_vm() {
 	prepare
 	info "backup mode: snapshot"
 	[ "$opt_bwlimit" = 0 ] || info "bandwidth limit: $opt_bwlimit KiB/s"
+	info "ionice priority: $opt_ionice"
 	# As in vzdump's snapshot mode, the stop/restart hooks all run before anything happens.
 	hook_or_fail backup-start
 	hook_or_fail pre-stop
@@ -952,6 +988,7 @@ backup_vm() {
 	if [ "$opt_stdout" = 0 ]; then
 		mv -f "$tmp_archive" "$archive" || fail "cannot rename $tmp_archive"
 		tmp_archive=
+		final_archive=$archive
 		info "archive file size: $(format_archive_size "$(stat -c %s "$archive")")"
 	fi
 	hook_or_fail backup-end
@@ -992,18 +1029,38 @@ run_task() { # VMID
 job_abort() { # REASON
 	run_hook job-abort || warn "$hook_error"
 	log ERROR "Backup job failed - $1"
+	print_json error "$1"
 	exit 1
+}
+
+# --json: the job's summary on standard output, one object.
+print_json() { # STATUS [ERROR]
+	[ -n "$results" ] || return 0
+	jq -sc --arg status "$1" --arg error "${2:-}" '{status: $status,
+		error: (if $error == "" then null else $error end), vms: .}' "$results" >&"$json_fd"
 }
 
 main() {
 	local id rc errors=0
 	parse_options "$@"
+	# --json goes to the real stdout even with --quiet.
+	exec {json_fd}>&1
 	if [ "$opt_quiet" = 1 ]; then
 		exec 2>/dev/null
 		[ "$opt_stdout" = 1 ] || exec >/dev/null
 	fi
 	[ -d "$opt_tmpdir" ] || { printf '%s: tmpdir %s does not exist\n' "$PROG" "$opt_tmpdir" >&2; exit 1; }
+	# Idle class for 8, as vzdump; the writer's compression inherits it.
+	if [ "$opt_ionice" = 8 ]; then
+		ionice -c3 -p $$ 2>/dev/null || warn "ionice failed"
+	else
+		ionice -c2 -n "$opt_ionice" -p $$ 2>/dev/null || warn "ionice failed"
+	fi
+	if [ "$opt_json" = 1 ]; then
+		results=$(mktemp "$opt_tmpdir/vzdump-results.XXXXXX")
+	fi
 	trap on_signal INT TERM HUP
+	trap 'rm -f "$results"' EXIT
 	global_lock
 	info "starting new backup job: $PROG $*"
 	run_hook job-start || job_abort "$hook_error"
@@ -1018,6 +1075,7 @@ main() {
 	done
 	[ "$interrupted" = 0 ] || job_abort "interrupted by signal"
 	run_hook job-end || job_abort "$hook_error"
+	print_json "$([ "$errors" = 0 ] && echo ok || echo error)"
 	if [ "$errors" -gt 0 ]; then
 		info "Backup job finished with errors"
 		exit 1

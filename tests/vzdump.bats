@@ -112,6 +112,7 @@ INFO: no config $VM/conf/100.conf: backing up every disk QEMU has
 INFO: include disk 'scsi0' '$VM/d1.qcow2' 104861184
 INFO: include disk 'virtio0' '$VM/d0.raw' 64M
 INFO: backup mode: snapshot
+INFO: ionice priority: 7
 INFO: creating vzdump archive '$archive'
 INFO: skipping guest filesystem freeze - no guest agent socket $VM/run/100.qga (backup is not frozen)
 INFO: resuming VM again
@@ -489,4 +490,41 @@ ERROR: Backup job failed - can't acquire lock '$OWN/run/vzdump.lock' - got timeo
 	wait "$holder" || true
 	[[ $stderr == *"ERROR: Backup of VM 300 failed - VM 300 is locked (backup)"* ]] || fail "$stderr"
 	assert_nothing_left
+}
+
+@test "--json prints the job summary on stdout, also with --quiet, with each VM's result" {
+	rm -f "$VM"/dump/*
+	run --separate-stderr -1 vz_backup "$VM" --json --quiet --ionice 8 101 100
+	assert_equal "$stderr" ""
+	archive=$(echo "$VM"/dump/*.vma)
+	[ -f "$archive" ] || fail "no archive: $archive"
+	run jq -c '.vms[] |= (.start |= type | .end |= type | .snapshot_ms |= type)' <<<"$output"
+	assert_output "{\"status\":\"error\",\"error\":null,\"vms\":[{\"vmid\":100,\"status\":\"ok\",\"archive\":\"$archive\",\"size\":$(stat -c %s "$archive"),\"start\":\"number\",\"end\":\"number\",\"frozen_ms\":null,\"snapshot_ms\":\"number\",\"error\":null},{\"vmid\":101,\"status\":\"error\",\"archive\":null,\"size\":null,\"start\":\"number\",\"end\":\"number\",\"frozen_ms\":null,\"snapshot_ms\":\"null\",\"error\":\"VM 101 is not running (no QMP socket $VM/run/101.qmp)\"}]}"
+	grep -qxE '[0-9-]+ [0-9:]+ INFO: ionice priority: 8' "${archive%.vma}.log"
+	run ls -A "$VM/tmp"
+	assert_output ""
+}
+
+@test "an iothread disk: three backups in a row, each with the data of its instant, the VM alive" {
+	OWN=$BATS_TEST_TMPDIR/own
+	mkdir -p "$OWN"
+	random_file "$OWN/d.raw" $((4 * 1024 * 1024))
+	qemu_start_bare "$OWN" -object iothread,id=io0 \
+		-blockdev "driver=file,node-name=f,filename=$OWN/d.raw" \
+		-blockdev driver=raw,node-name=drive-virtio0,file=f \
+		-device virtio-blk-pci,drive=drive-virtio0,id=vblk0,iothread=io0
+	qmp_raw "$OWN" '{"execute":"cont"}' >/dev/null
+	vz_dirs "$OWN" 300
+	before=$(vz_state "$OWN")
+	for i in 1 2 3; do
+		cp "$OWN/d.raw" "$OWN/expected.raw"
+		vz_backup "$OWN" --compress zstd 300 2>"$OWN/err" || fail "backup $i: $(cat "$OWN/err")"
+		archive=$(echo "$OWN"/dump/*.vma.zst)
+		vma-extract "$archive" "$OWN/x"
+		assert_equal "$(sha "$OWN/x/disk-drive-virtio0.raw")" "$(sha "$OWN/expected.raw")"
+		rm -rf "$OWN/x" "$OWN"/dump/*
+		qmp_raw "$OWN" "{\"execute\":\"human-monitor-command\",\"arguments\":{\"command-line\":\"qemu-io -d /machine/peripheral/vblk0/virtio-backend \\\"write -P $i 0 1M\\\"\"}}" >/dev/null
+	done
+	assert_equal "$(vz_state "$OWN")" "$before"
+	[ "$(sha "$OWN/d.raw")" != "$(sha "$OWN/expected.raw")" ] || fail "the last write did not happen"
 }
