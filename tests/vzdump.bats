@@ -528,3 +528,30 @@ ERROR: Backup job failed - can't acquire lock '$OWN/run/vzdump.lock' - got timeo
 	assert_equal "$(vz_state "$OWN")" "$before"
 	[ "$(sha "$OWN/d.raw")" != "$(sha "$OWN/expected.raw")" ] || fail "the last write did not happen"
 }
+
+@test "point in time on two disks (virtio-blk raw, scsi-hd qcow2 of 100 MiB + 3.5 KiB): post-thaw writes miss the archive" {
+	OWN=$BATS_TEST_TMPDIR/own
+	mkdir -p "$OWN"
+	vz_start_two_disks "$OWN"
+	qmp_raw "$OWN" '{"execute":"cont"}' >/dev/null
+	vz_dirs "$OWN" 100
+	sha0=$(vz_disk_sha "$OWN/d0.raw")
+	sha1=$(vz_disk_sha "$OWN/d1.qcow2")
+	# Writes through both devices right after the thaw, the scsi one into the odd tail.
+	cat >"$OWN/hook" <<END
+#!/bin/bash
+[ "\$1" = post-thaw ] || exit 0
+for cmd in 'qemu-io -d /machine/peripheral/virtio0/virtio-backend "write -P 0x77 5M 2M"' \
+	'qemu-io -d scsi0 "write -P 0x78 104857600 3584"' 'qemu-io -d scsi0 "write -P 0x79 0 1M"'; do
+	"$VZ_BIN/qmpctl" -s "$OWN/run/100.qmp" -H "\$cmd" >/dev/null || exit 1
+done
+END
+	chmod +x "$OWN/hook"
+	vz_backup "$OWN" --script "$OWN/hook" --bwlimit 65536 100 2>"$OWN/err" || fail "$(cat "$OWN/err")"
+	grep -c 'wrote ' "$OWN/qemu.out" | grep -qx 3 || fail "the guest writes did not all happen: $(cat "$OWN/qemu.out")"
+	[ "$(vz_disk_sha "$OWN/d0.raw")" != "$sha0" ] || fail "disk 0 unchanged"
+	[ "$(vz_disk_sha "$OWN/d1.qcow2")" != "$sha1" ] || fail "disk 1 unchanged"
+	vma-extract "$OWN"/dump/*.vma "$OWN/x"
+	assert_equal "$(sha "$OWN/x/disk-drive-virtio0.raw")" "$sha0"
+	assert_equal "$(sha "$OWN/x/disk-drive-scsi0.raw")" "$sha1"
+}
