@@ -43,7 +43,8 @@
 
 static inline uint64_t vma_cluster_count(uint64_t size)
 {
-	return (size + VMA_CLUSTER_SIZE - 1) / VMA_CLUSTER_SIZE;
+	/* Not (size + 65535) / 65536: a hostile size near 2^64 would wrap to a few clusters. */
+	return size / VMA_CLUSTER_SIZE + (size % VMA_CLUSTER_SIZE != 0);
 }
 
 /* A name that is safe both in the archive and as a file name on extraction: not empty, no '/',

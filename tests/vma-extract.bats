@@ -208,3 +208,27 @@ hostile() { # DEFECT EXPECTED-MESSAGE-PART
 	run -2 vma-extract a.vma
 	assert_line --index 0 "usage: vma-extract -l [--json] archive"
 }
+
+# A copy of base.vma with one big-endian header field replaced and the header MD5 recomputed,
+# so that only the field's own check can refuse it.
+patch_header() { # OUT OFFSET STRUCT-FORMAT VALUE
+	"$VZ_PYTHON" - "$@" <<'PY'
+import hashlib, struct, sys
+out, offset, fmt, value = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4], 0)
+b = bytearray(open("base.vma", "rb").read())
+struct.pack_into(fmt, b, offset, value)
+size = struct.unpack_from(">I", b, 56)[0]
+b[32:48] = bytes(16)
+b[32:48] = hashlib.md5(bytes(b[:size])).digest()
+open(out, "wb").write(b)
+PY
+}
+
+@test "vma-extract refuses a device size whose cluster count overflows 64 bits" {
+	make_archive
+	patch_header huge.vma 4136 ">Q" 0xffffffffffffffff
+	run -1 vma-extract -l huge.vma
+	assert_output "vma-extract: huge.vma: offset 4136: device 1 (drive-scsi0): size 18446744073709551615 too large"
+	run -1 vma-extract -t huge.vma
+	assert_output "vma-extract: huge.vma: offset 4136: device 1 (drive-scsi0): size 18446744073709551615 too large"
+}
