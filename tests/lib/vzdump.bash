@@ -44,12 +44,10 @@ vz_start_two_disks() { # WORKDIR
 }
 
 vz_state() { # WORKDIR
-	local q
-	for q in '{"execute":"query-named-block-nodes","arguments":{"flat":true}}' \
+	# One connection (one Python start) for all five.
+	qmp_raw "$1" '{"execute":"query-named-block-nodes","arguments":{"flat":true}}' \
 		'{"execute":"query-block-jobs"}' '{"execute":"query-jobs"}' \
-		'{"execute":"query-fdsets"}' '{"execute":"query-status"}'; do
-		qmp_raw "$1" "$q" || return 1
-	done | jq -c '.return | if type == "array" and (.[0] | has("node-name")? // false)
+		'{"execute":"query-fdsets"}' '{"execute":"query-status"}' | jq -c '.return | if type == "array" and (.[0] | has("node-name")? // false)
 		then [.[]["node-name"]] | sort elif type == "object" then .status else . end'
 }
 
