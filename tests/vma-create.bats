@@ -189,6 +189,27 @@ teardown() {
 	[ "$(du -k out/disk-drive-scsi0.raw | cut -f1)" -lt 1024 ]
 }
 
+@test "vma-create fails when a sparse file shrinks while it is read, instead of storing zeros" {
+	# 1 MiB of data, a hole, 1 MiB of data at 8 MiB: the hole map is asked again at 8 MiB
+	random_file part 1M
+	dd if=part of=s.raw status=none
+	dd if=part of=s.raw bs=1M seek=8 status=none
+	vma-create --bwlimit 1024 -o a.vma drive-scsi0=s.raw 2>err 3>&- &
+	pid=$!
+	# the first MiB is read, then the rate limit holds vma-create for about a second
+	for ((i = 0; i < 200; i++)); do
+		rchar=$(sed -n 's/^rchar: //p' "/proc/$pid/io" 2>/dev/null) || break
+		[ "${rchar:-0}" -ge 1048576 ] && break
+		sleep 0.02
+	done
+	truncate -s 512K s.raw
+	code=0
+	wait "$pid" || code=$?
+	assert_equal "$code" 1
+	assert_equal "$(cat err)" "vma-create: s.raw: at offset 8388608: file shrank while being read (512.0 KiB of 9.0 MiB left)"
+	[ ! -e a.vma ]
+}
+
 @test "vma-create refuses a qcow2 image file and says to export it with qemu-nbd" {
 	qemu-img create -q -f qcow2 disk.qcow2 1M
 	run --separate-stderr -1 vma-create drive-scsi0=disk.qcow2

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "source.h"
+#include "vma.h"
 
 struct file_source {
 	struct source s;
@@ -26,7 +27,19 @@ static int file_extent(struct source *src, uint64_t off, uint64_t *len, bool *ze
 	if (!f->seek_data)
 		return 0;
 	off_t data = lseek(f->fd, (off_t)off, SEEK_DATA);
-	if (data < 0 && errno == ENXIO) { /* only a hole up to the end */
+	if (data < 0 && errno == ENXIO) { /* only a hole up to the end, or off is past the end */
+		/* A file cut short since it was opened also gives ENXIO: its lost tail must not be
+		 * stored as zeros. */
+		struct stat st;
+		if (fstat(f->fd, &st) == 0 && (uint64_t)st.st_size < src->size) {
+			char now[32], was[32];
+			vma_render_bytes(now, sizeof(now), (double)st.st_size, 1);
+			vma_render_bytes(was, sizeof(was), (double)src->size, 1);
+			snprintf(src->err, sizeof(src->err),
+				 "at offset %llu: file shrank while being read (%s of %s left)",
+				 (unsigned long long)off, now, was);
+			return -1;
+		}
 		*zero = true;
 		return 0;
 	}
