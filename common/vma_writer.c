@@ -11,6 +11,10 @@
 #include "bytes.h"
 #include "vma_writer.h"
 
+/* Names become file names on restore, "tmp-disk-NAME.raw" for devices and ".NAME.tmp.PID" for
+ * configs: longer names give archives that cannot be extracted (NAME_MAX is 255). */
+#define MAX_NAME_LEN (255 - (int)sizeof("tmp-disk-.raw") + 1)
+
 struct device {
 	char *name;
 	uint64_t size;
@@ -96,8 +100,8 @@ int vma_writer_add_config(struct vma_writer *w, const char *name, const void *da
 		return fail(w, "config %s: more than %d configs", name, VMA_MAX_CONFIGS);
 	if (len > VMA_MAX_BLOB)
 		return fail(w, "config %s: %zu bytes, more than %d", name, len, VMA_MAX_BLOB);
-	if (strlen(name) + 1 > VMA_MAX_BLOB)
-		return fail(w, "config name too long");
+	if (strlen(name) > MAX_NAME_LEN)
+		return fail(w, "config name '%s': longer than %d bytes", name, MAX_NAME_LEN);
 	for (int i = 0; i < w->nconfigs; i++)
 		if (strcmp(w->configs[i].name, name) == 0)
 			return fail(w, "config %s: given twice", name);
@@ -122,8 +126,8 @@ int vma_writer_add_device(struct vma_writer *w, const char *name, uint64_t size)
 		return fail(w, "device %s: added after the header was written", name);
 	if (defect)
 		return fail(w, "device name '%s': %s", name, defect);
-	if (strlen(name) + 1 > VMA_MAX_BLOB)
-		return fail(w, "device name too long");
+	if (strlen(name) > MAX_NAME_LEN)
+		return fail(w, "device name '%s': longer than %d bytes", name, MAX_NAME_LEN);
 	if (w->ndevs >= VMA_MAX_DEVICES)
 		return fail(w, "device %s: more than %d devices", name, VMA_MAX_DEVICES);
 	if (size == 0)
