@@ -13,6 +13,9 @@ teardown() {
 	for s in "$BATS_TEST_TMPDIR"/work/*.sock; do
 		[ -e "$s" ] && nbd_stop "$s"
 	done
+	if [ -s "$BATS_TEST_TMPDIR/loop" ]; then
+		losetup -d "$(cat "$BATS_TEST_TMPDIR/loop")"
+	fi
 	return 0
 }
 
@@ -208,6 +211,21 @@ teardown() {
 	assert_equal "$code" 1
 	assert_equal "$(cat err)" "vma-create: s.raw: at offset 8388608: file shrank while being read (512.0 KiB of 9.0 MiB left)"
 	[ ! -e a.vma ]
+}
+
+@test "vma-create reads a block device, sized by the device and not by its inode" {
+	# 1 MiB + 512 bytes: a loop device's size, and not a multiple of 64 KiB
+	random_file disk.img 600000
+	truncate -s $((1048576 + 512)) disk.img
+	losetup -f --show disk.img >"$BATS_TEST_TMPDIR/loop" 2>/dev/null ||
+		skip "no loop device available"
+	dev=$(cat "$BATS_TEST_TMPDIR/loop")
+	vma-create -o a.vma "drive-scsi0=$dev"
+	vma_check --strict a.vma >/dev/null
+	run -0 vma-extract -l a.vma
+	assert_line --index 0 "DEV: dev_id=1 size: 1049088 devname: drive-scsi0"
+	vma-extract a.vma out
+	assert_equal "$(sha out/disk-drive-scsi0.raw)" "$(sha disk.img)"
 }
 
 @test "vma-create refuses a qcow2 image file and says to export it with qemu-nbd" {
