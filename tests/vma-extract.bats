@@ -232,3 +232,21 @@ PY
 	run -1 vma-extract -t huge.vma
 	assert_output "vma-extract: huge.vma: offset 4136: device 1 (drive-scsi0): size 18446744073709551615 too large"
 }
+
+@test "vma-extract names the truncation of an archive on stdin cut at any of 40 offsets" {
+	random_file d.raw 200000
+	vma-create -o full.vma drive-scsi0=d.raw
+	size=$(stat -c %s full.vma) # a 12800-byte header, then one extent
+	offsets=(1 3 4 5 47 48 60 2043 4095 4096 4127 4136 12287 12288 12289 12799 12800 12801
+		12840 13311 13312 13313 17407 17408 17409 $((size / 2)) $((size - 4097))
+		$((size - 4096)) $((size - 1)))
+	for ((o = 12801; o < 13312; o += 37)); do offsets+=("$o"); done
+	for o in "${offsets[@]}"; do
+		run --separate-stderr bash -c "head -c $o full.vma | vma-extract -t -"
+		[ "$status" -eq 1 ] || fail "cut at $o: exit $status: $stderr"
+		[[ $stderr =~ ^vma-extract:\ -:\ offset\ [0-9]+:\ (archive\ truncated\ inside|archive\ has\ no\ extent|archive\ incomplete) ]] ||
+			fail "cut at $o: $stderr"
+		[ "$(wc -l <<<"$stderr")" -eq 1 ] || fail "cut at $o: more than one line: $stderr"
+		assert_output ""
+	done
+}
