@@ -175,6 +175,23 @@ teardown() {
 	assert_equal "$(jq .clusters <<<"$output")" 1024
 }
 
+@test "vma-create keeps several NBD reads in flight, none above the export's maximum block size" {
+	# Requests above 64 KiB fail; the delay makes requests overlap at the server.
+	nbdkit -U "$PWD/k.sock" -P "$PWD/k.sock.pid" --filter=log --filter=delay \
+		--filter=blocksize-policy pattern size=4M rdelay=20ms blocksize-maximum=65536 \
+		blocksize-error-policy=error logfile="$PWD/nbd.log" 3>&-
+	for ((i = 0; i < 100; i++)); do [ -S k.sock ] && break; sleep 0.05; done
+	vma-create -o a.vma "drive-scsi0=nbd+unix:///?socket=$PWD/k.sock"
+	nbd_stop "$PWD/k.sock"
+	assert_equal "$(grep -o ' Read id=.* count=0x[0-9a-f]*' nbd.log | sed 's/.*count=//' | sort | uniq -c | xargs)" "64 0x10000"
+	in_flight=$(awk '/ Read id=/ { n++; if (n > max) max = n } /\.\.\.Read id=/ { n-- } END { print max }' nbd.log)
+	[ "$in_flight" -ge 4 ] || fail "at most $in_flight reads in flight"
+	vma-extract a.vma out
+	# the pattern plugin: every 8 bytes hold their own offset, big-endian
+	"$VZ_PYTHON" -c 'import struct, sys; sys.stdout.buffer.write(b"".join(struct.pack(">Q", i) for i in range(0, 4 << 20, 8)))' >expected.raw
+	assert_equal "$(sha out/disk-drive-scsi0.raw)" "$(sha expected.raw)"
+}
+
 @test "vma-create never reads the holes of a sparse file" {
 	truncate -s 64G sparse.raw
 	printf 'data' | dd of=sparse.raw bs=1 seek=$((40 * 1073741824)) conv=notrunc status=none
