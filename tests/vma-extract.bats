@@ -250,3 +250,49 @@ PY
 		assert_output ""
 	done
 }
+
+# A copy of base.vma whose first extent's blockinfo entry INDEX is XORed with MASK (a u64),
+# with the extent MD5 recomputed.
+patch_entry() { # OUT INDEX MASK
+	"$VZ_PYTHON" - "$@" <<'PY'
+import hashlib, struct, sys
+out, index, mask = sys.argv[1], int(sys.argv[2]), int(sys.argv[3], 0)
+b = bytearray(open("base.vma", "rb").read())
+at = struct.unpack_from(">I", b, 56)[0]
+entry = at + 40 + 8 * index
+struct.pack_into(">Q", b, entry, struct.unpack_from(">Q", b, entry)[0] ^ mask)
+b[at + 24:at + 40] = bytes(16)
+b[at + 24:at + 40] = hashlib.md5(bytes(b[at:at + 512])).digest()
+open(out, "wb").write(b)
+PY
+}
+
+@test "vma-extract refuses reserved bits in a block entry and a used entry of device 0" {
+	make_archive
+	hs=$(od -An -tu1 -j56 -N4 base.vma | awk '{ print $1 * 16777216 + $2 * 65536 + $3 * 256 + $4 }')
+	patch_entry reserved.vma 0 0x0000010000000000
+	run -1 vma-extract -t reserved.vma
+	assert_output "vma-extract: reserved.vma: offset $((hs + 40)): reserved bits set in a block entry"
+	# entry 0 is dev 1, cluster 0: clearing the device id leaves a "free" slot with a mask
+	patch_entry dev0.vma 0 0x0000000100000000
+	run -1 vma-extract -t dev0.vma
+	assert_output "vma-extract: dev0.vma: offset $((hs + 40)): block entry with device id 0"
+	# device 1 becomes 255, the slot no writer may use
+	patch_entry dev255.vma 0 0x000000fe00000000
+	run -1 vma-extract -t dev255.vma
+	assert_output "vma-extract: dev255.vma: offset $((hs + 40)): block entry for unknown device id 255"
+}
+
+@test "vma-extract refuses compressed archives followed by garbage" {
+	make_archive
+	for codec in zstd xz gzip; do
+		"$codec" -c base.vma >a.z
+		printf 'garbage after the compressed stream' >>a.z
+		run --separate-stderr -1 vma-extract -t a.z
+		[[ $stderr =~ ^vma-extract:\ a\.z:\ offset\ [0-9]+:\ (zstd|xz|gzip|the\ compressed) ]] ||
+			fail "$codec: $stderr"
+		[ "$(wc -l <<<"$stderr")" -eq 1 ] || fail "$codec: more than one line: $stderr"
+		run -1 vma-extract a.z out
+		[ ! -e out ] || fail "$codec: left $(ls -A out)"
+	done
+}
