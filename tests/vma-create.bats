@@ -87,6 +87,20 @@ teardown() {
 	assert_equal "$(ls -A)" "$(printf 'big.conf\nd.raw')"
 }
 
+@test "vma-create refuses configs that need a header above Proxmox's 512 KiB, writing nothing" {
+	random_file d.raw 5000
+	args=()
+	for i in 1 2 3 4 5 6 7 8 9; do
+		random_file "c$i" 65535
+		args+=(-c "c$i")
+	done
+	run -1 vma-create -o a.vma "${args[@]}" drive-scsi0=d.raw
+	assert_output "vma-create: configs and names need a 602624-byte header; Proxmox's limit is 524288"
+	run --separate-stderr -1 bash -c 'set -o pipefail; vma-create "$@" drive-scsi0=d.raw | wc -c' _ "${args[@]}"
+	assert_output 0
+	assert_equal "$(ls -A | grep -v '^c[1-9]$')" d.raw
+}
+
 @test "vma-create with no device writes the header and one empty extent" {
 	echo "name: nodisk" >qemu-server.conf
 	run -0 vma-create -o a.vma -c qemu-server.conf
