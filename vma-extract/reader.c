@@ -13,6 +13,30 @@
  * and 254 names fit well below it. */
 #define MAX_HEADER_SIZE (24u << 20)
 
+/* The bitmap of seen clusters is kept in chunks of 2^20 clusters (128 KiB), allocated when an
+ * entry first lands in one: a header may declare 254 devices of 256 TiB each, and a bitmap for
+ * all of that up front would be 127 GiB of address space for a few-KiB archive. */
+#define SEEN_CHUNK_SHIFT 20
+#define SEEN_CHUNK_CLUSTERS (1u << SEEN_CHUNK_SHIFT)
+
+static bool seen_test(const struct vma_device *d, uint64_t cluster)
+{
+	const uint8_t *chunk = d->seen[cluster >> SEEN_CHUNK_SHIFT];
+	uint32_t i = (uint32_t)(cluster & (SEEN_CHUNK_CLUSTERS - 1));
+	return chunk && chunk[i / 8] & (1u << (i % 8));
+}
+
+/* Marks the cluster; -1 when its chunk cannot be allocated. */
+static int seen_set(struct vma_device *d, uint64_t cluster)
+{
+	uint8_t **chunk = &d->seen[cluster >> SEEN_CHUNK_SHIFT];
+	uint32_t i = (uint32_t)(cluster & (SEEN_CHUNK_CLUSTERS - 1));
+	if (!*chunk && !(*chunk = calloc(1, SEEN_CHUNK_CLUSTERS / 8)))
+		return -1;
+	(*chunk)[i / 8] |= (uint8_t)(1u << (i % 8));
+	return 0;
+}
+
 static int fail_at(struct vma_reader *r, uint64_t offset, const char *fmt, ...)
 {
 	va_list ap;
@@ -119,7 +143,8 @@ static int read_devices(struct vma_reader *r, const struct blobs *b)
 		d->name = name;
 		d->size = size;
 		d->clusters = vma_cluster_count(size);
-		d->seen = calloc(1, (size_t)((d->clusters + 7) / 8));
+		d->seen = calloc((size_t)((d->clusters + SEEN_CHUNK_CLUSTERS - 1) >> SEEN_CHUNK_SHIFT),
+				 sizeof(*d->seen));
 		if (!d->seen)
 			return fail_at(r, at, "out of memory");
 	}
@@ -236,11 +261,11 @@ static int check_entry(struct vma_reader *r, uint64_t at, int dev_id, uint64_t c
 				return fail_at(r, at,
 					       "block %u of cluster %llu of %s is past the device end",
 					       b, (unsigned long long)cluster, d->name);
-	uint8_t bit = (uint8_t)(1u << (cluster % 8));
-	if (d->seen[cluster / 8] & bit)
+	if (seen_test(d, cluster))
 		return fail_at(r, at, "duplicate cluster %llu of %s", (unsigned long long)cluster,
 			       d->name);
-	d->seen[cluster / 8] |= bit;
+	if (seen_set(d, cluster) < 0)
+		return fail_at(r, at, "out of memory");
 	d->seen_count++;
 	return 0;
 }
@@ -331,7 +356,7 @@ int vma_reader_run(struct vma_reader *r, vma_cluster_fn fn, void *opaque)
 		if (!d->name || !d->check_coverage || d->seen_count == d->clusters)
 			continue;
 		uint64_t missing = 0;
-		while (d->seen[missing / 8] & (1u << (missing % 8)))
+		while (seen_test(d, missing))
 			missing++;
 		return fail_at(r, r->offset,
 			       "archive incomplete: cluster %llu of %s is missing (%llu of %llu "
@@ -345,8 +370,12 @@ int vma_reader_run(struct vma_reader *r, vma_cluster_fn fn, void *opaque)
 
 void vma_reader_close(struct vma_reader *r)
 {
-	for (int id = 0; id < 256; id++)
-		free(r->devs[id].seen);
+	for (int id = 0; id < 256; id++) {
+		struct vma_device *d = &r->devs[id];
+		for (uint64_t c = 0; d->seen && c < d->clusters; c += SEEN_CHUNK_CLUSTERS)
+			free(d->seen[c >> SEEN_CHUNK_SHIFT]);
+		free(d->seen);
+	}
 	free(r->header);
 	free(r->extent);
 	r->header = r->extent = NULL;

@@ -21,7 +21,7 @@ struct vma_device {
 	uint64_t size;
 	uint64_t clusters;
 	bool check_coverage; /* every cluster must be present at the end */
-	uint8_t *seen;       /* one bit per cluster */
+	uint8_t **seen;      /* one bit per cluster, in chunks allocated when first touched */
 	uint64_t seen_count;
 };
 
