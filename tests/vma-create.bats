@@ -98,7 +98,8 @@ teardown() {
 	assert_output "vma-create: configs and names need a 602624-byte header; Proxmox's limit is 524288"
 	run --separate-stderr -1 bash -c 'set -o pipefail; vma-create "$@" drive-scsi0=d.raw | wc -c' _ "${args[@]}"
 	assert_output 0
-	assert_equal "$(ls -A | grep -v '^c[1-9]$')" d.raw
+	rm c[1-9]
+	assert_equal "$(ls -A)" d.raw
 }
 
 @test "vma-create with no device writes the header and one empty extent" {
