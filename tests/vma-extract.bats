@@ -328,3 +328,13 @@ PY
 	run -1 timeout 60 bash -c "$limit vma-extract -t big.vma"
 	assert_output "vma-extract: big.vma: offset 14848: archive incomplete: cluster 0 of d0 is missing (4294967295 of 4294967295 clusters missing)"
 }
+
+@test "vma-extract -l --json refuses a name that is not UTF-8 instead of leaving the device out" {
+	random_file d.raw 5000
+	vma-create -o a.vma "$(printf 'drive\xff')=d.raw" drive-scsi1=d.raw
+	run -0 vma-extract -l a.vma
+	assert_line --index 0 "$(printf 'DEV: dev_id=1 size: 5000 devname: drive\xff')"
+	run --separate-stderr -1 vma-extract -l --json a.vma
+	assert_output ""
+	assert_equal "$stderr" "vma-extract: a.vma: device 1: the name is not UTF-8; JSON cannot hold it (use -l)"
+}

@@ -89,15 +89,21 @@ static char *listing_json(const struct vma_reader *r)
 	char uuid[37];
 	uuid_unparse_lower(r->uuid, uuid);
 	json_t *configs = json_array(), *devices = json_array();
+	/* json_pack fails on a name that is not UTF-8: say so rather than drop the entry. */
 	for (int i = 0; i < r->nconfigs; i++)
-		json_array_append_new(configs, json_pack("{s:s, s:I}", "name", r->configs[i].name,
-							 "size", (json_int_t)r->configs[i].len));
+		if (json_array_append_new(configs,
+					  json_pack("{s:s, s:I}", "name", r->configs[i].name, "size",
+						    (json_int_t)r->configs[i].len)) < 0)
+			errx(1, "%s: config %d: the name is not UTF-8; JSON cannot hold it (use -l)",
+			     archive_name, i);
 	for (int id = 1; id < 255; id++)
-		if (r->devs[id].name)
-			json_array_append_new(devices,
-					      json_pack("{s:i, s:s, s:I}", "dev_id", id, "name",
-							r->devs[id].name, "size",
-							(json_int_t)r->devs[id].size));
+		if (r->devs[id].name &&
+		    json_array_append_new(devices,
+					  json_pack("{s:i, s:s, s:I}", "dev_id", id, "name",
+						    r->devs[id].name, "size",
+						    (json_int_t)r->devs[id].size)) < 0)
+			errx(1, "%s: device %d: the name is not UTF-8; JSON cannot hold it (use -l)",
+			     archive_name, id);
 	json_t *root = json_pack("{s:s, s:I, s:o, s:o}", "uuid", uuid, "ctime",
 				 (json_int_t)r->ctime, "configs", configs, "devices", devices);
 	char *text = root ? json_dumps(root, JSON_INDENT(2) | JSON_PRESERVE_ORDER) : NULL;
