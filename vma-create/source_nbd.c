@@ -8,7 +8,9 @@
 #include "source.h"
 
 #define STATUS_SPAN (1ull << 30)     /* ask block status for up to 1 GiB at a time */
-#define DEFAULT_REQUEST (1u << 20)   /* one read request, unless the export prefers others */
+/* Per read request, unless the export prefers larger: one extent (3.7 MiB) is then ~15 requests
+ * in flight at once. With 1 MiB requests qemu-nbd sat idle between extents (3x slower). */
+#define DEFAULT_REQUEST (256u << 10)
 #define MAX_REQUEST (4u << 20)
 #define MAX_IN_FLIGHT 64
 
