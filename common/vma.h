@@ -47,6 +47,14 @@ static inline uint64_t vma_cluster_count(uint64_t size)
 	return size / VMA_CLUSTER_SIZE + (size % VMA_CLUSTER_SIZE != 0);
 }
 
+/* Bytes of cluster `cluster` that lie inside a device of `size` bytes: 64 KiB, or less for the
+ * device's last cluster. */
+static inline uint32_t vma_cluster_bytes(uint64_t size, uint64_t cluster)
+{
+	uint64_t left = size - cluster * VMA_CLUSTER_SIZE;
+	return (uint32_t)(left < VMA_CLUSTER_SIZE ? left : VMA_CLUSTER_SIZE);
+}
+
 /* A name that is safe both in the archive and as a file name on extraction: not empty, no '/',
  * no control characters, not "." or "..". Returns NULL when valid, else why not. */
 const char *vma_name_defect(const char *name);

@@ -290,9 +290,7 @@ int vma_writer_commit(struct vma_writer *w, int dev_id, uint64_t first, unsigned
 		if (claim(w, dev_id, cluster) < 0)
 			return -1;
 		struct device *d = &w->devs[dev_id];
-		uint64_t start = cluster * VMA_CLUSTER_SIZE;
-		uint64_t valid = d->size - start < VMA_CLUSTER_SIZE ? d->size - start
-								     : VMA_CLUSTER_SIZE;
+		uint64_t valid = vma_cluster_bytes(d->size, cluster);
 		/* The tail of a partial last block is zero-filled: never leak stale memory. */
 		if (valid % VMA_BLOCK_SIZE)
 			memset(src + valid, 0, VMA_BLOCK_SIZE - valid % VMA_BLOCK_SIZE);
@@ -325,8 +323,7 @@ int vma_writer_put_zero(struct vma_writer *w, int dev_id, uint64_t cluster)
 	if (make_room(w) < 0 || claim(w, dev_id, cluster) < 0)
 		return -1;
 	struct device *d = &w->devs[dev_id];
-	uint64_t start = cluster * VMA_CLUSTER_SIZE;
-	uint64_t valid = d->size - start < VMA_CLUSTER_SIZE ? d->size - start : VMA_CLUSTER_SIZE;
+	uint64_t valid = vma_cluster_bytes(d->size, cluster);
 	d->transferred += valid;
 	d->zero_bytes += valid;
 	add_entry(w, 0, dev_id, cluster);

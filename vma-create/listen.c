@@ -117,8 +117,7 @@ static int take(struct listen_ctx *x, int export, uint64_t off, uint64_t len, st
 	uint64_t size = x->exports[export].size;
 	while (len > 0) {
 		uint64_t cluster = off / VMA_CLUSTER_SIZE, start = cluster * VMA_CLUSTER_SIZE;
-		uint32_t valid = (uint32_t)(size - start < VMA_CLUSTER_SIZE ? size - start
-									 : VMA_CLUSTER_SIZE);
+		uint32_t valid = vma_cluster_bytes(size, cluster);
 		uint32_t in_cluster = (uint32_t)(off - start);
 		uint32_t chunk = (uint32_t)(len < valid - in_cluster ? len : valid - in_cluster);
 		int rc = 0;

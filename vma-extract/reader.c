@@ -316,8 +316,7 @@ static int read_extent(struct vma_reader *r, uint64_t start, vma_cluster_fn fn, 
 			continue;
 		uint16_t mask = (uint16_t)(info >> 48);
 		uint64_t cluster = info & 0xffffffffu;
-		uint64_t in_dev = r->devs[dev_id].size - cluster * VMA_CLUSTER_SIZE;
-		uint64_t valid = in_dev < VMA_CLUSTER_SIZE ? in_dev : VMA_CLUSTER_SIZE;
+		uint64_t valid = vma_cluster_bytes(r->devs[dev_id].size, cluster);
 		uint64_t stored = (uint64_t)stored_blocks(mask) * VMA_BLOCK_SIZE;
 		r->stored_bytes += stored < valid ? stored : valid;
 		r->zero_bytes += stored < valid ? valid - stored : 0;
