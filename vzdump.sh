@@ -12,6 +12,8 @@ PROG=vzdump.sh
 QMP_TIMEOUT=${VZDUMP_QMP_TIMEOUT:-10}
 # The longest the guest may stay frozen (gafreeze's watchdog thaws it then).
 FREEZE_MAX=${VZDUMP_FREEZE_MAX:-10}
+# Proxmox's node and archive name for the TPM state (see prepare_tpmstate).
+TPM_NODE=drive-tpmstate0-backup
 
 usage() {
 	cat <<'END'
@@ -493,7 +495,8 @@ prepare_from_config() { # QUERY-BLOCK-JSON
 			continue
 		fi
 		if [ "$key" = tpmstate0 ]; then
-			fail "disk 'tpmstate0': TPM state backup is not supported yet (set backup=0)"
+			prepare_tpmstate "$vol" "$value"
+			continue
 		fi
 		rp=$(realpath -m -- "$vol" 2>/dev/null) || rp=$vol
 		found=$(jq -r --arg k "$key" --arg p "$vol" --arg rp "$rp" "$find_block_jq" <<<"$1")
@@ -504,6 +507,18 @@ prepare_from_config() { # QUERY-BLOCK-JSON
 		used+="$node "
 		disks+=("$key"$'\x1f'"$vol"$'\x1f'"$node"$'\x1f'"$qdev"$'\x1f'"$size"$'\x1f'"$fmt")
 	done <<<"$sorted"
+}
+
+# swtpm, not QEMU, has the TPM state file open, so (as Proxmox does) it is attached to QEMU
+# read-only as its own node drive-tpmstate0-backup, stored under that name, and copied from
+# that node directly: no device writes it through QEMU, so it needs no copy-before-write.
+prepare_tpmstate() { # VOLUME VALUE
+	local vol=$1 size
+	[ -e "$vol" ] || fail "disk 'tpmstate0': $vol does not exist"
+	size=$(qemu-img info -U -f raw --output=json -- "$vol" 2>/dev/null | jq -r '.["virtual-size"]') ||
+		fail "disk 'tpmstate0': cannot read the size of $vol"
+	[[ $size =~ ^[0-9]+$ ]] || fail "disk 'tpmstate0': cannot read the size of $vol"
+	disks+=("tpmstate0"$'\x1f'"$vol"$'\x1f'"$TPM_NODE"$'\x1f'$'\x1f'"$size"$'\x1f'raw)
 }
 
 # No config: every disk with a device (CD-ROMs and empty drives left out). The key comes from
@@ -590,7 +605,7 @@ assemble() {
 		store=
 		case $vol in /*) ;; *:*) store=${vol%%:*} ;; esac
 		case $fmt in raw | qcow2 | vmdk | qed | vpc | vdi) ;; *) fmt= ;; esac
-		printf '#qmdump#map:%s:drive-%s:%s:%s:\n' "$key" "$key" "$store" "$fmt" >>"$out"
+		printf '#qmdump#map:%s:%s:%s:%s:\n' "$key" "$(archive_devname "$key")" "$store" "$fmt" >>"$out"
 	done
 }
 
@@ -610,7 +625,7 @@ start_writer() {
 	fi
 	for d in "${disks[@]}"; do
 		IFS=$'\x1f' read -r key vol node qdev size fmt <<<"$d"
-		args+=("drive-$key=$size")
+		args+=("$(archive_devname "$key")=$size")
 	done
 	vma-create "${args[@]}" 2>"$private_dir/writer.log" 3>&- &
 	writer_pid=$!
@@ -622,10 +637,18 @@ start_writer() {
 	fail "vma-create did not start: $(tail -n 3 "$private_dir/writer.log")"
 }
 
-# The disks as a JSON array of {key, vol, node, qdev, size, fmt}, for the jq programs below.
+# The disks as a JSON array of {key, vol, node, qdev, size, fmt, dev}, for the jq programs
+# below; dev is the device's name in the archive (and its NBD export).
 disks_json() {
-	printf '%s\n' "${disks[@]}" | jq -Rsc 'split("\n") | map(select(. != "") | split("\u001f")
-		| {key: .[0], vol: .[1], node: .[2], qdev: .[3], size: (.[4] | tonumber), fmt: .[5]})'
+	printf '%s\n' "${disks[@]}" | jq -Rsc --arg tpm "$TPM_NODE" 'split("\n")
+		| map(select(. != "") | split("\u001f")
+		| {key: .[0], vol: .[1], node: .[2], qdev: .[3], size: (.[4] | tonumber), fmt: .[5],
+		   dev: (if .[0] == "tpmstate0" then $tpm else "drive-" + .[0] end)})'
+}
+
+# The device's name in the archive: drive-KEY, but the TPM state's has its own.
+archive_devname() { # KEY
+	if [ "$1" = tpmstate0 ]; then echo "$TPM_NODE"; else echo "drive-$1"; fi
 }
 
 # Runs a jq program over the disks that prints lines "U <undo command>" and "B <command>";
@@ -658,6 +681,12 @@ attach_scratch() {
 	fi
 	for d in "${disks[@]}"; do
 		IFS=$'\x1f' read -r key vol node qdev size fmt <<<"$d"
+		i=$((i + 1))
+		# A node without a device (the TPM state) is copied as it is (see prepare_tpmstate).
+		if [ -z "$qdev" ]; then
+			info "attaching TPM drive to QEMU for backup"
+			continue
+		fi
 		img=$private_dir/scratch-$key.qcow2
 		qemu-img create -q -f qcow2 "$img" "$size" >/dev/null ||
 			fail "cannot create the scratch image $img"
@@ -665,21 +694,26 @@ attach_scratch() {
 			exec {fd}<>"$img"
 			rm -f "$img"
 			fds+=("$fd")
-			addfd+=(--add-fd "$((base + i))=$fd")
+			addfd+=(--add-fd "$((base + i - 1))=$fd")
 		fi
-		i=$((i + 1))
 	done
 	# shellcheck disable=SC2016 # jq variables
 	plan "$private_dir/scratch.qmp" --argjson base "$base" --arg dir "$private_dir" '
 		$disks | to_entries[] | .key as $i | .value
-		| (if $base > 0 then "U " + ({execute: "remove-fd",
+		| if .qdev == "" then
+		  ("U " + ({execute: "blockdev-del", arguments: {"node-name": .node}} | tojson)),
+		  ("B " + ({execute: "blockdev-add", arguments: {driver: "raw", "node-name": .node,
+			"read-only": true, file: {driver: "file", filename: .vol}}} | tojson))
+		  else
+		  (if $base > 0 then "U " + ({execute: "remove-fd",
 			arguments: {"fdset-id": ($base + $i)}} | tojson) else empty end),
 		  ("U " + ({execute: "blockdev-del", arguments: {"node-name": ("vz-fl-" + .key)}} | tojson)),
 		  ("B " + ({execute: "blockdev-add", arguments: {driver: "qcow2",
 			"node-name": ("vz-fl-" + .key), discard: "unmap",
 			file: {driver: "file", filename: (if $base > 0
 				then "/dev/fdset/" + ($base + $i | tostring)
-				else $dir + "/scratch-" + .key + ".qcow2" end)}}} | tojson))'
+				else $dir + "/scratch-" + .key + ".qcow2" end)}}} | tojson))
+		  end'
 	out=$(qmp -f "$private_dir/scratch.qmp" "${addfd[@]}" 2>&1) || rc=$?
 	for fd in "${fds[@]}"; do exec {fd}>&-; done
 	[ "$by_path" = 0 ] || rm -f "$private_dir"/scratch-*.qcow2
@@ -697,7 +731,7 @@ snapshot() {
 	# shellcheck disable=SC2016 # jq variables
 	plan "$private_dir/snapshot.qmp" --arg status "$status" '
 		(if $status == "running" then "B {\"execute\":\"stop\"}" else empty end),
-		($disks[] |
+		($disks[] | select(.qdev != "") |
 		  ("U " + ({execute: "blockdev-del", arguments: {"node-name": ("vz-cbw-" + .key)}} | tojson)),
 		  ("U " + ({execute: "qom-set", arguments: {path: .qdev, property: "drive",
 			value: .node}} | tojson)),
@@ -801,13 +835,14 @@ start_jobs() {
 		($disks | to_entries[] | .key as $i | .value
 		 | ("U " + ({execute: "blockdev-del", arguments: {"node-name": ("vz-tgt-" + .key)}} | tojson)),
 		   ("B " + ({execute: "blockdev-add", arguments: {driver: "raw",
-			"node-name": ("vz-tgt-" + .key), file: {driver: "nbd", export: ("drive-" + .key),
+			"node-name": ("vz-tgt-" + .key), file: {driver: "nbd", export: .dev,
 			server: {type: "fd", str: ("t" + ($i | tostring))}}}} | tojson))),
 		($disks[] | "U " + ({execute: "job-dismiss", arguments: {id: ("vzdump-drive-" + .key)}}
 			| tojson)),
 		"U cancel-jobs",
 		"B " + ({execute: "transaction", arguments: {actions: [$disks[] | {type: "blockdev-backup",
-			data: {"job-id": ("vzdump-drive-" + .key), device: ("vz-acc-" + .key),
+			data: {"job-id": ("vzdump-drive-" + .key),
+			device: (if .qdev == "" then .node else "vz-acc-" + .key end),
 			target: ("vz-tgt-" + .key), sync: "full", "auto-dismiss": false,
 			speed: $speed}}]}} | tojson)'
 	info "starting backup via QMP command"

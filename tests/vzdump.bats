@@ -555,3 +555,32 @@ END
 	assert_equal "$(sha "$OWN/x/disk-drive-virtio0.raw")" "$sha0"
 	assert_equal "$(sha "$OWN/x/disk-drive-scsi0.raw")" "$sha1"
 }
+
+@test "tpmstate0 is attached read-only as drive-tpmstate0-backup, stored under that name, and detached" {
+	own_vm
+	random_file "$OWN/tpm.raw" $((4 * 1024 * 1024 + 4096))
+	printf 'virtio0: %s\ntpmstate0: %s,size=4M,version=v2.0\n' "$OWN/d.raw" "$OWN/tpm.raw" >"$OWN/conf/300.conf"
+	before=$(vz_state "$OWN")
+	run --separate-stderr -0 vz_backup "$OWN" 300
+	assert_equal "$(vz_state "$OWN")" "$before"
+	[[ $stderr == *"INFO: include disk 'tpmstate0' '$OWN/tpm.raw' 4100K"*"INFO: include disk 'virtio0' '$OWN/d.raw' 4M"*"INFO: attaching TPM drive to QEMU for backup"* ]] ||
+		fail "$stderr"
+	archive=$(echo "$OWN"/dump/*.vma)
+	run -0 vma-extract -l "$archive"
+	assert_line --index 1 "DEV: dev_id=1 size: 4198400 devname: drive-tpmstate0-backup"
+	assert_line --index 2 "DEV: dev_id=2 size: 4194304 devname: drive-virtio0"
+	run -0 vma-extract -c qemu-server.conf "$archive"
+	assert_output "virtio0: $OWN/d.raw
+tpmstate0: $OWN/tpm.raw,size=4M,version=v2.0
+#qmdump#map:tpmstate0:drive-tpmstate0-backup::raw:
+#qmdump#map:virtio0:drive-virtio0::raw:"
+	vma-extract "$archive" "$OWN/x"
+	assert_equal "$(sha "$OWN/x/disk-drive-tpmstate0-backup.raw")" "$(sha "$OWN/tpm.raw")"
+	assert_equal "$(sha "$OWN/x/disk-drive-virtio0.raw")" "$(sha "$OWN/orig.raw")"
+	rm -f "$OWN"/dump/*
+	# A missing state file fails before anything is done.
+	printf 'virtio0: %s\ntpmstate0: %s/none.raw\n' "$OWN/d.raw" "$OWN" >"$OWN/conf/300.conf"
+	run --separate-stderr -1 vz_backup "$OWN" 300
+	[[ $stderr == *"ERROR: Backup of VM 300 failed - disk 'tpmstate0': $OWN/none.raw does not exist"* ]] || fail "$stderr"
+	assert_equal "$(vz_state "$OWN")" "$before"
+}
