@@ -229,7 +229,9 @@ qmp() { qmpctl -s "$qmp_sock" -t "$QMP_TIMEOUT" "$@"; }
 qemu_alive() {
 	local path
 	path=$(realpath -e -- "$qmp_sock" 2>/dev/null) || return 1
-	[ -n "$(ss -xlnH src "$path" 2>/dev/null)" ]
+	[ -n "$(ss -xlnH src "$path" 2>/dev/null)" ] && return 0
+	# A socket QEMU bound by a relative path is listed under that path: ask QEMU itself.
+	qmpctl -s "$qmp_sock" -t 2 query-status >/dev/null 2>&1
 }
 
 # True when a line of qmpctl -k output is an error object.
@@ -452,7 +454,8 @@ prepare() {
 	else
 		prepare_from_qemu "$blocks"
 	fi
-	[ ${#disks[@]} -gt 0 ] || fail "VM $vmid has no disk to back up"
+	# As vzdump does, a VM without disks gets an archive with just its config.
+	[ ${#disks[@]} -gt 0 ] || info "backup contains no disks"
 	local d key vol node qdev size fmt
 	for d in "${disks[@]}"; do
 		IFS=$'\x1f' read -r key vol node qdev size fmt <<<"$d"
@@ -612,7 +615,8 @@ assemble() {
 # Starts vma-create's NBD server, one export per disk, writing the archive.
 start_writer() {
 	local d key vol node qdev size fmt i
-	local -a args=(--listen "$private_dir/nbd.sock" -v -c "$private_dir/qemu-server.conf")
+	local -a args=(-v -c "$private_dir/qemu-server.conf")
+	[ ${#disks[@]} -eq 0 ] || args+=(--listen "$private_dir/nbd.sock")
 	case $opt_compress in
 	zstd) args+=(-z zstd) ;;
 	xz) args+=(-z xz) ;;
@@ -629,6 +633,7 @@ start_writer() {
 	done
 	vma-create "${args[@]}" 2>"$private_dir/writer.log" 3>&- &
 	writer_pid=$!
+	[ ${#disks[@]} -gt 0 ] || return 0
 	for ((i = 0; i < 200; i++)); do
 		[ -S "$private_dir/nbd.sock" ] && return 0
 		kill -0 "$writer_pid" 2>/dev/null || break
@@ -1011,13 +1016,16 @@ backup_vm() {
 	fi
 	start_writer
 	vm_status=$(qmp query-status | jq -r .status) || fail "query-status failed"
-	attach_scratch
-	hook_or_fail pre-freeze
-	snapshot
-	hook_or_fail post-thaw
 	copy_start=$(date +%s)
-	start_jobs
-	wait_jobs
+	if [ ${#disks[@]} -gt 0 ]; then
+		attach_scratch
+		hook_or_fail pre-freeze
+		snapshot
+		hook_or_fail post-thaw
+		copy_start=$(date +%s)
+		start_jobs
+		wait_jobs
+	fi
 	teardown
 	summary
 	if [ "$opt_stdout" = 0 ]; then
@@ -1085,6 +1093,8 @@ main() {
 		[ "$opt_stdout" = 1 ] || exec >/dev/null
 	fi
 	[ -d "$opt_tmpdir" ] || { printf '%s: tmpdir %s does not exist\n' "$PROG" "$opt_tmpdir" >&2; exit 1; }
+	# QEMU opens files under it by path, from its own working folder.
+	opt_tmpdir=$(realpath -- "$opt_tmpdir")
 	# Idle class for 8, as vzdump; the writer's compression inherits it.
 	if [ "$opt_ionice" = 8 ]; then
 		ionice -c3 -p $$ 2>/dev/null || warn "ionice failed"

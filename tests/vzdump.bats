@@ -584,3 +584,37 @@ tpmstate0: $OWN/tpm.raw,size=4M,version=v2.0
 	[[ $stderr == *"ERROR: Backup of VM 300 failed - disk 'tpmstate0': $OWN/none.raw does not exist"* ]] || fail "$stderr"
 	assert_equal "$(vz_state "$OWN")" "$before"
 }
+
+@test "efidisk0 on the machine's pflash is backed up with bios: ovmf; left out without, the archive holds just the config" {
+	OWN=$BATS_TEST_TMPDIR/own
+	mkdir -p "$OWN"
+	cp /usr/share/OVMF/OVMF_VARS_4M.fd "$OWN/vars.fd"
+	qemu_start_bare "$OWN" -machine pflash0=code,pflash1=vars \
+		-blockdev driver=file,node-name=codef,filename=/usr/share/OVMF/OVMF_CODE_4M.fd,read-only=on \
+		-blockdev driver=raw,node-name=code,file=codef,read-only=on \
+		-blockdev "driver=file,node-name=varsf,filename=$OWN/vars.fd" \
+		-blockdev driver=raw,node-name=vars,file=varsf
+	vz_dirs "$OWN" 400
+	before=$(vz_state "$OWN")
+	printf 'bios: ovmf\nefidisk0: %s,efitype=4m,size=528K\n' "$OWN/vars.fd" >"$OWN/conf/400.conf"
+	# Relative folders too: QEMU (in prelaunch) opens the scratch image by path from elsewhere.
+	cd "$OWN"
+	run --separate-stderr -0 "$TOP/vzdump.sh" --dumpdir dump --tmpdir tmp --confdir conf --rundir run 400
+	assert_equal "$(vz_state "$OWN")" "$before"
+	run -0 vma-extract -c qemu-server.conf "$OWN"/dump/*.vma
+	assert_output "bios: ovmf
+efidisk0: $OWN/vars.fd,efitype=4m,size=528K
+#qmdump#map:efidisk0:drive-efidisk0::raw:"
+	vma-extract "$OWN"/dump/*.vma "$OWN/x"
+	assert_equal "$(sha "$OWN/x/disk-drive-efidisk0.raw")" "$(sha "$OWN/vars.fd")"
+	rm -rf "$OWN"/dump/*
+	printf 'efidisk0: %s\n' "$OWN/vars.fd" >"$OWN/conf/400.conf"
+	run --separate-stderr -0 vz_backup "$OWN" 400
+	[[ $stderr == *"INFO: exclude disk 'efidisk0' '$OWN/vars.fd' (efidisk but no OVMF BIOS)
+INFO: backup contains no disks"* ]] || fail "$stderr"
+	# As vzdump does, the archive then holds just the config.
+	run -0 vma-extract -l "$OWN"/dump/*.vma
+	assert_line --index 0 "CFG: size: $(($(stat -c %s "$OWN/conf/400.conf"))) name: qemu-server.conf"
+	refute_output --partial "DEV:"
+	assert_equal "$(vz_state "$OWN")" "$before"
+}
