@@ -1,62 +1,283 @@
 #!/bin/bash
-# make demo: back up a throw-away stopped VM's two disks (a raw image and a qcow2 image served by
-# qemu-nbd) into a compressed VMA archive with one pipe, list and verify it, restore it, and
-# show that every restored disk is bit for bit the original.
+# make demo: a live, point-in-time backup of a throw-away running VM with vzdump.sh, shown step
+# by step. QEMU (TCG, no OS) runs with two disks of known content, a raw image on virtio-blk and
+# a qcow2 image on scsi-hd, its QMP socket where Proxmox has it (RUNDIR/VMID.qmp) and its config
+# in qemu-server.conf syntax. vzdump.sh backs it up into a zstd-compressed VMA archive; the
+# archive is listed, verified and restored with vma-extract, and every restored disk is compared
+# with the disk content at backup time.
+#
+# With GUEST=1 the VM is the cached test guest (tests/lib/guest.bash), booted, with qemu-ga:
+# vzdump.sh freezes its filesystem through the real agent, and the restored ext4 disk, which the
+# guest kept writing to, must be clean (e2fsck -fn) and hold the counter of the freeze instant.
+#
 #   VZ_BIN  folder of the built tools (default: build/cc/bin)
+#   GUEST   1 for the booted guest (default 0)
 set -eu
 top=$(cd "$(dirname "$0")/.." && pwd)
-PATH="${VZ_BIN:-$top/build/cc/bin}:$PATH"
+bin=$(cd "${VZ_BIN:-$top/build/cc/bin}" && pwd)
+if [ ! -x "$bin/vma-create" ]; then
+	echo "demo: no built tools in $bin (run make first)" >&2
+	exit 1
+fi
+PATH="$bin:$top:$PATH"
+case ${GUEST:-0} in
+0 | '') guest=0 ;;
+1) guest=1 ;;
+*)
+	echo "demo: GUEST must be 0 or 1, not '$GUEST'" >&2
+	exit 2
+	;;
+esac
+# shellcheck source=tests/lib/guest.bash
+source "$top/tests/lib/guest.bash"
+
+vmid=100
 work=$(mktemp -d /var/tmp/vzdump-demo.XXXXXX)
-nbd_pid=
+vm=$work/vm     # disk images (and, with GUEST=1, the guest's sockets and console log)
+rundir=$work/run # RUNDIR: VMID.qmp, VMID.qga, VMID.pid
+confdir=$work/conf # CONFDIR: VMID.conf
+dumpdir=$work/dump # DUMPDIR: the archive and its log
+mkdir "$vm" "$rundir" "$confdir" "$dumpdir" "$work/tmp"
+started=$(date +%s)
+echo "W=$work  (the demo's private work folder, removed at the end)"
+
+# QEMU started by the bare demo (-daemonize): quit it through QMP, or kill it by its pid file.
 # shellcheck disable=SC2317 # run by the EXIT trap
+stop_bare() {
+	local pid i
+	pid=$(cat "$rundir/$vmid.pid" 2>/dev/null) || return 0
+	grep -qa qemu-system "/proc/$pid/cmdline" 2>/dev/null || return 0
+	qmpctl -s "$rundir/$vmid.qmp" -t 5 quit >/dev/null 2>&1 || kill -TERM "$pid" 2>/dev/null || true
+	for ((i = 0; i < 100; i++)); do
+		kill -0 "$pid" 2>/dev/null || return 0
+		sleep 0.05
+	done
+	kill -KILL "$pid" 2>/dev/null || true
+}
+
+# shellcheck disable=SC2317 # run by the traps
 cleanup() {
-	[ -n "$nbd_pid" ] && kill "$nbd_pid" 2>/dev/null
+	local status=$?
+	trap - EXIT INT TERM HUP
+	if [ "$guest" = 1 ]; then
+		guest_stop "$vm" >/dev/null 2>&1 || true
+	else
+		stop_bare
+	fi
 	rm -rf "$work"
+	exit "$status"
 }
 trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM HUP
 cd "$work"
+
+# Commands are shown with the work folder as $W, so that they can be pasted after W=... .
 say() {
-	if [ -t 1 ]; then printf '\n\033[1m$ %s\033[0m\n' "$*"; else printf '\n$ %s\n' "$*"; fi
+	local text=$*
+	text=${text//"$work"/\$W}
+	if [ -t 1 ]; then printf '\n\033[1m$ %s\033[0m\n' "$text"; else printf '\n$ %s\n' "$text"; fi
 }
 run() { say "$*"; "$@"; }
+note() {
+	if [ -t 1 ]; then printf '\n\033[1m# %s\033[0m\n' "$*"; else printf '\n# %s\n' "$*"; fi
+}
 
-echo "A throw-away VM 100 with a 256 MiB raw disk and a 1 GiB qcow2 disk, partly written:"
-truncate -s 256M vm-100-disk-0.raw
-head -c 48M /dev/urandom | dd of=vm-100-disk-0.raw bs=1M seek=16 conv=notrunc status=none
-qemu-img create -q -f qcow2 vm-100-disk-1.qcow2 1G
-qemu-io -f qcow2 -c "write -P 0x42 100M 32M" -c "write -z 500M 64M" vm-100-disk-1.qcow2 >/dev/null
-cat >100.conf <<'CONF'
-name: demo
-memory: 1024
-scsi0: /var/lib/vms/vm-100-disk-0.raw,size=256M
-scsi1: /var/lib/vms/vm-100-disk-1.qcow2,size=1G
-CONF
-qemu-nbd --read-only --persistent --format=qcow2 --socket="$work/disk1.sock" \
-	vm-100-disk-1.qcow2 </dev/null >/dev/null 2>&1 &
-nbd_pid=$!
-for ((i = 0; i < 100; i++)); do [ -S disk1.sock ] && break; sleep 0.05; done
+# Prints a command line one option per line, as a user would write it in a script.
+show_command() { # ARG...
+	local arg line=$1
+	shift
+	for arg in "$@"; do
+		case $arg in *[!A-Za-z0-9_./=:,+@%-]*) arg="'$arg'" ;; esac
+		arg=${arg//"$work"/\$W}
+		case $arg in
+		-*)
+			printf '%s \\\n' "$line"
+			line="    $arg"
+			;;
+		*) line+=" $arg" ;;
+		esac
+	done
+	printf '%s\n' "$line"
+}
 
-archive=vzdump-qemu-100-$(date +%Y_%m_%d-%H_%M_%S).vma.zst
-say "vma-create -v -z zstd -c 100.conf drive-scsi0=vm-100-disk-0.raw drive-scsi1=nbd+unix:///?socket=$work/disk1.sock > $archive"
-vma-create -v -z zstd -c 100.conf drive-scsi0=vm-100-disk-0.raw \
-	"drive-scsi1=nbd+unix:///?socket=$work/disk1.sock" >"$archive"
-run ls -l "$archive"
-run vma-extract -l "$archive"
-run vma-extract -t -v "$archive"
-run vma-extract -v "$archive" restored
-run ls -ls restored
+# Seconds, with one decimal, since a time in ms (date +%s%3N).
+seconds_since() { # MS
+	local ms=$(($(date +%s%3N) - $1))
+	echo "$((ms / 1000)).$((ms % 1000 / 100))"
+}
 
-say "compare the restored disks with the originals"
-qemu-img convert -O raw vm-100-disk-1.qcow2 disk-1.raw
-status=0
-for pair in "vm-100-disk-0.raw restored/disk-drive-scsi0.raw" "disk-1.raw restored/disk-drive-scsi1.raw"; do
-	read -r orig copy <<<"$pair"
-	if cmp -s "$orig" "$copy"; then
-		echo "identical: $orig  $copy  sha256 $(sha256sum <"$copy" | cut -c1-16)…"
+# sha256 of a disk's guest-visible bytes; -U, as the running QEMU holds the image's lock.
+disk_sha() { # IMAGE FORMAT
+	local raw=$work/sha.raw
+	if [ "$2" = raw ]; then
+		sha256sum <"$1" | cut -d' ' -f1
 	else
-		echo "DIFFERENT: $orig  $copy"
+		qemu-img convert -U -f "$2" -O raw "$1" "$raw"
+		sha256sum <"$raw" | cut -d' ' -f1
+		rm -f "$raw"
+	fi
+}
+
+random_part=$work/random.bin
+head -c 16M /dev/urandom >"$random_part"
+
+# The qcow2 disk, in both variants: 256 MiB + 3.5 KiB (a size that is no multiple of the 64 KiB
+# VMA cluster), a pattern, random data and a pattern in the odd tail; the rest never written.
+disk1=$vm/vm-$vmid-disk-1.qcow2
+qemu-img create -q -f qcow2 "$disk1" $((256 * 1024 * 1024 + 3584))
+qemu-io -f qcow2 -c "write -P 0x42 64M 16M" -c "write -s $random_part 200M 8M" \
+	-c "write -P 0x5a 256M 3584" "$disk1" >/dev/null
+# shellcheck disable=SC2054 # the commas are inside QEMU options
+scsi_args=(
+	-device virtio-scsi-pci,id=scsihw0
+	-blockdev "driver=file,node-name=f1,filename=$disk1"
+	-blockdev driver=qcow2,node-name=drive-scsi0,file=f1
+	-device scsi-hd,drive=drive-scsi0,id=scsi0,bus=scsihw0.0
+)
+
+if [ "$guest" = 0 ]; then
+	echo "A throw-away VM $vmid: QEMU under TCG with no OS (its firmware finds nothing to boot and"
+	echo "writes nothing), a 128 MiB raw disk on virtio-blk and a 256 MiB qcow2 disk on scsi-hd."
+	disk0=$vm/vm-$vmid-disk-0.raw
+	truncate -s 128M "$disk0"
+	dd if="$random_part" of="$disk0" bs=1M seek=8 conv=notrunc status=none
+	qemu-io -f raw -c "write -P 0xa5 100M 4M" "$disk0" >/dev/null
+	# shellcheck disable=SC2054 # the commas are inside QEMU options
+	qemu=(qemu-system-x86_64 -name "vm$vmid" -machine q35,accel=tcg -nodefaults -display none
+		-m 128 -S -daemonize -pidfile "$rundir/$vmid.pid"
+		-qmp "unix:$rundir/$vmid.qmp,server=on,wait=off"
+		-blockdev "driver=file,node-name=f0,filename=$disk0"
+		-blockdev driver=raw,node-name=drive-virtio0,file=f0
+		-device virtio-blk-pci,drive=drive-virtio0,id=virtio0
+		"${scsi_args[@]}")
+	note "QEMU as vzdump.sh expects it: QMP on RUNDIR/$vmid.qmp, each disk a node drive-KEY on a device KEY"
+	show_command "${qemu[@]}"
+	"${qemu[@]}"
+	run qmpctl -s "$rundir/$vmid.qmp" cont
+	cat >"$confdir/$vmid.conf" <<-CONF
+		name: demo
+		memory: 128
+		virtio0: $disk0,size=128M
+		scsi0: $disk1,size=268439040
+	CONF
+else
+	echo "A throw-away VM $vmid: the test guest (Linux with qemu-ga, booted under TCG) writing a"
+	echo "counter into its 64 MiB ext4 disk on virtio-blk every 100 ms, and a 256 MiB qcow2 disk on"
+	echo "scsi-hd that it does not touch."
+	guest_build
+	echo "guest kernel and initrd: ${GUEST_INITRD%/*}"
+	disk0=$vm/guestdisk.raw
+	boot=$(date +%s%3N)
+	guest_start "$vm" "${scsi_args[@]}"
+	echo "booted in $(seconds_since "$boot") s"
+	mapfile -d '' -t qemu <"/proc/$(cat "$vm/qemu.pid")/cmdline"
+	note "QEMU as started by tests/lib/guest.bash (its QMP and agent sockets linked into RUNDIR)"
+	show_command "${qemu[@]}"
+	ln -s "$vm/qmp.sock" "$rundir/$vmid.qmp"
+	ln -s "$vm/qga.sock" "$rundir/$vmid.qga"
+	run ls -l "$rundir"
+	cat >"$confdir/$vmid.conf" <<-CONF
+		name: demo-guest
+		memory: 256
+		agent: 1
+		virtio0: $disk0,size=64M
+		scsi0: $disk1,size=268439040
+	CONF
+fi
+run qmpctl -s "$rundir/$vmid.qmp" query-status
+run cat "$confdir/$vmid.conf"
+
+# The content at backup time: the bare VM writes nothing, so its disk files are that content;
+# the guest only writes to its own disk, which is checked by its filesystem instead.
+note "sha256 of the disks' content as the backup starts"
+sha_virtio0=
+[ "$guest" = 1 ] || sha_virtio0=$(disk_sha "$disk0" raw)
+sha_scsi0=$(disk_sha "$disk1" qcow2)
+[ "$guest" = 1 ] || echo "virtio0  $sha_virtio0"
+echo "scsi0    $sha_scsi0"
+
+backup_start=$(date +%s%3N)
+say "vzdump.sh --compress zstd --dumpdir $dumpdir --tmpdir $work/tmp --confdir $confdir --rundir $rundir $vmid"
+if ! vzdump.sh --compress zstd --dumpdir "$dumpdir" --tmpdir "$work/tmp" --confdir "$confdir" \
+	--rundir "$rundir" "$vmid" 2>"$work/vzdump.err"; then
+	cat "$work/vzdump.err"
+	echo "demo: vzdump.sh failed" >&2
+	exit 1
+fi
+backup_secs=$(seconds_since "$backup_start")
+echo "($backup_secs s; its task log went to stderr, and to the .log file next to the archive)"
+archive=$(echo "$dumpdir"/vzdump-qemu-$vmid-*.vma.zst)
+logfile=${archive%.vma.zst}.log
+run ls -l "$dumpdir"
+run cat "$logfile"
+if [ "$guest" = 1 ]; then
+	note "the freeze, from the log"
+	grep -E "fs-freeze|fs-thaw|frozen for" "$logfile"
+	# The hook lines and the counter lines around them; the writer blocks while frozen.
+	note "the guest's console around the freeze (its qemu-ga fsfreeze hook prints FSFREEZE-HOOK)"
+	tr -d '\r' <"$vm/console.log" >"$work/console.txt"
+	first=$(grep -n -m1 '^FSFREEZE-HOOK freeze' "$work/console.txt" | cut -d: -f1)
+	last=$(grep -n -m1 '^FSFREEZE-HOOK thaw' "$work/console.txt" | cut -d: -f1)
+	if [ -z "$first" ] || [ -z "$last" ]; then
+		echo "demo: the guest's console shows no FSFREEZE-HOOK freeze and thaw" >&2
+		exit 1
+	fi
+	sed -n "$((first > 3 ? first - 3 : 1)),$((last + 3))p" "$work/console.txt"
+	before=$(head -n "$first" "$work/console.txt" | sed -n 's/^COUNTER \([0-9]*\)$/\1/p' | tail -n 1)
+	after=$(tail -n "+$last" "$work/console.txt" | sed -n 's/^COUNTER \([0-9]*\)$/\1/p' | head -n 1)
+fi
+
+run vma-extract -l "$archive"
+run vma-extract -c qemu-server.conf "$archive"
+run vma-extract -t -v "$archive"
+run vma-extract -v "$archive" "$work/restored"
+run ls -ls "$work/restored"
+
+status=0
+if [ "$guest" = 0 ]; then
+	note "the restored disks against the content at backup time"
+	for pair in "virtio0 $sha_virtio0" "scsi0 $sha_scsi0"; do
+		read -r key want <<<"$pair"
+		got=$(sha256sum <"$work/restored/disk-drive-$key.raw" | cut -d' ' -f1)
+		if [ "$got" = "$want" ]; then
+			echo "IDENTICAL  $key  sha256 $got"
+		else
+			echo "DIFFERENT  $key  sha256 $got, at backup time $want"
+			status=1
+		fi
+	done
+else
+	note "the restored scsi0 disk, which the guest does not write, against its content at backup time"
+	got=$(sha256sum <"$work/restored/disk-drive-scsi0.raw" | cut -d' ' -f1)
+	if [ "$got" = "$sha_scsi0" ]; then
+		echo "IDENTICAL  scsi0  sha256 $got"
+	else
+		echo "DIFFERENT  scsi0  sha256 $got, at backup time $sha_scsi0"
 		status=1
 	fi
-done
-if cmp -s 100.conf restored/100.conf; then echo "identical: 100.conf"; else status=1; fi
-exit $status
+	note "the restored ext4 disk, which the guest kept writing to: a consistent filesystem?"
+	restored0=$work/restored/disk-drive-virtio0.raw
+	run e2fsck -fn "$restored0" || status=1
+	say "debugfs -R 'cat /counter' $restored0"
+	counter=$(debugfs -R 'cat /counter' "$restored0" 2>/dev/null)
+	echo "$counter"
+	say "debugfs -R 'cat /hook.log' $restored0"
+	debugfs -R 'cat /hook.log' "$restored0" 2>/dev/null
+	if [[ $counter =~ ^[0-9]+$ ]] && [ "$counter" -ge "${before:-0}" ] &&
+		[ "$counter" -le "${after:-0}" ]; then
+		echo "CONSISTENT  the counter in the image, $counter, is from the freeze (the guest printed $before before it, $after after the thaw)"
+	else
+		echo "INCONSISTENT  the counter in the image is '$counter'; the guest printed $before before the freeze, $after after the thaw"
+		status=1
+	fi
+fi
+if grep -v '^#qmdump#' "$work/restored/qemu-server.conf" | cmp -s - "$confdir/$vmid.conf"; then
+	echo "IDENTICAL  qemu-server.conf  (the config, plus vzdump's #qmdump#map lines)"
+else
+	echo "DIFFERENT  qemu-server.conf"
+	status=1
+fi
+echo
+echo "demo done in $(($(date +%s) - started)) s (the backup took $backup_secs s); cleaning up $work"
+exit "$status"
