@@ -210,6 +210,25 @@ sata1: /nowhere.raw,backup=0
 $VM/tmp:"
 }
 
+@test "every compression setting writes Proxmox's file name and format, and the archive verifies" {
+	rm -f "$VM"/dump/*
+	for c in "0 vma 564d4100" "zstd vma.zst 28b52ffd" "xz vma.xz fd377a585a00"; do
+		read -r comp ext magic <<<"$c"
+		vz_backup "$VM" --compress "$comp" --zstd 2 100 2>"$BATS_TEST_TMPDIR/err" || fail "$comp: $(cat "$BATS_TEST_TMPDIR/err")"
+		run ls "$VM/dump"
+		assert_line --index 0 --regexp '^vzdump-qemu-100-[0-9]{4}_[0-9]{2}_[0-9]{2}-[0-9]{2}_[0-9]{2}_[0-9]{2}\.log$'
+		assert_line --index 1 --regexp "^vzdump-qemu-100-[0-9]{4}_[0-9]{2}_[0-9]{2}-[0-9]{2}_[0-9]{2}_[0-9]{2}\\.${ext//./\\.}\$"
+		[ "${#lines[@]}" = 2 ] || fail "$comp: $output"
+		archive=$VM/dump/${lines[1]}
+		assert_equal "$(head -c "$((${#magic} / 2))" "$archive" | od -An -tx1 | tr -d ' \n')" "$magic"
+		run -0 vma-extract -t "$archive"
+		vma-extract "$archive" "$BATS_TEST_TMPDIR/x"
+		assert_equal "$(sha "$BATS_TEST_TMPDIR/x/disk-drive-virtio0.raw")" "$(cat "$VM/d0.sha")"
+		assert_equal "$(sha "$BATS_TEST_TMPDIR/x/disk-drive-scsi0.raw")" "$(cat "$VM/d1.sha")"
+		rm -rf "$BATS_TEST_TMPDIR/x" "$VM"/dump/*
+	done
+}
+
 @test "a VM in prelaunch (legacy -drive) is backed up and stays as it was; a second VM id fails alone" {
 	OWN=$BATS_TEST_TMPDIR/own
 	mkdir -p "$OWN"
