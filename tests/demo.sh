@@ -68,8 +68,8 @@ cleanup() {
 	exit "$status"
 }
 trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM HUP
+trap 'echo "demo: interrupted; cleaning up" >&2; exit 130' INT
+trap 'echo "demo: terminated; cleaning up" >&2; exit 143' TERM HUP
 cd "$work"
 
 # Commands are shown with the work folder as $W, so that they can be pasted after W=... .
@@ -279,5 +279,9 @@ else
 	status=1
 fi
 echo
-echo "demo done in $(($(date +%s) - started)) s (the backup took $backup_secs s); cleaning up $work"
+if [ "$status" = 0 ]; then
+	echo "demo done in $(($(date +%s) - started)) s (the backup took $backup_secs s); removing $work"
+else
+	echo "demo FAILED: the restored VM is not what was backed up; removing $work" >&2
+fi
 exit "$status"
