@@ -329,6 +329,9 @@ int hold(struct agent *a, double max_seconds, bool json, char **argv)
 	if (wd < 0)
 		err(1, "fork");
 	if (wd == 0) {
+		/* A session of its own: a signal to gafreeze's process group (Ctrl-C, kill -KILL
+		 * -PGID when a job is stopped) must not take the one process that thaws with it. */
+		setsid();
 		sigprocmask(SIG_SETMASK, &old_mask, NULL);
 		close(sigfd);
 		close(to_wd[1]);

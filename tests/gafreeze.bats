@@ -278,6 +278,21 @@ guest-fsfreeze-thaw disabled"
 	assert_output "gafreeze: watchdog: gafreeze is gone; thawing the guest"
 }
 
+@test "gafreeze hold's watchdog thaws when gafreeze's whole process group is SIGKILLed" {
+	qga_double_start "$QGA"
+	# A process group of its own, as a job started from a shell or a service would have.
+	setsid gafreeze -s "$QGA" --max 20 hold -- sleep 30 >"$WD/out" 2>"$WD/err" 3>&- &
+	echo $! >"$WD/gafreeze.pid"
+	for _ in $(seq 100); do grep -q guest-fsfreeze-freeze "$QGA.log" 2>/dev/null && break; sleep 0.05; done
+	sleep 0.2
+	kill -KILL -- "-$(cat "$WD/gafreeze.pid")"
+	for _ in $(seq 100); do grep -q guest-fsfreeze-thaw "$QGA.log" && break; sleep 0.05; done
+	run double_status
+	assert_output '"thawed"'
+	run cat "$WD/err"
+	assert_output "gafreeze: watchdog: gafreeze is gone; thawing the guest"
+}
+
 @test "gafreeze hold's watchdog thaws when --max passes, and the run then fails" {
 	qga_double_start "$QGA"
 	start=$(date +%s%N)
