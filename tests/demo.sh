@@ -165,6 +165,8 @@ else
 	echo "A throw-away VM $vmid: the test guest (Linux with qemu-ga, booted under TCG) writing a"
 	echo "counter into its 64 MiB ext4 disk on virtio-blk every 100 ms, and a 256 MiB qcow2 disk on"
 	echo "scsi-hd that it does not touch."
+	echo "(built from Debian packages on first use, which downloads its kernel and takes a while,"
+	echo "then cached in ${VZ_TEST_CACHE:-/var/cache/vzdump-qemu-tests})"
 	guest_build
 	echo "guest kernel and initrd: ${GUEST_INITRD%/*}"
 	disk0=$vm/guestdisk.raw
