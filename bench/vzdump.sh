@@ -1,0 +1,250 @@
+#!/bin/bash
+# Benchmarks of vzdump.sh against baselines measured in the same run (issue figures):
+#   copy    a live backup (no compression) of a running QEMU's 2 GiB disk of random data on
+#           virtio-blk, against QEMU's own backup job pushing the same disk into nbdkit's null
+#           plugin over the same kind of socket (connected, handed to QEMU with getfd).
+#           Goal: at least 0.9x the baseline's throughput.
+#   frozen  the guest's frozen window (freeze acknowledged -> thaw acknowledged, frozen_ms of
+#           the --json summary) over FREEZE_RUNS backups of the test guest with `agent: 1`,
+#           next to a bare `gafreeze hold -- true` on the same guest. Goal: median <= 50 ms.
+# Copy runs alternate baseline and vzdump.sh (so that a change in machine load hits both) and
+# the median of RUNS counts; goals are reported, never asserted. Exit 1 only when a backup or
+# the baseline fails.
+#   VZ_BIN       folder of the built tools (default: build/cc/bin)
+#   VZDUMP       the script under test (default: vzdump.sh of this tree)
+#   BENCH_DIR    where the 2 GiB disk, the archives and the VMs' sockets go (default: a new
+#                folder under /var/tmp; the archive is on the disk's filesystem)
+#   RUNS         copy runs per side (default: 3)
+#   FREEZE_RUNS  backups of the guest (default: 20)
+set -eu
+top=$(cd "$(dirname "$0")/.." && pwd)
+VZ_BIN=${VZ_BIN:-$top/build/cc/bin}
+VZDUMP=${VZDUMP:-$top/vzdump.sh}
+RUNS=${RUNS:-3}
+FREEZE_RUNS=${FREEZE_RUNS:-20}
+PATH=$VZ_BIN:$PATH
+SIZE_MIB=2048
+
+me=bench/vzdump.sh
+for tool in qmpctl gafreeze vma-create; do
+	[ -x "$VZ_BIN/$tool" ] || { echo "$me: $VZ_BIN/$tool: not built" >&2; exit 1; }
+done
+for cmd in nbdkit qemu-system-x86_64 jq; do
+	command -v "$cmd" >/dev/null || { echo "$me: $cmd is missing" >&2; exit 1; }
+done
+nbdkit null --version >/dev/null 2>&1 || { echo "$me: nbdkit's null plugin is missing" >&2; exit 1; }
+
+# shellcheck source=tests/lib/guest.bash
+source "$top/tests/lib/guest.bash"
+
+dir=${BENCH_DIR:-$(mktemp -d /var/tmp/vzdump-bench.XXXXXX)}
+dir=$(mkdir -p "$dir" && cd "$dir" && pwd)
+nbdkit_pid=
+cleanup() {
+	[ -z "$nbdkit_pid" ] || kill "$nbdkit_pid" 2>/dev/null || true
+	qemu_stop "$dir/vm" >/dev/null 2>&1 || true
+	guest_stop "$dir/guest" >/dev/null 2>&1 || true
+	rm -rf "$dir"
+}
+trap cleanup EXIT
+trap 'exit 1' INT TERM HUP
+
+die() {
+	echo "$me: $1" >&2
+	exit 1
+}
+
+mkdir -p "$dir/vm" "$dir/guest" "$dir/run" "$dir/dump" "$dir/conf" "$dir/tmp"
+ln -s "$dir/vm/qmp.sock" "$dir/run/100.qmp"
+ln -s "$dir/guest/qmp.sock" "$dir/run/101.qmp"
+ln -s "$dir/guest/qga.sock" "$dir/run/101.qga"
+
+# Microseconds since the epoch.
+now_us() { echo "${EPOCHREALTIME/./}"; }
+
+# The middle value of its arguments (the lower middle for an even count), and min/max.
+median() { printf '%s\n' "$@" | sort -n | sed -n "$((($# + 1) / 2))p"; }
+minimum() { printf '%s\n' "$@" | sort -n | head -n 1; }
+maximum() { printf '%s\n' "$@" | sort -n | tail -n 1; }
+
+# Each line of standard input with its arrival time (microseconds) in front.
+stamp() {
+	local line
+	while IFS= read -r line; do printf '%s %s\n' "${EPOCHREALTIME/./}" "$line"; done
+}
+
+# CPU time (user + system, all threads) of a running process, in milliseconds.
+clk_tck=$(getconf CLK_TCK)
+cpu_ms() { # PID
+	awk -v hz="$clk_tck" '{ sub(/^.*\) /, ""); printf "%d\n", ($12 + $13) * 1000 / hz }' "/proc/$1/stat"
+}
+
+# The arrival time of the first stamped line of FILE whose text starts with PREFIX.
+stamp_of() { # FILE PREFIX
+	awk -v p="$2" 'index(substr($0, index($0, " ") + 1), p) == 1 { print $1; exit }' "$1"
+}
+
+# Runs vzdump.sh over the bench's folders, the JSON summary to OUT.json, the stamped log to
+# OUT.log; fails (with the log) unless the backup succeeded. Sets RUN_CPU_MS: the CPU time of
+# vzdump.sh and everything it ran (vma-create, qmpctl, jq ...), not QEMU's.
+run_vzdump() { # OUT ARGS...
+	local out=$1 rc
+	shift
+	set +e
+	{
+		/usr/bin/time -f '%U %S' -o "$out.cpu" "$VZDUMP" --dumpdir "$dir/dump" \
+			--tmpdir "$dir/tmp" --confdir "$dir/conf" --rundir "$dir/run" --json "$@" \
+			2>&1 >"$out.json"
+	} | stamp >"$out.log"
+	rc=${PIPESTATUS[0]}
+	set -e
+	RUN_CPU_MS=$(awk '{ printf "%d\n", ($1 + $2) * 1000 }' "$out.cpu")
+	if [ "$rc" != 0 ] || [ "$(jq -r .status "$out.json" 2>/dev/null)" != ok ]; then
+		cut -d' ' -f2- "$out.log" >&2
+		die "vzdump.sh $* failed (exit $rc)"
+	fi
+}
+
+load() { cut -d' ' -f1-3 /proc/loadavg; }
+echo "$me: $(nproc) CPUs, files in $dir; load at start $(load)"
+
+# --- copy: a 2 GiB disk of random data on a running (OS-less) QEMU --------------------------
+
+head -c "${SIZE_MIB}M" /dev/urandom >"$dir/disk.raw"
+cat "$dir/disk.raw" >/dev/null # into the page cache, for both sides alike
+qemu_start_bare "$dir/vm" \
+	-blockdev "driver=file,node-name=file0,filename=$dir/disk.raw" \
+	-blockdev driver=raw,node-name=drive-virtio0,file=file0 \
+	-device virtio-blk-pci,drive=drive-virtio0,id=virtio0 || die "QEMU did not start"
+qmp=$dir/vm/qmp.sock
+qemu_pid=$(cat "$dir/vm/qemu.pid")
+qmpctl -s "$qmp" cont >/dev/null
+printf 'virtio0: %s,size=2G\n' "$dir/disk.raw" >"$dir/conf/100.conf"
+
+nbdkit -f -U "$dir/null.sock" null size="${SIZE_MIB}M" </dev/null >"$dir/nbdkit.log" 2>&1 &
+nbdkit_pid=$!
+for ((i = 0; i < 200; i++)); do [ -S "$dir/null.sock" ] && break; sleep 0.05; done
+[ -S "$dir/null.sock" ] || die "nbdkit did not start: $(cat "$dir/nbdkit.log")"
+
+# One baseline run: QEMU's backup job from the disk node into nbdkit's null plugin, the
+# connected socket handed over with getfd; sets BASE_US (blockdev-backup to BLOCK_JOB_COMPLETED)
+# and BASE_CPU_MS (QEMU's and nbdkit's CPU time meanwhile).
+baseline() {
+	local start end event cpu0
+	qmpctl -s "$qmp" --fd "null0=unix-connect:$dir/null.sock" --json \
+		'{"execute":"blockdev-add","arguments":{"driver":"raw","node-name":"bench-null",
+		  "file":{"driver":"nbd","export":"","server":{"type":"fd","str":"null0"}}}}' >/dev/null ||
+		die "blockdev-add of the nbdkit target failed"
+	cpu0=$(($(cpu_ms "$qemu_pid") + $(cpu_ms "$nbdkit_pid")))
+	start=$(now_us)
+	qmpctl -s "$qmp" -t 600 -w BLOCK_JOB_COMPLETED -m device=bench-base \
+		blockdev-backup job-id=bench-base device=drive-virtio0 target=bench-null sync=full \
+		>"$dir/event" || die "the baseline backup job failed"
+	end=$(now_us)
+	BASE_CPU_MS=$(($(cpu_ms "$qemu_pid") + $(cpu_ms "$nbdkit_pid") - cpu0))
+	event=$(tail -n 1 "$dir/event")
+	[ "$(jq -r '.data | (.error == null and .offset == .len)' <<<"$event")" = true ] ||
+		die "the baseline backup job failed: $event"
+	qmpctl -s "$qmp" blockdev-del node-name=bench-null >/dev/null ||
+		die "blockdev-del of the nbdkit target failed"
+	BASE_US=$((end - start))
+}
+
+# One vzdump.sh run; sets OUR_US (the whole run), COPY_US (from "starting backup via QMP
+# command" to "backup is sparse", logged once the writer has finished the archive) and
+# OUR_CPU_MS (QEMU's CPU time and vzdump.sh's with all it ran).
+ours() {
+	local start end t0 t1 archive cpu0
+	cpu0=$(cpu_ms "$qemu_pid")
+	start=$(now_us)
+	run_vzdump "$dir/copy" 100
+	end=$(now_us)
+	OUR_CPU_MS=$(($(cpu_ms "$qemu_pid") - cpu0 + RUN_CPU_MS))
+	archive=$(jq -r '.vms[0].archive' "$dir/copy.json")
+	[ "$(stat -c %s "$archive")" -gt $((SIZE_MIB * 1048576)) ] || die "$archive is too small"
+	t0=$(stamp_of "$dir/copy.log" "INFO: starting backup via QMP command")
+	t1=$(stamp_of "$dir/copy.log" "INFO: backup is sparse")
+	OUR_US=$((end - start))
+	COPY_US=$((t1 - t0))
+	rm -f "$dir/dump"/*
+}
+
+base_all=() our_all=() copy_all=() base_cpu=() our_cpu=()
+for ((r = 0; r < RUNS; r++)); do
+	baseline
+	base_all+=("$BASE_US")
+	base_cpu+=("$BASE_CPU_MS")
+	ours
+	our_all+=("$OUR_US")
+	copy_all+=("$COPY_US")
+	our_cpu+=("$OUR_CPU_MS")
+done
+load_copy=$(load)
+kill "$nbdkit_pid" 2>/dev/null || true
+nbdkit_pid=
+qemu_stop "$dir/vm"
+rm -f "$dir/disk.raw"
+
+# Report lines: NAME, the median time, its throughput, every run, and against the baseline.
+awk -v mib="$SIZE_MIB" -v runs="$RUNS" -v load="$load_copy" \
+	-v b="$(median "${base_all[@]}")" -v ball="${base_all[*]}" \
+	-v bcpu="$(median "${base_cpu[@]}")" \
+	-v o="$(median "${our_all[@]}")" -v oall="${our_all[*]}" \
+	-v ocpu="$(median "${our_cpu[@]}")" \
+	-v c="$(median "${copy_all[@]}")" -v call="${copy_all[*]}" '
+function s(us) { return us / 1e6 }
+function secs(list,   n, i, a, out) {
+	n = split(list, a, " "); out = ""
+	for (i = 1; i <= n; i++) out = out sprintf("%s%.2f", i > 1 ? " " : "", s(a[i]))
+	return out
+}
+function line(name, t, all) {
+	printf "copy    %-34s %6.2f s %6.1f MiB/s  (runs %s s)", name, s(t), mib / s(t), secs(all)
+}
+BEGIN {
+	printf "copy    %d MiB of random data, median of %d runs each (load %s)\n", mib, runs, load
+	line("baseline: QEMU backup -> nbdkit null", b, ball)
+	printf "\n"
+	line("vzdump.sh, whole run", o, oall)
+	printf "  ratio %.2fx (goal >= 0.90x: %s)\n", b / o, (b / o >= 0.9 ? "met" : "missed")
+	line("vzdump.sh, jobs started -> archive", c, call)
+	printf "  ratio %.2fx\n", b / c
+	printf "copy    CPU time (QEMU + the rest): baseline %.2f s, vzdump.sh %.2f s, ratio %.2fx\n",
+		bcpu / 1000, ocpu / 1000, bcpu / ocpu
+}'
+
+# --- frozen: the test guest with its agent, FREEZE_RUNS backups -----------------------------
+
+guest_build || die "cannot build the test guest"
+guest_start "$dir/guest" || die "the test guest did not boot"
+printf 'agent: 1\nvirtio0: %s\n' "$dir/guest/guestdisk.raw" >"$dir/conf/101.conf"
+
+frozen_all=() bare_all=() took_all=()
+for ((r = 0; r < FREEZE_RUNS; r++)); do
+	start=$(now_us)
+	run_vzdump "$dir/frozen" 101
+	took_all+=($((($(now_us) - start) / 1000)))
+	ms=$(jq -r '.vms[0].frozen_ms' "$dir/frozen.json")
+	[[ $ms =~ ^[0-9]+$ ]] || die "no frozen_ms in $(cat "$dir/frozen.json")"
+	frozen_all+=("$ms")
+	rm -f "$dir/dump"/*
+done
+# The least a freeze costs with this guest and agent: nothing done while frozen.
+for ((r = 0; r < FREEZE_RUNS; r++)); do
+	ms=$(gafreeze -s "$dir/guest/qga.sock" --json hold -- true 2>/dev/null | jq -r .frozen_ms)
+	[[ $ms =~ ^[0-9]+$ ]] || die "gafreeze hold on the test guest failed"
+	bare_all+=("$ms")
+done
+
+stats() { # VALUES...
+	printf 'min %4d  median %4d  max %4d ms' "$(minimum "$@")" "$(median "$@")" "$(maximum "$@")"
+}
+med=$(median "${frozen_all[@]}")
+printf 'frozen  %d backups of the test guest (agent: 1, 64 MiB disk) (load %s)\n' \
+	"$FREEZE_RUNS" "$(load)"
+printf 'frozen  vzdump.sh frozen_ms            %s  (goal median <= 50 ms: %s)\n' \
+	"$(stats "${frozen_all[@]}")" "$([ "$med" -le 50 ] && echo met || echo missed)"
+printf 'frozen  gafreeze hold -- true          %s  (freeze and thaw alone)\n' \
+	"$(stats "${bare_all[@]}")"
+printf 'frozen  every run: %s ms; each backup took a median of %d ms\n' "${frozen_all[*]}" \
+	"$(median "${took_all[@]}")"
