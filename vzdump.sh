@@ -20,7 +20,8 @@ usage() {
 vzdump.sh [--dumpdir dir] [--tmpdir dir] [--confdir dir] [--rundir dir]
 [--compress 0 | zstd | xz] [--zstd threads] [--bwlimit kib]
 [--ionice priority] [--lockwait minutes] [--script hook] [--stdout]
-[--quiet] [--json] vmid ...
+[--quiet] [--json] [--statedir dir] vmid ...
+vzdump.sh --cleanup [--rundir dir] [--statedir dir] vmid ...
 END
 }
 
@@ -46,6 +47,8 @@ opt_script=
 opt_lockwait=180
 opt_ionice=7
 opt_json=0
+opt_statedir=${VZDUMP_STATEDIR:-/run/vzdump}
+opt_cleanup=0
 vmids=()
 
 parse_options() {
@@ -61,9 +64,11 @@ parse_options() {
 		--stdout) opt_stdout=1 ;;
 		--quiet) opt_quiet=1 ;;
 		--json) opt_json=1 ;;
+		--cleanup) opt_cleanup=1 ;;
 		--dumpdir | --tmpdir | --confdir | --rundir | --compress | --zstd | --bwlimit | --script | --lockwait | --ionice | \
+			--statedir | \
 			--dumpdir=* | --tmpdir=* | --confdir=* | --rundir=* | --compress=* | --zstd=* | \
-			--bwlimit=* | --script=* | --lockwait=* | --ionice=*)
+			--bwlimit=* | --script=* | --lockwait=* | --ionice=* | --statedir=*)
 			name=${arg%%=*}
 			if [ "$name" != "$arg" ]; then
 				value=${arg#*=}
@@ -93,6 +98,9 @@ parse_options() {
 	if [ "$opt_stdout" = 1 ] && [ "$opt_json" = 1 ]; then
 		die_usage "--json and --stdout both want standard output"
 	fi
+	if [ "$opt_cleanup" = 1 ] && [ "$opt_stdout" = 1 ]; then
+		die_usage "--cleanup writes no archive: --stdout makes no sense with it"
+	fi
 }
 
 set_option() { # NAME VALUE
@@ -101,6 +109,7 @@ set_option() { # NAME VALUE
 	--tmpdir) opt_tmpdir=$2 ;;
 	--confdir) opt_confdir=$2 ;;
 	--rundir) opt_rundir=$2 ;;
+	--statedir) opt_statedir=$2 ;;
 	--compress)
 		case $2 in
 		0 | zstd | xz) opt_compress=$2 ;;
@@ -248,7 +257,231 @@ we_paused=0  # we sent `stop`; cont must follow whatever happens
 writer_pid=  # vma-create --listen
 job_ids=()   # backup jobs started in QEMU
 
-undo_push() { undo+=("$1"); }
+# The cont after our stop went through.
+resumed() {
+	we_paused=0
+	state resumed
+}
+
+undo_push() {
+	undo+=("$1")
+	state "undo $1"
+}
+
+# --- the state file --------------------------------------------------------------------------
+# STATEDIR/VMID.state records, before each change to the VM is attempted, what a process that
+# finds this backup killed must undo: one line per record, appended, so that whatever moment a
+# SIGKILL hits, the file describes at least everything that was done. Records:
+#   owner PID START      the VM's backup process (START: its start time, against pid reuse)
+#   qmp PATH, qga PATH   the sockets
+#   tmp DIR, dat PATH    the private folder and the archive being written
+#   log PATH             the backup's .log, which gets the reason it failed
+#   proc PID START NAME  a helper process to stop (the writer)
+#   freeze, thawed       gafreeze hold began, and ended with the guest thawed
+#   paused, resumed      we sent stop, and cont went through
+#   job ID               a backup job we start
+#   undo COMMAND         as the undo record above; `undone` clears the ones before it
+# A backup that ends, well or not, removes its file; a file whose owner is gone is recovered
+# by the next job for the VM or by --cleanup (recover_state).
+
+state_file=
+state() { # RECORD
+	[ -n "$state_file" ] || return 0
+	printf '%s\n' "$1" >>"$state_file" 2>/dev/null || warn "cannot write the state file $state_file"
+}
+
+# The start time of process PID (field 22 of /proc/PID/stat), which tells a live owner from
+# a new process that got the same pid.
+proc_start() { # PID
+	local stat
+	local -a fields
+	stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
+	# The command name in parentheses may hold spaces: the fields after it are plain.
+	read -r -a fields <<<"${stat##*) }"
+	[ -n "${fields[19]:-}" ] || return 1
+	printf '%s\n' "${fields[19]}"
+}
+
+proc_alive() { # PID START
+	[ "$(proc_start "$1" 2>/dev/null)" = "$2" ]
+}
+
+state_proc() { # PID NAME
+	state "proc $1 $(proc_start "$1" || echo 0) $2"
+}
+
+# Starts the VM's state file, after first recovering a stale one of an earlier backup that
+# was killed. Called with the VM's lock held, before anything is done to the VM.
+state_begin() {
+	[ -d "$opt_statedir" ] || mkdir -m 0700 "$opt_statedir" 2>/dev/null ||
+		fail "cannot create the state folder $opt_statedir"
+	local file=$opt_statedir/$vmid.state
+	if [ -e "$file" ]; then
+		recover_state "$file" || fail "$recover_error"
+	fi
+	state_file=$file
+	# noclobber: two jobs with different lock folders must not share one state file.
+	if ! (set -C && printf 'owner %s %s\n' "$BASHPID" "$(proc_start "$BASHPID")" >"$file") 2>/dev/null; then
+		state_file=
+		fail "cannot create the state file $file (another backup of VM $vmid?)"
+	fi
+	state "qmp $qmp_sock"
+	state "qga $qga_sock"
+	state "tmp $private_dir"
+	[ -z "$tmp_archive" ] || state "dat $tmp_archive"
+	[ -z "$log_target" ] || state "log $log_target"
+}
+
+state_end() {
+	[ -n "$state_file" ] || return 0
+	rm -f "$state_file"
+	state_file=
+}
+
+# Undoes what the state FILE says a killed backup left behind: cont if it had paused the VM,
+# thaw if it had frozen the guest, stop its writer, run its undo record, sweep any of our
+# nodes and jobs still in QEMU, and remove its .dat and private folder. Fails (with
+# recover_error) only when the owner still runs.
+recover_error=
+recover_state() { # FILE
+	local file=$1 key rest owner='' start='' r_qmp='' r_qga='' r_tmp='' r_dat='' r_log='' frozen=0
+	local p pid pstart name blocks
+	local -a procs=()
+	undo=() job_ids=()
+	we_paused=0
+	while IFS=' ' read -r key rest; do
+		case $key in
+		owner) read -r owner start <<<"$rest" ;;
+		qmp) r_qmp=$rest ;;
+		qga) r_qga=$rest ;;
+		tmp) r_tmp=$rest ;;
+		dat) r_dat=$rest ;;
+		log) r_log=$rest ;;
+		proc) procs+=("$rest") ;;
+		freeze) frozen=1 ;;
+		thawed) frozen=0 ;;
+		paused) we_paused=1 ;;
+		resumed) we_paused=0 ;;
+		job) job_ids+=("$rest") ;;
+		undo) undo+=("$rest") ;;
+		undone) undo=() ;;
+		esac
+	done <"$file"
+	if [ -n "$owner" ] && proc_alive "$owner" "$start"; then
+		undo=() job_ids=()
+		we_paused=0
+		recover_error="a backup of VM $vmid is still running (pid $owner)"
+		return 1
+	fi
+	info "cleaning up after an earlier backup of VM $vmid that did not finish (pid ${owner:-?})"
+	local saved_qmp=$qmp_sock
+	[ -z "$r_qmp" ] || qmp_sock=$r_qmp
+	if qemu_alive; then
+		# A paused guest cannot answer the thaw: cont first.
+		if [ "$we_paused" = 1 ]; then
+			info "resuming VM again"
+			qmp cont >/dev/null 2>&1 || warn "cont failed"
+			we_paused=0
+		fi
+	fi
+	if [ "$frozen" = 1 ] && [ -n "$r_qga" ] && [ -S "$r_qga" ]; then
+		if [ "$(gafreeze -s "$r_qga" -t 5 status 2>/dev/null)" = frozen ]; then
+			info "issuing guest-agent 'fs-thaw' command"
+			gafreeze -s "$r_qga" -t 10 thaw >/dev/null || warn "thawing the guest failed"
+		fi
+	fi
+	for p in "${procs[@]}"; do
+		read -r pid pstart name <<<"$p"
+		if proc_alive "$pid" "$pstart"; then
+			info "stopping $name (pid $pid) left running"
+			stop_process "$pid" "$pstart"
+		fi
+	done
+	if qemu_alive; then
+		run_undo lax || true
+		sweep_leftovers
+	else
+		undo=() job_ids=()
+	fi
+	job_ids=()
+	if [ -n "$r_dat" ]; then
+		# With the .dat, the temporary file vma-create writes it as (.NAME.tmp.PID).
+		rm -f "$r_dat" "$(dirname -- "$r_dat")/.$(basename -- "$r_dat").tmp."*
+	fi
+	if [ -n "$r_log" ] && [ -f "$r_log" ]; then
+		printf '%s ERROR: Backup of VM %s failed - the backup process was killed (cleaned up by pid %s)\n' \
+			"$(date '+%F %T')" "$vmid" "$$" >>"$r_log" || true
+	fi
+	case $r_tmp in */vzdumptmp.*) rm -rf "$r_tmp" ;; esac
+	rm -f "$file"
+	qmp_sock=$saved_qmp
+	return 0
+}
+
+# SIGTERM, then SIGKILL after 5 s, to a process that is not our child.
+stop_process() { # PID START
+	local i
+	kill -TERM "$1" 2>/dev/null || return 0
+	for ((i = 0; i < 50; i++)); do
+		proc_alive "$1" "$2" || return 0
+		sleep 0.1
+	done
+	kill -KILL "$1" 2>/dev/null || true
+}
+
+swept=0
+# Removes from QEMU what carries our names (jobs vzdump-drive-*, nodes vz-tgt-*, vz-acc-*,
+# vz-cbw-*, vz-fl-* and drive-tpmstate0-backup) even with no state file to tell: a device
+# still on one of our filters gets its own node back first. The fdsets of our scratch nodes
+# are found through the nodes' /dev/fdset/N file names.
+sweep_leftovers() {
+	local jobs nodes graph batch id ours
+	nodes=$(qmp query-named-block-nodes flat=true 2>/dev/null) || return 0
+	jobs=$(qmp query-jobs 2>/dev/null) || return 0
+	# shellcheck disable=SC2016 # jq variables
+	ours=$(jq -n --argjson nodes "$nodes" --argjson jobs "$jobs" --arg tpm "$TPM_NODE" '
+		[$jobs[] | select(.id | startswith("vzdump-drive-"))] + [$nodes[]
+		| select(.["node-name"] | test("^vz-(tgt|acc|cbw|fl)-") or . == $tpm)] | length')
+	[ "$ours" != 0 ] || return 0
+	swept=1
+	info "found leftovers of an earlier backup in QEMU - removing them"
+	while IFS= read -r id; do
+		[ -n "$id" ] || continue
+		qmp job-cancel "id=$id" >/dev/null 2>&1 || true
+	done < <(jq -r '.[] | select(.id | startswith("vzdump-drive-")) | select(.status != "concluded") | .id' <<<"$jobs")
+	local i pending
+	for ((i = 0; i < 100; i++)); do
+		pending=$(qmp query-jobs 2>/dev/null | jq -r '[.[] | select(.id | startswith("vzdump-drive-"))
+			| select(.status != "concluded")] | length') || break
+		[ "$pending" != 0 ] || break
+		sleep 0.1
+	done
+	graph=$(qmp x-debug-query-block-graph 2>/dev/null) || graph='{"nodes":[],"edges":[]}'
+	blocks=$(qmp query-block 2>/dev/null) || blocks='[]'
+	jobs=$(qmp query-jobs 2>/dev/null) || jobs='[]'
+	# shellcheck disable=SC2016 # jq variables
+	batch=$(jq -nr --argjson nodes "$nodes" --argjson jobs "$jobs" --argjson graph "$graph" \
+		--argjson blocks "$blocks" --arg tpm "$TPM_NODE" '
+		def byname($n): $graph.nodes[] | select(.name == $n) | .id;
+		def child($id): [$graph.edges[] | select(.parent == $id and .name == "file") | .child][0];
+		def nameof($id): [$graph.nodes[] | select(.id == $id) | .name][0];
+		def named($re): $nodes[] | .["node-name"] | select(test($re));
+		($jobs[] | select(.id | startswith("vzdump-drive-"))
+		 | {execute: "job-dismiss", arguments: {id: .id}}),
+		(named("^vz-tgt-") | {execute: "blockdev-del", arguments: {"node-name": .}}),
+		(named("^vz-acc-") | {execute: "blockdev-del", arguments: {"node-name": .}}),
+		($blocks[] | select(.qdev and ((.inserted["node-name"] // "") | startswith("vz-cbw-")))
+		 | {execute: "qom-set", arguments: {path: .qdev, property: "drive",
+			value: nameof(child(byname(.inserted["node-name"])))}}),
+		(named("^vz-cbw-") | {execute: "blockdev-del", arguments: {"node-name": .}}),
+		([$nodes[] | select(.["node-name"] | test("^vz-fl-")) | .file
+		  | capture("^/dev/fdset/(?<n>[0-9]+)$").n | tonumber] as $sets
+		 | (named("^vz-fl-") | {execute: "blockdev-del", arguments: {"node-name": .}}),
+		   ($sets[] | {execute: "remove-fd", arguments: {"fdset-id": .}})),
+		(named("^" + $tpm + "$") | {execute: "blockdev-del", arguments: {"node-name": .}})
+		| tojson') || return 0
+	[ -z "$batch" ] || qmp -k -f - <<<"$batch" >/dev/null 2>&1 || true
+}
 
 # Cancels our jobs that have not concluded and waits (bounded) until they have.
 cancel_jobs() {
@@ -278,7 +511,7 @@ run_undo() { # MODE
 	local mode=$1 i batch out rc=0 line
 	[ ${#undo[@]} -gt 0 ] || return 0
 	if [ "$we_paused" = 1 ]; then
-		qmp cont >/dev/null 2>&1 && we_paused=0
+		qmp cont >/dev/null 2>&1 && resumed
 	fi
 	batch=
 	for ((i = ${#undo[@]} - 1; i >= 0; i--)); do
@@ -296,6 +529,7 @@ run_undo() { # MODE
 		run_undo_batch "$mode" "$batch" || rc=1
 	fi
 	undo=()
+	state undone
 	return "$rc"
 }
 
@@ -342,6 +576,7 @@ cleanup() {
 	logfile=
 	[ -z "$vmid" ] || run_hook log-end vm || warn "$hook_error"
 	[ -z "$private_dir" ] || rm -rf "$private_dir"
+	state_end
 	exit "$status"
 }
 
@@ -633,6 +868,7 @@ start_writer() {
 	done
 	vma-create "${args[@]}" 2>"$private_dir/writer.log" 3>&- &
 	writer_pid=$!
+	state_proc "$writer_pid" vma-create
 	[ ${#disks[@]} -gt 0 ] || return 0
 	for ((i = 0; i < 200; i++)); do
 		[ -S "$private_dir/nbd.sock" ] && return 0
@@ -751,12 +987,20 @@ snapshot() {
 		(if $status == "running" then "B {\"execute\":\"cont\"}" else empty end)'
 
 	freeze_applicable && freeze=(gafreeze -s "$qga_sock" --max "$FREEZE_MAX" --json hold --)
-	[ "$status" != running ] || we_paused=1
-	[ ${#freeze[@]} -eq 0 ] || info "issuing guest-agent 'fs-freeze' command"
+	if [ "$status" = running ]; then
+		we_paused=1
+		state paused
+	fi
+	if [ ${#freeze[@]} -gt 0 ]; then
+		info "issuing guest-agent 'fs-freeze' command"
+		state freeze
+	fi
 	t0=$(now_ms)
 	out=$("${freeze[@]}" qmpctl -s "$qmp_sock" -t "$QMP_TIMEOUT" -k \
 		-f "$private_dir/snapshot.qmp" 2>"$private_dir/snapshot.err") || rc=$?
 	t1=$(now_ms)
+	# gafreeze exits 4 only when the guest may still be frozen.
+	[ ${#freeze[@]} -eq 0 ] || [ "$rc" = 4 ] || state thawed
 	[ ${#freeze[@]} -eq 0 ] || info "issuing guest-agent 'fs-thaw' command"
 	snapshot_check "$status" "$out" "$rc" "${#freeze[@]}"
 	snapshot_ms=$((t1 - t0))
@@ -785,10 +1029,10 @@ snapshot_check() { # STATUS OUTPUT RC FROZEN
 		fi
 	done
 	if [ "$1" = running ] && [ "$n" -gt 0 ] && ! is_error_line "${lines[-1]}"; then
-		we_paused=0
+		resumed
 	fi
 	if [ "$we_paused" = 1 ]; then
-		qmp cont >/dev/null 2>&1 && we_paused=0
+		qmp cont >/dev/null 2>&1 && resumed
 	fi
 	[ -z "$err" ] || fail "snapshot failed: $err"
 	[ "$3" = 0 ] || fail "snapshot failed: $(tail -n 1 "$private_dir/snapshot.err")"
@@ -834,6 +1078,7 @@ start_jobs() {
 		fdargs+=(--fd "t$i=unix-connect:$private_dir/nbd.sock")
 		d=${disks[i]}
 		job_ids+=("vzdump-drive-${d%%$'\x1f'*}")
+		state "job vzdump-drive-${d%%$'\x1f'*}"
 	done
 	# shellcheck disable=SC2016 # jq variables
 	plan "$private_dir/jobs.qmp" --argjson speed "$speed" '
@@ -996,6 +1241,7 @@ backup_vm() {
 	read_config
 	[ -S "$qmp_sock" ] || fail "VM $vmid is not running (no QMP socket $qmp_sock)"
 	vm_lock
+	state_begin
 	info "status = running"
 	[ -n "$vm_name" ] && info "VM Name: $vm_name"
 	[ -n "$conf_file" ] || info "no config $opt_confdir/$vmid.conf: backing up every disk QEMU has"
@@ -1069,6 +1315,37 @@ run_task() { # VMID
 	return "$rc"
 }
 
+# --cleanup: for each VM, under its lock, what a killed backup left behind (recover_state), and
+# any of our nodes and jobs still in QEMU.
+cleanup_vm() { # VMID
+	local fd file
+	vmid=$1
+	qmp_sock=$opt_rundir/$vmid.qmp
+	qga_sock=$opt_rundir/$vmid.qga
+	file=$opt_statedir/$vmid.state
+	# (exec's own redirection of stderr would last: the braces keep it to the open.)
+	if ! { exec {fd}>>"$opt_rundir/$vmid.vzdump.lock"; } 2>/dev/null; then
+		log ERROR "VM $vmid: can't open lock '$opt_rundir/$vmid.vzdump.lock'"
+		return 1
+	fi
+	if ! flock -n "$fd"; then
+		log ERROR "VM $vmid is locked (backup): a backup of it is running"
+		return 1
+	fi
+	if [ -e "$file" ]; then
+		if ! recover_state "$file"; then
+			log ERROR "$recover_error"
+			return 1
+		fi
+	elif qemu_alive; then
+		sweep_leftovers
+		[ "$swept" = 1 ] || info "VM $vmid: nothing to clean up"
+	else
+		info "VM $vmid: nothing to clean up (no state file, QEMU not running)"
+	fi
+	return 0
+}
+
 job_abort() { # REASON
 	run_hook job-abort || warn "$hook_error"
 	log ERROR "Backup job failed - $1"
@@ -1100,6 +1377,13 @@ main() {
 		ionice -c3 -p $$ 2>/dev/null || warn "ionice failed"
 	else
 		ionice -c2 -n "$opt_ionice" -p $$ 2>/dev/null || warn "ionice failed"
+	fi
+	if [ "$opt_cleanup" = 1 ]; then
+		for id in $(printf '%s\n' "${vmids[@]}" | sort -n -u); do
+			(cleanup_vm "$id") || errors=$((errors + 1))
+		done
+		[ "$errors" = 0 ] || exit 1
+		exit 0
 	fi
 	if [ "$opt_json" = 1 ]; then
 		results=$(mktemp "$opt_tmpdir/vzdump-results.XXXXXX")

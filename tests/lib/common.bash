@@ -20,3 +20,7 @@ sha() { sha256sum "$1" | cut -d' ' -f1; }
 random_file() { # FILE SIZE
 	head -c "$2" /dev/urandom >"$1"
 }
+
+# vzdump.sh's state files: one folder per test file, so that test files running side by side
+# (with the same VMIDs on different QEMUs) never see each other's backups.
+export VZDUMP_STATEDIR="${VZDUMP_STATEDIR:-$BATS_FILE_TMPDIR/vzdump-state}"
