@@ -3,7 +3,8 @@
 #   make                  build every tool into $(BUILD)/bin
 #   make check            run the whole test suite (installs missing packages first)
 #   make check SANITIZE=1 the same, built with AddressSanitizer and UBSan
-#   make demo             back up and restore a throw-away VM's disks, and show it
+#   make demo             back up a throw-away running VM with vzdump.sh, restore it, show it
+#   make demo GUEST=1     the same with the booted test guest and a real filesystem freeze
 #   make bench            run the benchmarks in bench/
 #   make install          PREFIX, DESTDIR, BINDIR, MANDIR as usual
 
