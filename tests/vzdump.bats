@@ -637,3 +637,16 @@ INFO: backup contains no disks"* ]] || fail "$stderr"
 	refute_output --partial "DEV:"
 	assert_equal "$(vz_state "$OWN")" "$before"
 }
+
+@test "a person holding the QMP monitor for seconds during the copy does not fail the backup" {
+	own_vm
+	before=$(vz_state "$OWN")
+	slow_backup
+	# qmpctl waiting for an event that never comes keeps the one QMP connection for 4 s.
+	run -3 qmpctl -s "$OWN/run/300.qmp" -t 4 -w NO_SUCH_EVENT
+	wait "$bk" || fail "backup failed: $(cat "$OWN/err")"
+	grep -qE '^INFO: Finished Backup of VM 300 ' "$OWN/err" || fail "$(cat "$OWN/err")"
+	vma-extract "$OWN"/dump/vzdump-qemu-300-*.vma "$OWN/x"
+	assert_equal "$(sha "$OWN/x/disk-drive-virtio0.raw")" "$(sha "$OWN/orig.raw")"
+	assert_equal "$(vz_state "$OWN")" "$before"
+}
