@@ -1218,7 +1218,7 @@ mark_backup() { # ARCHIVE
 }
 
 # Retention after a successful backup (the new archive counts), through vzdump-prune, with
-# vzdump's log lines for a plain dump folder.
+# vzdump's log lines for a plain dump folder (removals in name order, as its glob lists them).
 prune_backups() {
 	[ "$opt_remove" = 1 ] && [ "$prune_keep_all" = 0 ] || return 0
 	local json file n=0
@@ -1230,7 +1230,7 @@ prune_backups() {
 		[ -n "$file" ] || continue
 		info "delete old backup '$opt_dumpdir/$file'"
 		n=$((n + 1))
-	done < <(jq -r '.[] | select(.mark == "remove") | .file' <<<"$json")
+	done < <(jq -r '[.[] | select(.mark == "remove") | .file] | sort[]' <<<"$json")
 	info "pruned $n backup(s) not covered by keep-retention policy"
 }
 
