@@ -1,5 +1,5 @@
 #!/usr/bin/env bats
-# shellcheck disable=SC2154,SC2016 # bats sets $stderr; bash -c programs are single-quoted
+# shellcheck disable=SC2154,SC2016,SC2030,SC2031 # bats sets $stderr; bash -c programs are single-quoted; each test its own TZ
 # vzdump.sh at job level against real QEMU (bare, no guest): --all/--exclude, vzdump.conf
 # defaults, retention through vzdump-prune, the --remove 0 limit, notes and protection, and
 # backup names that are already taken.
@@ -56,11 +56,11 @@ job() {
 
 # The one archive of VM VMID in $D.
 archive_of() { # VMID
-	local -a a
-	mapfile -t a < <(find "$D" -maxdepth 1 \( -name "vzdump-qemu-$1-*.vma" -o \
+	local -a found
+	mapfile -t found < <(find "$D" -maxdepth 1 \( -name "vzdump-qemu-$1-*.vma" -o \
 		-name "vzdump-qemu-$1-*.vma.zst" \))
-	[ ${#a[@]} = 1 ] && [ -f "${a[0]}" ] || fail "not one archive of $1: ${a[*]}"
-	printf '%s\n' "${a[0]}"
+	[ ${#found[@]} = 1 ] || fail "not one archive of $1: ${found[*]}"
+	printf '%s\n' "${found[0]}"
 }
 
 # The archive extracted; the sha256 of its disks, in the order given.
@@ -214,7 +214,8 @@ job-end"
 	[[ ! $stamp > $(date -d "@$t1" +%Y_%m_%d-%H_%M_%S) ]] || fail "$stamp is after the end (local $TZ)"
 	printf '%s (102)\n%s/standalone node \\n {{x y}}' 'web{{vmid}}' "$(uname -n | cut -d. -f1)" >"$BATS_TEST_TMPDIR/want"
 	cmp "$a.notes" "$BATS_TEST_TMPDIR/want"
-	[ -f "$a.protected" ] && [ ! -s "$a.protected" ] || fail "no empty $a.protected"
+	[ -f "$a.protected" ] || fail "no $a.protected"
+	[ ! -s "$a.protected" ] || fail "$a.protected is not empty"
 	run grep -A 3 '^INFO: archive file size' <<<"$stderr"
 	assert_line --index 1 "INFO: adding notes to backup"
 	assert_line --index 2 "INFO: marking backup as protected"
