@@ -220,11 +220,6 @@ job-end"
 	assert_line --index 1 "INFO: adding notes to backup"
 	assert_line --index 2 "INFO: marking backup as protected"
 	assert_line --index 3 --partial "INFO: Finished Backup of VM 102"
-	# A protected backup never counts, so a keep-last=1 prune after the next backup leaves it.
-	sleep 1
-	run --separate-stderr -0 job --prune-backups keep-last=1 102
-	[[ $stderr == *"INFO: pruned 0 backup(s) not covered by keep-retention policy"* ]] || fail "$stderr"
-	[ "$(find "$D" -name '*.vma' | wc -l)" = 2 ] || fail "$(ls "$D")"
 }
 
 @test "a notes template with another variable, escape or a line feed is a usage error" {
