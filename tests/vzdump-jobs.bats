@@ -5,7 +5,8 @@
 # backup names that are already taken.
 #
 # Two QEMUs, shared by all tests and left in prelaunch (no CPU spent): VM 100 has the two
-# disks of vz_start_two_disks, VM 102 one small raw disk. VM 101 has a config but no QEMU.
+# disks of vz_start_two_disks, VM 102 one small raw disk. VM 101's config names a disk that its
+# QEMU (VM 102's) does not have, so its backup fails.
 
 setup() {
 	load lib/common
@@ -29,9 +30,10 @@ setup_file() {
 		-device virtio-blk-pci,drive=drive-virtio0,id=virtio0
 	ln -s "$VM/qmp.sock" "$W/run/100.qmp"
 	ln -s "$SMALL/qmp.sock" "$W/run/102.qmp"
+	ln -s "$SMALL/qmp.sock" "$W/run/101.qmp"
 	printf 'name: big\nvirtio0: %s,size=64M\nscsi0: %s,size=104861184\n' "$VM/d0.raw" \
 		"$VM/d1.qcow2" >"$W/conf/100.conf"
-	printf 'name: off\nvirtio0: /nowhere/101.raw,size=4M\n' >"$W/conf/101.conf"
+	printf 'name: broken\nscsi0: /nowhere/101.raw,size=4M\n' >"$W/conf/101.conf"
 	# A name with braces: the notes must not expand a value again.
 	printf 'name: web{{vmid}}\nvirtio0: %s,size=4M\n' "$SMALL/s0.raw" >"$W/conf/102.conf"
 	# Not VMIDs: --all leaves them alone.
@@ -89,13 +91,14 @@ phase_hook() { # FILE
 	assert_equal "$after" "$before"
 	a100=$(archive_of 100)
 	a102=$(archive_of 102)
-	run jq -c '.vms[] |= (.start |= type | .end |= type | .snapshot_ms |= type)' <<<"$output"
-	assert_output "{\"status\":\"error\",\"error\":null,\"vms\":[{\"vmid\":100,\"status\":\"ok\",\"archive\":\"$a100\",\"size\":$(stat -c %s "$a100"),\"start\":\"number\",\"end\":\"number\",\"frozen_ms\":null,\"snapshot_ms\":\"number\",\"error\":null},{\"vmid\":101,\"status\":\"error\",\"archive\":null,\"size\":null,\"start\":\"number\",\"end\":\"number\",\"frozen_ms\":null,\"snapshot_ms\":\"null\",\"error\":\"VM 101 is not running (no QMP socket $W/run/101.qmp)\"},{\"vmid\":102,\"status\":\"ok\",\"archive\":\"$a102\",\"size\":$(stat -c %s "$a102"),\"start\":\"number\",\"end\":\"number\",\"frozen_ms\":null,\"snapshot_ms\":\"number\",\"error\":null}]}"
+	run jq -c '.vms[] |= (.start |= type | .end |= type | .snapshot_ms |= type
+		| .error |= (if . then sub(": give .*"; "") else . end))' <<<"$output"
+	assert_output "{\"status\":\"error\",\"error\":null,\"vms\":[{\"vmid\":100,\"status\":\"ok\",\"archive\":\"$a100\",\"size\":$(stat -c %s "$a100"),\"start\":\"number\",\"end\":\"number\",\"frozen_ms\":null,\"snapshot_ms\":\"number\",\"error\":null},{\"vmid\":101,\"status\":\"error\",\"archive\":null,\"size\":null,\"start\":\"number\",\"end\":\"number\",\"frozen_ms\":null,\"snapshot_ms\":\"null\",\"error\":\"disk 'scsi0' (/nowhere/101.raw) not found in the running QEMU\"},{\"vmid\":102,\"status\":\"ok\",\"archive\":\"$a102\",\"size\":$(stat -c %s "$a102"),\"start\":\"number\",\"end\":\"number\",\"frozen_ms\":null,\"snapshot_ms\":\"number\",\"error\":null}]}"
 	run grep -E '^(INFO|ERROR): (Starting Backup|Finished Backup|Backup of VM|Backup job)' <<<"$stderr"
 	assert_output --regexp '^INFO: Starting Backup of VM 100 \(qemu\)
 INFO: Finished Backup of VM 100 \([0-9:]{8}\)
 INFO: Starting Backup of VM 101 \(qemu\)
-ERROR: Backup of VM 101 failed - VM 101 is not running \(no QMP socket [^)]*\)
+ERROR: Backup of VM 101 failed - disk .scsi0. \(/nowhere/101.raw\) not found in the running QEMU: .*
 INFO: Starting Backup of VM 102 \(qemu\)
 INFO: Finished Backup of VM 102 \([0-9:]{8}\)
 INFO: Backup job finished with errors$'
