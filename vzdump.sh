@@ -20,12 +20,19 @@ usage() {
 vzdump.sh [--dumpdir dir] [--tmpdir dir] [--confdir dir] [--rundir dir]
 [--compress 0 | zstd | xz] [--zstd threads] [--bwlimit kib]
 [--ionice priority] [--lockwait minutes] [--script hook] [--stdout]
-[--quiet] [--json] [--statedir dir] vmid ...
+[--quiet] [--json] [--statedir dir]
+[--prune-backups spec] [--remove 0 | 1] [--notes-template text] [--protected 0 | 1]
+vmid ... | --all [--exclude vmid,...]
 vzdump.sh --cleanup [--rundir dir] [--statedir dir] vmid ...
 END
 }
 
 die_usage() {
+	# A bad value in vzdump.conf: where it is, without the synopsis.
+	if [ -n "$option_source" ]; then
+		printf '%s: %s: %s\n' "$PROG" "$option_source" "$1" >&2
+		exit 2
+	fi
 	printf '%s: %s\n' "$PROG" "$1" >&2
 	printf 'usage: ' >&2
 	usage >&2
@@ -50,6 +57,20 @@ opt_json=0
 opt_statedir=${VZDUMP_STATEDIR:-/run/vzdump}
 opt_cleanup=0
 vmids=()
+# Job level: --all/--exclude, retention, notes and protection (see select_guests,
+# prune_backups, mark_backup).
+opt_all=0
+opt_exclude=
+conf_exclude=
+opt_remove=1
+opt_notes=
+opt_protected=0
+prune_spec=      # the policy normalised for vzdump-prune, e.g. keep-daily=7,keep-last=3
+prune_log=       # the same as vzdump logs it: keep-daily=7, keep-last=3
+prune_keep_all=1 # no positive keep-* count, or keep-all=1: nothing is ever pruned
+prune_limit=0    # the sum of the keep-* counts
+# Where the option being set comes from when that is not the command line (vzdump.conf).
+option_source=
 
 parse_options() {
 	local arg name value
@@ -65,10 +86,13 @@ parse_options() {
 		--quiet) opt_quiet=1 ;;
 		--json) opt_json=1 ;;
 		--cleanup) opt_cleanup=1 ;;
+		--all) opt_all=1 ;;
 		--dumpdir | --tmpdir | --confdir | --rundir | --compress | --zstd | --bwlimit | --script | --lockwait | --ionice | \
 			--statedir | \
 			--dumpdir=* | --tmpdir=* | --confdir=* | --rundir=* | --compress=* | --zstd=* | \
-			--bwlimit=* | --script=* | --lockwait=* | --ionice=* | --statedir=*)
+			--bwlimit=* | --script=* | --lockwait=* | --ionice=* | --statedir=* | \
+			--exclude | --prune-backups | --remove | --notes-template | --protected | \
+			--exclude=* | --prune-backups=* | --remove=* | --notes-template=* | --protected=*)
 			name=${arg%%=*}
 			if [ "$name" != "$arg" ]; then
 				value=${arg#*=}
@@ -87,7 +111,13 @@ parse_options() {
 		*) vmids+=("$arg") ;;
 		esac
 	done
-	[ ${#vmids[@]} -gt 0 ] || die_usage "no VMID given"
+	if [ "$opt_all" = 1 ] && [ ${#vmids[@]} -gt 0 ]; then
+		die_usage "$([ -n "$opt_exclude" ] && echo --exclude || echo --all) conflicts with a VMID list"
+	fi
+	[ ${#vmids[@]} -gt 0 ] || [ "$opt_all" = 1 ] || die_usage "no VMID given"
+	if [ "$opt_stdout" = 1 ] && [ "$opt_all" = 1 ]; then
+		die_usage "--stdout backs up exactly one VM"
+	fi
 	local id
 	for id in "${vmids[@]}"; do
 		[[ $id =~ ^[1-9][0-9]{2,8}$ ]] || die_usage "invalid VMID: $id (100 to 999999999)"
@@ -138,7 +168,173 @@ set_option() { # NAME VALUE
 		[[ $2 =~ ^[0-9]{1,12}$ ]] || die_usage "--bwlimit needs KiB/s as a number, not '$2'"
 		opt_bwlimit=$((10#$2))
 		;;
+	--exclude)
+		opt_exclude=$(parse_vmid_list "$2") || exit 2
+		opt_all=1
+		;;
+	--prune-backups) parse_prune_spec "$2" ;;
+	--remove) opt_remove=$(parse_bool --remove "$2") || exit 2 ;;
+	--protected) opt_protected=$(parse_bool --protected "$2") || exit 2 ;;
+	--notes-template)
+		check_notes_template "$2"
+		opt_notes=$2
+		;;
+	*) return 1 ;;
 	esac
+}
+
+# --- job-level option values ------------------------------------------------------------------
+
+# A pve-vmid-list (VMIDs separated by commas, semicolons or spaces), printed space-separated.
+parse_vmid_list() { # LIST
+	local id out=
+	local -a ids
+	IFS=',; ' read -r -a ids <<<"$1"
+	[ ${#ids[@]} -gt 0 ] || die_usage "--exclude needs a list of VMIDs"
+	for id in "${ids[@]}"; do
+		[[ $id =~ ^[1-9][0-9]{2,8}$ ]] || die_usage "--exclude: invalid VMID: $id (100 to 999999999)"
+		out+=" $id"
+	done
+	printf '%s\n' "${out# }"
+}
+
+# Proxmox's boolean values; prints 1 or 0.
+parse_bool() { # OPTION VALUE
+	case ${2,,} in
+	1 | on | yes | true) echo 1 ;;
+	0 | off | no | false) echo 0 ;;
+	*) die_usage "$1 must be 0 or 1, not '$2'" ;;
+	esac
+}
+
+# prune-backups as Proxmox validates it (spec §4.1): keep-all=BOOL and keep-last ... keep-yearly
+# as counts; keep-all=1 with a positive count is an error; no positive count means keep-all.
+# Sets prune_spec, prune_log, prune_keep_all and prune_limit.
+parse_prune_spec() { # SPEC
+	local item key value seen=' ' positive=0 keep_all=0 sum=0
+	local -a items pairs=()
+	IFS=, read -r -a items <<<"$1"
+	[ ${#items[@]} -gt 0 ] || die_usage "--prune-backups needs keep-N=COUNT,... or keep-all=1"
+	for item in "${items[@]}"; do
+		[[ $item == *=* ]] || die_usage "--prune-backups: '$item' is not key=value"
+		key=${item%%=*}
+		value=${item#*=}
+		case $seen in *" $key "*) die_usage "--prune-backups: duplicate key '$key'" ;; esac
+		seen+="$key "
+		case $key in
+		keep-all)
+			value=$(parse_bool "--prune-backups keep-all" "$value") || exit 2
+			keep_all=$value
+			;;
+		keep-last | keep-hourly | keep-daily | keep-weekly | keep-monthly | keep-yearly)
+			[[ $value =~ ^[0-9]{1,10}$ ]] ||
+				die_usage "--prune-backups: $key needs a count, not '$value'"
+			value=$((10#$value))
+			[ "$value" = 0 ] || positive=1
+			sum=$((sum + value))
+			;;
+		*) die_usage "--prune-backups: unknown key '$key'" ;;
+		esac
+		pairs+=("$key=$value")
+	done
+	if [ "$keep_all" = 1 ] && [ "$positive" = 1 ]; then
+		die_usage "--prune-backups: keep-all cannot be set together with other options"
+	fi
+	mapfile -t pairs < <(printf '%s\n' "${pairs[@]}" | LC_ALL=C sort)
+	prune_spec=$(IFS=,; echo "${pairs[*]}")
+	prune_log=${prune_spec//,/, }
+	prune_limit=$sum
+	prune_keep_all=$((keep_all == 1 || positive == 0 ? 1 : 0))
+}
+
+# The notes template as vzdump checks it (spec §3.3): one line of at most 1024 characters,
+# the variables {{cluster}}, {{guestname}}, {{node}} and {{vmid}}, the escapes \n and \\.
+check_notes_template() { # TEMPLATE
+	local t=$1 i c rest
+	[[ $t != *$'\n'* ]] || die_usage "--notes-template contains a line feed"
+	[ ${#t} -le 1024 ] || die_usage "--notes-template is longer than 1024 characters"
+	for ((i = 0; i < ${#t}; i++)); do
+		c=${t:i:1}
+		rest=${t:i}
+		if [ "$c" = "\\" ] && [ -n "${t:i+1:1}" ]; then
+			case ${t:i+1:1} in
+			n | "\\") i=$((i + 1)) ;;
+			*) die_usage "--notes-template: unknown escape sequence '\\${t:i+1:1}' at char $i" ;;
+			esac
+		elif [[ $rest =~ ^\{\{([^[:space:]{}]+)\}\} ]]; then
+			case ${BASH_REMATCH[1]} in
+			cluster | guestname | node | vmid) ;;
+			*) die_usage "--notes-template: unknown variable '{{${BASH_REMATCH[1]}}}' at char $i" ;;
+			esac
+			i=$((i + ${#BASH_REMATCH[0]} - 1))
+		fi
+	done
+}
+
+# The notes of this VM's backup: escapes and variables expanded in one pass from the left,
+# so that a value is never expanded again.
+expand_notes() { # TEMPLATE
+	local t=$1 i c rest out='' node
+	node=$(uname -n)
+	node=${node%%.*}
+	for ((i = 0; i < ${#t}; i++)); do
+		c=${t:i:1}
+		rest=${t:i}
+		if [ "$c" = "\\" ] && [ "${t:i+1:1}" = n ]; then
+			out+=$'\n'
+			i=$((i + 1))
+		elif [ "$c" = "\\" ] && [ "${t:i+1:1}" = "\\" ]; then
+			out+="\\"
+			i=$((i + 1))
+		elif [[ $rest =~ ^\{\{(cluster|guestname|node|vmid)\}\} ]]; then
+			case ${BASH_REMATCH[1]} in
+			cluster) out+='standalone node' ;;
+			guestname) out+=${vm_name:-VM $vmid} ;;
+			node) out+=$node ;;
+			vmid) out+=$vmid ;;
+			esac
+			i=$((i + ${#BASH_REMATCH[0]} - 1))
+		else
+			out+=$c
+		fi
+	done
+	printf '%s' "$out"
+}
+
+# /etc/vzdump.conf (or $VZDUMP_CONF): defaults in vzdump's `key: value` syntax, the keys being
+# the option names without dashes; read before the command line, which therefore wins. As
+# vzdump does, a key it does not know is a warning; a bad value is an error. Its exclude
+# applies to --all only (as a command-line --exclude, it would conflict with a VMID list).
+vzdump_conf=${VZDUMP_CONF:-/etc/vzdump.conf}
+conf_warnings=()
+read_vzdump_conf() {
+	local file=$vzdump_conf line key value n=0
+	[ -e "$file" ] || return 0
+	option_source=$file
+	if [ ! -f "$file" ] || [ ! -r "$file" ]; then
+		die_usage "cannot read the file"
+	fi
+	while IFS= read -r line || [ -n "$line" ]; do
+		n=$((n + 1))
+		line=${line#"${line%%[! $'\t']*}"}
+		line=${line%"${line##*[! $'\t'$'\r']}"}
+		case $line in '' | '#'*) continue ;; esac
+		option_source="$file line $n"
+		if ! [[ $line =~ ^([^[:space:]:]+):[[:space:]]*(.*)$ ]]; then
+			conf_warnings+=("$option_source: ignoring '$line' (not 'key: value')")
+			continue
+		fi
+		key=${BASH_REMATCH[1]}
+		value=${BASH_REMATCH[2]}
+		case $key in
+		exclude) conf_exclude=$(parse_vmid_list "$value") || exit 2 ;;
+		*)
+			set_option "--$key" "$value" ||
+				conf_warnings+=("$option_source: ignoring unknown or unsupported key '$key'")
+			;;
+		esac
+	done <"$file"
+	option_source=
 }
 
 # --- logging ---------------------------------------------------------------------------------
@@ -1193,6 +1389,96 @@ vm_lock() {
 	flock -n "$fd" || fail "VM $vmid is locked (backup)"
 }
 
+# --- job level: which VMs, and what happens around each archive -----------------------------
+
+# --all: every CONFDIR/VMID.conf, less the excluded ones (the command line's --exclude, or
+# else vzdump.conf's).
+select_guests() {
+	[ "$opt_all" = 1 ] || return 0
+	[ -d "$opt_confdir" ] || job_abort "config folder $opt_confdir does not exist"
+	local f id excluded=" ${opt_exclude:-$conf_exclude} "
+	for f in "$opt_confdir"/*.conf; do
+		[ -f "$f" ] || continue
+		id=${f##*/}
+		id=${id%.conf}
+		[[ $id =~ ^[1-9][0-9]{2,8}$ ]] || continue
+		[[ $excluded != *" $id "* ]] || continue
+		vmids+=("$id")
+	done
+}
+
+# With --remove 0 and a finite policy, vzdump refuses a backup that would exceed the policy's
+# count, before anything is done to the VM. Counts this VM's unprotected backups with
+# standard names, as vzdump-prune lists them.
+check_backup_limit() {
+	[ "$opt_remove" = 0 ] && [ "$prune_keep_all" = 0 ] || return 0
+	local json count
+	json=$(vzdump-prune -n --json --vmid "$vmid" --keep-all "$opt_dumpdir" \
+		2>"$private_dir/prune.err") ||
+		fail "cannot list the backups in $opt_dumpdir: $(tail -n 1 "$private_dir/prune.err")"
+	count=$(jq '[.[] | select(.mark == "keep")] | length' <<<"$json") ||
+		fail "cannot list the backups in $opt_dumpdir"
+	[ "$count" -lt "$prune_limit" ] ||
+		fail "There is a max backup limit of $prune_limit enforced by the target storage or the vzdump parameters. Either increase the limit or delete old backups."
+}
+
+# Two backups of one VM in the same second would get the same names. The log is created first
+# with O_EXCL (noclobber), so of two jobs only one gets the name; a finished archive or a .dat
+# of that name (whose log is gone) also means the name is taken.
+claim_backup_name() { # BASENAME
+	local base=$opt_dumpdir/$1 taken='' ext
+	if ! (set -o noclobber && : >"$base.log") 2>/dev/null; then
+		taken=$base.log
+	else
+		for ext in vma vma.zst vma.xz vma.gz vma.lzo dat; do
+			if [ -e "$base.$ext" ] || [ -L "$base.$ext" ]; then
+				taken=$base.$ext
+				rm -f "$base.log"
+				break
+			fi
+		done
+	fi
+	[ -z "$taken" ] ||
+		fail "backup name '$1' is taken: $taken exists (another backup of VM $vmid in the same second?)"
+}
+
+# After the rename, as vzdump does with a storage (we allow it with a dump folder): the notes,
+# then the protection marker. A failure of the notes is only a warning, of the marker fatal.
+mark_backup() { # ARCHIVE
+	local notes
+	if [ -n "$opt_notes" ]; then
+		info "adding notes to backup"
+		notes=$(expand_notes "$opt_notes"; echo .)
+		notes=${notes%.}
+		if [ -z "$notes" ]; then
+			rm -f "$1.notes" || warn "unable to add notes - cannot remove $1.notes"
+		elif ! printf '%s' "$notes" 2>/dev/null >"$1.notes"; then
+			warn "unable to add notes - cannot write $1.notes"
+		fi
+	fi
+	if [ "$opt_protected" = 1 ]; then
+		info "marking backup as protected"
+		: 2>/dev/null >>"$1.protected" || fail "cannot create $1.protected"
+	fi
+}
+
+# Retention after a successful backup (the new archive counts), through vzdump-prune, with
+# vzdump's log lines for a plain dump folder (removals in name order, as its glob lists them).
+prune_backups() {
+	[ "$opt_remove" = 1 ] && [ "$prune_keep_all" = 0 ] || return 0
+	local json file n=0
+	info "prune older backups with retention: $prune_log"
+	json=$(vzdump-prune --json --vmid "$vmid" --prune-backups "$prune_spec" "$opt_dumpdir" \
+		2>"$private_dir/prune.err") ||
+		fail "pruning failed: $(tail -n 1 "$private_dir/prune.err")"
+	while IFS= read -r file; do
+		[ -n "$file" ] || continue
+		info "delete old backup '$opt_dumpdir/$file'"
+		n=$((n + 1))
+	done < <(jq -r '[.[] | select(.mark == "remove") | .file] | sort[]' <<<"$json")
+	info "pruned $n backup(s) not covered by keep-retention policy"
+}
+
 # --- one VM ----------------------------------------------------------------------------------
 
 vmid=
@@ -1225,10 +1511,11 @@ backup_vm() {
 	hook_target=-
 	if [ "$opt_stdout" = 0 ]; then
 		[ -d "$opt_dumpdir" ] || fail "dump folder $opt_dumpdir does not exist"
+		check_backup_limit
+		claim_backup_name "$basename"
 		log_target=$opt_dumpdir/$basename.log
 		tmp_archive=${archive%.*}.dat
 		hook_target=$archive
-		rm -f "$tmp_archive" "$log_target"
 		logfile=$log_target
 	else
 		logfile=$private_dir/qemu-$vmid.log
@@ -1279,6 +1566,8 @@ backup_vm() {
 		tmp_archive=
 		final_archive=$archive
 		info "archive file size: $(format_archive_size "$(stat -c %s "$archive")")"
+		mark_backup "$archive"
+		prune_backups
 	fi
 	hook_or_fail backup-end
 	info "Finished Backup of VM $vmid ($(format_time $(($(date +%s) - start))))"
@@ -1362,6 +1651,7 @@ print_json() { # STATUS [ERROR]
 
 main() {
 	local id rc errors=0
+	case " $* " in *" -h "* | *" --help "*) ;; *) read_vzdump_conf ;; esac
 	parse_options "$@"
 	# --json goes to the real stdout even with --quiet.
 	exec {json_fd}>&1
@@ -1392,6 +1682,8 @@ main() {
 	trap 'rm -f "$results"' EXIT
 	global_lock
 	info "starting new backup job: $PROG $*"
+	for id in "${conf_warnings[@]}"; do warn "$id"; done
+	select_guests
 	run_hook job-start || job_abort "$hook_error"
 	for id in $(printf '%s\n' "${vmids[@]}" | sort -n -u); do
 		[ "$interrupted" = 0 ] || break

@@ -1,0 +1,300 @@
+#!/usr/bin/env bats
+# shellcheck disable=SC2154,SC2016,SC2030,SC2031 # bats sets $stderr; bash -c programs are single-quoted; each test its own TZ
+# vzdump.sh at job level against real QEMU (bare, no guest): --all/--exclude, vzdump.conf
+# defaults, retention through vzdump-prune, the --remove 0 limit, notes and protection, and
+# backup names that are already taken.
+#
+# Two QEMUs, shared by all tests and left in prelaunch (no CPU spent): VM 100 has the two
+# disks of vz_start_two_disks, VM 102 one small raw disk. VM 101's config names a disk that its
+# QEMU (VM 102's) does not have, so its backup fails.
+
+setup() {
+	load lib/common
+	load lib/vzdump
+	# The machine's own /etc/vzdump.conf must not change what the tests see.
+	export VZDUMP_CONF=$BATS_TEST_TMPDIR/no-vzdump.conf
+	D=$BATS_TEST_TMPDIR/dump
+	mkdir -p "$D"
+}
+
+setup_file() {
+	load lib/common
+	load lib/vzdump
+	export W=$BATS_FILE_TMPDIR/w VM=$BATS_FILE_TMPDIR/vm SMALL=$BATS_FILE_TMPDIR/small
+	mkdir -p "$W/run" "$W/conf" "$W/tmp" "$VM" "$SMALL"
+	vz_start_two_disks "$VM"
+	random_file "$SMALL/s0.raw" $((4 * 1024 * 1024))
+	qemu_start_bare "$SMALL" \
+		-blockdev "driver=file,node-name=file0,filename=$SMALL/s0.raw" \
+		-blockdev driver=raw,node-name=drive-virtio0,file=file0 \
+		-device virtio-blk-pci,drive=drive-virtio0,id=virtio0
+	ln -s "$VM/qmp.sock" "$W/run/100.qmp"
+	ln -s "$SMALL/qmp.sock" "$W/run/102.qmp"
+	ln -s "$SMALL/qmp.sock" "$W/run/101.qmp"
+	printf 'name: big\nvirtio0: %s,size=64M\nscsi0: %s,size=104861184\n' "$VM/d0.raw" \
+		"$VM/d1.qcow2" >"$W/conf/100.conf"
+	printf 'name: broken\nscsi0: /nowhere/101.raw,size=4M\n' >"$W/conf/101.conf"
+	# A name with braces: the notes must not expand a value again.
+	printf 'name: web{{vmid}}\nvirtio0: %s,size=4M\n' "$SMALL/s0.raw" >"$W/conf/102.conf"
+	# Not VMIDs: --all leaves them alone.
+	printf 'name: x\n' >"$W/conf/99.conf"
+	printf 'name: x\n' >"$W/conf/template.conf"
+	vz_disk_sha "$VM/d0.raw" >"$VM/d0.sha"
+	vz_disk_sha "$VM/d1.qcow2" >"$VM/d1.sha"
+	sha "$SMALL/s0.raw" >"$SMALL/s0.sha"
+}
+
+teardown_file() {
+	load lib/common
+	load lib/vzdump
+	qemu_stop "$VM"
+	qemu_stop "$SMALL"
+}
+
+# vzdump.sh on the shared VMs, writing to $D.
+job() {
+	"$TOP/vzdump.sh" --dumpdir "$D" --tmpdir "$W/tmp" --confdir "$W/conf" --rundir "$W/run" "$@"
+}
+
+# The one archive of VM VMID in $D.
+archive_of() { # VMID
+	local -a found
+	mapfile -t found < <(find "$D" -maxdepth 1 \( -name "vzdump-qemu-$1-*.vma" -o \
+		-name "vzdump-qemu-$1-*.vma.zst" \))
+	[ ${#found[@]} = 1 ] || fail "not one archive of $1: ${found[*]}"
+	printf '%s\n' "${found[0]}"
+}
+
+# The archive extracted; the sha256 of its disks, in the order given.
+restored_shas() { # ARCHIVE DEVICE...
+	local a=$1 x
+	x=$BATS_TEST_TMPDIR/x.$RANDOM
+	shift
+	vma-extract "$a" "$x" >/dev/null
+	for dev in "$@"; do sha "$x/disk-$dev.raw"; done
+	rm -rf "$x"
+}
+
+# The names in a folder, sorted bytewise.
+files_in() { (cd "$1" && LC_ALL=C ls -A); }
+
+# A hook script that records the phases it runs in.
+phase_hook() { # FILE
+	printf '#!/bin/sh\necho "$1" >>%s\n' "$1.log" >"$1"
+	chmod +x "$1"
+}
+
+@test "--all backs up every VMID config in order; VM 101 failing does not stop the others, the status and --json report each" {
+	before=$(vz_state "$VM")
+	run --separate-stderr -1 job --all --json
+	after=$(vz_state "$VM")
+	assert_equal "$after" "$before"
+	a100=$(archive_of 100)
+	a102=$(archive_of 102)
+	run jq -c '.vms[] |= (.start |= type | .end |= type | .snapshot_ms |= type
+		| .error |= (if . then sub(": give .*"; "") else . end))' <<<"$output"
+	assert_output "{\"status\":\"error\",\"error\":null,\"vms\":[{\"vmid\":100,\"status\":\"ok\",\"archive\":\"$a100\",\"size\":$(stat -c %s "$a100"),\"start\":\"number\",\"end\":\"number\",\"frozen_ms\":null,\"snapshot_ms\":\"number\",\"error\":null},{\"vmid\":101,\"status\":\"error\",\"archive\":null,\"size\":null,\"start\":\"number\",\"end\":\"number\",\"frozen_ms\":null,\"snapshot_ms\":\"null\",\"error\":\"disk 'scsi0' (/nowhere/101.raw) not found in the running QEMU\"},{\"vmid\":102,\"status\":\"ok\",\"archive\":\"$a102\",\"size\":$(stat -c %s "$a102"),\"start\":\"number\",\"end\":\"number\",\"frozen_ms\":null,\"snapshot_ms\":\"number\",\"error\":null}]}"
+	run grep -E '^(INFO|ERROR): (Starting Backup|Finished Backup|Backup of VM|Backup job)' <<<"$stderr"
+	assert_output --regexp '^INFO: Starting Backup of VM 100 \(qemu\)
+INFO: Finished Backup of VM 100 \([0-9:]{8}\)
+INFO: Starting Backup of VM 101 \(qemu\)
+ERROR: Backup of VM 101 failed - disk .scsi0. \(/nowhere/101.raw\) not found in the running QEMU: .*
+INFO: Starting Backup of VM 102 \(qemu\)
+INFO: Finished Backup of VM 102 \([0-9:]{8}\)
+INFO: Backup job finished with errors$'
+	run restored_shas "$a100" drive-virtio0 drive-scsi0
+	assert_output "$(cat "$VM/d0.sha" "$VM/d1.sha")"
+	run restored_shas "$a102" drive-virtio0
+	assert_output "$(cat "$SMALL/s0.sha")"
+	run -0 vma-extract -c qemu-server.conf "$a102"
+	assert_line --index 0 'name: web{{vmid}}'
+	# A failed VM leaves its log, and nothing else.
+	run bash -c 'cd "$1" && ls | sed -E "s/[0-9]{4}(_[0-9]{2}){2}-[0-9]{2}(_[0-9]{2}){2}/T/" | LC_ALL=C sort' _ "$D"
+	assert_output "vzdump-qemu-100-T.log
+vzdump-qemu-100-T.vma
+vzdump-qemu-101-T.log
+vzdump-qemu-102-T.log
+vzdump-qemu-102-T.vma"
+}
+
+@test "--exclude implies --all and leaves its VMs out; --all or --exclude with VMIDs is a usage error" {
+	run --separate-stderr -0 job --exclude 100,101 --json
+	a102=$(archive_of 102)
+	run jq -c '[.status, (.vms[] | [.vmid, .status])]' <<<"$output"
+	assert_output '["ok",[102,"ok"]]'
+	run files_in "$D"
+	assert_output "$(basename "${a102%.vma}").log
+$(basename "$a102")"
+	run --separate-stderr -2 job --exclude 101 100
+	assert_output ""
+	[[ $stderr == "vzdump.sh: --exclude conflicts with a VMID list"$'\n'"usage: vzdump.sh "* ]] || fail "$stderr"
+	run --separate-stderr -2 job --all 102
+	[[ $stderr == "vzdump.sh: --all conflicts with a VMID list"$'\n'"usage: "* ]] || fail "$stderr"
+	run --separate-stderr -2 job --exclude 100,12
+	assert_equal "${stderr%%$'\n'*}" "vzdump.sh: --exclude: invalid VMID: 12 (100 to 999999999)"
+	run --separate-stderr -2 job --all --stdout
+	assert_equal "${stderr%%$'\n'*}" "vzdump.sh: --stdout backs up exactly one VM"
+}
+
+@test "retention after the backup: the new archive counts, older ones go with their .log and .notes, protected and renamed ones stay" {
+	export TZ=UTC
+	touch "$D"/vzdump-qemu-102-2024_01_0{1,2,3,4}-02_00_00.vma
+	touch "$D/vzdump-qemu-102-2024_01_03-02_00_00.log" "$D/vzdump-qemu-102-2024_01_03-02_00_00.vma.notes"
+	touch "$D/vzdump-qemu-102-2024_01_01-02_00_00.vma.protected"
+	touch "$D/vzdump-qemu-102-renamed.vma" "$D/vzdump-qemu-100-2024_01_01-02_00_00.vma"
+	run --separate-stderr -0 job --prune-backups keep-last=1,keep-daily=1,keep-weekly=0 102
+	new=$(cd "$D" && ls vzdump-qemu-102-2026*.vma)
+	run grep -A 5 '^INFO: archive file size' <<<"$stderr"
+	assert_output --regexp "^INFO: archive file size: [0-9]+MB
+INFO: prune older backups with retention: keep-daily=1, keep-last=1, keep-weekly=0
+INFO: delete old backup '$D/vzdump-qemu-102-2024_01_02-02_00_00.vma'
+INFO: delete old backup '$D/vzdump-qemu-102-2024_01_03-02_00_00.vma'
+INFO: pruned 2 backup\(s\) not covered by keep-retention policy
+INFO: Finished Backup of VM 102"
+	run files_in "$D"
+	assert_output "vzdump-qemu-100-2024_01_01-02_00_00.vma
+vzdump-qemu-102-2024_01_01-02_00_00.vma
+vzdump-qemu-102-2024_01_01-02_00_00.vma.protected
+vzdump-qemu-102-2024_01_04-02_00_00.vma
+${new%.vma}.log
+$new
+vzdump-qemu-102-renamed.vma"
+	# The .log file has the same lines.
+	grep -qxE "[0-9-]+ [0-9:]+ INFO: pruned 2 backup\(s\) not covered by keep-retention policy" "$D/${new%.vma}.log"
+	# keep-all, or no positive count, prunes nothing and says nothing about it.
+	run --separate-stderr -0 job --prune-backups keep-last=0 102
+	[[ $stderr != *"INFO: prune"* ]] || fail "$stderr"
+	[ "$(find "$D" -name 'vzdump-qemu-102-2*.vma' | wc -l)" = 4 ] || fail "$(ls "$D")"
+}
+
+@test "--prune-backups is checked as Proxmox does: keep-all with a count, unknown keys, bad counts" {
+	for spec in keep-all=1,keep-last=2 keep-lasts=2 keep-last=-1 keep-last=2,keep-last=3 keep-all=maybe ''; do
+		run --separate-stderr -2 job --prune-backups "$spec" 102
+		assert_output ""
+		[[ $stderr == *"usage: vzdump.sh "* ]] || fail "$spec: $stderr"
+	done
+	run --separate-stderr -2 job --prune-backups keep-all=1,keep-last=2 102
+	assert_equal "${stderr%%$'\n'*}" "vzdump.sh: --prune-backups: keep-all cannot be set together with other options"
+	run --separate-stderr -2 job --prune-backups keep-lasts=2 102
+	assert_equal "${stderr%%$'\n'*}" "vzdump.sh: --prune-backups: unknown key 'keep-lasts'"
+	run files_in "$D"
+	assert_output ""
+}
+
+@test "--remove 0 refuses a backup at the policy's limit before touching the VM, protected ones not counted; below it, nothing is pruned" {
+	touch "$D"/vzdump-qemu-102-2024_01_0{1,2,3}-02_00_00.vma "$D/vzdump-qemu-102-renamed.vma"
+	touch "$D/vzdump-qemu-102-2024_01_01-02_00_00.vma.protected"
+	before_files=$(files_in "$D")
+	before=$(vz_state "$SMALL")
+	phase_hook "$BATS_TEST_TMPDIR/hook"
+	run --separate-stderr -1 job --script "$BATS_TEST_TMPDIR/hook" --prune-backups keep-last=1,keep-daily=1 --remove 0 102
+	run grep -v '^INFO: Failed at ' <<<"$stderr"
+	assert_output "INFO: starting new backup job: vzdump.sh --dumpdir $D --tmpdir $W/tmp --confdir $W/conf --rundir $W/run --script $BATS_TEST_TMPDIR/hook --prune-backups keep-last=1,keep-daily=1 --remove 0 102
+ERROR: Backup of VM 102 failed - There is a max backup limit of 2 enforced by the target storage or the vzdump parameters. Either increase the limit or delete old backups.
+INFO: Backup job finished with errors"
+	assert_equal "$(vz_state "$SMALL")" "$before"
+	assert_equal "$(files_in "$D")" "$before_files"
+	run cat "$BATS_TEST_TMPDIR/hook.log"
+	assert_output "job-start
+backup-abort
+log-end
+job-end"
+	# One more allowed: the backup is made and nothing is pruned.
+	run --separate-stderr -0 job --prune-backups keep-last=2,keep-daily=1 --remove 0 102
+	[[ $stderr != *"INFO: prune"* ]] || fail "$stderr"
+	[ "$(find "$D" -name 'vzdump-qemu-102-2*.vma' | wc -l)" = 4 ] || fail "$(ls "$D")"
+}
+
+@test "notes from the template and the protected marker beside the archive; the name in local time (TZ)" {
+	export TZ=XYZ-5:45
+	t0=$(date +%s)
+	run --separate-stderr -0 job --notes-template '{{guestname}} ({{vmid}})\n{{node}}/{{cluster}} \\n {{x y}}' --protected 1 102
+	t1=$(date +%s)
+	a=$(archive_of 102)
+	stamp=${a##*/vzdump-qemu-102-}
+	stamp=${stamp%.vma}
+	[[ ! $stamp < $(date -d "@$t0" +%Y_%m_%d-%H_%M_%S) ]] || fail "$stamp is before the start (local $TZ)"
+	[[ ! $stamp > $(date -d "@$t1" +%Y_%m_%d-%H_%M_%S) ]] || fail "$stamp is after the end (local $TZ)"
+	printf '%s (102)\n%s/standalone node \\n {{x y}}' 'web{{vmid}}' "$(uname -n | cut -d. -f1)" >"$BATS_TEST_TMPDIR/want"
+	cmp "$a.notes" "$BATS_TEST_TMPDIR/want"
+	[ -f "$a.protected" ] || fail "no $a.protected"
+	[ ! -s "$a.protected" ] || fail "$a.protected is not empty"
+	run grep -A 3 '^INFO: archive file size' <<<"$stderr"
+	assert_line --index 1 "INFO: adding notes to backup"
+	assert_line --index 2 "INFO: marking backup as protected"
+	assert_line --index 3 --partial "INFO: Finished Backup of VM 102"
+}
+
+@test "a notes template with another variable, escape or a line feed is a usage error" {
+	for t in '{{hostname}}' 'a\tb' $'two\nlines' "$(printf '%1025s' x)"; do
+		run --separate-stderr -2 job --notes-template "$t" 102
+		assert_output ""
+		[[ $stderr == "vzdump.sh: --notes-template"*"usage: vzdump.sh "* ]] || fail "'$t': $stderr"
+	done
+	run --separate-stderr -2 job --notes-template 'x {{hostname}}' 102
+	assert_equal "${stderr%%$'\n'*}" "vzdump.sh: --notes-template: unknown variable '{{hostname}}' at char 2"
+	run --separate-stderr -2 job --notes-template 'a\tb' 102
+	assert_equal "${stderr%%$'\n'*}" "vzdump.sh: --notes-template: unknown escape sequence '\\t' at char 1"
+	run files_in "$D"
+	assert_output ""
+}
+
+@test "vzdump.conf gives defaults in key: value syntax, the command line wins, unknown keys are warnings, bad values errors" {
+	cat >"$BATS_TEST_TMPDIR/vzdump.conf" <<END
+# vzdump defaults
+compress: zstd
+  notes-template: {{vmid}}
+exclude: 100,101
+protected: 1
+storage: local
+tmpdir: /nowhere
+END
+	export VZDUMP_CONF=$BATS_TEST_TMPDIR/vzdump.conf
+	# --all with the file's exclude; compression and notes from the file, tmpdir from the
+	# command line.
+	run --separate-stderr -0 job --all
+	a=$(archive_of 102)
+	[[ $a == *.vma.zst ]] || fail "not zstd: $a"
+	assert_equal "$(cat "$a.notes")" 102
+	[ -f "$a.protected" ]
+	[[ $stderr == *"WARN: $VZDUMP_CONF line 6: ignoring unknown or unsupported key 'storage'"* ]] || fail "$stderr"
+	run restored_shas "$a" drive-virtio0
+	assert_output "$(cat "$SMALL/s0.sha")"
+	rm -f "$D"/*
+	run --separate-stderr -0 job --compress 0 --notes-template 'n{{vmid}}' --protected 0 102
+	a=$(archive_of 102)
+	[[ $a == *-[0-9_]*.vma ]] || fail "not uncompressed: $a"
+	assert_equal "$(cat "$a.notes")" n102
+	[ ! -e "$a.protected" ]
+	# A bad value: where it is, exit 2, nothing done.
+	rm -f "$D"/*
+	printf '# x\ncompress: gzip\n' >"$VZDUMP_CONF"
+	run --separate-stderr -2 job 102
+	assert_equal "$stderr" "vzdump.sh: $VZDUMP_CONF line 2: --compress must be 0, zstd or xz, not 'gzip'"
+	printf 'prune-backups: keep-all=1,keep-daily=3\n' >"$VZDUMP_CONF"
+	run --separate-stderr -2 job 102
+	assert_equal "$stderr" "vzdump.sh: $VZDUMP_CONF line 1: --prune-backups: keep-all cannot be set together with other options"
+	run files_in "$D"
+	assert_output ""
+}
+
+@test "a backup name already taken in the same second (its .log, archive or .dat) fails that VM clearly and touches nothing" {
+	now=$(date +%s)
+	for ext in log vma.zst dat; do
+		rm -f "$D"/*
+		# Every name the next minute could give.
+		for ((t = now - 1; t < now + 60; t++)); do
+			echo taken >"$D/vzdump-qemu-102-$(date -d "@$t" +%Y_%m_%d-%H_%M_%S).$ext"
+		done
+		before=$(files_in "$D")
+		run --separate-stderr -1 job --json 102
+		json=$output
+		[[ $stderr == *"ERROR: Backup of VM 102 failed - backup name 'vzdump-qemu-102-"*"' is taken: $D/vzdump-qemu-102-"*".$ext exists (another backup of VM 102 in the same second?)"* ]] ||
+			fail "$ext: $stderr"
+		assert_equal "$(files_in "$D")" "$before"
+		run bash -c 'cat "$1"/* | grep -c -vx taken' _ "$D"
+		assert_output 0
+	done
+	run jq -c '.vms[] | [.status, .archive]' <<<"$json"
+	assert_output '["error",null]'
+}
