@@ -237,27 +237,24 @@ run vma-extract -v "$archive" "$work/restored"
 run ls -ls "$work/restored"
 
 status=0
-if [ "$guest" = 0 ]; then
-	note "the restored disks against the content at backup time"
-	for pair in "virtio0 $sha_virtio0" "scsi0 $sha_scsi0"; do
-		read -r key want <<<"$pair"
-		got=$(sha256sum <"$work/restored/disk-drive-$key.raw" | cut -d' ' -f1)
-		if [ "$got" = "$want" ]; then
-			echo "IDENTICAL  $key  sha256 $got"
-		else
-			echo "DIFFERENT  $key  sha256 $got, at backup time $want"
-			status=1
-		fi
-	done
-else
-	note "the restored scsi0 disk, which the guest does not write, against its content at backup time"
-	got=$(sha256sum <"$work/restored/disk-drive-scsi0.raw" | cut -d' ' -f1)
-	if [ "$got" = "$sha_scsi0" ]; then
-		echo "IDENTICAL  scsi0  sha256 $got"
+# Compares the restored disk KEY with its sha256 at backup time; a difference fails the demo.
+compare_disk() { # KEY SHA256
+	local got
+	got=$(sha256sum <"$work/restored/disk-drive-$1.raw" | cut -d' ' -f1)
+	if [ "$got" = "$2" ]; then
+		echo "IDENTICAL  $1  sha256 $got"
 	else
-		echo "DIFFERENT  scsi0  sha256 $got, at backup time $sha_scsi0"
+		echo "DIFFERENT  $1  sha256 $got, at backup time $2"
 		status=1
 	fi
+}
+if [ "$guest" = 0 ]; then
+	note "the restored disks against the content at backup time"
+	compare_disk virtio0 "$sha_virtio0"
+	compare_disk scsi0 "$sha_scsi0"
+else
+	note "the restored scsi0 disk, which the guest does not write, against its content at backup time"
+	compare_disk scsi0 "$sha_scsi0"
 	note "the restored ext4 disk, which the guest kept writing to: a consistent filesystem?"
 	restored0=$work/restored/disk-drive-virtio0.raw
 	run e2fsck -fn "$restored0" || status=1
