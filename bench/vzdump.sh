@@ -31,7 +31,7 @@ me=bench/vzdump.sh
 for tool in qmpctl gafreeze vma-create; do
 	[ -x "$VZ_BIN/$tool" ] || { echo "$me: $VZ_BIN/$tool: not built" >&2; exit 1; }
 done
-for cmd in nbdkit qemu-system-x86_64 jq; do
+for cmd in nbdkit qemu-system-x86_64 jq /usr/bin/time; do
 	command -v "$cmd" >/dev/null || { echo "$me: $cmd is missing" >&2; exit 1; }
 done
 nbdkit null --version >/dev/null 2>&1 || { echo "$me: nbdkit's null plugin is missing" >&2; exit 1; }
@@ -101,7 +101,8 @@ run_vzdump() { # OUT ARGS...
 	} | stamp >"$out.log"
 	rc=${PIPESTATUS[0]}
 	set -e
-	RUN_CPU_MS=$(awk '{ printf "%d\n", ($1 + $2) * 1000 }' "$out.cpu")
+	# The last line: GNU time puts "Command exited with non-zero status" before it.
+	RUN_CPU_MS=$(tail -n 1 "$out.cpu" | awk '{ printf "%d\n", ($1 + $2) * 1000 }')
 	if [ "$rc" != 0 ] || [ "$(jq -r .status "$out.json" 2>/dev/null)" != ok ]; then
 		cut -d' ' -f2- "$out.log" >&2
 		die "vzdump.sh $* failed (exit $rc)"
