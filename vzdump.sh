@@ -395,7 +395,7 @@ hook_or_fail() { # PHASE
 format_disk_size() { # BYTES
 	awk -v n="$1" 'BEGIN {
 		split("K M G T", u, " "); s = n ""; i = 0
-		while (i < 4 && n % 1024 == 0 && n > 0) { n /= 1024; i++; s = sprintf("%d%s", n, u[i]) }
+		while (i < 4 && n % 1024 == 0 && n > 0) { n /= 1024; i++; s = sprintf("%.0f%s", n, u[i]) }
 		print s }'
 }
 
@@ -1356,9 +1356,9 @@ teardown() {
 summary() {
 	local total zeros secs
 	total=$(sed -n 's/^image .* size=\([0-9]*\) .*/\1/p' "$private_dir/writer.log" |
-		awk '{ s += $1 } END { print s + 0 }')
+		awk '{ s += $1 } END { printf "%.0f\n", s }')
 	zeros=$(sed -n 's/^image .* zeros=\([0-9]*\) .*/\1/p' "$private_dir/writer.log" |
-		awk '{ s += $1 } END { print s + 0 }')
+		awk '{ s += $1 } END { printf "%.0f\n", s }')
 	secs=$(($(date +%s) - copy_start))
 	info "backup is sparse: $(render_bytes "$zeros" 2) ($((total > 0 ? zeros * 100 / total : 0))%) total zero data"
 	if [ "$secs" -lt 1 ]; then

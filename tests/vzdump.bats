@@ -650,3 +650,22 @@ INFO: backup contains no disks"* ]] || fail "$stderr"
 	assert_equal "$(sha "$OWN/x/disk-drive-virtio0.raw")" "$(sha "$OWN/orig.raw")"
 	assert_equal "$(vz_state "$OWN")" "$before"
 }
+
+@test "a disk over 2 GiB: the summary adds sizes beyond 32 bits and the archive restores" {
+	OWN=$BATS_TEST_TMPDIR/own
+	mkdir -p "$OWN"
+	# 3 GiB + 64 KiB, sparse, 1 MiB of data in its last part: the log's sizes need 64-bit sums.
+	truncate -s $((3 * 1024 * 1024 * 1024 + 65536)) "$OWN/big.raw"
+	random_file "$OWN/r1m" $((1024 * 1024))
+	dd if="$OWN/r1m" of="$OWN/big.raw" bs=1M seek=3000 conv=notrunc status=none
+	qemu_start_bare "$OWN" -blockdev "driver=file,node-name=f,filename=$OWN/big.raw" \
+		-blockdev driver=raw,node-name=drive-virtio0,file=f \
+		-device virtio-blk-pci,drive=drive-virtio0,id=virtio0
+	vz_dirs "$OWN" 300
+	run --separate-stderr -0 vz_backup "$OWN" 300
+	[[ $stderr == *"INFO: include disk 'virtio0' '$OWN/big.raw' 3145792K"* ]] || fail "$stderr"
+	[[ $stderr == *"INFO: backup is sparse: 3.00 GiB (99%) total zero data"* ]] || fail "$stderr"
+	[[ $stderr =~ INFO:\ transferred\ 3\.00\ GiB\ in\ ([0-9]+\ seconds\ \(|\<1\ seconds) ]] || fail "$stderr"
+	vma-extract "$OWN"/dump/*.vma "$OWN/x"
+	assert_equal "$(sha "$OWN/x/disk-drive-virtio0.raw")" "$(sha "$OWN/big.raw")"
+}
