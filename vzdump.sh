@@ -1297,35 +1297,35 @@ start_jobs() {
 }
 
 # Waits until every job has concluded, passing the writer's progress lines on to the log.
+# QEMU does the copying on a machine whose cores it may well keep busy, so each round is
+# cheap: one query and one jq, and the liveness check only when the query fails.
 wait_jobs() {
-	local ids jobs pending errors seen=0 failures=0
+	local ids jobs verdict failures=0
 	ids=$(printf '%s\n' "${job_ids[@]}" | jq -Rsc 'split("\n") | map(select(. != ""))')
 	while :; do
 		forward_writer_log
-		qemu_alive || fail "QEMU is gone (nothing listens on $qmp_sock)"
 		if ! jobs=$(qmp query-jobs 2>/dev/null); then
+			qemu_alive || fail "QEMU is gone (nothing listens on $qmp_sock)"
 			failures=$((failures + 1))
 			[ "$failures" -lt 3 ] || fail "lost QMP: $(qmp query-status 2>&1 | tail -n 1)"
 			continue
 		fi
 		failures=0
 		# shellcheck disable=SC2016 # jq variables
-		pending=$(jq -r --argjson ids "$ids" \
-			'[.[] | select(.id as $i | $ids | index($i))] as $ours
+		verdict=$(jq -r --argjson ids "$ids" '
+			[.[] | select(.id as $i | $ids | index($i))] as $ours
 			| if ($ours | length) < ($ids | length) then "missing"
-			  else [$ours[] | select(.status != "concluded")] | length end' <<<"$jobs")
-		[ "$pending" != missing ] || fail "a backup job vanished from QEMU"
-		if [ "$pending" = 0 ]; then
-			errors=$(jq -r --argjson ids "$ids" \
-				'.[] | select(.id as $i | $ids | index($i)) | select(.error)
-				| "\(.id): \(.error)"' <<<"$jobs")
-			[ -z "$errors" ] || fail "backup job failed: ${errors//$'\n'/; }"
-			return 0
-		fi
-		# Woken by the next status change, or after a second (the event may have gone by
+			  elif any($ours[]; .status != "concluded") then "running"
+			  else [$ours[] | select(.error) | "\(.id): \(.error)"] | join("; ")
+			  | if . == "" then "done" else "error " + . end end' <<<"$jobs")
+		case $verdict in
+		missing) fail "a backup job vanished from QEMU" ;;
+		done) return 0 ;;
+		error\ *) fail "backup job failed: ${verdict#error }" ;;
+		esac
+		# Woken by the next status change, or after two seconds (the event may have gone by
 		# between the two connections).
-		qmp -t 1 -w JOB_STATUS_CHANGE </dev/null >/dev/null 2>&1 || true
-		seen=$((seen + 1))
+		qmp -t 2 -w JOB_STATUS_CHANGE </dev/null >/dev/null 2>&1 || true
 	done
 }
 
