@@ -64,7 +64,8 @@ run_vm_acpi() {
 # A hook that appends "phase mode vmid QEMU-STATUS" (or "gone") for each VM phase to
 # $OWN/hook.log. In pre-stop of stop mode it starts the power-off helper (the guest reacting
 # to system_powerdown) unless $OWN/no-poweroff exists; in post-thaw it writes through both
-# devices (these writes must not be in the archive).
+# devices (these writes must not be in the archive). It fails in the phase named in
+# $OWN/fail-in, if any.
 make_hook() {
 	cat >"$OWN/poweroff" <<END
 #!/bin/bash
@@ -80,6 +81,7 @@ if [ -S "$OWN/run/300.qmp" ]; then
 	st=\$("$VZ_BIN/qmpctl" -s "$OWN/run/300.qmp" -t 2 query-status 2>/dev/null | /usr/bin/jq -r .status) || st=
 fi
 echo "\$1 \$2 \$3 \${st:-gone}" >>"$OWN/hook.log"
+[ "\$1" != "\$(cat "$OWN/fail-in" 2>/dev/null)" ] || exit 3
 if [ "\$1" = pre-stop ] && [ "\$2" = stop ] && [ ! -e "$OWN/no-poweroff" ]; then
 	/usr/bin/setsid "$OWN/poweroff" </dev/null >/dev/null 2>&1 &
 fi
@@ -104,10 +106,7 @@ assert_archive_has_the_disks() {
 	assert_equal "$(sha "$OWN/x/disk-drive-virtio0.raw")" "$SHA0"
 	assert_equal "$(sha "$OWN/x/disk-drive-scsi0.raw")" "$SHA1"
 	run -0 vma-extract -c qemu-server.conf "$archive"
-	assert_output "name: modes
-scsi0: $OWN/d1.qcow2,size=3073K
-virtio0: $OWN/d0.raw,size=4M
-ide2: none,media=cdrom
+	assert_output "$(cat "$OWN/conf/300.conf")
 #qmdump#map:scsi0:drive-scsi0::qcow2:
 #qmdump#map:virtio0:drive-virtio0::raw:"
 }
@@ -138,11 +137,18 @@ stable_lines() { # FILE
 }
 
 @test "suspend mode: paused for the snapshot only, no freeze, resumed at once, hooks in vzdump's order, data of the instant" {
+	load lib/guest
 	mode_vm
 	qmp_raw "$OWN" '{"execute":"cont"}' >/dev/null
 	make_hook
+	# An agent that answers: a paused guest's could not, so it is not even asked.
+	echo 'agent: 1' >>"$OWN/conf/300.conf"
+	qga_double_start "$OWN/run/300.qga"
 	before=$(vz_state "$OWN")
 	vz_backup "$OWN" --mode suspend --script "$OWN/hook" 300 2>"$OWN/err" || fail "$(cat "$OWN/err")"
+	qga_double_stop "$OWN/run/300.qga"
+	run grep -c fsfreeze "$OWN/run/300.qga.log"
+	assert_output 0
 	assert_equal "$(vz_state "$OWN")" "$before"
 	assert_equal "$(status_of "$OWN")" running
 	# The guest was paused from pre-stop to the snapshot, running when the copy ran.
@@ -176,7 +182,7 @@ INFO: Backup job finished successfully"
 	assert_archive_has_the_disks
 }
 
-@test "a paused VM stays paused and one in prelaunch stays so, in suspend and snapshot modes" {
+@test "a paused VM stays paused and one in prelaunch stays so, in every mode" {
 	mode_vm
 	make_hook
 	for state in prelaunch paused; do
@@ -185,7 +191,7 @@ INFO: Backup job finished successfully"
 		fi
 		before=$(vz_state "$OWN")
 		[[ $before == *"\"$state\"" ]] || fail "$before"
-		for mode in suspend snapshot; do
+		for mode in suspend snapshot stop; do
 			rm -f "$OWN"/dump/* "$OWN/hook.log"
 			# What the disks hold now (the hook of the last round wrote to them).
 			SHA0=$(vz_disk_sha "$OWN/d0.raw")
@@ -196,7 +202,15 @@ INFO: Backup job finished successfully"
 			! grep -q 'resum' "$OWN/err" || fail "$state $mode: $(grep resum "$OWN/err")"
 			grep -qxF "INFO: backup mode: $mode" "$OWN/err"
 			run cut -d' ' -f1,2,4 "$OWN/hook.log"
-			if [ "$mode" = suspend ]; then
+			if [ "$mode" = stop ]; then
+				# No shutdown of a guest that does not run, so no pre-stop and no restart.
+				assert_output "backup-start stop $state
+pre-freeze stop $state
+post-thaw stop $state
+backup-end stop $state
+log-end stop $state"
+				grep -qxF "INFO: guest is not running (QEMU status '$state'): no shutdown, backing it up as it is, and it stays so" "$OWN/err"
+			elif [ "$mode" = suspend ]; then
 				assert_output "backup-start suspend $state
 pre-stop suspend $state
 pre-freeze suspend $state
@@ -414,4 +428,48 @@ log-end stop 300 gone"
 	done
 	assert_equal "$(vz_disk_sha "$OWN/d0.raw")" "$SHA0"
 	assert_equal "$(vz_disk_sha "$OWN/d1.qcow2")" "$SHA1"
+}
+
+@test "suspend mode: a failure while the VM is paused continues it, with the restart hooks, and undoes everything" {
+	mode_vm
+	qmp_raw "$OWN" '{"execute":"cont"}' >/dev/null
+	make_hook
+	echo pre-freeze >"$OWN/fail-in"
+	before=$(vz_state "$OWN")
+	run --separate-stderr -1 vz_backup "$OWN" --mode suspend --script "$OWN/hook" 300
+	assert_equal "$(vz_state "$OWN")" "$before"
+	run cat "$OWN/hook.log"
+	assert_output "backup-start suspend 300 running
+pre-stop suspend 300 running
+pre-freeze suspend 300 paused
+pre-restart suspend 300 paused
+post-restart suspend 300 running
+backup-abort suspend 300 running
+log-end suspend 300 running"
+	[[ $stderr == *"INFO: resume vm
+INFO: guest is online again after "*" seconds
+ERROR: Backup of VM 300 failed - command '$OWN/hook pre-freeze suspend 300' failed: exit code 3"* ]] || fail "$stderr"
+	assert_nothing_left
+}
+
+@test "stop mode with -no-shutdown: a failure after the shutdown still restarts the VM" {
+	mode_vm -no-shutdown
+	run_vm_acpi
+	make_hook
+	echo pre-freeze >"$OWN/fail-in"
+	before=$(vz_state "$OWN")
+	run --separate-stderr -1 vz_backup "$OWN" --mode stop --script "$OWN/hook" 300
+	assert_equal "$(vz_state "$OWN")" "$before"
+	run cat "$OWN/hook.log"
+	assert_output "backup-start stop 300 running
+pre-stop stop 300 running
+pre-freeze stop 300 shutdown
+pre-restart stop 300 shutdown
+post-restart stop 300 running
+backup-abort stop 300 running
+log-end stop 300 running"
+	[[ $stderr == *"INFO: restarting vm
+INFO: guest is online again after "*" seconds
+ERROR: Backup of VM 300 failed - command '$OWN/hook pre-freeze stop 300' failed: exit code 3"* ]] || fail "$stderr"
+	assert_nothing_left
 }
