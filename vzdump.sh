@@ -974,9 +974,10 @@ vm_lock() {
 
 # --- backup modes and VMs that are not running ---------------------------------------------
 # snapshot: the VM keeps running (see snapshot). suspend: the VM is paused from `suspending
-# guest` until the snapshot is in place, then continues while the copy runs. stop: a clean shutdown (system_powerdown), the snapshot, and a restart (system_reset + cont)
-# when QEMU stays alive in `shutdown` state (-no-shutdown); when QEMU exits instead, the image
-# files are read offline, as for a VM that was not running at all.
+# guest` until the snapshot is in place, then continues while the copy runs. stop: a clean
+# shutdown (system_powerdown), the snapshot, and a restart (system_reset + cont) when QEMU
+# stays alive in `shutdown` state (-no-shutdown); when QEMU exits instead, the image files are
+# read offline, as for a VM that was not running at all.
 
 backup_mode=   # the effective mode, as the hooks get it
 vm_alive=0     # QEMU listens on its QMP socket
@@ -1238,7 +1239,9 @@ offline_after_exit() {
 	for d in "${found[@]}"; do
 		IFS=$'\x1f' read -r key vol node qdev size fmt <<<"$d"
 		[ "$key" != tpmstate0 ] || fmt=raw
+		# Up to 10 s for the lock; a volume that is no file fails at once below.
 		for ((i = 0; i < 50; i++)); do
+			[ -e "$vol" ] || break
 			if (offline_disk "$key" "$vol" "$fmt") >/dev/null 2>&1; then
 				break
 			fi
@@ -1296,6 +1299,8 @@ offline_copy() {
 	[ "$rc" = 0 ] || fail "vma-create failed: $(grep -v '%' "$private_dir/writer.log" | tail -n 2)"
 }
 
+# The qemu-nbd servers run with --persistent (vma-create may connect more than once), so they
+# are ended here, after the copy or in the cleanup.
 stop_nbd() {
 	local pid
 	for pid in "${nbd_pids[@]}"; do
