@@ -476,3 +476,24 @@ INFO: guest is online again after "*" seconds
 ERROR: Backup of VM 300 failed - command '$OWN/hook pre-freeze stop 300' failed: exit code 3"* ]] || fail "$stderr"
 	assert_nothing_left
 }
+
+@test "SIGTERM during an offline copy ends vma-create and qemu-nbd and leaves nothing" {
+	mode_vm --offline
+	# 1 MiB/s: the 7 MiB take about 7 s.
+	"$TOP/vzdump.sh" --dumpdir "$OWN/dump" --tmpdir "$OWN/tmp" --confdir "$OWN/conf" \
+		--rundir "$OWN/run" --bwlimit 1024 300 2>"$OWN/err" 3>&- &
+	bk=$!
+	for ((i = 0; i < 300; i++)); do
+		grep -q 'creating vzdump archive' "$OWN/err" && break
+		sleep 0.05
+	done
+	sleep 1
+	[ -n "$(pgrep -f -- "-k $OWN/tmp/")" ] || fail "no qemu-nbd running: $(cat "$OWN/err")"
+	kill -TERM "$bk"
+	rc=0
+	wait "$bk" || rc=$?
+	assert_equal "$rc" 1
+	grep -qxF 'ERROR: Backup of VM 300 failed - interrupted by signal' "$OWN/err" || fail "$(cat "$OWN/err")"
+	assert_nothing_left
+	[ -z "$(pgrep -f -- "-o $OWN/dump/")" ] || fail "vma-create is still running"
+}
