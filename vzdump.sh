@@ -20,6 +20,7 @@ usage() {
 vzdump.sh [--dumpdir dir] [--tmpdir dir] [--confdir dir] [--rundir dir]
 [--compress 0 | zstd | xz] [--zstd threads] [--bwlimit kib]
 [--ionice priority] [--lockwait minutes] [--script hook] [--stdout]
+[--mode snapshot | suspend | stop] [--stopwait minutes]
 [--quiet] [--json] [--statedir dir]
 [--prune-backups spec] [--remove 0 | 1] [--notes-template text] [--protected 0 | 1]
 vmid ... | --all [--exclude vmid,...]
@@ -56,6 +57,8 @@ opt_ionice=7
 opt_json=0
 opt_statedir=${VZDUMP_STATEDIR:-/run/vzdump}
 opt_cleanup=0
+opt_mode=snapshot
+opt_stopwait=10
 vmids=()
 # Job level: --all/--exclude, retention, notes and protection (see select_guests,
 # prune_backups, mark_backup).
@@ -88,9 +91,10 @@ parse_options() {
 		--cleanup) opt_cleanup=1 ;;
 		--all) opt_all=1 ;;
 		--dumpdir | --tmpdir | --confdir | --rundir | --compress | --zstd | --bwlimit | --script | --lockwait | --ionice | \
-			--statedir | \
+			--statedir | --mode | --stopwait | \
 			--dumpdir=* | --tmpdir=* | --confdir=* | --rundir=* | --compress=* | --zstd=* | \
 			--bwlimit=* | --script=* | --lockwait=* | --ionice=* | --statedir=* | \
+			--mode=* | --stopwait=* | \
 			--exclude | --prune-backups | --remove | --notes-template | --protected | \
 			--exclude=* | --prune-backups=* | --remove=* | --notes-template=* | --protected=*)
 			name=${arg%%=*}
@@ -178,6 +182,16 @@ set_option() { # NAME VALUE
 	--notes-template)
 		check_notes_template "$2"
 		opt_notes=$2
+		;;
+	--mode)
+		case $2 in
+		snapshot | suspend | stop) opt_mode=$2 ;;
+		*) die_usage "--mode must be snapshot, suspend or stop, not '$2'" ;;
+		esac
+		;;
+	--stopwait)
+		[[ $2 =~ ^[0-9]{1,6}$ ]] || die_usage "--stopwait needs minutes as a number, not '$2'"
+		opt_stopwait=$((10#$2))
 		;;
 	*) return 1 ;;
 	esac
@@ -370,7 +384,7 @@ run_hook() { # PHASE [vm]
 	local out rc=0 line
 	local -a env=("DUMPDIR=$opt_dumpdir") args=("$1")
 	if [ $# -gt 1 ]; then
-		args+=(snapshot "$vmid")
+		args+=("$backup_mode" "$vmid")
 		env+=(VMTYPE=qemu "TARGET=$hook_target")
 		[ -z "$vm_name" ] || env+=("HOSTNAME=$vm_name")
 		[ -z "$log_target" ] || env+=("LOGFILE=$log_target")
@@ -475,6 +489,7 @@ undo_push() {
 #   proc PID START NAME  a helper process to stop (the writer)
 #   freeze, thawed       gafreeze hold began, and ended with the guest thawed
 #   paused, resumed      we sent stop, and cont went through
+#   shutdown, restarted  stop mode shut the guest down (QEMU stays), and it was restarted
 #   job ID               a backup job we start
 #   undo COMMAND         as the undo record above; `undone` clears the ones before it
 # A backup that ends, well or not, removes its file; a file whose owner is gone is recovered
@@ -541,7 +556,7 @@ state_end() {
 recover_error=
 recover_state() { # FILE
 	local file=$1 key rest owner='' start='' r_qmp='' r_qga='' r_tmp='' r_dat='' r_log='' frozen=0
-	local p pid pstart name blocks
+	local p pid pstart name blocks was_shutdown=0 i
 	local -a procs=()
 	undo=() job_ids=()
 	we_paused=0
@@ -558,6 +573,8 @@ recover_state() { # FILE
 		thawed) frozen=0 ;;
 		paused) we_paused=1 ;;
 		resumed) we_paused=0 ;;
+		shutdown) was_shutdown=1 ;;
+		restarted) was_shutdown=0 ;;
 		job) job_ids+=("$rest") ;;
 		undo) undo+=("$rest") ;;
 		undone) undo=() ;;
@@ -578,6 +595,16 @@ recover_state() { # FILE
 			info "resuming VM again"
 			qmp cont >/dev/null 2>&1 || warn "cont failed"
 			we_paused=0
+		fi
+		# Stop mode had shut the guest down and QEMU waits in `shutdown` state: restart it.
+		if [ "$was_shutdown" = 1 ] && [ "$(qemu_status)" = shutdown ]; then
+			info "restarting vm"
+			qmp system_reset >/dev/null 2>&1 || warn "system_reset failed"
+			for ((i = 0; i < 100; i++)); do
+				[ "$(qemu_status)" = shutdown ] || break
+				sleep 0.1
+			done
+			qmp cont >/dev/null 2>&1 || warn "restarting the VM failed"
 		fi
 	fi
 	if [ "$frozen" = 1 ] && [ -n "$r_qga" ] && [ -S "$r_qga" ]; then
@@ -762,6 +789,8 @@ cleanup() {
 		elif [ ${#undo[@]} -gt 0 ]; then
 			warn "QEMU is gone: its block graph needs no undo"
 		fi
+		stop_nbd
+		restore_power_state
 		[ -z "$tmp_archive" ] || rm -f "$tmp_archive"
 		log ERROR "Backup of VM $vmid failed - ${failure:-exit status $status}"
 		info "Failed at $(date '+%F %T')"
@@ -1237,6 +1266,14 @@ snapshot_check() { # STATUS OUTPUT RC FROZEN
 
 # Whether to freeze: the agent is enabled (or, with no config, its socket exists) and answers.
 freeze_applicable() {
+	# A paused guest cannot answer the agent; a stopped one has nothing to freeze.
+	case $backup_mode in
+	suspend)
+		info "skipping guest filesystem freeze - the guest is paused (suspend mode, backup is not frozen)"
+		return 1
+		;;
+	stop) return 1 ;;
+	esac
 	if [ -n "$conf_file" ] && [ "$agent_enabled" != 1 ]; then
 		info "skipping guest filesystem freeze - no guest agent enabled in VM options (backup is not frozen)"
 		return 1
@@ -1479,6 +1516,351 @@ prune_backups() {
 	info "pruned $n backup(s) not covered by keep-retention policy"
 }
 
+# --- backup modes and VMs that are not running ---------------------------------------------
+# snapshot: the VM keeps running (see snapshot). suspend: the VM is paused from `suspending
+# guest` until the snapshot is in place, then continues while the copy runs. stop: a clean
+# shutdown (system_powerdown), the snapshot, and a restart (system_reset + cont) when QEMU
+# stays alive in `shutdown` state (-no-shutdown); when QEMU exits instead, the image files are
+# read offline, as for a VM that was not running at all.
+
+backup_mode=   # the effective mode, as the hooks get it
+vm_alive=0     # QEMU listens on its QMP socket
+stop_time=     # when the VM was suspended or stopped (seconds since the epoch)
+suspended=0    # we paused the VM (suspend mode); cont is owed
+resume_hooks=0 # suspend mode: pre-restart and post-restart are owed in the cleanup
+restart=       # owed after a stop: reset (QEMU in shutdown state) or exited (QEMU gone)
+nbd_pids=()    # qemu-nbd servers of the offline copy
+
+# vzdump's stopwait is in minutes; VZDUMP_STOPWAIT_SECONDS overrides it (tests need seconds).
+stopwait_seconds() {
+	if [[ ${VZDUMP_STOPWAIT_SECONDS:-} =~ ^[0-9]{1,6}$ ]]; then
+		echo "$((10#$VZDUMP_STOPWAIT_SECONDS))"
+	else
+		echo "$((opt_stopwait * 60))"
+	fi
+}
+
+# Whether the VM runs: something listens on its QMP socket. A VM that does not is backed up
+# offline from its config, which it then must have.
+check_running() {
+	if [ -S "$qmp_sock" ] && qemu_alive; then
+		vm_alive=1
+		return 0
+	fi
+	vm_alive=0
+	backup_mode=stop
+	[ -z "$conf_file" ] || return 0
+	info "no config $opt_confdir/$vmid.conf: a VM that is not running is backed up from its config"
+	if [ -S "$qmp_sock" ]; then
+		fail "VM $vmid is not running (nothing listens on $qmp_sock)"
+	fi
+	fail "VM $vmid is not running (no QMP socket $qmp_sock)"
+}
+
+# A VM that is not running is backed up in stop mode, as vzdump does (see check_running).
+choose_mode() {
+	if [ "$backup_mode" != "$opt_mode" ]; then
+		info "VM is not running: $opt_mode mode is not possible, using stop mode"
+	fi
+}
+
+# QEMU's run state (running, paused, prelaunch, shutdown, ...).
+qemu_status() {
+	qmp -t 5 query-status 2>/dev/null | jq -r '.status // empty' 2>/dev/null
+}
+
+# Suspend mode: pause a running VM until the snapshot is in place (see resume_after_snapshot).
+# A VM that is not running (paused, prelaunch) is left as it is.
+suspend_vm() {
+	local status
+	info "suspending guest"
+	stop_time=$(date +%s)
+	hook_or_fail pre-stop
+	resume_hooks=1
+	status=$(qemu_status) || status=
+	[ -n "$status" ] || fail "query-status failed"
+	[ "$status" = running ] || return 0
+	# Recorded first: whatever fails from here on, the cleanup continues the VM.
+	suspended=1
+	state paused
+	qmp stop >/dev/null || fail "pausing the VM failed"
+}
+
+# Stop mode on a running VM: a clean shutdown, waiting up to --stopwait for QEMU to reach
+# `shutdown` state (-no-shutdown) or to exit. Never forced: on timeout the backup fails and the
+# VM is left as it is. A VM that is not running cannot shut down and needs no shutdown.
+stop_vm() {
+	local status wait deadline
+	status=$(qemu_status) || status=
+	[ -n "$status" ] || fail "query-status failed"
+	case $status in
+	running) ;;
+	shutdown)
+		info "guest is already shut down (QEMU status 'shutdown'): no shutdown needed, it stays so"
+		return 0
+		;;
+	*)
+		info "guest is not running (QEMU status '$status'): no shutdown, backing it up as it is, and it stays so"
+		return 0
+		;;
+	esac
+	info "stopping virtual guest"
+	stop_time=$(date +%s)
+	hook_or_fail pre-stop
+	qmp system_powerdown >/dev/null || fail "system_powerdown failed"
+	wait=$(stopwait_seconds)
+	deadline=$(($(date +%s) + wait))
+	while :; do
+		if ! qemu_alive; then
+			restart=exited
+			info "QEMU exited on shutdown: reading the disk images offline"
+			return 0
+		fi
+		if [ "$(qemu_status)" = shutdown ]; then
+			restart=reset
+			state shutdown
+			return 0
+		fi
+		[ "$(date +%s)" -lt "$deadline" ] || break
+		sleep 0.5
+	done
+	fail "VM $vmid did not shut down within $wait seconds (--stopwait) - not forcing it off, the VM is left as it is"
+}
+
+# Right after the snapshot is in place: a suspended VM continues, a stopped one (QEMU in
+# `shutdown` state) is restarted, so that the guest is down only for that long; the copy then
+# runs while the guest works (its writes go through the copy-before-write filter).
+resume_after_snapshot() {
+	if [ "$suspended" = 1 ]; then
+		qmp cont >/dev/null || fail "continuing the VM failed"
+		suspended=0
+		state resumed
+		info "resuming VM again after $(($(date +%s) - stop_time)) seconds"
+	fi
+	[ "$restart" != reset ] || restart_vm
+}
+
+# system_reset + cont of a VM in `shutdown` state, between the pre-restart and post-restart
+# hooks (whose failure is only a warning: the VM must come back anyway).
+restart_vm() {
+	local i status
+	restart=
+	run_hook pre-restart vm || warn "$hook_error"
+	info "restarting vm"
+	qmp system_reset >/dev/null || warn "system_reset failed"
+	# The reset is carried out asynchronously; cont is refused until it is (the VM then waits
+	# in prelaunch).
+	for ((i = 0; i < 100; i++)); do
+		status=$(qemu_status) || status=
+		[ "$status" != shutdown ] && [ -n "$status" ] && break
+		sleep 0.1
+	done
+	if qmp cont >/dev/null 2>&1; then
+		state restarted
+		run_hook post-restart vm || warn "$hook_error"
+		info "guest is online again after $(($(date +%s) - stop_time)) seconds"
+	else
+		warn "restarting the VM failed (QEMU status '${status:-unknown}')"
+		run_hook post-restart vm || warn "$hook_error"
+	fi
+}
+
+# What vzdump does in its cleanup after a suspend or stop: pre-restart, resume or restart
+# (when still owed, e.g. after a failure), post-restart. Never fails: it runs on the failure
+# path too.
+restore_power_state() {
+	[ "$backup_mode" = suspend ] || [ "$backup_mode" = stop ] || return 0
+	if [ "$restart" = reset ]; then
+		if qemu_alive; then
+			restart_vm
+		else
+			restart=exited
+		fi
+	fi
+	if [ "$resume_hooks" = 1 ]; then
+		resume_hooks=0
+		run_hook pre-restart vm || warn "$hook_error"
+		if [ "$suspended" = 1 ]; then
+			info "resume vm"
+			if qmp cont >/dev/null 2>&1; then
+				suspended=0
+				state resumed
+				info "guest is online again after $(($(date +%s) - stop_time)) seconds"
+			else
+				warn "continuing the VM failed"
+			fi
+		fi
+		run_hook post-restart vm || warn "$hook_error"
+	elif [ "$restart" = exited ]; then
+		restart=
+		run_hook pre-restart vm || warn "$hook_error"
+		info "VM $vmid is left stopped: QEMU exited on shutdown and vzdump.sh cannot start it (it does not know its command line); start it from the post-restart hook, or run QEMU with -no-shutdown"
+		run_hook post-restart vm || warn "$hook_error"
+	fi
+	return 0
+}
+
+# The images of a VM that is not running, from its config: KEY, VOLUME (a path), no node or
+# device, SIZE, FORMAT. The same disks as prepare_from_config picks.
+prepare_offline() {
+	local entry key value vol sorted
+	sorted=$(printf '%s\n' "${conf_disks[@]}" | LC_ALL=C sort -t $'\x1f' -k1,1)
+	[ ${#conf_disks[@]} -gt 0 ] || sorted=
+	while IFS= read -r entry; do
+		[ -n "$entry" ] || continue
+		key=${entry%%$'\x1f'*}
+		value=${entry#*$'\x1f'}
+		vol=$(drive_volume "$value")
+		if drive_has "$value" media=cdrom || [ "$vol" = none ]; then
+			continue
+		fi
+		if drive_has "$value" backup=0 || drive_has "$value" backup=no; then
+			info "exclude disk '$key' '$vol' (backup=no)"
+			continue
+		fi
+		if [ "$key" = efidisk0 ] && [ "$bios" != ovmf ]; then
+			info "exclude disk '$key' '$vol' (efidisk but no OVMF BIOS)"
+			continue
+		fi
+		offline_disk "$key" "$vol" "$(drive_format "$key" "$vol" "$value")"
+	done <<<"$sorted"
+	[ ${#disks[@]} -gt 0 ] || info "backup contains no disks"
+	local d size fmt
+	for d in "${disks[@]}"; do
+		IFS=$'\x1f' read -r key vol _ _ size fmt <<<"$d"
+		info "include disk '$key' '$vol' $(format_disk_size "$size")"
+	done
+}
+
+# An image's format: format= in the config, else its name's extension, else raw (qemu-server
+# does not guess formats from content either: a raw image may start with any bytes).
+drive_format() { # KEY VOLUME VALUE
+	local item
+	local -a items
+	[ "$1" != tpmstate0 ] || { echo raw; return; }
+	IFS=, read -r -a items <<<"$3"
+	for item in "${items[@]:1}"; do
+		case $item in format=*) echo "${item#format=}"; return ;; esac
+	done
+	case $2 in
+	*.qcow2) echo qcow2 ;;
+	*.vmdk) echo vmdk ;;
+	*.qed) echo qed ;;
+	*.vdi) echo vdi ;;
+	*.vhd | *.vpc) echo vpc ;;
+	*) echo raw ;;
+	esac
+}
+
+# Adds one offline disk after checking that nothing holds it open: QEMU locks the images it
+# uses, and a (size 0) conversion of the file, which wants no writer beside it, fails then.
+offline_disk() { # KEY VOLUME FORMAT
+	local key=$1 vol=$2 fmt=$3 size protocol=file err
+	case $vol in
+	/*) ;;
+	*) fail "disk '$key': '$vol' is not a path: a VM that is not running is read from image files or block devices given by path" ;;
+	esac
+	[ -e "$vol" ] || fail "disk '$key': $vol does not exist"
+	[ ! -b "$vol" ] || protocol=host_device
+	if ! err=$(qemu-img convert --image-opts \
+		"driver=raw,size=0,file.driver=$protocol,file.filename=${vol//,/,,}" \
+		-O raw "$private_dir/lock-probe.raw" 2>&1); then
+		rm -f "$private_dir/lock-probe.raw"
+		case $err in
+		*lock*) fail "disk '$key': $vol is in use by a running QEMU (it holds the image lock); not reading it offline" ;;
+		*) fail "disk '$key': cannot open $vol: ${err%%$'\n'*}" ;;
+		esac
+	fi
+	rm -f "$private_dir/lock-probe.raw"
+	size=$(qemu-img info -U -f "$fmt" --output=json -- "$vol" 2>&1) ||
+		fail "disk '$key': cannot read $vol as $fmt: ${size%%$'\n'*}"
+	size=$(jq -r '.["virtual-size"]' <<<"$size")
+	[[ $size =~ ^[0-9]+$ ]] || fail "disk '$key': cannot read the size of $vol"
+	disks+=("$key"$'\x1f'"$vol"$'\x1f'$'\x1f'$'\x1f'"$size"$'\x1f'"$fmt")
+}
+
+# After QEMU exited on shutdown (stop mode): the disks found in the running QEMU become image
+# files read offline; QEMU may still hold its image locks for a moment while it exits.
+offline_after_exit() {
+	local d key vol node qdev size fmt i
+	local -a found=("${disks[@]}")
+	disks=()
+	for d in "${found[@]}"; do
+		IFS=$'\x1f' read -r key vol node qdev size fmt <<<"$d"
+		[ "$key" != tpmstate0 ] || fmt=raw
+		# Up to 10 s for the lock; a volume that is no file fails at once below.
+		for ((i = 0; i < 50; i++)); do
+			[ -e "$vol" ] || break
+			if (offline_disk "$key" "$vol" "$fmt") >/dev/null 2>&1; then
+				break
+			fi
+			sleep 0.2
+		done
+		offline_disk "$key" "$vol" "$fmt"
+	done
+}
+
+# The offline copy: vma-create reads raw images and block devices itself (sparse-aware), other
+# formats through a read-only qemu-nbd each on a socket in the private folder.
+offline_copy() {
+	local d key vol node qdev size fmt sock i rc=0
+	local -a args=(-v -c "$private_dir/qemu-server.conf")
+	case $opt_compress in
+	zstd) args+=(-z zstd) ;;
+	xz) args+=(-z xz) ;;
+	esac
+	[ -z "$opt_zstd" ] || [ "$opt_zstd" = 0 ] || args+=(-T "$opt_zstd")
+	[ "$opt_bwlimit" = 0 ] || args+=(--bwlimit "$opt_bwlimit")
+	if [ "$opt_stdout" = 1 ]; then
+		args+=(-o -)
+	else
+		args+=(-o "$tmp_archive")
+	fi
+	for d in "${disks[@]}"; do
+		IFS=$'\x1f' read -r key vol node qdev size fmt <<<"$d"
+		if [ "$fmt" = raw ]; then
+			args+=("$(archive_devname "$key")=$vol")
+			continue
+		fi
+		sock=$private_dir/nbd-$key.sock
+		qemu-nbd -r -t -f "$fmt" -k "$sock" -- "$vol" </dev/null >/dev/null \
+			2>"$private_dir/nbd-$key.err" 3>&- &
+		nbd_pids+=("$!")
+		state_proc "$!" qemu-nbd
+		for ((i = 0; i < 200; i++)); do
+			[ -S "$sock" ] && break
+			kill -0 "$!" 2>/dev/null || break
+			sleep 0.05
+		done
+		[ -S "$sock" ] || fail "disk '$key': qemu-nbd failed: $(tail -n 1 "$private_dir/nbd-$key.err")"
+		args+=("$(archive_devname "$key")=nbd+unix:///?socket=$sock")
+	done
+	copy_start=$(date +%s)
+	vma-create "${args[@]}" 2>"$private_dir/writer.log" 3>&- &
+	writer_pid=$!
+	state_proc "$writer_pid" vma-create
+	while kill -0 "$writer_pid" 2>/dev/null; do
+		forward_writer_log
+		sleep 0.5
+	done
+	wait "$writer_pid" || rc=$?
+	writer_pid=
+	forward_writer_log
+	stop_nbd
+	[ "$rc" = 0 ] || fail "vma-create failed: $(grep -v '%' "$private_dir/writer.log" | tail -n 2)"
+}
+
+# The qemu-nbd servers run with --persistent (vma-create may connect more than once), so they
+# are ended here, after the copy or in the cleanup.
+stop_nbd() {
+	local pid
+	for pid in "${nbd_pids[@]}"; do
+		kill -TERM "$pid" 2>/dev/null || true
+		wait "$pid" 2>/dev/null || true
+	done
+	nbd_pids=()
+}
+
 # --- one VM ----------------------------------------------------------------------------------
 
 vmid=
@@ -1499,6 +1881,7 @@ backup_vm() {
 	local start basename archive ext
 	start=$(date +%s)
 	backup_start=$start
+	backup_mode=$opt_mode
 	basename=vzdump-qemu-$vmid-$(date +%Y_%m_%d-%H_%M_%S)
 	case $opt_compress in
 	zstd) ext=vma.zst ;;
@@ -1526,40 +1909,65 @@ backup_vm() {
 	info "Starting Backup of VM $vmid (qemu)"
 	info "Backup started at $(date '+%F %T')"
 	read_config
-	[ -S "$qmp_sock" ] || fail "VM $vmid is not running (no QMP socket $qmp_sock)"
+	check_running
 	vm_lock
 	state_begin
-	info "status = running"
+	if [ "$vm_alive" = 1 ]; then
+		info "status = running"
+	else
+		info "status = stopped"
+	fi
 	[ -n "$vm_name" ] && info "VM Name: $vm_name"
-	[ -n "$conf_file" ] || info "no config $opt_confdir/$vmid.conf: backing up every disk QEMU has"
-	prepare
-	info "backup mode: snapshot"
+	if [ "$vm_alive" = 1 ]; then
+		[ -n "$conf_file" ] || info "no config $opt_confdir/$vmid.conf: backing up every disk QEMU has"
+		prepare
+	else
+		prepare_offline
+	fi
+	choose_mode
+	info "backup mode: $backup_mode"
 	[ "$opt_bwlimit" = 0 ] || info "bandwidth limit: $opt_bwlimit KiB/s"
 	info "ionice priority: $opt_ionice"
-	# As in vzdump's snapshot mode, the stop/restart hooks all run before anything happens.
 	hook_or_fail backup-start
-	hook_or_fail pre-stop
-	hook_or_fail pre-restart
-	hook_or_fail post-restart
+	if [ "$vm_alive" = 1 ]; then
+		case $backup_mode in
+		snapshot)
+			# As in vzdump's snapshot mode, the stop/restart hooks all run before anything happens.
+			hook_or_fail pre-stop
+			hook_or_fail pre-restart
+			hook_or_fail post-restart
+			;;
+		suspend) suspend_vm ;;
+		stop) stop_vm ;;
+		esac
+	fi
+	[ "$restart" != exited ] || offline_after_exit
 	assemble
 	if [ "$opt_stdout" = 1 ]; then
 		info "sending archive to stdout"
 	else
 		info "creating vzdump archive '$archive'"
 	fi
-	start_writer
-	vm_status=$(qmp query-status | jq -r .status) || fail "query-status failed"
-	copy_start=$(date +%s)
-	if [ ${#disks[@]} -gt 0 ]; then
-		attach_scratch
-		hook_or_fail pre-freeze
-		snapshot
-		hook_or_fail post-thaw
+	if [ "$vm_alive" = 0 ] || [ "$restart" = exited ]; then
+		offline_copy
+	else
+		start_writer
+		vm_status=$(qmp query-status | jq -r .status) || fail "query-status failed"
 		copy_start=$(date +%s)
-		start_jobs
-		wait_jobs
+		if [ ${#disks[@]} -gt 0 ]; then
+			attach_scratch
+			hook_or_fail pre-freeze
+			snapshot
+			resume_after_snapshot
+			hook_or_fail post-thaw
+			copy_start=$(date +%s)
+			start_jobs
+			wait_jobs
+		else
+			resume_after_snapshot
+		fi
+		teardown
 	fi
-	teardown
 	summary
 	if [ "$opt_stdout" = 0 ]; then
 		mv -f "$tmp_archive" "$archive" || fail "cannot rename $tmp_archive"
@@ -1570,6 +1978,7 @@ backup_vm() {
 		prune_backups
 	fi
 	hook_or_fail backup-end
+	restore_power_state
 	info "Finished Backup of VM $vmid ($(format_time $(($(date +%s) - start))))"
 	info "Backup finished at $(date '+%F %T')"
 }
