@@ -75,6 +75,27 @@ prune_limit=0    # the sum of the keep-* counts
 # Where the option being set comes from when that is not the command line (vzdump.conf).
 option_source=
 
+# The options that take a value (as --name value or --name=value).
+VALUE_OPTIONS=" --dumpdir --tmpdir --confdir --rundir --compress --zstd --bwlimit --script
+ --lockwait --ionice --statedir --mode --stopwait --exclude --prune-backups --remove
+ --notes-template --protected "
+VALUE_OPTIONS=${VALUE_OPTIONS//$'\n'/}
+
+# Whether the arguments ask for help (-h or --help as an option, not as an option's value):
+# then vzdump.conf is not read, so that a broken one cannot stand in the way.
+wants_help() {
+	while [ $# -gt 0 ]; do
+		case $1 in
+		-h | --help) return 0 ;;
+		--) return 1 ;;
+		--*=*) ;;
+		--*) [[ $VALUE_OPTIONS != *" $1 "* ]] || shift ;;
+		esac
+		[ $# -gt 0 ] && shift
+	done
+	return 1
+}
+
 parse_options() {
 	local arg name value
 	while [ $# -gt 0 ]; do
@@ -90,14 +111,13 @@ parse_options() {
 		--json) opt_json=1 ;;
 		--cleanup) opt_cleanup=1 ;;
 		--all) opt_all=1 ;;
-		--dumpdir | --tmpdir | --confdir | --rundir | --compress | --zstd | --bwlimit | --script | --lockwait | --ionice | \
-			--statedir | --mode | --stopwait | \
-			--dumpdir=* | --tmpdir=* | --confdir=* | --rundir=* | --compress=* | --zstd=* | \
-			--bwlimit=* | --script=* | --lockwait=* | --ionice=* | --statedir=* | \
-			--mode=* | --stopwait=* | \
-			--exclude | --prune-backups | --remove | --notes-template | --protected | \
-			--exclude=* | --prune-backups=* | --remove=* | --notes-template=* | --protected=*)
+		--)
+			vmids+=("$@")
+			break
+			;;
+		--*)
 			name=${arg%%=*}
+			[[ $VALUE_OPTIONS == *" $name "* ]] || die_usage "unknown option: $arg"
 			if [ "$name" != "$arg" ]; then
 				value=${arg#*=}
 			else
@@ -106,10 +126,6 @@ parse_options() {
 				shift
 			fi
 			set_option "$name" "$value"
-			;;
-		--)
-			vmids+=("$@")
-			break
 			;;
 		-*) die_usage "unknown option: $arg" ;;
 		*) vmids+=("$arg") ;;
@@ -166,7 +182,8 @@ set_option() { # NAME VALUE
 		if [ ! -f "$2" ] || [ ! -x "$2" ]; then
 			die_usage "the hook script '$2' is not an executable file"
 		fi
-		opt_script=$2
+		# Absolute: the hook runs with an empty environment, so no PATH lookup.
+		opt_script=$(realpath -- "$2")
 		;;
 	--bwlimit)
 		[[ $2 =~ ^[0-9]{1,12}$ ]] || die_usage "--bwlimit needs KiB/s as a number, not '$2'"
@@ -359,10 +376,13 @@ logfile=
 # (to /dev/null, say), and the error must still be seen.
 log_fd=2
 
+# Logging never fails: a full dump folder or a closed stderr must not cut a cleanup short.
 log() { # LEVEL MESSAGE
-	printf '%s: %s\n' "$1" "$2" >&"$log_fd"
+	# stdout is pointed at the log first, then printf's own complaint goes nowhere.
+	# shellcheck disable=SC2261
+	printf '%s: %s\n' "$1" "$2" >&"$log_fd" 2>/dev/null || true
 	if [ -n "$logfile" ]; then
-		printf '%s %s: %s\n' "$(date '+%F %T')" "$1" "$2" >>"$logfile"
+		printf '%s %s: %s\n' "$(date '+%F %T')" "$1" "$2" 2>/dev/null >>"$logfile" || true
 	fi
 }
 info() { log INFO "$1"; }
@@ -389,7 +409,8 @@ run_hook() { # PHASE [vm]
 		[ -z "$vm_name" ] || env+=("HOSTNAME=$vm_name")
 		[ -z "$log_target" ] || env+=("LOGFILE=$log_target")
 	fi
-	out=$(env -i "${env[@]}" "$opt_script" "${args[@]}" </dev/null 2>&1) || rc=$?
+	out=$(env -i "${env[@]}" "$opt_script" "${args[@]}" </dev/null 2>&1 \
+		{global_lock_fd}>&- {vm_lock_fd}>&-) || rc=$?
 	if [ -n "$out" ]; then
 		while IFS= read -r line; do info "$line"; done <<<"$out"
 	fi
@@ -780,7 +801,11 @@ stop_writer() {
 # The EXIT trap of each VM's subshell: undo whatever was recorded, in reverse.
 cleanup() {
 	local status=$?
-	trap - EXIT INT TERM HUP
+	# Whatever fails or arrives now, the cleanup runs to its end: no set -e, and a further
+	# signal (a second Ctrl-C, systemd's TERM to the whole group) is noted, not obeyed.
+	set +e
+	trap - EXIT
+	trap 'failure=${failure:-interrupted by signal}' INT TERM HUP
 	if [ "$status" != 0 ]; then
 		# The writer goes first: running jobs then end with an I/O error instead of copying on.
 		stop_writer
@@ -1091,7 +1116,7 @@ start_writer() {
 		IFS=$'\x1f' read -r key vol node qdev size fmt <<<"$d"
 		args+=("$(archive_devname "$key")=$size")
 	done
-	vma-create "${args[@]}" 2>"$private_dir/writer.log" 3>&- &
+	vma-create "${args[@]}" 2>"$private_dir/writer.log" 3>&- {global_lock_fd}>&- {vm_lock_fd}>&- &
 	writer_pid=$!
 	state_proc "$writer_pid" vma-create
 	[ ${#disks[@]} -gt 0 ] || return 0
@@ -1221,7 +1246,7 @@ snapshot() {
 		state freeze
 	fi
 	t0=$(now_ms)
-	out=$("${freeze[@]}" qmpctl -s "$qmp_sock" -t "$QMP_TIMEOUT" -k \
+	out=$("${freeze[@]}" qmpctl {global_lock_fd}>&- {vm_lock_fd}>&- -s "$qmp_sock" -t "$QMP_TIMEOUT" -k \
 		-f "$private_dir/snapshot.qmp" 2>"$private_dir/snapshot.err") || rc=$?
 	t1=$(now_ms)
 	# gafreeze exits 4 only when the guest may still be frozen.
@@ -1409,22 +1434,36 @@ summary() {
 
 # The node-wide lock (one backup job at a time, as vzdump's /var/run/vzdump.lock), waiting up
 # to --lockwait minutes; held until exit.
+# The lock fds are closed (`{global_lock_fd}>&- {vm_lock_fd}>&-`) for every process that may
+# outlive the driver (the writer, qemu-nbd, hooks, gafreeze's watchdog): bash cannot mark them
+# close-on-exec, and a lock held by an orphan would stop every later job and --cleanup.
+# Until taken they are /dev/null (main opens them).
+global_lock_fd=
+vm_lock_fd=
 global_lock() {
-	local path=$opt_rundir/vzdump.lock fd
-	exec {fd}>>"$path" || job_abort "can't open lock '$path'"
-	if ! flock -n "$fd"; then
+	local path=$opt_rundir/vzdump.lock deadline
+	exec {global_lock_fd}>&-
+	exec {global_lock_fd}>>"$path" || job_abort "can't open lock '$path'"
+	if ! flock -n "$global_lock_fd"; then
 		info "trying to get global lock - waiting..."
-		flock -w "$((opt_lockwait * 60))" "$fd" || job_abort "can't acquire lock '$path' - got timeout"
+		# A second at a time, so that a signal ends the wait at once.
+		deadline=$((SECONDS + opt_lockwait * 60))
+		until flock -w 1 "$global_lock_fd"; do
+			[ "$interrupted" = 0 ] || job_abort "interrupted by signal"
+			[ "$SECONDS" -lt "$deadline" ] || job_abort "can't acquire lock '$path' - got timeout"
+		done
 		info "got global lock"
 	fi
 }
 
 # The VM's own lock, so that two jobs with different lock folders cannot back it up at once.
 vm_lock() {
-	local path=$opt_rundir/$vmid.vzdump.lock fd
-	exec {fd}>>"$path" || fail "can't open lock '$path'"
-	flock -n "$fd" || fail "VM $vmid is locked (backup)"
+	local path=$opt_rundir/$vmid.vzdump.lock
+	exec {vm_lock_fd}>&-
+	exec {vm_lock_fd}>>"$path" || fail "can't open lock '$path'"
+	flock -n "$vm_lock_fd" || fail "VM $vmid is locked (backup)"
 }
+
 
 # --- job level: which VMs, and what happens around each archive -----------------------------
 
@@ -1823,7 +1862,7 @@ offline_copy() {
 			continue
 		fi
 		sock=$private_dir/nbd-$key.sock
-		qemu-nbd -r -t -f "$fmt" -k "$sock" -- "$vol" </dev/null >/dev/null \
+		qemu-nbd -r -t -f "$fmt" -k "$sock" -- "$vol" </dev/null >/dev/null {global_lock_fd}>&- {vm_lock_fd}>&- \
 			2>"$private_dir/nbd-$key.err" 3>&- &
 		nbd_pids+=("$!")
 		state_proc "$!" qemu-nbd
@@ -1833,10 +1872,10 @@ offline_copy() {
 			sleep 0.05
 		done
 		[ -S "$sock" ] || fail "disk '$key': qemu-nbd failed: $(tail -n 1 "$private_dir/nbd-$key.err")"
-		args+=("$(archive_devname "$key")=nbd+unix:///?socket=$sock")
+		args+=("$(archive_devname "$key")=nbd+unix:///?socket=$(jq -rn --arg p "$sock" '$p | @uri')")
 	done
 	copy_start=$(date +%s)
-	vma-create "${args[@]}" 2>"$private_dir/writer.log" 3>&- &
+	vma-create "${args[@]}" 2>"$private_dir/writer.log" 3>&- {global_lock_fd}>&- {vm_lock_fd}>&- &
 	writer_pid=$!
 	state_proc "$writer_pid" vma-create
 	while kill -0 "$writer_pid" 2>/dev/null; do
@@ -2060,10 +2099,13 @@ print_json() { # STATUS [ERROR]
 
 main() {
 	local id rc errors=0
-	case " $* " in *" -h "* | *" --help "*) ;; *) read_vzdump_conf ;; esac
+	# Writes to a log reader that went away fail (EPIPE) instead of killing the driver
+	# before its cleanup could run.
+	trap '' PIPE
+	wants_help "$@" || read_vzdump_conf
 	parse_options "$@"
 	# --json goes to the real stdout even with --quiet.
-	exec {json_fd}>&1
+	exec {json_fd}>&1 {global_lock_fd}</dev/null {vm_lock_fd}</dev/null
 	if [ "$opt_quiet" = 1 ]; then
 		exec 2>/dev/null
 		[ "$opt_stdout" = 1 ] || exec >/dev/null

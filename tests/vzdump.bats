@@ -58,9 +58,12 @@ synopsis_of_man() {
 
 @test "every option in vzdump.sh is in its man page" {
 	rendered=$(mandoc -Tascii "$TOP/man/vzdump.sh.1" | col -b)
-	# The options parse_options accepts.
-	opts=$(sed -n '/^parse_options() {/,/^}/p' "$TOP/vzdump.sh" | grep -o -- '--[a-z][a-z-]*' | sort -u)
-	[ "$(wc -l <<<"$opts")" -ge 10 ] || fail "found only: $opts"
+	# The options parse_options accepts: its flags, and those with a value (VALUE_OPTIONS).
+	opts=$({
+		sed -n '/^parse_options() {/,/^}/p' "$TOP/vzdump.sh"
+		sed -n '/^VALUE_OPTIONS="/,/"$/p' "$TOP/vzdump.sh"
+	} | grep -o -- '--[a-z][a-z-]*' | sort -u)
+	[ "$(wc -l <<<"$opts")" -ge 24 ] || fail "found only: $opts"
 	for o in $opts; do
 		grep -qE -- "$o([^[:alnum:]-]|$)" <<<"$rendered" || fail "$o is not in the man page"
 	done
@@ -668,4 +671,103 @@ INFO: backup contains no disks"* ]] || fail "$stderr"
 	[[ $stderr =~ INFO:\ transferred\ 3\.00\ GiB\ in\ ([0-9]+\ seconds\ \(|\<1\ seconds) ]] || fail "$stderr"
 	vma-extract "$OWN"/dump/*.vma "$OWN/x"
 	assert_equal "$(sha "$OWN/x/disk-drive-virtio0.raw")" "$(sha "$OWN/big.raw")"
+}
+
+@test "-h as an option's value is no help request: vzdump.conf is still read" {
+	W=$BATS_TEST_TMPDIR/w
+	mkdir -p "$W/alt" "$W/run" "$W/tmp"
+	printf 'dumpdir: %s\n' "$W/alt" >"$W/vzdump.conf"
+	VZDUMP_CONF=$W/vzdump.conf run --separate-stderr -1 "$TOP/vzdump.sh" --notes-template 'nightly -h run' \
+		--tmpdir "$W/tmp" --rundir "$W/run" --confdir "$W" 999
+	[[ $stderr == *"ERROR: Backup of VM 999 failed - VM 999 is not running"* ]] || fail "$stderr"
+	run ls "$W/alt"
+	assert_output --regexp '^vzdump-qemu-999-[0-9_-]{19}\.log$'
+	VZDUMP_CONF=$W/vzdump.conf run -0 "$TOP/vzdump.sh" --notes-template x -h
+	assert_line --index 0 --partial "vzdump.sh [--dumpdir dir]"
+}
+
+@test "a log reader that goes away (stderr to a closed pipe) does not stop the backup half-way" {
+	own_vm
+	before=$(vz_state "$OWN")
+	run bash -c '"$1/vzdump.sh" --dumpdir "$2/dump" --tmpdir "$2/tmp" --confdir "$2/conf" \
+		--rundir "$2/run" --mode suspend 300 2>&1 | head -n 2' _ "$TOP" "$OWN"
+	assert_line --index 0 --partial "INFO: starting new backup job"
+	# The driver goes on writing into the closed pipe: it must not die of SIGPIPE.
+	for ((i = 0; i < 300; i++)); do
+		pgrep -f -- "--rundir $OWN/run" >/dev/null || break
+		sleep 0.1
+	done
+	assert_equal "$(vz_state "$OWN")" "$before"
+	vma-extract "$OWN"/dump/vzdump-qemu-300-*.vma "$OWN/x"
+	assert_equal "$(sha "$OWN/x/disk-drive-virtio0.raw")" "$(sha "$OWN/orig.raw")"
+	run ls -A "$OWN/tmp"
+	assert_output ""
+	run ls -A "$VZDUMP_STATEDIR"
+	assert_output ""
+}
+
+@test "SIGTERM while waiting for the node lock ends the job at once" {
+	mkdir -p "$BATS_TEST_TMPDIR/run"
+	flock "$BATS_TEST_TMPDIR/run/vzdump.lock" sleep 60 3>&- &
+	holder=$!
+	"$TOP/vzdump.sh" --rundir "$BATS_TEST_TMPDIR/run" --lockwait 1 --tmpdir "$BATS_TEST_TMPDIR" 300 \
+		2>"$BATS_TEST_TMPDIR/err" 3>&- &
+	bk=$!
+	for ((i = 0; i < 100; i++)); do
+		grep -q 'trying to get global lock' "$BATS_TEST_TMPDIR/err" && break
+		sleep 0.1
+	done
+	kill -TERM "$bk"
+	start=$SECONDS
+	rc=0
+	wait "$bk" || rc=$?
+	kill "$holder"
+	assert_equal "$rc" 1
+	((SECONDS - start <= 3)) || fail "took $((SECONDS - start)) s"
+	run cat "$BATS_TEST_TMPDIR/err"
+	assert_line "ERROR: Backup job failed - interrupted by signal"
+}
+
+@test "a second SIGTERM during the cleanup does not cut it short: the suspended VM is resumed" {
+	own_vm
+	before=$(vz_state "$OWN")
+	cat >"$OWN/hook" <<END
+#!/bin/bash
+case \$1 in
+pre-freeze) touch "$OWN/paused"; sleep 4 ;;
+pre-restart) touch "$OWN/restarting"; sleep 3 ;;
+esac
+exit 0
+END
+	chmod +x "$OWN/hook"
+	"$TOP/vzdump.sh" --dumpdir "$OWN/dump" --tmpdir "$OWN/tmp" --confdir "$OWN/conf" \
+		--rundir "$OWN/run" --mode suspend --script "$OWN/hook" 300 2>"$OWN/err" 3>&- &
+	bk=$!
+	for ((i = 0; i < 200; i++)); do [ -e "$OWN/paused" ] && break; sleep 0.05; done
+	[ -e "$OWN/paused" ] || fail "no pre-freeze: $(cat "$OWN/err")"
+	kill -TERM "$bk"
+	for ((i = 0; i < 200; i++)); do [ -e "$OWN/restarting" ] && break; sleep 0.05; done
+	[ -e "$OWN/restarting" ] || fail "no pre-restart: $(cat "$OWN/err")"
+	kill -TERM "$bk"
+	rc=0
+	wait "$bk" || rc=$?
+	assert_equal "$rc" 1
+	assert_equal "$(vz_state "$OWN")" "$before"
+	grep -qF 'ERROR: Backup of VM 300 failed - interrupted by signal' "$OWN/err" || fail "$(cat "$OWN/err")"
+	run ls -A "$OWN/tmp"
+	assert_output ""
+	run ls -A "$VZDUMP_STATEDIR"
+	assert_output ""
+}
+
+@test "a hook given by a relative path runs (it gets no PATH to be looked up in)" {
+	own_vm
+	printf '#!/bin/sh\necho "hook $1" >>"%s/phases"\n' "$OWN" >"$OWN/hook"
+	chmod +x "$OWN/hook"
+	cd "$OWN"
+	run --separate-stderr -0 "$TOP/vzdump.sh" --dumpdir dump --tmpdir tmp --confdir conf --rundir run \
+		--script hook 300
+	run head -n 2 "$OWN/phases"
+	assert_output "hook job-start
+hook backup-start"
 }
