@@ -514,6 +514,7 @@ run_undo() { # MODE
 		qmp cont >/dev/null 2>&1 && resumed
 	fi
 	batch=
+	local blocks=
 	for ((i = ${#undo[@]} - 1; i >= 0; i--)); do
 		if [ "${undo[i]}" = cancel-jobs ]; then
 			if [ -n "$batch" ]; then
@@ -522,6 +523,12 @@ run_undo() { # MODE
 			fi
 			cancel_jobs || rc=1
 		else
+			case ${undo[i]} in
+			'{"execute":"qom-set"'*)
+				[ -n "$blocks" ] || blocks=$(qmp query-block 2>/dev/null) || blocks='[]'
+				drive_moved "$blocks" "${undo[i]}" || continue
+				;;
+			esac
 			batch+=${undo[i]}$'\n'
 		fi
 	done
@@ -531,6 +538,17 @@ run_undo() { # MODE
 	undo=()
 	state undone
 	return "$rc"
+}
+
+# Whether the undo QOM-SET (a device back onto its own node) is needed: the device is on
+# another node. QEMU 7.2 aborts (bdrv_replace_child_noperm: old_bs != new_bs) on a qom-set
+# of a device's drive onto the node it already has, so an undo of a switch that never took
+# place must not be sent.
+drive_moved() { # QUERY-BLOCK-JSON QOM-SET
+	# shellcheck disable=SC2016 # jq variables
+	jq -e --argjson c "$2" '$c.arguments as $a
+		| [.[] | select(.qdev == $a.path) | .inserted["node-name"] // empty] | first
+		| . != null and . != $a.value' <<<"$1" >/dev/null 2>&1
 }
 
 run_undo_batch() { # MODE BATCH
