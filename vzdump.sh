@@ -169,6 +169,7 @@ fail() {
 # with only vzdump's variables in the environment (no PATH, no HOME). Its output is logged as
 # INFO lines. On failure hook_error says why.
 hook_error=
+hook_pid=
 run_hook() { # PHASE [vm]
 	[ -n "$opt_script" ] || return 0
 	local out rc=0 line
@@ -179,7 +180,18 @@ run_hook() { # PHASE [vm]
 		[ -z "$vm_name" ] || env+=("HOSTNAME=$vm_name")
 		[ -z "$log_target" ] || env+=("LOGFILE=$log_target")
 	fi
-	out=$(env -i "${env[@]}" "$opt_script" "${args[@]}" </dev/null 2>&1) || rc=$?
+	if [ $# -gt 1 ] && [ -n "$private_dir" ] && [ -d "$private_dir" ]; then
+		# A VM's hook runs in the background and is waited for: bash runs a trap only once a
+		# foreground command is done, so a SIGTERM would wait for a hung hook; `wait` is cut
+		# short by it. cleanup stops a hook left running.
+		env -i "${env[@]}" "$opt_script" "${args[@]}" </dev/null >"$private_dir/hook.out" 2>&1 &
+		hook_pid=$!
+		wait "$hook_pid" || rc=$?
+		hook_pid=
+		out=$(cat "$private_dir/hook.out")
+	else
+		out=$(env -i "${env[@]}" "$opt_script" "${args[@]}" </dev/null 2>&1) || rc=$?
+	fi
 	if [ -n "$out" ]; then
 		while IFS= read -r line; do info "$line"; done <<<"$out"
 	fi
@@ -576,6 +588,11 @@ stop_writer() {
 cleanup() {
 	local status=$?
 	trap - EXIT INT TERM HUP
+	if [ -n "$hook_pid" ]; then
+		kill -TERM "$hook_pid" 2>/dev/null || true
+		wait "$hook_pid" 2>/dev/null || true
+		hook_pid=
+	fi
 	if [ "$status" != 0 ]; then
 		# The writer goes first: running jobs then end with an I/O error instead of copying on.
 		stop_writer
