@@ -601,7 +601,16 @@ cleanup() {
 		elif [ ${#undo[@]} -gt 0 ]; then
 			warn "QEMU is gone: its block graph needs no undo"
 		fi
-		[ -z "$tmp_archive" ] || rm -f "$tmp_archive"
+		# With the .dat, the temporary file a killed writer left (.NAME.tmp.PID, see
+		# recover_state).
+		[ -z "$tmp_archive" ] || rm -f "$tmp_archive" \
+			"$(dirname -- "$tmp_archive")/.$(basename -- "$tmp_archive").tmp."*
+		# Interrupted once the archive was renamed (the signal came during the rename or
+		# after): an interrupted backup leaves no archive, as one interrupted earlier.
+		if [ -n "$final_archive" ] && [ "$failure" = "interrupted by signal" ]; then
+			rm -f "$final_archive"
+			final_archive=
+		fi
 		log ERROR "Backup of VM $vmid failed - ${failure:-exit status $status}"
 		info "Failed at $(date '+%F %T')"
 		[ -z "$vmid" ] || run_hook backup-abort vm || warn "$hook_error"
@@ -1158,7 +1167,7 @@ wait_jobs() {
 			errors=$(jq -r --argjson ids "$ids" \
 				'.[] | select(.id as $i | $ids | index($i)) | select(.error)
 				| "\(.id): \(.error)"' <<<"$jobs")
-			[ -z "$errors" ] || fail "backup job failed: ${errors//$'\n'/; }"
+			[ -z "$errors" ] || fail "backup job failed: ${errors//$'\n'/; }$(writer_failure)"
 			return 0
 		fi
 		# Woken by the next status change, or after a second (the event may have gone by
@@ -1166,6 +1175,16 @@ wait_jobs() {
 		qmp -t 1 -w JOB_STATUS_CHANGE </dev/null >/dev/null 2>&1 || true
 		seen=$((seen + 1))
 	done
+}
+
+# When a job failed because the writer ended (the dump folder is full, say), the job only
+# says "Input/output error": the writer's own last error, as " (vma-create: why)".
+writer_failure() {
+	local why
+	[ -n "$writer_pid" ] || return 0
+	! kill -0 "$writer_pid" 2>/dev/null || return 0
+	why=$(grep -v '%' "$private_dir/writer.log" 2>/dev/null | grep -v '^image ' | tail -n 1)
+	[ -z "$why" ] || printf ' (%s)' "$why"
 }
 
 writer_lines_done=0
@@ -1310,9 +1329,9 @@ backup_vm() {
 	teardown
 	summary
 	if [ "$opt_stdout" = 0 ]; then
-		mv -f "$tmp_archive" "$archive" || fail "cannot rename $tmp_archive"
-		tmp_archive=
 		final_archive=$archive
+		mv -f "$tmp_archive" "$archive" || { final_archive= && fail "cannot rename $tmp_archive"; }
+		tmp_archive=
 		info "archive file size: $(format_archive_size "$(stat -c %s "$archive")")"
 	fi
 	hook_or_fail backup-end
