@@ -332,8 +332,12 @@ state_begin() {
 		recover_state "$file" || fail "$recover_error"
 	fi
 	state_file=$file
+	# This process, named outside the subshell and the command substitution below (each has
+	# a $BASHPID of its own, gone at once: another job would take the owner for dead).
+	local owner=$BASHPID owner_start
+	owner_start=$(proc_start "$owner")
 	# noclobber: two jobs with different lock folders must not share one state file.
-	if ! (set -C && printf 'owner %s %s\n' "$BASHPID" "$(proc_start "$BASHPID")" >"$file") 2>/dev/null; then
+	if ! (set -C && printf 'owner %s %s\n' "$owner" "$owner_start" >"$file") 2>/dev/null; then
 		state_file=
 		fail "cannot create the state file $file (another backup of VM $vmid?)"
 	fi
@@ -1079,7 +1083,10 @@ snapshot_check() { # STATUS OUTPUT RC FROZEN
 		qmp cont >/dev/null 2>&1 && resumed
 	fi
 	[ -z "$err" ] || fail "snapshot failed: $err"
-	[ "$3" = 0 ] || fail "snapshot failed: $(tail -n 1 "$private_dir/snapshot.err")"
+	# gafreeze's last line is its summary of the window: the line before says what failed
+	# (with exit status 4: THAW FAILED, THE GUEST MAY STILL BE FROZEN).
+	[ "$3" = 0 ] || fail "snapshot failed: $(grep -v '^gafreeze: guest frozen for ' "$private_dir/snapshot.err" |
+		tail -n 1)"
 	[ "$n" = "$(wc -l <"$private_dir/snapshot.qmp")" ] || fail "snapshot failed: missing QMP replies"
 }
 
