@@ -314,8 +314,13 @@ proc_start() { # PID
 	printf '%s\n' "${fields[19]}"
 }
 
+# A zombie (killed, its parent gone, not yet reaped by init) counts as gone.
 proc_alive() { # PID START
-	[ "$(proc_start "$1" 2>/dev/null)" = "$2" ]
+	local stat
+	local -a fields
+	stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
+	read -r -a fields <<<"${stat##*) }"
+	[ "${fields[0]:-}" != Z ] && [ "${fields[19]:-}" = "$2" ]
 }
 
 state_proc() { # PID NAME
