@@ -87,7 +87,8 @@ vz_cleanup() { # WD VMID
 }
 
 # Starts a backup of VM 300 stopped at PHASE: before-freeze (scratch images attached),
-# freeze (inside the guest's freeze, the snapshot taken; the agent double answers), copy
+# freeze (inside the guest's freeze, the snapshot taken; the agent double answers),
+# freeze-before (frozen, the snapshot's undo recorded but its batch not yet sent), copy
 # (jobs running at 256 KiB/s), jobs (the jobs just started, at full speed), rename (all
 # done but the rename of the .dat).
 start_at() { # PHASE [ARGS...]
@@ -98,6 +99,10 @@ start_at() { # PHASE [ARGS...]
 	freeze)
 		qga_double_start "$VM/run/300.qga"
 		export FAULT_QMP=snapshot.qmp FAULT_WHEN=after
+		;;
+	freeze-before)
+		qga_double_start "$VM/run/300.qga"
+		export FAULT_QMP=snapshot.qmp FAULT_WHEN=before
 		;;
 	rename) export FAULT_MV=1 ;;
 	jobs) export FAULT_QMP=jobs.qmp FAULT_WHEN=after ;;
@@ -247,6 +252,12 @@ kill_then_cleanup_rest() {
 	assert_thawed_within 1
 	fault_assert_clean "$VM" 300 "$(cat "$VM/before")"
 	fault_assert_backup_works "$VM" 300 "$(cat "$VM/before")"
+}
+
+@test "SIGKILL inside the freeze window before the snapshot batch: --cleanup undoes only what was done, QEMU lives" {
+	kill_then_cleanup freeze-before
+	run qga_commands
+	assert_line guest-fsfreeze-thaw
 }
 
 @test "SIGKILL inside the freeze window: the next backup cleans up by itself and succeeds" {
