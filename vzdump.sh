@@ -399,6 +399,7 @@ fail() {
 # with only vzdump's variables in the environment (no PATH, no HOME). Its output is logged as
 # INFO lines. On failure hook_error says why.
 hook_error=
+hook_pid=
 run_hook() { # PHASE [vm]
 	[ -n "$opt_script" ] || return 0
 	local out rc=0 line
@@ -409,8 +410,20 @@ run_hook() { # PHASE [vm]
 		[ -z "$vm_name" ] || env+=("HOSTNAME=$vm_name")
 		[ -z "$log_target" ] || env+=("LOGFILE=$log_target")
 	fi
-	out=$(env -i "${env[@]}" "$opt_script" "${args[@]}" </dev/null 2>&1 \
-		{global_lock_fd}>&- {vm_lock_fd}>&-) || rc=$?
+	if [ $# -gt 1 ] && [ -n "$private_dir" ] && [ -d "$private_dir" ]; then
+		# A VM's hook runs in the background and is waited for: bash runs a trap only once a
+		# foreground command is done, so a SIGTERM would wait for a hung hook; `wait` is cut
+		# short by it. cleanup stops a hook left running.
+		env -i "${env[@]}" "$opt_script" "${args[@]}" </dev/null >"$private_dir/hook.out" 2>&1 \
+			{global_lock_fd}>&- {vm_lock_fd}>&- &
+		hook_pid=$!
+		wait "$hook_pid" || rc=$?
+		hook_pid=
+		out=$(cat "$private_dir/hook.out")
+	else
+		out=$(env -i "${env[@]}" "$opt_script" "${args[@]}" </dev/null 2>&1 \
+			{global_lock_fd}>&- {vm_lock_fd}>&-) || rc=$?
+	fi
 	if [ -n "$out" ]; then
 		while IFS= read -r line; do info "$line"; done <<<"$out"
 	fi
@@ -534,8 +547,13 @@ proc_start() { # PID
 	printf '%s\n' "${fields[19]}"
 }
 
+# A zombie (killed, its parent gone, not yet reaped by init) counts as gone.
 proc_alive() { # PID START
-	[ "$(proc_start "$1" 2>/dev/null)" = "$2" ]
+	local stat
+	local -a fields
+	stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
+	read -r -a fields <<<"${stat##*) }"
+	[ "${fields[0]:-}" != Z ] && [ "${fields[19]:-}" = "$2" ]
 }
 
 state_proc() { # PID NAME
@@ -552,8 +570,12 @@ state_begin() {
 		recover_state "$file" || fail "$recover_error"
 	fi
 	state_file=$file
+	# This process, named outside the subshell and the command substitution below (each has
+	# a $BASHPID of its own, gone at once: another job would take the owner for dead).
+	local owner=$BASHPID owner_start
+	owner_start=$(proc_start "$owner")
 	# noclobber: two jobs with different lock folders must not share one state file.
-	if ! (set -C && printf 'owner %s %s\n' "$BASHPID" "$(proc_start "$BASHPID")" >"$file") 2>/dev/null; then
+	if ! (set -C && printf 'owner %s %s\n' "$owner" "$owner_start" >"$file") 2>/dev/null; then
 		state_file=
 		fail "cannot create the state file $file (another backup of VM $vmid?)"
 	fi
@@ -758,6 +780,7 @@ run_undo() { # MODE
 		qmp cont >/dev/null 2>&1 && resumed
 	fi
 	batch=
+	local blocks=
 	for ((i = ${#undo[@]} - 1; i >= 0; i--)); do
 		if [ "${undo[i]}" = cancel-jobs ]; then
 			if [ -n "$batch" ]; then
@@ -766,6 +789,12 @@ run_undo() { # MODE
 			fi
 			cancel_jobs || rc=1
 		else
+			case ${undo[i]} in
+			'{"execute":"qom-set"'*)
+				[ -n "$blocks" ] || blocks=$(qmp query-block 2>/dev/null) || blocks='[]'
+				drive_moved "$blocks" "${undo[i]}" || continue
+				;;
+			esac
 			batch+=${undo[i]}$'\n'
 		fi
 	done
@@ -775,6 +804,17 @@ run_undo() { # MODE
 	undo=()
 	state undone
 	return "$rc"
+}
+
+# Whether the undo QOM-SET (a device back onto its own node) is needed: the device is on
+# another node. QEMU 7.2 aborts (bdrv_replace_child_noperm: old_bs != new_bs) on a qom-set
+# of a device's drive onto the node it already has, so an undo of a switch that never took
+# place must not be sent.
+drive_moved() { # QUERY-BLOCK-JSON QOM-SET
+	# shellcheck disable=SC2016 # jq variables
+	jq -e --argjson c "$2" '$c.arguments as $a
+		| [.[] | select(.qdev == $a.path) | .inserted["node-name"] // empty] | first
+		| . != null and . != $a.value' <<<"$1" >/dev/null 2>&1
 }
 
 run_undo_batch() { # MODE BATCH
@@ -806,6 +846,11 @@ cleanup() {
 	set +e
 	trap - EXIT
 	trap 'failure=${failure:-interrupted by signal}' INT TERM HUP
+	if [ -n "$hook_pid" ]; then
+		kill -TERM "$hook_pid" 2>/dev/null || true
+		wait "$hook_pid" 2>/dev/null || true
+		hook_pid=
+	fi
 	if [ "$status" != 0 ]; then
 		# The writer goes first: running jobs then end with an I/O error instead of copying on.
 		stop_writer
@@ -816,7 +861,16 @@ cleanup() {
 		fi
 		stop_nbd
 		restore_power_state
-		[ -z "$tmp_archive" ] || rm -f "$tmp_archive"
+		# With the .dat, the temporary file a killed writer left (.NAME.tmp.PID, see
+		# recover_state).
+		[ -z "$tmp_archive" ] || rm -f "$tmp_archive" \
+			"$(dirname -- "$tmp_archive")/.$(basename -- "$tmp_archive").tmp."*
+		# Interrupted once the archive was renamed (the signal came during the rename or
+		# after): an interrupted backup leaves no archive, as one interrupted earlier.
+		if [ -n "$final_archive" ] && [ "$failure" = "interrupted by signal" ]; then
+			rm -f "$final_archive"
+			final_archive=
+		fi
 		log ERROR "Backup of VM $vmid failed - ${failure:-exit status $status}"
 		info "Failed at $(date '+%F %T')"
 		[ -z "$vmid" ] || run_hook backup-abort vm || warn "$hook_error"
@@ -1285,7 +1339,10 @@ snapshot_check() { # STATUS OUTPUT RC FROZEN
 		qmp cont >/dev/null 2>&1 && resumed
 	fi
 	[ -z "$err" ] || fail "snapshot failed: $err"
-	[ "$3" = 0 ] || fail "snapshot failed: $(tail -n 1 "$private_dir/snapshot.err")"
+	# gafreeze's last line is its summary of the window: the line before says what failed
+	# (with exit status 4: THAW FAILED, THE GUEST MAY STILL BE FROZEN).
+	[ "$3" = 0 ] || fail "snapshot failed: $(grep -v '^gafreeze: guest frozen for ' "$private_dir/snapshot.err" |
+		tail -n 1)"
 	[ "$n" = "$(wc -l <"$private_dir/snapshot.qmp")" ] || fail "snapshot failed: missing QMP replies"
 }
 
@@ -1383,12 +1440,22 @@ wait_jobs() {
 		case $verdict in
 		missing) fail "a backup job vanished from QEMU" ;;
 		done) return 0 ;;
-		error\ *) fail "backup job failed: ${verdict#error }" ;;
+		error\ *) fail "backup job failed: ${verdict#error }$(writer_failure)" ;;
 		esac
 		# Woken by the next status change, or after two seconds (the event may have gone by
 		# between the two connections).
 		qmp -t 2 -w JOB_STATUS_CHANGE </dev/null >/dev/null 2>&1 || true
 	done
+}
+
+# When a job failed because the writer ended (the dump folder is full, say), the job only
+# says "Input/output error": the writer's own last error, as " (vma-create: why)".
+writer_failure() {
+	local why
+	[ -n "$writer_pid" ] || return 0
+	! kill -0 "$writer_pid" 2>/dev/null || return 0
+	why=$(grep -v '%' "$private_dir/writer.log" 2>/dev/null | grep -v '^image ' | tail -n 1)
+	[ -z "$why" ] || printf ' (%s)' "$why"
 }
 
 writer_lines_done=0
@@ -2009,9 +2076,9 @@ backup_vm() {
 	fi
 	summary
 	if [ "$opt_stdout" = 0 ]; then
-		mv -f "$tmp_archive" "$archive" || fail "cannot rename $tmp_archive"
-		tmp_archive=
 		final_archive=$archive
+		mv -f "$tmp_archive" "$archive" || { final_archive= && fail "cannot rename $tmp_archive"; }
+		tmp_archive=
 		info "archive file size: $(format_archive_size "$(stat -c %s "$archive")")"
 		mark_backup "$archive"
 		prune_backups
