@@ -474,7 +474,7 @@ now_ms() { date +%s%3N; }
 
 # --- QMP -------------------------------------------------------------------------------------
 
-qmp() { qmpctl -s "$qmp_sock" -t "$QMP_TIMEOUT" "$@"; }
+qmp() { qmpctl -s "$qmp_sock" -t "$QMP_TIMEOUT" "$@" {global_lock_fd}>&- {vm_lock_fd}>&-; }
 
 # Whether QEMU still listens on its QMP socket. A busy monitor still accepts connections
 # (it serves one client at a time), so only a dead QEMU fails this; qmpctl alone cannot tell,
@@ -518,6 +518,8 @@ undo_push() {
 # SIGKILL hits, the file describes at least everything that was done. Records:
 #   owner PID START      the VM's backup process (START: its start time, against pid reuse)
 #   qmp PATH, qga PATH   the sockets
+#   qemu ID              the QEMU instance (PID:START of the process on the QMP socket)
+#   powerdown            stop mode asked the guest to shut down
 #   tmp DIR, dat PATH    the private folder and the archive being written
 #   log PATH             the backup's .log, which gets the reason it failed
 #   proc PID START NAME  a helper process to stop (the writer)
@@ -580,10 +582,22 @@ state_begin() {
 		fail "cannot create the state file $file (another backup of VM $vmid?)"
 	fi
 	state "qmp $qmp_sock"
+	state "qemu $(qemu_instance)"
 	state "qga $qga_sock"
 	state "tmp $private_dir"
 	[ -z "$tmp_archive" ] || state "dat $tmp_archive"
 	[ -z "$log_target" ] || state "log $log_target"
+}
+
+# Which QEMU listens on the QMP socket, as PID:START (the socket's inode is no name for it: a
+# restarted VM's new socket often gets the old one's). A recovery only touches the instance the
+# interrupted backup worked on. Empty when that cannot be told (nothing listens).
+qemu_instance() {
+	local path pid
+	path=$(realpath -e -- "$qmp_sock" 2>/dev/null) || return 0
+	pid=$(ss -xlpnH src "$path" 2>/dev/null | sed -n 's/.*users:(("[^"]*",pid=\([0-9]*\),.*/\1/p' | head -n 1)
+	[ -n "$pid" ] || return 0
+	printf '%s:%s\n' "$pid" "$(proc_start "$pid" || true)"
 }
 
 state_end() {
@@ -599,7 +613,7 @@ state_end() {
 recover_error=
 recover_state() { # FILE
 	local file=$1 key rest owner='' start='' r_qmp='' r_qga='' r_tmp='' r_dat='' r_log='' frozen=0
-	local p pid pstart name blocks was_shutdown=0 i
+	local p pid pstart name blocks was_shutdown=0 i r_qemu='' same=1 status
 	local -a procs=()
 	undo=() job_ids=()
 	we_paused=0
@@ -607,6 +621,7 @@ recover_state() { # FILE
 		case $key in
 		owner) read -r owner start <<<"$rest" ;;
 		qmp) r_qmp=$rest ;;
+		qemu) r_qemu=$rest ;;
 		qga) r_qga=$rest ;;
 		tmp) r_tmp=$rest ;;
 		dat) r_dat=$rest ;;
@@ -616,7 +631,7 @@ recover_state() { # FILE
 		thawed) frozen=0 ;;
 		paused) we_paused=1 ;;
 		resumed) we_paused=0 ;;
-		shutdown) was_shutdown=1 ;;
+		powerdown | shutdown) was_shutdown=1 ;;
 		restarted) was_shutdown=0 ;;
 		job) job_ids+=("$rest") ;;
 		undo) undo+=("$rest") ;;
@@ -632,21 +647,33 @@ recover_state() { # FILE
 	info "cleaning up after an earlier backup of VM $vmid that did not finish (pid ${owner:-?})"
 	local saved_qmp=$qmp_sock
 	[ -z "$r_qmp" ] || qmp_sock=$r_qmp
-	if qemu_alive; then
+	# A VM restarted since then is another QEMU: its run state, graph and fdsets are its own.
+	if [ "$(qemu_instance)" != "$r_qemu" ]; then
+		same=0
+		undo=() job_ids=()
+		we_paused=0 was_shutdown=0
+		! qemu_alive || info "VM $vmid runs in another QEMU now: its state and block graph are left alone"
+	fi
+	if [ "$same" = 1 ] && qemu_alive; then
 		# A paused guest cannot answer the thaw: cont first.
 		if [ "$we_paused" = 1 ]; then
 			info "resuming VM again"
 			qmp cont >/dev/null 2>&1 || warn "cont failed"
 			we_paused=0
 		fi
-		# Stop mode had shut the guest down and QEMU waits in `shutdown` state: restart it.
-		if [ "$was_shutdown" = 1 ] && [ "$(qemu_status)" = shutdown ]; then
+		# Stop mode had shut the guest down and QEMU waits in `shutdown` state (or, reset
+		# already, in prelaunch): restart it.
+		status=$(qemu_status)
+		if [ "$was_shutdown" = 1 ] && [ "$status" = shutdown ]; then
 			info "restarting vm"
 			qmp system_reset >/dev/null 2>&1 || warn "system_reset failed"
 			for ((i = 0; i < 100; i++)); do
-				[ "$(qemu_status)" = shutdown ] || break
+				status=$(qemu_status)
+				[ "$status" = shutdown ] || break
 				sleep 0.1
 			done
+		fi
+		if [ "$was_shutdown" = 1 ] && [ "$status" = prelaunch ]; then
 			qmp cont >/dev/null 2>&1 || warn "restarting the VM failed"
 		fi
 	fi
@@ -838,6 +865,20 @@ stop_writer() {
 	writer_pid=
 }
 
+# After gafreeze's thaw failed (exit 4), one more try; if the guest still does not thaw, the
+# state file stays behind for --cleanup and the next job, and the log says so.
+maybe_frozen=0
+thaw_again() {
+	[ "$maybe_frozen" = 1 ] || return 0
+	if gafreeze -s "$qga_sock" -t 10 thaw >/dev/null 2>&1 {global_lock_fd}>&- {vm_lock_fd}>&-; then
+		maybe_frozen=0
+		state thawed
+		info "guest filesystems thawed on a second try"
+		return 0
+	fi
+	log ERROR "the guest may still be frozen: vzdump.sh --cleanup $vmid (or gafreeze -s $qga_sock thaw) thaws it once its agent answers"
+}
+
 # The EXIT trap of each VM's subshell: undo whatever was recorded, in reverse.
 cleanup() {
 	local status=$?
@@ -861,6 +902,7 @@ cleanup() {
 		fi
 		stop_nbd
 		restore_power_state
+		thaw_again
 		# With the .dat, the temporary file a killed writer left (.NAME.tmp.PID, see
 		# recover_state).
 		[ -z "$tmp_archive" ] || rm -f "$tmp_archive" \
@@ -880,7 +922,8 @@ cleanup() {
 	logfile=
 	[ -z "$vmid" ] || run_hook log-end vm || warn "$hook_error"
 	[ -z "$private_dir" ] || rm -rf "$private_dir"
-	state_end
+	# A guest that may still be frozen keeps its state file: --cleanup or the next job thaws.
+	[ "$maybe_frozen" = 1 ] || state_end
 	exit "$status"
 }
 
@@ -1303,8 +1346,10 @@ snapshot() {
 	out=$("${freeze[@]}" qmpctl {global_lock_fd}>&- {vm_lock_fd}>&- -s "$qmp_sock" -t "$QMP_TIMEOUT" -k \
 		-f "$private_dir/snapshot.qmp" 2>"$private_dir/snapshot.err") || rc=$?
 	t1=$(now_ms)
-	# gafreeze exits 4 only when the guest may still be frozen.
-	[ ${#freeze[@]} -eq 0 ] || [ "$rc" = 4 ] || state thawed
+	# gafreeze exits 4 only when the guest may still be frozen (cleanup tries once more).
+	if [ ${#freeze[@]} -gt 0 ]; then
+		if [ "$rc" = 4 ]; then maybe_frozen=1; else state thawed; fi
+	fi
 	[ ${#freeze[@]} -eq 0 ] || info "issuing guest-agent 'fs-thaw' command"
 	snapshot_check "$status" "$out" "$rc" "${#freeze[@]}"
 	snapshot_ms=$((t1 - t0))
@@ -1713,6 +1758,8 @@ stop_vm() {
 	info "stopping virtual guest"
 	stop_time=$(date +%s)
 	hook_or_fail pre-stop
+	# Before it is sent: a guest that goes down after we were killed is restarted by recovery.
+	state powerdown
 	qmp system_powerdown >/dev/null || fail "system_powerdown failed"
 	wait=$(stopwait_seconds)
 	deadline=$(($(date +%s) + wait))
@@ -2132,7 +2179,8 @@ cleanup_vm() { # VMID
 		log ERROR "VM $vmid: can't open lock '$opt_rundir/$vmid.vzdump.lock'"
 		return 1
 	fi
-	if ! flock -n "$fd"; then
+	# A few seconds: a killed backup's last short-lived children may still hold the lock.
+	if ! flock -w 5 "$fd"; then
 		log ERROR "VM $vmid is locked (backup): a backup of it is running"
 		return 1
 	fi

@@ -448,7 +448,17 @@ fault_agent_outcome() {
 	run --separate-stderr -1 vz_backup "$VM" 300
 	grep -qxF "ERROR: Backup of VM 300 failed - snapshot failed: gafreeze: THAW FAILED, THE GUEST MAY STILL BE FROZEN: $VM/run/300.qga: guest-fsfreeze-thaw: connection closed by the peer" <<<"$stderr" ||
 		fail "$stderr"
-	# No tool can thaw this agent: the rest is as before all the same.
+	[[ $stderr == *"ERROR: the guest may still be frozen: vzdump.sh --cleanup 300 (or gafreeze -s $VM/run/300.qga thaw) thaws it once its agent answers"* ]] ||
+		fail "$stderr"
+	# The state file stays for a later thaw; an agent that answers again (still frozen) is
+	# thawed by --cleanup, and then all is as before.
+	[ -s "$VZDUMP_STATEDIR/300.state" ] || fail "the state file is gone"
+	qga_double_stop "$VM/run/300.qga"
+	qga_double_start "$VM/run/300.qga" --frozen --log "$VM/run/300.qga.log2"
+	run -0 "$TOP/vzdump.sh" --cleanup --rundir "$VM/run" 300
+	assert_line "INFO: issuing guest-agent 'fs-thaw' command"
+	run grep -c '"guest-fsfreeze-thaw"' "$VM/run/300.qga.log2"
+	assert_output 1
 	fault_assert_clean "$VM" 300 "$before"
 	qga_double_stop "$VM/run/300.qga"
 	fault_assert_backup_works "$VM" 300 "$before"

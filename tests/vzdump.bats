@@ -771,3 +771,45 @@ END
 	assert_output "hook job-start
 hook backup-start"
 }
+
+@test "recovery after a SIGKILL leaves a VM restarted since alone: it stays paused and keeps its fdsets" {
+	own_vm
+	printf '#!/bin/sh\n[ "$1" = pre-freeze ] && touch "%s/paused" && sleep 60\nexit 0\n' "$OWN" >"$OWN/hook"
+	chmod +x "$OWN/hook"
+	setsid bash -c 'echo $$ >"$0"; exec "$@"' "$OWN/pgid" "$TOP/vzdump.sh" --dumpdir "$OWN/dump" \
+		--tmpdir "$OWN/tmp" --confdir "$OWN/conf" --rundir "$OWN/run" --mode suspend \
+		--script "$OWN/hook" 300 2>"$OWN/err" 3>&- &
+	for ((i = 0; i < 300; i++)); do [ -e "$OWN/paused" ] && break; sleep 0.05; done
+	[ -e "$OWN/paused" ] || fail "$(cat "$OWN/err")"
+	kill -KILL -- "-$(cat "$OWN/pgid")"
+	[ -s "$VZDUMP_STATEDIR/300.state" ] || fail "no state file"
+	# The admin restarts the VM, paused, with an fdset of their own as number 1.
+	qemu_stop "$OWN"
+	qemu_start_bare "$OWN" -add-fd fd=5,set=1,opaque=admin \
+		-blockdev "driver=file,node-name=f,filename=$OWN/d.raw" \
+		-blockdev driver=raw,node-name=drive-virtio0,file=f \
+		-device virtio-blk-pci,drive=drive-virtio0,id=vblk0 5<"$OWN/orig.raw"
+	before=$(vz_state "$OWN")
+	[[ $before == *'"opaque":"admin"'*'"prelaunch"' ]] || fail "$before"
+	run -0 "$TOP/vzdump.sh" --cleanup --rundir "$OWN/run" 300
+	assert_line "INFO: VM 300 runs in another QEMU now: its state and block graph are left alone"
+	assert_equal "$(vz_state "$OWN")" "$before"
+	[ ! -e "$VZDUMP_STATEDIR/300.state" ] || fail "the state file is left"
+}
+
+@test "after a SIGKILL of the driver alone, its orphaned writer holds no lock: --cleanup and a new backup work" {
+	own_vm
+	before=$(vz_state "$OWN")
+	slow_backup
+	writer=$(pgrep -f -- "--listen $OWN/tmp/vzdumptmp")
+	[ -n "$writer" ] || fail "no writer"
+	owner=$(awk '$1 == "owner" { print $2 }' "$VZDUMP_STATEDIR/300.state")
+	kill -KILL "$bk" "$owner"
+	wait "$bk" 2>/dev/null || true
+	kill -0 "$writer" || fail "the writer is gone already: nothing to test"
+	run -0 "$TOP/vzdump.sh" --cleanup --rundir "$OWN/run" 300
+	assert_line "INFO: stopping vma-create (pid $writer) left running"
+	assert_equal "$(vz_state "$OWN")" "$before"
+	run -0 vz_backup "$OWN" --lockwait 0 300
+	assert_equal "$(vz_state "$OWN")" "$before"
+}
