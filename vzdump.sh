@@ -521,6 +521,7 @@ undo_push() {
 #   qemu ID              the QEMU instance (PID:START of the process on the QMP socket)
 #   powerdown            stop mode asked the guest to shut down
 #   tmp DIR, dat PATH    the private folder and the archive being written
+#   final PATH           the archive's final name, just before the rename
 #   log PATH             the backup's .log, which gets the reason it failed
 #   proc PID START NAME  a helper process to stop (the writer)
 #   freeze, thawed       gafreeze hold began, and ended with the guest thawed
@@ -613,7 +614,7 @@ state_end() {
 recover_error=
 recover_state() { # FILE
 	local file=$1 key rest owner='' start='' r_qmp='' r_qga='' r_tmp='' r_dat='' r_log='' frozen=0
-	local p pid pstart name blocks was_shutdown=0 i r_qemu='' same=1 status
+	local p pid pstart name blocks was_shutdown=0 i r_qemu='' same=1 status r_final=
 	local -a procs=()
 	undo=() job_ids=()
 	we_paused=0
@@ -625,6 +626,7 @@ recover_state() { # FILE
 		qga) r_qga=$rest ;;
 		tmp) r_tmp=$rest ;;
 		dat) r_dat=$rest ;;
+		final) r_final=$rest ;;
 		log) r_log=$rest ;;
 		proc) procs+=("$rest") ;;
 		freeze) frozen=1 ;;
@@ -701,6 +703,8 @@ recover_state() { # FILE
 		# With the .dat, the temporary file vma-create writes it as (.NAME.tmp.PID).
 		rm -f "$r_dat" "$(dirname -- "$r_dat")/.$(basename -- "$r_dat").tmp."*
 	fi
+	# Killed after the rename (during pruning, say): the backup failed, so no archive.
+	[ -z "$r_final" ] || rm -f "$r_final" "$r_final.notes" "$r_final.protected"
 	if [ -n "$r_log" ] && [ -f "$r_log" ]; then
 		printf '%s ERROR: Backup of VM %s failed - the backup process was killed (cleaned up by pid %s)\n' \
 			"$(date '+%F %T')" "$vmid" "$$" >>"$r_log" || true
@@ -910,7 +914,7 @@ cleanup() {
 		# Interrupted once the archive was renamed (the signal came during the rename or
 		# after): an interrupted backup leaves no archive, as one interrupted earlier.
 		if [ -n "$final_archive" ] && [ "$failure" = "interrupted by signal" ]; then
-			rm -f "$final_archive"
+			rm -f "$final_archive" "$final_archive.notes" "$final_archive.protected"
 			final_archive=
 		fi
 		log ERROR "Backup of VM $vmid failed - ${failure:-exit status $status}"
@@ -2124,6 +2128,8 @@ backup_vm() {
 	summary
 	if [ "$opt_stdout" = 0 ]; then
 		final_archive=$archive
+		# Recorded first: a backup killed from here on is failed, and recovery removes it.
+		state "final $archive"
 		mv -f "$tmp_archive" "$archive" || { final_archive= && fail "cannot rename $tmp_archive"; }
 		tmp_archive=
 		info "archive file size: $(format_archive_size "$(stat -c %s "$archive")")"

@@ -6,11 +6,9 @@
 # (fault_assert_clean): guest thawed, VM run state, block graph, jobs and fdsets as before, no
 # archive, .dat or .tmp, nothing in --tmpdir, no state file, locks free; and a new backup of
 # the VM succeeds. The driver is stopped at a phase by shims first on PATH (lib/faults.bash):
-# qmpctl for the scratch, snapshot (inside the freeze) and jobs batches, mv for the rename.
+# qmpctl for the scratch, snapshot (inside the freeze) and jobs batches, mv for the rename,
+# vzdump-prune for the pruning after it.
 # The suite ends with a table of the scenarios and their results (TAP comments).
-#
-# TODO (pruning is being added on another branch): SIGKILL during pruning, then --cleanup;
-# SIGKILL during pruning, then the next backup recovers; SIGTERM during pruning.
 
 setup() {
 	load lib/common
@@ -108,6 +106,10 @@ start_at() { # PHASE [ARGS...]
 		export FAULT_QMP=snapshot.qmp FAULT_WHEN=before
 		;;
 	rename) export FAULT_MV=1 ;;
+	prune)
+		export FAULT_PRUNE=1
+		set -- --prune-backups keep-last=5 "$@"
+		;;
 	jobs) export FAULT_QMP=jobs.qmp FAULT_WHEN=after ;;
 	esac
 	if [ "$phase" = copy ]; then
@@ -296,6 +298,18 @@ kill_then_cleanup_rest() {
 
 @test "SIGTERM during the rename: the backup fails as interrupted and leaves no archive" {
 	term_at rename
+}
+
+@test "SIGKILL during pruning: --cleanup removes the renamed archive of the killed backup" {
+	kill_then_cleanup prune
+}
+
+@test "SIGKILL during pruning: the next backup cleans up by itself and succeeds" {
+	kill_then_backup prune
+}
+
+@test "SIGTERM during pruning: the backup fails as interrupted and leaves no archive" {
+	term_at prune
 }
 
 @test "SIGKILL inside the real guest's freeze: thawed within --max, --cleanup undoes the rest, a new backup works" {

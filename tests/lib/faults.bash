@@ -79,7 +79,20 @@ if [ "${FAULT_MV:-0}" = 1 ]; then
 fi
 exec /usr/bin/mv "$@"
 END
-	chmod +x "$dir/fault-hold" "$dir/qmpctl" "$dir/mv"
+	cat >"$dir/vzdump-prune" <<END
+#!/bin/bash
+hold=$dir/fault-hold
+real=$VZ_BIN/vzdump-prune
+END
+	cat >>"$dir/vzdump-prune" <<'END'
+if [ "${FAULT_PRUNE:-0}" = 1 ]; then
+	for a in "$@"; do
+		[ "$a" != --prune-backups ] || "$hold"
+	done
+fi
+exec "$real" "$@"
+END
+	chmod +x "$dir/fault-hold" "$dir/qmpctl" "$dir/mv" "$dir/vzdump-prune"
 }
 
 fault_start() { # WD VMID [ARGS...]
