@@ -3,6 +3,7 @@
 #   make                  build every tool into $(BUILD)/bin
 #   make check            run the whole test suite (installs missing packages first)
 #   make check SANITIZE=1 the same, built with AddressSanitizer and UBSan
+#   make check TESTS="tests/a.bats ..."   only those test files
 #   make demo             back up a throw-away running VM with vzdump.sh, restore it, show it
 #   make demo GUEST=1     the same with the booted test guest and a real filesystem freeze
 #   make bench            run the benchmarks in bench/
@@ -67,7 +68,7 @@ deps:
 check:
 	@build-aux/deps --check 2>/dev/null || build-aux/deps
 	$(MAKE) all
-	VZ_BIN=$(abspath $(BUILD)/bin) SANITIZE=$(SANITIZE) tests/run
+	VZ_BIN=$(abspath $(BUILD)/bin) SANITIZE=$(SANITIZE) tests/run $(TESTS)
 
 demo:
 	@build-aux/deps --check 2>/dev/null || build-aux/deps
