@@ -813,3 +813,19 @@ hook backup-start"
 	run -0 vz_backup "$OWN" --lockwait 0 300
 	assert_equal "$(vz_state "$OWN")" "$before"
 }
+
+@test "with no state file, --cleanup still finds our nodes and jobs by their names and restores the graph" {
+	own_vm
+	before=$(vz_state "$OWN")
+	setsid bash -c 'echo $$ >"$0"; exec "$@"' "$OWN/pgid" "$TOP/vzdump.sh" --dumpdir "$OWN/dump" \
+		--tmpdir "$OWN/tmp" --confdir "$OWN/conf" --rundir "$OWN/run" --bwlimit 256 300 2>"$OWN/err" 3>&- &
+	for ((i = 0; i < 300; i++)); do grep -q 'starting backup via QMP' "$OWN/err" && break; sleep 0.05; done
+	sleep 0.5
+	kill -KILL -- "-$(cat "$OWN/pgid")"
+	mid=$(vz_state "$OWN")
+	[[ $mid == *vz-cbw-virtio0*vz-fl-virtio0*vz-tgt-virtio0*'"fdset-id":'* ]] || fail "$mid"
+	rm -f "$VZDUMP_STATEDIR/300.state"
+	run -0 "$TOP/vzdump.sh" --cleanup --rundir "$OWN/run" 300
+	assert_output "INFO: found leftovers of an earlier backup in QEMU - removing them"
+	assert_equal "$(vz_state "$OWN")" "$before"
+}
