@@ -246,11 +246,17 @@ kill_then_cleanup_rest() {
 
 @test "SIGKILL of the job and of gafreeze's watchdog inside the freeze: --cleanup thaws the agent itself" {
 	start_at freeze
-	# The watchdog, in a session of its own, first (as a node-wide OOM kill might).
+	# The watchdog is in a session of its own; all of them die at once (as a node-wide OOM
+	# kill might). Stopped first, so that it cannot thaw when gafreeze dies, nor gafreeze
+	# when it dies.
+	watchdogs=()
 	for p in $(pgrep -f -- "gafreeze -s $VM/run/300.qga"); do
-		[ "$(ps -o sid= -p "$p" | tr -d ' ')" = "$driver" ] || kill -KILL "$p"
+		[ "$(ps -o sid= -p "$p" | tr -d ' ')" = "$driver" ] || watchdogs+=("$p")
 	done
+	[ ${#watchdogs[@]} = 1 ] || fail "watchdogs: ${watchdogs[*]}"
+	kill -STOP "${watchdogs[@]}"
 	fault_kill_group
+	kill -KILL "${watchdogs[@]}"
 	[ "$(gafreeze -s "$VM/run/300.qga" -t 2 status)" = frozen ] || fail "the agent is not frozen any more"
 	run --separate-stderr -0 vz_cleanup "$VM" 300
 	grep -qxF "INFO: issuing guest-agent 'fs-thaw' command" <<<"$stderr" || fail "$stderr"
