@@ -1063,10 +1063,12 @@ find_block_jq='
 	| [.inserted["node-name"], (.qdev // ""), (.inserted.image["virtual-size"] | tostring),
 	   .inserted.drv] | join("\u001f")'
 
-prepare_from_config() { # QUERY-BLOCK-JSON
-	local entry key value vol found node qdev size fmt rp sorted used=' '
+# The config's disks to back up, in vzdump's order (keys sorted as strings), as lines
+# KEY<US>VOLUME<US>VALUE: CD-ROMs left out, the excluded ones logged as vzdump does.
+included_config_disks() {
+	local entry key value vol sorted
+	[ ${#conf_disks[@]} -gt 0 ] || return 0
 	sorted=$(printf '%s\n' "${conf_disks[@]}" | LC_ALL=C sort -t $'\x1f' -k1,1)
-	[ ${#conf_disks[@]} -gt 0 ] || sorted=
 	while IFS= read -r entry; do
 		[ -n "$entry" ] || continue
 		key=${entry%%$'\x1f'*}
@@ -1083,6 +1085,13 @@ prepare_from_config() { # QUERY-BLOCK-JSON
 			info "exclude disk '$key' '$vol' (efidisk but no OVMF BIOS)"
 			continue
 		fi
+		printf '%s\x1f%s\x1f%s\n' "$key" "$vol" "$value"
+	done <<<"$sorted"
+}
+
+prepare_from_config() { # QUERY-BLOCK-JSON
+	local key value vol found node qdev size fmt rp used=' '
+	while IFS=$'\x1f' read -r key vol value; do
 		if [ "$key" = tpmstate0 ]; then
 			prepare_tpmstate "$vol" "$value"
 			continue
@@ -1095,7 +1104,7 @@ prepare_from_config() { # QUERY-BLOCK-JSON
 		case $used in *" $node "*) fail "disk '$key': QEMU node '$node' is already used by another config disk" ;; esac
 		used+="$node "
 		disks+=("$key"$'\x1f'"$vol"$'\x1f'"$node"$'\x1f'"$qdev"$'\x1f'"$size"$'\x1f'"$fmt")
-	done <<<"$sorted"
+	done < <(included_config_disks)
 }
 
 # swtpm, not QEMU, has the TPM state file open, so (as Proxmox does) it is attached to QEMU
@@ -1860,27 +1869,10 @@ restore_power_state() {
 # The images of a VM that is not running, from its config: KEY, VOLUME (a path), no node or
 # device, SIZE, FORMAT. The same disks as prepare_from_config picks.
 prepare_offline() {
-	local entry key value vol sorted
-	sorted=$(printf '%s\n' "${conf_disks[@]}" | LC_ALL=C sort -t $'\x1f' -k1,1)
-	[ ${#conf_disks[@]} -gt 0 ] || sorted=
-	while IFS= read -r entry; do
-		[ -n "$entry" ] || continue
-		key=${entry%%$'\x1f'*}
-		value=${entry#*$'\x1f'}
-		vol=$(drive_volume "$value")
-		if drive_has "$value" media=cdrom || [ "$vol" = none ]; then
-			continue
-		fi
-		if drive_has "$value" backup=0 || drive_has "$value" backup=no; then
-			info "exclude disk '$key' '$vol' (backup=no)"
-			continue
-		fi
-		if [ "$key" = efidisk0 ] && [ "$bios" != ovmf ]; then
-			info "exclude disk '$key' '$vol' (efidisk but no OVMF BIOS)"
-			continue
-		fi
+	local key value vol
+	while IFS=$'\x1f' read -r key vol value; do
 		offline_disk "$key" "$vol" "$(drive_format "$key" "$vol" "$value")"
-	done <<<"$sorted"
+	done < <(included_config_disks)
 	[ ${#disks[@]} -gt 0 ] || info "backup contains no disks"
 	local d size fmt
 	for d in "${disks[@]}"; do
