@@ -1207,11 +1207,8 @@ assemble() {
 	done
 }
 
-# Starts vma-create's NBD server, one export per disk, writing the archive.
-start_writer() {
-	local d key vol node qdev size fmt i
-	local -a args=(-v -c "$private_dir/qemu-server.conf")
-	[ ${#disks[@]} -eq 0 ] || args+=(--listen "$private_dir/nbd.sock")
+# vma-create's compression and output options, added to the caller's array args.
+writer_output_args() {
 	case $opt_compress in
 	zstd) args+=(-z zstd) ;;
 	xz) args+=(-z xz) ;;
@@ -1222,6 +1219,14 @@ start_writer() {
 	else
 		args+=(-o "$tmp_archive")
 	fi
+}
+
+# Starts vma-create's NBD server, one export per disk, writing the archive.
+start_writer() {
+	local d key vol node qdev size fmt i
+	local -a args=(-v -c "$private_dir/qemu-server.conf")
+	[ ${#disks[@]} -eq 0 ] || args+=(--listen "$private_dir/nbd.sock")
+	writer_output_args
 	for d in "${disks[@]}"; do
 		IFS=$'\x1f' read -r key vol node qdev size fmt <<<"$d"
 		args+=("$(archive_devname "$key")=$size")
@@ -1954,17 +1959,8 @@ offline_after_exit() {
 offline_copy() {
 	local d key vol node qdev size fmt sock i rc=0
 	local -a args=(-v -c "$private_dir/qemu-server.conf")
-	case $opt_compress in
-	zstd) args+=(-z zstd) ;;
-	xz) args+=(-z xz) ;;
-	esac
-	[ -z "$opt_zstd" ] || [ "$opt_zstd" = 0 ] || args+=(-T "$opt_zstd")
+	writer_output_args
 	[ "$opt_bwlimit" = 0 ] || args+=(--bwlimit "$opt_bwlimit")
-	if [ "$opt_stdout" = 1 ]; then
-		args+=(-o -)
-	else
-		args+=(-o "$tmp_archive")
-	fi
 	for d in "${disks[@]}"; do
 		IFS=$'\x1f' read -r key vol node qdev size fmt <<<"$d"
 		if [ "$fmt" = raw ]; then

@@ -40,13 +40,7 @@ setup_file() {
 	# The agent is enabled; a test that wants a freeze starts the double on run/300.qga.
 	printf 'agent: 1\nvirtio0: %s\n' "$VM/d.raw" >"$VM/conf/300.conf"
 	vz_state "$VM" >"$VM/before"
-	guest_build
-	export GUEST_WD=$BATS_FILE_TMPDIR/guest
-	mkdir -p "$GUEST_WD"
-	guest_start "$GUEST_WD"
-	vz_dirs "$GUEST_WD" 100
-	ln -sf "$GUEST_WD/qga.sock" "$GUEST_WD/run/100.qga"
-	printf 'agent: 1\nvirtio0: %s\n' "$GUEST_WD/guestdisk.raw" >"$GUEST_WD/conf/100.conf"
+	vz_guest_start
 }
 
 teardown() {

@@ -24,13 +24,7 @@ setup_file() {
 	load lib/common
 	load lib/vzdump
 	load lib/guest
-	guest_build
-	export GUEST_WD=$BATS_FILE_TMPDIR/guest
-	mkdir -p "$GUEST_WD"
-	guest_start "$GUEST_WD"
-	vz_dirs "$GUEST_WD" 100
-	ln -sf "$GUEST_WD/qga.sock" "$GUEST_WD/run/100.qga"
-	printf 'agent: 1\nvirtio0: %s\n' "$GUEST_WD/guestdisk.raw" >"$GUEST_WD/conf/100.conf"
+	vz_guest_start
 }
 
 teardown_file() {

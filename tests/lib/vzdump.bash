@@ -15,6 +15,10 @@
 #       sha256 of a disk's guest-visible bytes (qcow2 read through qemu-img, shared).
 #   vz_backup WORKDIR ARGS...
 #       runs vzdump.sh with --dumpdir/--tmpdir/--confdir/--rundir under WORKDIR.
+#   vz_guest_start
+#       boots the test guest (lib/guest) as VM 100 in $BATS_FILE_TMPDIR/guest, exported as
+#       GUEST_WD, with its sockets in GUEST_WD/run and a config with `agent: 1` (its ext4
+#       disk as virtio0). Needs `load lib/guest` first.
 
 _VZ_LIB_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source=tests/lib/qemu.bash
@@ -63,4 +67,14 @@ vz_backup() { # WORKDIR ARGS...
 	shift
 	"$TOP/vzdump.sh" --dumpdir "$wd/dump" --tmpdir "$wd/tmp" --confdir "$wd/conf" \
 		--rundir "$wd/run" "$@"
+}
+
+vz_guest_start() {
+	guest_build
+	export GUEST_WD=$BATS_FILE_TMPDIR/guest
+	mkdir -p "$GUEST_WD"
+	guest_start "$GUEST_WD"
+	vz_dirs "$GUEST_WD" 100
+	ln -sf "$GUEST_WD/qga.sock" "$GUEST_WD/run/100.qga"
+	printf 'agent: 1\nvirtio0: %s\n' "$GUEST_WD/guestdisk.raw" >"$GUEST_WD/conf/100.conf"
 }
