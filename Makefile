@@ -7,11 +7,13 @@
 #   make demo             back up a throw-away running VM with vzdump.sh, restore it, show it
 #   make demo GUEST=1     the same with the booted test guest and a real filesystem freeze
 #   make bench            run the benchmarks in bench/
-#   make install          PREFIX, DESTDIR, BINDIR, MANDIR as usual
+#   make install          PREFIX, DESTDIR, BINDIR, MANDIR, LIBDIR as usual
 
 PREFIX ?= /usr/local
 BINDIR ?= $(PREFIX)/bin
 MANDIR ?= $(PREFIX)/share/man
+# vzdump.sh finds its library folder as ../lib/vzdump from its own real path.
+LIBDIR ?= $(PREFIX)/lib
 CC ?= cc
 PKG_CONFIG ?= pkg-config
 SANITIZE ?= 0
@@ -82,12 +84,14 @@ bench:
 
 lint:
 	mandoc -Tlint -Wwarning man/*.1
-	shellcheck -x build-aux/deps tests/run tests/demo.sh bench/run .ci/run $(wildcard $(SCRIPTS)) $(wildcard tests/lib/*.bash tests/lib/*.sh bench/*.sh)
+	shellcheck -x build-aux/deps tests/run tests/demo.sh bench/run .ci/run $(wildcard $(SCRIPTS)) $(wildcard lib/vzdump/*.bash tests/lib/*.bash tests/lib/*.sh bench/*.sh)
 
 install: all
 	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(MANDIR)/man1
 	install -m 0755 $(BINS) $(DESTDIR)$(BINDIR)
 	$(if $(wildcard $(SCRIPTS)),install -m 0755 $(wildcard $(SCRIPTS)) $(DESTDIR)$(BINDIR))
+	install -d $(DESTDIR)$(LIBDIR)/vzdump
+	install -m 0644 $(wildcard lib/vzdump/*) $(DESTDIR)$(LIBDIR)/vzdump
 	install -m 0644 $(wildcard man/*.1) $(DESTDIR)$(MANDIR)/man1
 
 clean:

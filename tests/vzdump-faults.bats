@@ -188,6 +188,25 @@ kill_then_backup() { # PHASE
 	fault_assert_clean "$VM" 300 "$before"
 }
 
+# SIGTERM to the driver at PHASE, once the rename is under way or done: the backup fails, and
+# the complete archive stays (and verifies); everything else is undone.
+term_after_rename() { # PHASE
+	before=$(cat "$VM/before")
+	start_at "$1"
+	kill -TERM "$driver"
+	touch "$FAULT_DIR/release"
+	fault_wait_driver 30
+	assert_equal "$driver_rc" 1
+	archive=$(ls "$VM"/dump/vzdump-qemu-300-*.vma)
+	grep -qxF "ERROR: Backup of VM 300 failed - interrupted by signal (the archive $archive is complete and kept)" \
+		"$VM/err" || fail "$(cat "$VM/err")"
+	grep -qxF 'ERROR: Backup job failed - interrupted by signal' "$VM/err"
+	run -0 vma-extract -t "$archive"
+	rm -f "$archive"
+	fault_assert_clean "$VM" 300 "$before"
+	fault_assert_backup_works "$VM" 300 "$before"
+}
+
 # SIGTERM to the driver at PHASE (the step under way is let finish): everything is undone.
 term_at() { # PHASE
 	before=$(cat "$VM/before")
@@ -296,20 +315,41 @@ kill_then_cleanup_rest() {
 	kill_then_backup rename
 }
 
-@test "SIGTERM during the rename: the backup fails as interrupted and leaves no archive" {
-	term_at rename
+@test "SIGTERM during the rename: the backup fails as interrupted and keeps the renamed archive" {
+	term_after_rename rename
 }
 
-@test "SIGKILL during pruning: --cleanup removes the renamed archive of the killed backup" {
-	kill_then_cleanup prune
+@test "SIGKILL during pruning: --cleanup keeps the complete archive of the killed backup" {
+	before=$(cat "$VM/before")
+	start_at prune
+	fault_kill_group
+	assert_state_left 300
+	run --separate-stderr -0 vz_cleanup "$VM" 300
+	archive=$(ls "$VM"/dump/vzdump-qemu-300-*.vma)
+	run -0 vma-extract -t "$archive"
+	grep -qE "^[0-9-]+ [0-9:]+ ERROR: Backup of VM 300 failed after its archive $archive was complete - the backup process was killed \(cleaned up by pid [0-9]+\); the archive is kept\$" \
+		"${archive%.vma}.log" || fail "log: $(cat "${archive%.vma}.log")"
+	rm -f "$archive"
+	fault_assert_clean "$VM" 300 "$before"
+	fault_assert_backup_works "$VM" 300 "$before"
 }
 
-@test "SIGKILL during pruning: the next backup cleans up by itself and succeeds" {
-	kill_then_backup prune
+@test "SIGKILL during pruning: the next backup cleans up by itself, keeps that archive and succeeds" {
+	before=$(cat "$VM/before")
+	start_at prune
+	fault_kill_group
+	assert_state_left 300
+	run --separate-stderr -0 vz_backup "$VM" 300
+	grep -qxF 'INFO: Backup job finished successfully' <<<"$stderr"
+	run bash -c 'ls "$1" | grep -c "\.vma$"' _ "$VM/dump"
+	assert_output 2
+	for a in "$VM"/dump/*.vma; do vma-extract -t "$a" || fail "$a does not verify"; done
+	rm -f "$VM"/dump/*.vma
+	fault_assert_clean "$VM" 300 "$before"
 }
 
-@test "SIGTERM during pruning: the backup fails as interrupted and leaves no archive" {
-	term_at prune
+@test "SIGTERM during pruning: the backup fails as interrupted and keeps the complete archive" {
+	term_after_rename prune
 }
 
 @test "SIGKILL inside the real guest's freeze: thawed within --max, --cleanup undoes the rest, a new backup works" {

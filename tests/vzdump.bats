@@ -60,13 +60,39 @@ synopsis_of_man() {
 	rendered=$(mandoc -Tascii "$TOP/man/vzdump.sh.1" | col -b)
 	# The options parse_options accepts: its flags, and those with a value (VALUE_OPTIONS).
 	opts=$({
-		sed -n '/^parse_options() {/,/^}/p' "$TOP/vzdump.sh"
-		sed -n '/^VALUE_OPTIONS="/,/"$/p' "$TOP/vzdump.sh"
+		sed -n '/^parse_options() {/,/^}/p' "$TOP/lib/vzdump/options.bash"
+		sed -n '/^VALUE_OPTIONS="/,/"$/p' "$TOP/lib/vzdump/options.bash"
 	} | grep -o -- '--[a-z][a-z-]*' | sort -u)
 	[ "$(wc -l <<<"$opts")" -ge 24 ] || fail "found only: $opts"
 	for o in $opts; do
 		grep -qE -- "$o([^[:alnum:]-]|$)" <<<"$rendered" || fail "$o is not in the man page"
 	done
+}
+
+@test "every environment variable the driver reads is in the man page's ENVIRONMENT" {
+	environment=$(mandoc -Tascii "$TOP/man/vzdump.sh.1" | col -b | sed -n '/^ENVIRONMENT/,/^FILES/p')
+	vars=$(cat "$TOP/vzdump.sh" "$TOP"/lib/vzdump/*.bash | grep -o 'VZDUMP_[A-Z_]*' | sort -u)
+	[ "$(wc -l <<<"$vars")" -ge 7 ] || fail "found only: $vars"
+	for v in $vars; do
+		grep -qw -- "$v" <<<"$environment" || fail "$v is not in the man page's ENVIRONMENT"
+	done
+}
+
+@test "a bad VZDUMP_QMP_TIMEOUT, VZDUMP_FREEZE_MAX or VZDUMP_STOPWAIT_SECONDS is a usage error" {
+	for v in VZDUMP_QMP_TIMEOUT VZDUMP_FREEZE_MAX VZDUMP_STOPWAIT_SECONDS; do
+		for bad in x 0 -1 1.5 1234567; do
+			run --separate-stderr -2 env "$v=$bad" "$TOP/vzdump.sh" 100
+			assert_output ""
+			assert_equal "$stderr" "vzdump.sh: environment: $v must be a whole number of seconds from 1 to 999999, not '$bad'"
+		done
+	done
+}
+
+@test "a missing --rundir fails with the program's own message only" {
+	run --separate-stderr -1 "$TOP/vzdump.sh" --rundir "$BATS_TEST_TMPDIR/nonexistent" \
+		--tmpdir "$BATS_TEST_TMPDIR" 100
+	assert_output ""
+	assert_equal "$stderr" "ERROR: Backup job failed - can't open lock '$BATS_TEST_TMPDIR/nonexistent/vzdump.lock'"
 }
 
 @test "a running VM without config: both disks at one instant, VM and block graph unchanged" {
@@ -338,6 +364,10 @@ assert_nothing_left() {
 	assert_equal "$(vz_state "$OWN")" "$before"
 	assert_nothing_left
 	assert_equal "$(guest_write)" ""
+	# Every line is the program's own: no "line N: PID Killed vma-create ..." from bash.
+	if grep -E 'line [0-9]+: |Killed' "$OWN/err"; then
+		fail "bash's own lines reached stderr: $(cat "$OWN/err")"
+	fi
 }
 
 @test "SIGTERM to the driver during the copy: jobs cancelled, graph restored, nothing left" {
@@ -353,6 +383,68 @@ assert_nothing_left() {
 	assert_equal "$(vz_state "$OWN")" "$before"
 	assert_nothing_left
 	[ -z "$(pgrep -f -- "--listen $OWN/tmp/vzdumptmp")" ] || fail "the writer is still running"
+}
+
+@test "a job terminated from its backup-end hook keeps the complete archive and reports the failure" {
+	own_vm
+	# The hook ends the whole job (its process group) once the archive has its final name.
+	cat >"$OWN/hook" <<'END'
+#!/bin/bash
+[ "$1" = backup-end ] || exit 0
+kill -TERM -- -"$(/usr/bin/ps -o pgid= -p $$ | /usr/bin/tr -d ' ')"
+/usr/bin/sleep 5
+END
+	chmod +x "$OWN/hook"
+	rc=0
+	setsid "$TOP/vzdump.sh" --dumpdir "$OWN/dump" --tmpdir "$OWN/tmp" --confdir "$OWN/conf" \
+		--rundir "$OWN/run" --script "$OWN/hook" --json 300 >"$OWN/out" 2>"$OWN/err" || rc=$?
+	assert_equal "$rc" 1
+	archive=$(ls "$OWN"/dump/vzdump-qemu-300-*.vma)
+	run -0 vma-extract -t "$archive"
+	grep -qxF "ERROR: Backup of VM 300 failed - interrupted by signal (the archive $archive is complete and kept)" \
+		"$OWN/err" || fail "$(cat "$OWN/err")"
+	run -0 jq -r '.vms[0] | [.status, .archive, .error] | join("|")' "$OWN/out"
+	assert_output "error|$archive|interrupted by signal (the archive $archive is complete and kept)"
+	grep -qF "Backup of VM 300 failed - interrupted by signal" "${archive%.vma}.log"
+	# Neither --cleanup nor the next job takes it away.
+	run -0 "$TOP/vzdump.sh" --cleanup --rundir "$OWN/run" 300
+	[ -f "$archive" ] || fail "--cleanup removed the archive"
+	run -0 vz_backup "$OWN" 300
+	[ -f "$archive" ] || fail "the next backup removed the archive"
+	[ ! -e "$VZDUMP_STATEDIR/300.state" ] || fail "a state file was left"
+}
+
+@test "an installed copy finds its tools beside its real path with PATH=/usr/bin:/bin; a missing one is named" {
+	own_vm
+	inst=$BATS_TEST_TMPDIR/inst
+	mkdir -p "$inst/bin" "$inst/lib/vzdump" "$BATS_TEST_TMPDIR/elsewhere"
+	cp "$VZ_BIN"/{qmpctl,gafreeze,vma-create,vzdump-prune} "$TOP/vzdump.sh" "$inst/bin/"
+	cp "$TOP"/lib/vzdump/* "$inst/lib/vzdump/"
+	# Run through a symbolic link elsewhere, as from a cron job's own folder.
+	ln -s "$inst/bin/vzdump.sh" "$BATS_TEST_TMPDIR/elsewhere/vzdump"
+	run --separate-stderr -0 env PATH=/usr/bin:/bin "$BATS_TEST_TMPDIR/elsewhere/vzdump" \
+		--dumpdir "$OWN/dump" --tmpdir "$OWN/tmp" --confdir "$OWN/conf" --rundir "$OWN/run" 300
+	archive=$(ls "$OWN"/dump/vzdump-qemu-300-*.vma)
+	run -0 vma-extract -t "$archive"
+	rm "$inst/bin/gafreeze"
+	run --separate-stderr -1 env PATH=/usr/bin:/bin "$inst/bin/vzdump.sh" --dumpdir "$OWN/dump" \
+		--tmpdir "$OWN/tmp" --confdir "$OWN/conf" --rundir "$OWN/run" 300
+	assert_output ""
+	assert_equal "$stderr" "vzdump.sh: gafreeze not found in $inst/bin or PATH"
+}
+
+@test "a relative --dumpdir: the JSON and the hooks get absolute paths" {
+	own_vm
+	make_hook "$OWN/hook"
+	cd "$OWN"
+	run --separate-stderr -0 "$TOP/vzdump.sh" --dumpdir dump --tmpdir tmp --confdir conf \
+		--rundir run --script "$OWN/hook" --json 300
+	archive=$(ls "$OWN"/dump/vzdump-qemu-300-*.vma)
+	assert_equal "$(jq -r '.vms[0].archive' <<<"$output")" "$archive"
+	run -0 grep '^backup-end ' "$OWN/hook.log"
+	assert_output --partial ";TARGET=$archive"
+	assert_output --partial "LOGFILE=${archive%.vma}.log;"
+	assert_output --partial "DUMPDIR=$OWN/dump;"
 }
 
 @test "with an agent that answers, the snapshot is taken inside gafreeze hold and the window logged" {

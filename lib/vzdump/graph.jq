@@ -1,0 +1,157 @@
+# lib/vzdump/graph.jq: every change vzdump.sh makes to QEMU's block graph, as jq definitions
+# that turn JSON in (the disks, QEMU's replies) into QMP commands out. Each has golden tests in
+# tests/graph/ (input, program, expected output), so a change here is a deliberate diff.
+#
+# A disk is {key, vol, node, qdev, size, fmt, dev}: the config key (scsi0), its volume, the
+# QEMU node it is on, the device path for qom-set ("" for a node without a device: the TPM
+# state), the size in bytes, the format, and its name in the archive and NBD export.
+#
+# The plans print lines "U <command>" (the undo of a step, recorded before it is tried) and
+# "B <command>" (the step itself, a line of the QMP batch).
+
+# The disks from the driver's flat list of fields KEY VOL NODE QDEV SIZE FMT, six per disk.
+def disk_list($tpm):
+	[range(0; length; 6) as $i | .[$i:$i + 6]
+	 | {key: .[0], vol: .[1], node: .[2], qdev: .[3], size: (.[4] | tonumber), fmt: .[5],
+	    dev: (if .[0] == "tpmstate0" then $tpm else "drive-" + .[0] end)}];
+
+def undo(c): "U " + (c | tojson);
+def step(c): "B " + (c | tojson);
+def blockdev_del($node): {execute: "blockdev-del", arguments: {"node-name": $node}};
+
+# A device's id from its qdev path (/machine/peripheral/ID/virtio-backend gives ID).
+def qid: (.qdev // "") | if startswith("/machine/peripheral/") then split("/")[3] else . end;
+
+# --- finding the disks in QEMU (input: query-block) ----------------------------------------
+
+# The config disk $k with volume $p (or real path $rp): drive id or node name drive-KEY, else
+# qdev id KEY, else the image file. Output: NODE US QDEV US SIZE US FORMAT, or nothing.
+def find_block($k; $p; $rp):
+	[.[] | select(.inserted)] as $b
+	| ([$b[] | select(.device == "drive-" + $k or .inserted["node-name"] == "drive-" + $k)]
+	  + [$b[] | select(qid == $k)]
+	  + [$b[] | select(.inserted.file == $p or .inserted.file == $rp)])
+	| first // empty
+	| [.inserted["node-name"], (.qdev // ""), (.inserted.image["virtual-size"] | tostring),
+	   .inserted.drv] | join("\u001f");
+
+# With no config: every writable disk with a device, CD-ROMs left out. Lines
+# KEY US NODE US QDEV US SIZE US FORMAT US FILE, KEY empty when neither a drive-KEY name nor a
+# KEY qdev id says which it is.
+def qemu_disks:
+	def diskkey: test("^(ide[0-3]|sata[0-5]|scsi([0-9]|[12][0-9]|30)|virtio([0-9]|1[0-5])|efidisk0)$");
+	.[] | select(.inserted and (.qdev // "") != "" and .type != "cdrom" and (.inserted.ro | not))
+	| ([.device, .inserted["node-name"]] | map(select(startswith("drive-")) | ltrimstr("drive-"))
+		| map(select(diskkey)) | first) as $named
+	| [($named // (qid | select(diskkey)) // ""),
+	   .inserted["node-name"], .qdev, (.inserted.image["virtual-size"] | tostring),
+	   .inserted.drv, (.inserted.file // "")] | join("\u001f");
+
+# --- the backup's steps (input: the disks) -------------------------------------------------
+
+# The scratch ("fleecing") node of each disk: a qcow2 on fdset $base + i, or by path under
+# $dir when $base is 0. A disk without a device (the TPM state) is attached read-only instead.
+def scratch_plan($base; $dir):
+	to_entries[] | .key as $i | .value
+	| if .qdev == "" then
+		undo(blockdev_del(.node)),
+		step({execute: "blockdev-add", arguments: {driver: "raw", "node-name": .node,
+			"read-only": true, file: {driver: "file", filename: .vol}}})
+	  else
+		(if $base > 0 then undo({execute: "remove-fd", arguments: {"fdset-id": ($base + $i)}})
+		 else empty end),
+		undo(blockdev_del("vz-fl-" + .key)),
+		step({execute: "blockdev-add", arguments: {driver: "qcow2",
+			"node-name": ("vz-fl-" + .key), discard: "unmap",
+			file: {driver: "file", filename: (if $base > 0
+				then "/dev/fdset/" + ($base + $i | tostring)
+				else $dir + "/scratch-" + .key + ".qcow2" end)}}})
+	  end;
+
+# The instant: (stop,) per disk a copy-before-write filter onto its scratch node, the device
+# switched onto the filter, a snapshot-access node over it, (cont). $status is QEMU's run state.
+def snapshot_plan($status):
+	(if $status == "running" then step({execute: "stop"}) else empty end),
+	(.[] | select(.qdev != "")
+	 | undo(blockdev_del("vz-cbw-" + .key)),
+	   undo({execute: "qom-set", arguments: {path: .qdev, property: "drive", value: .node}}),
+	   undo(blockdev_del("vz-acc-" + .key)),
+	   step({execute: "blockdev-add", arguments: {driver: "copy-before-write",
+		"node-name": ("vz-cbw-" + .key), file: .node, target: ("vz-fl-" + .key),
+		"on-cbw-error": "break-snapshot", "cbw-timeout": 30}}),
+	   step({execute: "qom-set", arguments: {path: .qdev, property: "drive",
+		value: ("vz-cbw-" + .key)}}),
+	   step({execute: "blockdev-add", arguments: {driver: "snapshot-access",
+		"node-name": ("vz-acc-" + .key), file: ("vz-cbw-" + .key)}})),
+	(if $status == "running" then step({execute: "cont"}) else empty end);
+
+# An NBD target node per disk on the passed fd tN, and all backup jobs in one transaction at
+# $speed bytes/s each (0: no limit). "U cancel-jobs" is the driver's own pseudo-command.
+def jobs_plan($speed):
+	. as $disks
+	| ($disks | to_entries[] | .key as $i | .value
+	   | undo(blockdev_del("vz-tgt-" + .key)),
+	     step({execute: "blockdev-add", arguments: {driver: "raw",
+		"node-name": ("vz-tgt-" + .key), file: {driver: "nbd", export: .dev,
+		server: {type: "fd", str: ("t" + ($i | tostring))}}}})),
+	  ($disks[] | undo({execute: "job-dismiss", arguments: {id: ("vzdump-drive-" + .key)}})),
+	  "U cancel-jobs",
+	  step({execute: "transaction", arguments: {actions: [$disks[] | {type: "blockdev-backup",
+		data: {"job-id": ("vzdump-drive-" + .key),
+		device: (if .qdev == "" then .node else "vz-acc-" + .key end),
+		target: ("vz-tgt-" + .key), sync: "full", "auto-dismiss": false,
+		speed: $speed}}]}});
+
+# --- watching the jobs (input: query-jobs) ---------------------------------------------------
+
+def ours: .id | startswith("vzdump-drive-");
+
+# The ids among $ids of jobs that have not concluded, one per line.
+def unconcluded($ids): .[] | select(.id as $i | $ids | index($i)) | select(.status != "concluded") | .id;
+
+# missing (a job of $ids is gone), running, done, or "error ID: WHY; ...".
+def jobs_verdict($ids):
+	[.[] | select(.id as $i | $ids | index($i))] as $mine
+	| if ($mine | length) < ($ids | length) then "missing"
+	  elif any($mine[]; .status != "concluded") then "running"
+	  else [$mine[] | select(.error) | "\(.id): \(.error)"] | join("; ")
+	  | if . == "" then "done" else "error " + . end end;
+
+# --- the undo ------------------------------------------------------------------------------
+
+# Whether the undo $c (a qom-set of a device back onto its own node) is needed: the device is
+# on another node (input: query-block). QEMU 7.2 aborts on a qom-set of a device's drive onto
+# the node it already has.
+def drive_moved($c):
+	$c.arguments as $a
+	| [.[] | select(.qdev == $a.path) | .inserted["node-name"] // empty] | first
+	| . != null and . != $a.value;
+
+# --- leftovers of a killed backup, found by name (input: null) -------------------------------
+
+# How many of our jobs and nodes are in QEMU.
+def leftovers($nodes; $jobs; $tpm):
+	[$jobs[] | select(ours)] + [$nodes[]
+	| select(.["node-name"] | test("^vz-(tgt|acc|cbw|fl)-") or . == $tpm)] | length;
+
+# The batch that removes them: our jobs dismissed, the target and access nodes deleted, each
+# device still on one of our filters back onto the filter's child, the filters, the scratch
+# nodes and their fdsets (found through the /dev/fdset/N file names), the TPM state's node.
+def sweep_batch($nodes; $jobs; $graph; $blocks; $tpm):
+	def byname($n): $graph.nodes[] | select(.name == $n) | .id;
+	def child($id): [$graph.edges[] | select(.parent == $id and .name == "file") | .child][0];
+	def nameof($id): [$graph.nodes[] | select(.id == $id) | .name][0];
+	def named($re): $nodes[] | .["node-name"] | select(test($re));
+	($jobs[] | select(ours) | {execute: "job-dismiss", arguments: {id: .id}}),
+	(named("^vz-tgt-") | blockdev_del(.)),
+	(named("^vz-acc-") | blockdev_del(.)),
+	($blocks[] | select(.qdev and ((.inserted["node-name"] // "") | startswith("vz-cbw-")))
+	 | {execute: "qom-set", arguments: {path: .qdev, property: "drive",
+		value: nameof(child(byname(.inserted["node-name"])))}}),
+	(named("^vz-cbw-") | blockdev_del(.)),
+	([$nodes[] | select(.["node-name"] | test("^vz-fl-")) | .file
+	  | capture("^/dev/fdset/(?<n>[0-9]+)$").n | tonumber] as $sets
+	 | (named("^vz-fl-") | blockdev_del(.)),
+	   ($sets[] | {execute: "remove-fd", arguments: {"fdset-id": .}})),
+	(named("^" + $tpm + "$") | blockdev_del(.))
+	| tojson;

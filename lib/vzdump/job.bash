@@ -1,0 +1,253 @@
+# shellcheck shell=bash
+# lib/vzdump/job.bash: the job's plumbing around each archive — the log, hook scripts, locks,
+# names, sizes and times as vzdump prints them, the notes and protection marks, retention, and
+# the JSON results.
+# shellcheck disable=SC2034,SC2154 # the driver's files share their globals (see vzdump.sh)
+
+# --- logging ---------------------------------------------------------------------------------
+# stderr gets `INFO: msg` as vzdump's task log; the per-VM log file gets a timestamp in front.
+# log_fd is the log's own copy of stderr: a signal trap can run while a function's stderr is
+# redirected (to /dev/null, say), and the error must still be seen.
+log_fd=2
+
+# Logging never fails: a full dump folder or a closed stderr must not cut a cleanup short.
+log() { # LEVEL MESSAGE
+	# stdout is pointed at the log first, then printf's own complaint goes nowhere.
+	# shellcheck disable=SC2261
+	printf '%s: %s\n' "$1" "$2" >&"$log_fd" 2>/dev/null || true
+	if [ -n "$logfile" ]; then
+		printf '%s %s: %s\n' "$(date '+%F %T')" "$1" "$2" 2>/dev/null >>"$logfile" || true
+	fi
+}
+info() { log INFO "$1"; }
+warn() { log WARN "$1"; }
+
+# Aborts the current VM's backup (the subshell) with a reason; cleanup runs from the EXIT trap.
+fail() {
+	failure=$1
+	exit 1
+}
+
+# --- hook script ---------------------------------------------------------------------------
+# Called as vzdump calls it: `HOOK PHASE` for job phases, `HOOK PHASE MODE VMID` for a VM's,
+# with only vzdump's variables in the environment (no PATH, no HOME). Its output is logged as
+# INFO lines. On failure hook_error says why.
+hook_error=
+run_hook() { # PHASE [vm]
+	[ -n "$opt_script" ] || return 0
+	local out rc=0 line
+	local -a env=("DUMPDIR=$opt_dumpdir") args=("$1")
+	if [ $# -gt 1 ]; then
+		args+=("$backup_mode" "$vmid")
+		env+=(VMTYPE=qemu "TARGET=$hook_target")
+		[ -z "$vm_name" ] || env+=("HOSTNAME=$vm_name")
+		[ -z "$log_target" ] || env+=("LOGFILE=$log_target")
+	fi
+	if [ $# -gt 1 ] && [ -n "$private_dir" ] && [ -d "$private_dir" ]; then
+		# A VM's hook runs in the background and is waited for: bash runs a trap only once a
+		# foreground command is done, so a SIGTERM would wait for a hung hook; `wait` is cut
+		# short by it. cleanup stops a hook left running.
+		spawn env -i "${env[@]}" "$opt_script" "${args[@]}" </dev/null >"$private_dir/hook.out" 2>&1
+		hook_pid=$spawned_pid
+		reap "$hook_pid" || rc=$?
+		hook_pid=
+		out=$(cat "$private_dir/hook.out")
+	else
+		out=$(unlocked env -i "${env[@]}" "$opt_script" "${args[@]}" </dev/null 2>&1) || rc=$?
+	fi
+	if [ -n "$out" ]; then
+		while IFS= read -r line; do info "$line"; done <<<"$out"
+	fi
+	[ "$rc" = 0 ] && return 0
+	hook_error="command '$opt_script ${args[*]}' failed: exit code $rc"
+	return 1
+}
+
+# Phases whose failure fails the VM's backup.
+hook_or_fail() { # PHASE
+	run_hook "$1" vm || fail "$hook_error"
+}
+
+# --- formatting as vzdump does ---------------------------------------------------------------
+
+# PVE::JSONSchema::format_size: the largest unit that divides the size exactly.
+format_disk_size() { # BYTES
+	awk -v n="$1" 'BEGIN {
+		split("K M G T", u, " "); s = n ""; i = 0
+		while (i < 4 && n % 1024 == 0 && n > 0) { n /= 1024; i++; s = sprintf("%.0f%s", n, u[i]) }
+		print s }'
+}
+
+# PVE::VZDump::format_size, used for `archive file size:`.
+format_archive_size() { # BYTES
+	awk -v n="$1" 'BEGIN {
+		kb = n / 1024; mb = kb / 1024; gb = mb / 1024
+		if (kb < 1024) printf "%dKB\n", kb
+		else if (mb < 1024) printf "%dMB\n", mb
+		else if (gb < 1024) printf "%.2fGB\n", gb
+		else printf "%.2fTB\n", gb / 1024 }'
+}
+
+# PVE::Format::render_bytes with PRECISION decimals.
+render_bytes() { # BYTES PRECISION
+	awk -v n="$1" -v p="$2" 'BEGIN {
+		split("B KiB MiB GiB TiB PiB", u, " "); i = 1
+		while (n >= 1024 && i < 6) { n /= 1024; i++ }
+		printf "%.*f %s\n", p, n, u[i] }'
+}
+
+# HH:MM:SS, as vzdump's format_time.
+format_time() { # SECONDS
+	printf '%02d:%02d:%02d\n' $(($1 / 3600)) $(($1 % 3600 / 60)) $(($1 % 60))
+}
+
+record_result() { # EXIT-STATUS
+	[ -n "$results" ] || return 0
+	local size=null
+	[ -z "$final_archive" ] || size=$(stat -c %s "$final_archive" 2>/dev/null) || size=null
+	jq -nc --argjson vmid "$vmid" --arg status "$([ "$1" = 0 ] && echo ok || echo error)" \
+		--arg archive "$final_archive" --argjson size "$size" \
+		--argjson start "${backup_start:-null}" --argjson finish "$(date +%s)" \
+		--argjson frozen "${frozen_ms:-null}" --argjson snap "${snapshot_ms:-null}" \
+		--arg error "$([ "$1" = 0 ] || echo "${failure:-exit status $1}")" \
+		'{vmid: $vmid, status: $status,
+		  archive: (if $archive == "" then null else $archive end), size: $size,
+		  start: $start, "end": $finish, frozen_ms: $frozen, snapshot_ms: $snap,
+		  error: (if $error == "" then null else $error end)}' >>"$results" || true
+}
+
+# The copy's figures as vzdump logs them, from the writer's summary.
+summary() {
+	local total zeros secs
+	total=$(sed -n 's/^image .* size=\([0-9]*\) .*/\1/p' "$private_dir/writer.log" |
+		awk '{ s += $1 } END { printf "%.0f\n", s }')
+	zeros=$(sed -n 's/^image .* zeros=\([0-9]*\) .*/\1/p' "$private_dir/writer.log" |
+		awk '{ s += $1 } END { printf "%.0f\n", s }')
+	secs=$(($(date +%s) - copy_start))
+	info "backup is sparse: $(render_bytes "$zeros" 2) ($((total > 0 ? zeros * 100 / total : 0))%) total zero data"
+	if [ "$secs" -lt 1 ]; then
+		info "transferred $(render_bytes "$total" 2) in <1 seconds"
+	else
+		info "transferred $(render_bytes "$total" 2) in $secs seconds ($(render_bytes $((total / secs)) 1)/s)"
+	fi
+}
+
+# --- locks ---------------------------------------------------------------------------------
+
+# The node-wide lock (one backup job at a time, as vzdump's /var/run/vzdump.lock), waiting up
+# to --lockwait minutes; held until exit.
+# (Every child is started without them: see unlocked and spawn.)
+global_lock() {
+	local path=$opt_rundir/vzdump.lock deadline
+	exec {global_lock_fd}>&-
+	# (The braces keep bash's own message about the open to themselves.)
+	{ exec {global_lock_fd}>>"$path"; } 2>/dev/null || job_abort "can't open lock '$path'"
+	if ! flock -n "$global_lock_fd"; then
+		info "trying to get global lock - waiting..."
+		# A second at a time, so that a signal ends the wait at once.
+		deadline=$((SECONDS + opt_lockwait * 60))
+		until flock -w 1 "$global_lock_fd"; do
+			[ "$interrupted" = 0 ] || job_abort "interrupted by signal"
+			[ "$SECONDS" -lt "$deadline" ] || job_abort "can't acquire lock '$path' - got timeout"
+		done
+		info "got global lock"
+	fi
+}
+
+# The VM's own lock, so that two jobs with different lock folders cannot back it up at once.
+vm_lock() {
+	local path=$opt_rundir/$vmid.vzdump.lock
+	exec {vm_lock_fd}>&-
+	{ exec {vm_lock_fd}>>"$path"; } 2>/dev/null || fail "can't open lock '$path'"
+	flock -n "$vm_lock_fd" || fail "VM $vmid is locked (backup)"
+}
+
+# --- job level: which VMs, and what happens around each archive -----------------------------
+
+# --all: every CONFDIR/VMID.conf, less the excluded ones (the command line's --exclude, or
+# else vzdump.conf's).
+select_guests() {
+	[ "$opt_all" = 1 ] || return 0
+	[ -d "$opt_confdir" ] || job_abort "config folder $opt_confdir does not exist"
+	local f id excluded=" ${opt_exclude:-$conf_exclude} "
+	for f in "$opt_confdir"/*.conf; do
+		[ -f "$f" ] || continue
+		id=${f##*/}
+		id=${id%.conf}
+		[[ $id =~ ^[1-9][0-9]{2,8}$ ]] || continue
+		[[ $excluded != *" $id "* ]] || continue
+		vmids+=("$id")
+	done
+}
+
+# With --remove 0 and a finite policy, vzdump refuses a backup that would exceed the policy's
+# count, before anything is done to the VM. Counts this VM's unprotected backups with
+# standard names, as vzdump-prune lists them.
+check_backup_limit() {
+	[ "$opt_remove" = 0 ] && [ "$prune_keep_all" = 0 ] || return 0
+	local json count
+	json=$(vzdump-prune -n --json --vmid "$vmid" --keep-all "$opt_dumpdir" \
+		2>"$private_dir/prune.err") ||
+		fail "cannot list the backups in $opt_dumpdir: $(tail -n 1 "$private_dir/prune.err")"
+	count=$(jq '[.[] | select(.mark == "keep")] | length' <<<"$json") ||
+		fail "cannot list the backups in $opt_dumpdir"
+	[ "$count" -lt "$prune_limit" ] ||
+		fail "There is a max backup limit of $prune_limit enforced by the target storage or the vzdump parameters. Either increase the limit or delete old backups."
+}
+
+# Two backups of one VM in the same second would get the same names. The log is created first
+# with O_EXCL (noclobber), so of two jobs only one gets the name; a finished archive or a .dat
+# of that name (whose log is gone) also means the name is taken.
+claim_backup_name() { # BASENAME
+	local base=$opt_dumpdir/$1 taken='' ext
+	if ! (set -o noclobber && : >"$base.log") 2>/dev/null; then
+		taken=$base.log
+	else
+		for ext in vma vma.zst vma.xz vma.gz vma.lzo dat; do
+			if [ -e "$base.$ext" ] || [ -L "$base.$ext" ]; then
+				taken=$base.$ext
+				rm -f "$base.log"
+				break
+			fi
+		done
+	fi
+	[ -z "$taken" ] ||
+		fail "backup name '$1' is taken: $taken exists (another backup of VM $vmid in the same second?)"
+}
+
+# After the rename, as vzdump does with a storage (we allow it with a dump folder): the notes,
+# then the protection marker. A failure of the notes is only a warning, of the marker fatal.
+mark_backup() { # ARCHIVE
+	local notes
+	if [ -n "$opt_notes" ]; then
+		info "adding notes to backup"
+		notes=$(expand_notes "$opt_notes"; echo .)
+		notes=${notes%.}
+		if [ -z "$notes" ]; then
+			rm -f "$1.notes" || warn "unable to add notes - cannot remove $1.notes"
+		elif ! printf '%s' "$notes" 2>/dev/null >"$1.notes"; then
+			warn "unable to add notes - cannot write $1.notes"
+		fi
+	fi
+	if [ "$opt_protected" = 1 ]; then
+		info "marking backup as protected"
+		: 2>/dev/null >>"$1.protected" || fail "cannot create $1.protected"
+	fi
+}
+
+# Retention after a successful backup (the new archive counts), through vzdump-prune, with
+# vzdump's log lines for a plain dump folder (removals in name order, as its glob lists them).
+prune_backups() {
+	[ "$opt_remove" = 1 ] && [ "$prune_keep_all" = 0 ] || return 0
+	local json file n=0
+	info "prune older backups with retention: $prune_log"
+	json=$(vzdump-prune --json --vmid "$vmid" --prune-backups "$prune_spec" "$opt_dumpdir" \
+		2>"$private_dir/prune.err") ||
+		fail "pruning failed: $(tail -n 1 "$private_dir/prune.err")"
+	while IFS= read -r file; do
+		[ -n "$file" ] || continue
+		info "delete old backup '$opt_dumpdir/$file'"
+		n=$((n + 1))
+	done < <(jq -r '[.[] | select(.mark == "remove") | .file] | sort[]' <<<"$json")
+	info "pruned $n backup(s) not covered by keep-retention policy"
+}

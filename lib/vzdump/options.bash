@@ -1,0 +1,358 @@
+# shellcheck shell=bash
+# lib/vzdump/options.bash: the command line, /etc/vzdump.conf and the environment, checked as
+# vzdump checks them, into the opt_* settings; the notes template.
+# shellcheck disable=SC2034,SC2154 # the driver's files share their globals (see vzdump.sh)
+
+die_usage() {
+	# A bad value in vzdump.conf: where it is, without the synopsis.
+	if [ -n "$option_source" ]; then
+		printf '%s: %s: %s\n' "$PROG" "$option_source" "$1" >&2
+		exit 2
+	fi
+	printf '%s: %s\n' "$PROG" "$1" >&2
+	printf 'usage: ' >&2
+	usage >&2
+	exit 2
+}
+
+opt_dumpdir=/var/lib/vz/dump
+opt_tmpdir=/var/tmp
+opt_confdir=${VZDUMP_CONFDIR:-/etc/vzdump/qemu-server}
+opt_rundir=${VZDUMP_RUNDIR:-/run/qemu-server}
+opt_compress=0
+opt_zstd=
+opt_bwlimit=0
+opt_stdout=0
+opt_quiet=0
+opt_script=
+opt_lockwait=180
+opt_ionice=7
+opt_json=0
+opt_statedir=${VZDUMP_STATEDIR:-/run/vzdump}
+opt_cleanup=0
+opt_mode=snapshot
+opt_stopwait=10
+vmids=()
+# Job level: --all/--exclude, retention, notes and protection (see select_guests,
+# prune_backups, mark_backup).
+opt_all=0
+opt_exclude=
+conf_exclude=
+opt_remove=1
+opt_notes=
+opt_protected=0
+prune_spec=      # the policy normalised for vzdump-prune, e.g. keep-daily=7,keep-last=3
+prune_log=       # the same as vzdump logs it: keep-daily=7, keep-last=3
+prune_keep_all=1 # no positive keep-* count, or keep-all=1: nothing is ever pruned
+prune_limit=0    # the sum of the keep-* counts
+# Where the option being set comes from when that is not the command line (vzdump.conf).
+option_source=
+
+# The environment the driver reads (each in the man page's ENVIRONMENT). A bad value is a usage
+# error, as a bad option is.
+QMP_TIMEOUT=10 # seconds for one QMP command
+FREEZE_MAX=10  # the longest the guest may stay frozen (gafreeze's watchdog thaws it then)
+read_environment() {
+	local name value
+	option_source=environment
+	for name in VZDUMP_QMP_TIMEOUT VZDUMP_FREEZE_MAX VZDUMP_STOPWAIT_SECONDS; do
+		value=${!name-}
+		if [ -n "$value" ] && ! [[ $value =~ ^[0-9]{1,6}$ && $value =~ [1-9] ]]; then
+			die_usage "$name must be a whole number of seconds from 1 to 999999, not '$value'"
+		fi
+	done
+	option_source=
+	QMP_TIMEOUT=$((10#${VZDUMP_QMP_TIMEOUT:-10}))
+	FREEZE_MAX=$((10#${VZDUMP_FREEZE_MAX:-10}))
+}
+
+# The options that take a value (as --name value or --name=value).
+VALUE_OPTIONS=" --dumpdir --tmpdir --confdir --rundir --compress --zstd --bwlimit --script
+ --lockwait --ionice --statedir --mode --stopwait --exclude --prune-backups --remove
+ --notes-template --protected "
+VALUE_OPTIONS=${VALUE_OPTIONS//$'\n'/}
+
+# Whether the arguments ask for help (-h or --help as an option, not as an option's value):
+# then vzdump.conf is not read, so that a broken one cannot stand in the way.
+wants_help() {
+	while [ $# -gt 0 ]; do
+		case $1 in
+		-h | --help) return 0 ;;
+		--) return 1 ;;
+		--*=*) ;;
+		--*) [[ $VALUE_OPTIONS != *" $1 "* ]] || shift ;;
+		esac
+		[ $# -gt 0 ] && shift
+	done
+	return 1
+}
+
+parse_options() {
+	local arg name value
+	while [ $# -gt 0 ]; do
+		arg=$1
+		shift
+		case $arg in
+		-h | --help)
+			usage
+			exit 0
+			;;
+		--stdout) opt_stdout=1 ;;
+		--quiet) opt_quiet=1 ;;
+		--json) opt_json=1 ;;
+		--cleanup) opt_cleanup=1 ;;
+		--all) opt_all=1 ;;
+		--)
+			vmids+=("$@")
+			break
+			;;
+		--*)
+			name=${arg%%=*}
+			[[ $VALUE_OPTIONS == *" $name "* ]] || die_usage "unknown option: $arg"
+			if [ "$name" != "$arg" ]; then
+				value=${arg#*=}
+			else
+				[ $# -gt 0 ] || die_usage "option $name needs a value"
+				value=$1
+				shift
+			fi
+			set_option "$name" "$value"
+			;;
+		-*) die_usage "unknown option: $arg" ;;
+		*) vmids+=("$arg") ;;
+		esac
+	done
+	if [ "$opt_all" = 1 ] && [ ${#vmids[@]} -gt 0 ]; then
+		die_usage "$([ -n "$opt_exclude" ] && echo --exclude || echo --all) conflicts with a VMID list"
+	fi
+	[ ${#vmids[@]} -gt 0 ] || [ "$opt_all" = 1 ] || die_usage "no VMID given"
+	if [ "$opt_stdout" = 1 ] && [ "$opt_all" = 1 ]; then
+		die_usage "--stdout backs up exactly one VM"
+	fi
+	local id
+	for id in "${vmids[@]}"; do
+		[[ $id =~ ^[1-9][0-9]{2,8}$ ]] || die_usage "invalid VMID: $id (100 to 999999999)"
+	done
+	if [ "$opt_stdout" = 1 ] && [ ${#vmids[@]} -ne 1 ]; then
+		die_usage "--stdout backs up exactly one VM"
+	fi
+	if [ "$opt_stdout" = 1 ] && [ "$opt_json" = 1 ]; then
+		die_usage "--json and --stdout both want standard output"
+	fi
+	if [ "$opt_cleanup" = 1 ] && [ "$opt_stdout" = 1 ]; then
+		die_usage "--cleanup writes no archive: --stdout makes no sense with it"
+	fi
+}
+
+set_option() { # NAME VALUE
+	case $1 in
+	--dumpdir) opt_dumpdir=$2 ;;
+	--tmpdir) opt_tmpdir=$2 ;;
+	--confdir) opt_confdir=$2 ;;
+	--rundir) opt_rundir=$2 ;;
+	--statedir) opt_statedir=$2 ;;
+	--compress)
+		case $2 in
+		0 | zstd | xz) opt_compress=$2 ;;
+		*) die_usage "--compress must be 0, zstd or xz, not '$2'" ;;
+		esac
+		;;
+	--zstd)
+		[[ $2 =~ ^[0-9]{1,3}$ ]] || die_usage "--zstd needs a number of threads, not '$2'"
+		opt_zstd=$2
+		;;
+	--ionice)
+		[[ $2 =~ ^[0-8]$ ]] || die_usage "--ionice needs a priority from 0 to 8, not '$2'"
+		opt_ionice=$2
+		;;
+	--lockwait)
+		[[ $2 =~ ^[0-9]{1,6}$ ]] || die_usage "--lockwait needs minutes as a number, not '$2'"
+		opt_lockwait=$((10#$2))
+		;;
+	--script)
+		if [ ! -f "$2" ] || [ ! -x "$2" ]; then
+			die_usage "the hook script '$2' is not an executable file"
+		fi
+		# Absolute: the hook runs with an empty environment, so no PATH lookup.
+		opt_script=$(realpath -- "$2")
+		;;
+	--bwlimit)
+		[[ $2 =~ ^[0-9]{1,12}$ ]] || die_usage "--bwlimit needs KiB/s as a number, not '$2'"
+		opt_bwlimit=$((10#$2))
+		;;
+	--exclude)
+		opt_exclude=$(parse_vmid_list "$2") || exit 2
+		opt_all=1
+		;;
+	--prune-backups) parse_prune_spec "$2" ;;
+	--remove) opt_remove=$(parse_bool --remove "$2") || exit 2 ;;
+	--protected) opt_protected=$(parse_bool --protected "$2") || exit 2 ;;
+	--notes-template)
+		check_notes_template "$2"
+		opt_notes=$2
+		;;
+	--mode)
+		case $2 in
+		snapshot | suspend | stop) opt_mode=$2 ;;
+		*) die_usage "--mode must be snapshot, suspend or stop, not '$2'" ;;
+		esac
+		;;
+	--stopwait)
+		[[ $2 =~ ^[0-9]{1,6}$ ]] || die_usage "--stopwait needs minutes as a number, not '$2'"
+		opt_stopwait=$((10#$2))
+		;;
+	*) return 1 ;;
+	esac
+}
+
+# A pve-vmid-list (VMIDs separated by commas, semicolons or spaces), printed space-separated.
+parse_vmid_list() { # LIST
+	local id out=
+	local -a ids
+	IFS=',; ' read -r -a ids <<<"$1"
+	[ ${#ids[@]} -gt 0 ] || die_usage "--exclude needs a list of VMIDs"
+	for id in "${ids[@]}"; do
+		[[ $id =~ ^[1-9][0-9]{2,8}$ ]] || die_usage "--exclude: invalid VMID: $id (100 to 999999999)"
+		out+=" $id"
+	done
+	printf '%s\n' "${out# }"
+}
+
+# Proxmox's boolean values; prints 1 or 0.
+parse_bool() { # OPTION VALUE
+	case ${2,,} in
+	1 | on | yes | true) echo 1 ;;
+	0 | off | no | false) echo 0 ;;
+	*) die_usage "$1 must be 0 or 1, not '$2'" ;;
+	esac
+}
+
+# prune-backups as Proxmox validates it (spec §4.1): keep-all=BOOL and keep-last ... keep-yearly
+# as counts; keep-all=1 with a positive count is an error; no positive count means keep-all.
+# Sets prune_spec, prune_log, prune_keep_all and prune_limit.
+parse_prune_spec() { # SPEC
+	local item key value seen=' ' positive=0 keep_all=0 sum=0
+	local -a items pairs=()
+	IFS=, read -r -a items <<<"$1"
+	[ ${#items[@]} -gt 0 ] || die_usage "--prune-backups needs keep-N=COUNT,... or keep-all=1"
+	for item in "${items[@]}"; do
+		[[ $item == *=* ]] || die_usage "--prune-backups: '$item' is not key=value"
+		key=${item%%=*}
+		value=${item#*=}
+		case $seen in *" $key "*) die_usage "--prune-backups: duplicate key '$key'" ;; esac
+		seen+="$key "
+		case $key in
+		keep-all)
+			value=$(parse_bool "--prune-backups keep-all" "$value") || exit 2
+			keep_all=$value
+			;;
+		keep-last | keep-hourly | keep-daily | keep-weekly | keep-monthly | keep-yearly)
+			[[ $value =~ ^[0-9]{1,10}$ ]] ||
+				die_usage "--prune-backups: $key needs a count, not '$value'"
+			value=$((10#$value))
+			[ "$value" = 0 ] || positive=1
+			sum=$((sum + value))
+			;;
+		*) die_usage "--prune-backups: unknown key '$key'" ;;
+		esac
+		pairs+=("$key=$value")
+	done
+	if [ "$keep_all" = 1 ] && [ "$positive" = 1 ]; then
+		die_usage "--prune-backups: keep-all cannot be set together with other options"
+	fi
+	mapfile -t pairs < <(printf '%s\n' "${pairs[@]}" | LC_ALL=C sort)
+	prune_spec=$(IFS=,; echo "${pairs[*]}")
+	prune_log=${prune_spec//,/, }
+	prune_limit=$sum
+	prune_keep_all=$((keep_all == 1 || positive == 0 ? 1 : 0))
+}
+
+# The notes template as vzdump checks it (spec §3.3): one line of at most 1024 characters,
+# the variables {{cluster}}, {{guestname}}, {{node}} and {{vmid}}, the escapes \n and \\.
+check_notes_template() { # TEMPLATE
+	local t=$1 i c rest
+	[[ $t != *$'\n'* ]] || die_usage "--notes-template contains a line feed"
+	[ ${#t} -le 1024 ] || die_usage "--notes-template is longer than 1024 characters"
+	for ((i = 0; i < ${#t}; i++)); do
+		c=${t:i:1}
+		rest=${t:i}
+		if [ "$c" = "\\" ] && [ -n "${t:i+1:1}" ]; then
+			case ${t:i+1:1} in
+			n | "\\") i=$((i + 1)) ;;
+			*) die_usage "--notes-template: unknown escape sequence '\\${t:i+1:1}' at char $i" ;;
+			esac
+		elif [[ $rest =~ ^\{\{([^[:space:]{}]+)\}\} ]]; then
+			case ${BASH_REMATCH[1]} in
+			cluster | guestname | node | vmid) ;;
+			*) die_usage "--notes-template: unknown variable '{{${BASH_REMATCH[1]}}}' at char $i" ;;
+			esac
+			i=$((i + ${#BASH_REMATCH[0]} - 1))
+		fi
+	done
+}
+
+# The notes of this VM's backup: escapes and variables expanded in one pass from the left,
+# so that a value is never expanded again.
+expand_notes() { # TEMPLATE
+	local t=$1 i c rest out='' node
+	node=$(uname -n)
+	node=${node%%.*}
+	for ((i = 0; i < ${#t}; i++)); do
+		c=${t:i:1}
+		rest=${t:i}
+		if [ "$c" = "\\" ] && [ "${t:i+1:1}" = n ]; then
+			out+=$'\n'
+			i=$((i + 1))
+		elif [ "$c" = "\\" ] && [ "${t:i+1:1}" = "\\" ]; then
+			out+="\\"
+			i=$((i + 1))
+		elif [[ $rest =~ ^\{\{(cluster|guestname|node|vmid)\}\} ]]; then
+			case ${BASH_REMATCH[1]} in
+			cluster) out+='standalone node' ;;
+			guestname) out+=${vm_name:-VM $vmid} ;;
+			node) out+=$node ;;
+			vmid) out+=$vmid ;;
+			esac
+			i=$((i + ${#BASH_REMATCH[0]} - 1))
+		else
+			out+=$c
+		fi
+	done
+	printf '%s' "$out"
+}
+
+# /etc/vzdump.conf (or $VZDUMP_CONF): defaults in vzdump's `key: value` syntax, the keys being
+# the option names without dashes; read before the command line, which therefore wins. As
+# vzdump does, a key it does not know is a warning; a bad value is an error. Its exclude
+# applies to --all only (as a command-line --exclude, it would conflict with a VMID list).
+vzdump_conf=${VZDUMP_CONF:-/etc/vzdump.conf}
+conf_warnings=()
+read_vzdump_conf() {
+	local file=$vzdump_conf line key value n=0
+	[ -e "$file" ] || return 0
+	option_source=$file
+	if [ ! -f "$file" ] || [ ! -r "$file" ]; then
+		die_usage "cannot read the file"
+	fi
+	while IFS= read -r line || [ -n "$line" ]; do
+		n=$((n + 1))
+		line=${line#"${line%%[! $'\t']*}"}
+		line=${line%"${line##*[! $'\t'$'\r']}"}
+		case $line in '' | '#'*) continue ;; esac
+		option_source="$file line $n"
+		if ! [[ $line =~ ^([^[:space:]:]+):[[:space:]]*(.*)$ ]]; then
+			conf_warnings+=("$option_source: ignoring '$line' (not 'key: value')")
+			continue
+		fi
+		key=${BASH_REMATCH[1]}
+		value=${BASH_REMATCH[2]}
+		case $key in
+		exclude) conf_exclude=$(parse_vmid_list "$value") || exit 2 ;;
+		*)
+			set_option "--$key" "$value" ||
+				conf_warnings+=("$option_source: ignoring unknown or unsupported key '$key'")
+			;;
+		esac
+	done <"$file"
+	option_source=
+}
