@@ -224,7 +224,7 @@ sweep_leftovers() {
 		[ -n "$id" ] || continue
 		qmp job-cancel "id=$id" >/dev/null 2>&1 || true
 	done < <(jq -r '.[] | select(.id | startswith("vzdump-drive-")) | select(.status != "concluded") | .id' <<<"$jobs")
-	wait_until 10 our_jobs_concluded || true
+	wait_until 10 our_jobs_settled || true
 	graph=$(qmp x-debug-query-block-graph 2>/dev/null) || graph='{"nodes":[],"edges":[]}'
 	blocks=$(qmp query-block 2>/dev/null) || blocks='[]'
 	jobs=$(qmp query-jobs 2>/dev/null) || jobs='[]'
@@ -235,10 +235,11 @@ sweep_leftovers() {
 	[ -z "$batch" ] || qmp -k -f - <<<"$batch" >/dev/null 2>&1 || true
 }
 
-# Whether every job named vzdump-drive-* has concluded; false when QEMU does not answer.
-our_jobs_concluded() {
+# Whether every job named vzdump-drive-* has concluded, or QEMU no longer answers (then there
+# is nothing to wait for).
+our_jobs_settled() {
 	local jobs
-	jobs=$(qmp query-jobs 2>/dev/null) || return 1
+	jobs=$(qmp query-jobs 2>/dev/null) || return 0
 	[ "$(jq '[.[] | select(.id | startswith("vzdump-drive-")) | select(.status != "concluded")] | length' <<<"$jobs")" = 0 ]
 }
 
