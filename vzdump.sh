@@ -20,6 +20,8 @@ if [ -z "$LIBDIR" ]; then
 	printf '%s: cannot find the library folder lib/vzdump beside %s\n' "$PROG" "$SELF_DIR" >&2
 	exit 1
 fi
+# shellcheck source=lib/vzdump/state.bash
+source "$LIBDIR/state.bash"
 # shellcheck source=lib/vzdump/options.bash
 source "$LIBDIR/options.bash"
 # shellcheck source=lib/vzdump/process.bash
@@ -47,63 +49,6 @@ vmid ... | --all [--exclude vmid,...]
 vzdump.sh --cleanup [--rundir dir] [--statedir dir] vmid ...
 END
 }
-
-# --- one VM's state: each VM's task is a subshell, so this starts afresh for every VM ----------
-
-vmid=
-failure=          # why the backup failed, for the log, the hooks and the JSON
-private_dir=      # TMPDIR/vzdumptmp.XXXXXX: config, sockets, scratch images, the writer's log
-tmp_archive=      # DUMPDIR/NAME.dat while it is written
-final_archive=    # the archive, once renamed: complete, and never removed by a later failure
-log_target=       # DUMPDIR/NAME.log (the hooks' LOGFILE)
-hook_target=      # the hooks' TARGET
-logfile=          # where log() writes, with time stamps
-backup_start=     # seconds since the epoch
-qmp_sock=
-qga_sock=
-copy_start=
-vm_status=        # QEMU's run state before the snapshot
-# read_config: the VM's config
-vm_name=
-agent_enabled=0
-agent_freeze=1
-bios=
-conf_file=
-conf_disk_keys=() # every disk line's key, in the config's order; its value in conf_disk_value
-declare -A conf_disk_value=()
-included_keys=()  # the config disks to back up (select_config_disks)
-# The disks to back up, in vzdump's order (config keys sorted as strings), each by its key:
-# its volume, the QEMU node it is on, the device path for qom-set (empty for a node without a
-# device, and offline), the size in bytes and the image format. add_disk adds one.
-disk_keys=()
-declare -A disk_vol=() disk_node=() disk_qdev=() disk_size=() disk_fmt=()
-# What was done, so that it can be undone (journal.bash).
-undo=()           # the undo record: QMP commands, in the order recorded
-we_paused=0       # we sent `stop`; cont must follow whatever happens
-job_ids=()        # backup jobs started in QEMU
-state_file=       # STATEDIR/VMID.state
-recover_error=
-swept=0
-writer_pid=       # vma-create
-writer_lines_done=0
-hook_pid=         # a VM hook running in the background
-maybe_frozen=0    # gafreeze's thaw failed: the guest may still be frozen
-frozen_ms=
-snapshot_ms=
-# The modes (modes.bash).
-backup_mode=      # the effective mode, as the hooks get it
-vm_alive=0        # QEMU listens on its QMP socket
-stop_time=        # when the VM was suspended or stopped (seconds since the epoch)
-suspended=0       # we paused the VM (suspend mode); cont is owed
-resume_hooks=0    # suspend mode: pre-restart and post-restart are owed in the exit handler
-restart=          # owed after a stop: reset (QEMU in shutdown state) or exited (QEMU gone)
-nbd_pids=()       # qemu-nbd servers of the offline copy
-
-# The job's own.
-results=          # --json: one line per VM
-stray_file=       # what the VM's task printed on stderr other than its log
-task_pid=
-interrupted=0
 
 backup_vm() {
 	local start basename archive ext

@@ -188,15 +188,20 @@ kill_then_backup() { # PHASE
 	fault_assert_clean "$VM" 300 "$before"
 }
 
-# SIGTERM to the driver at PHASE, once the rename is under way or done: the backup fails, and
-# the complete archive stays (and verifies); everything else is undone.
-term_after_rename() { # PHASE
+# SIGTERM to the driver stopped at PHASE, then let go on: it must end with status 1.
+term_driver_at() { # PHASE
 	before=$(cat "$VM/before")
 	start_at "$1"
 	kill -TERM "$driver"
 	touch "$FAULT_DIR/release"
 	fault_wait_driver 30
 	assert_equal "$driver_rc" 1
+}
+
+# SIGTERM to the driver at PHASE, once the rename is under way or done: the backup fails, and
+# the complete archive stays (and verifies); everything else is undone.
+term_after_rename() { # PHASE
+	term_driver_at "$1"
 	archive=$(ls "$VM"/dump/vzdump-qemu-300-*.vma)
 	grep -qxF "ERROR: Backup of VM 300 failed - interrupted by signal (the archive $archive is complete and kept)" \
 		"$VM/err" || fail "$(cat "$VM/err")"
@@ -209,12 +214,7 @@ term_after_rename() { # PHASE
 
 # SIGTERM to the driver at PHASE (the step under way is let finish): everything is undone.
 term_at() { # PHASE
-	before=$(cat "$VM/before")
-	start_at "$1"
-	kill -TERM "$driver"
-	touch "$FAULT_DIR/release"
-	fault_wait_driver 30
-	assert_equal "$driver_rc" 1
+	term_driver_at "$1"
 	grep -qxF 'ERROR: Backup of VM 300 failed - interrupted by signal' "$VM/err" || fail "$(cat "$VM/err")"
 	grep -qxF 'ERROR: Backup job failed - interrupted by signal' "$VM/err"
 	fault_assert_clean "$VM" 300 "$before"

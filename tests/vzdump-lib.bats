@@ -7,6 +7,8 @@ setup() {
 	PROG=vzdump.sh
 	LIBDIR=$TOP/lib/vzdump
 	QMP_TIMEOUT=2
+	# shellcheck source=lib/vzdump/state.bash
+	source "$LIBDIR/state.bash"
 	# shellcheck source=lib/vzdump/process.bash
 	source "$LIBDIR/process.bash"
 	# shellcheck source=lib/vzdump/job.bash
@@ -15,12 +17,6 @@ setup() {
 	source "$LIBDIR/journal.bash"
 	exec {global_lock_fd}</dev/null {vm_lock_fd}</dev/null
 	set -o pipefail
-	state_file=
-	logfile=
-	undo=()
-	job_ids=()
-	we_paused=0
-	swept=0
 	TPM_NODE=drive-tpmstate0-backup
 }
 

@@ -89,30 +89,23 @@ parse_agent() { # VALUE
 	done
 }
 
-# The first item of a drive's property string is its volume (or file=VOLUME anywhere).
-drive_volume() { # VALUE
+# A drive's property string is VOLUME,NAME=VALUE,...; the value of NAME (fails if none).
+drive_option() { # VALUE NAME
 	local item
 	local -a items
 	IFS=, read -r -a items <<<"$1"
 	for item in "${items[@]}"; do
-		case $item in
-		file=*)
-			printf '%s\n' "${item#file=}"
-			return
-			;;
-		esac
-	done
-	printf '%s\n' "${items[0]:-}"
-}
-
-drive_has() { # VALUE OPTION=VALUE
-	local item
-	local -a items
-	IFS=, read -r -a items <<<"$1"
-	for item in "${items[@]:1}"; do
-		[ "$item" != "$2" ] || return 0
+		if [ "${item%%=*}" = "$2" ] && [ "$item" != "$2" ]; then
+			printf '%s\n' "${item#*=}"
+			return 0
+		fi
 	done
 	return 1
+}
+
+# The volume: the first item (or file=VOLUME anywhere).
+drive_volume() { # VALUE
+	drive_option "$1" file || printf '%s\n' "${1%%,*}"
 }
 
 # Finds config disks in QEMU, or, with no config, takes every disk QEMU has.
@@ -135,10 +128,10 @@ select_config_disks() {
 	for key in $(printf '%s\n' "${conf_disk_keys[@]}" | LC_ALL=C sort); do
 		value=${conf_disk_value[$key]}
 		vol=$(drive_volume "$value")
-		if drive_has "$value" media=cdrom || [ "$vol" = none ]; then
+		if [ "$(drive_option "$value" media)" = cdrom ] || [ "$vol" = none ]; then
 			continue
 		fi
-		if drive_has "$value" backup=0 || drive_has "$value" backup=no; then
+		if [[ $(drive_option "$value" backup) == @(0|no) ]]; then
 			info "exclude disk '$key' '$vol' (backup=no)"
 			continue
 		fi

@@ -198,13 +198,8 @@ prepare_offline() {
 # An image's format: format= in the config, else its name's extension, else raw (qemu-server
 # does not guess formats from content either: a raw image may start with any bytes).
 drive_format() { # KEY VOLUME VALUE
-	local item
-	local -a items
 	[ "$1" != tpmstate0 ] || { echo raw; return; }
-	IFS=, read -r -a items <<<"$3"
-	for item in "${items[@]:1}"; do
-		case $item in format=*) echo "${item#format=}"; return ;; esac
-	done
+	drive_option "$3" format && return
 	case $2 in
 	*.qcow2) echo qcow2 ;;
 	*.vmdk) echo vmdk ;;
