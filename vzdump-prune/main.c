@@ -207,7 +207,7 @@ static DIR *open_dumpdir(const char *path)
 		err(1, "%s", path);
 	}
 	dir = fdopendir(fd);
-	if (dir == NULL)
+	if (!dir)
 		err(1, "%s", path);
 	return dir;
 }
@@ -268,7 +268,7 @@ int main(int argc, char **argv)
 	if (!mark_backups(list.items, list.count, &o.policy))
 		err(1, "decide");
 	report = o.json ? report_json(list.items, list.count) : report_text(list.items, list.count);
-	if (report == NULL)
+	if (!report)
 		err(1, "build the report");
 	if (!o.dry_run)
 		failed = remove_marked(dirfd(dir), &list);

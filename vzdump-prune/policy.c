@@ -51,7 +51,7 @@ static bool parse_pair(char *pair, struct policy *p, struct policy_given *given,
 {
 	char *value = strchr(pair, '=');
 
-	if (value == NULL) {
+	if (!value) {
 		snprintf(err, err_size, "'%s' is not KEY=VALUE", pair);
 		return false;
 	}
@@ -92,12 +92,12 @@ bool policy_parse_string(const char *text, struct policy *p, struct policy_given
 	char *copy = strdup(text), *rest, *pair;
 	bool ok = true, any = false;
 
-	if (copy == NULL) {
+	if (!copy) {
 		snprintf(err, err_size, "%s", strerror(errno));
 		return false;
 	}
 	rest = copy;
-	while (ok && (pair = strsep(&rest, ",")) != NULL) {
+	while (ok && (pair = strsep(&rest, ","))) {
 		if (pair[strspn(pair, " \t")] == '\0')
 			continue; /* empty items are allowed, as in Proxmox */
 		ok = parse_pair(pair, p, given, err, err_size);
