@@ -225,7 +225,7 @@ static json_t *commands_from_args(struct options *o, int argc, char **argv)
 		json_object_set_new(cmd, "hmp", json_true());
 	} else if (o->json || (argc == 1 && strcmp(argv[0], "-") == 0)) {
 		char *text = o->json && strcmp(o->json, "-") != 0 ? strdup(o->json)
-									 : read_all(stdin);
+								  : read_all(stdin);
 
 		cmd = command_from_json(text, err, sizeof(err));
 		free(text);

@@ -11,9 +11,10 @@
 bool stats_name_ok(const char *name)
 {
 	json_t *s = json_string(name);
+	bool ok = s != NULL;
 
 	json_decref(s);
-	return s != NULL;
+	return ok;
 }
 
 char *stats_json(const struct vma_writer *w, const struct sink *s, double elapsed)
@@ -27,8 +28,9 @@ char *stats_json(const struct vma_writer *w, const struct sink *s, double elapse
 
 		if (json_array_append_new(devices,
 					  json_pack("{s:s, s:I, s:I, s:I}", "name", d.name, "size",
-						    (json_int_t)d.size, "zeros", (json_int_t)d.zero_bytes,
-						    "saved", (json_int_t)(d.size - d.zero_bytes))) < 0) {
+						    (json_int_t)d.size, "zeros",
+						    (json_int_t)d.zero_bytes, "saved",
+						    (json_int_t)(d.size - d.zero_bytes))) < 0) {
 			json_decref(devices);
 			devices = NULL;
 		}
@@ -37,8 +39,8 @@ char *stats_json(const struct vma_writer *w, const struct sink *s, double elapse
 	root = json_pack("{s:o, s:I, s:I, s:I, s:I, s:I, s:I}", "devices", devices, "size",
 			 (json_int_t)all.size, "zeros", (json_int_t)all.zero_bytes, "saved",
 			 (json_int_t)(all.size - all.zero_bytes), "vma_bytes",
-			 (json_int_t)sink_bytes_in(s), "archive_bytes", (json_int_t)sink_bytes_out(s),
-			 "elapsed_ms", (json_int_t)(elapsed * 1000));
+			 (json_int_t)sink_bytes_in(s), "archive_bytes",
+			 (json_int_t)sink_bytes_out(s), "elapsed_ms", (json_int_t)(elapsed * 1000));
 	text = root ? json_dumps(root, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
 	json_decref(root);
 	if (text && asprintf(&line, "%s\n", text) < 0)
