@@ -7,7 +7,11 @@
 #   make demo             back up a throw-away running VM with vzdump.sh, restore it, show it
 #   make demo GUEST=1     the same with the booted test guest and a real filesystem freeze
 #   make bench            run the benchmarks in bench/
+#   make lint             man pages (mandoc) and shell scripts (shellcheck)
+#   make lint-format      the C files against .clang-format (not part of lint yet)
+#   make format           reformat the C files in place (build-aux/format)
 #   make install          PREFIX, DESTDIR, BINDIR, MANDIR, LIBDIR as usual
+#   CFLAGS, CPPFLAGS, LDFLAGS, LDLIBS (e.g. from dpkg-buildflags) add to the project's own flags
 
 PREFIX ?= /usr/local
 BINDIR ?= $(PREFIX)/bin
@@ -27,28 +31,40 @@ SCRIPTS := vzdump.sh
 BUILD ?= build/$(notdir $(CC))$(if $(filter 1,$(SANITIZE)),-san)
 
 LIBS_PKG := jansson libzstd liblzma libnbd libmd uuid zlib libedit
+
+# CFLAGS, CPPFLAGS and LDFLAGS belong to the user (make CFLAGS=-O1, dpkg-buildflags): the
+# flags the project needs live in VZ_* and are always added before them, the way automake's
+# AM_CFLAGS are.
 CFLAGS ?= -O2 -g
-CFLAGS += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes \
-	-Wmissing-prototypes -Wno-unused-parameter -Icommon -MMD -MP
-CFLAGS += $(shell $(PKG_CONFIG) --cflags $(LIBS_PKG) 2>/dev/null)
-LDLIBS += -Wl,--as-needed $(shell $(PKG_CONFIG) --libs $(LIBS_PKG) 2>/dev/null) -lpthread
+VZ_CPPFLAGS := -D_GNU_SOURCE -Icommon
+VZ_CFLAGS := -std=c11 -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes \
+	-Wmissing-prototypes -Wno-unused-parameter -MMD -MP
+VZ_LDFLAGS :=
 ifeq ($(SANITIZE),1)
 SANFLAGS := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
-CFLAGS += $(SANFLAGS) -O1
-LDFLAGS += $(SANFLAGS)
+VZ_CFLAGS += $(SANFLAGS) -O1
+VZ_LDFLAGS += $(SANFLAGS)
 endif
+
+# pkg-config runs once, when the first compile or link needs it (so clean, deps and lint work
+# without the libraries); when it fails, its message stays visible and the build stops.
+pkg_config = $(call pkg_config_ok,$(shell $(PKG_CONFIG) $(1) $(LIBS_PKG) && echo pkg-config-ok),$(1))
+pkg_config_ok = $(if $(filter pkg-config-ok,$(1)),$(filter-out pkg-config-ok,$(1)),$(error $(PKG_CONFIG) $(2) $(LIBS_PKG) failed))
+PKG_CFLAGS = $(eval PKG_CFLAGS := $$(call pkg_config,--cflags))$(PKG_CFLAGS)
+PKG_LIBS = $(eval PKG_LIBS := $$(call pkg_config,--libs))$(PKG_LIBS)
+VZ_LDLIBS = -Wl,--as-needed $(PKG_LIBS) -lpthread
 
 COMMON_SRC := $(wildcard common/*.c)
 COMMON_OBJ := $(COMMON_SRC:%.c=$(BUILD)/obj/%.o)
 COMMON_LIB := $(BUILD)/libcommon.a
 BINS := $(TOOLS:%=$(BUILD)/bin/%)
 
-.PHONY: all clean check demo bench deps install lint
+.PHONY: all clean check demo bench deps install lint lint-format format
 all: $(BINS)
 
 $(BUILD)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -c -o $@ $<
+	$(CC) $(VZ_CPPFLAGS) $(CPPFLAGS) $(VZ_CFLAGS) $(PKG_CFLAGS) $(CFLAGS) -c -o $@ $<
 
 $(COMMON_LIB): $(COMMON_OBJ)
 	@mkdir -p $(dir $@)
@@ -57,7 +73,7 @@ $(COMMON_LIB): $(COMMON_OBJ)
 define tool_rule
 $(BUILD)/bin/$(1): $(patsubst %.c,$(BUILD)/obj/%.o,$(wildcard $(1)/*.c)) $(COMMON_LIB)
 	@mkdir -p $$(dir $$@)
-	$$(CC) $$(LDFLAGS) -o $$@ $$^ $$(LDLIBS)
+	$$(CC) $$(VZ_LDFLAGS) $$(CFLAGS) $$(LDFLAGS) -o $$@ $$^ $$(VZ_LDLIBS) $$(LDLIBS)
 endef
 $(foreach t,$(TOOLS),$(eval $(call tool_rule,$(t))))
 
@@ -84,7 +100,14 @@ bench:
 
 lint:
 	mandoc -Tlint -Wwarning man/*.1
-	shellcheck -x build-aux/deps tests/run tests/demo.sh bench/run .ci/run $(wildcard $(SCRIPTS)) $(wildcard lib/vzdump/*.bash tests/lib/*.bash tests/lib/*.sh bench/*.sh)
+	shellcheck -x build-aux/deps build-aux/format tests/run tests/demo.sh bench/run .ci/run $(wildcard $(SCRIPTS)) $(wildcard lib/vzdump/*.bash tests/lib/*.bash tests/lib/*.sh bench/*.sh)
+
+# To be added to lint once the whole tree has been reformatted (make format).
+lint-format:
+	build-aux/format --check
+
+format:
+	build-aux/format
 
 install: all
 	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(MANDIR)/man1

@@ -1,6 +1,6 @@
 /* Absolute deadlines on the monotonic clock: compute once, poll() against it everywhere. */
-#ifndef DEADLINE_H
-#define DEADLINE_H
+#ifndef VZ_DEADLINE_H
+#define VZ_DEADLINE_H
 
 #include <stdbool.h>
 #include <stdint.h>

@@ -38,7 +38,7 @@ static enum jsonline_status fill(struct jsonline *jl, deadline_t d)
 		size_t cap = jl->cap ? jl->cap * 2 : 8192;
 		char *nb = realloc(jl->buf, cap);
 
-		if (nb == NULL) {
+		if (!nb) {
 			jl->saved_errno = ENOMEM;
 			return JSONLINE_IOERR;
 		}
@@ -90,14 +90,14 @@ static enum jsonline_status read_line(struct jsonline *jl, deadline_t d, char **
 					     : NULL;
 		enum jsonline_status st;
 
-		if (nl != NULL) {
+		if (nl) {
 			size_t n = (size_t)(nl - jl->buf);
 			size_t keep = n;
 
 			if (keep > 0 && jl->buf[keep - 1] == '\r')
 				keep--;
 			*line = malloc(keep + 1);
-			if (*line == NULL) {
+			if (!*line) {
 				jl->saved_errno = ENOMEM;
 				return JSONLINE_IOERR;
 			}
@@ -142,7 +142,7 @@ enum jsonline_status jsonline_read(struct jsonline *jl, deadline_t d, json_t **o
 		}
 		/* By length: a NUL byte inside the line makes it garbage, not its end. */
 		*obj = json_loadb(line, length, JSON_REJECT_DUPLICATES, &error);
-		if (*obj == NULL || !json_is_object(*obj)) {
+		if (!*obj || !json_is_object(*obj)) {
 			json_decref(*obj);
 			/* Keep the line for the caller's message, in printable ASCII. */
 			for (size_t i = 0; i < length; i++)
@@ -164,7 +164,7 @@ enum jsonline_status jsonline_skip_through(struct jsonline *jl, unsigned char by
 		char *hit = jl->len ? memchr(jl->buf, byte, jl->len) : NULL;
 		enum jsonline_status st;
 
-		if (hit != NULL) {
+		if (hit) {
 			consume(jl, (size_t)(hit - jl->buf) + 1);
 			return JSONLINE_OK;
 		}
@@ -183,13 +183,13 @@ enum jsonline_status jsonline_write(struct jsonline *jl, const char *prefix, jso
 	size_t plen = prefix ? strlen(prefix) : 0, tlen;
 	int r;
 
-	if (text == NULL) {
+	if (!text) {
 		jl->saved_errno = ENOMEM;
 		return JSONLINE_IOERR;
 	}
 	tlen = strlen(text);
 	msg = malloc(plen + tlen + 2);
-	if (msg == NULL) {
+	if (!msg) {
 		free(text);
 		jl->saved_errno = ENOMEM;
 		return JSONLINE_IOERR;

@@ -1,6 +1,6 @@
 /* Line-framed JSON over a socket: one object per line, every wait bounded by a deadline. */
-#ifndef JSONLINE_H
-#define JSONLINE_H
+#ifndef VZ_JSONLINE_H
+#define VZ_JSONLINE_H
 
 #include <jansson.h>
 #include <stddef.h>

@@ -1,6 +1,6 @@
 /* The guest-agent dialect on top of struct qmp: resync with 0xFF + guest-sync-delimited. */
-#ifndef QGA_H
-#define QGA_H
+#ifndef VZ_QGA_H
+#define VZ_QGA_H
 
 #include "qmp.h"
 

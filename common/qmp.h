@@ -1,6 +1,6 @@
 /* A QMP (or guest-agent) connection: framing, ids, replies, events queued while waiting. */
-#ifndef QMP_H
-#define QMP_H
+#ifndef VZ_QMP_H
+#define VZ_QMP_H
 
 #include <jansson.h>
 #include <stdbool.h>

@@ -1,6 +1,6 @@
 /* Unix-domain sockets: connect with retries until a deadline, listen, send fds (SCM_RIGHTS). */
-#ifndef UNIXSOCK_H
-#define UNIXSOCK_H
+#ifndef VZ_UNIXSOCK_H
+#define VZ_UNIXSOCK_H
 
 #include <stddef.h>
 #include <sys/types.h>

@@ -65,7 +65,7 @@ static void watchdog_thaw(struct agent *a, struct report *r, char kind)
 	r->kind = kind;
 }
 
-static void __attribute__((noreturn))
+static _Noreturn void
 watchdog(struct agent *a, int from_parent, int to_parent, deadline_t max_d, double max_s)
 {
 	pid_t parent = getppid();

@@ -32,14 +32,14 @@ static const char synopsis[] =
 	"gafreeze -s socket [-t seconds] [--json] thaw\n"
 	"gafreeze -s socket [-t seconds] [--max seconds] [--json] hold -- command [arg ...]\n";
 
-static void __attribute__((noreturn)) usage(FILE *fp, int status)
+static _Noreturn void usage(FILE *fp, int status)
 {
 	fputs(fp == stderr ? "usage: " : "", fp);
 	fputs(synopsis, fp);
 	exit(status);
 }
 
-static void __attribute__((noreturn)) usage_error(const char *what)
+static _Noreturn void usage_error(const char *what)
 {
 	warnx("%s", what);
 	usage(stderr, GF_USAGE);
@@ -51,7 +51,7 @@ static void print_result(bool json, json_t *value, const char *text)
 	if (json) {
 		json_dumpf(value, stdout, JSON_COMPACT | JSON_ENCODE_ANY);
 		putchar('\n');
-	} else if (text != NULL) {
+	} else if (text) {
 		puts(text);
 	}
 }
@@ -182,7 +182,7 @@ int main(int argc, char **argv)
 	}
 	argc -= optind;
 	argv += optind;
-	if (socket_path == NULL)
+	if (!socket_path)
 		usage_error("-s SOCKET is required");
 	if (argc < 1)
 		usage_error("which command: ping, info, status, freeze, thaw or hold?");
@@ -197,7 +197,7 @@ int main(int argc, char **argv)
 			json_t *probe = json_string(argv[i]);
 
 			/* json_array_append_new would drop it silently, freezing the others. */
-			if (probe == NULL) {
+			if (!probe) {
 				warnx("%s: a mountpoint must be UTF-8 (JSON cannot carry it)", argv[i]);
 				usage(stderr, GF_USAGE);
 			}

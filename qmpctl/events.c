@@ -23,11 +23,11 @@ bool event_filter_add_match(struct event_filter *f, const char *keyvalue, char *
 	char *key;
 	bool ok;
 
-	if (eq == NULL || eq == keyvalue) {
+	if (!eq || eq == keyvalue) {
 		snprintf(err, errlen, "--match %s: expected KEY=VALUE", keyvalue);
 		return false;
 	}
-	if (f->match == NULL)
+	if (!f->match)
 		f->match = json_object();
 	key = strndup(keyvalue, (size_t)(eq - keyvalue));
 	/* Kept flat: each dotted key is looked up as a path into the event's data. */

@@ -82,7 +82,7 @@ int fd_spec_setup(struct fd_spec *spec, const char *arg, bool add_fd, deadline_t
 	spec->fd = -1;
 	spec->arg = arg;
 	spec->add_fd = add_fd;
-	if (eq == NULL || eq == arg || eq[1] == '\0') {
+	if (!eq || eq == arg || eq[1] == '\0') {
 		fprintf(stderr, "qmpctl: %s: expected %s=SPEC\n", arg, add_fd ? "SET" : "NAME");
 		return EXIT_USAGE;
 	}
@@ -131,7 +131,7 @@ void fd_spec_close(struct fd_spec *spec)
 	if (spec->opened && spec->fd >= 0)
 		close(spec->fd);
 	spec->fd = -1;
-	if (spec->listen_path != NULL && !spec->sent)
+	if (spec->listen_path && !spec->sent)
 		unlink(spec->listen_path);
 	free(spec->listen_path);
 	spec->listen_path = NULL;

@@ -14,7 +14,7 @@ static char *history_path(void)
 	const char *home = getenv("HOME");
 	char *path = NULL;
 
-	if (home == NULL || *home == '\0')
+	if (!home || *home == '\0')
 		return NULL;
 	if (asprintf(&path, "%s/.qmpctl_history", home) < 0)
 		return NULL;
@@ -37,7 +37,7 @@ int run_interactive(struct qmp *q, double timeout, int json_flags)
 
 	using_history();
 	stifle_history(HISTORY_LINES);
-	if (hist != NULL)
+	if (hist)
 		read_history(hist);
 	printf("connected to %s; commands as: name key=value ... (Ctrl-D leaves)\n", q->path);
 	for (;;) {
@@ -47,13 +47,13 @@ int run_interactive(struct qmp *q, double timeout, int json_flags)
 		show_queued_events(q);
 		fflush(stdout);
 		line = readline(q->agent ? "(agent) " : "(qemu) ");
-		if (line == NULL)
+		if (!line)
 			break;
 		cmd = command_from_line(line, err, sizeof(err));
 		if (line[strspn(line, " \t")] != '\0')
 			add_history(line);
 		free(line);
-		if (cmd == NULL) {
+		if (!cmd) {
 			if (err[0] != '\0')
 				fprintf(stderr, "qmpctl: %s\n", err);
 			continue;
@@ -70,7 +70,7 @@ int run_interactive(struct qmp *q, double timeout, int json_flags)
 			break;
 		}
 	}
-	if (hist != NULL)
+	if (hist)
 		write_history(hist);
 	free(hist);
 	if (status == EXIT_OK)

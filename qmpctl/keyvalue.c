@@ -9,7 +9,7 @@ json_t *value_from_text(const char *value)
 {
 	json_t *v = json_loads(value, JSON_DECODE_ANY | JSON_REJECT_DUPLICATES, NULL);
 
-	return v != NULL ? v : json_string(value);
+	return v ? v : json_string(value);
 }
 
 bool set_dotted(json_t *obj, const char *key, json_t *value, char *err, size_t errlen)
@@ -20,18 +20,18 @@ bool set_dotted(json_t *obj, const char *key, json_t *value, char *err, size_t e
 
 	/* jansson refuses keys that are not UTF-8 (and frees the value it was given). */
 	json_decref(probe);
-	if (copy == NULL || value == NULL || probe == NULL) {
+	if (!copy || !value || !probe) {
 		snprintf(err, errlen, "%s: not valid UTF-8", key);
 		goto out;
 	}
-	while ((dot = strchr(part, '.')) != NULL) {
+	while ((dot = strchr(part, '.'))) {
 		json_t *child;
 
 		*dot = '\0';
 		if (*part == '\0')
 			goto empty;
 		child = json_object_get(node, part);
-		if (child == NULL) {
+		if (!child) {
 			child = json_object();
 			json_object_set_new(node, part, child);
 		} else if (!json_is_object(child)) {
@@ -44,7 +44,7 @@ bool set_dotted(json_t *obj, const char *key, json_t *value, char *err, size_t e
 	}
 	if (*part == '\0')
 		goto empty;
-	if (json_object_get(node, part) != NULL) {
+	if (json_object_get(node, part)) {
 		snprintf(err, errlen, "%s: given twice", key);
 		goto out;
 	}
@@ -63,13 +63,13 @@ json_t *command_from_words(char **words, int nwords, char *err, size_t errlen)
 {
 	json_t *args = json_object(), *name;
 
-	if (nwords < 1 || words[0][0] == '\0' || strchr(words[0], '=') != NULL) {
+	if (nwords < 1 || words[0][0] == '\0' || strchr(words[0], '=')) {
 		snprintf(err, errlen, "%s: not a command name", nwords < 1 ? "" : words[0]);
 		json_decref(args);
 		return NULL;
 	}
 	name = json_string(words[0]);
-	if (name == NULL) {
+	if (!name) {
 		snprintf(err, errlen, "%s: not valid UTF-8", words[0]);
 		json_decref(args);
 		return NULL;
@@ -79,7 +79,7 @@ json_t *command_from_words(char **words, int nwords, char *err, size_t errlen)
 		char *eq = strchr(words[i], '='), *key;
 		bool ok;
 
-		if (eq == NULL || eq == words[i]) {
+		if (!eq || eq == words[i]) {
 			snprintf(err, errlen, "%s: not KEY=VALUE", words[i]);
 			json_decref(args);
 			return NULL;
@@ -104,7 +104,7 @@ json_t *command_from_json(const char *text, char *err, size_t errlen)
 	json_error_t error;
 	json_t *cmd = json_loads(text, JSON_REJECT_DUPLICATES, &error);
 
-	if (cmd == NULL) {
+	if (!cmd) {
 		snprintf(err, errlen, "not JSON: %s (line %d, column %d)", error.text, error.line,
 			 error.column);
 		return NULL;
@@ -150,7 +150,7 @@ int split_words(const char *line, char ***words, char *err, size_t errlen)
 				free_words(list, n);
 				return -1;
 			}
-			if (word != NULL) {
+			if (word) {
 				list = realloc(list, sizeof(*list) * (size_t)(n + 1));
 				list[n++] = word;
 				word = NULL;
@@ -177,7 +177,7 @@ int split_words(const char *line, char ***words, char *err, size_t errlen)
 		}
 		if (c == '\'') {
 			quote = c;
-			if (word == NULL) /* '' is an empty word, not nothing */
+			if (!word) /* '' is an empty word, not nothing */
 				word = calloc(1, 1);
 			continue;
 		}

@@ -42,14 +42,14 @@ static const char synopsis[] =
 	"       [-w event[,event ...]] [-m key=value]\n"
 	"       [-f file | -H hmp-command | --json object | command [key=value ...]]\n";
 
-static void __attribute__((noreturn)) usage(FILE *fp, int status)
+static _Noreturn void usage(FILE *fp, int status)
 {
 	fputs(fp == stderr ? "usage: " : "", fp);
 	fputs(synopsis, fp);
 	exit(status);
 }
 
-static void __attribute__((noreturn)) usage_error(const char *what)
+static _Noreturn void usage_error(const char *what)
 {
 	fprintf(stderr, "qmpctl: %s\n", what);
 	usage(stderr, EXIT_USAGE);
@@ -86,7 +86,7 @@ void report_failure(struct qmp *q, json_t *cmd, enum qmp_status st)
 	json_t *line = json_object_get(cmd, "line");
 	char where[32] = "";
 
-	if (line != NULL)
+	if (line)
 		snprintf(where, sizeof(where), "line %d: ", (int)json_integer_value(line));
 	if (st == QMP_ERROR)
 		fprintf(stderr, "qmpctl: %s%s: %s\n", where, name ? name : "command", q->why);
@@ -125,7 +125,7 @@ static json_t *read_batch(const char *path)
 	size_t cap = 0;
 	int lineno = 0;
 
-	if (fp == NULL) {
+	if (!fp) {
 		fprintf(stderr, "qmpctl: %s: %s\n", path, strerror(errno));
 		exit(EXIT_QMP_ERROR);
 	}
@@ -135,12 +135,12 @@ static json_t *read_batch(const char *path)
 		line[strcspn(line, "\r\n")] = '\0';
 		cmd = command_from_line(line, err, sizeof(err));
 		lineno++;
-		if (cmd == NULL && err[0] != '\0') {
+		if (!cmd && err[0] != '\0') {
 			fprintf(stderr, "qmpctl: %s:%d: %s\n", strcmp(path, "-") ? path : "stdin",
 				lineno, err);
 			exit(EXIT_USAGE);
 		}
-		if (cmd != NULL) {
+		if (cmd) {
 			json_object_set_new(cmd, "line", json_integer(lineno));
 			json_array_append_new(cmds, cmd);
 		}
@@ -193,13 +193,13 @@ static void parse_options(int argc, char **argv, struct options *o)
 		default: usage(stderr, EXIT_USAGE);
 		}
 	}
-	if (o->socket == NULL)
+	if (!o->socket)
 		usage_error("-s SOCKET is required");
 	if (o->compact && o->pretty)
 		usage_error("-c and -p exclude each other");
 	if (o->events && o->waiting)
 		usage_error("-e and -w exclude each other");
-	if (o->wait.match != NULL && !o->waiting)
+	if (o->wait.match && !o->waiting)
 		usage_error("-m needs -w");
 	if (o->agent && (o->events || o->waiting || o->nfds > 0 || o->hmp))
 		usage_error("-a does not go with events, fds or -H");
@@ -215,25 +215,25 @@ static json_t *commands_from_args(struct options *o, int argc, char **argv)
 
 	if (sources > 1)
 		usage_error("give one of: a command, -f, -H, --json");
-	if (o->file != NULL) {
+	if (o->file) {
 		json_decref(cmds);
 		return read_batch(o->file);
 	}
-	if (o->hmp != NULL) {
+	if (o->hmp) {
 		cmd = qmp_command("human-monitor-command",
 				  json_pack("{s:s}", "command-line", o->hmp));
 		json_object_set_new(cmd, "hmp", json_true());
-	} else if (o->json != NULL || (argc == 1 && strcmp(argv[0], "-") == 0)) {
-		char *text = o->json != NULL && strcmp(o->json, "-") != 0 ? strdup(o->json)
-									 : read_all(stdin);
+	} else if (o->json || (argc == 1 && strcmp(argv[0], "-") == 0)) {
+		char *text = o->json && strcmp(o->json, "-") != 0 ? strdup(o->json)
+								  : read_all(stdin);
 
 		cmd = command_from_json(text, err, sizeof(err));
 		free(text);
-		if (cmd == NULL)
+		if (!cmd)
 			usage_error(err);
 	} else if (argc > 0) {
 		cmd = command_from_words(argv, argc, err, sizeof(err));
-		if (cmd == NULL)
+		if (!cmd)
 			usage_error(err);
 	} else if (!o->events && !o->waiting && o->nfds == 0 && !isatty(STDIN_FILENO)) {
 		json_decref(cmds);
@@ -265,7 +265,7 @@ static int run_commands(struct options *o, struct qmp *q, json_t *cmds, deadline
 		json_object_del(cmd, "line");
 		json_object_del(cmd, "hmp");
 		st = qmp_execute(q, cmd, NULL, 0, d, &reply);
-		if (line != NULL)
+		if (line)
 			json_object_set(cmd, "line", line);
 		if (st == QMP_OK) {
 			ret = json_object_get(reply, "return");
@@ -397,7 +397,7 @@ int main(int argc, char **argv)
 		status = status_to_exit(st);
 		goto out;
 	}
-	if (cmds == NULL && !o.events && !o.waiting && o.nfds == 0) {
+	if (!cmds && !o.events && !o.waiting && o.nfds == 0) {
 		status = run_interactive(&q, o.timeout, o.compact ? JSON_COMPACT : JSON_INDENT(4));
 		goto out;
 	}
@@ -406,7 +406,7 @@ int main(int argc, char **argv)
 		status = fd_spec_send(&fds[i], &q, d, out, json_flags);
 		fd_spec_close(&fds[i]);
 	}
-	if (status == EXIT_OK && cmds != NULL)
+	if (status == EXIT_OK && cmds)
 		status = run_commands(&o, &q, cmds, d, out, json_flags);
 	if (status == EXIT_OK && o.waiting)
 		status = wait_for_event(&o, &q, d, out, json_flags);

@@ -76,6 +76,22 @@ uri() { echo "nbd+unix:///$1?socket=$SOCK"; }
 	assert_equal "$(cat x/qemu-server.conf)" "name: pushed"
 }
 
+@test "vma-create --listen --stats: the figures, timed from the first write a client sends" {
+	random_file a.raw 300000
+	truncate -s 1M a.raw
+	serve --stats s.json drive-scsi0=1048576 drive-scsi1=65536
+	# The time waited for the clients is not part of the copy.
+	sleep 2
+	nbdcopy a.raw "$(uri drive-scsi0)"
+	nbdsh -u "$(uri drive-scsi1)" -c 'h.zero(65536, 0)'
+	server_result
+	assert_equal "$CODE" 0
+	assert_equal "$(jq -c 'del(.elapsed_ms)' s.json)" \
+		"{\"devices\":[{\"name\":\"drive-scsi0\",\"size\":1048576,\"zeros\":$((1048576 - 303104)),\"saved\":303104},{\"name\":\"drive-scsi1\",\"size\":65536,\"zeros\":65536,\"saved\":0}],\"size\":1114112,\"zeros\":$((1114112 - 303104)),\"saved\":303104,\"vma_bytes\":$(stat -c %s out.vma),\"archive_bytes\":$(stat -c %s out.vma)}"
+	ms=$(jq .elapsed_ms s.json)
+	[ "$ms" -lt 2000 ] || fail "elapsed_ms $ms counts the wait for the clients"
+}
+
 @test "vma-create --listen takes the backup that QEMU's own backup job pushes into it" {
 	random_file d0.raw 4M
 	truncate -s $((100 * 1048576 + 3584)) d0.raw

@@ -353,13 +353,50 @@ teardown() {
 	assert_equal "${#lines[@]}" 3
 }
 
+@test "vma-create --stats writes the figures of the archive as one line of JSON" {
+	truncate -s 1M z.raw
+	random_file d.raw 200000
+	run --separate-stderr -0 vma-create -v -z zstd -o a.vma.zst --stats s.json \
+		drive-scsi0=d.raw drive-scsi1=z.raw
+	assert_equal "$(wc -l <s.json)" 1
+	# The same figures as -v's image lines; the stream and archive sizes as they are on disk.
+	assert_equal "$(jq -c 'del(.elapsed_ms, .vma_bytes, .archive_bytes)' s.json)" \
+		'{"devices":[{"name":"drive-scsi0","size":200000,"zeros":0,"saved":200000},{"name":"drive-scsi1","size":1048576,"zeros":1048576,"saved":0}],"size":1248576,"zeros":1048576,"saved":200000}'
+	assert_equal "$(jq -c 'keys_unsorted' s.json)" \
+		'["devices","size","zeros","saved","vma_bytes","archive_bytes","elapsed_ms"]'
+	assert_equal "$(jq .archive_bytes s.json)" "$(stat -c %s a.vma.zst)"
+	assert_equal "$(jq .vma_bytes s.json)" "$(zstd -q -d -c a.vma.zst | wc -c)"
+	assert_equal "$(jq '.elapsed_ms | type == "number" and . >= 0 and . == floor' s.json)" true
+	[[ $stderr == *"image drive-scsi1: size=1048576 zeros=1048576 saved=0"* ]] || fail "$stderr"
+	# To standard output, the archive bytes are what went down the pipe; a stats file is replaced.
+	vma-create --stats s.json drive-scsi0=d.raw >b.vma
+	assert_equal "$(jq .archive_bytes s.json)" "$(stat -c %s b.vma)"
+	assert_equal "$(jq .vma_bytes s.json)" "$(stat -c %s b.vma)"
+}
+
+@test "vma-create --stats leaves no file when the archive fails, and refuses what it cannot write" {
+	random_file d.raw 300000
+	run --separate-stderr -1 bash -c 'vma-create --stats s.json drive-scsi0=d.raw >/dev/full'
+	run -1 vma-create -o a.vma --stats s.json drive-scsi0=d.raw drive-scsi1=missing.raw
+	# A stats file that cannot be created stops the run before the archive is written.
+	run -1 vma-create -o a.vma --stats nodir/s.json drive-scsi0=d.raw
+	assert_output "vma-create: nodir/s.json: No such file or directory"
+	# JSON holds only UTF-8 names; without --stats such a name is fine.
+	run -2 vma-create -o a.vma --stats s.json $'drive-\xff=d.raw'
+	assert_output "vma-create: device name 'drive-"$'\xff'"': not UTF-8, which --stats cannot write"
+	assert_equal "$(ls -A)" d.raw
+}
+
 @test "vma-create --bwlimit holds the read rate under the limit" {
 	random_file d.raw 3M
 	start=$(date +%s%N)
-	vma-create --bwlimit 2048 -o a.vma drive-scsi0=d.raw
+	vma-create --bwlimit 2048 -o a.vma --stats s.json drive-scsi0=d.raw
 	elapsed_ms=$((($(date +%s%N) - start) / 1000000))
 	# 3 MiB at 2 MiB/s cannot take less than 1 s (only a lower bound: the limit is a ceiling).
 	[ "$elapsed_ms" -ge 1000 ] || fail "3 MiB took only $elapsed_ms ms at 2 MiB/s"
+	# --stats measures the same copy.
+	copy_ms=$(jq .elapsed_ms s.json)
+	[ "$copy_ms" -ge 1000 ] && [ "$copy_ms" -le "$elapsed_ms" ] || fail "$copy_ms of $elapsed_ms ms"
 	run -2 vma-create --bwlimit 0 -o b.vma drive-scsi0=d.raw
 	run -2 vma-create --bwlimit -5 -o b.vma drive-scsi0=d.raw
 }

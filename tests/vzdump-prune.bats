@@ -603,9 +603,9 @@ keep 2024_01_01-02_00_00"
 	make_backups "$D" 100 2024_01_02-02_00_00 2024_01_01-02_00_00
 	run --separate-stderr -2 vzdump-prune --keep-all --keep-daily 1 "$D"
 	assert_output ""
-	assert_equal "${stderr%%$'\n'*}" "vzdump-prune: keep-all cannot be set together with other keep-* options"
+	assert_equal "${stderr%%$'\n'*}" "vzdump-prune: keep-all cannot be set together with other options"
 	run --separate-stderr -2 vzdump-prune --prune-backups keep-all=yes,keep-last=2 "$D"
-	assert_equal "${stderr%%$'\n'*}" "vzdump-prune: keep-all cannot be set together with other keep-* options"
+	assert_equal "${stderr%%$'\n'*}" "vzdump-prune: keep-all cannot be set together with other options"
 	run files_in "$D"
 	assert_equal "$(wc -l <<<"$output")" 2
 }
@@ -638,6 +638,60 @@ keep 2024_01_01-02_00_00"
 	run --separate-stderr -2 vzdump-prune --vmid abc "$D"
 	assert_equal "${stderr%%$'\n'*}" "vzdump-prune: --vmid: 'abc' is not a VMID"
 	assert_output ""
+}
+
+@test "a --prune-backups spec without any KEY=VALUE pair is a usage error, not keep-all" {
+	make_backups "$D" 100 2024_01_02-02_00_00 2024_01_01-02_00_00
+	for spec in '' , ' , '; do
+		run --separate-stderr -2 vzdump-prune --prune-backups "$spec" "$D"
+		assert_output ""
+		assert_equal "${stderr%%$'\n'*}" "vzdump-prune: --prune-backups: needs KEY=VALUE pairs, e.g. keep-last=3,keep-daily=7 or keep-all=1"
+	done
+}
+
+# --- --check ----------------------------------------------------------------------------
+
+@test "--check accepts valid specs silently, as --prune-backups reads them, and touches no directory" {
+	make_backups "$D" 100 2024_01_02-02_00_00 2024_01_01-02_00_00
+	before=$(files_in "$D")
+	run --separate-stderr -0 vzdump-prune --check keep-last=3,keep-daily=7 keep-all=1 \
+		keep-all=YES,keep-daily=0 keep-last=0 ',keep-last=2,' keep-weekly=007 \
+		keep-monthly=99999999999999999999 keep-hourly=1,keep-yearly=1,keep-all=off
+	assert_output ""
+	assert_equal "$stderr" ""
+	assert_equal "$(files_in "$D")" "$before"
+}
+
+@test "--check refuses what vzdump.sh refuses, with --prune-backups' message, on one line, exit 2" {
+	check() { # SPEC MESSAGE
+		run --separate-stderr -2 vzdump-prune --check -- "$1"
+		assert_output ""
+		assert_equal "$stderr" "vzdump-prune: --prune-backups: $2"
+	}
+	check keep-all=1,keep-last=2 "keep-all cannot be set together with other options"
+	check keep-last=2,keep-all=true "keep-all cannot be set together with other options"
+	check keep-lasts=2 "unknown key 'keep-lasts'"
+	check keep-last=-1 "keep-last: '-1' is not an integer >= 0"
+	check keep-last= "keep-last: '' is not an integer >= 0"
+	check 'keep-last=1 ' "keep-last: '1 ' is not an integer >= 0"
+	check keep-last=2,keep-last=3 "duplicate key 'keep-last'"
+	check keep-all=maybe "keep-all: 'maybe' is not a boolean"
+	check keep-last "'keep-last' is not KEY=VALUE"
+	check -keep-last=1 "unknown key '-keep-last'"
+	check '' "needs KEY=VALUE pairs, e.g. keep-last=3,keep-daily=7 or keep-all=1"
+	# The first bad one of several is named.
+	run --separate-stderr -2 vzdump-prune --check keep-last=1 keep-daily=x keep-x=1
+	assert_equal "$stderr" "vzdump-prune: --prune-backups: keep-daily: 'x' is not an integer >= 0"
+}
+
+@test "--check needs a spec and takes no other option" {
+	for args in "--check" "--check -n keep-last=1" "--keep-last 1 --check keep-last=1" \
+		"--check --json keep-last=1"; do
+		# shellcheck disable=SC2086 # the words are the arguments
+		run --separate-stderr -2 vzdump-prune $args
+		assert_output ""
+		[[ $stderr == "usage: vzdump-prune "* ]] || fail "$args: $stderr"
+	done
 }
 
 @test "a missing DUMPDIR, or one that is not a directory, exits 2; no DUMPDIR prints the usage" {

@@ -115,6 +115,7 @@ static int take(struct listen_ctx *x, int export, uint64_t off, uint64_t len, st
 {
 	int dev_id = export + 1;
 	uint64_t size = x->exports[export].size;
+	progress_begin(x->progress);
 	while (len > 0) {
 		uint64_t cluster = off / VMA_CLUSTER_SIZE, start = cluster * VMA_CLUSTER_SIZE;
 		uint32_t valid = vma_cluster_bytes(size, cluster);

@@ -15,16 +15,17 @@
 #include "progress.h"
 #include "sink.h"
 #include "source.h"
+#include "stats.h"
 #include "vma_writer.h"
 
 static const char synopsis[] =
 	"vma-create [-v] [-o archive] [-c configfile] [-z codec] [-T threads]\n"
-	"           [--bwlimit kib] name=source ...\n"
+	"           [--bwlimit kib] [--stats file] name=source ...\n"
 	"vma-create --listen socket [-v] [-o archive] [-c configfile] [-z codec]\n"
-	"           [-T threads] name=size ...\n";
+	"           [-T threads] [--stats file] name=size ...\n";
 
 static const char short_opts[] = "vo:c:z:T:h";
-enum { OPT_BWLIMIT = 256, OPT_LISTEN };
+enum { OPT_BWLIMIT = 256, OPT_LISTEN, OPT_STATS };
 static const struct option long_opts[] = {
 	{"verbose", no_argument, NULL, 'v'},
 	{"output", required_argument, NULL, 'o'},
@@ -33,6 +34,7 @@ static const struct option long_opts[] = {
 	{"threads", required_argument, NULL, 'T'},
 	{"bwlimit", required_argument, NULL, OPT_BWLIMIT},
 	{"listen", required_argument, NULL, OPT_LISTEN},
+	{"stats", required_argument, NULL, OPT_STATS},
 	{"help", no_argument, NULL, 'h'},
 	{NULL, 0, NULL, 0},
 };
@@ -47,6 +49,7 @@ struct options {
 	int threads;
 	uint64_t bwlimit_kib;
 	const char *listen; /* serve the devices over NBD on this socket instead of reading */
+	const char *stats;  /* write the figures there as JSON when the archive is complete */
 };
 
 static _Noreturn void usage(void)
@@ -230,6 +233,33 @@ static int copy_device(struct vma_writer *w, int dev_id, struct source *src,
 	return 0;
 }
 
+/* --stats: checked before anything is written; the file appears only with the archive. */
+static void open_stats(const struct options *o, const struct vma_writer *w, struct outfile *f)
+{
+	if (!o->stats)
+		return;
+	for (int i = 1; i <= vma_writer_device_count(w); i++) {
+		const char *name = vma_writer_stats(w, i).name;
+		if (!stats_name_ok(name))
+			errx(2, "device name '%s': not UTF-8, which --stats cannot write", name);
+	}
+	if (outfile_create(f, o->stats, NULL) < 0)
+		err(1, "%s", o->stats);
+}
+
+static int write_stats(struct outfile *f, const struct vma_writer *w, const struct sink *s,
+		       double elapsed)
+{
+	char *line = stats_json(w, s, elapsed);
+	int rc = -1;
+	if (!line)
+		errno = ENOMEM;
+	else if (write_all(f->fd, line, strlen(line)) == 0 && outfile_commit(f, 0) == 0)
+		rc = 0;
+	free(line);
+	return rc;
+}
+
 static int open_output(const struct options *o, struct outfile *out)
 {
 	if (!o->output) {
@@ -280,6 +310,9 @@ static void parse_options(int argc, char **argv, struct options *o)
 		case OPT_LISTEN:
 			o->listen = optarg;
 			break;
+		case OPT_STATS:
+			o->stats = optarg;
+			break;
 		case 'h':
 			fputs(synopsis, stdout);
 			exit(0);
@@ -296,7 +329,7 @@ static void parse_options(int argc, char **argv, struct options *o)
 int main(int argc, char **argv)
 {
 	struct options o;
-	struct outfile out = {.fd = -1, .slot = -1};
+	struct outfile out = {.fd = -1, .slot = -1}, stats = {.fd = -1, .slot = -1};
 	char why[512];
 	parse_options(argc, argv, &o);
 	argc -= optind;
@@ -311,10 +344,12 @@ int main(int argc, char **argv)
 		add_listen_devices(w, argc, argv);
 	else
 		sources = add_devices(w, argc, argv);
+	open_stats(&o, w, &stats);
 	int fd = open_output(&o, &out);
 	struct sink *sink = sink_open(fd, o.codec, o.level, o.threads, why, sizeof(why));
 	if (!sink) {
 		outfile_abort(&out);
+		outfile_abort(&stats);
 		errx(1, "%s", why);
 	}
 
@@ -325,6 +360,8 @@ int main(int argc, char **argv)
 	int status = 0;
 	if (vma_writer_begin(w, sink) < 0)
 		status = -2;
+	if (!o.listen)
+		progress_begin(&progress);
 	if (status == 0 && o.listen && serve_devices(w, o.listen, &progress) < 0)
 		status = -1;
 	for (int i = 0; status == 0 && !o.listen && i < argc; i++) {
@@ -340,12 +377,20 @@ int main(int argc, char **argv)
 		warnx("%s", sink_error(sink));
 		status = -1;
 	}
+	if (status == 0 && o.stats &&
+	    write_stats(&stats, w, sink, now_seconds() - progress.start) < 0) {
+		warn("%s", o.stats);
+		status = -1;
+	}
 	if (status == 0 && o.output && outfile_commit(&out, 1) < 0) {
 		warn("%s", o.output);
+		if (o.stats)
+			unlink(o.stats);
 		status = -1;
 	}
 	if (status != 0) {
 		outfile_abort(&out);
+		outfile_abort(&stats);
 	} else {
 		struct vma_device_stats all = vma_writer_stats(w, 0);
 		progress_update(&progress, all.transferred, all.zero_bytes, true);

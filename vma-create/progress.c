@@ -31,6 +31,14 @@ void progress_start(struct progress *p, bool enabled, uint64_t total)
 	p->start = p->last_time = now_seconds();
 }
 
+void progress_begin(struct progress *p)
+{
+	if (p->begun)
+		return;
+	p->begun = true;
+	p->start = p->last_time = now_seconds();
+}
+
 void progress_update(struct progress *p, uint64_t transferred, uint64_t zero, bool final)
 {
 	if (!p->enabled)

@@ -10,10 +10,14 @@ struct progress {
 	double start, last_time;
 	uint64_t last_transferred, last_zero;
 	int last_percent;
+	bool begun;
 };
 
 double now_seconds(void);
 void progress_start(struct progress *p, bool enabled, uint64_t total);
+/* Marks the start of the copy, in --listen mode the first write a client sends: times and
+ * rates count from here on. Later calls do nothing. */
+void progress_begin(struct progress *p);
 /* Prints a line when the percentage changed and more than 2 s passed, or when final. */
 void progress_update(struct progress *p, uint64_t transferred, uint64_t zero, bool final);
 

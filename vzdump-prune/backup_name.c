@@ -106,7 +106,7 @@ static bool offset_at(time_t t, long *offset)
 {
 	struct tm tm;
 
-	if (localtime_r(&t, &tm) == NULL)
+	if (!localtime_r(&t, &tm))
 		return false;
 	*offset = tm.tm_gmtoff;
 	return true;
@@ -192,7 +192,7 @@ static bool parse_standard(const char *p, const char *end, struct backup *b)
 	b->vmid = strtol(vmid_start, NULL, 10);
 	b->ctime = t;
 	/* Periods come from localtime() of that instant, as in Proxmox. */
-	if (localtime_r(&t, &tm) == NULL)
+	if (!localtime_r(&t, &tm))
 		return false;
 	set_periods(b, &tm);
 	return true;

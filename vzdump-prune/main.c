@@ -27,6 +27,7 @@ static const char synopsis[] =
 	"             [--keep-last n] [--keep-hourly n] [--keep-daily n]\n"
 	"             [--keep-weekly n] [--keep-monthly n] [--keep-yearly n]\n"
 	"             [--prune-backups spec] dumpdir\n"
+	"vzdump-prune --check spec ...\n"
 	"vzdump-prune -h | --help\n";
 
 enum long_only {
@@ -40,6 +41,7 @@ enum long_only {
 	OPT_KEEP_MONTHLY,
 	OPT_KEEP_YEARLY,
 	OPT_PRUNE_BACKUPS,
+	OPT_CHECK,
 };
 
 static const char short_opts[] = "hn";
@@ -56,10 +58,12 @@ static const struct option long_opts[] = {
 	{"keep-monthly", required_argument, NULL, OPT_KEEP_MONTHLY},
 	{"keep-yearly", required_argument, NULL, OPT_KEEP_YEARLY},
 	{"prune-backups", required_argument, NULL, OPT_PRUNE_BACKUPS},
+	{"check", no_argument, NULL, OPT_CHECK},
 	{NULL, 0, NULL, 0},
 };
 
 struct options {
+	bool check;
 	bool dry_run;
 	bool json;
 	long vmid;
@@ -96,12 +100,16 @@ static void parse_options(int argc, char **argv, struct options *o)
 	struct policy single = {0}, spec = {0};
 	struct policy_given single_given = {0}, spec_given = {0};
 	char err[256];
-	int c;
+	int c, given = 0;
 
 	memset(o, 0, sizeof(*o));
 	o->vmid = VMID_UNKNOWN;
 	while ((c = getopt_long(argc, argv, short_opts, long_opts, NULL)) != -1) {
+		given++;
 		switch (c) {
+		case OPT_CHECK:
+			o->check = true;
+			break;
 		case 'h':
 			fputs(synopsis, stdout);
 			exit(0);
@@ -145,6 +153,12 @@ static void parse_options(int argc, char **argv, struct options *o)
 			usage();
 		}
 	}
+	if (o->check) {
+		/* --check SPEC...: the specs are the arguments; no other option goes with it. */
+		if (given != 1 || optind == argc)
+			usage();
+		return;
+	}
 	if (argc - optind != 1)
 		usage();
 	o->dumpdir = argv[optind];
@@ -155,8 +169,29 @@ static void parse_options(int argc, char **argv, struct options *o)
 	for (int r = 0; r < RULE_COUNT; r++)
 		if (single_given.keep[r])
 			o->policy.keep[r] = single.keep[r];
-	if (o->policy.keep_all && !policy_keeps_all(&o->policy))
-		usage_error("%s", "keep-all cannot be set together with other keep-* options");
+	if (!policy_check(&o->policy, err, sizeof(err)))
+		usage_error("%s", err);
+}
+
+/*
+ * --check: reads each SPEC as --prune-backups would, and says what is wrong with the first bad
+ * one, in the same words; prints nothing when all are valid.
+ */
+static int check_specs(char **specs, int count)
+{
+	char err[256];
+
+	for (int i = 0; i < count; i++) {
+		struct policy p = {0};
+		struct policy_given given = {0};
+
+		if (!policy_parse_string(specs[i], &p, &given, err, sizeof(err)) ||
+		    !policy_check(&p, err, sizeof(err))) {
+			warnx("--prune-backups: %s", err);
+			return EXIT_USAGE;
+		}
+	}
+	return 0;
 }
 
 static DIR *open_dumpdir(const char *path)
@@ -172,7 +207,7 @@ static DIR *open_dumpdir(const char *path)
 		err(1, "%s", path);
 	}
 	dir = fdopendir(fd);
-	if (dir == NULL)
+	if (!dir)
 		err(1, "%s", path);
 	return dir;
 }
@@ -222,6 +257,8 @@ int main(int argc, char **argv)
 	size_t failed = 0;
 
 	parse_options(argc, argv, &o);
+	if (o.check)
+		return check_specs(argv + optind, argc - optind);
 	/* Period ids depend on the local time zone; read it once, before the first mktime(). */
 	tzset();
 	dir = open_dumpdir(o.dumpdir);
@@ -231,7 +268,7 @@ int main(int argc, char **argv)
 	if (!mark_backups(list.items, list.count, &o.policy))
 		err(1, "decide");
 	report = o.json ? report_json(list.items, list.count) : report_text(list.items, list.count);
-	if (report == NULL)
+	if (!report)
 		err(1, "build the report");
 	if (!o.dry_run)
 		failed = remove_marked(dirfd(dir), &list);

@@ -23,7 +23,7 @@ bool period_set_init(struct period_set *s, size_t max_ids)
 	s->used = calloc(capacity, 1);
 	s->mask = capacity - 1;
 	s->size = 0;
-	if (s->ids == NULL || s->used == NULL) {
+	if (!s->ids || !s->used) {
 		period_set_free(s);
 		return false;
 	}

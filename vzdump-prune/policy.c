@@ -51,7 +51,7 @@ static bool parse_pair(char *pair, struct policy *p, struct policy_given *given,
 {
 	char *value = strchr(pair, '=');
 
-	if (value == NULL) {
+	if (!value) {
 		snprintf(err, err_size, "'%s' is not KEY=VALUE", pair);
 		return false;
 	}
@@ -90,20 +90,35 @@ bool policy_parse_string(const char *text, struct policy *p, struct policy_given
 			 char *err, size_t err_size)
 {
 	char *copy = strdup(text), *rest, *pair;
-	bool ok = true;
+	bool ok = true, any = false;
 
-	if (copy == NULL) {
+	if (!copy) {
 		snprintf(err, err_size, "%s", strerror(errno));
 		return false;
 	}
 	rest = copy;
-	while (ok && (pair = strsep(&rest, ",")) != NULL) {
+	while (ok && (pair = strsep(&rest, ","))) {
 		if (pair[strspn(pair, " \t")] == '\0')
 			continue; /* empty items are allowed, as in Proxmox */
 		ok = parse_pair(pair, p, given, err, err_size);
+		any = true;
 	}
 	free(copy);
+	if (ok && !any) {
+		snprintf(err, err_size,
+			 "needs KEY=VALUE pairs, e.g. keep-last=3,keep-daily=7 or keep-all=1");
+		return false;
+	}
 	return ok;
+}
+
+bool policy_check(const struct policy *p, char *err, size_t err_size)
+{
+	if (p->keep_all && !policy_keeps_all(p)) {
+		snprintf(err, err_size, "keep-all cannot be set together with other options");
+		return false;
+	}
+	return true;
 }
 
 bool policy_keeps_all(const struct policy *p)

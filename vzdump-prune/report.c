@@ -33,10 +33,10 @@ static json_t *json_name(const char *name)
 	json_t *s = json_string(name);
 	char *copy;
 
-	if (s != NULL)
+	if (s)
 		return s;
 	copy = strdup(name);
-	if (copy == NULL)
+	if (!copy)
 		return NULL;
 	for (char *p = copy; *p; p++)
 		if ((unsigned char)*p >= 0x80)
@@ -115,7 +115,7 @@ char *report_text(const struct backup *list, size_t n)
 	size_t size = 0;
 	FILE *f = open_memstream(&text, &size);
 
-	if (f == NULL)
+	if (!f)
 		return NULL;
 	for (size_t i = 0; i < n; i++) {
 		reason(&list[i], why, sizeof(why));
@@ -138,7 +138,7 @@ char *report_json(const struct backup *list, size_t n)
 	FILE *f = open_memstream(&text, &size);
 	bool ok = true;
 
-	if (f == NULL)
+	if (!f)
 		return NULL;
 	fputs(n == 0 ? "[" : "[\n", f);
 	for (size_t i = 0; ok && i < n; i++) {
@@ -154,7 +154,7 @@ char *report_json(const struct backup *list, size_t n)
 				  "mark", mark_name(b->mark),
 				  "reason", why);
 		line = entry ? json_dumps(entry, JSON_PRESERVE_ORDER) : NULL;
-		if (line != NULL)
+		if (line)
 			fprintf(f, "  %s%s\n", line, i + 1 < n ? "," : "");
 		else
 			ok = false;

@@ -26,7 +26,7 @@ static bool grow(void **items, size_t *capacity, size_t count, size_t item_size)
 		return true;
 	want = *capacity ? *capacity * 2 : 256;
 	p = reallocarray(*items, want, item_size);
-	if (p == NULL)
+	if (!p)
 		return false;
 	*items = p;
 	*capacity = want;
@@ -45,7 +45,7 @@ static bool add_protected(struct names *markers, const char *name)
 		  sizeof(*markers->items)))
 		return false;
 	stem = strndup(name, len - suffix_len);
-	if (stem == NULL)
+	if (!stem)
 		return false;
 	markers->items[markers->count++] = stem;
 	return true;
@@ -93,7 +93,7 @@ bool scan_dumpdir(DIR *dir, long vmid, struct backup_list *out)
 
 		errno = 0;
 		d = readdir(dir);
-		if (d == NULL) {
+		if (!d) {
 			if (errno != 0)
 				goto out;
 			break;
@@ -107,7 +107,7 @@ bool scan_dumpdir(DIR *dir, long vmid, struct backup_list *out)
 			goto out;
 		/* d_name is reused by the next readdir() */
 		name = strdup(d->d_name);
-		if (name == NULL)
+		if (!name)
 			goto out;
 		b.name = name;
 		if (!b.standard) {
@@ -123,7 +123,7 @@ bool scan_dumpdir(DIR *dir, long vmid, struct backup_list *out)
 			struct backup *b = &out->items[i];
 
 			if (bsearch(b->name, markers.items, markers.count, sizeof(*markers.items),
-				    compare_key) != NULL) {
+				    compare_key)) {
 				b->mark = MARK_PROTECTED;
 				b->why = WHY_PROTECTED;
 			}
