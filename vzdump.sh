@@ -300,10 +300,11 @@ main() {
 	# Writes to a log reader that went away fail (EPIPE) instead of killing the driver
 	# before its cleanup could run.
 	trap '' PIPE
+	find_tools
 	wants_help "$@" || read_vzdump_conf
 	parse_options "$@"
 	read_environment
-	find_tools "$SELF_DIR"
+	check_tools
 	# Every path handed on (the JSON, the hooks' TARGET and LOGFILE) is absolute.
 	opt_dumpdir=$(realpath -ms -- "$opt_dumpdir")
 	# --json goes to the real stdout even with --quiet.

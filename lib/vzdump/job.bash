@@ -116,13 +116,11 @@ record_result() { # EXIT-STATUS
 		  error: (if $error == "" then null else $error end)}' >>"$results" || true
 }
 
-# The copy's figures as vzdump logs them, from the writer's summary.
+# The copy's figures as vzdump logs them, from the writer's --stats.
 summary() {
 	local total zeros secs
-	total=$(sed -n 's/^image .* size=\([0-9]*\) .*/\1/p' "$private_dir/writer.log" |
-		awk '{ s += $1 } END { printf "%.0f\n", s }')
-	zeros=$(sed -n 's/^image .* zeros=\([0-9]*\) .*/\1/p' "$private_dir/writer.log" |
-		awk '{ s += $1 } END { printf "%.0f\n", s }')
+	{ read -r total && read -r zeros; } < <(jq -r '.size, .zeros' "$private_dir/writer.json") ||
+		fail "cannot read the writer's figures $private_dir/writer.json"
 	secs=$(($(date +%s) - copy_start))
 	info "backup is sparse: $(render_bytes "$zeros" 2) ($((total > 0 ? zeros * 100 / total : 0))%) total zero data"
 	if [ "$secs" -lt 1 ]; then

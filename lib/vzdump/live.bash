@@ -10,6 +10,8 @@ writer_output_args() {
 	xz) args+=(-z xz) ;;
 	esac
 	[ -z "$opt_zstd" ] || [ "$opt_zstd" = 0 ] || args+=(-T "$opt_zstd")
+	# Its figures for the summary, as JSON (written when it succeeds).
+	args+=(--stats "$private_dir/writer.json")
 	if [ "$opt_stdout" = 1 ]; then
 		args+=(-o -)
 	else

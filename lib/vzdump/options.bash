@@ -227,39 +227,40 @@ parse_bool() { # OPTION VALUE
 	esac
 }
 
-# prune-backups as Proxmox validates it (spec §4.1): keep-all=BOOL and keep-last ... keep-yearly
-# as counts; keep-all=1 with a positive count is an error; no positive count means keep-all.
-# Sets prune_spec, prune_log, prune_keep_all and prune_limit.
+# prune-backups as Proxmox validates it (spec §4.1), through `vzdump-prune --check`, the one
+# parser of retention specs; here the valid spec is only normalised: sets prune_spec (sorted, for
+# vzdump-prune), prune_log (as vzdump logs it), prune_keep_all (no positive count, or
+# keep-all=1: nothing is ever pruned) and prune_limit (the sum of the counts).
 parse_prune_spec() { # SPEC
-	local item key value seen=' ' positive=0 keep_all=0 sum=0
+	local why rc=0 item key value positive=0 keep_all=0 sum=0
 	local -a items pairs=()
+	why=$(vzdump-prune --check -- "$1" 2>&1) || rc=$?
+	case $rc in
+	0) ;;
+	2) die_usage "${why#vzdump-prune: }" ;;
+	*)
+		check_tools
+		die_usage "--prune-backups: vzdump-prune --check failed: $why"
+		;;
+	esac
 	IFS=, read -r -a items <<<"$1"
-	[ ${#items[@]} -gt 0 ] || die_usage "--prune-backups needs keep-N=COUNT,... or keep-all=1"
 	for item in "${items[@]}"; do
-		[[ $item == *=* ]] || die_usage "--prune-backups: '$item' is not key=value"
+		[ -n "$item" ] || continue
 		key=${item%%=*}
 		value=${item#*=}
-		case $seen in *" $key "*) die_usage "--prune-backups: duplicate key '$key'" ;; esac
-		seen+="$key "
-		case $key in
-		keep-all)
-			value=$(parse_bool "--prune-backups keep-all" "$value") || exit 2
-			keep_all=$value
-			;;
-		keep-last | keep-hourly | keep-daily | keep-weekly | keep-monthly | keep-yearly)
-			[[ $value =~ ^[0-9]{1,10}$ ]] ||
-				die_usage "--prune-backups: $key needs a count, not '$value'"
+		if [ "$key" = keep-all ]; then
+			case ${value,,} in 1 | on | yes | true) keep_all=1 value=1 ;; *) value=0 ;; esac
+		else
+			# vzdump-prune caps a count at 2^32 - 1, and so does this sum.
+			if [ "${#value}" -gt 10 ] || [ "$((10#$value))" -gt 4294967295 ]; then
+				value=4294967295
+			fi
 			value=$((10#$value))
 			[ "$value" = 0 ] || positive=1
 			sum=$((sum + value))
-			;;
-		*) die_usage "--prune-backups: unknown key '$key'" ;;
-		esac
+		fi
 		pairs+=("$key=$value")
 	done
-	if [ "$keep_all" = 1 ] && [ "$positive" = 1 ]; then
-		die_usage "--prune-backups: keep-all cannot be set together with other options"
-	fi
 	mapfile -t pairs < <(printf '%s\n' "${pairs[@]}" | LC_ALL=C sort)
 	prune_spec=$(IFS=,; echo "${pairs[*]}")
 	prune_log=${prune_spec//,/, }

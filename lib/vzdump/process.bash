@@ -6,15 +6,19 @@
 # The tools of this project: beside the driver's own real path first (an installed copy run
 # from cron with PATH=/usr/bin:/bin still finds /usr/local/bin/qmpctl), then on PATH. gafreeze
 # runs qmpctl by name, so the folder goes onto PATH rather than into variables.
+# (find_tools runs before the options are read, which may need vzdump-prune; check_tools after.)
 OUR_TOOLS=(qmpctl gafreeze vma-create vzdump-prune)
-find_tools() { # FOLDER
-	local tool
-	if [ -x "$1/qmpctl" ] && [ -f "$1/qmpctl" ]; then
-		PATH=$1:$PATH
+find_tools() {
+	if [ -x "$SELF_DIR/qmpctl" ] && [ -f "$SELF_DIR/qmpctl" ]; then
+		PATH=$SELF_DIR:$PATH
 	fi
+}
+
+check_tools() {
+	local tool
 	for tool in "${OUR_TOOLS[@]}"; do
 		if ! command -v "$tool" >/dev/null 2>&1; then
-			printf '%s: %s not found in %s or PATH\n' "$PROG" "$tool" "$1" >&2
+			printf '%s: %s not found in %s or PATH\n' "$PROG" "$tool" "$SELF_DIR" >&2
 			exit 1
 		fi
 	done
