@@ -16,7 +16,7 @@
 PREFIX ?= /usr/local
 BINDIR ?= $(PREFIX)/bin
 MANDIR ?= $(PREFIX)/share/man
-# vzdump.sh finds its library folder as ../lib/vzdump from its own real path.
+# vzdump.sh's library folder is LIBDIR/vzdump (install writes it into the installed script).
 LIBDIR ?= $(PREFIX)/lib
 CC ?= cc
 PKG_CONFIG ?= pkg-config
@@ -112,9 +112,10 @@ format:
 install: all
 	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(MANDIR)/man1
 	install -m 0755 $(BINS) $(DESTDIR)$(BINDIR)
-	$(if $(wildcard $(SCRIPTS)),install -m 0755 $(wildcard $(SCRIPTS)) $(DESTDIR)$(BINDIR))
 	install -d $(DESTDIR)$(LIBDIR)/vzdump
 	install -m 0644 $(wildcard lib/vzdump/*) $(DESTDIR)$(LIBDIR)/vzdump
+	sed 's|^INSTALLED_LIBDIR=$$|INSTALLED_LIBDIR=$(LIBDIR)/vzdump|' vzdump.sh >$(DESTDIR)$(BINDIR)/vzdump.sh
+	chmod 0755 $(DESTDIR)$(BINDIR)/vzdump.sh
 	install -m 0644 $(wildcard man/*.1) $(DESTDIR)$(MANDIR)/man1
 
 clean:

@@ -10,10 +10,11 @@
 set -euo pipefail
 
 PROG=vzdump.sh
-# The library folder: beside the real path of this file in a checkout, ../lib/vzdump once
-# installed (PREFIX/bin/vzdump.sh and PREFIX/lib/vzdump).
+# The library folder: where make install put it (it writes the next line), else beside the real
+# path of this file (a checkout), else ../lib/vzdump from it.
+INSTALLED_LIBDIR=
 SELF_DIR=$(dirname -- "$(realpath -- "${BASH_SOURCE[0]}")")
-for LIBDIR in "$SELF_DIR/lib/vzdump" "${SELF_DIR%/*}/lib/vzdump" ""; do
+for LIBDIR in ${INSTALLED_LIBDIR:+"$INSTALLED_LIBDIR"} "$SELF_DIR/lib/vzdump" "${SELF_DIR%/*}/lib/vzdump" ""; do
 	[ -z "$LIBDIR" ] || [ ! -f "$LIBDIR/graph.jq" ] || break
 done
 if [ -z "$LIBDIR" ]; then
@@ -63,7 +64,7 @@ backup_vm() {
 	esac
 	archive=$opt_dumpdir/$basename.$ext
 	private_dir=$(mktemp -d "$opt_tmpdir/vzdumptmp.XXXXXX") ||
-		fail "cannot create a private folder under $opt_tmpdir"
+		{ private_dir= && fail "cannot create a private folder under $opt_tmpdir$(why_of "$stray_file")"; }
 	hook_target=-
 	if [ "$opt_stdout" = 0 ]; then
 		[ -d "$opt_dumpdir" ] || fail "dump folder $opt_dumpdir does not exist"
@@ -125,8 +126,9 @@ backup_vm() {
 		offline_copy
 	else
 		start_writer
-		vm_status=$(qemu_status)
-		[ -n "$vm_status" ] || fail "query-status failed"
+		vm_status=$(qmp query-status 2>"$private_dir/qmp.err") ||
+			fail "query-status failed$(why_of "$private_dir/qmp.err")"
+		vm_status=$(jq -r '.status // empty' <<<"$vm_status")
 		copy_start=$(date +%s)
 		if [ ${#disk_keys[@]} -gt 0 ]; then
 			attach_scratch
@@ -163,7 +165,9 @@ backup_vm() {
 # The EXIT trap of each VM's task, right after the sequence it reverses: whatever backup_vm
 # recorded as done is undone, in reverse; on failure the log, the hooks and the JSON say why.
 undo_on_exit() {
-	local status=$?
+	local status=$? stray
+	# (First: what the undo prints on stderr must not pass for the reason.)
+	stray=$(stray_error)
 	# Whatever fails or arrives now, the cleanup runs to its end: no set -e, and a further
 	# signal (a second Ctrl-C, systemd's TERM to the whole group) is noted, not obeyed.
 	set +e
@@ -189,7 +193,7 @@ undo_on_exit() {
 		# recover_state).
 		[ -z "$tmp_archive" ] || rm -f "$tmp_archive" \
 			"$(dirname -- "$tmp_archive")/.$(basename -- "$tmp_archive").tmp."*
-		[ -n "$failure" ] || failure="exit status $status$(stray_error)"
+		[ -n "$failure" ] || failure="exit status $status$stray"
 		# (A signal during the rename: whether it took place, the file system says.)
 		[ -z "$final_archive" ] || [ -f "$final_archive" ] || final_archive=
 		# Failed once the archive had its final name (in pruning, the backup-end hook): the

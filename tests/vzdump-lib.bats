@@ -71,9 +71,9 @@ setup() {
 	}
 	run -0 wait_until 5 third_call
 	assert_equal "$(cat "$BATS_TEST_TMPDIR/n")" 3
-	start=${EPOCHREALTIME/./}
+	start=${EPOCHREALTIME//[!0-9]/}
 	run -1 wait_until -i 0.05 0.3 false
-	elapsed=$(((${EPOCHREALTIME/./} - start) / 1000))
+	elapsed=$(((${EPOCHREALTIME//[!0-9]/} - start) / 1000))
 	[ "$elapsed" -ge 300 ] && [ "$elapsed" -lt 2000 ] || fail "gave up after $elapsed ms"
 }
 
@@ -88,4 +88,51 @@ setup() {
 	reap "$pid" 2>"$BATS_TEST_TMPDIR/err" || rc=$?
 	assert_equal "$rc" 137
 	assert_equal "$(cat "$BATS_TEST_TMPDIR/err")" ""
+}
+
+@test "wait_until and now_ms keep time under a locale that writes decimals with a comma" {
+	command -v localedef >/dev/null && [ -d /usr/share/i18n/locales ] || skip "no localedef"
+	mkdir -p "$BATS_TEST_TMPDIR/locale"
+	localedef -i de_DE -f UTF-8 "$BATS_TEST_TMPDIR/locale/de_DE.UTF-8" 2>/dev/null ||
+		skip "localedef cannot build de_DE"
+	run -0 env LOCPATH="$BATS_TEST_TMPDIR/locale" LC_ALL=de_DE.UTF-8 bash -c '
+		[[ $EPOCHREALTIME == *,* ]] || { echo "the locale did not take"; exit 1; }
+		source "$1/state.bash"; source "$1/process.bash"
+		echo 0 >"$2/n"
+		third() { local n=$(($(cat "$2/n") + 1)); echo "$n" >"$2/n"; [ "$n" -ge 3 ]; }
+		t0=$(now_ms)
+		wait_until 5 third "$@" || { echo "gave up after $(cat "$2/n") tries"; exit 1; }
+		t1=$(now_ms)
+		[ "$((t1 - t0))" -ge 150 ] && [ "$((t1 - t0))" -lt 5000 ] || { echo "now_ms: $t0 .. $t1"; exit 1; }
+		echo "tries $(cat "$2/n")"' _ "$LIBDIR" "$BATS_TEST_TMPDIR"
+	assert_output "tries 3"
+}
+
+@test "thaw_again: a second thaw that works clears the frozen mark (the state file then goes)" {
+	# shellcheck source=lib/vzdump/live.bash
+	source "$LIBDIR/live.bash"
+	gafreeze() { return 0; }
+	maybe_frozen=1
+	qga_sock=/nonexistent
+	thaw_again 2>/dev/null
+	assert_equal "$maybe_frozen" 0
+}
+
+@test "parse_prune_spec normalises what vzdump-prune --check accepts: blank items, leading zeros, huge counts" {
+	# shellcheck source=lib/vzdump/options.bash
+	source "$LIBDIR/options.bash"
+	parse_prune_spec 'keep-last=3, ,keep-daily=007'
+	assert_equal "$prune_spec" keep-daily=7,keep-last=3
+	assert_equal "$prune_log" "keep-daily=7, keep-last=3"
+	assert_equal "$prune_limit" 10
+	assert_equal "$prune_keep_all" 0
+	parse_prune_spec 'keep-last=000000000003'
+	assert_equal "$prune_spec" keep-last=3
+	parse_prune_spec 'keep-weekly=99999999999999999999999'
+	assert_equal "$prune_spec" keep-weekly=4294967295
+	parse_prune_spec 'keep-all=yes'
+	assert_equal "$prune_spec" keep-all=1
+	assert_equal "$prune_keep_all" 1
+	parse_prune_spec 'keep-last=0'
+	assert_equal "$prune_keep_all" 1
 }

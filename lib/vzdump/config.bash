@@ -1,12 +1,12 @@
 # shellcheck shell=bash
 # lib/vzdump/config.bash: the VM's config (qemu-server.conf syntax) and its disks — which to
 # back up, where QEMU has them, and the config stored in the archive.
-# shellcheck disable=SC2034,SC2154 # the driver's files share their globals (see vzdump.sh)
+# shellcheck disable=SC2034,SC2154 # the driver's files share their globals (state.bash)
 
 # Proxmox's node and archive name for the TPM state (see prepare_tpmstate).
 TPM_NODE=drive-tpmstate0-backup
 
-# The disks to back up (disk_keys, disk_vol, ...: see vzdump.sh) are added one by one.
+# The disks to back up (disk_keys, disk_vol, ...: see state.bash) are added one by one.
 add_disk() { # KEY VOLUME NODE QDEV SIZE FORMAT
 	disk_keys+=("$1")
 	disk_vol[$1]=$2
@@ -89,12 +89,13 @@ parse_agent() { # VALUE
 	done
 }
 
-# A drive's property string is VOLUME,NAME=VALUE,...; the value of NAME (fails if none).
+# A drive's property string is VOLUME,NAME=VALUE,...; the value of NAME among the items after
+# the volume (fails if none).
 drive_option() { # VALUE NAME
 	local item
 	local -a items
 	IFS=, read -r -a items <<<"$1"
-	for item in "${items[@]}"; do
+	for item in "${items[@]:1}"; do
 		if [ "${item%%=*}" = "$2" ] && [ "$item" != "$2" ]; then
 			printf '%s\n' "${item#*=}"
 			return 0
@@ -105,13 +106,16 @@ drive_option() { # VALUE NAME
 
 # The volume: the first item (or file=VOLUME anywhere).
 drive_volume() { # VALUE
-	drive_option "$1" file || printf '%s\n' "${1%%,*}"
+	local first=${1%%,*}
+	case $first in file=*) printf '%s\n' "${first#file=}" && return ;; esac
+	drive_option "$1" file || printf '%s\n' "$first"
 }
 
 # Finds config disks in QEMU, or, with no config, takes every disk QEMU has.
 prepare() {
 	local blocks
-	blocks=$(qmp query-block) || fail "query-block failed"
+	blocks=$(qmp query-block 2>"$private_dir/qmp.err") ||
+		fail "query-block failed$(why_of "$private_dir/qmp.err")"
 	if [ -n "$conf_file" ]; then
 		prepare_from_config "$blocks"
 	else

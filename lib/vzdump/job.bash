@@ -2,7 +2,7 @@
 # lib/vzdump/job.bash: the job's plumbing around each archive — the log, hook scripts, locks,
 # names, sizes and times as vzdump prints them, the notes and protection marks, retention, and
 # the JSON results.
-# shellcheck disable=SC2034,SC2154 # the driver's files share their globals (see vzdump.sh)
+# shellcheck disable=SC2034,SC2154 # the driver's files share their globals (state.bash)
 
 # --- logging ---------------------------------------------------------------------------------
 # stderr gets `INFO: msg` as vzdump's task log; the per-VM log file gets a timestamp in front.

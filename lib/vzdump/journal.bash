@@ -5,13 +5,13 @@
 #   undo_push COMMAND, run_undo strict|lax                         the undo record in memory
 #   resumed                                                        the cont after our stop went through
 #   recover_state FILE, sweep_leftovers                            after a backup that was killed
-# shellcheck disable=SC2034,SC2154 # the driver's files share their globals (see vzdump.sh)
+# shellcheck disable=SC2034,SC2154 # the driver's files share their globals (state.bash)
 
 # --- the undo record -------------------------------------------------------------------------
 # Each step is recorded *before* it is attempted, as the QMP command that undoes it (or a
 # pseudo-command). The teardown and cleanup run the record in reverse with qmpctl -k, so an
 # undo of a step that never took effect just gets an error reply, which is ignored on the
-# failure path. (undo, we_paused and job_ids: see vzdump.sh.)
+# failure path. (undo, we_paused and job_ids: see state.bash.)
 
 # The cont after our stop went through.
 resumed() {
@@ -86,7 +86,7 @@ state_begin() {
 qemu_instance() {
 	local path pid
 	path=$(realpath -e -- "$qmp_sock" 2>/dev/null) || return 0
-	pid=$(ss -xlpnH src "$path" 2>/dev/null | sed -n 's/.*users:(("[^"]*",pid=\([0-9]*\),.*/\1/p' | head -n 1)
+	pid=$(ss -xlpnH src "$path" 2>/dev/null | sed -n 's/.*users:(("[^"]*",pid=\([0-9]*\),.*/\1/p' | head -n 1) || true
 	[ -n "$pid" ] || return 0
 	printf '%s:%s\n' "$pid" "$(proc_start "$pid" || true)"
 }

@@ -2,7 +2,7 @@
 # lib/vzdump/live.bash: the live path — the writer (vma-create --listen), the scratch nodes, the
 # instant (copy-before-write inside the guest's freeze), QEMU's backup jobs pushing into the
 # writer, and the block graph put back. The QMP commands themselves are in graph.jq.
-# shellcheck disable=SC2034,SC2154 # the driver's files share their globals (see vzdump.sh)
+# shellcheck disable=SC2034,SC2154 # the driver's files share their globals (state.bash)
 
 writer_output_args() {
 	case $opt_compress in
@@ -67,7 +67,8 @@ attach_scratch() {
 	local -a addfd=() fds=()
 	[ "$vm_status" = running ] || by_path=1
 	if [ "$by_path" = 0 ]; then
-		out=$(qmp query-fdsets) || fail "query-fdsets failed"
+		out=$(qmp query-fdsets 2>"$private_dir/qmp.err") ||
+			fail "query-fdsets failed$(why_of "$private_dir/qmp.err")"
 		base=$(jq '[.[]["fdset-id"]] | (max // 0) + 1' <<<"$out") || fail "query-fdsets failed"
 	fi
 	for key in "${disk_keys[@]}"; do
@@ -78,8 +79,8 @@ attach_scratch() {
 			continue
 		fi
 		img=$private_dir/scratch-$key.qcow2
-		qemu-img create -q -f qcow2 "$img" "${disk_size[$key]}" >/dev/null ||
-			fail "cannot create the scratch image $img"
+		qemu-img create -q -f qcow2 "$img" "${disk_size[$key]}" >/dev/null 2>"$private_dir/img.err" ||
+			fail "cannot create the scratch image $img$(why_of "$private_dir/img.err")"
 		if [ "$by_path" = 0 ]; then
 			exec {fd}<>"$img"
 			rm -f "$img"
@@ -140,7 +141,8 @@ snapshot() {
 thaw_again() {
 	[ "$maybe_frozen" = 1 ] || return 0
 	if unlocked gafreeze -s "$qga_sock" -t 10 thaw >/dev/null 2>&1; then
-				state thawed
+		maybe_frozen=0
+		state thawed
 		info "guest filesystems thawed on a second try"
 		return 0
 	fi

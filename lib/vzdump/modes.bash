@@ -1,7 +1,7 @@
 # shellcheck shell=bash
 # lib/vzdump/modes.bash: suspend and stop mode around the snapshot, the VM's power state put
 # back, and the offline copy of a VM that is not running (or whose QEMU exited on shutdown).
-# shellcheck disable=SC2034,SC2154 # the driver's files share their globals (see vzdump.sh)
+# shellcheck disable=SC2034,SC2154 # the driver's files share their globals (state.bash)
 
 # snapshot: the VM keeps running (see snapshot). suspend: the VM is paused from `suspending
 # guest` until the snapshot is in place, then continues while the copy runs. stop: a clean
@@ -56,7 +56,8 @@ suspend_vm() {
 	# Recorded first: whatever fails from here on, the cleanup continues the VM.
 	suspended=1
 	state paused
-	qmp stop >/dev/null || fail "pausing the VM failed"
+	qmp stop >/dev/null 2>"$private_dir/qmp.err" ||
+		fail "pausing the VM failed$(why_of "$private_dir/qmp.err")"
 }
 
 # Stop mode on a running VM: a clean shutdown, waiting up to --stopwait for QEMU to reach

@@ -1,7 +1,7 @@
 # shellcheck shell=bash
 # lib/vzdump/options.bash: the command line, /etc/vzdump.conf and the environment, checked as
 # vzdump checks them, into the opt_* settings; the notes template.
-# shellcheck disable=SC2034,SC2154 # the driver's files share their globals (see vzdump.sh)
+# shellcheck disable=SC2034,SC2154 # the driver's files share their globals (state.bash)
 
 die_usage() {
 	# A bad value in vzdump.conf: where it is, without the synopsis.
@@ -235,23 +235,31 @@ parse_prune_spec() { # SPEC
 	local why rc=0 item key value positive=0 keep_all=0 sum=0
 	local -a items pairs=()
 	why=$(vzdump-prune --check -- "$1" 2>&1) || rc=$?
-	case $rc in
-	0) ;;
-	2) die_usage "${why#vzdump-prune: }" ;;
+	case $rc:$why in
+	0:*) ;;
+	"2:vzdump-prune: --prune-backups: "*) die_usage "${why#vzdump-prune: }" ;;
 	*)
+		# Not the spec's fault: no vzdump-prune, or one that has no --check.
 		check_tools
-		die_usage "--prune-backups: vzdump-prune --check failed: $why"
+		printf '%s: --prune-backups: vzdump-prune --check failed (exit status %s): %s\n' \
+			"$PROG" "$rc" "${why%%$'\n'*}" >&2
+		exit 1
 		;;
 	esac
 	IFS=, read -r -a items <<<"$1"
 	for item in "${items[@]}"; do
+		# (vzdump-prune passes over blank items and blanks around them.)
+		item=${item//[[:space:]]/}
 		[ -n "$item" ] || continue
 		key=${item%%=*}
 		value=${item#*=}
 		if [ "$key" = keep-all ]; then
 			case ${value,,} in 1 | on | yes | true) keep_all=1 value=1 ;; *) value=0 ;; esac
 		else
-			# vzdump-prune caps a count at 2^32 - 1, and so does this sum.
+			# vzdump-prune reads the count as a number (leading zeros and all) and caps it at
+			# 2^32 - 1, and so does this sum.
+			value=${value#"${value%%[!0]*}"}
+			value=${value:-0}
 			if [ "${#value}" -gt 10 ] || [ "$((10#$value))" -gt 4294967295 ]; then
 				value=4294967295
 			fi

@@ -1,7 +1,7 @@
 # shellcheck shell=bash
 # lib/vzdump/process.bash: the driver's children — where its tools are, starting them without
 # the lock fds, waiting for them and for conditions against one deadline, and QMP.
-# shellcheck disable=SC2034,SC2154 # the driver's files share their globals (see vzdump.sh)
+# shellcheck disable=SC2034,SC2154 # the driver's files share their globals (state.bash)
 
 # The tools of this project: beside the driver's own real path first (an installed copy run
 # from cron with PATH=/usr/bin:/bin still finds /usr/local/bin/qmpctl), then on PATH. gafreeze
@@ -62,18 +62,18 @@ wait_until() { # [-i INTERVAL] SECONDS CONDITION...
 	whole=${1%.*}
 	[[ $1 != *.* ]] || frac=${1#*.}
 	frac=${frac}000000
-	now=${EPOCHREALTIME/./}
+	now=${EPOCHREALTIME//[!0-9]/}
 	end=$((now + 10#${whole:-0} * 1000000 + 10#${frac:0:6}))
 	shift
 	while :; do
 		"$@" && return 0
-		now=${EPOCHREALTIME/./}
+		now=${EPOCHREALTIME//[!0-9]/}
 		[ "$now" -lt "$end" ] || return 1
 		sleep "$interval"
 	done
 }
 
-now_ms() { echo "$((${EPOCHREALTIME/./} / 1000))"; }
+now_ms() { echo "$((${EPOCHREALTIME//[!0-9]/} / 1000))"; }
 
 # The start time of process PID (field 22 of /proc/PID/stat), which tells a live process from
 # a new one that got the same pid.
@@ -124,6 +124,13 @@ qemu_status() {
 	local out
 	out=$(qmp -t 5 query-status 2>/dev/null) || return 0
 	jq -r '.status // empty' <<<"$out" 2>/dev/null || true
+}
+
+# The why of a failed command from the file its stderr went to: ": LAST LINE", or nothing.
+why_of() { # FILE
+	local line
+	line=$(tail -n 1 "$1" 2>/dev/null) || true
+	[ -z "$line" ] || printf ': %s' "$line"
 }
 
 # True when a line of qmpctl -k output is an error object.

@@ -2,7 +2,7 @@
 # lib/vzdump/state.bash: every variable of the driver's state, in one place — one VM's (each VM's
 # task is a subshell, so it starts afresh for every VM) and the job's. The opt_* settings are
 # in options.bash.
-# shellcheck disable=SC2034 # the driver's files share their globals (see vzdump.sh)
+# shellcheck disable=SC2034 # the driver's files share their globals (state.bash)
 
 vmid=
 failure=          # why the backup failed, for the log, the hooks and the JSON
