@@ -7,19 +7,18 @@
 struct progress {
 	bool enabled;
 	uint64_t total;
-	double start, last_time;
+	int64_t start_ms, last_ms; /* monotonic_ms() */
 	uint64_t last_transferred, last_zero;
 	int last_percent;
 };
 
-double now_seconds(void);
 void progress_start(struct progress *p, bool enabled, uint64_t total);
 /* Prints a line when the percentage changed and more than 2 s passed, or when final. */
 void progress_update(struct progress *p, uint64_t transferred, uint64_t zero, bool final);
 
 struct throttle {
 	uint64_t bytes_per_second; /* 0: no limit */
-	double start;
+	int64_t start_ms;
 	uint64_t bytes;
 };
 
