@@ -1,6 +1,7 @@
 /* The prompt: line editing and history from libedit, commands in the key=value syntax (or
  * JSON), results pretty-printed, errors reported without leaving. */
 #include <editline/readline.h>
+#include <err.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -55,7 +56,7 @@ int run_interactive(struct qmp *q, double timeout, int json_flags)
 		free(line);
 		if (cmd == NULL) {
 			if (err[0] != '\0')
-				fprintf(stderr, "qmpctl: %s\n", err);
+				warnx("%s", err);
 			continue;
 		}
 		st = qmp_execute(q, cmd, NULL, 0, deadline_in(timeout), &reply);

@@ -7,15 +7,8 @@
 #include <stdio.h>
 
 #include "deadline.h"
+#include "exitcode.h"
 #include "qmp.h"
-
-/* Exit statuses (qmpctl(1) EXIT STATUS). */
-enum {
-	EXIT_OK = 0,
-	EXIT_QMP_ERROR = 1,
-	EXIT_USAGE = 2,
-	EXIT_PEER = 3,
-};
 
 /* keyvalue.c: qmp-shell's "command key=value ..." syntax. */
 json_t *command_from_words(char **words, int nwords, char *err, size_t errlen);

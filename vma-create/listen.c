@@ -15,6 +15,7 @@
 #include "nbd_server.h"
 #include "outfile.h"
 #include "unixsock.h"
+#include "xalloc.h"
 
 #define SECTOR 512
 #define MAX_PENDING 256 /* clusters in pieces at once: 16 MiB at most */
@@ -210,10 +211,8 @@ static int listen_at(const char *path)
 int serve_devices(struct vma_writer *w, const char *path, struct progress *progress)
 {
 	int n = vma_writer_device_count(w);
-	struct nbd_export *exports = calloc((size_t)n + 1, sizeof(*exports));
-	char *sock_path = strdup(path);
-	if (!exports || !sock_path)
-		err(1, "out of memory");
+	struct nbd_export *exports = xcalloc((size_t)n + 1, sizeof(*exports));
+	char *sock_path = xstrdup(path);
 	for (int i = 0; i < n; i++) {
 		struct vma_device_stats s = vma_writer_stats(w, i + 1);
 		exports[i] = (struct nbd_export){s.name, s.size};
@@ -222,9 +221,7 @@ int serve_devices(struct vma_writer *w, const char *path, struct progress *progr
 	int fd = listen_at(path);
 	int rc = -1;
 	if (fd >= 0) {
-		struct listen_ctx *x = calloc(1, sizeof(*x));
-		if (!x)
-			err(1, "out of memory");
+		struct listen_ctx *x = xcalloc(1, sizeof(*x));
 		*x = (struct listen_ctx){.w = w, .progress = progress, .exports = exports};
 		static const struct nbd_server_ops ops = {on_write, on_zero, on_closed, on_complete};
 		char why[512];

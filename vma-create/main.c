@@ -10,14 +10,17 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "cli.h"
 #include "listen.h"
 #include "outfile.h"
 #include "progress.h"
 #include "sink.h"
 #include "source.h"
 #include "vma_writer.h"
+#include "xalloc.h"
 
-static const char synopsis[] =
+/* Exactly the SYNOPSIS of man/vma-create.1. */
+const char usage_synopsis[] =
 	"vma-create [-v] [-o archive] [-c configfile] [-z codec] [-T threads]\n"
 	"           [--bwlimit kib] name=source ...\n"
 	"vma-create --listen socket [-v] [-o archive] [-c configfile] [-z codec]\n"
@@ -34,6 +37,7 @@ static const struct option long_opts[] = {
 	{"bwlimit", required_argument, NULL, OPT_BWLIMIT},
 	{"listen", required_argument, NULL, OPT_LISTEN},
 	{"help", no_argument, NULL, 'h'},
+	CLI_LIST_OPTIONS,
 	{NULL, 0, NULL, 0},
 };
 
@@ -49,46 +53,36 @@ struct options {
 	const char *listen; /* serve the devices over NBD on this socket instead of reading */
 };
 
-static _Noreturn void usage(void)
-{
-	fprintf(stderr, "usage: %s", synopsis);
-	exit(2);
-}
-
 static uint64_t parse_number(const char *arg, const char *what, uint64_t min, uint64_t max)
 {
 	char *end;
 	errno = 0;
 	unsigned long long v = strtoull(arg, &end, 10);
-	if (errno || end == arg || *end || arg[0] == '-' || v < min || v > max) {
-		warnx("invalid %s '%s': expected a number from %llu to %llu", what, arg,
-		      (unsigned long long)min, (unsigned long long)max);
-		usage();
-	}
+	if (errno || end == arg || *end || arg[0] == '-' || v < min || v > max)
+		usage_error("invalid %s '%s': expected a number from %llu to %llu", what, arg,
+			    (unsigned long long)min, (unsigned long long)max);
 	return v;
 }
 
 /* Reads a config file whole; exits 2 when it is unusable (nothing has been written yet). */
 static uint8_t *read_config(const char *path, size_t *len)
 {
-	uint8_t *buf = malloc(VMA_MAX_BLOB + 1);
+	uint8_t *buf = xmalloc(VMA_MAX_BLOB + 1);
 	int fd = open(path, O_RDONLY | O_CLOEXEC);
 	size_t got = 0;
-	if (!buf)
-		err(1, "out of memory");
 	if (fd < 0)
-		err(2, "config %s", path);
+		err(EXIT_USAGE, "config %s", path);
 	for (;;) {
 		ssize_t n = read(fd, buf + got, VMA_MAX_BLOB + 1 - got);
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n < 0)
-			err(2, "config %s", path);
+			err(EXIT_USAGE, "config %s", path);
 		if (n == 0)
 			break;
 		got += (size_t)n;
 		if (got > VMA_MAX_BLOB)
-			errx(2, "config %s: larger than %d bytes", path, VMA_MAX_BLOB);
+			errx(EXIT_USAGE, "config %s: larger than %d bytes", path, VMA_MAX_BLOB);
 	}
 	close(fd);
 	*len = got;
@@ -100,11 +94,9 @@ static void add_configs(struct vma_writer *w, const struct options *o)
 	for (int i = 0; i < o->nconfigs; i++) {
 		size_t len;
 		uint8_t *data = read_config(o->configs[i], &len);
-		char *copy = strdup(o->configs[i]);
-		if (!copy)
-			err(1, "out of memory");
+		char *copy = xstrdup(o->configs[i]);
 		if (vma_writer_add_config(w, basename(copy), data, len) < 0)
-			errx(2, "%s", vma_writer_error(w));
+			errx(EXIT_USAGE, "%s", vma_writer_error(w));
 		free(copy);
 		free(data);
 	}
@@ -114,49 +106,45 @@ static void add_configs(struct vma_writer *w, const struct options *o)
 static void add_listen_devices(struct vma_writer *w, int argc, char **argv)
 {
 	if (argc > VMA_MAX_DEVICES)
-		errx(2, "%d devices given; an archive holds at most %d", argc, VMA_MAX_DEVICES);
+		errx(EXIT_USAGE, "%d devices given; an archive holds at most %d", argc,
+		     VMA_MAX_DEVICES);
 	for (int i = 0; i < argc; i++) {
 		char *eq = strchr(argv[i], '=');
-		if (!eq) {
-			warnx("'%s': expected name=size", argv[i]);
-			usage();
-		}
+		if (!eq)
+			usage_error("'%s': expected name=size", argv[i]);
 		*eq = '\0';
 		uint64_t size = parse_number(eq + 1, "device size", 1, (uint64_t)UINT32_MAX << 16);
 		if (vma_writer_add_device(w, argv[i], size) < 0)
-			errx(2, "%s", vma_writer_error(w));
+			errx(EXIT_USAGE, "%s", vma_writer_error(w));
 	}
 }
 
 /* Opens every source and registers it as a device; exits 2 on a bad name, 1 on a bad source. */
 static struct source **add_devices(struct vma_writer *w, int argc, char **argv)
 {
-	struct source **sources = calloc((size_t)argc + 1, sizeof(*sources));
-	if (!sources)
-		err(1, "out of memory");
+	struct source **sources = xcalloc((size_t)argc + 1, sizeof(*sources));
 	if (argc > VMA_MAX_DEVICES)
-		errx(2, "%d devices given; an archive holds at most %d", argc, VMA_MAX_DEVICES);
+		errx(EXIT_USAGE, "%d devices given; an archive holds at most %d", argc,
+		     VMA_MAX_DEVICES);
 	for (int i = 0; i < argc; i++) {
 		char *eq = strchr(argv[i], '=');
-		if (!eq) {
-			warnx("'%s': expected name=source", argv[i]);
-			usage();
-		}
+		if (!eq)
+			usage_error("'%s': expected name=source", argv[i]);
 		*eq = '\0';
 		const char *name = argv[i], *spec = eq + 1;
 		const char *defect = vma_name_defect(name);
 		if (defect)
-			errx(2, "device name '%s': %s", name, defect);
+			errx(EXIT_USAGE, "device name '%s': %s", name, defect);
 		for (int j = 0; j < i; j++)
 			if (strcmp(argv[j], name) == 0)
-				errx(2, "device name '%s' given twice", name);
+				errx(EXIT_USAGE, "device name '%s' given twice", name);
 		char why[512];
 		sources[i] = source_is_nbd_uri(spec) ? source_open_nbd(spec, why, sizeof(why))
 						     : source_open_file(spec, why, sizeof(why));
 		if (!sources[i])
 			errx(1, "%s: %s", spec, why);
 		if (vma_writer_add_device(w, name, sources[i]->size) < 0)
-			errx(2, "%s", vma_writer_error(w));
+			errx(EXIT_USAGE, "%s", vma_writer_error(w));
 	}
 	return sources;
 }
@@ -234,14 +222,15 @@ static int open_output(const struct options *o, struct outfile *out)
 {
 	if (!o->output) {
 		if (isatty(STDOUT_FILENO))
-			errx(2, "refusing to write an archive to a terminal: use -o or a pipe");
+			errx(EXIT_USAGE,
+			     "refusing to write an archive to a terminal: use -o or a pipe");
 		return STDOUT_FILENO;
 	}
 	struct stat st;
 	if (lstat(o->output, &st) == 0)
-		errx(1, "%s: already exists; not replacing it", o->output);
+		errx(EXIT_FAIL, "%s: already exists; not replacing it", o->output);
 	if (outfile_create(out, o->output, NULL) < 0)
-		err(1, "%s", o->output);
+		err(EXIT_FAIL, "%s", o->output);
 	return out->fd;
 }
 
@@ -261,15 +250,13 @@ static void parse_options(int argc, char **argv, struct options *o)
 			break;
 		case 'c':
 			if (o->nconfigs == VMA_MAX_CONFIGS)
-				errx(2, "more than %d configs", VMA_MAX_CONFIGS);
+				errx(EXIT_USAGE, "more than %d configs", VMA_MAX_CONFIGS);
 			o->configs[o->nconfigs++] = optarg;
 			break;
 		case 'z':
-			if (sink_parse_codec(optarg, &o->codec, &o->level) < 0) {
-				warnx("invalid codec '%s': expected zstd[:1-22], xz[:1-9] or none",
-				      optarg);
-				usage();
-			}
+			if (sink_parse_codec(optarg, &o->codec, &o->level) < 0)
+				usage_error("invalid codec '%s': expected zstd[:1-22], xz[:1-9] or none",
+					    optarg);
 			break;
 		case 'T':
 			o->threads = (int)parse_number(optarg, "thread count", 1, 256);
@@ -281,16 +268,16 @@ static void parse_options(int argc, char **argv, struct options *o)
 			o->listen = optarg;
 			break;
 		case 'h':
-			fputs(synopsis, stdout);
-			exit(0);
+			usage_help();
+		case OPT_LONG_OPTIONS:
+		case OPT_SHORT_OPTIONS:
+			list_options(ch, short_opts, long_opts);
 		default:
 			usage();
 		}
 	}
-	if (o->listen && o->bwlimit_kib) {
-		warnx("--bwlimit does not apply to --listen: the client sets the pace");
-		usage();
-	}
+	if (o->listen && o->bwlimit_kib)
+		usage_error("--bwlimit does not apply to --listen: the client sets the pace");
 }
 
 int main(int argc, char **argv)
@@ -304,7 +291,7 @@ int main(int argc, char **argv)
 
 	struct vma_writer *w = vma_writer_new();
 	if (!w)
-		err(1, "out of memory");
+		err(EXIT_FAIL, "out of memory");
 	add_configs(w, &o);
 	struct source **sources = NULL;
 	if (o.listen)
@@ -315,7 +302,7 @@ int main(int argc, char **argv)
 	struct sink *sink = sink_open(fd, o.codec, o.level, o.threads, why, sizeof(why));
 	if (!sink) {
 		outfile_abort(&out);
-		errx(1, "%s", why);
+		errx(EXIT_FAIL, "%s", why);
 	}
 
 	struct progress progress;
@@ -361,5 +348,5 @@ int main(int argc, char **argv)
 	free(sources);
 	sink_free(sink);
 	vma_writer_free(w);
-	return status == 0 ? 0 : 1;
+	return status == 0 ? EXIT_OK : EXIT_FAIL;
 }

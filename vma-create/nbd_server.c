@@ -3,6 +3,7 @@
  * time (a flags word, an option, or a request with its payload) when poll() says it has data,
  * with a deadline for the rest of that step, so one stalled client cannot hang the others
  * forever. */
+#include <err.h>
 #include <errno.h>
 #include <poll.h>
 #include <stdarg.h>
@@ -299,8 +300,7 @@ static enum step handle_request(struct server *s, struct nbd_conn *c)
 	case CMD_DISC:
 		return STEP_CLOSE;
 	case CMD_READ:
-		fprintf(stderr, "vma-create: %s: a client tried to read; exports are write-only\n",
-			e->name);
+		warnx("%s: a client tried to read; exports are write-only", e->name);
 		return simple_reply(c, handle, EINVAL);
 	default:
 		return simple_reply(c, handle, EINVAL);

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "source.h"
+#include "xalloc.h"
 
 #define STATUS_SPAN (1ull << 30)     /* ask block status for up to 1 GiB at a time */
 /* Per read request, unless the export prefers larger: one extent (3.7 MiB) is then ~15 requests
@@ -149,9 +150,9 @@ static void nbd_source_close(struct source *src)
 
 struct source *source_open_nbd(const char *uri, char *errbuf, size_t errlen)
 {
-	struct nbd_source *n = calloc(1, sizeof(*n));
-	if (!n || !(n->nbd = nbd_create())) {
-		snprintf(errbuf, errlen, "%s", n ? nbd_get_error() : "out of memory");
+	struct nbd_source *n = xcalloc(1, sizeof(*n));
+	if (!(n->nbd = nbd_create())) {
+		snprintf(errbuf, errlen, "%s", nbd_get_error());
 		free(n);
 		return NULL;
 	}

@@ -14,15 +14,15 @@
 #include <unistd.h>
 
 #include "backup.h"
+#include "cli.h"
 #include "mark.h"
 #include "policy.h"
 #include "remove.h"
 #include "report.h"
 #include "scan.h"
 
-enum { EXIT_USAGE = 2 };
-
-static const char synopsis[] =
+/* Exactly the SYNOPSIS of man/vzdump-prune.1. */
+const char usage_synopsis[] =
 	"vzdump-prune [-n | --dry-run] [--json] [--vmid id] [--keep-all]\n"
 	"             [--keep-last n] [--keep-hourly n] [--keep-daily n]\n"
 	"             [--keep-weekly n] [--keep-monthly n] [--keep-yearly n]\n"
@@ -56,6 +56,7 @@ static const struct option long_opts[] = {
 	{"keep-monthly", required_argument, NULL, OPT_KEEP_MONTHLY},
 	{"keep-yearly", required_argument, NULL, OPT_KEEP_YEARLY},
 	{"prune-backups", required_argument, NULL, OPT_PRUNE_BACKUPS},
+	CLI_LIST_OPTIONS,
 	{NULL, 0, NULL, 0},
 };
 
@@ -66,20 +67,6 @@ struct options {
 	struct policy policy;
 	const char *dumpdir;
 };
-
-static _Noreturn void usage(void)
-{
-	fprintf(stderr, "usage: %s", synopsis);
-	exit(EXIT_USAGE);
-}
-
-static _Noreturn void usage_error(const char *fmt, const char *arg)
-{
-	fprintf(stderr, "vzdump-prune: ");
-	fprintf(stderr, fmt, arg);
-	fputc('\n', stderr);
-	usage();
-}
 
 static long parse_vmid(const char *text)
 {
@@ -103,8 +90,7 @@ static void parse_options(int argc, char **argv, struct options *o)
 	while ((c = getopt_long(argc, argv, short_opts, long_opts, NULL)) != -1) {
 		switch (c) {
 		case 'h':
-			fputs(synopsis, stdout);
-			exit(0);
+			usage_help();
 		case 'n':
 			o->dry_run = true;
 			break;
@@ -141,12 +127,15 @@ static void parse_options(int argc, char **argv, struct options *o)
 			if (!policy_parse_string(optarg, &spec, &spec_given, err, sizeof(err)))
 				usage_error("--prune-backups: %s", err);
 			break;
+		case OPT_LONG_OPTIONS:
+		case OPT_SHORT_OPTIONS:
+			list_options(c, short_opts, long_opts);
 		default:
 			usage();
 		}
 	}
 	if (argc - optind != 1)
-		usage();
+		usage_error("expected one dumpdir");
 	o->dumpdir = argv[optind];
 
 	o->policy = spec;
@@ -156,7 +145,7 @@ static void parse_options(int argc, char **argv, struct options *o)
 		if (single_given.keep[r])
 			o->policy.keep[r] = single.keep[r];
 	if (o->policy.keep_all && !policy_keeps_all(&o->policy))
-		usage_error("%s", "keep-all cannot be set together with other keep-* options");
+		usage_error("keep-all cannot be set together with other keep-* options");
 }
 
 static DIR *open_dumpdir(const char *path)
@@ -169,11 +158,11 @@ static DIR *open_dumpdir(const char *path)
 			warn("%s", path);
 			exit(EXIT_USAGE);
 		}
-		err(1, "%s", path);
+		err(EXIT_FAIL, "%s", path);
 	}
 	dir = fdopendir(fd);
 	if (dir == NULL)
-		err(1, "%s", path);
+		err(EXIT_FAIL, "%s", path);
 	return dir;
 }
 
@@ -226,13 +215,13 @@ int main(int argc, char **argv)
 	tzset();
 	dir = open_dumpdir(o.dumpdir);
 	if (!scan_dumpdir(dir, o.vmid, &list))
-		err(1, "read %s", o.dumpdir);
+		err(EXIT_FAIL, "read %s", o.dumpdir);
 	sort_backups(list.items, list.count);
 	if (!mark_backups(list.items, list.count, &o.policy))
-		err(1, "decide");
+		err(EXIT_FAIL, "decide");
 	report = o.json ? report_json(list.items, list.count) : report_text(list.items, list.count);
 	if (report == NULL)
-		err(1, "build the report");
+		err(EXIT_FAIL, "build the report");
 	if (!o.dry_run)
 		failed = remove_marked(dirfd(dir), &list);
 
@@ -244,6 +233,6 @@ int main(int argc, char **argv)
 	backup_list_free(&list);
 	closedir(dir);
 	if (fflush(stdout) != 0 || ferror(stdout))
-		err(1, "write the report");
-	return failed > 0 ? 1 : 0;
+		err(EXIT_FAIL, "write the report");
+	return failed > 0 ? EXIT_FAIL : EXIT_OK;
 }
