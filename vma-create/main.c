@@ -119,7 +119,8 @@ static void add_listen_devices(struct vma_writer *w, int argc, char **argv)
 	}
 }
 
-/* Opens every source and registers it as a device; exits 2 on a bad name, 1 on a bad source. */
+/* Opens every source and registers it as a device; exits 2 on a bad name, 1 on a bad source,
+ * 3 on an NBD server that cannot be reached. */
 static struct source **add_devices(struct vma_writer *w, int argc, char **argv)
 {
 	struct source **sources = xcalloc((size_t)argc + 1, sizeof(*sources));
@@ -139,10 +140,13 @@ static struct source **add_devices(struct vma_writer *w, int argc, char **argv)
 			if (strcmp(argv[j], name) == 0)
 				errx(EXIT_USAGE, "device name '%s' given twice", name);
 		char why[512];
-		sources[i] = source_is_nbd_uri(spec) ? source_open_nbd(spec, why, sizeof(why))
-						     : source_open_file(spec, why, sizeof(why));
+		int status = EXIT_FAIL;
+		if (source_is_nbd_uri(spec))
+			sources[i] = source_open_nbd(spec, &status, why, sizeof(why));
+		else
+			sources[i] = source_open_file(spec, why, sizeof(why));
 		if (!sources[i])
-			errx(1, "%s: %s", spec, why);
+			errx(status, "%s: %s", spec, why);
 		if (vma_writer_add_device(w, name, sources[i]->size) < 0)
 			errx(EXIT_USAGE, "%s", vma_writer_error(w));
 	}
