@@ -29,7 +29,7 @@ int agent_call(struct agent *a, const char *name, json_t *args, deadline_t ceili
 
 	*ret = NULL;
 	if (!a->connected) {
-		st = qmp_open(&a->q, a->path, true, d);
+		st = qga_open(&a->q, a->path, d);
 		if (st != QMP_OK) {
 			snprintf(a->why, sizeof(a->why), "%s: %s", a->path, a->q.why);
 			qmp_close(&a->q);

@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #include "gafreeze.h"
+#include "qga.h"
 
 #define MSG_HANDOVER 'F' /* the freeze is over (whatever its outcome): the socket is yours */
 #define MSG_THAW 'T'     /* thaw now and report */
@@ -58,7 +59,7 @@ static void watchdog_thaw(struct agent *a, struct report *r, char kind)
 	struct thaw_result tr;
 
 	/* The stream position is unknown (a freeze may still be in flight): resync first. */
-	a->q.need_sync = true;
+	qga_mark_unsynced(&a->q);
 	r->status = thaw_guest(a, thaw_ceiling(a), &tr);
 	r->nthawed = tr.nthawed;
 	r->acked_ms = tr.acked_ms;
@@ -180,7 +181,7 @@ static void request_thaw(struct holder *h)
 	{
 		struct thaw_result tr;
 
-		h->a->q.need_sync = true;
+		qga_mark_unsynced(&h->a->q);
 		h->thaw.status = thaw_guest(h->a, thaw_ceiling(h->a), &tr);
 		h->thaw.nthawed = tr.nthawed;
 		h->thaw.acked_ms = tr.acked_ms;

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "qga.h"
 #include "qmpctl.h"
 #include "xalloc.h"
 
@@ -70,6 +71,14 @@ void print_json(FILE *out, json_t *value, int json_flags)
 }
 
 static const char *socket_path;
+
+/* The one place that tells the two dialects apart: the commands are the same, the framing
+ * is not (ids and fds for QMP, resyncs for the agent). -a excludes fds. */
+enum qmp_status execute_command(struct qmp *q, bool agent, json_t *cmd, deadline_t d,
+				json_t **reply)
+{
+	return agent ? qga_execute(q, cmd, d, reply) : qmp_execute(q, cmd, NULL, 0, d, reply);
+}
 
 void report_failure(struct qmp *q, json_t *cmd, enum qmp_status st)
 {
@@ -254,7 +263,7 @@ static int run_commands(struct options *o, struct qmp *q, json_t *cmds, deadline
 		/* Our own annotations must not reach QEMU. */
 		json_object_del(cmd, "line");
 		json_object_del(cmd, "hmp");
-		st = qmp_execute(q, cmd, NULL, 0, d, &reply);
+		st = execute_command(q, o->agent, cmd, d, &reply);
 		if (line != NULL)
 			json_object_set(cmd, "line", line);
 		if (st == QMP_OK) {
@@ -382,14 +391,15 @@ int main(int argc, char **argv)
 		if (status != EXIT_OK)
 			goto out_nofds;
 	}
-	st = qmp_open(&q, o.socket, o.agent, d);
+	st = o.agent ? qga_open(&q, o.socket, d) : qmp_open(&q, o.socket, d);
 	if (st != QMP_OK) {
 		warnx("%s: %s", o.socket, q.why);
 		status = status_to_exit(st);
 		goto out;
 	}
 	if (cmds == NULL && !o.events && !o.waiting && o.nfds == 0) {
-		status = run_interactive(&q, o.timeout, o.compact ? JSON_COMPACT : JSON_INDENT(4));
+		status = run_interactive(&q, o.agent, o.timeout,
+					 o.compact ? JSON_COMPACT : JSON_INDENT(4));
 		goto out;
 	}
 	out = open_memstream(&outbuf, &outlen);
