@@ -42,3 +42,20 @@ void list_options(int which, const char *short_opts, const struct option *long_o
 		err(EXIT_FAIL, "stdout");
 	exit(EXIT_OK);
 }
+
+int cli_getopt(int argc, char **argv, const char *short_opts, const struct option *long_opts)
+{
+	int c = getopt_long(argc, argv, short_opts, long_opts, NULL);
+
+	switch (c) {
+	case 'h':
+		usage_help();
+	case OPT_LONG_OPTIONS:
+	case OPT_SHORT_OPTIONS:
+		list_options(c, short_opts, long_opts);
+	case '?':
+		usage();
+	default:
+		return c;
+	}
+}

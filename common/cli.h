@@ -30,4 +30,9 @@ enum { OPT_LONG_OPTIONS = 0x10000, OPT_SHORT_OPTIONS };
  * SHORT_OPTS, one a line on standard output; exits 0. */
 _Noreturn void list_options(int which, const char *short_opts, const struct option *long_opts);
 
+/* getopt_long(3), doing itself what every tool does alike: -h (usage_help), the two option
+ * lists, and usage() after getopt's own message about an unknown option or a missing
+ * argument. Returns the tool's own options and -1. */
+int cli_getopt(int argc, char **argv, const char *short_opts, const struct option *long_opts);
+
 #endif

@@ -153,9 +153,8 @@ int main(int argc, char **argv)
 	struct agent a;
 	int c, st;
 
-	while ((c = getopt_long(argc, argv, short_opts, long_opts, NULL)) != -1) {
+	while ((c = cli_getopt(argc, argv, short_opts, long_opts)) != -1) {
 		switch (c) {
-		case 'h': usage_help();
 		case 's': socket_path = optarg; break;
 		case 't':
 			if (!parse_seconds(optarg, &timeout) || timeout <= 0)
@@ -166,9 +165,6 @@ int main(int argc, char **argv)
 				usage_error("--max: expected a positive number of seconds");
 			break;
 		case OPT_JSON: json = true; break;
-		case OPT_LONG_OPTIONS:
-		case OPT_SHORT_OPTIONS: list_options(c, short_opts, long_opts);
-		default: usage();
 		}
 	}
 	argc -= optind;

@@ -157,13 +157,12 @@ static void parse_options(int argc, char **argv, struct options *o)
 	o->timeout = DEFAULT_TIMEOUT;
 	o->fd_args = xcalloc((size_t)argc, sizeof(*o->fd_args));
 	o->fd_is_add = xcalloc((size_t)argc, sizeof(*o->fd_is_add));
-	while ((c = getopt_long(argc, argv, short_opts, long_opts, NULL)) != -1) {
+	while ((c = cli_getopt(argc, argv, short_opts, long_opts)) != -1) {
 		switch (c) {
 		case 'a': o->agent = true; break;
 		case 'c': o->compact = true; break;
 		case 'e': o->events = true; break;
 		case 'f': o->file = optarg; break;
-		case 'h': usage_help();
 		case 'H': o->hmp = optarg; break;
 		case 'k': o->keep_going = true; break;
 		case 'm':
@@ -187,9 +186,6 @@ static void parse_options(int argc, char **argv, struct options *o)
 			o->fd_is_add[o->nfds] = c == OPT_ADD_FD;
 			o->fd_args[o->nfds++] = optarg;
 			break;
-		case OPT_LONG_OPTIONS:
-		case OPT_SHORT_OPTIONS: list_options(c, short_opts, long_opts);
-		default: usage();
 		}
 	}
 	if (o->socket == NULL)

@@ -102,37 +102,44 @@ static void add_configs(struct vma_writer *w, const struct options *o)
 	}
 }
 
-/* Registers name=size devices for --listen; exits 2 on a bad name or size. */
-static void add_listen_devices(struct vma_writer *w, int argc, char **argv)
+/* Cuts every name=value argument at its '=' in place, so argv[i] is the name, and returns the
+ * values; exits 2 on more devices than an archive holds or on an argument that is not FORM. */
+static char **split_devices(int argc, char **argv, const char *form)
 {
 	if (argc > VMA_MAX_DEVICES)
 		errx(EXIT_USAGE, "%d devices given; an archive holds at most %d", argc,
 		     VMA_MAX_DEVICES);
+	char **values = xcalloc((size_t)argc + 1, sizeof(*values));
 	for (int i = 0; i < argc; i++) {
 		char *eq = strchr(argv[i], '=');
 		if (!eq)
-			usage_error("'%s': expected name=size", argv[i]);
+			usage_error("'%s': expected %s", argv[i], form);
 		*eq = '\0';
-		uint64_t size = parse_number(eq + 1, "device size", 1, (uint64_t)UINT32_MAX << 16);
+		values[i] = eq + 1;
+	}
+	return values;
+}
+
+/* Registers name=size devices for --listen; exits 2 on a bad name or size. */
+static void add_listen_devices(struct vma_writer *w, int argc, char **argv)
+{
+	char **sizes = split_devices(argc, argv, "name=size");
+	for (int i = 0; i < argc; i++) {
+		uint64_t size = parse_number(sizes[i], "device size", 1, (uint64_t)UINT32_MAX << 16);
 		if (vma_writer_add_device(w, argv[i], size) < 0)
 			errx(EXIT_USAGE, "%s", vma_writer_error(w));
 	}
+	free(sizes);
 }
 
 /* Opens every source and registers it as a device; exits 2 on a bad name, 1 on a bad source,
  * 3 on an NBD server that cannot be reached. */
 static struct source **add_devices(struct vma_writer *w, int argc, char **argv)
 {
+	char **specs = split_devices(argc, argv, "name=source");
 	struct source **sources = xcalloc((size_t)argc + 1, sizeof(*sources));
-	if (argc > VMA_MAX_DEVICES)
-		errx(EXIT_USAGE, "%d devices given; an archive holds at most %d", argc,
-		     VMA_MAX_DEVICES);
 	for (int i = 0; i < argc; i++) {
-		char *eq = strchr(argv[i], '=');
-		if (!eq)
-			usage_error("'%s': expected name=source", argv[i]);
-		*eq = '\0';
-		const char *name = argv[i], *spec = eq + 1;
+		const char *name = argv[i], *spec = specs[i];
 		const char *defect = vma_name_defect(name);
 		if (defect)
 			errx(EXIT_USAGE, "device name '%s': %s", name, defect);
@@ -150,6 +157,7 @@ static struct source **add_devices(struct vma_writer *w, int argc, char **argv)
 		if (vma_writer_add_device(w, name, sources[i]->size) < 0)
 			errx(EXIT_USAGE, "%s", vma_writer_error(w));
 	}
+	free(specs);
 	return sources;
 }
 
@@ -243,7 +251,7 @@ static void parse_options(int argc, char **argv, struct options *o)
 	int ch;
 	long cpus = sysconf(_SC_NPROCESSORS_ONLN);
 	*o = (struct options){.codec = SINK_PLAIN, .level = -1, .threads = cpus > 0 ? (int)cpus : 1};
-	while ((ch = getopt_long(argc, argv, short_opts, long_opts, NULL)) != -1) {
+	while ((ch = cli_getopt(argc, argv, short_opts, long_opts)) != -1) {
 		switch (ch) {
 		case 'v':
 			o->verbose = true;
@@ -271,13 +279,6 @@ static void parse_options(int argc, char **argv, struct options *o)
 		case OPT_LISTEN:
 			o->listen = optarg;
 			break;
-		case 'h':
-			usage_help();
-		case OPT_LONG_OPTIONS:
-		case OPT_SHORT_OPTIONS:
-			list_options(ch, short_opts, long_opts);
-		default:
-			usage();
 		}
 	}
 	if (o->listen && o->bwlimit_kib)

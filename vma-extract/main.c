@@ -328,7 +328,7 @@ int main(int argc, char **argv)
 	bool json = false, verbose = false;
 	char *devices = NULL;
 	const char *config = NULL;
-	while ((ch = getopt_long(argc, argv, short_opts, long_opts, NULL)) != -1) {
+	while ((ch = cli_getopt(argc, argv, short_opts, long_opts)) != -1) {
 		switch (ch) {
 		case 'l':
 		case 't':
@@ -351,13 +351,6 @@ int main(int argc, char **argv)
 		case 'd':
 			devices = optarg;
 			break;
-		case 'h':
-			usage_help();
-		case OPT_LONG_OPTIONS:
-		case OPT_SHORT_OPTIONS:
-			list_options(ch, short_opts, long_opts);
-		default:
-			usage();
 		}
 	}
 	argc -= optind;

@@ -87,10 +87,8 @@ static void parse_options(int argc, char **argv, struct options *o)
 
 	memset(o, 0, sizeof(*o));
 	o->vmid = VMID_UNKNOWN;
-	while ((c = getopt_long(argc, argv, short_opts, long_opts, NULL)) != -1) {
+	while ((c = cli_getopt(argc, argv, short_opts, long_opts)) != -1) {
 		switch (c) {
-		case 'h':
-			usage_help();
 		case 'n':
 			o->dry_run = true;
 			break;
@@ -127,11 +125,6 @@ static void parse_options(int argc, char **argv, struct options *o)
 			if (!policy_parse_string(optarg, &spec, &spec_given, err, sizeof(err)))
 				usage_error("--prune-backups: %s", err);
 			break;
-		case OPT_LONG_OPTIONS:
-		case OPT_SHORT_OPTIONS:
-			list_options(c, short_opts, long_opts);
-		default:
-			usage();
 		}
 	}
 	if (argc - optind != 1)
