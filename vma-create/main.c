@@ -102,14 +102,14 @@ static void add_configs(struct vma_writer *w, const struct options *o)
 	}
 }
 
-/* Cuts every name=value argument at its '=' in place, so argv[i] is the name, and returns the
- * values; exits 2 on more devices than an archive holds or on an argument that is not FORM. */
-static char **split_devices(int argc, char **argv, const char *form)
+/* Cuts every name=value argument at its '=' in place, so argv[i] is the name and values[i] the
+ * value; exits 2 on more devices than an archive holds or on an argument that is not FORM. */
+static void split_devices(int argc, char **argv, const char *form,
+			  char *values[VMA_MAX_DEVICES])
 {
 	if (argc > VMA_MAX_DEVICES)
 		errx(EXIT_USAGE, "%d devices given; an archive holds at most %d", argc,
 		     VMA_MAX_DEVICES);
-	char **values = xcalloc((size_t)argc + 1, sizeof(*values));
 	for (int i = 0; i < argc; i++) {
 		char *eq = strchr(argv[i], '=');
 		if (!eq)
@@ -117,26 +117,26 @@ static char **split_devices(int argc, char **argv, const char *form)
 		*eq = '\0';
 		values[i] = eq + 1;
 	}
-	return values;
 }
 
 /* Registers name=size devices for --listen; exits 2 on a bad name or size. */
 static void add_listen_devices(struct vma_writer *w, int argc, char **argv)
 {
-	char **sizes = split_devices(argc, argv, "name=size");
+	char *sizes[VMA_MAX_DEVICES];
+	split_devices(argc, argv, "name=size", sizes);
 	for (int i = 0; i < argc; i++) {
 		uint64_t size = parse_number(sizes[i], "device size", 1, (uint64_t)UINT32_MAX << 16);
 		if (vma_writer_add_device(w, argv[i], size) < 0)
 			errx(EXIT_USAGE, "%s", vma_writer_error(w));
 	}
-	free(sizes);
 }
 
 /* Opens every source and registers it as a device; exits 2 on a bad name, 1 on a bad source,
  * 3 on an NBD server that cannot be reached. */
 static struct source **add_devices(struct vma_writer *w, int argc, char **argv)
 {
-	char **specs = split_devices(argc, argv, "name=source");
+	char *specs[VMA_MAX_DEVICES];
+	split_devices(argc, argv, "name=source", specs);
 	struct source **sources = xcalloc((size_t)argc + 1, sizeof(*sources));
 	for (int i = 0; i < argc; i++) {
 		const char *name = argv[i], *spec = specs[i];
@@ -157,7 +157,6 @@ static struct source **add_devices(struct vma_writer *w, int argc, char **argv)
 		if (vma_writer_add_device(w, name, sources[i]->size) < 0)
 			errx(EXIT_USAGE, "%s", vma_writer_error(w));
 	}
-	free(specs);
 	return sources;
 }
 
