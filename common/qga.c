@@ -2,6 +2,7 @@
  * new client can inherit half-read input and unread output of an earlier one, hence the
  * resync before the first command and after every timeout. */
 #include "qga.h"
+#include "qmp_priv.h"
 
 #include <stdint.h>
 #include <stdio.h>
@@ -18,6 +19,19 @@ static json_int_t random_id(void)
 		v = ((uint64_t)getpid() << 32) ^ (uint64_t)time(NULL) ^ (uint64_t)clock();
 	/* Positive and exact in a double, so every JSON implementation echoes it intact. */
 	return (json_int_t)(v & ((UINT64_C(1) << 52) - 1)) + 1;
+}
+
+enum qmp_status qga_open(struct qmp *q, const char *path, deadline_t d)
+{
+	enum qmp_status st = qmp_connect(q, path, d);
+
+	q->need_sync = true;
+	return st;
+}
+
+void qga_mark_unsynced(struct qmp *q)
+{
+	q->need_sync = true;
 }
 
 enum qmp_status qga_resync(struct qmp *q, deadline_t d)
@@ -63,7 +77,7 @@ enum qmp_status qga_execute(struct qmp *q, json_t *cmd, deadline_t d, json_t **r
 	enum qmp_status st;
 
 	*reply = NULL;
-	if (name == NULL)
+	if (!name)
 		name = "command";
 	if (q->need_sync) {
 		st = qga_resync(q, d);
@@ -87,11 +101,11 @@ enum qmp_status qga_execute(struct qmp *q, json_t *cmd, deadline_t d, json_t **r
 				 st == QMP_TIMEOUT ? "timed out waiting for the agent's reply" : q->why);
 			return qmp_fail(q, st, "%s: %s", name, copy);
 		}
-		if (json_object_get(msg, "return") != NULL) {
+		if (json_object_get(msg, "return")) {
 			*reply = msg;
 			return QMP_OK;
 		}
-		if (json_object_get(msg, "error") != NULL) {
+		if (json_object_get(msg, "error")) {
 			*reply = msg;
 			return qmp_fail(q, QMP_ERROR, "%s", qmp_error_text(msg));
 		}

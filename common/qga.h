@@ -1,8 +1,17 @@
-/* The guest-agent dialect on top of struct qmp: resync with 0xFF + guest-sync-delimited. */
+/* The guest-agent dialect on top of struct qmp: no greeting and no ids, a resync with 0xFF +
+ * guest-sync-delimited instead. */
 #ifndef VZ_QGA_H
 #define VZ_QGA_H
 
 #include "qmp.h"
+
+/* Connects to the agent's socket at PATH (retrying until D); the first command resyncs.
+ * Closed with qmp_close. */
+enum qmp_status qga_open(struct qmp *q, const char *path, deadline_t d);
+
+/* The stream position is unknown (someone else may have spoken on it, a request may still be
+ * in flight): the next command resyncs first. */
+void qga_mark_unsynced(struct qmp *q);
 
 /*
  * Brings the stream back to a known point: sends 0xFF (so the agent drops half-read input)

@@ -1,5 +1,5 @@
 /* QMP connections (see qmp.h). */
-#include "qmp.h"
+#include "qmp_priv.h"
 
 #include <errno.h>
 #include <stdarg.h>
@@ -7,7 +7,6 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "qga.h"
 #include "unixsock.h"
 
 enum qmp_status qmp_fail(struct qmp *q, enum qmp_status st, const char *fmt, ...)
@@ -72,7 +71,7 @@ json_t *qmp_command(const char *name, json_t *args)
 {
 	json_t *cmd = json_pack("{s:s}", "execute", name);
 
-	if (args != NULL)
+	if (args)
 		json_object_set_new(cmd, "arguments", args);
 	return cmd;
 }
@@ -96,13 +95,14 @@ static const char *command_name(json_t *cmd)
 	return name ? name : "command";
 }
 
-static enum qmp_status execute_qmp(struct qmp *q, json_t *cmd, const int *fds, size_t nfds,
-				   deadline_t d, json_t **reply)
+enum qmp_status qmp_execute(struct qmp *q, json_t *cmd, const int *fds, size_t nfds,
+			    deadline_t d, json_t **reply)
 {
 	json_t *sent = json_copy(cmd);
 	char id[32];
 	enum qmp_status st;
 
+	*reply = NULL;
 	snprintf(id, sizeof(id), "vz-%lu", q->seq++);
 	json_object_set_new(sent, "id", json_string(id));
 	st = qmp_send(q, NULL, sent, fds, nfds, d);
@@ -121,20 +121,20 @@ static enum qmp_status execute_qmp(struct qmp *q, json_t *cmd, const int *fds, s
 			snprintf(copy, sizeof(copy), "%s", what);
 			return qmp_fail(q, st, "%s: %s", command_name(cmd), copy);
 		}
-		if (json_object_get(msg, "event") != NULL) {
+		if (json_object_get(msg, "event")) {
 			json_array_append_new(q->events, msg);
 			continue;
 		}
 		msg_id = json_object_get(msg, "id");
 		/* An error without id is QEMU refusing the request before reading its id. */
-		if ((msg_id != NULL && json_is_string(msg_id) &&
+		if ((msg_id && json_is_string(msg_id) &&
 		     strcmp(json_string_value(msg_id), id) == 0) ||
-		    (msg_id == NULL && json_object_get(msg, "error") != NULL)) {
+		    (!msg_id && json_object_get(msg, "error"))) {
 			json_object_del(msg, "id");
 			*reply = msg;
-			if (json_object_get(msg, "return") != NULL)
+			if (json_object_get(msg, "return"))
 				return QMP_OK;
-			if (json_object_get(msg, "error") != NULL)
+			if (json_object_get(msg, "error"))
 				return qmp_fail(q, QMP_ERROR, "%s", qmp_error_text(msg));
 			json_decref(msg);
 			*reply = NULL;
@@ -146,18 +146,6 @@ static enum qmp_status execute_qmp(struct qmp *q, json_t *cmd, const int *fds, s
 	}
 }
 
-enum qmp_status qmp_execute(struct qmp *q, json_t *cmd, const int *fds, size_t nfds,
-			    deadline_t d, json_t **reply)
-{
-	*reply = NULL;
-	if (q->agent) {
-		if (nfds > 0)
-			return qmp_fail(q, QMP_PROTOCOL, "the guest agent takes no fds");
-		return qga_execute(q, cmd, d, reply);
-	}
-	return execute_qmp(q, cmd, fds, nfds, d, reply);
-}
-
 enum qmp_status qmp_next_event(struct qmp *q, deadline_t d, json_t **event)
 {
 	*event = NULL;
@@ -167,7 +155,7 @@ enum qmp_status qmp_next_event(struct qmp *q, deadline_t d, json_t **event)
 
 		if (st != QMP_OK)
 			return st;
-		if (json_object_get(msg, "event") != NULL)
+		if (json_object_get(msg, "event"))
 			json_array_append_new(q->events, msg);
 		else
 			json_decref(msg); /* a late reply nobody waits for */
@@ -177,16 +165,12 @@ enum qmp_status qmp_next_event(struct qmp *q, deadline_t d, json_t **event)
 	return QMP_OK;
 }
 
-enum qmp_status qmp_open(struct qmp *q, const char *path, bool agent, deadline_t d)
+enum qmp_status qmp_connect(struct qmp *q, const char *path, deadline_t d)
 {
-	json_t *greeting = NULL, *reply = NULL, *negotiate;
-	enum qmp_status st;
 	int fd;
 
 	memset(q, 0, sizeof(*q));
 	q->path = path;
-	q->agent = agent;
-	q->need_sync = agent;
 	q->events = json_array();
 	jsonline_init(&q->jl, -1);
 	fd = unixsock_connect(path, d);
@@ -196,8 +180,16 @@ enum qmp_status qmp_open(struct qmp *q, const char *path, bool agent, deadline_t
 		return qmp_fail(q, QMP_DROPPED, "connect: %s", strerror(errno));
 	}
 	q->jl.fd = fd;
-	if (agent)
-		return QMP_OK;
+	return QMP_OK;
+}
+
+enum qmp_status qmp_open(struct qmp *q, const char *path, deadline_t d)
+{
+	json_t *greeting = NULL, *reply = NULL, *negotiate;
+	enum qmp_status st = qmp_connect(q, path, d);
+
+	if (st != QMP_OK)
+		return st;
 	st = qmp_receive(q, d, &greeting);
 	if (st != QMP_OK) {
 		if (st == QMP_TIMEOUT)
@@ -205,14 +197,14 @@ enum qmp_status qmp_open(struct qmp *q, const char *path, bool agent, deadline_t
 					       "(another client connected, or QEMU not running?)");
 		return qmp_fail(q, st, "reading the QMP greeting: %.400s", q->why);
 	}
-	if (json_object_get(greeting, "QMP") == NULL) {
+	if (!json_object_get(greeting, "QMP")) {
 		json_decref(greeting);
 		return qmp_fail(q, QMP_PROTOCOL, "no QMP greeting (is this a guest-agent "
 						 "socket? try -a)");
 	}
 	q->greeting = greeting;
 	negotiate = qmp_command("qmp_capabilities", NULL);
-	st = execute_qmp(q, negotiate, NULL, 0, d, &reply);
+	st = qmp_execute(q, negotiate, NULL, 0, d, &reply);
 	json_decref(negotiate);
 	json_decref(reply);
 	return st;

@@ -1,4 +1,6 @@
-/* A QMP (or guest-agent) connection: framing, ids, replies, events queued while waiting. */
+/* A QMP connection to QEMU's monitor: framing, ids, replies, events queued while waiting.
+ * The guest agent speaks a dialect of its own over the same struct (qga.h); which one a
+ * connection speaks is the caller's choice when opening it, and qmp_execute is QMP only. */
 #ifndef VZ_QMP_H
 #define VZ_QMP_H
 
@@ -20,17 +22,17 @@ enum qmp_status {
 struct qmp {
 	struct jsonline jl;
 	const char *path;   /* for messages */
-	bool agent;         /* guest-agent dialect: no greeting, no ids, resync instead */
-	bool need_sync;     /* agent: the stream position is unknown (start, after a timeout) */
+	bool need_sync;     /* guest agent: the stream position is unknown; qga.c's own */
 	unsigned long seq;  /* next command id */
 	json_t *events;     /* events received while waiting for replies, oldest first */
 	json_t *greeting;
 	char why[512];      /* what went wrong, for the caller's message */
 };
 
-/* Connects to PATH (retrying until D). For QMP also reads the greeting and negotiates
- * capabilities; for an agent marks the stream for resync before the first command. */
-enum qmp_status qmp_open(struct qmp *q, const char *path, bool agent, deadline_t d);
+/* Connects to the monitor at PATH (retrying until D), reads the greeting and negotiates
+ * capabilities. */
+enum qmp_status qmp_open(struct qmp *q, const char *path, deadline_t d);
+/* Closes a connection of either dialect. */
 void qmp_close(struct qmp *q);
 
 /*
@@ -49,12 +51,5 @@ enum qmp_status qmp_next_event(struct qmp *q, deadline_t d, json_t **event);
 
 /* "CLASS: desc" of an error reply, in a static buffer. */
 const char *qmp_error_text(json_t *reply);
-
-/* Internal to the QMP/agent dialects (qga.c): send one object, read one message. */
-enum qmp_status qmp_send(struct qmp *q, const char *prefix, json_t *obj, const int *fds,
-			 size_t nfds, deadline_t d);
-enum qmp_status qmp_receive(struct qmp *q, deadline_t d, json_t **msg);
-enum qmp_status qmp_fail(struct qmp *q, enum qmp_status st, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
 
 #endif

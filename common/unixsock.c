@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -53,9 +54,10 @@ int unixsock_connect(const char *path, deadline_t d)
 
 int unixsock_listen(const char *path, mode_t mode)
 {
-	struct sockaddr_un addr;
+	struct sockaddr_un addr, tmp;
 	struct stat st;
 	mode_t old_umask;
+	char tmp_path[sizeof(tmp.sun_path)];
 	int fd, r, saved;
 
 	if (fill_address(&addr, path) < 0)
@@ -77,19 +79,27 @@ int unixsock_listen(const char *path, mode_t mode)
 			errno = EADDRINUSE;
 			return -1;
 		}
-		unlink(path);
+	}
+	/* Bound under a temporary name and renamed once listening, so that a client waiting
+	 * for PATH to appear never finds it refusing connections. */
+	if ((size_t)snprintf(tmp_path, sizeof(tmp_path), "%s.%ld", path, (long)getpid()) >=
+		    sizeof(tmp_path) ||
+	    fill_address(&tmp, tmp_path) < 0) {
+		errno = ENAMETOOLONG;
+		return -1;
 	}
 	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (fd < 0)
 		return -1;
 	/* Nobody else may connect between bind() and chmod(): create it private. */
 	old_umask = umask(0177);
-	r = bind(fd, (struct sockaddr *)&addr, sizeof(addr));
+	r = bind(fd, (struct sockaddr *)&tmp, sizeof(tmp));
 	umask(old_umask);
-	if (r < 0 || chmod(path, mode) < 0 || listen(fd, 16) < 0) {
+	if (r < 0 || chmod(tmp_path, mode) < 0 || listen(fd, 16) < 0 ||
+	    rename(tmp_path, path) < 0) {
 		saved = errno;
 		if (r == 0)
-			unlink(path);
+			unlink(tmp_path);
 		close(fd);
 		errno = saved;
 		return -1;

@@ -17,9 +17,10 @@
  */
 int unixsock_connect(const char *path, deadline_t d);
 
-/* Creates a socket listening at PATH with permissions MODE; a stale socket file there is
- * replaced, one that someone listens on is an error (EADDRINUSE), and so is any other file
- * (EEXIST). Returns the fd or -1 with errno. */
+/* Creates a socket listening at PATH with permissions MODE; PATH appears only once it
+ * accepts connections. A stale socket file there is replaced, one that someone listens on is
+ * an error (EADDRINUSE), and so is any other file (EEXIST). Returns a blocking, close-on-exec
+ * fd, or -1 with errno. */
 int unixsock_listen(const char *path, mode_t mode);
 
 /*

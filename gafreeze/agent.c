@@ -29,12 +29,12 @@ int agent_call(struct agent *a, const char *name, json_t *args, deadline_t ceili
 
 	*ret = NULL;
 	if (!a->connected) {
-		st = qmp_open(&a->q, a->path, true, d);
+		st = qga_open(&a->q, a->path, d);
 		if (st != QMP_OK) {
 			snprintf(a->why, sizeof(a->why), "%s: %s", a->path, a->q.why);
 			qmp_close(&a->q);
 			json_decref(cmd);
-			return GF_UNREACHABLE;
+			return EXIT_PEER;
 		}
 		a->connected = true;
 	}
@@ -43,17 +43,17 @@ int agent_call(struct agent *a, const char *name, json_t *args, deadline_t ceili
 	if (st == QMP_OK) {
 		*ret = json_incref(json_object_get(reply, "return"));
 		json_decref(reply);
-		return GF_OK;
+		return EXIT_OK;
 	}
 	json_decref(reply);
 	if (st == QMP_ERROR) {
 		snprintf(a->why, sizeof(a->why), "%s: %s", name, a->q.why);
-		return GF_AGENT_ERROR;
+		return EXIT_FAIL;
 	}
 	snprintf(a->why, sizeof(a->why), "%s: %s", a->path, a->q.why);
 	if (st != QMP_TIMEOUT)
 		agent_close(a); /* dropped or garbled: start afresh next time */
-	return GF_UNREACHABLE;
+	return EXIT_PEER;
 }
 
 int agent_status(struct agent *a, deadline_t ceiling, const char **status)
@@ -62,10 +62,10 @@ int agent_status(struct agent *a, deadline_t ceiling, const char **status)
 	json_t *ret;
 	int r = agent_call(a, "guest-fsfreeze-status", NULL, ceiling, &ret);
 
-	if (r != GF_OK)
+	if (r != EXIT_OK)
 		return r;
 	snprintf(text, sizeof(text), "%s", json_is_string(ret) ? json_string_value(ret) : "?");
 	json_decref(ret);
 	*status = text;
-	return GF_OK;
+	return EXIT_OK;
 }

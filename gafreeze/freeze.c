@@ -19,7 +19,7 @@ int freeze_guest(struct agent *a, char **mounts, int nmounts, deadline_t ceiling
 	r->nfrozen = -1;
 	r->acked_ms = 0;
 	st = agent_status(a, ceiling, &status);
-	if (st != GF_OK) {
+	if (st != EXIT_OK) {
 		warnx("%s", a->why);
 		return st;
 	}
@@ -38,13 +38,13 @@ int freeze_guest(struct agent *a, char **mounts, int nmounts, deadline_t ceiling
 	}
 	r->sent = true;
 	st = agent_call(a, cmd, args, ceiling, &ret);
-	if (st == GF_OK) {
+	if (st == EXIT_OK) {
 		r->acked_ms = monotonic_ms();
 		r->nfrozen = json_is_integer(ret) ? (long)json_integer_value(ret) : -1;
 		json_decref(ret);
-		return GF_OK;
+		return EXIT_OK;
 	}
-	if (st == GF_AGENT_ERROR) {
+	if (st == EXIT_FAIL) {
 		warnx("%s", a->why);
 		return st;
 	}
@@ -54,23 +54,23 @@ int freeze_guest(struct agent *a, char **mounts, int nmounts, deadline_t ceiling
 	lost = st;
 	while (!deadline_passed(ceiling)) {
 		st = agent_status(a, ceiling, &status);
-		if (st == GF_OK && strcmp(status, "frozen") == 0) {
+		if (st == EXIT_OK && strcmp(status, "frozen") == 0) {
 			r->acked_ms = monotonic_ms();
 			warnx("the agent reports the guest frozen (filesystem count unknown)");
-			return GF_OK;
+			return EXIT_OK;
 		}
-		if (st == GF_OK) {
+		if (st == EXIT_OK) {
 			warnx("the freeze did not take effect: the agent reports '%s'", status);
 			return lost;
 		}
-		if (st == GF_AGENT_ERROR) {
+		if (st == EXIT_FAIL) {
 			warnx("%s", a->why);
 			return st;
 		}
 		deadline_sleep(THAW_RETRY_MS, ceiling);
 	}
 	warnx("%s: gave up waiting for the freeze", a->path);
-	return GF_UNREACHABLE;
+	return EXIT_PEER;
 }
 
 int thaw_guest(struct agent *a, deadline_t ceiling, struct thaw_result *r)
@@ -86,7 +86,7 @@ int thaw_guest(struct agent *a, deadline_t ceiling, struct thaw_result *r)
 		bool answered;
 		int st = agent_call(a, "guest-fsfreeze-thaw", NULL, ceiling, &ret);
 
-		answered = st == GF_OK;
+		answered = st == EXIT_OK;
 		if (answered) {
 			r->nthawed = json_is_integer(ret) ? (long)json_integer_value(ret) : -1;
 			r->acked_ms = monotonic_ms();
@@ -97,12 +97,12 @@ int thaw_guest(struct agent *a, deadline_t ceiling, struct thaw_result *r)
 		/* The thaw's own answer is not enough (another tool may have frozen again, a
 		 * hook may have failed): believe the status. */
 		st = agent_status(a, ceiling, &status);
-		if (st == GF_OK && strcmp(status, "thawed") == 0) {
+		if (st == EXIT_OK && strcmp(status, "thawed") == 0) {
 			if (r->acked_ms == 0)
 				r->acked_ms = monotonic_ms();
-			return GF_OK;
+			return EXIT_OK;
 		}
-		if (st != GF_OK)
+		if (st != EXIT_OK)
 			memcpy(last, a->why, sizeof(last));
 		else if (answered)
 			snprintf(last, sizeof(last), "guest-fsfreeze-thaw answered, but the agent "

@@ -6,16 +6,14 @@
 #include <stdbool.h>
 
 #include "deadline.h"
+#include "exitcode.h"
 #include "qmp.h"
 
-/* Exit statuses (gafreeze(1) EXIT STATUS). */
+/* gafreeze's own exit statuses, after the common ones (gafreeze(1) EXIT STATUS): EXIT_FAIL is
+ * an error reply of the agent, EXIT_PEER an agent that is not there or does not answer. */
 enum {
-	GF_OK = 0,
-	GF_AGENT_ERROR = 1,
-	GF_USAGE = 2,
-	GF_UNREACHABLE = 3,
-	GF_THAW_FAILED = 4,
-	GF_ALREADY_FROZEN = 5,
+	GF_THAW_FAILED = EXIT_TOOL_SPECIFIC, /* 4: the guest may still be frozen */
+	GF_ALREADY_FROZEN,                   /* 5: frozen by someone else; left alone */
 };
 
 /* A freeze not answered within -t is followed by status polls up to this many times -t. */
@@ -32,7 +30,7 @@ struct agent {
 void agent_init(struct agent *a, const char *path, double timeout);
 /* Runs NAME with ARGS (stolen, may be NULL) bounded by -t and by CEILING; connects (again)
  * when needed. *RET gets the "return" value (new reference) on success. Returns an exit
- * status: GF_OK, GF_AGENT_ERROR (error reply) or GF_UNREACHABLE. */
+ * status: EXIT_OK, EXIT_FAIL (error reply) or EXIT_PEER. */
 int agent_call(struct agent *a, const char *name, json_t *args, deadline_t ceiling,
 	       json_t **ret);
 void agent_close(struct agent *a);
@@ -53,7 +51,7 @@ struct thaw_result {
 	long nthawed;
 	int64_t acked_ms;
 };
-/* Thaws and confirms "thawed" with a status call, retrying until CEILING. Returns GF_OK or
+/* Thaws and confirms "thawed" with a status call, retrying until CEILING. Returns EXIT_OK or
  * GF_THAW_FAILED (after saying so loudly). */
 int thaw_guest(struct agent *a, deadline_t ceiling, struct thaw_result *r);
 

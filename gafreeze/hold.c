@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #include "gafreeze.h"
+#include "qga.h"
 
 #define MSG_HANDOVER 'F' /* the freeze is over (whatever its outcome): the socket is yours */
 #define MSG_THAW 'T'     /* thaw now and report */
@@ -58,7 +59,7 @@ static void watchdog_thaw(struct agent *a, struct report *r, char kind)
 	struct thaw_result tr;
 
 	/* The stream position is unknown (a freeze may still be in flight): resync first. */
-	a->q.need_sync = true;
+	qga_mark_unsynced(&a->q);
 	r->status = thaw_guest(a, thaw_ceiling(a), &tr);
 	r->nthawed = tr.nthawed;
 	r->acked_ms = tr.acked_ms;
@@ -180,7 +181,7 @@ static void request_thaw(struct holder *h)
 	{
 		struct thaw_result tr;
 
-		h->a->q.need_sync = true;
+		qga_mark_unsynced(&h->a->q);
 		h->thaw.status = thaw_guest(h->a, thaw_ceiling(h->a), &tr);
 		h->thaw.nthawed = tr.nthawed;
 		h->thaw.acked_ms = tr.acked_ms;
@@ -282,7 +283,7 @@ static void report_window(const struct freeze_result *fr, const struct holder *h
 				      "frozen", (json_int_t)fr->nfrozen, "thawed",
 				      (json_int_t)h->thaw.nthawed, "command_status", command_status,
 				      "max_reached", h->max_reached, "thaw_ok",
-				      h->thaw.status == GF_OK);
+				      h->thaw.status == EXIT_OK);
 
 		if (fr->nfrozen < 0)
 			json_object_set_new(o, "frozen", json_null());
@@ -298,7 +299,7 @@ int hold(struct agent *a, double max_seconds, bool json, char **argv)
 {
 	deadline_t max_d = deadline_in(max_seconds);
 	deadline_t freeze_ceiling = deadline_min(deadline_in(a->timeout * CEILING_FACTOR), max_d);
-	struct holder h = { .a = a, .thaw = { .status = GF_OK, .nthawed = -1 } };
+	struct holder h = { .a = a, .thaw = { .status = EXIT_OK, .nthawed = -1 } };
 	struct freeze_result fr;
 	sigset_t mask, old_mask;
 	int to_wd[2], from_wd[2], sigfd, st, command_status = 0;
@@ -311,7 +312,7 @@ int hold(struct agent *a, double max_seconds, bool json, char **argv)
 	/* Connect (and resync) before the watchdog exists: it shares this connection. */
 	st = agent_call(a, "guest-ping", NULL, freeze_ceiling, &ret);
 	json_decref(ret);
-	if (st != GF_OK) {
+	if (st != EXIT_OK) {
 		warnx("%s", a->why);
 		return st;
 	}
@@ -352,12 +353,12 @@ int hold(struct agent *a, double max_seconds, bool json, char **argv)
 	msg = fr.sent ? MSG_HANDOVER : MSG_QUIT;
 	if (write(h.to_wd, &msg, 1) != 1)
 		warn("talking to the watchdog");
-	if (st != GF_OK && st != GF_ALREADY_FROZEN && fr.sent) {
+	if (st != EXIT_OK && st != GF_ALREADY_FROZEN && fr.sent) {
 		/* A freeze was asked for and may have half happened: always thaw (and confirm). */
 		request_thaw(&h);
-		st = h.thaw.status == GF_OK ? st : GF_THAW_FAILED;
+		st = h.thaw.status == EXIT_OK ? st : GF_THAW_FAILED;
 	}
-	if (st != GF_OK) {
+	if (st != EXIT_OK) {
 		finish_watchdog(&h, wd);
 		return st;
 	}
@@ -365,14 +366,14 @@ int hold(struct agent *a, double max_seconds, bool json, char **argv)
 	request_thaw(&h);
 	finish_watchdog(&h, wd);
 	report_window(&fr, &h, json, command_status);
-	if (h.thaw.status != GF_OK)
+	if (h.thaw.status != EXIT_OK)
 		return GF_THAW_FAILED;
 	if (fr.nfrozen >= 0 && h.thaw.nthawed >= 0 && fr.nfrozen != h.thaw.nthawed)
 		warnx("froze %ld filesystems but thawed %ld: something else froze or thawed "
 		      "meanwhile", fr.nfrozen, h.thaw.nthawed);
 	if (h.max_reached && command_status == 0) {
 		warnx("the guest was not frozen for the whole of %s", argv[0]);
-		return GF_AGENT_ERROR;
+		return EXIT_FAIL;
 	}
 	return command_status;
 }

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cli.h"
 #include "gafreeze.h"
 
 #define DEFAULT_TIMEOUT 10.0
@@ -22,28 +23,16 @@ static const struct option long_opts[] = {
 	{"timeout", required_argument, NULL, 't'},
 	{"max", required_argument, NULL, OPT_MAX},
 	{"json", no_argument, NULL, OPT_JSON},
+	CLI_LIST_OPTIONS,
 	{NULL, 0, NULL, 0},
 };
 
 /* Exactly the SYNOPSIS of man/gafreeze.1. */
-static const char synopsis[] =
+const char usage_synopsis[] =
 	"gafreeze -s socket [-t seconds] [--json] ping | info | status\n"
 	"gafreeze -s socket [-t seconds] [--json] freeze [mountpoint ...]\n"
 	"gafreeze -s socket [-t seconds] [--json] thaw\n"
 	"gafreeze -s socket [-t seconds] [--max seconds] [--json] hold -- command [arg ...]\n";
-
-static _Noreturn void usage(FILE *fp, int status)
-{
-	fputs(fp == stderr ? "usage: " : "", fp);
-	fputs(synopsis, fp);
-	exit(status);
-}
-
-static _Noreturn void usage_error(const char *what)
-{
-	warnx("%s", what);
-	usage(stderr, GF_USAGE);
-}
 
 /* Prints TEXT, or the JSON value with --json, at the very end (nothing on failure). */
 static void print_result(bool json, json_t *value, const char *text)
@@ -61,7 +50,7 @@ static int cmd_simple(struct agent *a, const char *name, bool json)
 	json_t *ret;
 	int st = agent_call(a, name, NULL, DEADLINE_NEVER, &ret);
 
-	if (st != GF_OK) {
+	if (st != EXIT_OK) {
 		warnx("%s", a->why);
 		return st;
 	}
@@ -70,7 +59,7 @@ static int cmd_simple(struct agent *a, const char *name, bool json)
 	else
 		print_result(json, ret, NULL);
 	json_decref(ret);
-	return GF_OK;
+	return EXIT_OK;
 }
 
 /* info: the agent's version and whether the freeze commands are enabled. */
@@ -85,7 +74,7 @@ static int cmd_info(struct agent *a, bool json)
 	FILE *out;
 	int st = agent_call(a, "guest-info", NULL, DEADLINE_NEVER, &ret);
 
-	if (st != GF_OK) {
+	if (st != EXIT_OK) {
 		warnx("%s", a->why);
 		return st;
 	}
@@ -111,7 +100,7 @@ static int cmd_info(struct agent *a, bool json)
 		fputs(text, stdout);
 	free(text);
 	json_decref(ret);
-	return GF_OK;
+	return EXIT_OK;
 }
 
 static int cmd_freeze(struct agent *a, char **mounts, int nmounts, bool json)
@@ -122,20 +111,20 @@ static int cmd_freeze(struct agent *a, char **mounts, int nmounts, bool json)
 	char count[32];
 	int st = freeze_guest(a, mounts, nmounts, ceiling, &r);
 
-	if (st == GF_OK) {
+	if (st == EXIT_OK) {
 		json_t *v = r.nfrozen >= 0 ? json_integer(r.nfrozen) : json_null();
 
 		snprintf(count, sizeof(count), "%ld", r.nfrozen);
 		print_result(json, v, r.nfrozen >= 0 ? count : "unknown");
 		json_decref(v);
-		return GF_OK;
+		return EXIT_OK;
 	}
 	if (!r.sent)
 		return st; /* refused before any freeze was asked for: nothing to undo */
 	/* The freeze failed or never answered: the agent may have frozen some filesystems
 	 * anyway. Always thaw, and confirm it. */
 	warnx("thawing, since the freeze did not complete");
-	if (thaw_guest(a, deadline_in(a->timeout * CEILING_FACTOR), &tr) != GF_OK)
+	if (thaw_guest(a, deadline_in(a->timeout * CEILING_FACTOR), &tr) != EXIT_OK)
 		return GF_THAW_FAILED;
 	return st;
 }
@@ -147,13 +136,13 @@ static int cmd_thaw(struct agent *a, bool json)
 	int st = thaw_guest(a, deadline_in(a->timeout * CEILING_FACTOR), &r);
 	json_t *v;
 
-	if (st != GF_OK)
+	if (st != EXIT_OK)
 		return st;
 	v = r.nthawed >= 0 ? json_integer(r.nthawed) : json_null();
 	snprintf(count, sizeof(count), "%ld", r.nthawed);
 	print_result(json, v, r.nthawed >= 0 ? count : "unknown");
 	json_decref(v);
-	return GF_OK;
+	return EXIT_OK;
 }
 
 int main(int argc, char **argv)
@@ -164,9 +153,8 @@ int main(int argc, char **argv)
 	struct agent a;
 	int c, st;
 
-	while ((c = getopt_long(argc, argv, short_opts, long_opts, NULL)) != -1) {
+	while ((c = cli_getopt(argc, argv, short_opts, long_opts)) != -1) {
 		switch (c) {
-		case 'h': usage(stdout, GF_OK); break;
 		case 's': socket_path = optarg; break;
 		case 't':
 			if (!parse_seconds(optarg, &timeout) || timeout <= 0)
@@ -177,7 +165,6 @@ int main(int argc, char **argv)
 				usage_error("--max: expected a positive number of seconds");
 			break;
 		case OPT_JSON: json = true; break;
-		default: usage(stderr, GF_USAGE);
 		}
 	}
 	argc -= optind;
@@ -197,10 +184,9 @@ int main(int argc, char **argv)
 			json_t *probe = json_string(argv[i]);
 
 			/* json_array_append_new would drop it silently, freezing the others. */
-			if (!probe) {
-				warnx("%s: a mountpoint must be UTF-8 (JSON cannot carry it)", argv[i]);
-				usage(stderr, GF_USAGE);
-			}
+			if (!probe)
+				usage_error("%s: a mountpoint must be UTF-8 (JSON cannot carry it)",
+					    argv[i]);
 			json_decref(probe);
 		}
 		st = cmd_freeze(&a, argv + 1, argc - 1, json);
@@ -218,7 +204,7 @@ int main(int argc, char **argv)
 		usage_error("unknown command");
 	}
 	agent_close(&a);
-	if (fflush(stdout) != 0 && st == GF_OK)
-		err(GF_AGENT_ERROR, "stdout");
+	if (fflush(stdout) != 0 && st == EXIT_OK)
+		err(EXIT_FAIL, "stdout");
 	return st;
 }

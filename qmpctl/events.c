@@ -3,14 +3,15 @@
 #include <string.h>
 
 #include "qmpctl.h"
+#include "xalloc.h"
 
 bool event_filter_add_names(struct event_filter *f, const char *list)
 {
-	char *copy = strdup(list), *save = NULL;
+	char *copy = xstrdup(list), *save = NULL;
 
 	for (char *name = strtok_r(copy, ",", &save); name; name = strtok_r(NULL, ",", &save)) {
-		f->names = realloc(f->names, sizeof(*f->names) * (size_t)(f->nnames + 1));
-		f->names[f->nnames++] = strdup(name);
+		f->names = xrealloc(f->names, sizeof(*f->names) * (size_t)(f->nnames + 1));
+		f->names[f->nnames++] = xstrdup(name);
 	}
 	free(copy);
 	return f->nnames > 0;
@@ -29,7 +30,7 @@ bool event_filter_add_match(struct event_filter *f, const char *keyvalue, char *
 	}
 	if (!f->match)
 		f->match = json_object();
-	key = strndup(keyvalue, (size_t)(eq - keyvalue));
+	key = xstrndup(keyvalue, (size_t)(eq - keyvalue));
 	/* Kept flat: each dotted key is looked up as a path into the event's data. */
 	ok = json_object_get(f->match, key) == NULL;
 	if (ok)
@@ -43,7 +44,7 @@ bool event_filter_add_match(struct event_filter *f, const char *keyvalue, char *
 /* The member at dotted PATH below OBJ, or NULL. */
 static json_t *lookup(json_t *obj, const char *path)
 {
-	char *copy = strdup(path), *save = NULL;
+	char *copy = xstrdup(path), *save = NULL;
 	json_t *node = obj;
 
 	for (char *part = strtok_r(copy, ".", &save); part && node;

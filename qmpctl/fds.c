@@ -1,5 +1,6 @@
 /* --fd NAME=SPEC (getfd) and --add-fd SET=SPEC (add-fd): descriptors handed to QEMU on the
  * same connection as the commands that use them, attached to the command's own bytes. */
+#include <err.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -9,6 +10,7 @@
 
 #include "qmpctl.h"
 #include "unixsock.h"
+#include "xalloc.h"
 
 static bool parse_fd_number(const char *text, int *fd)
 {
@@ -31,7 +33,7 @@ static int open_spec(struct fd_spec *spec, const char *what, deadline_t d)
 
 	if (parse_fd_number(what, &fd)) {
 		if (fcntl(fd, F_GETFD) < 0) {
-			fprintf(stderr, "qmpctl: %s: fd %d is not open\n", spec->arg, fd);
+			warnx("%s: fd %d is not open", spec->arg, fd);
 			return EXIT_USAGE;
 		}
 		spec->fd = fd;
@@ -40,14 +42,14 @@ static int open_spec(struct fd_spec *spec, const char *what, deadline_t d)
 	if (!spec->add_fd && strncmp(what, "unix-listen:", 12) == 0) {
 		spec->fd = unixsock_listen(what + 12, 0600);
 		if (spec->fd < 0) {
-			fprintf(stderr, "qmpctl: %s: listen: %s\n", spec->arg, strerror(errno));
-			return EXIT_QMP_ERROR;
+			warn("%s: listen", spec->arg);
+			return EXIT_FAIL;
 		}
-		spec->listen_path = strdup(what + 12);
+		spec->listen_path = xstrdup(what + 12);
 	} else if (!spec->add_fd && strncmp(what, "unix-connect:", 13) == 0) {
 		spec->fd = unixsock_connect(what + 13, d);
 		if (spec->fd < 0) {
-			fprintf(stderr, "qmpctl: %s: connect: %s\n", spec->arg, strerror(errno));
+			warn("%s: connect", spec->arg);
 			return EXIT_PEER;
 		}
 		/* Hand over an ordinary blocking socket; QEMU sets its own flags. */
@@ -55,19 +57,18 @@ static int open_spec(struct fd_spec *spec, const char *what, deadline_t d)
 	} else if (spec->add_fd) {
 		size_t len = strlen(what);
 		bool ro = len > 3 && strcmp(what + len - 3, ":ro") == 0;
-		char *path = strndup(what, ro ? len - 3 : len);
+		char *path = xstrndup(what, ro ? len - 3 : len);
 
 		spec->fd = open(path, (ro ? O_RDONLY : O_RDWR) | O_CLOEXEC);
 		if (spec->fd < 0) {
-			fprintf(stderr, "qmpctl: %s: open %s: %s\n", spec->arg, path,
-				strerror(errno));
+			warn("%s: open %s", spec->arg, path);
 			free(path);
-			return EXIT_QMP_ERROR;
+			return EXIT_FAIL;
 		}
 		free(path);
 	} else {
-		fprintf(stderr, "qmpctl: %s: expected NAME=FD, NAME=unix-listen:PATH or "
-				"NAME=unix-connect:PATH\n", spec->arg);
+		warnx("%s: expected NAME=FD, NAME=unix-listen:PATH or NAME=unix-connect:PATH",
+		      spec->arg);
 		return EXIT_USAGE;
 	}
 	spec->opened = true;
@@ -83,17 +84,17 @@ int fd_spec_setup(struct fd_spec *spec, const char *arg, bool add_fd, deadline_t
 	spec->arg = arg;
 	spec->add_fd = add_fd;
 	if (!eq || eq == arg || eq[1] == '\0') {
-		fprintf(stderr, "qmpctl: %s: expected %s=SPEC\n", arg, add_fd ? "SET" : "NAME");
+		warnx("%s: expected %s=SPEC", arg, add_fd ? "SET" : "NAME");
 		return EXIT_USAGE;
 	}
-	spec->name = strndup(arg, (size_t)(eq - arg));
+	spec->name = xstrndup(arg, (size_t)(eq - arg));
 	if (add_fd) {
 		char *end;
 
 		errno = 0;
 		spec->fdset = strtol(spec->name, &end, 10);
 		if (errno != 0 || *end != '\0' || spec->fdset < 0 || spec->fdset > INT_MAX) {
-			fprintf(stderr, "qmpctl: %s: the fdset id must be a number\n", arg);
+			warnx("%s: the fdset id must be a number", arg);
 			return EXIT_USAGE;
 		}
 	}

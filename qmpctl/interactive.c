@@ -1,6 +1,7 @@
 /* The prompt: line editing and history from libedit, commands in the key=value syntax (or
  * JSON), results pretty-printed, errors reported without leaving. */
 #include <editline/readline.h>
+#include <err.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -30,7 +31,7 @@ static void show_queued_events(struct qmp *q)
 	}
 }
 
-int run_interactive(struct qmp *q, double timeout, int json_flags)
+int run_interactive(struct qmp *q, bool agent, double timeout, int json_flags)
 {
 	char *hist = history_path(), *line, err[512];
 	int status = EXIT_OK;
@@ -46,7 +47,7 @@ int run_interactive(struct qmp *q, double timeout, int json_flags)
 
 		show_queued_events(q);
 		fflush(stdout);
-		line = readline(q->agent ? "(agent) " : "(qemu) ");
+		line = readline(agent ? "(agent) " : "(qemu) ");
 		if (!line)
 			break;
 		cmd = command_from_line(line, err, sizeof(err));
@@ -55,10 +56,10 @@ int run_interactive(struct qmp *q, double timeout, int json_flags)
 		free(line);
 		if (!cmd) {
 			if (err[0] != '\0')
-				fprintf(stderr, "qmpctl: %s\n", err);
+				warnx("%s", err);
 			continue;
 		}
-		st = qmp_execute(q, cmd, NULL, 0, deadline_in(timeout), &reply);
+		st = execute_command(q, agent, cmd, deadline_in(timeout), &reply);
 		if (st == QMP_OK)
 			print_json(stdout, json_object_get(reply, "return"), json_flags);
 		else

@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "qmpctl.h"
+#include "xalloc.h"
 
 json_t *value_from_text(const char *value)
 {
@@ -14,13 +15,13 @@ json_t *value_from_text(const char *value)
 
 bool set_dotted(json_t *obj, const char *key, json_t *value, char *err, size_t errlen)
 {
-	char *copy = strdup(key), *part = copy, *dot;
+	char *copy = xstrdup(key), *part = copy, *dot;
 	json_t *node = obj, *probe = json_string(key);
 	bool ok = false;
 
 	/* jansson refuses keys that are not UTF-8 (and frees the value it was given). */
 	json_decref(probe);
-	if (!copy || !value || !probe) {
+	if (!value || !probe) {
 		snprintf(err, errlen, "%s: not valid UTF-8", key);
 		goto out;
 	}
@@ -84,7 +85,7 @@ json_t *command_from_words(char **words, int nwords, char *err, size_t errlen)
 			json_decref(args);
 			return NULL;
 		}
-		key = strndup(words[i], (size_t)(eq - words[i]));
+		key = xstrndup(words[i], (size_t)(eq - words[i]));
 		ok = set_dotted(args, key, value_from_text(eq + 1), err, errlen);
 		free(key);
 		if (!ok) {
@@ -119,7 +120,7 @@ json_t *command_from_json(const char *text, char *err, size_t errlen)
 
 static void append(char **word, size_t *len, char c)
 {
-	*word = realloc(*word, *len + 2);
+	*word = xrealloc(*word, *len + 2);
 	(*word)[(*len)++] = c;
 	(*word)[*len] = '\0';
 }
@@ -151,7 +152,7 @@ int split_words(const char *line, char ***words, char *err, size_t errlen)
 				return -1;
 			}
 			if (word) {
-				list = realloc(list, sizeof(*list) * (size_t)(n + 1));
+				list = xrealloc(list, sizeof(*list) * (size_t)(n + 1));
 				list[n++] = word;
 				word = NULL;
 				len = 0;
@@ -178,7 +179,7 @@ int split_words(const char *line, char ***words, char *err, size_t errlen)
 		if (c == '\'') {
 			quote = c;
 			if (!word) /* '' is an empty word, not nothing */
-				word = calloc(1, 1);
+				word = xcalloc(1, 1);
 			continue;
 		}
 		if (c == '"')

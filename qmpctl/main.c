@@ -1,5 +1,6 @@
 /* qmpctl: run QMP commands against a QEMU monitor socket (or a guest agent with -a), for
  * people at a prompt and for scripts that need exit statuses and clean JSON on stdout. */
+#include <err.h>
 #include <errno.h>
 #include <getopt.h>
 #include <limits.h>
@@ -9,7 +10,10 @@
 #include <sys/signalfd.h>
 #include <unistd.h>
 
+#include "cli.h"
+#include "qga.h"
 #include "qmpctl.h"
+#include "xalloc.h"
 
 #define DEFAULT_TIMEOUT 10.0
 
@@ -33,27 +37,15 @@ static const struct option long_opts[] = {
 	{"json", required_argument, NULL, OPT_JSON},
 	{"fd", required_argument, NULL, OPT_FD},
 	{"add-fd", required_argument, NULL, OPT_ADD_FD},
+	CLI_LIST_OPTIONS,
 	{NULL, 0, NULL, 0},
 };
 
 /* Exactly the SYNOPSIS of man/qmpctl.1. */
-static const char synopsis[] =
+const char usage_synopsis[] =
 	"qmpctl -s socket [-acekp] [-t seconds] [--fd name=spec] [--add-fd set=spec]\n"
 	"       [-w event[,event ...]] [-m key=value]\n"
 	"       [-f file | -H hmp-command | --json object | command [key=value ...]]\n";
-
-static _Noreturn void usage(FILE *fp, int status)
-{
-	fputs(fp == stderr ? "usage: " : "", fp);
-	fputs(synopsis, fp);
-	exit(status);
-}
-
-static _Noreturn void usage_error(const char *what)
-{
-	fprintf(stderr, "qmpctl: %s\n", what);
-	usage(stderr, EXIT_USAGE);
-}
 
 struct options {
 	const char *socket;
@@ -69,7 +61,7 @@ struct options {
 
 int status_to_exit(enum qmp_status st)
 {
-	return st == QMP_OK ? EXIT_OK : st == QMP_ERROR ? EXIT_QMP_ERROR : EXIT_PEER;
+	return st == QMP_OK ? EXIT_OK : st == QMP_ERROR ? EXIT_FAIL : EXIT_PEER;
 }
 
 void print_json(FILE *out, json_t *value, int json_flags)
@@ -80,6 +72,14 @@ void print_json(FILE *out, json_t *value, int json_flags)
 
 static const char *socket_path;
 
+/* The one place that tells the two dialects apart: the commands are the same, the framing
+ * is not (ids and fds for QMP, resyncs for the agent). -a excludes fds. */
+enum qmp_status execute_command(struct qmp *q, bool agent, json_t *cmd, deadline_t d,
+				json_t **reply)
+{
+	return agent ? qga_execute(q, cmd, d, reply) : qmp_execute(q, cmd, NULL, 0, d, reply);
+}
+
 void report_failure(struct qmp *q, json_t *cmd, enum qmp_status st)
 {
 	const char *name = json_string_value(json_object_get(cmd, "execute"));
@@ -89,9 +89,9 @@ void report_failure(struct qmp *q, json_t *cmd, enum qmp_status st)
 	if (line)
 		snprintf(where, sizeof(where), "line %d: ", (int)json_integer_value(line));
 	if (st == QMP_ERROR)
-		fprintf(stderr, "qmpctl: %s%s: %s\n", where, name ? name : "command", q->why);
+		warnx("%s%s: %s", where, name ? name : "command", q->why);
 	else
-		fprintf(stderr, "qmpctl: %s: %s%s\n", socket_path, where, q->why);
+		warnx("%s: %s%s", socket_path, where, q->why);
 }
 
 /* HMP text as a terminal expects it: QEMU ends its lines with CRLF. */
@@ -121,24 +121,21 @@ static json_t *read_batch(const char *path)
 {
 	FILE *fp = strcmp(path, "-") == 0 ? stdin : fopen(path, "r");
 	json_t *cmds = json_array();
-	char *line = NULL, err[512];
+	char *line = NULL, why[512];
 	size_t cap = 0;
 	int lineno = 0;
 
-	if (!fp) {
-		fprintf(stderr, "qmpctl: %s: %s\n", path, strerror(errno));
-		exit(EXIT_QMP_ERROR);
-	}
+	if (!fp)
+		err(EXIT_FAIL, "%s", path);
 	while (getline(&line, &cap, fp) >= 0) {
 		json_t *cmd;
 
 		line[strcspn(line, "\r\n")] = '\0';
-		cmd = command_from_line(line, err, sizeof(err));
+		cmd = command_from_line(line, why, sizeof(why));
 		lineno++;
-		if (!cmd && err[0] != '\0') {
-			fprintf(stderr, "qmpctl: %s:%d: %s\n", strcmp(path, "-") ? path : "stdin",
-				lineno, err);
-			exit(EXIT_USAGE);
+		if (!cmd && why[0] != '\0') {
+			errx(EXIT_USAGE, "%s:%d: %s", strcmp(path, "-") ? path : "stdin", lineno,
+			     why);
 		}
 		if (cmd) {
 			json_object_set_new(cmd, "line", json_integer(lineno));
@@ -153,25 +150,24 @@ static json_t *read_batch(const char *path)
 
 static void parse_options(int argc, char **argv, struct options *o)
 {
-	char err[512];
+	char why[512];
 	int c;
 
 	memset(o, 0, sizeof(*o));
 	o->timeout = DEFAULT_TIMEOUT;
-	o->fd_args = calloc((size_t)argc, sizeof(*o->fd_args));
-	o->fd_is_add = calloc((size_t)argc, sizeof(*o->fd_is_add));
-	while ((c = getopt_long(argc, argv, short_opts, long_opts, NULL)) != -1) {
+	o->fd_args = xcalloc((size_t)argc, sizeof(*o->fd_args));
+	o->fd_is_add = xcalloc((size_t)argc, sizeof(*o->fd_is_add));
+	while ((c = cli_getopt(argc, argv, short_opts, long_opts)) != -1) {
 		switch (c) {
 		case 'a': o->agent = true; break;
 		case 'c': o->compact = true; break;
 		case 'e': o->events = true; break;
 		case 'f': o->file = optarg; break;
-		case 'h': usage(stdout, EXIT_OK); break;
 		case 'H': o->hmp = optarg; break;
 		case 'k': o->keep_going = true; break;
 		case 'm':
-			if (!event_filter_add_match(&o->wait, optarg, err, sizeof(err)))
-				usage_error(err);
+			if (!event_filter_add_match(&o->wait, optarg, why, sizeof(why)))
+				usage_error("%s", why);
 			break;
 		case 'p': o->pretty = true; break;
 		case 's': o->socket = optarg; break;
@@ -190,7 +186,6 @@ static void parse_options(int argc, char **argv, struct options *o)
 			o->fd_is_add[o->nfds] = c == OPT_ADD_FD;
 			o->fd_args[o->nfds++] = optarg;
 			break;
-		default: usage(stderr, EXIT_USAGE);
 		}
 	}
 	if (!o->socket)
@@ -211,7 +206,7 @@ static json_t *commands_from_args(struct options *o, int argc, char **argv)
 {
 	int sources = (argc > 0) + (o->file != NULL) + (o->hmp != NULL) + (o->json != NULL);
 	json_t *cmds = json_array(), *cmd = NULL;
-	char err[512];
+	char why[512];
 
 	if (sources > 1)
 		usage_error("give one of: a command, -f, -H, --json");
@@ -224,17 +219,17 @@ static json_t *commands_from_args(struct options *o, int argc, char **argv)
 				  json_pack("{s:s}", "command-line", o->hmp));
 		json_object_set_new(cmd, "hmp", json_true());
 	} else if (o->json || (argc == 1 && strcmp(argv[0], "-") == 0)) {
-		char *text = o->json && strcmp(o->json, "-") != 0 ? strdup(o->json)
-								  : read_all(stdin);
+		char *text = o->json && strcmp(o->json, "-") != 0 ? xstrdup(o->json)
+									 : read_all(stdin);
 
-		cmd = command_from_json(text, err, sizeof(err));
+		cmd = command_from_json(text, why, sizeof(why));
 		free(text);
 		if (!cmd)
-			usage_error(err);
+			usage_error("%s", why);
 	} else if (argc > 0) {
-		cmd = command_from_words(argv, argc, err, sizeof(err));
+		cmd = command_from_words(argv, argc, why, sizeof(why));
 		if (!cmd)
-			usage_error(err);
+			usage_error("%s", why);
 	} else if (!o->events && !o->waiting && o->nfds == 0 && !isatty(STDIN_FILENO)) {
 		json_decref(cmds);
 		return read_batch("-");
@@ -264,7 +259,7 @@ static int run_commands(struct options *o, struct qmp *q, json_t *cmds, deadline
 		/* Our own annotations must not reach QEMU. */
 		json_object_del(cmd, "line");
 		json_object_del(cmd, "hmp");
-		st = qmp_execute(q, cmd, NULL, 0, d, &reply);
+		st = execute_command(q, o->agent, cmd, d, &reply);
 		if (line)
 			json_object_set(cmd, "line", line);
 		if (st == QMP_OK) {
@@ -278,7 +273,7 @@ static int run_commands(struct options *o, struct qmp *q, json_t *cmds, deadline
 			if (st == QMP_ERROR && o->keep_going) {
 				/* Keep one output line per command so results stay aligned. */
 				print_json(out, reply, JSON_COMPACT);
-				status = EXIT_QMP_ERROR;
+				status = EXIT_FAIL;
 			} else {
 				json_decref(line);
 				json_decref(reply);
@@ -299,8 +294,8 @@ static int wait_for_event(struct options *o, struct qmp *q, deadline_t d, FILE *
 		enum qmp_status st = qmp_next_event(q, d, &ev);
 
 		if (st != QMP_OK) {
-			fprintf(stderr, "qmpctl: %s: waiting for %s: %s\n", o->socket,
-				o->wait.names[0], st == QMP_TIMEOUT ? "timed out" : q->why);
+			warnx("%s: waiting for %s: %s", o->socket, o->wait.names[0],
+			      st == QMP_TIMEOUT ? "timed out" : q->why);
 			return EXIT_PEER;
 		}
 		if (event_matches(&o->wait, ev)) {
@@ -338,7 +333,7 @@ static int print_events(struct qmp *q, deadline_t d)
 			return EXIT_OK;
 		}
 		if (st != QMP_OK) {
-			fprintf(stderr, "qmpctl: %s: %s\n", socket_path, q->why);
+			warnx("%s: %s", socket_path, q->why);
 			if (sigfd >= 0)
 				close(sigfd);
 			return EXIT_PEER;
@@ -356,8 +351,9 @@ static int print_events(struct qmp *q, deadline_t d)
 			clearerr(stdout);
 			if (saved == EPIPE)
 				return EXIT_OK;
-			fprintf(stderr, "qmpctl: stdout: %s\n", strerror(saved));
-			return EXIT_QMP_ERROR;
+			errno = saved;
+			warn("stdout");
+			return EXIT_FAIL;
 		}
 	}
 }
@@ -385,20 +381,21 @@ int main(int argc, char **argv)
 	cmds = commands_from_args(&o, argc, argv);
 	d = deadline_in(o.timeout);
 
-	fds = calloc((size_t)o.nfds + 1, sizeof(*fds));
+	fds = xcalloc((size_t)o.nfds + 1, sizeof(*fds));
 	for (int i = 0; i < o.nfds; i++) {
 		status = fd_spec_setup(&fds[i], o.fd_args[i], o.fd_is_add[i], d);
 		if (status != EXIT_OK)
 			goto out_nofds;
 	}
-	st = qmp_open(&q, o.socket, o.agent, d);
+	st = o.agent ? qga_open(&q, o.socket, d) : qmp_open(&q, o.socket, d);
 	if (st != QMP_OK) {
-		fprintf(stderr, "qmpctl: %s: %s\n", o.socket, q.why);
+		warnx("%s: %s", o.socket, q.why);
 		status = status_to_exit(st);
 		goto out;
 	}
 	if (!cmds && !o.events && !o.waiting && o.nfds == 0) {
-		status = run_interactive(&q, o.timeout, o.compact ? JSON_COMPACT : JSON_INDENT(4));
+		status = run_interactive(&q, o.agent, o.timeout,
+					 o.compact ? JSON_COMPACT : JSON_INDENT(4));
 		goto out;
 	}
 	out = open_memstream(&outbuf, &outlen);
@@ -412,7 +409,7 @@ int main(int argc, char **argv)
 		status = wait_for_event(&o, &q, d, out, json_flags);
 	fclose(out);
 	/* Atomic output: all of it when everything worked (or --keep-going), none otherwise. */
-	if (status == EXIT_OK || (o.keep_going && status == EXIT_QMP_ERROR))
+	if (status == EXIT_OK || (o.keep_going && status == EXIT_FAIL))
 		fwrite(outbuf, 1, outlen, stdout);
 	if (status == EXIT_OK && o.events) {
 		fflush(stdout);
@@ -430,8 +427,8 @@ out_nofds:
 	free(o.fd_args);
 	free(o.fd_is_add);
 	if (fflush(stdout) != 0 && status == EXIT_OK) {
-		fprintf(stderr, "qmpctl: stdout: %s\n", strerror(errno));
-		status = EXIT_QMP_ERROR;
+		warn("stdout");
+		status = EXIT_FAIL;
 	}
 	return status;
 }

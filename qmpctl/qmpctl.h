@@ -7,15 +7,8 @@
 #include <stdio.h>
 
 #include "deadline.h"
+#include "exitcode.h"
 #include "qmp.h"
-
-/* Exit statuses (qmpctl(1) EXIT STATUS). */
-enum {
-	EXIT_OK = 0,
-	EXIT_QMP_ERROR = 1,
-	EXIT_USAGE = 2,
-	EXIT_PEER = 3,
-};
 
 /* keyvalue.c: qmp-shell's "command key=value ..." syntax. */
 json_t *command_from_words(char **words, int nwords, char *err, size_t errlen);
@@ -63,10 +56,13 @@ bool event_filter_add_match(struct event_filter *f, const char *keyvalue, char *
 bool event_matches(const struct event_filter *f, json_t *event);
 void event_filter_free(struct event_filter *f);
 
-/* interactive.c: the prompt. Returns an exit status. */
-int run_interactive(struct qmp *q, double timeout, int json_flags);
+/* interactive.c: the prompt, for QEMU or (AGENT) a guest agent. Returns an exit status. */
+int run_interactive(struct qmp *q, bool agent, double timeout, int json_flags);
 
 /* main.c helpers used by the others. */
+/* Runs CMD in QMP, or with AGENT (-a) in the guest agent's dialect. */
+enum qmp_status execute_command(struct qmp *q, bool agent, json_t *cmd, deadline_t d,
+				json_t **reply);
 int status_to_exit(enum qmp_status st);
 void print_json(FILE *out, json_t *value, int json_flags);
 void report_failure(struct qmp *q, json_t *cmd, enum qmp_status st);

@@ -1,8 +1,7 @@
 #!/usr/bin/env bats
-# Every tool: -h prints its man page's SYNOPSIS, and every option in the code is in the man page.
-# Convention the tools follow so this can read their options: the getopt string is
-# `static const char short_opts[] = "…";` and long options are `{"name", …}` lines in
-# `static const struct option long_opts[]`.
+# Every tool: -h prints its man page's SYNOPSIS, and every option it accepts is in the man page.
+# The tools list what they accept themselves, one option a line, with the hidden
+# --short-options and --long-options (common/cli.c), as nbdinfo does.
 
 setup() {
 	load lib/common
@@ -38,21 +37,38 @@ synopsis_of_man() { # TOOL: the SYNOPSIS section as mandoc renders it, whitespac
 	done
 }
 
-@test "every option a tool's code accepts is documented in its man page" {
+@test "every option a tool accepts is documented in its man page" {
 	for t in $(tools); do
-		src=$(cat "$TOP/$t"/*.c)
-		shorts=$(printf '%s\n' "$src" | sed -n 's/.*short_opts\[\] = "\([^"]*\)".*/\1/p' | tr -d ':+')
-		[ -n "$shorts" ] || fail "$t: no short_opts found in the code"
+		run -0 "$t" --short-options
+		shorts=$output
+		[ -n "$shorts" ] || fail "$t: --short-options listed nothing"
+		run -0 "$t" --long-options
+		longs=$output
+		[[ $longs == *--help* ]] || fail "$t: --long-options does not list --help: $longs"
 		rendered=$(mandoc -Tascii "$TOP/man/$t.1" | col -b)
-		for ((i = 0; i < ${#shorts}; i++)); do
-			o=${shorts:i:1}
-			grep -qE -- "(^|[^[:alnum:]-])-$o([^[:alnum:]-]|$)" <<<"$rendered" ||
-				fail "$t: option -$o is not in man/$t.1"
+		for o in $shorts; do
+			grep -qE -- "(^|[^[:alnum:]-])$o([^[:alnum:]-]|$)" <<<"$rendered" ||
+				fail "$t: option $o is not in man/$t.1"
 		done
-		for o in $(printf '%s\n' "$src" | sed -n 's/^[[:space:]]*{[[:space:]]*"\([a-z0-9-]*\)",.*/\1/p'); do
-			grep -qE -- "--$o([^[:alnum:]-]|$)" <<<"$rendered" ||
-				fail "$t: option --$o is not in man/$t.1"
+		for o in $longs; do
+			# The two listing options themselves are for tests and completion only.
+			case $o in --long-options | --short-options) continue ;; esac
+			grep -qE -- "$o([^[:alnum:]-]|$)" <<<"$rendered" ||
+				fail "$t: option $o is not in man/$t.1"
 		done
+	done
+}
+
+@test "--short-options and --long-options print one option a line, and nothing else" {
+	for t in $(tools); do
+		run --separate-stderr -0 "$t" --short-options
+		assert_equal "$stderr" ""
+		printf '%s\n' "$output" | grep -vqE '^-[[:alnum:]]$' && fail "$t --short-options: $output"
+		run --separate-stderr -0 "$t" --long-options
+		assert_equal "$stderr" ""
+		printf '%s\n' "$output" | grep -vqE '^--[a-z0-9-]+$' && fail "$t --long-options: $output"
+		assert_line -- --long-options
+		assert_line -- --short-options
 	done
 }
 

@@ -190,6 +190,13 @@ teardown() {
 	assert_equal "$(jq .clusters <<<"$output")" 1024
 }
 
+@test "vma-create exits 3 when an NBD source cannot be reached, and writes nothing" {
+	run --separate-stderr vma-create -o a.vma "drive-scsi0=nbd+unix:///?socket=$PWD/nonexistent"
+	assert_failure 3
+	[[ $stderr == "vma-create: nbd+unix:///?socket=$PWD/nonexistent: "?* ]] || fail "$stderr"
+	[ ! -e a.vma ]
+}
+
 @test "vma-create keeps several NBD reads in flight, none above the export's maximum block size" {
 	# Requests above 64 KiB fail; the delay makes requests overlap at the server.
 	nbdkit -U "$PWD/k.sock" -P "$PWD/k.sock.pid" --filter=log --filter=delay \

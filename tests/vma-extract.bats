@@ -203,10 +203,13 @@ hostile() { # DEFECT EXPECTED-MESSAGE-PART
 
 @test "vma-extract rejects wrong option combinations as usage errors" {
 	run -2 vma-extract -l -t a.vma
+	assert_line --index 0 "vma-extract: -l, -t and -c exclude each other"
 	run -2 vma-extract --json -t a.vma
+	assert_line --index 0 "vma-extract: --json needs -l"
 	run -2 vma-extract -l a.vma extra
 	run -2 vma-extract a.vma
-	assert_line --index 0 "usage: vma-extract -l [--json] archive"
+	assert_line --index 0 "vma-extract: expected an archive and a directory"
+	assert_line --index 1 "usage: vma-extract -l [--json] archive"
 }
 
 # A copy of base.vma with one big-endian header field replaced and the header MD5 recomputed,

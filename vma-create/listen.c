@@ -4,17 +4,18 @@
  * table until complete. Each cluster is accepted exactly once. */
 #include <err.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/un.h>
 #include <unistd.h>
 
 #include "listen.h"
 #include "nbd_server.h"
 #include "outfile.h"
+#include "unixsock.h"
+#include "xalloc.h"
 
 #define SECTOR 512
 #define MAX_PENDING 256 /* clusters in pieces at once: 16 MiB at most */
@@ -187,35 +188,22 @@ static bool on_complete(void *ctx)
 	return x->npending == 0 && vma_writer_device_complete(x->w, 0);
 }
 
-/* A listening socket that appears at path only once it accepts connections. */
-static int listen_at(const char *path, char **tmp_path)
+/* A non-blocking listening socket at path, which must not exist yet: like the archive with -o,
+ * vma-create replaces nothing, not even a stale socket. */
+static int listen_at(const char *path)
 {
-	struct sockaddr_un addr = {.sun_family = AF_UNIX};
 	struct stat st;
 	if (lstat(path, &st) == 0) {
 		warnx("%s: already exists", path);
 		return -1;
 	}
-	if (asprintf(tmp_path, "%s.%ld", path, (long)getpid()) < 0)
-		err(1, "out of memory");
-	if (strlen(*tmp_path) >= sizeof(addr.sun_path)) {
-		warnx("%s: socket path too long", path);
-		return -1;
-	}
-	strcpy(addr.sun_path, *tmp_path);
-	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-	if (fd < 0) {
-		warn("socket");
-		return -1;
-	}
-	mode_t old = umask(077); /* never, not even for a moment, more open than 0600 */
-	int rc = bind(fd, (struct sockaddr *)&addr, sizeof(addr));
-	umask(old);
-	if (rc < 0 || chmod(*tmp_path, 0600) < 0 || listen(fd, 16) < 0 ||
-	    rename(*tmp_path, path) < 0) {
+	int fd = unixsock_listen(path, 0600);
+	if (fd < 0 || fcntl(fd, F_SETFL, O_NONBLOCK) < 0) {
 		warn("%s", path);
-		unlink(*tmp_path);
-		close(fd);
+		if (fd >= 0) {
+			unlink(path);
+			close(fd);
+		}
 		return -1;
 	}
 	return fd;
@@ -224,21 +212,17 @@ static int listen_at(const char *path, char **tmp_path)
 int serve_devices(struct vma_writer *w, const char *path, struct progress *progress)
 {
 	int n = vma_writer_device_count(w);
-	struct nbd_export *exports = calloc((size_t)n + 1, sizeof(*exports));
-	char *tmp_path = NULL, *sock_path = strdup(path);
-	if (!exports || !sock_path)
-		err(1, "out of memory");
+	struct nbd_export *exports = xcalloc((size_t)n + 1, sizeof(*exports));
+	char *sock_path = xstrdup(path);
 	for (int i = 0; i < n; i++) {
 		struct vma_device_stats s = vma_writer_stats(w, i + 1);
 		exports[i] = (struct nbd_export){s.name, s.size};
 	}
 	int track = outfile_track(sock_path);
-	int fd = listen_at(path, &tmp_path);
+	int fd = listen_at(path);
 	int rc = -1;
 	if (fd >= 0) {
-		struct listen_ctx *x = calloc(1, sizeof(*x));
-		if (!x)
-			err(1, "out of memory");
+		struct listen_ctx *x = xcalloc(1, sizeof(*x));
 		*x = (struct listen_ctx){.w = w, .progress = progress, .exports = exports};
 		static const struct nbd_server_ops ops = {on_write, on_zero, on_closed, on_complete};
 		char why[512];
@@ -253,7 +237,6 @@ int serve_devices(struct vma_writer *w, const char *path, struct progress *progr
 	}
 	outfile_untrack(track);
 	free(sock_path);
-	free(tmp_path);
 	free(exports);
 	return rc;
 }

@@ -10,6 +10,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "cli.h"
+#include "deadline.h"
 #include "listen.h"
 #include "outfile.h"
 #include "progress.h"
@@ -17,8 +19,10 @@
 #include "source.h"
 #include "stats.h"
 #include "vma_writer.h"
+#include "xalloc.h"
 
-static const char synopsis[] =
+/* Exactly the SYNOPSIS of man/vma-create.1. */
+const char usage_synopsis[] =
 	"vma-create [-v] [-o archive] [-c configfile] [-z codec] [-T threads]\n"
 	"           [--bwlimit kib] [--stats file] name=source ...\n"
 	"vma-create --listen socket [-v] [-o archive] [-c configfile] [-z codec]\n"
@@ -36,6 +40,7 @@ static const struct option long_opts[] = {
 	{"listen", required_argument, NULL, OPT_LISTEN},
 	{"stats", required_argument, NULL, OPT_STATS},
 	{"help", no_argument, NULL, 'h'},
+	CLI_LIST_OPTIONS,
 	{NULL, 0, NULL, 0},
 };
 
@@ -52,46 +57,36 @@ struct options {
 	const char *stats;  /* write the figures there as JSON when the archive is complete */
 };
 
-static _Noreturn void usage(void)
-{
-	fprintf(stderr, "usage: %s", synopsis);
-	exit(2);
-}
-
 static uint64_t parse_number(const char *arg, const char *what, uint64_t min, uint64_t max)
 {
 	char *end;
 	errno = 0;
 	unsigned long long v = strtoull(arg, &end, 10);
-	if (errno || end == arg || *end || arg[0] == '-' || v < min || v > max) {
-		warnx("invalid %s '%s': expected a number from %llu to %llu", what, arg,
-		      (unsigned long long)min, (unsigned long long)max);
-		usage();
-	}
+	if (errno || end == arg || *end || arg[0] == '-' || v < min || v > max)
+		usage_error("invalid %s '%s': expected a number from %llu to %llu", what, arg,
+			    (unsigned long long)min, (unsigned long long)max);
 	return v;
 }
 
 /* Reads a config file whole; exits 2 when it is unusable (nothing has been written yet). */
 static uint8_t *read_config(const char *path, size_t *len)
 {
-	uint8_t *buf = malloc(VMA_MAX_BLOB + 1);
+	uint8_t *buf = xmalloc(VMA_MAX_BLOB + 1);
 	int fd = open(path, O_RDONLY | O_CLOEXEC);
 	size_t got = 0;
-	if (!buf)
-		err(1, "out of memory");
 	if (fd < 0)
-		err(2, "config %s", path);
+		err(EXIT_USAGE, "config %s", path);
 	for (;;) {
 		ssize_t n = read(fd, buf + got, VMA_MAX_BLOB + 1 - got);
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n < 0)
-			err(2, "config %s", path);
+			err(EXIT_USAGE, "config %s", path);
 		if (n == 0)
 			break;
 		got += (size_t)n;
 		if (got > VMA_MAX_BLOB)
-			errx(2, "config %s: larger than %d bytes", path, VMA_MAX_BLOB);
+			errx(EXIT_USAGE, "config %s: larger than %d bytes", path, VMA_MAX_BLOB);
 	}
 	close(fd);
 	*len = got;
@@ -103,63 +98,68 @@ static void add_configs(struct vma_writer *w, const struct options *o)
 	for (int i = 0; i < o->nconfigs; i++) {
 		size_t len;
 		uint8_t *data = read_config(o->configs[i], &len);
-		char *copy = strdup(o->configs[i]);
-		if (!copy)
-			err(1, "out of memory");
+		char *copy = xstrdup(o->configs[i]);
 		if (vma_writer_add_config(w, basename(copy), data, len) < 0)
-			errx(2, "%s", vma_writer_error(w));
+			errx(EXIT_USAGE, "%s", vma_writer_error(w));
 		free(copy);
 		free(data);
+	}
+}
+
+/* Cuts every name=value argument at its '=' in place, so argv[i] is the name and values[i] the
+ * value; exits 2 on more devices than an archive holds or on an argument that is not FORM. */
+static void split_devices(int argc, char **argv, const char *form,
+			  char *values[VMA_MAX_DEVICES])
+{
+	if (argc > VMA_MAX_DEVICES)
+		errx(EXIT_USAGE, "%d devices given; an archive holds at most %d", argc,
+		     VMA_MAX_DEVICES);
+	for (int i = 0; i < argc; i++) {
+		char *eq = strchr(argv[i], '=');
+		if (!eq)
+			usage_error("'%s': expected %s", argv[i], form);
+		*eq = '\0';
+		values[i] = eq + 1;
 	}
 }
 
 /* Registers name=size devices for --listen; exits 2 on a bad name or size. */
 static void add_listen_devices(struct vma_writer *w, int argc, char **argv)
 {
-	if (argc > VMA_MAX_DEVICES)
-		errx(2, "%d devices given; an archive holds at most %d", argc, VMA_MAX_DEVICES);
+	char *sizes[VMA_MAX_DEVICES];
+	split_devices(argc, argv, "name=size", sizes);
 	for (int i = 0; i < argc; i++) {
-		char *eq = strchr(argv[i], '=');
-		if (!eq) {
-			warnx("'%s': expected name=size", argv[i]);
-			usage();
-		}
-		*eq = '\0';
-		uint64_t size = parse_number(eq + 1, "device size", 1, (uint64_t)UINT32_MAX << 16);
+		uint64_t size = parse_number(sizes[i], "device size", 1, (uint64_t)UINT32_MAX << 16);
 		if (vma_writer_add_device(w, argv[i], size) < 0)
-			errx(2, "%s", vma_writer_error(w));
+			errx(EXIT_USAGE, "%s", vma_writer_error(w));
 	}
 }
 
-/* Opens every source and registers it as a device; exits 2 on a bad name, 1 on a bad source. */
+/* Opens every source and registers it as a device; exits 2 on a bad name, 1 on a bad source,
+ * 3 on an NBD server that cannot be reached. */
 static struct source **add_devices(struct vma_writer *w, int argc, char **argv)
 {
-	struct source **sources = calloc((size_t)argc + 1, sizeof(*sources));
-	if (!sources)
-		err(1, "out of memory");
-	if (argc > VMA_MAX_DEVICES)
-		errx(2, "%d devices given; an archive holds at most %d", argc, VMA_MAX_DEVICES);
+	char *specs[VMA_MAX_DEVICES];
+	split_devices(argc, argv, "name=source", specs);
+	struct source **sources = xcalloc((size_t)argc + 1, sizeof(*sources));
 	for (int i = 0; i < argc; i++) {
-		char *eq = strchr(argv[i], '=');
-		if (!eq) {
-			warnx("'%s': expected name=source", argv[i]);
-			usage();
-		}
-		*eq = '\0';
-		const char *name = argv[i], *spec = eq + 1;
+		const char *name = argv[i], *spec = specs[i];
 		const char *defect = vma_name_defect(name);
 		if (defect)
-			errx(2, "device name '%s': %s", name, defect);
+			errx(EXIT_USAGE, "device name '%s': %s", name, defect);
 		for (int j = 0; j < i; j++)
 			if (strcmp(argv[j], name) == 0)
-				errx(2, "device name '%s' given twice", name);
+				errx(EXIT_USAGE, "device name '%s' given twice", name);
 		char why[512];
-		sources[i] = source_is_nbd_uri(spec) ? source_open_nbd(spec, why, sizeof(why))
-						     : source_open_file(spec, why, sizeof(why));
+		int status = EXIT_FAIL;
+		if (source_is_nbd_uri(spec))
+			sources[i] = source_open_nbd(spec, &status, why, sizeof(why));
+		else
+			sources[i] = source_open_file(spec, why, sizeof(why));
 		if (!sources[i])
-			errx(1, "%s: %s", spec, why);
+			errx(status, "%s: %s", spec, why);
 		if (vma_writer_add_device(w, name, sources[i]->size) < 0)
-			errx(2, "%s", vma_writer_error(w));
+			errx(EXIT_USAGE, "%s", vma_writer_error(w));
 	}
 	return sources;
 }
@@ -244,7 +244,7 @@ static void open_stats(const struct options *o, const struct vma_writer *w, stru
 			errx(2, "device name '%s': not UTF-8, which --stats cannot write", name);
 	}
 	if (outfile_create(f, o->stats, NULL) < 0)
-		err(1, "%s", o->stats);
+		err(EXIT_FAIL, "%s", o->stats);
 }
 
 static int write_stats(struct outfile *f, const struct vma_writer *w, const struct sink *s,
@@ -264,14 +264,15 @@ static int open_output(const struct options *o, struct outfile *out)
 {
 	if (!o->output) {
 		if (isatty(STDOUT_FILENO))
-			errx(2, "refusing to write an archive to a terminal: use -o or a pipe");
+			errx(EXIT_USAGE,
+			     "refusing to write an archive to a terminal: use -o or a pipe");
 		return STDOUT_FILENO;
 	}
 	struct stat st;
 	if (lstat(o->output, &st) == 0)
-		errx(1, "%s: already exists; not replacing it", o->output);
+		errx(EXIT_FAIL, "%s: already exists; not replacing it", o->output);
 	if (outfile_create(out, o->output, NULL) < 0)
-		err(1, "%s", o->output);
+		err(EXIT_FAIL, "%s", o->output);
 	return out->fd;
 }
 
@@ -280,7 +281,7 @@ static void parse_options(int argc, char **argv, struct options *o)
 	int ch;
 	long cpus = sysconf(_SC_NPROCESSORS_ONLN);
 	*o = (struct options){.codec = SINK_PLAIN, .level = -1, .threads = cpus > 0 ? (int)cpus : 1};
-	while ((ch = getopt_long(argc, argv, short_opts, long_opts, NULL)) != -1) {
+	while ((ch = cli_getopt(argc, argv, short_opts, long_opts)) != -1) {
 		switch (ch) {
 		case 'v':
 			o->verbose = true;
@@ -291,15 +292,13 @@ static void parse_options(int argc, char **argv, struct options *o)
 			break;
 		case 'c':
 			if (o->nconfigs == VMA_MAX_CONFIGS)
-				errx(2, "more than %d configs", VMA_MAX_CONFIGS);
+				errx(EXIT_USAGE, "more than %d configs", VMA_MAX_CONFIGS);
 			o->configs[o->nconfigs++] = optarg;
 			break;
 		case 'z':
-			if (sink_parse_codec(optarg, &o->codec, &o->level) < 0) {
-				warnx("invalid codec '%s': expected zstd[:1-22], xz[:1-9] or none",
-				      optarg);
-				usage();
-			}
+			if (sink_parse_codec(optarg, &o->codec, &o->level) < 0)
+				usage_error("invalid codec '%s': expected zstd[:1-22], xz[:1-9] or none",
+					    optarg);
 			break;
 		case 'T':
 			o->threads = (int)parse_number(optarg, "thread count", 1, 256);
@@ -313,17 +312,10 @@ static void parse_options(int argc, char **argv, struct options *o)
 		case OPT_STATS:
 			o->stats = optarg;
 			break;
-		case 'h':
-			fputs(synopsis, stdout);
-			exit(0);
-		default:
-			usage();
 		}
 	}
-	if (o->listen && o->bwlimit_kib) {
-		warnx("--bwlimit does not apply to --listen: the client sets the pace");
-		usage();
-	}
+	if (o->listen && o->bwlimit_kib)
+		usage_error("--bwlimit does not apply to --listen: the client sets the pace");
 }
 
 int main(int argc, char **argv)
@@ -337,7 +329,7 @@ int main(int argc, char **argv)
 
 	struct vma_writer *w = vma_writer_new();
 	if (!w)
-		err(1, "out of memory");
+		err(EXIT_FAIL, "out of memory");
 	add_configs(w, &o);
 	struct source **sources = NULL;
 	if (o.listen)
@@ -350,7 +342,7 @@ int main(int argc, char **argv)
 	if (!sink) {
 		outfile_abort(&out);
 		outfile_abort(&stats);
-		errx(1, "%s", why);
+		errx(EXIT_FAIL, "%s", why);
 	}
 
 	struct progress progress;
@@ -378,7 +370,7 @@ int main(int argc, char **argv)
 		status = -1;
 	}
 	if (status == 0 && o.stats &&
-	    write_stats(&stats, w, sink, now_seconds() - progress.start) < 0) {
+	    write_stats(&stats, w, sink, (double)(monotonic_ms() - progress.start_ms) / 1000.0) < 0) {
 		warn("%s", o.stats);
 		status = -1;
 	}
@@ -406,5 +398,5 @@ int main(int argc, char **argv)
 	free(sources);
 	sink_free(sink);
 	vma_writer_free(w);
-	return status == 0 ? 0 : 1;
+	return status == 0 ? EXIT_OK : EXIT_FAIL;
 }

@@ -3,6 +3,7 @@
  * time (a flags word, an option, or a request with its payload) when poll() says it has data,
  * with a deadline for the rest of that step, so one stalled client cannot hang the others
  * forever. */
+#include <err.h>
 #include <errno.h>
 #include <poll.h>
 #include <stdarg.h>
@@ -10,10 +11,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "bytes.h"
+#include "deadline.h"
 #include "nbd_server.h"
 
 #define NBDMAGIC 0x4e42444d41474943ull
@@ -97,31 +98,11 @@ static enum step fatal(struct server *s, const char *fmt, ...)
 	return STEP_FATAL;
 }
 
-static int ms_left(const struct timespec *deadline)
-{
-	struct timespec now;
-	clock_gettime(CLOCK_MONOTONIC, &now);
-	long ms = (deadline->tv_sec - now.tv_sec) * 1000 + (deadline->tv_nsec - now.tv_nsec) / 1000000;
-	return ms < 0 ? 0 : (int)ms;
-}
-
-static void deadline_in(struct timespec *d, int ms)
-{
-	clock_gettime(CLOCK_MONOTONIC, d);
-	d->tv_sec += ms / 1000;
-	d->tv_nsec += (long)(ms % 1000) * 1000000;
-	if (d->tv_nsec >= 1000000000) {
-		d->tv_sec++;
-		d->tv_nsec -= 1000000000;
-	}
-}
-
 /* recv or send all of buf before the deadline; -1 on end of stream, error or timeout. */
 static int transfer(struct nbd_conn *c, void *buf, size_t len, bool sending)
 {
-	struct timespec deadline;
+	deadline_t d = deadline_in(c->timeout_ms / 1000.0);
 	char *p = buf;
-	deadline_in(&deadline, c->timeout_ms);
 	while (len > 0) {
 		ssize_t n = sending ? send(c->fd, p, len, MSG_NOSIGNAL | MSG_DONTWAIT)
 				    : recv(c->fd, p, len, MSG_DONTWAIT);
@@ -133,7 +114,7 @@ static int transfer(struct nbd_conn *c, void *buf, size_t len, bool sending)
 		if (n == 0 || (errno != EAGAIN && errno != EINTR))
 			return -1;
 		struct pollfd pfd = {.fd = c->fd, .events = sending ? POLLOUT : POLLIN};
-		int left = ms_left(&deadline);
+		int left = deadline_poll_timeout(d);
 		if (left == 0 || poll(&pfd, 1, left) == 0)
 			return -1;
 	}
@@ -319,8 +300,7 @@ static enum step handle_request(struct server *s, struct nbd_conn *c)
 	case CMD_DISC:
 		return STEP_CLOSE;
 	case CMD_READ:
-		fprintf(stderr, "vma-create: %s: a client tried to read; exports are write-only\n",
-			e->name);
+		warnx("%s: a client tried to read; exports are write-only", e->name);
 		return simple_reply(c, handle, EINVAL);
 	default:
 		return simple_reply(c, handle, EINVAL);

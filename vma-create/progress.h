@@ -7,13 +7,12 @@
 struct progress {
 	bool enabled;
 	uint64_t total;
-	double start, last_time;
+	int64_t start_ms, last_ms; /* monotonic_ms() */
 	uint64_t last_transferred, last_zero;
 	int last_percent;
 	bool begun;
 };
 
-double now_seconds(void);
 void progress_start(struct progress *p, bool enabled, uint64_t total);
 /* Marks the start of the copy, in --listen mode the first write a client sends: times and
  * rates count from here on. Later calls do nothing. */
@@ -23,7 +22,7 @@ void progress_update(struct progress *p, uint64_t transferred, uint64_t zero, bo
 
 struct throttle {
 	uint64_t bytes_per_second; /* 0: no limit */
-	double start;
+	int64_t start_ms;
 	uint64_t bytes;
 };
 

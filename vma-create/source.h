@@ -20,6 +20,8 @@ struct source {
 bool source_is_nbd_uri(const char *spec);
 /* Open the source named by spec; NULL with a message in errbuf on failure. */
 struct source *source_open_file(const char *spec, char *errbuf, size_t errlen);
-struct source *source_open_nbd(const char *uri, char *errbuf, size_t errlen);
+/* The same for an NBD URI; *status tells an unreachable server (EXIT_PEER: no socket, refused,
+ * timed out) from any other failure (EXIT_FAIL). */
+struct source *source_open_nbd(const char *uri, int *status, char *errbuf, size_t errlen);
 
 #endif

@@ -12,6 +12,7 @@
 
 #include "source.h"
 #include "vma.h"
+#include "xalloc.h"
 
 struct file_source {
 	struct source s;
@@ -130,11 +131,7 @@ struct source *source_open_file(const char *spec, char *errbuf, size_t errlen)
 		goto bad;
 	}
 	posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
-	struct file_source *f = calloc(1, sizeof(*f));
-	if (!f) {
-		snprintf(errbuf, errlen, "out of memory");
-		goto bad;
-	}
+	struct file_source *f = xcalloc(1, sizeof(*f));
 	f->fd = fd;
 	f->seek_data = S_ISREG(st.st_mode);
 	f->s.spec = spec;

@@ -1,11 +1,14 @@
 /* NBD exports, read with libnbd: holes from block status (base:allocation), data with several
  * asynchronous reads in flight, sized to the export's preferred and maximum block sizes. */
+#include <errno.h>
 #include <libnbd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "exitcode.h"
 #include "source.h"
+#include "xalloc.h"
 
 #define STATUS_SPAN (1ull << 30)     /* ask block status for up to 1 GiB at a time */
 /* Per read request, unless the export prefers larger: one extent (3.7 MiB) is then ~15 requests
@@ -147,17 +150,31 @@ static void nbd_source_close(struct source *src)
 	free(n);
 }
 
-struct source *source_open_nbd(const char *uri, char *errbuf, size_t errlen)
+/* Whether a failed connect means that no server was there to answer, rather than a bad URI or
+ * a server that refused us. */
+static bool unreachable(int err)
 {
-	struct nbd_source *n = calloc(1, sizeof(*n));
-	if (!n || !(n->nbd = nbd_create())) {
-		snprintf(errbuf, errlen, "%s", n ? nbd_get_error() : "out of memory");
+	return err == ENOENT || err == ECONNREFUSED || err == ETIMEDOUT || err == EHOSTUNREACH ||
+	       err == ENETUNREACH || err == ECONNRESET;
+}
+
+struct source *source_open_nbd(const char *uri, int *status, char *errbuf, size_t errlen)
+{
+	struct nbd_source *n = xcalloc(1, sizeof(*n));
+	*status = EXIT_FAIL;
+	if (!(n->nbd = nbd_create())) {
+		snprintf(errbuf, errlen, "%s", nbd_get_error());
 		free(n);
 		return NULL;
 	}
-	if (nbd_add_meta_context(n->nbd, LIBNBD_CONTEXT_BASE_ALLOCATION) < 0 ||
-	    nbd_connect_uri(n->nbd, uri) < 0) {
+	if (nbd_add_meta_context(n->nbd, LIBNBD_CONTEXT_BASE_ALLOCATION) < 0) {
 		snprintf(errbuf, errlen, "%s", nbd_get_error());
+		goto bad;
+	}
+	if (nbd_connect_uri(n->nbd, uri) < 0) {
+		snprintf(errbuf, errlen, "%s", nbd_get_error());
+		if (unreachable(nbd_get_errno()))
+			*status = EXIT_PEER;
 		goto bad;
 	}
 	int64_t size = nbd_get_size(n->nbd);

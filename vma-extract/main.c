@@ -11,12 +11,15 @@
 #include <unistd.h>
 #include <uuid/uuid.h>
 
+#include "cli.h"
 #include "instream.h"
 #include "outfile.h"
 #include "reader.h"
 #include "sink.h"
+#include "xalloc.h"
 
-static const char synopsis[] =
+/* Exactly the SYNOPSIS of man/vma-extract.1. */
+const char usage_synopsis[] =
 	"vma-extract -l [--json] archive\n"
 	"vma-extract -t [-v] archive\n"
 	"vma-extract [-v] [-d name[,name ...]] archive dir\n"
@@ -32,14 +35,9 @@ static const struct option long_opts[] = {
 	{"devices", required_argument, NULL, 'd'},
 	{"config", required_argument, NULL, 'c'},
 	{"help", no_argument, NULL, 'h'},
+	CLI_LIST_OPTIONS,
 	{NULL, 0, NULL, 0},
 };
-
-static _Noreturn void usage(void)
-{
-	fprintf(stderr, "usage: %s", synopsis);
-	exit(2);
-}
 
 static const char *archive_name;
 
@@ -49,12 +47,12 @@ static void open_archive(const char *path, struct vma_reader *r)
 	char why[256];
 	int fd = strcmp(path, "-") == 0 ? STDIN_FILENO : open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
-		err(1, "%s", path);
+		err(EXIT_FAIL, "%s", path);
 	struct instream *in = instream_open(fd, why, sizeof(why));
 	if (!in)
-		errx(1, "%s: %s", path, why);
+		errx(EXIT_FAIL, "%s: %s", path, why);
 	if (vma_reader_open(r, in) < 0)
-		errx(1, "%s: %s", path, r->err);
+		errx(EXIT_FAIL, "%s: %s", path, r->err);
 }
 
 static void close_archive(struct vma_reader *r)
@@ -71,7 +69,7 @@ static char *listing(const struct vma_reader *r)
 	size_t len = 0;
 	FILE *f = open_memstream(&text, &len);
 	if (!f)
-		err(1, "out of memory");
+		err(EXIT_FAIL, "out of memory");
 	for (int i = 0; i < r->nconfigs; i++)
 		fprintf(f, "CFG: size: %u name: %s\n", r->configs[i].len, r->configs[i].name);
 	for (int id = 1; id < 255; id++)
@@ -80,7 +78,7 @@ static char *listing(const struct vma_reader *r)
 				(unsigned long long)r->devs[id].size, r->devs[id].name);
 	fprintf(f, "CTIME: %s", ctime(&r->ctime));
 	if (fclose(f) != 0)
-		err(1, "out of memory");
+		err(EXIT_FAIL, "out of memory");
 	return text;
 }
 
@@ -94,7 +92,8 @@ static char *listing_json(const struct vma_reader *r)
 		if (json_array_append_new(configs,
 					  json_pack("{s:s, s:I}", "name", r->configs[i].name, "size",
 						    (json_int_t)r->configs[i].len)) < 0)
-			errx(1, "%s: config %d: the name is not UTF-8; JSON cannot hold it (use -l)",
+			errx(EXIT_FAIL,
+			     "%s: config %d: the name is not UTF-8; JSON cannot hold it (use -l)",
 			     archive_name, i);
 	for (int id = 1; id < 255; id++)
 		if (r->devs[id].name &&
@@ -102,13 +101,14 @@ static char *listing_json(const struct vma_reader *r)
 					  json_pack("{s:i, s:s, s:I}", "dev_id", id, "name",
 						    r->devs[id].name, "size",
 						    (json_int_t)r->devs[id].size)) < 0)
-			errx(1, "%s: device %d: the name is not UTF-8; JSON cannot hold it (use -l)",
+			errx(EXIT_FAIL,
+			     "%s: device %d: the name is not UTF-8; JSON cannot hold it (use -l)",
 			     archive_name, id);
 	json_t *root = json_pack("{s:s, s:I, s:o, s:o}", "uuid", uuid, "ctime",
 				 (json_int_t)r->ctime, "configs", configs, "devices", devices);
 	char *text = root ? json_dumps(root, JSON_INDENT(2) | JSON_PRESERVE_ORDER) : NULL;
 	if (!text)
-		errx(1, "cannot build the JSON listing");
+		errx(EXIT_FAIL, "cannot build the JSON listing");
 	json_decref(root);
 	return text;
 }
@@ -132,11 +132,11 @@ static int do_config(const char *path, const char *name)
 		if (strcmp(r.configs[i].name, name) != 0)
 			continue;
 		if (write_all(STDOUT_FILENO, r.configs[i].data, r.configs[i].len) < 0)
-			err(1, "stdout");
+			err(EXIT_FAIL, "stdout");
 		close_archive(&r);
 		return 0;
 	}
-	errx(1, "%s: no config named '%s'", path, name);
+	errx(EXIT_FAIL, "%s: no config named '%s'", path, name);
 }
 
 static void mark_all_for_coverage(struct vma_reader *r)
@@ -151,7 +151,7 @@ static int do_verify(const char *path, bool verbose)
 	open_archive(path, &r);
 	mark_all_for_coverage(&r);
 	if (vma_reader_run(&r, NULL, NULL) != 0)
-		errx(1, "%s: %s", path, r.err);
+		errx(EXIT_FAIL, "%s: %s", path, r.err);
 	if (verbose) {
 		char *text = listing(&r);
 		uint64_t total = r.stored_bytes + r.zero_bytes;
@@ -233,7 +233,7 @@ static void select_devices(struct vma_reader *r, struct extraction *x, char *lis
 		while (id < 255 && !(r->devs[id].name && strcmp(r->devs[id].name, name) == 0))
 			id++;
 		if (id == 255)
-			errx(1, "%s: no device named '%s'", archive_name, name);
+			errx(EXIT_FAIL, "%s: no device named '%s'", archive_name, name);
 		x->wanted[id] = true;
 	}
 }
@@ -260,25 +260,21 @@ static int write_config(const char *dir, const struct vma_config *c)
 static int do_extract(const char *path, const char *dir, char *devices, bool verbose)
 {
 	struct vma_reader r;
-	struct extraction *x = calloc(1, sizeof(*x));
-	if (!x)
-		err(1, "out of memory");
+	struct extraction *x = xcalloc(1, sizeof(*x));
 	open_archive(path, &r);
 	select_devices(&r, x, devices);
 	if (mkdir(dir, 0777) < 0) {
 		if (errno == EEXIST)
-			errx(2, "%s: already exists; give a directory that does not", dir);
-		err(1, "%s", dir);
+			errx(EXIT_USAGE, "%s: already exists; give a directory that does not", dir);
+		err(EXIT_FAIL, "%s", dir);
 	}
 	int status = 0;
 	for (int id = 1; id < 255 && status == 0; id++) {
 		if (!x->wanted[id])
 			continue;
 		r.devs[id].check_coverage = true;
-		char *final, *tmp;
-		if (asprintf(&final, "%s/disk-%s.raw", dir, r.devs[id].name) < 0 ||
-		    asprintf(&tmp, "tmp-disk-%s.raw", r.devs[id].name) < 0)
-			err(1, "out of memory");
+		char *final = xasprintf("%s/disk-%s.raw", dir, r.devs[id].name);
+		char *tmp = xasprintf("tmp-disk-%s.raw", r.devs[id].name);
 		if (outfile_create(&x->disks[id], final, tmp) < 0 ||
 		    ftruncate(x->disks[id].fd, (off_t)r.devs[id].size) < 0) {
 			warn("%s", final);
@@ -332,17 +328,17 @@ int main(int argc, char **argv)
 	bool json = false, verbose = false;
 	char *devices = NULL;
 	const char *config = NULL;
-	while ((ch = getopt_long(argc, argv, short_opts, long_opts, NULL)) != -1) {
+	while ((ch = cli_getopt(argc, argv, short_opts, long_opts)) != -1) {
 		switch (ch) {
 		case 'l':
 		case 't':
 			if (mode && mode != ch)
-				usage();
+				usage_error("-l, -t and -c exclude each other");
 			mode = ch;
 			break;
 		case 'c':
 			if (mode && mode != ch)
-				usage();
+				usage_error("-l, -t and -c exclude each other");
 			mode = ch;
 			config = optarg;
 			break;
@@ -355,19 +351,18 @@ int main(int argc, char **argv)
 		case 'd':
 			devices = optarg;
 			break;
-		case 'h':
-			fputs(synopsis, stdout);
-			return 0;
-		default:
-			usage();
 		}
 	}
 	argc -= optind;
 	argv += optind;
-	if ((json && mode != 'l') || (devices && mode) || (verbose && (mode == 'l' || mode == 'c')))
-		usage();
+	if (json && mode != 'l')
+		usage_error("--json needs -l");
+	if (devices && mode)
+		usage_error("-d is for extracting, not with -l, -t or -c");
+	if (verbose && (mode == 'l' || mode == 'c'))
+		usage_error("-v does not go with -l or -c");
 	if (argc != (mode ? 1 : 2))
-		usage();
+		usage_error(mode ? "expected one archive" : "expected an archive and a directory");
 	archive_name = argv[0];
 	switch (mode) {
 	case 'l':

@@ -14,15 +14,15 @@
 #include <unistd.h>
 
 #include "backup.h"
+#include "cli.h"
 #include "mark.h"
 #include "policy.h"
 #include "remove.h"
 #include "report.h"
 #include "scan.h"
 
-enum { EXIT_USAGE = 2 };
-
-static const char synopsis[] =
+/* Exactly the SYNOPSIS of man/vzdump-prune.1. */
+const char usage_synopsis[] =
 	"vzdump-prune [-n | --dry-run] [--json] [--vmid id] [--keep-all]\n"
 	"             [--keep-last n] [--keep-hourly n] [--keep-daily n]\n"
 	"             [--keep-weekly n] [--keep-monthly n] [--keep-yearly n]\n"
@@ -59,6 +59,7 @@ static const struct option long_opts[] = {
 	{"keep-yearly", required_argument, NULL, OPT_KEEP_YEARLY},
 	{"prune-backups", required_argument, NULL, OPT_PRUNE_BACKUPS},
 	{"check", no_argument, NULL, OPT_CHECK},
+	CLI_LIST_OPTIONS,
 	{NULL, 0, NULL, 0},
 };
 
@@ -70,20 +71,6 @@ struct options {
 	struct policy policy;
 	const char *dumpdir;
 };
-
-static _Noreturn void usage(void)
-{
-	fprintf(stderr, "usage: %s", synopsis);
-	exit(EXIT_USAGE);
-}
-
-static _Noreturn void usage_error(const char *fmt, const char *arg)
-{
-	fprintf(stderr, "vzdump-prune: ");
-	fprintf(stderr, fmt, arg);
-	fputc('\n', stderr);
-	usage();
-}
 
 static long parse_vmid(const char *text)
 {
@@ -104,15 +91,12 @@ static void parse_options(int argc, char **argv, struct options *o)
 
 	memset(o, 0, sizeof(*o));
 	o->vmid = VMID_UNKNOWN;
-	while ((c = getopt_long(argc, argv, short_opts, long_opts, NULL)) != -1) {
+	while ((c = cli_getopt(argc, argv, short_opts, long_opts)) != -1) {
 		given++;
 		switch (c) {
 		case OPT_CHECK:
 			o->check = true;
 			break;
-		case 'h':
-			fputs(synopsis, stdout);
-			exit(0);
 		case 'n':
 			o->dry_run = true;
 			break;
@@ -149,8 +133,6 @@ static void parse_options(int argc, char **argv, struct options *o)
 			if (!policy_parse_string(optarg, &spec, &spec_given, err, sizeof(err)))
 				usage_error("--prune-backups: %s", err);
 			break;
-		default:
-			usage();
 		}
 	}
 	if (o->check) {
@@ -160,7 +142,7 @@ static void parse_options(int argc, char **argv, struct options *o)
 		return;
 	}
 	if (argc - optind != 1)
-		usage();
+		usage_error("expected one dumpdir");
 	o->dumpdir = argv[optind];
 
 	o->policy = spec;
@@ -204,11 +186,11 @@ static DIR *open_dumpdir(const char *path)
 			warn("%s", path);
 			exit(EXIT_USAGE);
 		}
-		err(1, "%s", path);
+		err(EXIT_FAIL, "%s", path);
 	}
 	dir = fdopendir(fd);
 	if (!dir)
-		err(1, "%s", path);
+		err(EXIT_FAIL, "%s", path);
 	return dir;
 }
 
@@ -263,13 +245,13 @@ int main(int argc, char **argv)
 	tzset();
 	dir = open_dumpdir(o.dumpdir);
 	if (!scan_dumpdir(dir, o.vmid, &list))
-		err(1, "read %s", o.dumpdir);
+		err(EXIT_FAIL, "read %s", o.dumpdir);
 	sort_backups(list.items, list.count);
 	if (!mark_backups(list.items, list.count, &o.policy))
-		err(1, "decide");
+		err(EXIT_FAIL, "decide");
 	report = o.json ? report_json(list.items, list.count) : report_text(list.items, list.count);
 	if (!report)
-		err(1, "build the report");
+		err(EXIT_FAIL, "build the report");
 	if (!o.dry_run)
 		failed = remove_marked(dirfd(dir), &list);
 
@@ -281,6 +263,6 @@ int main(int argc, char **argv)
 	backup_list_free(&list);
 	closedir(dir);
 	if (fflush(stdout) != 0 || ferror(stdout))
-		err(1, "write the report");
-	return failed > 0 ? 1 : 0;
+		err(EXIT_FAIL, "write the report");
+	return failed > 0 ? EXIT_FAIL : EXIT_OK;
 }

@@ -7,6 +7,7 @@
 #include <strings.h>
 
 #include "policy.h"
+#include "xalloc.h"
 
 bool policy_parse_count(const char *text, unsigned *count)
 {
@@ -89,14 +90,9 @@ static bool parse_pair(char *pair, struct policy *p, struct policy_given *given,
 bool policy_parse_string(const char *text, struct policy *p, struct policy_given *given,
 			 char *err, size_t err_size)
 {
-	char *copy = strdup(text), *rest, *pair;
+	char *copy = xstrdup(text), *rest = copy, *pair;
 	bool ok = true, any = false;
 
-	if (!copy) {
-		snprintf(err, err_size, "%s", strerror(errno));
-		return false;
-	}
-	rest = copy;
 	while (ok && (pair = strsep(&rest, ","))) {
 		if (pair[strspn(pair, " \t")] == '\0')
 			continue; /* empty items are allowed, as in Proxmox */

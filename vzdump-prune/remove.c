@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "remove.h"
+#include "xalloc.h"
 
 enum presence { ABSENT, REGULAR, OTHER, UNKNOWN };
 
@@ -54,21 +55,10 @@ static bool remove_regular(int dir_fd, const char *name, bool may_be_missing)
 
 bool remove_backup(int dir_fd, const struct backup *b, bool keep_log)
 {
-	char *marker = NULL, *log = NULL, *notes = NULL;
+	char *marker = xasprintf("%s.protected", b->name);
+	char *log = xasprintf("%.*s.log", (int)b->stem_len, b->name);
+	char *notes = xasprintf("%s.notes", b->name);
 	bool ok = false;
-
-	if (asprintf(&marker, "%s.protected", b->name) < 0) {
-		marker = NULL;
-		goto nomem;
-	}
-	if (asprintf(&log, "%.*s.log", (int)b->stem_len, b->name) < 0) {
-		log = NULL;
-		goto nomem;
-	}
-	if (asprintf(&notes, "%s.notes", b->name) < 0) {
-		notes = NULL;
-		goto nomem;
-	}
 
 	/* The marker may have appeared since the directory was read. */
 	switch (look_at(dir_fd, marker)) {
@@ -86,9 +76,6 @@ bool remove_backup(int dir_fd, const struct backup *b, bool keep_log)
 	/* Two separate calls: a failing .log must not keep the .notes. */
 	ok = keep_log || remove_regular(dir_fd, log, true);
 	ok = remove_regular(dir_fd, notes, true) && ok;
-	goto out;
-nomem:
-	warn("remove %s", b->name);
 out:
 	free(marker);
 	free(log);

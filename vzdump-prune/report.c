@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "report.h"
+#include "xalloc.h"
 
 const char *mark_name(enum mark m)
 {
@@ -35,9 +36,7 @@ static json_t *json_name(const char *name)
 
 	if (s)
 		return s;
-	copy = strdup(name);
-	if (!copy)
-		return NULL;
+	copy = xstrdup(name);
 	for (char *p = copy; *p; p++)
 		if ((unsigned char)*p >= 0x80)
 			*p = '?';

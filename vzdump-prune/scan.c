@@ -9,6 +9,7 @@
 
 #include "backup_name.h"
 #include "scan.h"
+#include "xalloc.h"
 
 static const char protected_suffix[] = ".protected";
 
@@ -44,9 +45,7 @@ static bool add_protected(struct names *markers, const char *name)
 	if (!grow((void **)&markers->items, &markers->capacity, markers->count,
 		  sizeof(*markers->items)))
 		return false;
-	stem = strndup(name, len - suffix_len);
-	if (!stem)
-		return false;
+	stem = xstrndup(name, len - suffix_len);
 	markers->items[markers->count++] = stem;
 	return true;
 }
@@ -106,9 +105,7 @@ bool scan_dumpdir(DIR *dir, long vmid, struct backup_list *out)
 		if (!grow((void **)&out->items, &capacity, out->count, sizeof(*out->items)))
 			goto out;
 		/* d_name is reused by the next readdir() */
-		name = strdup(d->d_name);
-		if (!name)
-			goto out;
+		name = xstrdup(d->d_name);
 		b.name = name;
 		if (!b.standard) {
 			b.mark = MARK_RENAMED;
