@@ -22,9 +22,11 @@ _Noreturn void usage_error(const char *fmt, ...) __attribute__((format(printf, 1
 /* Values no tool uses for an option of its own. */
 enum { OPT_LONG_OPTIONS = 0x10000, OPT_SHORT_OPTIONS };
 /* The last entries of every tool's long option table, before the terminating zeros. */
-#define CLI_LIST_OPTIONS                                                \
-	{"long-options", no_argument, NULL, OPT_LONG_OPTIONS},          \
-	{"short-options", no_argument, NULL, OPT_SHORT_OPTIONS}
+#define CLI_LIST_OPTIONS                                                                           \
+	{"long-options", no_argument, NULL, OPT_LONG_OPTIONS},                                     \
+	{                                                                                          \
+		"short-options", no_argument, NULL, OPT_SHORT_OPTIONS                              \
+	}
 
 /* For OPT_LONG_OPTIONS, every "--name" of LONG_OPTS, else every "-x" of the getopt string
  * SHORT_OPTS, one a line on standard output; exits 0. */

@@ -23,15 +23,9 @@ deadline_t deadline_in(double seconds)
 	return monotonic_ms() + (int64_t)(seconds * 1000.0 + 0.5);
 }
 
-deadline_t deadline_min(deadline_t a, deadline_t b)
-{
-	return a < b ? a : b;
-}
+deadline_t deadline_min(deadline_t a, deadline_t b) { return a < b ? a : b; }
 
-bool deadline_passed(deadline_t d)
-{
-	return d != DEADLINE_NEVER && monotonic_ms() >= d;
-}
+bool deadline_passed(deadline_t d) { return d != DEADLINE_NEVER && monotonic_ms() >= d; }
 
 int deadline_poll_timeout(deadline_t d)
 {

@@ -78,7 +78,11 @@ struct instream *instream_open(int fd, char *errbuf, size_t errlen)
 			snprintf(errbuf, errlen, "cannot create zstd context");
 			goto bad;
 		}
-	} else if (s->raw_len >= 6 && memcmp(m, "\xfd" "7zXZ\0", 6) == 0) {
+	} else if (s->raw_len >= 6 &&
+		   memcmp(m,
+			  "\xfd"
+			  "7zXZ\0",
+			  6) == 0) {
 		s->codec = CODEC_XZ;
 		if (lzma_stream_decoder(&s->xz, UINT64_MAX, LZMA_CONCATENATED) != LZMA_OK) {
 			snprintf(errbuf, errlen, "cannot start xz decoder");
@@ -92,7 +96,8 @@ struct instream *instream_open(int fd, char *errbuf, size_t errlen)
 		}
 	} else if (s->raw_len >= 4 && memcmp(m, "\x89LZO", 4) == 0) {
 		snprintf(errbuf, errlen,
-			 "lzop-compressed input is not decompressed here; pipe it through 'lzop -dc'");
+			 "lzop-compressed input is not decompressed here; pipe it through 'lzop "
+			 "-dc'");
 		goto bad;
 	}
 	return s;
@@ -109,7 +114,8 @@ static ssize_t read_plain(struct instream *s, uint8_t *buf, size_t len)
 			return -1;
 		if (s->raw_eof)
 			break;
-		size_t n = s->raw_len - s->raw_pos < len - got ? s->raw_len - s->raw_pos : len - got;
+		size_t n = s->raw_len - s->raw_pos < len - got ? s->raw_len - s->raw_pos
+							       : len - got;
 		memcpy(buf + got, s->raw + s->raw_pos, n);
 		s->raw_pos += n;
 		got += n;
@@ -148,7 +154,8 @@ static ssize_t read_decoded(struct instream *s, uint8_t *buf, size_t len)
 			s->xz.avail_out = len - got;
 			lzma_ret r = lzma_code(&s->xz, s->raw_eof ? LZMA_FINISH : LZMA_RUN);
 			if (r != LZMA_OK && r != LZMA_STREAM_END) {
-				snprintf(s->err, sizeof(s->err), "xz: corrupt or truncated (liblzma error %d)", r);
+				snprintf(s->err, sizeof(s->err),
+					 "xz: corrupt or truncated (liblzma error %d)", r);
 				return -1;
 			}
 			s->frame_open = r != LZMA_STREAM_END;
@@ -176,7 +183,8 @@ static ssize_t read_decoded(struct instream *s, uint8_t *buf, size_t len)
 		/* lzma with LZMA_FINISH and no progress would spin: the input is exhausted. */
 		if (used == 0 && made == 0 && s->raw_eof && s->raw_pos == s->raw_len) {
 			if (s->frame_open) {
-				snprintf(s->err, sizeof(s->err), "the compressed stream is truncated");
+				snprintf(s->err, sizeof(s->err),
+					 "the compressed stream is truncated");
 				return -1;
 			}
 			break;

@@ -27,8 +27,8 @@ void jsonline_free(struct jsonline *jl)
 /* Reads whatever is available (at least one byte) into the buffer, waiting until D. */
 static enum jsonline_status fill(struct jsonline *jl, deadline_t d)
 {
-	struct pollfd p[2] = { { .fd = jl->fd, .events = POLLIN },
-			       { .fd = jl->wake_fd, .events = POLLIN } };
+	struct pollfd p[2] = {{.fd = jl->fd, .events = POLLIN},
+			      {.fd = jl->wake_fd, .events = POLLIN}};
 	ssize_t n;
 	int r;
 
@@ -121,10 +121,7 @@ enum jsonline_status jsonline_read_line(struct jsonline *jl, deadline_t d, char 
 	return read_line(jl, d, line, &length);
 }
 
-static bool blank(const char *s)
-{
-	return s[strspn(s, " \t\r")] == '\0';
-}
+static bool blank(const char *s) { return s[strspn(s, " \t\r")] == '\0'; }
 
 enum jsonline_status jsonline_read(struct jsonline *jl, deadline_t d, json_t **obj)
 {
@@ -157,8 +154,7 @@ enum jsonline_status jsonline_read(struct jsonline *jl, deadline_t d, json_t **o
 	}
 }
 
-enum jsonline_status jsonline_skip_through(struct jsonline *jl, unsigned char byte,
-					   deadline_t d)
+enum jsonline_status jsonline_skip_through(struct jsonline *jl, unsigned char byte, deadline_t d)
 {
 	for (;;) {
 		char *hit = jl->len ? memchr(jl->buf, byte, jl->len) : NULL;

@@ -22,7 +22,7 @@ enum jsonline_status {
 
 struct jsonline {
 	int fd;
-	char *buf;  /* bytes read but not consumed yet */
+	char *buf; /* bytes read but not consumed yet */
 	size_t len;
 	size_t cap;
 	int saved_errno; /* for JSONLINE_IOERR */
@@ -41,8 +41,7 @@ enum jsonline_status jsonline_read_line(struct jsonline *jl, deadline_t d, char 
 enum jsonline_status jsonline_read(struct jsonline *jl, deadline_t d, json_t **obj);
 
 /* Discards input up to and including the first byte equal to BYTE. */
-enum jsonline_status jsonline_skip_through(struct jsonline *jl, unsigned char byte,
-					   deadline_t d);
+enum jsonline_status jsonline_skip_through(struct jsonline *jl, unsigned char byte, deadline_t d);
 
 /* Sends OBJ compactly followed by "\n", with FDS attached to the same sendmsg(). PREFIX
  * (may be NULL) is sent first in the same write, e.g. the 0xFF resync byte. */

@@ -29,10 +29,7 @@ enum qmp_status qga_open(struct qmp *q, const char *path, deadline_t d)
 	return st;
 }
 
-void qga_mark_unsynced(struct qmp *q)
-{
-	q->need_sync = true;
-}
+void qga_mark_unsynced(struct qmp *q) { q->need_sync = true; }
 
 enum qmp_status qga_resync(struct qmp *q, deadline_t d)
 {
@@ -50,8 +47,9 @@ enum qmp_status qga_resync(struct qmp *q, deadline_t d)
 		json_t *msg = NULL, *ret;
 
 		if (jst == JSONLINE_TIMEOUT)
-			return qmp_fail(q, QMP_TIMEOUT, "timed out waiting for guest-sync-delimited "
-							 "(is the agent running in the guest?)");
+			return qmp_fail(q, QMP_TIMEOUT,
+					"timed out waiting for guest-sync-delimited "
+					"(is the agent running in the guest?)");
 		if (jst != JSONLINE_OK)
 			return qmp_fail(q, QMP_DROPPED, "guest-sync-delimited: %s",
 					jsonline_strstatus(&q->jl, jst));
@@ -98,7 +96,8 @@ enum qmp_status qga_execute(struct qmp *q, json_t *cmd, deadline_t d, json_t **r
 
 			q->need_sync = true;
 			snprintf(copy, sizeof(copy), "%s",
-				 st == QMP_TIMEOUT ? "timed out waiting for the agent's reply" : q->why);
+				 st == QMP_TIMEOUT ? "timed out waiting for the agent's reply"
+						   : q->why);
 			return qmp_fail(q, st, "%s: %s", name, copy);
 		}
 		if (json_object_get(msg, "return")) {

@@ -95,8 +95,8 @@ static const char *command_name(json_t *cmd)
 	return name ? name : "command";
 }
 
-enum qmp_status qmp_execute(struct qmp *q, json_t *cmd, const int *fds, size_t nfds,
-			    deadline_t d, json_t **reply)
+enum qmp_status qmp_execute(struct qmp *q, json_t *cmd, const int *fds, size_t nfds, deadline_t d,
+			    json_t **reply)
 {
 	json_t *sent = json_copy(cmd);
 	char id[32];
@@ -193,14 +193,16 @@ enum qmp_status qmp_open(struct qmp *q, const char *path, deadline_t d)
 	st = qmp_receive(q, d, &greeting);
 	if (st != QMP_OK) {
 		if (st == QMP_TIMEOUT)
-			return qmp_fail(q, st, "timed out waiting for the QMP greeting "
-					       "(another client connected, or QEMU not running?)");
+			return qmp_fail(q, st,
+					"timed out waiting for the QMP greeting "
+					"(another client connected, or QEMU not running?)");
 		return qmp_fail(q, st, "reading the QMP greeting: %.400s", q->why);
 	}
 	if (!json_object_get(greeting, "QMP")) {
 		json_decref(greeting);
-		return qmp_fail(q, QMP_PROTOCOL, "no QMP greeting (is this a guest-agent "
-						 "socket? try -a)");
+		return qmp_fail(q, QMP_PROTOCOL,
+				"no QMP greeting (is this a guest-agent "
+				"socket? try -a)");
 	}
 	q->greeting = greeting;
 	negotiate = qmp_command("qmp_capabilities", NULL);

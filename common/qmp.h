@@ -11,22 +11,22 @@
 #include "jsonline.h"
 
 enum qmp_status {
-	QMP_OK = 0,    /* a "return" reply */
-	QMP_ERROR,     /* an "error" reply: the peer refused the command */
-	QMP_TIMEOUT,   /* the deadline passed */
-	QMP_DROPPED,   /* connection closed, or could not be made */
-	QMP_PROTOCOL,  /* the peer spoke something that is not QMP */
-	QMP_WOKEN,     /* the connection's wake fd ended the wait (jsonline.h) */
+	QMP_OK = 0,   /* a "return" reply */
+	QMP_ERROR,    /* an "error" reply: the peer refused the command */
+	QMP_TIMEOUT,  /* the deadline passed */
+	QMP_DROPPED,  /* connection closed, or could not be made */
+	QMP_PROTOCOL, /* the peer spoke something that is not QMP */
+	QMP_WOKEN,    /* the connection's wake fd ended the wait (jsonline.h) */
 };
 
 struct qmp {
 	struct jsonline jl;
-	const char *path;   /* for messages */
-	bool need_sync;     /* guest agent: the stream position is unknown; qga.c's own */
-	unsigned long seq;  /* next command id */
-	json_t *events;     /* events received while waiting for replies, oldest first */
+	const char *path;  /* for messages */
+	bool need_sync;    /* guest agent: the stream position is unknown; qga.c's own */
+	unsigned long seq; /* next command id */
+	json_t *events;    /* events received while waiting for replies, oldest first */
 	json_t *greeting;
-	char why[512];      /* what went wrong, for the caller's message */
+	char why[512]; /* what went wrong, for the caller's message */
 };
 
 /* Connects to the monitor at PATH (retrying until D), reads the greeting and negotiates
@@ -40,8 +40,8 @@ void qmp_close(struct qmp *q);
  * attached to its bytes and waits for its reply until D. *REPLY gets the whole reply (new
  * reference) for QMP_OK and QMP_ERROR, NULL otherwise. Events meanwhile are queued.
  */
-enum qmp_status qmp_execute(struct qmp *q, json_t *cmd, const int *fds, size_t nfds,
-			    deadline_t d, json_t **reply);
+enum qmp_status qmp_execute(struct qmp *q, json_t *cmd, const int *fds, size_t nfds, deadline_t d,
+			    json_t **reply);
 
 /* Convenience: builds {"execute": NAME, "arguments": ARGS (stolen, may be NULL)}. */
 json_t *qmp_command(const char *name, json_t *args);

@@ -109,7 +109,7 @@ int unixsock_listen(const char *path, mode_t mode)
 
 static int wait_writable(int fd, deadline_t d)
 {
-	struct pollfd p = { .fd = fd, .events = POLLOUT };
+	struct pollfd p = {.fd = fd, .events = POLLOUT};
 	int r;
 
 	do
@@ -122,8 +122,7 @@ static int wait_writable(int fd, deadline_t d)
 	return r < 0 ? -1 : 0;
 }
 
-int unixsock_send(int fd, const void *buf, size_t len, const int *fds, size_t nfds,
-		  deadline_t d)
+int unixsock_send(int fd, const void *buf, size_t len, const int *fds, size_t nfds, deadline_t d)
 {
 	union {
 		char space[CMSG_SPACE(sizeof(int) * UNIXSOCK_MAX_FDS)];
@@ -137,8 +136,8 @@ int unixsock_send(int fd, const void *buf, size_t len, const int *fds, size_t nf
 		return -1;
 	}
 	while (len > 0 || !fds_sent) {
-		struct iovec iov = { .iov_base = (void *)p, .iov_len = len };
-		struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1 };
+		struct iovec iov = {.iov_base = (void *)p, .iov_len = len};
+		struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1};
 		ssize_t n;
 
 		if (!fds_sent) {

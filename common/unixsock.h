@@ -28,7 +28,6 @@ int unixsock_listen(const char *path, mode_t mode);
  * attached to the first sendmsg() (QEMU takes received fds together with the command bytes).
  * Returns 0, or -1 with errno (ETIMEDOUT when D passed).
  */
-int unixsock_send(int fd, const void *buf, size_t len, const int *fds, size_t nfds,
-		  deadline_t d);
+int unixsock_send(int fd, const void *buf, size_t len, const int *fds, size_t nfds, deadline_t d);
 
 #endif

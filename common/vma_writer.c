@@ -190,7 +190,8 @@ int vma_writer_begin(struct vma_writer *w, struct sink *out)
 	}
 	for (int i = 1; i <= w->ndevs; i++) {
 		uint8_t *info = h + VMA_OFF_DEV_INFO + VMA_DEV_INFO_SIZE * i;
-		put_be32(info, put_blob(blobs, &used, w->devs[i].name, strlen(w->devs[i].name) + 1));
+		put_be32(info,
+			 put_blob(blobs, &used, w->devs[i].name, strlen(w->devs[i].name) + 1));
 		put_be64(info + 8, w->devs[i].size);
 	}
 	put_be32(h + VMA_OFF_BLOB_OFFSET, VMA_FIXED_HEADER_SIZE);

@@ -20,8 +20,7 @@ void agent_close(struct agent *a)
 	a->connected = false;
 }
 
-int agent_call(struct agent *a, const char *name, json_t *args, deadline_t ceiling,
-	       json_t **ret)
+int agent_call(struct agent *a, const char *name, json_t *args, deadline_t ceiling, json_t **ret)
 {
 	deadline_t d = deadline_min(deadline_in(a->timeout), ceiling);
 	json_t *cmd = qmp_command(name, args), *reply = NULL;

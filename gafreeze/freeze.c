@@ -105,8 +105,10 @@ int thaw_guest(struct agent *a, deadline_t ceiling, struct thaw_result *r)
 		if (st != EXIT_OK)
 			memcpy(last, a->why, sizeof(last));
 		else if (answered)
-			snprintf(last, sizeof(last), "guest-fsfreeze-thaw answered, but the agent "
-						     "still reports '%s'", status);
+			snprintf(last, sizeof(last),
+				 "guest-fsfreeze-thaw answered, but the agent "
+				 "still reports '%s'",
+				 status);
 		if (attempts++ == 0 && !deadline_passed(ceiling))
 			warnx("thaw not confirmed (%s); retrying", last);
 		deadline_sleep(THAW_RETRY_MS, ceiling);

@@ -22,25 +22,24 @@ enum {
 struct agent {
 	struct qmp q;
 	const char *path;
-	double timeout;   /* -t: the bound on each request */
+	double timeout; /* -t: the bound on each request */
 	bool connected;
-	char why[600];    /* the last failure, for messages */
+	char why[600]; /* the last failure, for messages */
 };
 
 void agent_init(struct agent *a, const char *path, double timeout);
 /* Runs NAME with ARGS (stolen, may be NULL) bounded by -t and by CEILING; connects (again)
  * when needed. *RET gets the "return" value (new reference) on success. Returns an exit
  * status: EXIT_OK, EXIT_FAIL (error reply) or EXIT_PEER. */
-int agent_call(struct agent *a, const char *name, json_t *args, deadline_t ceiling,
-	       json_t **ret);
+int agent_call(struct agent *a, const char *name, json_t *args, deadline_t ceiling, json_t **ret);
 void agent_close(struct agent *a);
 /* The agent's freeze status ("thawed"/"frozen") into STATUS (a static string). */
 int agent_status(struct agent *a, deadline_t ceiling, const char **status);
 
 struct freeze_result {
-	bool sent;            /* a freeze request went out (so a thaw is owed) */
-	long nfrozen;         /* -1 when the freeze was only confirmed by a status poll */
-	int64_t acked_ms;     /* monotonic time the agent acknowledged */
+	bool sent;        /* a freeze request went out (so a thaw is owed) */
+	long nfrozen;     /* -1 when the freeze was only confirmed by a status poll */
+	int64_t acked_ms; /* monotonic time the agent acknowledged */
 };
 /* Checks the status, freezes (the listed mountpoints, or all), and when the reply is late
  * polls the status up to CEILING. Returns an exit status; GF_ALREADY_FROZEN refuses. */

@@ -66,12 +66,12 @@ static void watchdog_thaw(struct agent *a, struct report *r, char kind)
 	r->kind = kind;
 }
 
-static _Noreturn void
-watchdog(struct agent *a, int from_parent, int to_parent, deadline_t max_d, double max_s)
+static _Noreturn void watchdog(struct agent *a, int from_parent, int to_parent, deadline_t max_d,
+			       double max_s)
 {
 	pid_t parent = getppid();
 	bool handed = false, thawed = false;
-	struct report r = { .kind = 'R' };
+	struct report r = {.kind = 'R'};
 	int null = open("/dev/null", O_RDWR);
 
 	/* Outlive whatever ends gafreeze: the thaw is the point of this process. */
@@ -85,9 +85,10 @@ watchdog(struct agent *a, int from_parent, int to_parent, deadline_t max_d, doub
 		close(null);
 	}
 	for (;;) {
-		struct pollfd p = { .fd = from_parent, .events = POLLIN };
+		struct pollfd p = {.fd = from_parent, .events = POLLIN};
 		deadline_t until = thawed ? DEADLINE_NEVER
-				   : handed ? max_d : max_d + HANDOVER_GRACE_MS;
+			: handed          ? max_d
+					  : max_d + HANDOVER_GRACE_MS;
 		char msg;
 		ssize_t n;
 		int ready = poll(&p, 1, deadline_poll_timeout(until));
@@ -139,7 +140,7 @@ static bool read_report(int fd, deadline_t d, struct report *r)
 	size_t len = 0;
 
 	while (len < sizeof(line) - 1) {
-		struct pollfd p = { .fd = fd, .events = POLLIN };
+		struct pollfd p = {.fd = fd, .events = POLLIN};
 		int ready = poll(&p, 1, deadline_poll_timeout(d));
 		ssize_t n;
 
@@ -154,8 +155,7 @@ static bool read_report(int fd, deadline_t d, struct report *r)
 			break;
 	}
 	line[len] = '\0';
-	return sscanf(line, "%c %d %ld %lld", &r->kind, &r->status, &r->nthawed,
-		      &r->acked_ms) == 4;
+	return sscanf(line, "%c %d %ld %lld", &r->kind, &r->status, &r->nthawed, &r->acked_ms) == 4;
 }
 
 struct holder {
@@ -235,8 +235,8 @@ static int supervise(struct holder *h, char **argv, int sigfd, const sigset_t *o
 	if (child < 0)
 		return 1;
 	for (;;) {
-		struct pollfd p[2] = { { .fd = sigfd, .events = POLLIN },
-				       { .fd = h->thawed ? -1 : h->from_wd, .events = POLLIN } };
+		struct pollfd p[2] = {{.fd = sigfd, .events = POLLIN},
+				      {.fd = h->thawed ? -1 : h->from_wd, .events = POLLIN}};
 		struct signalfd_siginfo si;
 		int wstatus;
 
@@ -247,7 +247,8 @@ static int supervise(struct holder *h, char **argv, int sigfd, const sigset_t *o
 				h->thawed = true;
 				h->max_reached = h->thaw.kind == 'M';
 				warnx("--max reached while %s was still running: the guest was "
-				      "thawed early", argv[0]);
+				      "thawed early",
+				      argv[0]);
 			} else {
 				warnx("the watchdog is gone; thawing now");
 				request_thaw(h);
@@ -261,8 +262,7 @@ static int supervise(struct holder *h, char **argv, int sigfd, const sigset_t *o
 			continue;
 		}
 		/* SIGINT, SIGTERM, SIGHUP: thaw first, then pass it on to COMMAND. */
-		warnx("got signal %d: thawing, then passing it to %s", (int)si.ssi_signo,
-		      argv[0]);
+		warnx("got signal %d: thawing, then passing it to %s", (int)si.ssi_signo, argv[0]);
 		request_thaw(h);
 		if (forwarded == 0)
 			kill(child, (int)si.ssi_signo);
@@ -274,10 +274,11 @@ static void report_window(const struct freeze_result *fr, const struct holder *h
 			  int command_status)
 {
 	long long ms = h->thaw.acked_ms > 0 && fr->acked_ms > 0 ? h->thaw.acked_ms - fr->acked_ms
-								  : -1;
+								: -1;
 
-	fprintf(stderr, "gafreeze: guest frozen for %lld ms (filesystems frozen: %ld, thawed: %ld)\n",
-		ms, fr->nfrozen, h->thaw.nthawed);
+	fprintf(stderr,
+		"gafreeze: guest frozen for %lld ms (filesystems frozen: %ld, thawed: %ld)\n", ms,
+		fr->nfrozen, h->thaw.nthawed);
 	if (json) {
 		json_t *o = json_pack("{s:I,s:I,s:I,s:i,s:b,s:b}", "frozen_ms", (json_int_t)ms,
 				      "frozen", (json_int_t)fr->nfrozen, "thawed",
@@ -299,7 +300,7 @@ int hold(struct agent *a, double max_seconds, bool json, char **argv)
 {
 	deadline_t max_d = deadline_in(max_seconds);
 	deadline_t freeze_ceiling = deadline_min(deadline_in(a->timeout * CEILING_FACTOR), max_d);
-	struct holder h = { .a = a, .thaw = { .status = EXIT_OK, .nthawed = -1 } };
+	struct holder h = {.a = a, .thaw = {.status = EXIT_OK, .nthawed = -1}};
 	struct freeze_result fr;
 	sigset_t mask, old_mask;
 	int to_wd[2], from_wd[2], sigfd, st, command_status = 0;
@@ -370,7 +371,8 @@ int hold(struct agent *a, double max_seconds, bool json, char **argv)
 		return GF_THAW_FAILED;
 	if (fr.nfrozen >= 0 && h.thaw.nthawed >= 0 && fr.nfrozen != h.thaw.nthawed)
 		warnx("froze %ld filesystems but thawed %ld: something else froze or thawed "
-		      "meanwhile", fr.nfrozen, h.thaw.nthawed);
+		      "meanwhile",
+		      fr.nfrozen, h.thaw.nthawed);
 	if (h.max_reached && command_status == 0) {
 		warnx("the guest was not frozen for the whole of %s", argv[0]);
 		return EXIT_FAIL;

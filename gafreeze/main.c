@@ -65,9 +65,8 @@ static int cmd_simple(struct agent *a, const char *name, bool json)
 /* info: the agent's version and whether the freeze commands are enabled. */
 static int cmd_info(struct agent *a, bool json)
 {
-	static const char *const wanted[] = { "guest-fsfreeze-freeze",
-					      "guest-fsfreeze-freeze-list",
-					      "guest-fsfreeze-status", "guest-fsfreeze-thaw" };
+	static const char *const wanted[] = {"guest-fsfreeze-freeze", "guest-fsfreeze-freeze-list",
+					     "guest-fsfreeze-status", "guest-fsfreeze-thaw"};
 	json_t *ret, *cmds, *c;
 	char *text = NULL;
 	size_t len = 0, i;
@@ -84,7 +83,8 @@ static int cmd_info(struct agent *a, bool json)
 	for (size_t w = 0; w < sizeof(wanted) / sizeof(wanted[0]); w++) {
 		const char *state = "missing";
 
-		json_array_foreach(cmds, i, c) {
+		json_array_foreach(cmds, i, c)
+		{
 			const char *name = json_string_value(json_object_get(c, "name"));
 
 			if (name && strcmp(name, wanted[w]) == 0)
@@ -155,7 +155,9 @@ int main(int argc, char **argv)
 
 	while ((c = cli_getopt(argc, argv, short_opts, long_opts)) != -1) {
 		switch (c) {
-		case 's': socket_path = optarg; break;
+		case 's':
+			socket_path = optarg;
+			break;
 		case 't':
 			if (!parse_seconds(optarg, &timeout) || timeout <= 0)
 				usage_error("-t: expected a positive number of seconds");
@@ -164,7 +166,9 @@ int main(int argc, char **argv)
 			if (!parse_seconds(optarg, &max) || max <= 0)
 				usage_error("--max: expected a positive number of seconds");
 			break;
-		case OPT_JSON: json = true; break;
+		case OPT_JSON:
+			json = true;
+			break;
 		}
 	}
 	argc -= optind;

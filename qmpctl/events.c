@@ -17,8 +17,7 @@ bool event_filter_add_names(struct event_filter *f, const char *list)
 	return f->nnames > 0;
 }
 
-bool event_filter_add_match(struct event_filter *f, const char *keyvalue, char *err,
-			    size_t errlen)
+bool event_filter_add_match(struct event_filter *f, const char *keyvalue, char *err, size_t errlen)
 {
 	const char *eq = strchr(keyvalue, '=');
 	char *key;
@@ -67,7 +66,8 @@ bool event_matches(const struct event_filter *f, json_t *event)
 			named = true;
 	if (!named)
 		return false;
-	json_object_foreach(f->match, key, want) {
+	json_object_foreach(f->match, key, want)
+	{
 		if (!json_equal(lookup(data, key), want))
 			return false;
 	}

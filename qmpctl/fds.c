@@ -107,8 +107,9 @@ int fd_spec_send(struct fd_spec *spec, struct qmp *q, deadline_t d, FILE *out, i
 	enum qmp_status st;
 
 	if (spec->add_fd)
-		cmd = qmp_command("add-fd", json_pack("{s:I,s:s}", "fdset-id",
-						       (json_int_t)spec->fdset, "opaque", spec->arg));
+		cmd = qmp_command("add-fd",
+				  json_pack("{s:I,s:s}", "fdset-id", (json_int_t)spec->fdset,
+					    "opaque", spec->arg));
 	else
 		cmd = qmp_command("getfd", json_pack("{s:s}", "fdname", spec->name));
 	st = qmp_execute(q, cmd, &spec->fd, 1, d, &reply);

@@ -142,11 +142,14 @@ int split_words(const char *line, char ***words, char *err, size_t errlen)
 	for (const char *p = line;; p++) {
 		char c = *p;
 
-		if (c == '\0' || (quote == 0 && depth == 0 && (c == ' ' || c == '\t' ||
-							      c == '\n' || c == '\r'))) {
+		if (c == '\0' ||
+		    (quote == 0 && depth == 0 &&
+		     (c == ' ' || c == '\t' || c == '\n' || c == '\r'))) {
 			if (c == '\0' && (quote != 0 || depth != 0)) {
 				snprintf(err, errlen, "unbalanced %s",
-					 quote == '\'' ? "'" : quote == '"' ? "\"" : "brackets");
+					 quote == '\''          ? "'"
+						 : quote == '"' ? "\""
+								: "brackets");
 				free(word);
 				free_words(list, n);
 				return -1;

@@ -159,18 +159,34 @@ static void parse_options(int argc, char **argv, struct options *o)
 	o->fd_is_add = xcalloc((size_t)argc, sizeof(*o->fd_is_add));
 	while ((c = cli_getopt(argc, argv, short_opts, long_opts)) != -1) {
 		switch (c) {
-		case 'a': o->agent = true; break;
-		case 'c': o->compact = true; break;
-		case 'e': o->events = true; break;
-		case 'f': o->file = optarg; break;
-		case 'H': o->hmp = optarg; break;
-		case 'k': o->keep_going = true; break;
+		case 'a':
+			o->agent = true;
+			break;
+		case 'c':
+			o->compact = true;
+			break;
+		case 'e':
+			o->events = true;
+			break;
+		case 'f':
+			o->file = optarg;
+			break;
+		case 'H':
+			o->hmp = optarg;
+			break;
+		case 'k':
+			o->keep_going = true;
+			break;
 		case 'm':
 			if (!event_filter_add_match(&o->wait, optarg, why, sizeof(why)))
 				usage_error("%s", why);
 			break;
-		case 'p': o->pretty = true; break;
-		case 's': o->socket = optarg; break;
+		case 'p':
+			o->pretty = true;
+			break;
+		case 's':
+			o->socket = optarg;
+			break;
 		case 't':
 			if (!parse_seconds(optarg, &o->timeout))
 				usage_error("-t: expected a number of seconds");
@@ -180,7 +196,9 @@ static void parse_options(int argc, char **argv, struct options *o)
 				usage_error("-w: expected event names");
 			o->waiting = true;
 			break;
-		case OPT_JSON: o->json = optarg; break;
+		case OPT_JSON:
+			o->json = optarg;
+			break;
 		case OPT_FD:
 		case OPT_ADD_FD:
 			o->fd_is_add[o->nfds] = c == OPT_ADD_FD;
@@ -220,7 +238,7 @@ static json_t *commands_from_args(struct options *o, int argc, char **argv)
 		json_object_set_new(cmd, "hmp", json_true());
 	} else if (o->json || (argc == 1 && strcmp(argv[0], "-") == 0)) {
 		char *text = o->json && strcmp(o->json, "-") != 0 ? xstrdup(o->json)
-									 : read_all(stdin);
+								  : read_all(stdin);
 
 		cmd = command_from_json(text, why, sizeof(why));
 		free(text);
@@ -242,15 +260,16 @@ static json_t *commands_from_args(struct options *o, int argc, char **argv)
 }
 
 /* Runs the commands, writing each result to OUT. Returns an exit status. */
-static int run_commands(struct options *o, struct qmp *q, json_t *cmds, deadline_t d,
-			FILE *out, int json_flags)
+static int run_commands(struct options *o, struct qmp *q, json_t *cmds, deadline_t d, FILE *out,
+			int json_flags)
 {
 	bool batch = json_array_size(cmds) > 1 || o->file != NULL;
 	int status = EXIT_OK;
 	size_t i;
 	json_t *cmd;
 
-	json_array_foreach(cmds, i, cmd) {
+	json_array_foreach(cmds, i, cmd)
+	{
 		json_t *line = json_incref(json_object_get(cmd, "line"));
 		bool hmp = json_object_get(cmd, "hmp") != NULL;
 		json_t *reply = NULL, *ret;
@@ -286,8 +305,7 @@ static int run_commands(struct options *o, struct qmp *q, json_t *cmds, deadline
 	return status;
 }
 
-static int wait_for_event(struct options *o, struct qmp *q, deadline_t d, FILE *out,
-			  int json_flags)
+static int wait_for_event(struct options *o, struct qmp *q, deadline_t d, FILE *out, int json_flags)
 {
 	for (;;) {
 		json_t *ev = NULL;
@@ -376,8 +394,9 @@ int main(int argc, char **argv)
 	argc -= optind;
 	argv += optind;
 	socket_path = o.socket;
-	json_flags = o.compact ? JSON_COMPACT
-		     : o.pretty || isatty(STDOUT_FILENO) ? JSON_INDENT(4) : JSON_COMPACT;
+	json_flags = o.compact                      ? JSON_COMPACT
+		: o.pretty || isatty(STDOUT_FILENO) ? JSON_INDENT(4)
+						    : JSON_COMPACT;
 	cmds = commands_from_args(&o, argc, argv);
 	d = deadline_in(o.timeout);
 

@@ -28,14 +28,14 @@ bool set_dotted(json_t *obj, const char *key, json_t *value, char *err, size_t e
 
 /* fds.c: --fd and --add-fd. */
 struct fd_spec {
-	bool add_fd;     /* add-fd into an fdset, else getfd by name */
-	char *name;      /* fdname, or the fdset id as text */
+	bool add_fd; /* add-fd into an fdset, else getfd by name */
+	char *name;  /* fdname, or the fdset id as text */
 	long fdset;
-	int fd;          /* the descriptor to send, once opened */
-	bool opened;     /* we opened it (close after sending) */
-	bool sent;       /* QEMU has it */
+	int fd;            /* the descriptor to send, once opened */
+	bool opened;       /* we opened it (close after sending) */
+	bool sent;         /* QEMU has it */
 	char *listen_path; /* a socket we created: removed again if QEMU never got it */
-	const char *arg; /* as given, for messages */
+	const char *arg;   /* as given, for messages */
 };
 /* Parses NAME=SPEC (getfd) or SET=SPEC (add-fd) and opens what SPEC names. Returns an exit
  * status (EXIT_OK on success) after printing the reason. */
@@ -51,8 +51,7 @@ struct event_filter {
 	json_t *match; /* object: dotted key -> value, all must equal */
 };
 bool event_filter_add_names(struct event_filter *f, const char *list);
-bool event_filter_add_match(struct event_filter *f, const char *keyvalue, char *err,
-			    size_t errlen);
+bool event_filter_add_match(struct event_filter *f, const char *keyvalue, char *err, size_t errlen);
 bool event_matches(const struct event_filter *f, json_t *event);
 void event_filter_free(struct event_filter *f);
 

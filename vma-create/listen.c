@@ -67,12 +67,14 @@ static int take_piece(struct listen_ctx *x, int dev_id, uint64_t cluster, uint32
 			return EINVAL;
 		}
 		if (x->npending == MAX_PENDING) {
-			snprintf(err, errlen, "%s: more than %d clusters arriving in pieces at once",
-				 name, MAX_PENDING);
+			snprintf(err, errlen,
+				 "%s: more than %d clusters arriving in pieces at once", name,
+				 MAX_PENDING);
 			return ENOMEM;
 		}
 		p = &x->pending[x->npending];
-		*p = (struct pending){.dev_id = dev_id, .cluster = cluster,
+		*p = (struct pending){.dev_id = dev_id,
+				      .cluster = cluster,
 				      .data = calloc(1, VMA_CLUSTER_SIZE)};
 		if (!p->data) {
 			snprintf(err, errlen, "out of memory");
@@ -147,7 +149,8 @@ static int take(struct listen_ctx *x, int export, uint64_t off, uint64_t len, st
 				return EIO;
 			}
 		} else {
-			rc = take_piece(x, dev_id, cluster, in_cluster, chunk, valid, c, err, errlen);
+			rc = take_piece(x, dev_id, cluster, in_cluster, chunk, valid, c, err,
+					errlen);
 			if (rc)
 				return rc;
 		}
@@ -224,7 +227,8 @@ int serve_devices(struct vma_writer *w, const char *path, struct progress *progr
 	if (fd >= 0) {
 		struct listen_ctx *x = xcalloc(1, sizeof(*x));
 		*x = (struct listen_ctx){.w = w, .progress = progress, .exports = exports};
-		static const struct nbd_server_ops ops = {on_write, on_zero, on_closed, on_complete};
+		static const struct nbd_server_ops ops = {on_write, on_zero, on_closed,
+							  on_complete};
 		char why[512];
 		rc = nbd_serve(fd, exports, n, &ops, x, 0, why, sizeof(why));
 		if (rc < 0)

@@ -108,8 +108,7 @@ static void add_configs(struct vma_writer *w, const struct options *o)
 
 /* Cuts every name=value argument at its '=' in place, so argv[i] is the name and values[i] the
  * value; exits 2 on more devices than an archive holds or on an argument that is not FORM. */
-static void split_devices(int argc, char **argv, const char *form,
-			  char *values[VMA_MAX_DEVICES])
+static void split_devices(int argc, char **argv, const char *form, char *values[VMA_MAX_DEVICES])
 {
 	if (argc > VMA_MAX_DEVICES)
 		errx(EXIT_USAGE, "%d devices given; an archive holds at most %d", argc,
@@ -129,7 +128,8 @@ static void add_listen_devices(struct vma_writer *w, int argc, char **argv)
 	char *sizes[VMA_MAX_DEVICES];
 	split_devices(argc, argv, "name=size", sizes);
 	for (int i = 0; i < argc; i++) {
-		uint64_t size = parse_number(sizes[i], "device size", 1, (uint64_t)UINT32_MAX << 16);
+		uint64_t size = parse_number(sizes[i], "device size", 1,
+					     (uint64_t)UINT32_MAX << 16);
 		if (vma_writer_add_device(w, argv[i], size) < 0)
 			errx(EXIT_USAGE, "%s", vma_writer_error(w));
 	}
@@ -204,8 +204,9 @@ static int copy_device(struct vma_writer *w, int dev_id, struct source *src,
 				return -2;
 			c++;
 		} else {
-			unsigned n = clusters - c < VMA_ENTRIES_PER_EXTENT ? (unsigned)(clusters - c)
-									 : VMA_ENTRIES_PER_EXTENT;
+			unsigned n = clusters - c < VMA_ENTRIES_PER_EXTENT
+				? (unsigned)(clusters - c)
+				: VMA_ENTRIES_PER_EXTENT;
 			uint8_t *buf = vma_writer_reserve(w, &n);
 			if (!buf)
 				return -2;
@@ -280,7 +281,9 @@ static void parse_options(int argc, char **argv, struct options *o)
 {
 	int ch;
 	long cpus = sysconf(_SC_NPROCESSORS_ONLN);
-	*o = (struct options){.codec = SINK_PLAIN, .level = -1, .threads = cpus > 0 ? (int)cpus : 1};
+	*o = (struct options){.codec = SINK_PLAIN,
+			      .level = -1,
+			      .threads = cpus > 0 ? (int)cpus : 1};
 	while ((ch = cli_getopt(argc, argv, short_opts, long_opts)) != -1) {
 		switch (ch) {
 		case 'v':
@@ -297,14 +300,16 @@ static void parse_options(int argc, char **argv, struct options *o)
 			break;
 		case 'z':
 			if (sink_parse_codec(optarg, &o->codec, &o->level) < 0)
-				usage_error("invalid codec '%s': expected zstd[:1-22], xz[:1-9] or none",
+				usage_error("invalid codec '%s': expected zstd[:1-22], xz[:1-9] or "
+					    "none",
 					    optarg);
 			break;
 		case 'T':
 			o->threads = (int)parse_number(optarg, "thread count", 1, 256);
 			break;
 		case OPT_BWLIMIT:
-			o->bwlimit_kib = parse_number(optarg, "bandwidth limit", 1, UINT64_MAX / 2048);
+			o->bwlimit_kib = parse_number(optarg, "bandwidth limit", 1,
+						      UINT64_MAX / 2048);
 			break;
 		case OPT_LISTEN:
 			o->listen = optarg;
@@ -370,7 +375,8 @@ int main(int argc, char **argv)
 		status = -1;
 	}
 	if (status == 0 && o.stats &&
-	    write_stats(&stats, w, sink, (double)(monotonic_ms() - progress.start_ms) / 1000.0) < 0) {
+	    write_stats(&stats, w, sink, (double)(monotonic_ms() - progress.start_ms) / 1000.0) <
+		    0) {
 		warn("%s", o.stats);
 		status = -1;
 	}

@@ -121,7 +121,10 @@ static int transfer(struct nbd_conn *c, void *buf, size_t len, bool sending)
 	return 0;
 }
 
-int nbd_conn_recv(struct nbd_conn *c, void *buf, size_t len) { return transfer(c, buf, len, false); }
+int nbd_conn_recv(struct nbd_conn *c, void *buf, size_t len)
+{
+	return transfer(c, buf, len, false);
+}
 static int conn_send(struct nbd_conn *c, const void *buf, size_t len)
 {
 	return transfer(c, (void *)buf, len, true);
@@ -162,7 +165,8 @@ static enum step answer_info_or_go(struct server *s, struct nbd_conn *c, uint32_
 				   const uint8_t *data, uint32_t len)
 {
 	uint32_t namelen = len >= 4 ? get_be32(data) : 0;
-	if (len < 6 || namelen > len - 6 || (len - 6 - namelen) != 2u * get_be16(data + 4 + namelen))
+	if (len < 6 || namelen > len - 6 ||
+	    (len - 6 - namelen) != 2u * get_be16(data + 4 + namelen))
 		return option_reply(c, option, REP_ERR_INVALID, NULL, 0) < 0 ? STEP_CLOSE : STEP_OK;
 	int export = find_export(s, (const char *)data + 4, namelen);
 	if (export < 0)
@@ -187,7 +191,8 @@ static enum step answer_info_or_go(struct server *s, struct nbd_conn *c, uint32_
 static enum step answer_list(struct server *s, struct nbd_conn *c, uint32_t len)
 {
 	if (len != 0)
-		return option_reply(c, OPT_LIST, REP_ERR_INVALID, NULL, 0) < 0 ? STEP_CLOSE : STEP_OK;
+		return option_reply(c, OPT_LIST, REP_ERR_INVALID, NULL, 0) < 0 ? STEP_CLOSE
+									       : STEP_OK;
 	for (int i = 0; i < s->nexports; i++) {
 		uint8_t buf[4 + 256];
 		size_t n = strlen(s->exports[i].name);
@@ -276,8 +281,8 @@ static enum step handle_request(struct server *s, struct nbd_conn *c)
 	switch (type) {
 	case CMD_WRITE:
 		if (len > NBD_MAX_WRITE)
-			return fatal(s, "%s: write of %u bytes, more than the %u advertised", e->name,
-				     len, NBD_MAX_WRITE);
+			return fatal(s, "%s: write of %u bytes, more than the %u advertised",
+				     e->name, len, NBD_MAX_WRITE);
 		if (!in_range) {
 			simple_reply(c, handle, ENOSPC);
 			return fatal(s, "%s: write past the end (%u bytes at %llu, size %llu)",
@@ -319,7 +324,8 @@ static enum step step_client(struct server *s, struct nbd_conn *c)
 		if (nbd_conn_recv(c, f, 4) < 0)
 			return STEP_CLOSE;
 		uint32_t flags = get_be32(f);
-		if (!(flags & FLAG_C_FIXED_NEWSTYLE) || flags & ~(FLAG_C_FIXED_NEWSTYLE | FLAG_C_NO_ZEROES))
+		if (!(flags & FLAG_C_FIXED_NEWSTYLE) ||
+		    flags & ~(FLAG_C_FIXED_NEWSTYLE | FLAG_C_NO_ZEROES))
 			return STEP_CLOSE; /* an old or unknown client: the spec says hang up */
 		c->no_zeroes = flags & FLAG_C_NO_ZEROES;
 		c->state = WANT_OPTION;
@@ -348,14 +354,17 @@ static enum step accept_client(struct server *s, int listen_fd, int timeout_ms)
 	int fd = accept4(listen_fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
 	if (fd < 0)
 		return errno == EINTR || errno == EAGAIN || errno == ECONNABORTED
-			       ? STEP_OK
-			       : fatal(s, "accept: %s", strerror(errno));
+			? STEP_OK
+			: fatal(s, "accept: %s", strerror(errno));
 	if (s->nconns == MAX_CLIENTS) {
 		close(fd);
 		return STEP_OK;
 	}
 	struct nbd_conn *c = &s->conns[s->nconns++];
-	*c = (struct nbd_conn){.fd = fd, .state = WANT_FLAGS, .export = -1, .timeout_ms = timeout_ms};
+	*c = (struct nbd_conn){.fd = fd,
+			       .state = WANT_FLAGS,
+			       .export = -1,
+			       .timeout_ms = timeout_ms};
 	uint8_t greeting[18];
 	put_be64(greeting, NBDMAGIC);
 	put_be64(greeting + 8, IHAVEOPT);
@@ -369,8 +378,12 @@ int nbd_serve(int listen_fd, const struct nbd_export *exports, int nexports,
 	      const struct nbd_server_ops *ops, void *ctx, int idle_timeout_ms, char *err,
 	      size_t errlen)
 {
-	struct server s = {.exports = exports, .nexports = nexports, .ops = ops, .ctx = ctx,
-			   .err = err, .errlen = errlen};
+	struct server s = {.exports = exports,
+			   .nexports = nexports,
+			   .ops = ops,
+			   .ctx = ctx,
+			   .err = err,
+			   .errlen = errlen};
 	int timeout_ms = idle_timeout_ms > 0 ? idle_timeout_ms : 60000;
 	while (!s.failed && !(s.nconns == 0 && ops->complete(ctx))) {
 		struct pollfd pfds[MAX_CLIENTS + 1];

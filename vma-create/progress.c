@@ -70,7 +70,7 @@ void throttle_account(struct throttle *t, uint64_t bytes)
 	if (!t->bytes_per_second)
 		return;
 	t->bytes += bytes;
-	deadline_t due = t->start_ms + (int64_t)((double)t->bytes * 1000.0 /
-						  (double)t->bytes_per_second);
+	deadline_t due = t->start_ms +
+		(int64_t)((double)t->bytes * 1000.0 / (double)t->bytes_per_second);
 	deadline_sleep(INT_MAX, due);
 }

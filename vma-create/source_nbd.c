@@ -10,7 +10,7 @@
 #include "source.h"
 #include "xalloc.h"
 
-#define STATUS_SPAN (1ull << 30)     /* ask block status for up to 1 GiB at a time */
+#define STATUS_SPAN (1ull << 30) /* ask block status for up to 1 GiB at a time */
 /* Per read request, unless the export prefers larger: one extent (3.7 MiB) is then ~15 requests
  * in flight at once. With 1 MiB requests qemu-nbd sat idle between extents (3x slower). */
 #define DEFAULT_REQUEST (256u << 10)
@@ -34,8 +34,8 @@ struct nbd_source {
 
 bool source_is_nbd_uri(const char *spec)
 {
-	static const char *schemes[] = {"nbd://", "nbds://", "nbd+unix://", "nbds+unix://",
-					"nbd+vsock://", "nbds+vsock://"};
+	static const char *schemes[] = {"nbd://",       "nbds://",      "nbd+unix://",
+					"nbds+unix://", "nbd+vsock://", "nbds+vsock://"};
 	for (size_t i = 0; i < sizeof(schemes) / sizeof(schemes[0]); i++)
 		if (strncmp(spec, schemes[i], strlen(schemes[i])) == 0)
 			return true;
@@ -65,7 +65,8 @@ static int collect_runs(void *opaque, const char *context, uint64_t offset, uint
 			n->runs = r;
 			n->cap = cap;
 		}
-		n->runs[n->nruns++] = (struct run){offset, entries[i], (entries[i + 1] & LIBNBD_STATE_ZERO) != 0};
+		n->runs[n->nruns++] = (struct run){offset, entries[i],
+						   (entries[i + 1] & LIBNBD_STATE_ZERO) != 0};
 		offset += entries[i];
 	}
 	n->cached_end = offset;
@@ -155,7 +156,7 @@ static void nbd_source_close(struct source *src)
 static bool unreachable(int err)
 {
 	return err == ENOENT || err == ECONNREFUSED || err == ETIMEDOUT || err == EHOSTUNREACH ||
-	       err == ENETUNREACH || err == ECONNRESET;
+		err == ENETUNREACH || err == ECONNRESET;
 }
 
 struct source *source_open_nbd(const char *uri, int *status, char *errbuf, size_t errlen)

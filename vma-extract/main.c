@@ -19,11 +19,10 @@
 #include "xalloc.h"
 
 /* Exactly the SYNOPSIS of man/vma-extract.1. */
-const char usage_synopsis[] =
-	"vma-extract -l [--json] archive\n"
-	"vma-extract -t [-v] archive\n"
-	"vma-extract [-v] [-d name[,name ...]] archive dir\n"
-	"vma-extract -c config archive\n";
+const char usage_synopsis[] = "vma-extract -l [--json] archive\n"
+			      "vma-extract -t [-v] archive\n"
+			      "vma-extract [-v] [-d name[,name ...]] archive dir\n"
+			      "vma-extract -c config archive\n";
 
 static const char short_opts[] = "ltvd:c:h";
 enum { OPT_JSON = 256 };
@@ -90,8 +89,8 @@ static char *listing_json(const struct vma_reader *r)
 	/* json_pack fails on a name that is not UTF-8: say so rather than drop the entry. */
 	for (int i = 0; i < r->nconfigs; i++)
 		if (json_array_append_new(configs,
-					  json_pack("{s:s, s:I}", "name", r->configs[i].name, "size",
-						    (json_int_t)r->configs[i].len)) < 0)
+					  json_pack("{s:s, s:I}", "name", r->configs[i].name,
+						    "size", (json_int_t)r->configs[i].len)) < 0)
 			errx(EXIT_FAIL,
 			     "%s: config %d: the name is not UTF-8; JSON cannot hold it (use -l)",
 			     archive_name, i);

@@ -85,11 +85,12 @@ static int parse_blobs(struct vma_reader *r, struct blobs *b, uint32_t buf_offse
 		return fail_at(r, 0, "out of memory");
 	for (uint32_t pos = 1; pos < b->size;) {
 		if (pos + 2 > b->size)
-			return fail_at(r, buf_offset + pos, "blob length runs past the blob buffer");
+			return fail_at(r, buf_offset + pos,
+				       "blob length runs past the blob buffer");
 		uint32_t len = get_le16(b->base + pos);
 		if (pos + 2 + len > b->size)
-			return fail_at(r, buf_offset + pos, "blob of %u bytes runs past the blob buffer",
-				       len);
+			return fail_at(r, buf_offset + pos,
+				       "blob of %u bytes runs past the blob buffer", len);
 		b->is_start[pos] = 1;
 		pos += 2 + len;
 	}
@@ -143,8 +144,9 @@ static int read_devices(struct vma_reader *r, const struct blobs *b)
 		d->name = name;
 		d->size = size;
 		d->clusters = vma_cluster_count(size);
-		d->seen = calloc((size_t)((d->clusters + SEEN_CHUNK_CLUSTERS - 1) >> SEEN_CHUNK_SHIFT),
-				 sizeof(*d->seen));
+		d->seen = calloc(
+			(size_t)((d->clusters + SEEN_CHUNK_CLUSTERS - 1) >> SEEN_CHUNK_SHIFT),
+			sizeof(*d->seen));
 		if (!d->seen)
 			return fail_at(r, at, "out of memory");
 	}
@@ -154,7 +156,8 @@ static int read_devices(struct vma_reader *r, const struct blobs *b)
 static int read_configs(struct vma_reader *r, const struct blobs *b)
 {
 	for (uint32_t i = 0; i < VMA_MAX_CONFIGS; i++) {
-		uint32_t name_at = VMA_OFF_CONFIG_NAMES + 4 * i, data_at = VMA_OFF_CONFIG_DATA + 4 * i;
+		uint32_t name_at = VMA_OFF_CONFIG_NAMES + 4 * i,
+			 data_at = VMA_OFF_CONFIG_DATA + 4 * i;
 		uint32_t name_ptr = get_be32(r->header + name_at);
 		uint32_t data_ptr = get_be32(r->header + data_at);
 		if (name_ptr == 0 && data_ptr == 0)
@@ -163,9 +166,11 @@ static int read_configs(struct vma_reader *r, const struct blobs *b)
 		uint32_t len;
 		const uint8_t *data = blob_at(b, data_ptr, &len);
 		if (!name)
-			return fail_at(r, name_at, "config %u: invalid name pointer %u", i, name_ptr);
+			return fail_at(r, name_at, "config %u: invalid name pointer %u", i,
+				       name_ptr);
 		if (!data)
-			return fail_at(r, data_at, "config %u: invalid data pointer %u", i, data_ptr);
+			return fail_at(r, data_at, "config %u: invalid data pointer %u", i,
+				       data_ptr);
 		const char *defect = vma_name_defect(name);
 		if (defect)
 			return fail_at(r, name_at, "config %u: unsafe name: %s", i, defect);
@@ -258,9 +263,10 @@ static int check_entry(struct vma_reader *r, uint64_t at, int dev_id, uint64_t c
 		for (unsigned b = 0; b < VMA_BLOCKS_PER_CLUSTER; b++)
 			if (mask & (1u << b) &&
 			    cluster * VMA_CLUSTER_SIZE + (uint64_t)b * VMA_BLOCK_SIZE >= d->size)
-				return fail_at(r, at,
-					       "block %u of cluster %llu of %s is past the device end",
-					       b, (unsigned long long)cluster, d->name);
+				return fail_at(
+					r, at,
+					"block %u of cluster %llu of %s is past the device end", b,
+					(unsigned long long)cluster, d->name);
 	if (seen_test(d, cluster))
 		return fail_at(r, at, "duplicate cluster %llu of %s", (unsigned long long)cluster,
 			       d->name);
@@ -277,14 +283,17 @@ static int read_extent(struct vma_reader *r, uint64_t start, vma_cluster_fn fn, 
 	/* Magic first (Proxmox checks the MD5 first): bytes that are no extent at all, such as
 	 * garbage after the last one, are then named for what they are. */
 	if (memcmp(e, VMA_EXTENT_MAGIC, 4) != 0)
-		return fail_at(r, start, "wrong extent magic (not an extent, or data after the last one)");
+		return fail_at(r, start,
+			       "wrong extent magic (not an extent, or data after the last one)");
 	md5_with_hole(e, VMA_EXTENT_HEADER_SIZE, VMA_EXT_OFF_MD5, digest);
 	if (memcmp(digest, e + VMA_EXT_OFF_MD5, 16) != 0)
 		return fail_at(r, start + VMA_EXT_OFF_MD5, "wrong extent checksum (MD5)");
 	if (memcmp(e + VMA_EXT_OFF_UUID, r->uuid, 16) != 0)
-		return fail_at(r, start + VMA_EXT_OFF_UUID, "extent uuid differs from the header's");
+		return fail_at(r, start + VMA_EXT_OFF_UUID,
+			       "extent uuid differs from the header's");
 	if (get_be16(e + VMA_EXT_OFF_RESERVED) != 0)
-		return fail_at(r, start + VMA_EXT_OFF_RESERVED, "reserved extent field is not zero");
+		return fail_at(r, start + VMA_EXT_OFF_RESERVED,
+			       "reserved extent field is not zero");
 	unsigned block_count = get_be16(e + VMA_EXT_OFF_BLOCK_COUNT), blocks = 0;
 	for (unsigned i = 0; i < VMA_ENTRIES_PER_EXTENT; i++) {
 		uint64_t at = start + VMA_EXT_OFF_BLOCKINFO + 8 * i;
@@ -303,7 +312,8 @@ static int read_extent(struct vma_reader *r, uint64_t start, vma_cluster_fn fn, 
 	}
 	if (blocks != block_count)
 		return fail_at(r, start + VMA_EXT_OFF_BLOCK_COUNT,
-			       "block count %u, but the entries store %u blocks", block_count, blocks);
+			       "block count %u, but the entries store %u blocks", block_count,
+			       blocks);
 	if (read_exact(r, e + VMA_EXTENT_HEADER_SIZE, (size_t)block_count * VMA_BLOCK_SIZE,
 		       "extent data") < 0)
 		return -1;

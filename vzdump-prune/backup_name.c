@@ -27,10 +27,7 @@ static bool ends_with(const char *s, size_t len, const char *suffix, size_t *ste
 	return true;
 }
 
-static bool is_digit(char c)
-{
-	return c >= '0' && c <= '9';
-}
+static bool is_digit(char c) { return c >= '0' && c <= '9'; }
 
 /* Reads exactly N digits at *p and advances past them. */
 static bool take_digits(const char **p, const char *end, int n, int *value)
@@ -57,10 +54,7 @@ static bool take_char(const char **p, const char *end, char c)
 	return true;
 }
 
-static bool is_leap(int year)
-{
-	return (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
-}
+static bool is_leap(int year) { return (year % 4 == 0 && year % 100 != 0) || year % 400 == 0; }
 
 static int days_in_month(int year, int month)
 {
@@ -167,16 +161,15 @@ static bool parse_standard(const char *p, const char *end, struct backup *b)
 		p++;
 	if (p - vmid_start < 3 || p - vmid_start > 9)
 		return false;
-	if (!take_char(&p, end, '-') ||
-	    !take_digits(&p, end, 4, &year) || !take_char(&p, end, '_') ||
-	    !take_digits(&p, end, 2, &month) || !take_char(&p, end, '_') ||
-	    !take_digits(&p, end, 2, &day) || !take_char(&p, end, '-') ||
-	    !take_digits(&p, end, 2, &hour) || !take_char(&p, end, '_') ||
-	    !take_digits(&p, end, 2, &minute) || !take_char(&p, end, '_') ||
-	    !take_digits(&p, end, 2, &second) || p != end)
+	if (!take_char(&p, end, '-') || !take_digits(&p, end, 4, &year) ||
+	    !take_char(&p, end, '_') || !take_digits(&p, end, 2, &month) ||
+	    !take_char(&p, end, '_') || !take_digits(&p, end, 2, &day) ||
+	    !take_char(&p, end, '-') || !take_digits(&p, end, 2, &hour) ||
+	    !take_char(&p, end, '_') || !take_digits(&p, end, 2, &minute) ||
+	    !take_char(&p, end, '_') || !take_digits(&p, end, 2, &second) || p != end)
 		return false;
-	if (month < 1 || month > 12 || day < 1 || day > days_in_month(year, month) ||
-	    hour > 23 || minute > 59 || second > 59)
+	if (month < 1 || month > 12 || day < 1 || day > days_in_month(year, month) || hour > 23 ||
+	    minute > 59 || second > 59)
 		return false;
 
 	memset(&tm, 0, sizeof(tm));

@@ -197,7 +197,7 @@ static DIR *open_dumpdir(const char *path)
 static bool same_stem(const struct backup *a, const struct backup *b)
 {
 	return a->standard && b->standard && a->vmid == b->vmid && a->ctime == b->ctime &&
-	       a->stem_len == b->stem_len && memcmp(a->name, b->name, a->stem_len) == 0;
+		a->stem_len == b->stem_len && memcmp(a->name, b->name, a->stem_len) == 0;
 }
 
 /*

@@ -87,8 +87,8 @@ static bool parse_pair(char *pair, struct policy *p, struct policy_given *given,
 	return false;
 }
 
-bool policy_parse_string(const char *text, struct policy *p, struct policy_given *given,
-			 char *err, size_t err_size)
+bool policy_parse_string(const char *text, struct policy *p, struct policy_given *given, char *err,
+			 size_t err_size)
 {
 	char *copy = xstrdup(text), *rest = copy, *pair;
 	bool ok = true, any = false;

@@ -26,8 +26,8 @@ bool policy_parse_count(const char *text, unsigned *count);
  * into *p and records which keys appeared in *given. Empty items are skipped, as Proxmox
  * does, but a string without any KEY=VALUE is refused. On error writes a message to ERR.
  */
-bool policy_parse_string(const char *text, struct policy *p, struct policy_given *given,
-			 char *err, size_t err_size);
+bool policy_parse_string(const char *text, struct policy *p, struct policy_given *given, char *err,
+			 size_t err_size);
 
 /* Refuses keep-all together with a positive keep-* count, as Proxmox does; message in ERR. */
 bool policy_check(const struct policy *p, char *err, size_t err_size);

@@ -45,10 +45,7 @@ static json_t *json_name(const char *name)
 	return s;
 }
 
-static bool is_control(unsigned char c)
-{
-	return c < 0x20 || c == 0x7f;
-}
+static bool is_control(unsigned char c) { return c < 0x20 || c == 0x7f; }
 
 static void print_name(FILE *f, const char *name)
 {
@@ -146,12 +143,11 @@ char *report_json(const struct backup *list, size_t n)
 		char *line;
 
 		reason(b, why, sizeof(why));
-		entry = json_pack("{s:o, s:o, s:o, s:s, s:s}",
-				  "file", json_name(b->name),
-				  "vmid", b->vmid == VMID_UNKNOWN ? json_null() : json_integer(b->vmid),
-				  "ctime", b->standard ? json_integer((json_int_t)b->ctime) : json_null(),
-				  "mark", mark_name(b->mark),
-				  "reason", why);
+		entry = json_pack("{s:o, s:o, s:o, s:s, s:s}", "file", json_name(b->name), "vmid",
+				  b->vmid == VMID_UNKNOWN ? json_null() : json_integer(b->vmid),
+				  "ctime",
+				  b->standard ? json_integer((json_int_t)b->ctime) : json_null(),
+				  "mark", mark_name(b->mark), "reason", why);
 		line = entry ? json_dumps(entry, JSON_PRESERVE_ORDER) : NULL;
 		if (line)
 			fprintf(f, "  %s%s\n", line, i + 1 < n ? "," : "");

@@ -4,7 +4,8 @@
 const char *rule_option(enum rule r)
 {
 	static const char *const names[RULE_COUNT] = {
-		"keep-last", "keep-hourly", "keep-daily", "keep-weekly", "keep-monthly", "keep-yearly",
+		"keep-last",   "keep-hourly",  "keep-daily",
+		"keep-weekly", "keep-monthly", "keep-yearly",
 	};
 
 	return names[r];

@@ -99,8 +99,7 @@ bool scan_dumpdir(DIR *dir, long vmid, struct backup_list *out)
 		}
 		if (!add_protected(&markers, d->d_name))
 			goto out;
-		if (!backup_name_parse(d->d_name, &b) ||
-		    (vmid != VMID_UNKNOWN && b.vmid != vmid))
+		if (!backup_name_parse(d->d_name, &b) || (vmid != VMID_UNKNOWN && b.vmid != vmid))
 			continue;
 		if (!grow((void **)&out->items, &capacity, out->count, sizeof(*out->items)))
 			goto out;
