@@ -7,8 +7,7 @@
 #   make demo             back up a throw-away running VM with vzdump.sh, restore it, show it
 #   make demo GUEST=1     the same with the booted test guest and a real filesystem freeze
 #   make bench            run the benchmarks in bench/
-#   make lint             man pages (mandoc) and shell scripts (shellcheck)
-#   make lint-format      the C files against .clang-format (not part of lint yet)
+#   make lint             man pages (mandoc), shell scripts (shellcheck), C files (.clang-format)
 #   make format           reformat the C files in place (build-aux/format)
 #   make install          PREFIX, DESTDIR, BINDIR, MANDIR, LIBDIR as usual
 #   CFLAGS, CPPFLAGS, LDFLAGS, LDLIBS (e.g. from dpkg-buildflags) add to the project's own flags
@@ -59,7 +58,7 @@ COMMON_OBJ := $(COMMON_SRC:%.c=$(BUILD)/obj/%.o)
 COMMON_LIB := $(BUILD)/libcommon.a
 BINS := $(TOOLS:%=$(BUILD)/bin/%)
 
-.PHONY: all clean check demo bench deps install lint lint-format format
+.PHONY: all clean check demo bench deps install lint format
 all: $(BINS)
 
 $(BUILD)/obj/%.o: %.c
@@ -101,9 +100,6 @@ bench:
 lint:
 	mandoc -Tlint -Wwarning man/*.1
 	shellcheck -x build-aux/deps build-aux/format tests/run tests/demo.sh bench/run .ci/run $(wildcard $(SCRIPTS)) $(wildcard lib/vzdump/*.bash tests/lib/*.bash tests/lib/*.sh bench/*.sh)
-
-# To be added to lint once the whole tree has been reformatted (make format).
-lint-format:
 	build-aux/format --check
 
 format:
