@@ -166,13 +166,14 @@ backup_vm() {
 # recorded as done is undone, in reverse; on failure the log, the hooks and the JSON say why.
 undo_on_exit() {
 	local status=$? stray
-	# (First: what the undo prints on stderr must not pass for the reason.)
-	stray=$(stray_error)
 	# Whatever fails or arrives now, the cleanup runs to its end: no set -e, and a further
-	# signal (a second Ctrl-C, systemd's TERM to the whole group) is noted, not obeyed.
-	set +e
-	trap - EXIT
+	# signal (a second Ctrl-C, systemd's TERM to the whole group and the job's own TERM to
+	# the task) is noted, not obeyed. So these come first, before anything that takes time.
 	trap 'failure=${failure:-interrupted by signal}' INT TERM HUP
+	trap - EXIT
+	set +e
+	# (Before the undo: what it prints on stderr must not pass for the reason.)
+	stray=$(stray_error)
 	if [ -n "$hook_pid" ]; then
 		kill -TERM "$hook_pid" 2>/dev/null || true
 		reap "$hook_pid" || true
@@ -239,7 +240,11 @@ run_task() { # VMID
 		# goes to the stray file, whose last line explains an unexpected exit.
 		exec {log_fd}>&2 2>"$stray_file"
 		trap undo_on_exit EXIT
-		trap 'failure="interrupted by signal"; exit 1' INT TERM HUP
+		# The first thing a signal does is make the next one harmless: a TERM to the whole
+		# process group is followed at once by the job's own TERM to the task, which must not
+		# cut the exit handler short (see undo_on_exit).
+		trap 'trap "failure=\${failure:-interrupted by signal}" INT TERM HUP
+			failure="interrupted by signal"; exit 1' INT TERM HUP
 		backup_vm
 	) &
 	task_pid=$!

@@ -80,7 +80,9 @@ setup() {
 @test "spawn gives the command's own pid, without the lock fds; reap hides bash's Killed line" {
 	spawn sleep 30
 	pid=$spawned_pid
-	assert_equal "$(cat "/proc/$pid/comm")" sleep
+	# (The subshell execs the command: until then its comm is bash's.)
+	is_sleep() { [ "$(cat "/proc/$pid/comm")" = sleep ]; }
+	wait_until 5 is_sleep || fail "pid $pid is $(cat "/proc/$pid/comm"), not the command"
 	[ ! -e "/proc/$pid/fd/$global_lock_fd" ] || fail "the global lock fd was inherited"
 	[ ! -e "/proc/$pid/fd/$vm_lock_fd" ] || fail "the VM lock fd was inherited"
 	kill -KILL "$pid"
