@@ -52,7 +52,7 @@ END
 }
 
 backup_vm() {
-	local start basename archive ext
+	local start basename archive ext out
 	start=$(date +%s)
 	backup_start=$start
 	backup_mode=$opt_mode
@@ -63,8 +63,13 @@ backup_vm() {
 	*) ext=vma ;;
 	esac
 	archive=$opt_dumpdir/$basename.$ext
-	private_dir=$(mktemp -d "$opt_tmpdir/vzdumptmp.XXXXXX") ||
-		{ private_dir= && fail "cannot create a private folder under $opt_tmpdir$(why_of "$stray_file")"; }
+	out=$(mktemp -d "$opt_tmpdir/vzdumptmp.XXXXXX" 2>&1) ||
+		fail "cannot create a private folder under $opt_tmpdir: ${out#mktemp: }"
+	private_dir=$out
+	# From here on what a command or bash itself prints on stderr goes to the private folder
+	# (see run_task), which the next job or --cleanup removes even after a SIGKILL.
+	stray_file=$private_dir/stderr
+	exec 2>"$stray_file"
 	hook_target=-
 	if [ "$opt_stdout" = 0 ]; then
 		[ -d "$opt_dumpdir" ] || fail "dump folder $opt_dumpdir does not exist"
@@ -237,8 +242,9 @@ run_task() { # VMID
 		vmid=$1
 		# What the user sees comes through log (on log_fd); anything else that a command or
 		# bash itself prints (such as bash's "Killed" line for a writer killed by a signal)
-		# goes to the stray file, whose last line explains an unexpected exit.
-		exec {log_fd}>&2 2>"$stray_file"
+		# goes nowhere until backup_vm points it at the stray file, whose last line explains
+		# an unexpected exit.
+		exec {log_fd}>&2 2>/dev/null
 		trap undo_on_exit EXIT
 		# The first thing a signal does is make the next one harmless: a TERM to the whole
 		# process group is followed at once by the job's own TERM to the task, which must not
@@ -341,9 +347,8 @@ main() {
 	if [ "$opt_json" = 1 ]; then
 		results=$(mktemp "$opt_tmpdir/vzdump-results.XXXXXX")
 	fi
-	stray_file=$(mktemp "$opt_tmpdir/vzdump-stderr.XXXXXX")
 	trap on_signal INT TERM HUP
-	trap 'rm -f "$results" "$stray_file"' EXIT
+	trap 'rm -f "$results"' EXIT
 	global_lock
 	info "starting new backup job: $PROG $*"
 	for id in "${conf_warnings[@]}"; do warn "$id"; done

@@ -17,6 +17,7 @@ qmp_sock=
 qga_sock=
 copy_start=
 vm_status=        # QEMU's run state before the snapshot
+stray_file=       # PRIVATE_DIR/stderr: what the task printed on stderr other than its log
 # read_config: the VM's config
 vm_name=
 agent_enabled=0
@@ -55,7 +56,6 @@ nbd_pids=()       # qemu-nbd servers of the offline copy
 
 # The job's own.
 results=          # --json: one line per VM
-stray_file=       # what the VM's task printed on stderr other than its log
 task_pid=
 interrupted=0
 
