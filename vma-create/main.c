@@ -99,10 +99,11 @@ static void add_configs(struct vma_writer *w, const struct options *o)
 		size_t len;
 		uint8_t *data = read_config(o->configs[i], &len);
 		char *copy = xstrdup(o->configs[i]);
-		if (vma_writer_add_config(w, basename(copy), data, len) < 0)
-			errx(EXIT_USAGE, "%s", vma_writer_error(w));
+		int rc = vma_writer_add_config(w, basename(copy), data, len);
 		free(copy);
 		free(data);
+		if (rc < 0)
+			errx(EXIT_USAGE, "%s", vma_writer_error(w));
 	}
 }
 
