@@ -19,6 +19,14 @@
 #define SEEN_CHUNK_SHIFT 20
 #define SEEN_CHUNK_CLUSTERS (1u << SEEN_CHUNK_SHIFT)
 
+/* And a hostile archive that lands one entry (8 bytes) in each chunk would still take 128 KiB of
+ * memory per 8 bytes: 127 GiB for a 9 MiB archive. So the chunks are rationed: 512 (64 MiB, the
+ * bitmaps of 32 TiB of disks) freely, then one more per 128 KiB of the stream read. A genuine
+ * archive, even of huge disks written out of order, never comes near: it stores a cluster's data
+ * for nearly every chunk it opens. */
+#define SEEN_CHUNKS_FREE 512
+#define SEEN_CHUNK_STREAM_BYTES (SEEN_CHUNK_CLUSTERS / 8)
+
 static bool seen_test(const struct vma_device *d, uint64_t cluster)
 {
 	const uint8_t *chunk = d->seen[cluster >> SEEN_CHUNK_SHIFT];
@@ -270,6 +278,17 @@ static int check_entry(struct vma_reader *r, uint64_t at, int dev_id, uint64_t c
 	if (seen_test(d, cluster))
 		return fail_at(r, at, "duplicate cluster %llu of %s", (unsigned long long)cluster,
 			       d->name);
+	if (!d->seen[cluster >> SEEN_CHUNK_SHIFT]) {
+		if (r->seen_chunks >= SEEN_CHUNKS_FREE + r->offset / SEEN_CHUNK_STREAM_BYTES)
+			return fail_at(r, at,
+				       "cluster %llu of %s: the clusters so far lie in %llu "
+				       "different 64 GiB regions, too many for a %llu-byte stream "
+				       "(a hostile archive?)",
+				       (unsigned long long)cluster, d->name,
+				       (unsigned long long)r->seen_chunks + 1,
+				       (unsigned long long)r->offset);
+		r->seen_chunks++;
+	}
 	if (seen_set(d, cluster) < 0)
 		return fail_at(r, at, "out of memory");
 	d->seen_count++;

@@ -37,6 +37,7 @@ struct vma_reader {
 	struct vma_device devs[256]; /* index = dev_id */
 	uint8_t *extent;
 	uint64_t extents, stored_bytes, zero_bytes;
+	uint64_t seen_chunks; /* chunks of the devices' bitmaps allocated so far */
 	char err[512];
 };
 
