@@ -359,6 +359,12 @@ static int read_extent(struct vma_reader *r, uint64_t start, vma_cluster_fn fn, 
 	return 0;
 }
 
+void vma_reader_cover_all(struct vma_reader *r)
+{
+	for (int id = 1; id < 255; id++)
+		r->devs[id].check_coverage = r->devs[id].name != NULL;
+}
+
 int vma_reader_run(struct vma_reader *r, vma_cluster_fn fn, void *opaque)
 {
 	for (;;) {
