@@ -236,6 +236,16 @@ PY
 	assert_output "vma-extract: huge.vma: offset 4136: device 1 (drive-scsi0): size 18446744073709551615 too large"
 }
 
+@test "vma-extract -l prints a creation time past any calendar as its seconds, on a line of its own" {
+	make_archive
+	patch_header late.vma 24 ">q" 0x7fffffffffffffff
+	run -0 vma-extract -l late.vma
+	assert_line --index 3 "CTIME: 9223372036854775807"
+	run -0 vma-extract -t -v late.vma
+	assert_line --index 3 "CTIME: 9223372036854775807"
+	assert_line --index 4 --partial "total bytes read "
+}
+
 @test "vma-extract names the truncation of an archive on stdin cut at any of 40 offsets" {
 	random_file d.raw 200000
 	vma-create -o full.vma drive-scsi0=d.raw

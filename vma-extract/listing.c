@@ -21,7 +21,12 @@ char *vma_listing(const struct vma_reader *r)
 		if (r->devs[id].name)
 			fprintf(f, "DEV: dev_id=%d size: %llu devname: %s\n", id,
 				(unsigned long long)r->devs[id].size, r->devs[id].name);
-	fprintf(f, "CTIME: %s", ctime(&r->ctime));
+	/* ctime() ends with a newline; for a time no calendar reaches it is NULL. */
+	const char *when = ctime(&r->ctime);
+	if (when)
+		fprintf(f, "CTIME: %s", when);
+	else
+		fprintf(f, "CTIME: %lld\n", (long long)r->ctime);
 	if (fclose(f) != 0)
 		err(EXIT_FAIL, "out of memory");
 	return text;
