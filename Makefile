@@ -97,12 +97,15 @@ fuzz_sources = $(shell sed -n '1s|^/\* *fuzz-sources:\(.*\)\*/ *$$|\1|p' fuzz/fu
 $(FUZZ_BUILD)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(FUZZ_CC) $(VZ_CPPFLAGS) $(CPPFLAGS) $(VZ_CFLAGS) $(PKG_CFLAGS) $(CFLAGS) $(FUZZ_FLAGS) \
-		$(if $(filter fuzz/%,$<),-include fuzz/fuzz.h) -c -o $@ $<
+		$(if $(filter fuzz/%,$<),-include fuzz/fuzz.h $(FUZZ_INCLUDES)) -c -o $@ $<
 
 $(FUZZ_COMMON_LIB): $(COMMON_SRC:%.c=$(FUZZ_BUILD)/obj/%.o)
 	rm -f $@ && $(AR) rcs $@ $^
 
+# A target includes its tool's headers as the tool does ("reader.h"): -I each folder it links.
 define fuzz_rule
+$(FUZZ_BUILD)/obj/fuzz/fuzz_$(1).o: \
+	FUZZ_INCLUDES := $(patsubst %/,-I%,$(sort $(dir $(call fuzz_sources,$(1)))))
 $(FUZZ_BUILD)/bin/fuzz_$(1): $(FUZZ_BUILD)/obj/fuzz/fuzz_$(1).o \
 		$(patsubst %.c,$(FUZZ_BUILD)/obj/%.o,$(call fuzz_sources,$(1))) $(FUZZ_COMMON_LIB)
 	@mkdir -p $$(dir $$@)

@@ -5,9 +5,9 @@
 #include <stdlib.h>
 #include <unistd.h>
 
-#include "../vma-extract/listing.h"
-#include "../vma-extract/reader.h"
 #include "instream.h"
+#include "listing.h"
+#include "reader.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
