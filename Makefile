@@ -10,6 +10,9 @@
 #   make lint             man pages (mandoc), shell scripts (shellcheck), C files (.clang-format)
 #   make format           reformat the C files in place (build-aux/format)
 #   make install          PREFIX, DESTDIR, BINDIR, MANDIR, LIBDIR as usual
+#   make fuzz             build the libFuzzer targets fuzz/fuzz_*.c (clang) and run each for
+#                         FUZZ_SECONDS (60); make fuzz-smoke: 10 s each; make fuzz-build: only
+#                         build them. fuzz/README.md
 #   CFLAGS, CPPFLAGS, LDFLAGS, LDLIBS (e.g. from dpkg-buildflags) add to the project's own flags
 
 PREFIX ?= /usr/local
@@ -22,7 +25,7 @@ PKG_CONFIG ?= pkg-config
 SANITIZE ?= 0
 
 # Every folder holding C sources, other than these, is one tool of the same name.
-NOT_TOOLS := common tests bench build man
+NOT_TOOLS := common tests bench build man fuzz
 TOOLS := $(filter-out $(NOT_TOOLS),$(patsubst %/,%,$(sort $(dir $(wildcard */*.c)))))
 SCRIPTS := vzdump.sh
 
@@ -39,8 +42,8 @@ VZ_CPPFLAGS := -D_GNU_SOURCE -Icommon
 VZ_CFLAGS := -std=c11 -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes \
 	-Wmissing-prototypes -Wno-unused-parameter -MMD -MP
 VZ_LDFLAGS :=
-ifeq ($(SANITIZE),1)
 SANFLAGS := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
+ifeq ($(SANITIZE),1)
 VZ_CFLAGS += $(SANFLAGS) -O1
 VZ_LDFLAGS += $(SANFLAGS)
 endif
@@ -58,7 +61,7 @@ COMMON_OBJ := $(COMMON_SRC:%.c=$(BUILD)/obj/%.o)
 COMMON_LIB := $(BUILD)/libcommon.a
 BINS := $(TOOLS:%=$(BUILD)/bin/%)
 
-.PHONY: all clean check demo bench deps install lint format
+.PHONY: all clean check demo bench deps install lint format fuzz fuzz-build fuzz-smoke
 all: $(BINS)
 
 $(BUILD)/obj/%.o: %.c
@@ -77,6 +80,41 @@ endef
 $(foreach t,$(TOOLS),$(eval $(call tool_rule,$(t))))
 
 -include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)
+
+# Fuzzing (fuzz/README.md): every fuzz/fuzz_NAME.c is linked with the files its first line names
+# ("/* fuzz-sources: a/b.c ... */"), all of common/ and the libraries, into
+# build/fuzz/bin/fuzz_NAME; all of it built by clang with libFuzzer and the sanitizers, in the
+# fuzzing mode that skips the checksums a fuzzer cannot forge.
+FUZZ_CC ?= clang
+FUZZ_BUILD := build/fuzz
+FUZZ_SECONDS ?= 60
+FUZZ_FLAGS := -fsanitize=fuzzer $(SANFLAGS) -DFUZZING_BUILD_MODE_UNSAFE_FOR_PRODUCTION -O1
+FUZZ_TARGETS := $(patsubst fuzz/fuzz_%.c,%,$(wildcard fuzz/fuzz_*.c))
+FUZZ_BINS := $(FUZZ_TARGETS:%=$(FUZZ_BUILD)/bin/fuzz_%)
+FUZZ_COMMON_LIB := $(FUZZ_BUILD)/libcommon.a
+fuzz_sources = $(shell sed -n '1s|^/\* *fuzz-sources:\(.*\)\*/ *$$|\1|p' fuzz/fuzz_$(1).c)
+
+$(FUZZ_BUILD)/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(VZ_CPPFLAGS) $(CPPFLAGS) $(VZ_CFLAGS) $(PKG_CFLAGS) $(CFLAGS) $(FUZZ_FLAGS) \
+		$(if $(filter fuzz/%,$<),-include fuzz/fuzz.h $(FUZZ_INCLUDES)) -c -o $@ $<
+
+$(FUZZ_COMMON_LIB): $(COMMON_SRC:%.c=$(FUZZ_BUILD)/obj/%.o)
+	rm -f $@ && $(AR) rcs $@ $^
+
+# A target includes its tool's headers as the tool does ("reader.h"): -I each folder it links.
+define fuzz_rule
+$(FUZZ_BUILD)/obj/fuzz/fuzz_$(1).o: \
+	FUZZ_INCLUDES := $(patsubst %/,-I%,$(sort $(dir $(call fuzz_sources,$(1)))))
+$(FUZZ_BUILD)/bin/fuzz_$(1): $(FUZZ_BUILD)/obj/fuzz/fuzz_$(1).o \
+		$(patsubst %.c,$(FUZZ_BUILD)/obj/%.o,$(call fuzz_sources,$(1))) $(FUZZ_COMMON_LIB)
+	@mkdir -p $$(dir $$@)
+	$$(FUZZ_CC) $$(VZ_LDFLAGS) $$(CFLAGS) $$(FUZZ_FLAGS) $$(LDFLAGS) -o $$@ $$^ $$(VZ_LDLIBS) \
+		$$(LDLIBS)
+endef
+$(foreach t,$(FUZZ_TARGETS),$(eval $(call fuzz_rule,$(t))))
+
+-include $(shell find $(FUZZ_BUILD)/obj -name '*.d' 2>/dev/null)
 
 deps:
 	build-aux/deps
@@ -99,11 +137,23 @@ bench:
 
 lint:
 	mandoc -Tlint -Wwarning man/*.1
-	shellcheck -x build-aux/deps build-aux/format tests/run tests/demo.sh bench/run .ci/run $(wildcard $(SCRIPTS)) $(wildcard lib/vzdump/*.bash tests/lib/*.bash tests/lib/*.sh bench/*.sh)
+	shellcheck -x build-aux/deps build-aux/format tests/run tests/demo.sh bench/run .ci/run $(wildcard $(SCRIPTS)) $(wildcard lib/vzdump/*.bash tests/lib/*.bash tests/lib/*.sh bench/*.sh fuzz/run fuzz/seeds/*.sh)
 	build-aux/format --check
 
 format:
 	build-aux/format
+
+fuzz-build: $(FUZZ_BINS)
+
+# The seed scripts fuzz/seeds/NAME.sh use the tools, built as by `make all`.
+fuzz:
+	@build-aux/deps --check 2>/dev/null || build-aux/deps
+	$(MAKE) all fuzz-build
+	VZ_BIN=$(abspath $(BUILD)/bin) FUZZ_BUILD=$(abspath $(FUZZ_BUILD)) \
+		FUZZ_SECONDS=$(FUZZ_SECONDS) fuzz/run $(FUZZ_TARGETS)
+
+fuzz-smoke:
+	$(MAKE) fuzz FUZZ_SECONDS=10
 
 install: all
 	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(MANDIR)/man1

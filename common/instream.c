@@ -8,6 +8,15 @@
 #include <string.h>
 #include <unistd.h>
 #include <zlib.h>
+#ifdef FUZZING_BUILD_MODE_UNSAFE_FOR_PRODUCTION
+/* The fuzz targets' build (fuzz/README.md) ignores the checksums of zstd frames and xz blocks,
+ * which a fuzzer cannot forge, so that mutated data gets decompressed and on to the reader.
+ * gzip's CRC-32 cannot be switched off in zlib: its member still ends at the first mismatch. */
+#define ZSTD_STATIC_LINKING_ONLY /* ZSTD_d_forceIgnoreChecksum, in zstd since 1.4.9 */
+#define FUZZ_XZ_FLAGS LZMA_IGNORE_CHECK
+#else
+#define FUZZ_XZ_FLAGS 0
+#endif
 #include <zstd.h>
 
 #include "instream.h"
@@ -78,13 +87,17 @@ struct instream *instream_open(int fd, char *errbuf, size_t errlen)
 			snprintf(errbuf, errlen, "cannot create zstd context");
 			goto bad;
 		}
+#ifdef FUZZING_BUILD_MODE_UNSAFE_FOR_PRODUCTION
+		ZSTD_DCtx_setParameter(s->zstd, ZSTD_d_forceIgnoreChecksum, ZSTD_d_ignoreChecksum);
+#endif
 	} else if (s->raw_len >= 6 &&
 		   memcmp(m,
 			  "\xfd"
 			  "7zXZ\0",
 			  6) == 0) {
 		s->codec = CODEC_XZ;
-		if (lzma_stream_decoder(&s->xz, UINT64_MAX, LZMA_CONCATENATED) != LZMA_OK) {
+		if (lzma_stream_decoder(&s->xz, UINT64_MAX, LZMA_CONCATENATED | FUZZ_XZ_FLAGS) !=
+		    LZMA_OK) {
 			snprintf(errbuf, errlen, "cannot start xz decoder");
 			goto bad;
 		}

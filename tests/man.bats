@@ -11,7 +11,7 @@ tools() {
 	local d
 	for d in "$TOP"/*/; do
 		d=${d%/}
-		case ${d##*/} in common | tests | bench | build | man | build-aux) continue ;; esac
+		case ${d##*/} in common | tests | bench | build | man | build-aux | fuzz) continue ;; esac
 		ls "$d"/*.c >/dev/null 2>&1 && echo "${d##*/}"
 	done
 }

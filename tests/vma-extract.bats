@@ -236,6 +236,16 @@ PY
 	assert_output "vma-extract: huge.vma: offset 4136: device 1 (drive-scsi0): size 18446744073709551615 too large"
 }
 
+@test "vma-extract -l prints a creation time past any calendar as its seconds, on a line of its own" {
+	make_archive
+	patch_header late.vma 24 ">q" 0x7fffffffffffffff
+	run -0 vma-extract -l late.vma
+	assert_line --index 3 "CTIME: 9223372036854775807"
+	run -0 vma-extract -t -v late.vma
+	assert_line --index 3 "CTIME: 9223372036854775807"
+	assert_line --index 4 --partial "total bytes read "
+}
+
 @test "vma-extract names the truncation of an archive on stdin cut at any of 40 offsets" {
 	random_file d.raw 200000
 	vma-create -o full.vma drive-scsi0=d.raw
@@ -330,6 +340,36 @@ PY
 	assert_line --index 253 "DEV: dev_id=254 size: 281474976645120 devname: d253"
 	run -1 timeout 60 bash -c "$limit vma-extract -t big.vma"
 	assert_output "vma-extract: big.vma: offset 14848: archive incomplete: cluster 0 of d0 is missing (4294967295 of 4294967295 clusters missing)"
+}
+
+@test "vma-extract refuses clusters scattered over 64 GiB regions before they take gigabytes" {
+	# one device of almost 256 TiB, then extents of empty entries (8 bytes each, no data), one
+	# in each 64 GiB region: each would cost a 128 KiB bitmap chunk
+	"$VZ_PYTHON" - <<'PY'
+import hashlib, struct
+name = b"drive-scsi0\0"
+blobs = bytearray(1) + struct.pack("<H", len(name)) + name
+size = 12288 + 512
+h = bytearray(size)
+h[0:4] = b"VMA\0"
+struct.pack_into(">I16sq", h, 4, 1, b"u" * 16, 0)
+struct.pack_into(">III", h, 48, 12288, len(blobs), size)
+h[12288:12288 + len(blobs)] = blobs
+struct.pack_into(">IIQ", h, 4096 + 32, 1, 0, (1 << 48) - 65536)
+h[32:48] = hashlib.md5(bytes(h)).digest()
+out = bytearray(h)
+for first in range(0, 4096, 59):
+    e = bytearray(512)
+    e[0:4], e[8:24] = b"VMAE", b"u" * 16
+    for i, region in enumerate(range(first, min(first + 59, 4096))):
+        struct.pack_into(">Q", e, 40 + 8 * i, 1 << 32 | region << 20)
+    e[24:40] = hashlib.md5(bytes(e)).digest()
+    out += e
+open("scattered.vma", "wb").write(bytes(out))
+PY
+	# the 513th region, entry 40 of the 9th extent: 512 regions are free, the stream is short
+	run -1 vma-extract -t scattered.vma
+	assert_output "vma-extract: scattered.vma: offset $((12800 + 8 * 512 + 40 + 8 * 40)): cluster $((512 << 20)) of drive-scsi0: the clusters so far lie in 513 different 64 GiB regions, too many for a $((12800 + 9 * 512))-byte stream (a hostile archive?)"
 }
 
 @test "vma-extract -l --json refuses a name that is not UTF-8 instead of leaving the device out" {

@@ -3,16 +3,15 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
-#include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
-#include <uuid/uuid.h>
 
 #include "cli.h"
 #include "instream.h"
+#include "listing.h"
 #include "outfile.h"
 #include "reader.h"
 #include "sink.h"
@@ -61,62 +60,14 @@ static void close_archive(struct vma_reader *r)
 	instream_free(in);
 }
 
-/* Proxmox's `vma list` lines, which restore tools parse. */
-static char *listing(const struct vma_reader *r)
-{
-	char *text = NULL;
-	size_t len = 0;
-	FILE *f = open_memstream(&text, &len);
-	if (!f)
-		err(EXIT_FAIL, "out of memory");
-	for (int i = 0; i < r->nconfigs; i++)
-		fprintf(f, "CFG: size: %u name: %s\n", r->configs[i].len, r->configs[i].name);
-	for (int id = 1; id < 255; id++)
-		if (r->devs[id].name)
-			fprintf(f, "DEV: dev_id=%d size: %llu devname: %s\n", id,
-				(unsigned long long)r->devs[id].size, r->devs[id].name);
-	fprintf(f, "CTIME: %s", ctime(&r->ctime));
-	if (fclose(f) != 0)
-		err(EXIT_FAIL, "out of memory");
-	return text;
-}
-
-static char *listing_json(const struct vma_reader *r)
-{
-	char uuid[37];
-	uuid_unparse_lower(r->uuid, uuid);
-	json_t *configs = json_array(), *devices = json_array();
-	/* json_pack fails on a name that is not UTF-8: say so rather than drop the entry. */
-	for (int i = 0; i < r->nconfigs; i++)
-		if (json_array_append_new(configs,
-					  json_pack("{s:s, s:I}", "name", r->configs[i].name,
-						    "size", (json_int_t)r->configs[i].len)) < 0)
-			errx(EXIT_FAIL,
-			     "%s: config %d: the name is not UTF-8; JSON cannot hold it (use -l)",
-			     archive_name, i);
-	for (int id = 1; id < 255; id++)
-		if (r->devs[id].name &&
-		    json_array_append_new(devices,
-					  json_pack("{s:i, s:s, s:I}", "dev_id", id, "name",
-						    r->devs[id].name, "size",
-						    (json_int_t)r->devs[id].size)) < 0)
-			errx(EXIT_FAIL,
-			     "%s: device %d: the name is not UTF-8; JSON cannot hold it (use -l)",
-			     archive_name, id);
-	json_t *root = json_pack("{s:s, s:I, s:o, s:o}", "uuid", uuid, "ctime",
-				 (json_int_t)r->ctime, "configs", configs, "devices", devices);
-	char *text = root ? json_dumps(root, JSON_INDENT(2) | JSON_PRESERVE_ORDER) : NULL;
-	if (!text)
-		errx(EXIT_FAIL, "cannot build the JSON listing");
-	json_decref(root);
-	return text;
-}
-
 static int do_list(const char *path, bool json)
 {
 	struct vma_reader r;
 	open_archive(path, &r);
-	char *text = json ? listing_json(&r) : listing(&r);
+	char why[256];
+	char *text = json ? vma_listing_json(&r, why, sizeof(why)) : vma_listing(&r);
+	if (!text)
+		errx(EXIT_FAIL, "%s: %s", path, why);
 	printf("%s%s", text, json ? "\n" : "");
 	free(text);
 	close_archive(&r);
@@ -138,21 +89,15 @@ static int do_config(const char *path, const char *name)
 	errx(EXIT_FAIL, "%s: no config named '%s'", path, name);
 }
 
-static void mark_all_for_coverage(struct vma_reader *r)
-{
-	for (int id = 1; id < 255; id++)
-		r->devs[id].check_coverage = r->devs[id].name != NULL;
-}
-
 static int do_verify(const char *path, bool verbose)
 {
 	struct vma_reader r;
 	open_archive(path, &r);
-	mark_all_for_coverage(&r);
+	vma_reader_cover_all(&r);
 	if (vma_reader_run(&r, NULL, NULL) != 0)
 		errx(EXIT_FAIL, "%s: %s", path, r.err);
 	if (verbose) {
-		char *text = listing(&r);
+		char *text = vma_listing(&r);
 		uint64_t total = r.stored_bytes + r.zero_bytes;
 		printf("%stotal bytes read %llu, sparse bytes %llu (%.3g%%)\n", text,
 		       (unsigned long long)total, (unsigned long long)r.zero_bytes,

@@ -37,6 +37,7 @@ struct vma_reader {
 	struct vma_device devs[256]; /* index = dev_id */
 	uint8_t *extent;
 	uint64_t extents, stored_bytes, zero_bytes;
+	uint64_t seen_chunks; /* chunks of the devices' bitmaps allocated so far */
 	char err[512];
 };
 
@@ -46,6 +47,8 @@ typedef int (*vma_cluster_fn)(void *opaque, struct vma_reader *r, int dev_id, ui
 
 /* Reads and checks the header. 0, or -1 with r->err set. */
 int vma_reader_open(struct vma_reader *r, struct instream *in);
+/* Marks every device of the header for the coverage check of vma_reader_run (verify). */
+void vma_reader_cover_all(struct vma_reader *r);
 /* Reads every extent to the end of the stream, checking each, and calls fn for each entry
  * (fn may be NULL). At the end, devices marked check_coverage must be complete. A non-zero
  * return of fn stops the run and is returned. */
