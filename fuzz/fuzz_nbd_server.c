@@ -3,9 +3,11 @@
  * flags word, options, then requests with their payloads. The input goes in through a
  * socketpair from a thread that also drains and discards the server's replies; the server is
  * the tool's own serve_devices_on() with the callbacks that cut writes into clusters for the
- * VMA writer, whose archive goes to /dev/null. Exports, as for
- *   vma-create --listen S drive-scsi0=1051576 drive-efidisk0=540672 drive-scsi1=5368709120
- * (a size that is not a multiple of 512, one of whole sectors, one past 4 GiB). */
+ * VMA writer, whose archive goes to /dev/null. The exports are those of
+ *   vma-create --listen S drive-scsi0=200704 drive-efidisk0=131072 drive-scsi1=5368709120 \
+ *       drive-tpmstate0=5000
+ * (a partial last cluster, whole clusters, past 4 GiB, a partial last sector), which the
+ * client sessions of fuzz/seeds/nbd_server.sh write. */
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -18,22 +20,19 @@
 
 #include "../vma-create/listen.h"
 #include "../vma-create/progress.h"
-#include "cli.h"
 #include "sink.h"
 #include "vma_writer.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-/* common/cli.c wants the tool's synopsis; nothing here prints it. */
-const char usage_synopsis[] = "fuzz_nbd_server\n";
-
 static const struct {
 	const char *name;
 	uint64_t size;
 } devices[] = {
-	{"drive-scsi0", 1051576},
-	{"drive-efidisk0", 540672},
+	{"drive-scsi0", 200704},
+	{"drive-efidisk0", 131072},
 	{"drive-scsi1", 5368709120},
+	{"drive-tpmstate0", 5000},
 };
 
 /* A stalled step would be a bug; fail it in a second instead of the tool's 60. */
