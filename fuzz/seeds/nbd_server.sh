@@ -174,19 +174,22 @@ bytes() { # SIZE SEED
 truncate -s 200704 a.raw
 bytes 4096 a | dd of=a.raw conv=notrunc status=none
 bytes 4096 b | dd of=a.raw bs=4096 seek=48 conv=notrunc status=none
-# drive-efidisk0: dense, as OVMF's variables are
-bytes 131072 c >b.raw
-# drive-scsi1: a qcow2 image with data past 4 GiB
-qemu-img create -q -f qcow2 c.qcow2 5G
-qemu-io -f qcow2 -c "write -P 7 4G 64k" -c "write -P 9 1M 512" c.qcow2 >/dev/null
+# drive-efidisk0: 8 KiB of data in the second cluster, zeros around it
+truncate -s 131072 b.raw
+bytes 8192 c | dd of=b.raw bs=4096 seek=17 conv=notrunc status=none
+# drive-scsi0 again, from a qcow2 image with a data cluster and a zeroed one
+qemu-img create -q -f qcow2 c.qcow2 200704
+qemu-io -f qcow2 -c "write -P 7 64k 64k" -c "write -z 128k 64k" -c "write -P 9 196608 512" \
+	c.qcow2 >/dev/null
+# drive-scsi1 (5 GiB) is left to the sessions above: a real client zeroes it in 5120 requests,
+# a seed of 210 KiB that would slow every run down.
 
 record nbdinfo-list "" nbdinfo --list "{}"
 record nbdinfo drive-scsi0 nbdinfo "{}"
 record nbdcopy drive-scsi0 nbdcopy a.raw "{}"
 record qemu-img-raw drive-efidisk0 qemu-img convert -n -f raw -O raw b.raw "{}"
-record qemu-img-out-of-order drive-efidisk0 \
-	qemu-img convert -n -W -m 8 -S 0 -f raw -O raw b.raw "{}"
-record qemu-img-qcow2 drive-scsi1 qemu-img convert -n -f qcow2 -O raw c.qcow2 "{}"
+record qemu-img-out-of-order drive-efidisk0 qemu-img convert -n -W -m 8 -f raw -O raw b.raw "{}"
+record qemu-img-qcow2 drive-scsi0 qemu-img convert -n -f qcow2 -O raw c.qcow2 "{}"
 # libnbd without its alignment checks, for the tail that is not a whole sector
 record nbdsh-tail drive-tpmstate0 "$python" -m nbd -u "{}" -c 'h.set_strict_mode(0)' \
 	-c 'h.pwrite(b"t" * 4096, 0)' -c 'h.pwrite(b"u" * 904, 4096)' -c 'h.flush()'
