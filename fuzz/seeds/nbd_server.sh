@@ -124,6 +124,23 @@ payload() { head -c "$1" /dev/zero | tr '\0' "${2:-x}"; } # LENGTH [CHAR]
 	go 7 drive-scsi0
 	request 1 1 $((200704 - 4096)) 8192
 } >"$out/past-the-end"
+{ # a sector of 257 clusters: more than the 256 that may wait for their other pieces
+	flags 3
+	go 7 drive-scsi1
+	for ((k = 0; k < 257; k++)); do request 6 "$k" $((k * 65536 + 512)) 512; done
+} >"$out/pending-limit"
+{ # pieces that overlap, and a piece of a cluster that is complete already
+	flags 3
+	go 7 drive-efidisk0
+	request 6 1 0 512
+	request 6 2 0 1024
+} >"$out/overlap"
+{
+	flags 3
+	go 7 drive-efidisk0
+	request 6 1 65536 65536
+	request 6 2 65536 512
+} >"$out/piece-of-complete"
 
 # --- recorded from real clients ---
 
