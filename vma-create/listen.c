@@ -212,35 +212,41 @@ static int listen_at(const char *path)
 	return fd;
 }
 
-int serve_devices(struct vma_writer *w, const char *path, struct progress *progress)
+int serve_devices_on(struct vma_writer *w, int listen_fd, int client_fd, int idle_timeout_ms,
+		     struct progress *progress, char *err, size_t errlen)
 {
 	int n = vma_writer_device_count(w);
 	struct nbd_export *exports = xcalloc((size_t)n + 1, sizeof(*exports));
-	char *sock_path = xstrdup(path);
 	for (int i = 0; i < n; i++) {
 		struct vma_device_stats s = vma_writer_stats(w, i + 1);
 		exports[i] = (struct nbd_export){s.name, s.size};
 	}
+	struct listen_ctx *x = xcalloc(1, sizeof(*x));
+	*x = (struct listen_ctx){.w = w, .progress = progress, .exports = exports};
+	static const struct nbd_server_ops ops = {on_write, on_zero, on_closed, on_complete};
+	int rc = nbd_serve(listen_fd, client_fd, exports, n, &ops, x, idle_timeout_ms, err, errlen);
+	while (x->npending > 0)
+		drop_pending(x, &x->pending[0]);
+	free(x);
+	free(exports);
+	return rc;
+}
+
+int serve_devices(struct vma_writer *w, const char *path, struct progress *progress)
+{
+	char *sock_path = xstrdup(path);
 	int track = outfile_track(sock_path);
 	int fd = listen_at(path);
 	int rc = -1;
 	if (fd >= 0) {
-		struct listen_ctx *x = xcalloc(1, sizeof(*x));
-		*x = (struct listen_ctx){.w = w, .progress = progress, .exports = exports};
-		static const struct nbd_server_ops ops = {on_write, on_zero, on_closed,
-							  on_complete};
 		char why[512];
-		rc = nbd_serve(fd, exports, n, &ops, x, 0, why, sizeof(why));
+		rc = serve_devices_on(w, fd, -1, 0, progress, why, sizeof(why));
 		if (rc < 0)
 			warnx("%s", why);
-		while (x->npending > 0)
-			drop_pending(x, &x->pending[0]);
-		free(x);
 		close(fd);
 		unlink(path);
 	}
 	outfile_untrack(track);
 	free(sock_path);
-	free(exports);
 	return rc;
 }

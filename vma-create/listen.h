@@ -10,4 +10,9 @@
  * removed in any case. */
 int serve_devices(struct vma_writer *w, const char *path, struct progress *progress);
 
+/* The same service on sockets already open (see nbd_serve for listen_fd, client_fd and
+ * idle_timeout_ms): 0, or -1 with why in err. */
+int serve_devices_on(struct vma_writer *w, int listen_fd, int client_fd, int idle_timeout_ms,
+		     struct progress *progress, char *err, size_t errlen);
+
 #endif

@@ -349,16 +349,12 @@ static void close_conn(struct server *s, int i, bool notify)
 	}
 }
 
-static enum step accept_client(struct server *s, int listen_fd, int timeout_ms)
+/* Takes a connected client on fd (closed here on failure) and greets it. */
+static void add_client(struct server *s, int fd, int timeout_ms)
 {
-	int fd = accept4(listen_fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
-	if (fd < 0)
-		return errno == EINTR || errno == EAGAIN || errno == ECONNABORTED
-			? STEP_OK
-			: fatal(s, "accept: %s", strerror(errno));
 	if (s->nconns == MAX_CLIENTS) {
 		close(fd);
-		return STEP_OK;
+		return;
 	}
 	struct nbd_conn *c = &s->conns[s->nconns++];
 	*c = (struct nbd_conn){.fd = fd,
@@ -371,10 +367,20 @@ static enum step accept_client(struct server *s, int listen_fd, int timeout_ms)
 	put_be16(greeting + 16, FLAG_FIXED_NEWSTYLE | FLAG_NO_ZEROES);
 	if (conn_send(c, greeting, sizeof(greeting)) < 0)
 		close_conn(s, s->nconns - 1, false);
+}
+
+static enum step accept_client(struct server *s, int listen_fd, int timeout_ms)
+{
+	int fd = accept4(listen_fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+	if (fd < 0)
+		return errno == EINTR || errno == EAGAIN || errno == ECONNABORTED
+			? STEP_OK
+			: fatal(s, "accept: %s", strerror(errno));
+	add_client(s, fd, timeout_ms);
 	return STEP_OK;
 }
 
-int nbd_serve(int listen_fd, const struct nbd_export *exports, int nexports,
+int nbd_serve(int listen_fd, int client_fd, const struct nbd_export *exports, int nexports,
 	      const struct nbd_server_ops *ops, void *ctx, int idle_timeout_ms, char *err,
 	      size_t errlen)
 {
@@ -385,7 +391,10 @@ int nbd_serve(int listen_fd, const struct nbd_export *exports, int nexports,
 			   .err = err,
 			   .errlen = errlen};
 	int timeout_ms = idle_timeout_ms > 0 ? idle_timeout_ms : 60000;
-	while (!s.failed && !(s.nconns == 0 && ops->complete(ctx))) {
+	if (client_fd >= 0)
+		add_client(&s, client_fd, timeout_ms);
+	/* Without a listening socket (poll() skips the fd -1), until that one client is gone. */
+	while (!s.failed && !(s.nconns == 0 && (listen_fd < 0 || ops->complete(ctx)))) {
 		struct pollfd pfds[MAX_CLIENTS + 1];
 		pfds[0] = (struct pollfd){.fd = listen_fd, .events = POLLIN};
 		for (int i = 0; i < s.nconns; i++)

@@ -37,9 +37,11 @@ struct nbd_server_ops {
 };
 
 /* Serves clients accepted on listen_fd until ops->complete() holds with no client left (0), or
- * a failure (-1 with a message in err). idle_timeout_ms bounds how long a half-sent request may
- * stall (0: 60 s). */
-int nbd_serve(int listen_fd, const struct nbd_export *exports, int nexports,
+ * a failure (-1 with a message in err). client_fd, unless -1, is a client already connected,
+ * served like an accepted one (and closed); with listen_fd -1 nothing is accepted and the
+ * server returns once that client is gone. idle_timeout_ms bounds how long a half-sent request
+ * may stall (0: 60 s). */
+int nbd_serve(int listen_fd, int client_fd, const struct nbd_export *exports, int nexports,
 	      const struct nbd_server_ops *ops, void *ctx, int idle_timeout_ms, char *err,
 	      size_t errlen);
 
