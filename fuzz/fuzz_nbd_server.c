@@ -18,8 +18,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "../vma-create/listen.h"
-#include "../vma-create/progress.h"
+#include "listen.h"
+#include "progress.h"
 #include "sink.h"
 #include "vma_writer.h"
 
