@@ -28,6 +28,9 @@
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 #define MAX_NAMES 256
+/* A fault of the machine, not of the input: said, and an abort (libFuzzer takes exit() for a
+ * failure of the target too, without the stack). */
+#define fail(...) (warn(__VA_ARGS__), abort())
 
 static const char *const zones[] = {"UTC", "Europe/Berlin", "Pacific/Auckland", "America/New_York"};
 static const char *const policies[] = {
@@ -53,10 +56,10 @@ static int dumpdir(void)
 	snprintf(dir_path, sizeof(dir_path), "%s/vz-fuzz-prune.XXXXXX",
 		 access("/dev/shm", W_OK) == 0 ? "/dev/shm" : "/tmp");
 	if (!mkdtemp(dir_path))
-		err(1, "mkdtemp %s", dir_path);
+		fail("mkdtemp %s", dir_path);
 	dir_fd = open(dir_path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (dir_fd < 0)
-		err(1, "%s", dir_path);
+		fail("%s", dir_path);
 	atexit(remove_dir);
 	return dir_fd;
 }
@@ -112,12 +115,12 @@ static void run_dumpdir(char **names, size_t n, long vmid, const struct policy *
 	scan_fd = openat(fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	dir = scan_fd >= 0 ? fdopendir(scan_fd) : NULL;
 	if (!dir)
-		err(1, "%s", dir_path);
+		fail("%s", dir_path);
 	if (!scan_dumpdir(dir, vmid, &list))
-		err(1, "read %s", dir_path);
+		fail("read %s", dir_path);
 	sort_backups(list.items, list.count);
 	if (!mark_backups(list.items, list.count, policy))
-		err(1, "decide");
+		fail("decide");
 	check_reports(&list);
 	backup_list_free(&list);
 	closedir(dir);

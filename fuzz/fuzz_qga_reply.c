@@ -48,7 +48,7 @@ static const char *const commands[] = {
 static void run_session(struct qmp *q, const struct fuzz_peer *p)
 {
 	/* Open: the deadline ends the exchange; EOF: only a hang reaches it. */
-	double wait = p->keep_open ? 0.01 : 10.0;
+	double wait = p->keep_open ? 0.01 : 5.0;
 	int timeouts = 0;
 	enum qmp_status st;
 

@@ -23,7 +23,7 @@ static const char *const commands[] = {"query-status", "query-block", "cont", "q
  * the exchange), long otherwise (only a hang reaches it). */
 static deadline_t step_deadline(const struct fuzz_peer *p)
 {
-	return deadline_in(p->keep_open ? 0.01 : 10.0);
+	return deadline_in(p->keep_open ? 0.01 : 5.0);
 }
 
 static void check_no_hang(const struct fuzz_peer *p, enum qmp_status st)

@@ -16,6 +16,9 @@
 #include "unixsock.h"
 
 #define MAX_CHUNKS 64
+/* A fault of the machine, not of the input: said, and an abort (libFuzzer takes exit() for a
+ * failure of the target too, without the stack). */
+#define fail(...) (warn(__VA_ARGS__), abort())
 
 static char dir[64], path[128];
 static int listen_fd = -1;
@@ -34,13 +37,13 @@ const char *fuzz_peer_path(void)
 	snprintf(dir, sizeof(dir), "%s/vz-fuzz-peer.XXXXXX",
 		 access("/dev/shm", W_OK) == 0 ? "/dev/shm" : "/tmp");
 	if (!mkdtemp(dir))
-		err(1, "mkdtemp %s", dir);
+		fail("mkdtemp %s", dir);
 	snprintf(path, sizeof(path), "%s/sock", dir);
 	listen_fd = unixsock_listen(path, 0600);
 	if (listen_fd < 0)
-		err(1, "listen %s", path);
+		fail("listen %s", path);
 	if (pipe2(stop_pipe, O_CLOEXEC | O_NONBLOCK) < 0)
-		err(1, "pipe");
+		fail("pipe");
 	atexit(remove_socket);
 	return path;
 }
@@ -114,7 +117,7 @@ static void *peer_main(void *arg)
 		if (poll(fds, 2, -1) < 0) {
 			if (errno == EINTR)
 				continue;
-			err(1, "poll");
+			fail("poll");
 		}
 		/* A client that connected and left already is served too, so that its
 		 * connection does not wait in the backlog for the next input. */
@@ -124,7 +127,7 @@ static void *peer_main(void *arg)
 		if (fd < 0) {
 			if (errno == EINTR || errno == ECONNABORTED)
 				continue;
-			err(1, "accept");
+			fail("accept");
 		}
 		serve(p, fd);
 		return NULL;
@@ -145,7 +148,7 @@ bool fuzz_peer_start(struct fuzz_peer *p, const uint8_t *data, size_t size)
 	e = pthread_create(&p->thread, NULL, peer_main, p);
 	if (e != 0) {
 		errno = e;
-		err(1, "pthread_create");
+		fail("pthread_create");
 	}
 	return true;
 }
@@ -155,7 +158,7 @@ void fuzz_peer_finish(struct fuzz_peer *p)
 	char byte = 0;
 
 	if (write(stop_pipe[1], &byte, 1) < 0)
-		err(1, "write");
+		fail("write");
 	pthread_join(p->thread, NULL);
 	while (read(stop_pipe[0], &byte, 1) > 0)
 		;
