@@ -45,33 +45,42 @@ static const char *const commands[] = {
 	"guest-fsfreeze-thaw", "guest-fsfreeze-status",
 };
 
+/*
+ * Each wait: with EOF at the end, long (only a hang reaches it: abort). With the connection
+ * left open, 10 ms the first time; once a wait has timed out, everything the peer sent has
+ * been read, so later calls only get what is buffered already: an expired deadline.
+ */
+static deadline_t next_deadline(const struct fuzz_peer *p, bool timed_out)
+{
+	if (!p->keep_open)
+		return deadline_in(5.0);
+	return timed_out ? monotonic_ms() : deadline_in(0.01);
+}
+
 static void run_session(struct qmp *q, const struct fuzz_peer *p)
 {
-	/* Open: the deadline ends the exchange; EOF: only a hang reaches it. */
-	double wait = p->keep_open ? 0.01 : 5.0;
-	int timeouts = 0;
+	bool timed_out = false;
 	enum qmp_status st;
 
-	st = qga_open(q, fuzz_peer_path(), deadline_in(wait));
+	st = qga_open(q, fuzz_peer_path(), next_deadline(p, false));
 	if (st != QMP_OK)
 		return;
+	/* gafreeze goes on after a timeout (resyncing first), so does this. */
 	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++) {
 		json_t *cmd = qmp_command(commands[i], NULL), *reply = NULL;
 
-		st = qga_execute(q, cmd, deadline_in(wait), &reply);
+		st = qga_execute(q, cmd, next_deadline(p, timed_out), &reply);
 		json_decref(cmd);
 		if (st == QMP_OK)
 			(void)json_string_value(json_object_get(reply, "return"));
 		json_decref(reply);
 		if (st == QMP_TIMEOUT && !p->keep_open)
 			abort(); /* the stream had ended: the client missed the EOF */
-		/* gafreeze goes on after a timeout (resyncing first), so does this, twice. */
-		if (st == QMP_TIMEOUT && ++timeouts > 2)
-			return;
+		timed_out = timed_out || st == QMP_TIMEOUT;
 	}
 	/* qmpctl -a's prompt after an interrupted command: an explicit resync. */
 	qga_mark_unsynced(q);
-	st = qga_resync(q, deadline_in(wait));
+	st = qga_resync(q, next_deadline(p, timed_out));
 	if (st == QMP_TIMEOUT && !p->keep_open)
 		abort();
 }
