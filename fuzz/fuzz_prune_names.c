@@ -19,11 +19,11 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "../vzdump-prune/backup_name.h"
-#include "../vzdump-prune/mark.h"
-#include "../vzdump-prune/policy.h"
-#include "../vzdump-prune/report.h"
-#include "../vzdump-prune/scan.h"
+#include "backup_name.h"
+#include "mark.h"
+#include "policy.h"
+#include "report.h"
+#include "scan.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

@@ -11,9 +11,9 @@
 #include <stdint.h>
 #include <stdlib.h>
 
-#include "../qmpctl/qmpctl.h"
 #include "peer.h"
 #include "qmp.h"
+#include "qmpctl.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
