@@ -77,7 +77,7 @@ setup() {
 	[ "$elapsed" -ge 300 ] && [ "$elapsed" -lt 2000 ] || fail "gave up after $elapsed ms"
 }
 
-@test "spawn gives the command's own pid, without the lock fds; reap hides bash's Killed line" {
+@test "spawn gives the command's own pid, without the lock fds; reap gives its exit status" {
 	spawn sleep 30
 	pid=$spawned_pid
 	# (The subshell execs the command: until then its comm is bash's.)
@@ -87,9 +87,10 @@ setup() {
 	[ ! -e "/proc/$pid/fd/$vm_lock_fd" ] || fail "the VM lock fd was inherited"
 	kill -KILL "$pid"
 	rc=0
-	reap "$pid" 2>"$BATS_TEST_TMPDIR/err" || rc=$?
+	reap "$pid" || rc=$?
 	assert_equal "$rc" 137
-	assert_equal "$(cat "$BATS_TEST_TMPDIR/err")" ""
+	# (bash may print its "Killed" note at any later command, not only at the wait: that the
+	# user never sees it is the task's stderr routing, tested in tests/vzdump.bats.)
 }
 
 @test "wait_until and now_ms keep time under a locale that writes decimals with a comma" {
