@@ -7,12 +7,8 @@ set -euo pipefail
 out=${1:?usage: keyvalue.sh DIR}
 mkdir -p "$out"
 
-# seed NAME WORD...: the words joined by NUL bytes.
-seed() {
-	local name=$1
-	shift
-	printf '%s\0' "$@" | head -c -1 >"$out/$name"
-}
+# shellcheck source=fuzz/seeds/nul-seed.bash
+source "$(dirname -- "${BASH_SOURCE[0]}")/nul-seed.bash"
 
 seed plain query-status
 seed dotted nbd-server-start addr.type=unix addr.data.path=/run/vz/nbd.sock

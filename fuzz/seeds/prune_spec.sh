@@ -6,12 +6,8 @@ set -euo pipefail
 out=${1:?usage: prune_spec.sh DIR}
 mkdir -p "$out"
 
-# seed NAME TEXT...: the texts joined by NUL bytes.
-seed() {
-	local name=$1
-	shift
-	printf '%s\0' "$@" | head -c -1 >"$out/$name"
-}
+# shellcheck source=fuzz/seeds/nul-seed.bash
+source "$(dirname -- "${BASH_SOURCE[0]}")/nul-seed.bash"
 
 seed nightly 'keep-daily=7,keep-weekly=4'
 seed all-rules 'keep-last=3,keep-hourly=24,keep-daily=7,keep-weekly=4,keep-monthly=12,keep-yearly=10'
