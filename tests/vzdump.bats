@@ -89,10 +89,10 @@ synopsis_of_man() {
 }
 
 @test "a missing --rundir fails with the program's own message only" {
-	run --separate-stderr -1 "$TOP/vzdump.sh" --rundir "$BATS_TEST_TMPDIR/nonexistent" \
+	run --separate-stderr -2 "$TOP/vzdump.sh" --rundir "$BATS_TEST_TMPDIR/nonexistent" \
 		--tmpdir "$BATS_TEST_TMPDIR" 100
 	assert_output ""
-	assert_equal "$stderr" "ERROR: Backup job failed - can't open lock '$BATS_TEST_TMPDIR/nonexistent/vzdump.lock'"
+	assert_equal "$stderr" "vzdump.sh: the run folder $BATS_TEST_TMPDIR/nonexistent does not exist or is no folder"
 }
 
 @test "a running VM without config: both disks at one instant, VM and block graph unchanged" {
@@ -407,7 +407,7 @@ END
 	assert_output "error|$archive|interrupted by signal (the archive $archive is complete and kept)"
 	grep -qF "Backup of VM 300 failed - interrupted by signal" "${archive%.vma}.log"
 	# Neither --cleanup nor the next job takes it away.
-	run -0 "$TOP/vzdump.sh" --cleanup --rundir "$OWN/run" 300
+	run -0 "$TOP/vzdump.sh" --cleanup --rundir "$OWN/run" --tmpdir "$OWN/tmp" --dumpdir "$OWN/dump" 300
 	[ -f "$archive" ] || fail "--cleanup removed the archive"
 	run -0 vz_backup "$OWN" 300
 	[ -f "$archive" ] || fail "the next backup removed the archive"
@@ -418,7 +418,7 @@ END
 	own_vm
 	inst=$BATS_TEST_TMPDIR/inst
 	mkdir -p "$inst/bin" "$inst/lib/vzdump" "$BATS_TEST_TMPDIR/elsewhere"
-	cp "$VZ_BIN"/{qmpctl,gafreeze,vma-create,vzdump-prune} "$TOP/vzdump.sh" "$inst/bin/"
+	cp "$VZ_BIN"/{qmpctl,gafreeze,vma-create,vzdump-prune,vzdump-put} "$TOP/vzdump.sh" "$inst/bin/"
 	cp "$TOP"/lib/vzdump/* "$inst/lib/vzdump/"
 	# Run through a symbolic link elsewhere, as from a cron job's own folder.
 	ln -s "$inst/bin/vzdump.sh" "$BATS_TEST_TMPDIR/elsewhere/vzdump"
@@ -883,7 +883,7 @@ hook backup-start"
 		-device virtio-blk-pci,drive=drive-virtio0,id=vblk0 5<"$OWN/orig.raw"
 	before=$(vz_state "$OWN")
 	[[ $before == *'"opaque":"admin"'*'"prelaunch"' ]] || fail "$before"
-	run -0 "$TOP/vzdump.sh" --cleanup --rundir "$OWN/run" 300
+	run -0 "$TOP/vzdump.sh" --cleanup --rundir "$OWN/run" --tmpdir "$OWN/tmp" --dumpdir "$OWN/dump" 300
 	assert_line "INFO: VM 300 runs in another QEMU now: its state and block graph are left alone"
 	assert_equal "$(vz_state "$OWN")" "$before"
 	[ ! -e "$VZDUMP_STATEDIR/300.state" ] || fail "the state file is left"
@@ -899,7 +899,7 @@ hook backup-start"
 	kill -KILL "$bk" "$owner"
 	wait "$bk" 2>/dev/null || true
 	kill -0 "$writer" || fail "the writer is gone already: nothing to test"
-	run -0 "$TOP/vzdump.sh" --cleanup --rundir "$OWN/run" 300
+	run -0 "$TOP/vzdump.sh" --cleanup --rundir "$OWN/run" --tmpdir "$OWN/tmp" --dumpdir "$OWN/dump" 300
 	assert_line "INFO: stopping vma-create (pid $writer) left running"
 	assert_equal "$(vz_state "$OWN")" "$before"
 	run -0 vz_backup "$OWN" --lockwait 0 300
@@ -917,7 +917,7 @@ hook backup-start"
 	mid=$(vz_state "$OWN")
 	[[ $mid == *vz-cbw-virtio0*vz-fl-virtio0*vz-tgt-virtio0*'"fdset-id":'* ]] || fail "$mid"
 	rm -f "$VZDUMP_STATEDIR/300.state"
-	run -0 "$TOP/vzdump.sh" --cleanup --rundir "$OWN/run" 300
+	run -0 "$TOP/vzdump.sh" --cleanup --rundir "$OWN/run" --tmpdir "$OWN/tmp" --dumpdir "$OWN/dump" 300
 	assert_output "INFO: found leftovers of an earlier backup in QEMU - removing them"
 	assert_equal "$(vz_state "$OWN")" "$before"
 }

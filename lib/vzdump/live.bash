@@ -37,6 +37,11 @@ start_writer() {
 		fail "vma-create did not start: $(tail -n 3 "$private_dir/writer.log")"
 }
 
+# Our child PID has ended (bash reaps it at once and keeps its status for reap).
+proc_ended() { # PID
+	! kill -0 "$1" 2>/dev/null
+}
+
 # A server's socket is there, or the server PID is gone.
 socket_or_exit() { # SOCKET PID
 	[ -S "$1" ] || ! kill -0 "$2" 2>/dev/null
@@ -291,9 +296,17 @@ finish_live_copy() {
 	wait_writer
 }
 
-# Waits for the writer to end; fails with its own last words.
+# Waits for the writer to end; fails with its own last words. Once the copy is over it only
+# has to finish the archive: a writer still running after WRITER_WAIT seconds (held up by
+# anything at all) is stopped, and the backup fails saying so, instead of holding the VM's and
+# the job's locks for ever.
 wait_writer() {
 	local rc=0
+	if ! wait_until -i 0.2 "$WRITER_WAIT" proc_ended "$writer_pid"; then
+		stop_writer
+		forward_writer_log
+		fail "vma-create did not finish the archive within $WRITER_WAIT s after the copy ended - stopped it"
+	fi
 	reap "$writer_pid" || rc=$?
 	writer_pid=
 	forward_writer_log

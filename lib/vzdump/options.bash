@@ -52,10 +52,11 @@ option_source=
 # error, as a bad option is.
 QMP_TIMEOUT=10 # seconds for one QMP command
 FREEZE_MAX=10  # the longest the guest may stay frozen (gafreeze's watchdog thaws it then)
+WRITER_WAIT=300 # the longest the writer may take to finish the archive once the copy is over
 read_environment() {
 	local name value
 	option_source=environment
-	for name in VZDUMP_QMP_TIMEOUT VZDUMP_FREEZE_MAX VZDUMP_STOPWAIT_SECONDS; do
+	for name in VZDUMP_QMP_TIMEOUT VZDUMP_FREEZE_MAX VZDUMP_STOPWAIT_SECONDS VZDUMP_WRITER_WAIT; do
 		value=${!name-}
 		if [ -n "$value" ] && ! [[ $value =~ ^[0-9]{1,6}$ && $value =~ [1-9] ]]; then
 			die_usage "$name must be a whole number of seconds from 1 to 999999, not '$value'"
@@ -64,6 +65,7 @@ read_environment() {
 	option_source=
 	QMP_TIMEOUT=$((10#${VZDUMP_QMP_TIMEOUT:-10}))
 	FREEZE_MAX=$((10#${VZDUMP_FREEZE_MAX:-10}))
+	WRITER_WAIT=$((10#${VZDUMP_WRITER_WAIT:-300}))
 }
 
 # The options that take a value (as --name value or --name=value).

@@ -7,7 +7,7 @@
 # from cron with PATH=/usr/bin:/bin still finds /usr/local/bin/qmpctl), then on PATH. gafreeze
 # runs qmpctl by name, so the folder goes onto PATH rather than into variables.
 # (find_tools runs before the options are read, which may need vzdump-prune; check_tools after.)
-OUR_TOOLS=(qmpctl gafreeze vma-create vzdump-prune)
+OUR_TOOLS=(qmpctl gafreeze vma-create vzdump-prune vzdump-put)
 find_tools() {
 	if [ -x "$SELF_DIR/qmpctl" ] && [ -f "$SELF_DIR/qmpctl" ]; then
 		PATH=$SELF_DIR:$PATH
