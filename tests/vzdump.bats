@@ -78,8 +78,8 @@ synopsis_of_man() {
 	done
 }
 
-@test "a bad VZDUMP_QMP_TIMEOUT, VZDUMP_FREEZE_MAX or VZDUMP_STOPWAIT_SECONDS is a usage error" {
-	for v in VZDUMP_QMP_TIMEOUT VZDUMP_FREEZE_MAX VZDUMP_STOPWAIT_SECONDS; do
+@test "a bad VZDUMP_QMP_TIMEOUT, VZDUMP_FREEZE_MAX, VZDUMP_STOPWAIT_SECONDS or VZDUMP_WRITER_WAIT is a usage error" {
+	for v in VZDUMP_QMP_TIMEOUT VZDUMP_FREEZE_MAX VZDUMP_STOPWAIT_SECONDS VZDUMP_WRITER_WAIT; do
 		for bad in x 0 -1 1.5 1234567; do
 			run --separate-stderr -2 env "$v=$bad" "$TOP/vzdump.sh" 100
 			assert_output ""
@@ -920,4 +920,54 @@ hook backup-start"
 	run -0 "$TOP/vzdump.sh" --cleanup --rundir "$OWN/run" --tmpdir "$OWN/tmp" --dumpdir "$OWN/dump" 300
 	assert_output "INFO: found leftovers of an earlier backup in QEMU - removing them"
 	assert_equal "$(vz_state "$OWN")" "$before"
+}
+
+@test "an idle extra client on the writer's socket does not hold the job: the backup ends, the archive restores" {
+	own_vm
+	# In pre-freeze the writer listens and QEMU has not connected yet: a client connects to its
+	# socket first, and then says nothing.
+	cat >"$OWN/hook" <<END
+#!/bin/bash
+[ "\$1" = pre-freeze ] || exit 0
+sock=\$(/usr/bin/ls "$OWN"/tmp/vzdumptmp.*/nbd.sock)
+/usr/bin/setsid /usr/bin/python3 -c 'import socket, sys, time
+s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); time.sleep(120)' "\$sock" \
+	</dev/null >/dev/null 2>&1 &
+echo \$! >"$OWN/idle.pid"
+/usr/bin/sleep 0.5
+END
+	chmod +x "$OWN/hook"
+	run --separate-stderr -0 timeout 100 "$TOP/vzdump.sh" --dumpdir "$OWN/dump" --tmpdir "$OWN/tmp" \
+		--confdir "$OWN/conf" --rundir "$OWN/run" --script "$OWN/hook" 300
+	kill "$(cat "$OWN/idle.pid")" 2>/dev/null || true
+	archive=$(ls "$OWN"/dump/vzdump-qemu-300-*.vma)
+	run -0 vma-extract -t "$archive"
+	vma-extract -x "$archive" "$OWN/x"
+	assert_equal "$(sha "$OWN"/x/disk-drive-virtio0.raw)" "$(sha "$OWN/orig.raw")"
+}
+
+@test "a writer that does not end once the copy is over is stopped after VZDUMP_WRITER_WAIT: the backup fails saying so" {
+	own_vm
+	# A vma-create that lingers after the real one has finished.
+	mkdir "$OWN/wrap"
+	cat >"$OWN/wrap/vma-create" <<END
+#!/bin/bash
+trap 'kill \$sleeper 2>/dev/null; exit 143' TERM
+"$VZ_BIN/vma-create" "\$@" || exit
+sleep 600 &
+sleeper=\$!
+wait \$sleeper
+END
+	chmod +x "$OWN/wrap/vma-create"
+	run --separate-stderr -1 env PATH="$OWN/wrap:$PATH" VZDUMP_WRITER_WAIT=2 timeout 100 "$TOP/vzdump.sh" \
+		--dumpdir "$OWN/dump" --tmpdir "$OWN/tmp" --confdir "$OWN/conf" --rundir "$OWN/run" 300
+	grep -qx "ERROR: Backup of VM 300 failed - vma-create did not finish the archive within 2 s after the copy ended - stopped it" <<<"$stderr" ||
+		fail "$stderr"
+	run -0 ls -A "$OWN/dump" "$OWN/tmp"
+	assert_output --regexp "^$OWN/dump:
+vzdump-qemu-300-[0-9_-]+\.log
+
+$OWN/tmp:\$"
+	# The locks went with the job: the next backup works.
+	run --separate-stderr -0 vz_backup "$OWN" 300
 }
