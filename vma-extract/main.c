@@ -212,7 +212,8 @@ static void make_target(struct extraction *x, const char *dir, int *parentfd, ch
 	*base = xstrdup(basename(basecopy));
 	free(dircopy);
 	free(basecopy);
-	if (mkdirat(*parentfd, *base, 0777) < 0) {
+	/* 0700 whatever the umask: no one else may plant a file in it while root restores. */
+	if (mkdirat(*parentfd, *base, 0700) < 0) {
 		if (errno == EEXIST)
 			errx(EXIT_USAGE, "%s: already exists; give a directory that does not", dir);
 		err(EXIT_FAIL, "%s", dir);
