@@ -396,10 +396,15 @@ as_nobody() { setpriv --reuid=65534 --regid=65534 --clear-groups "$@"; }
 # root's holding a file named like the archive's config. base.vma: one disk and that config.
 attack_setup() {
 	[ "$(id -u)" -eq 0 ] || skip "needs root: the attack is on what root deletes and writes"
+	restore_setup
+	chown 65534:65534 "$ATTACK/p"
+}
+
+# The same folders, all of them ours.
+restore_setup() {
 	ATTACK=$(mktemp -d /tmp/vma-extract-test.XXXXXX) # bats' own tree is private to root
 	chmod 755 "$ATTACK"
 	mkdir "$ATTACK/p" "$ATTACK/victim"
-	chown 65534:65534 "$ATTACK/p"
 	echo precious >"$ATTACK/victim/qemu-server.conf"
 	random_file d0.raw 200000
 	echo "name: vm100" >qemu-server.conf
@@ -469,7 +474,7 @@ swap_target() {
 	assert_equal "$(cat "$ATTACK/p/moved/qemu-server.conf")" "name: vm100"
 }
 
-@test "vma-extract refuses a target that became someone else's folder before it was opened" {
+@test "vma-extract refuses a target that exists as someone else's folder or a symlink, writing nothing through it" {
 	attack_setup
 	# nobody's folder where the target should be made: mkdir says it exists (exit 2)
 	as_nobody mkdir "$ATTACK/p/out"
@@ -504,8 +509,23 @@ swap_target() {
 	assert_equal "$(stat -c %a "$ATTACK/p/out")" 700
 }
 
+@test "vma-extract removes disks it already renamed when a later one fails, and only those" {
+	restore_setup
+	random_file d1.raw 70000
+	rm base.vma
+	vma-create -o base.vma -c qemu-server.conf drive-scsi0=d0.raw drive-scsi1=d1.raw
+	HEADER_SIZE=$(od -An -tu1 -j56 -N4 base.vma | awk '{ print $1 * 16777216 + $2 * 65536 + $3 * 256 + $4 }')
+	pause_extract "$ATTACK/p/out"
+	echo planted >"$ATTACK/p/out/disk-drive-scsi1.raw" # the second disk cannot take its name
+	resume_extract
+	assert_equal "$EXTRACT_STATUS" 1
+	assert_equal "$(cat "$ATTACK/err")" "vma-extract: $ATTACK/p/out/disk-drive-scsi1.raw: File exists"
+	assert_equal "$(ls -A "$ATTACK/p/out")" "disk-drive-scsi1.raw"
+	assert_equal "$(cat "$ATTACK/p/out/disk-drive-scsi1.raw")" "planted"
+}
+
 @test "vma-extract ended by SIGTERM mid-restore removes its temporary files and its folder" {
-	attack_setup
+	restore_setup
 	pause_extract "$ATTACK/p/out"
 	kill -TERM "$EXTRACT_PID"
 	EXTRACT_STATUS=0

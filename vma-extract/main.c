@@ -200,9 +200,10 @@ static void record_created(struct extraction *x, const char *name)
 }
 
 /* Creates dir, which must not exist, and opens it: the folder it is in as the user named it,
- * dir itself without following a link, and only if it is the folder just made (owned by us). A
- * swap of dir for a symlink or another folder after that no longer matters: everything else is
- * done relative to the descriptor. Exits on failure. */
+ * dir itself without following a link. A swap of dir for a symlink or another folder after that
+ * no longer matters: everything else is done relative to the descriptor. (Its owner is not
+ * checked: on NFS with root_squash root's own new folder is nobody's. A folder swapped in before
+ * the open only gets files it cannot read, created new.) Exits on failure. */
 static void make_target(struct extraction *x, const char *dir, int *parentfd, char **base)
 {
 	char *dircopy = xstrdup(dir), *basecopy = xstrdup(dir);
@@ -221,13 +222,8 @@ static void make_target(struct extraction *x, const char *dir, int *parentfd, ch
 	x->dir = dir;
 	x->dir_slot = outfile_track_at(*parentfd, *base, true);
 	x->dirfd = openat(*parentfd, *base, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-	struct stat st;
 	if (x->dirfd < 0)
 		err(EXIT_FAIL, "%s: opening the directory just made", dir);
-	if (fstat(x->dirfd, &st) < 0)
-		err(EXIT_FAIL, "%s", dir);
-	if (st.st_uid != geteuid())
-		errx(EXIT_FAIL, "%s: replaced by someone else's directory while being made", dir);
 }
 
 static int write_config(struct extraction *x, const struct vma_config *c)
@@ -307,7 +303,7 @@ static int do_extract(const char *path, const char *dir, char *devices, bool ver
 		free(x->created[i]);
 	}
 	if (status != 0)
-		unlinkat(parentfd, base, AT_REMOVEDIR); /* fails unless it is still our empty one */
+		unlinkat(parentfd, base, AT_REMOVEDIR); /* only an empty folder, never a link */
 	outfile_untrack(x->dir_slot);
 	close(x->dirfd);
 	close(parentfd);
