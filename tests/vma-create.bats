@@ -415,6 +415,27 @@ slow_nbdkit() { # SOCKET PLUGIN-AND-ARGS...
 	assert_equal "$(ls -A)" d.raw
 }
 
+@test "vma-create -o and --stats write files of mode 0600 whatever the umask, through a symlinked folder too" {
+	random_file d.raw 4M
+	mkdir real
+	ln -s real link
+	# the temporary file, .NAME.tmp.PID (vzdump.sh removes that after a killed writer), is
+	# 0600 from the start
+	bash -c 'umask 0; exec vma-create --bwlimit 2048 -o link/a.vma --stats link/a.json drive-scsi0=d.raw' 3>&- &
+	pid=$!
+	for ((i = 0; i < 100; i++)); do
+		[ -e "real/.a.vma.tmp.$pid" ] && break
+		sleep 0.05
+	done
+	assert_equal "$(stat -c '%a %n' real/.a.vma.tmp.* real/.a.json.tmp.*)" "600 real/.a.vma.tmp.$pid
+600 real/.a.json.tmp.$pid"
+	wait "$pid"
+	assert_equal "$(stat -c '%a %n' real/*)" "600 real/a.json
+600 real/a.vma"
+	vma_check --strict real/a.vma >/dev/null
+	assert_equal "$(find . -name '.*.tmp.*')" ""
+}
+
 @test "vma-create fails cleanly when the output cannot be written" {
 	random_file d.raw 300000
 	run --separate-stderr -1 bash -c 'vma-create drive-scsi0=d.raw >/dev/full'

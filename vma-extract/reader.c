@@ -1,5 +1,6 @@
 /* VMA reader with every check Proxmox's `vma verify` makes, plus coverage of every cluster and
  * a refusal of names that are unsafe as file names. Format: ../shared/spec/vma-format.md. */
+#include <limits.h>
 #include <md5.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -17,6 +18,11 @@
 #else
 #define FUZZING 0
 #endif
+
+/* Names become file names on extraction: a config's as it is, a device's as tmp-disk-NAME.raw
+ * (the name Proxmox's vma uses too, and vma_writer.c's limit). A name -t accepts must extract. */
+#define MAX_CONFIG_NAME NAME_MAX
+#define MAX_DEVICE_NAME (NAME_MAX - (int)sizeof("tmp-disk-.raw") + 1)
 
 /* A header larger than this is refused before it is allocated: 256 configs of the maximum size
  * and 254 names fit well below it. */
@@ -68,8 +74,8 @@ static int fail_at(struct vma_reader *r, uint64_t offset, const char *fmt, ...)
 static int read_exact(struct vma_reader *r, void *buf, size_t len, const char *what)
 {
 	ssize_t n = instream_read(r->in, buf, len);
-	if (n < 0)
-		return fail_at(r, r->offset, "%s", instream_error(r->in));
+	if (n < 0) /* where the decompressed data ended, not where this read began */
+		return fail_at(r, instream_offset(r->in), "%s", instream_error(r->in));
 	if ((size_t)n < len)
 		return fail_at(r, r->offset + (uint64_t)n, "archive truncated inside %s", what);
 	r->offset += len;
@@ -149,6 +155,12 @@ static int read_devices(struct vma_reader *r, const struct blobs *b)
 		const char *defect = vma_name_defect(name);
 		if (defect)
 			return fail_at(r, at, "device %d: unsafe name: %s", id, defect);
+		if (strlen(name) > MAX_DEVICE_NAME)
+			return fail_at(
+				r, at,
+				"device %d: unsafe name: longer than %d bytes, too long for a "
+				"file name",
+				id, MAX_DEVICE_NAME);
 		if (size == 0)
 			return fail_at(r, at + 8, "device %d (%s): size 0", id, name);
 		if (vma_cluster_count(size) > UINT32_MAX)
@@ -191,6 +203,12 @@ static int read_configs(struct vma_reader *r, const struct blobs *b)
 		const char *defect = vma_name_defect(name);
 		if (defect)
 			return fail_at(r, name_at, "config %u: unsafe name: %s", i, defect);
+		if (strlen(name) > MAX_CONFIG_NAME)
+			return fail_at(
+				r, name_at,
+				"config %u: unsafe name: longer than %d bytes, too long for a "
+				"file name",
+				i, MAX_CONFIG_NAME);
 		for (int j = 0; j < r->nconfigs; j++)
 			if (strcmp(r->configs[j].name, name) == 0)
 				return fail_at(r, name_at, "config name '%s' used twice", name);
@@ -380,7 +398,7 @@ int vma_reader_run(struct vma_reader *r, vma_cluster_fn fn, void *opaque)
 		/* The stream ends exactly on an extent boundary, or it is truncated. */
 		ssize_t n = instream_read(r->in, r->extent, VMA_EXTENT_HEADER_SIZE);
 		if (n < 0)
-			return fail_at(r, r->offset, "%s", instream_error(r->in));
+			return fail_at(r, instream_offset(r->in), "%s", instream_error(r->in));
 		if (n == 0)
 			break;
 		if (n < VMA_EXTENT_HEADER_SIZE)
