@@ -188,6 +188,13 @@ int outfile_commit(struct outfile *f, int no_replace)
 	if (rc == 0)
 		rc = renameat2(f->dirfd, f->tmp_name, f->dirfd, f->name,
 			       no_replace ? RENAME_NOREPLACE : 0);
+	/* A file system that cannot refuse to replace in a rename (NFS: EINVAL) still can with a
+	 * hard link, which never replaces either; the temporary then goes. */
+	if (rc < 0 && no_replace && (errno == EINVAL || errno == ENOSYS)) {
+		rc = linkat(f->dirfd, f->tmp_name, f->dirfd, f->name, 0);
+		if (rc == 0)
+			unlinkat(f->dirfd, f->tmp_name, 0);
+	}
 	if (rc < 0) {
 		int saved = errno;
 		outfile_abort(f);

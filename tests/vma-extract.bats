@@ -7,6 +7,7 @@ FIXTURE_NAME=pve-live-backup-truncated.vma.gz
 setup() {
 	load lib/common
 	load lib/vma
+	load lib/attacker
 	# A folder of its own: bats keeps files of its own in BATS_TEST_TMPDIR.
 	mkdir -p "$BATS_TEST_TMPDIR/work"
 	cd "$BATS_TEST_TMPDIR/work" || exit 1
@@ -386,11 +387,8 @@ PY
 
 teardown() {
 	[ -z "${EXTRACT_PID:-}" ] || kill "$EXTRACT_PID" 2>/dev/null || true
-	[ -z "${ATTACK:-}" ] || rm -rf "$ATTACK"
+	attack_cleanup
 }
-
-# Runs "$@" as nobody.
-as_nobody() { setpriv --reuid=65534 --regid=65534 --clear-groups "$@"; }
 
 # $ATTACK/p: a folder nobody owns, where root restores to p/out; $ATTACK/victim: a folder of
 # root's holding a file named like the archive's config. base.vma: one disk and that config.
@@ -402,8 +400,8 @@ attack_setup() {
 
 # The same folders, all of them ours.
 restore_setup() {
-	ATTACK=$(mktemp -d /tmp/vma-extract-test.XXXXXX) # bats' own tree is private to root
-	chmod 755 "$ATTACK"
+	attack_dir
+	ATTACK=$ATTACK_DIR
 	mkdir "$ATTACK/p" "$ATTACK/victim"
 	echo precious >"$ATTACK/victim/qemu-server.conf"
 	random_file d0.raw 200000

@@ -3,13 +3,13 @@
  * shared dump folder), so that root never follows a link planted there. The folder is opened
  * once; the data goes into a new temporary created with O_EXCL|O_NOFOLLOW beside the target,
  * and a rename puts it in place: a rename replaces a planted link, it never follows it. With
- * -x the name must be new, and the file appears under it only if nothing had it.
+ * -x the name must be new, and the file appears under it only if nothing had it. (The
+ * temporary, the rename and the clean-up on a signal are common/outfile.c's.)
  */
 #include <err.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "outfile.h"
 
 /* Exactly the SYNOPSIS of man/vzdump-put.1. */
 const char usage_synopsis[] = "vzdump-put [-x] [-m mode] dir name\n"
@@ -31,35 +32,6 @@ static const struct option long_opts[] = {
 	CLI_LIST_OPTIONS,
 	{NULL, 0, NULL, 0},
 };
-
-/* The temporary, for the signal handler: unlinkat is async-signal-safe. */
-static volatile sig_atomic_t tmp_created;
-static int dir_fd = -1;
-static char tmp_name[32];
-
-static void on_fatal_signal(int sig)
-{
-	if (tmp_created)
-		unlinkat(dir_fd, tmp_name, 0);
-	signal(sig, SIG_DFL);
-	raise(sig);
-}
-
-static void remove_tmp(void)
-{
-	if (tmp_created)
-		unlinkat(dir_fd, tmp_name, 0);
-	tmp_created = 0;
-}
-
-static _Noreturn void fail(const char *what)
-{
-	int saved = errno;
-
-	remove_tmp();
-	errno = saved;
-	err(EXIT_FAIL, "%s", what);
-}
 
 static mode_t parse_mode(const char *text)
 {
@@ -83,77 +55,66 @@ static void check_name(const char *name)
 		usage_error("%.40s...: name longer than %d bytes", name, NAME_MAX);
 }
 
-/* A new temporary with a random name: O_EXCL|O_NOFOLLOW never opens what another user put
- * there, and a name nobody can guess leaves nothing to plant in advance. */
-static int create_tmp(void)
+/* The folder, opened once; it must not itself be a link (its path is looked up here only). */
+static int open_folder(const char *dir)
 {
-	for (int attempt = 0; attempt < 16; attempt++) {
-		unsigned char bytes[8];
-		int fd;
+	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	struct stat st;
 
-		if (getrandom(bytes, sizeof(bytes), 0) != sizeof(bytes))
-			fail("getrandom");
-		snprintf(tmp_name, sizeof(tmp_name), ".vzdump-put.");
-		for (size_t i = 0; i < sizeof(bytes); i++)
-			snprintf(tmp_name + strlen(tmp_name), 3, "%02x", bytes[i]);
-		fd = openat(dir_fd, tmp_name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
-			    0600);
-		if (fd >= 0) {
-			tmp_created = 1;
-			return fd;
-		}
-		if (errno != EEXIST)
-			fail("create a temporary file");
-	}
-	errno = EEXIST;
-	fail("create a temporary file");
+	/* (O_DIRECTORY|O_NOFOLLOW on a link fails with ENOTDIR or ELOOP.) */
+	if (fd < 0 && (errno == ELOOP || errno == ENOTDIR) && lstat(dir, &st) == 0 &&
+	    S_ISLNK(st.st_mode))
+		errx(EXIT_USAGE, "%s: is a symbolic link (give the folder it points to)", dir);
+	if (fd < 0)
+		err(errno == ENOENT || errno == ENOTDIR ? EXIT_USAGE : EXIT_FAIL, "%s", dir);
+	return fd;
 }
 
-static void copy_stdin(int fd)
+/* A temporary name nobody can guess, so that there is nothing to plant in advance. */
+static void random_tmp_name(char *buf, size_t size)
+{
+	unsigned char bytes[8];
+
+	if (getrandom(bytes, sizeof(bytes), 0) != sizeof(bytes))
+		err(EXIT_FAIL, "getrandom");
+	snprintf(buf, size, ".vzdump-put.%02x%02x%02x%02x%02x%02x%02x%02x", bytes[0], bytes[1],
+		 bytes[2], bytes[3], bytes[4], bytes[5], bytes[6], bytes[7]);
+}
+
+static int copy_stdin(int fd)
 {
 	char buf[65536];
 
 	for (;;) {
 		ssize_t n = read(STDIN_FILENO, buf, sizeof(buf));
 		if (n == 0)
-			return;
+			return 0;
 		if (n < 0) {
 			if (errno == EINTR)
 				continue;
-			fail("read standard input");
+			warn("read standard input");
+			return -1;
 		}
 		for (ssize_t done = 0; done < n;) {
 			ssize_t w = write(fd, buf + done, (size_t)(n - done));
 			if (w < 0) {
 				if (errno == EINTR)
 					continue;
-				fail("write");
+				warn("write");
+				return -1;
 			}
 			done += w;
 		}
 	}
 }
 
-/* -x: the name must be new. renameat2 says so atomically; where the file system cannot
- * (EINVAL: some NFS servers), a hard link does, as it never replaces either. */
-static void commit_exclusive(const char *name)
-{
-	if (renameat2(dir_fd, tmp_name, dir_fd, name, RENAME_NOREPLACE) == 0) {
-		tmp_created = 0;
-		return;
-	}
-	if (errno != EINVAL && errno != ENOSYS)
-		fail(name);
-	if (linkat(dir_fd, tmp_name, dir_fd, name, 0) != 0)
-		fail(name);
-	remove_tmp();
-}
-
 int main(int argc, char **argv)
 {
-	int exclusive = 0, opt, fd;
+	int exclusive = 0, opt, dir_fd;
 	mode_t mode = 0600;
-	const char *dir, *name;
+	const char *name;
+	char tmp_name[32];
+	struct outfile out;
 
 	while ((opt = cli_getopt(argc, argv, short_opts, long_opts)) != -1) {
 		switch (opt) {
@@ -169,41 +130,24 @@ int main(int argc, char **argv)
 	}
 	if (argc - optind != 2)
 		usage_error(argc - optind < 2 ? "DIR and NAME are needed" : "too many operands");
-	dir = argv[optind];
 	name = argv[optind + 1];
 	check_name(name);
+	dir_fd = open_folder(argv[optind]);
 
-	/* The folder itself must not be a link either: its path is looked up once, here. */
-	dir_fd = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-	struct stat st;
-	/* (O_DIRECTORY|O_NOFOLLOW on a link fails with ENOTDIR or ELOOP.) */
-	if (dir_fd < 0 && (errno == ELOOP || errno == ENOTDIR) && lstat(dir, &st) == 0 &&
-	    S_ISLNK(st.st_mode))
-		errx(EXIT_USAGE, "%s: is a symbolic link (give the folder it points to)", dir);
-	if (dir_fd < 0)
-		err(errno == ENOENT || errno == ENOTDIR ? EXIT_USAGE : EXIT_FAIL, "%s", dir);
-	int sigs[] = {SIGINT, SIGTERM, SIGHUP, SIGPIPE};
-	for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++)
-		signal(sigs[i], on_fatal_signal);
-
-	fd = create_tmp();
-	copy_stdin(fd);
-	/* The mode is set on the descriptor, so the umask does not change it. */
-	if (fchmod(fd, mode) != 0)
-		fail("chmod");
-	if (fsync(fd) != 0)
-		fail("fsync");
-	if (close(fd) != 0)
-		fail("close");
-	if (exclusive) {
-		commit_exclusive(name);
-	} else if (renameat(dir_fd, tmp_name, dir_fd, name) != 0) {
-		fail(name);
-	} else {
-		tmp_created = 0;
+	random_tmp_name(tmp_name, sizeof(tmp_name));
+	if (outfile_create_at(&out, dir_fd, name, tmp_name) != 0)
+		err(EXIT_FAIL, "create a temporary file");
+	if (copy_stdin(out.fd) != 0) {
+		outfile_abort(&out);
+		return EXIT_FAIL;
 	}
-	/* The rename itself must survive a crash too. */
-	if (fsync(dir_fd) != 0 && errno != EINVAL)
-		err(EXIT_FAIL, "fsync %s", dir);
+	/* The mode is set on the descriptor, so the umask does not change it. */
+	if (fchmod(out.fd, mode) != 0) {
+		warn("chmod");
+		outfile_abort(&out);
+		return EXIT_FAIL;
+	}
+	if (outfile_commit(&out, exclusive) != 0)
+		err(EXIT_FAIL, "%s", name);
 	return EXIT_OK;
 }
