@@ -209,6 +209,8 @@ END
 		run --separate-stderr -1 backup 100
 		grep -qE "^ERROR: Backup of VM 100 failed - the state file .* is refused, nothing was done: line 4 " <<<"$stderr" ||
 			fail "$stderr"
+		# (Its log: the next backup may come in the same second.)
+		rm -f "$W"/dump/*.log
 	done
 	# The state file is left for the admin.
 	[ -f "$W/state/100.state" ]
@@ -219,4 +221,25 @@ END
 	run --separate-stderr -0 "$TOP/vzdump.sh" --cleanup --rundir "$W/run" --tmpdir "$W/tmp" --dumpdir "$W/dump" 100
 	[ ! -e "$W/tmp/vzdumptmp.ABC123" ] && [ ! -e "$W/dump/vzdump-qemu-100-2026_01_01-00_00_00.dat" ] &&
 		[ ! -e "$W/state/100.state" ] || fail "a real state file was not recovered: $stderr"
+}
+
+@test "a dump folder reached through a link (as /var/lib/vz/dump often is) gets its log, notes and marker" {
+	ln -s "$W/dump" "$W/dumplink"
+	run --separate-stderr -0 "$TOP/vzdump.sh" --dumpdir "$W/dumplink" --tmpdir "$W/tmp" \
+		--confdir "$W/conf" --rundir "$W/run" --notes-template n --protected 1 100
+	archive=$(the_archive)
+	run -0 ls "$W/dump"
+	assert_output "$(basename "${archive%.vma}").log
+${archive##*/}
+${archive##*/}.notes
+${archive##*/}.protected"
+	grep -q 'INFO: Finished Backup of VM 100' "${archive%.vma}.log"
+}
+
+@test "a dump folder root cannot write to fails the backup with the reason, not as a taken name" {
+	chattr +i "$W/dump" 2>/dev/null || skip "no chattr +i here"
+	run --separate-stderr -1 backup 100
+	chattr -i "$W/dump"
+	grep -qE "^ERROR: Backup of VM 100 failed - cannot create $W/dump/vzdump-qemu-100-[0-9_-]+\.log \(create a temporary file: Operation not permitted\)$" <<<"$stderr" ||
+		fail "$stderr"
 }

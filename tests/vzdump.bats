@@ -937,12 +937,13 @@ echo \$! >"$OWN/idle.pid"
 /usr/bin/sleep 0.5
 END
 	chmod +x "$OWN/hook"
-	run --separate-stderr -0 timeout 100 "$TOP/vzdump.sh" --dumpdir "$OWN/dump" --tmpdir "$OWN/tmp" \
+	run --separate-stderr timeout 100 "$TOP/vzdump.sh" --dumpdir "$OWN/dump" --tmpdir "$OWN/tmp" \
 		--confdir "$OWN/conf" --rundir "$OWN/run" --script "$OWN/hook" 300
 	kill "$(cat "$OWN/idle.pid")" 2>/dev/null || true
+	[ "$status" = 0 ] || fail "exit $status: $stderr"
 	archive=$(ls "$OWN"/dump/vzdump-qemu-300-*.vma)
 	run -0 vma-extract -t "$archive"
-	vma-extract -x "$archive" "$OWN/x"
+	vma-extract "$archive" "$OWN/x"
 	assert_equal "$(sha "$OWN"/x/disk-drive-virtio0.raw)" "$(sha "$OWN/orig.raw")"
 }
 

@@ -424,9 +424,15 @@ static void add_client(struct server *s, int fd)
 		close_conn(s, s->nconns - 1, false);
 }
 
-/* Accepts a connection; one that no export without a client is left for (counting those
- * still negotiating) is closed at once, so that it holds nothing, not even the end of the run:
- * one idle extra client once kept a live backup waiting for it. */
+/* Connections that may negotiate at once beyond one per export without a client. */
+#define SPARE_NEGOTIATIONS 4
+
+/* Accepts a connection while an export has no client yet; one that comes when every export
+ * has its client is closed at once, so that it holds nothing, not even the end of the run: one
+ * idle extra client once kept a live backup waiting for it. Connections still negotiating
+ * are bounded, but not to one per export: a connection that idles in its handshake must not
+ * keep out the client the export is for (the first to pick an export gets it; the idler is
+ * dropped at its handshake deadline). */
 static enum step accept_client(struct server *s, int listen_fd)
 {
 	int fd = accept4(listen_fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
@@ -434,7 +440,8 @@ static enum step accept_client(struct server *s, int listen_fd)
 		return errno == EINTR || errno == EAGAIN || errno == ECONNABORTED
 			? STEP_OK
 			: fatal(s, "accept: %s", strerror(errno));
-	if (s->nconns - s->ntransmission >= s->nexports - s->nclaimed) {
+	if (s->nclaimed == s->nexports ||
+	    s->nconns - s->ntransmission >= s->nexports - s->nclaimed + SPARE_NEGOTIATIONS) {
 		close(fd);
 		warnx("refused a connection: every export has its client");
 		return STEP_OK;
@@ -557,6 +564,11 @@ int nbd_serve(int listen_fd, int client_fd, const struct nbd_export *exports, in
 			accept_client(&s, listen_fd);
 		if (!s.failed)
 			check_deadlines(&s, listen_fd);
+		/* Once the archive has all its data, a connection still negotiating can get
+		 * nothing: it does not hold the end. */
+		for (int i = s.nconns - 1; i >= 0 && !s.failed && ops->complete(ctx); i--)
+			if (s.conns[i].state != TRANSMISSION)
+				close_conn(&s, i, false);
 	}
 	while (s.nconns > 0)
 		close_conn(&s, s.nconns - 1, false);

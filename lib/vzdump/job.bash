@@ -37,11 +37,29 @@ close_log() {
 	logfile_fd=
 }
 
+# Standard input as the file PATH in the dump folder (mode 0644, as Proxmox's .log, .notes and
+# .protected), by vzdump-put: a link planted under the name is replaced, never followed; with
+# -x the name must be new. vzdump-put opens the folder itself without following a link, so it
+# gets the folder's real path (a dump folder is often reached through one).
+put_file() { # [-x] PATH
+	local -a opts=(-m 0644)
+	local dir
+	if [ "$1" = -x ]; then
+		opts+=(-x)
+		shift
+	fi
+	dir=$(realpath -e -- "${1%/*}" 2>/dev/null) || {
+		echo "vzdump-put: ${1%/*}: No such file or directory" >&2
+		return 1
+	}
+	vzdump-put "${opts[@]}" "$dir" "${1##*/}"
+}
+
 # The log into the dump folder under its final name (replacing the empty claim), as vzdump
 # copies its log there at the end, on success and on failure.
 deliver_log() { # PRIVATE-LOG DUMPDIR/NAME.log
 	[ -n "$2" ] && [ -f "$1" ] || return 0
-	vzdump-put -m 0644 "${2%/*}" "${2##*/}" <"$1" 2>/dev/null || warn "cannot write the log $2"
+	put_file "$2" <"$1" 2>/dev/null || warn "cannot write the log $2"
 }
 info() { log INFO "$1"; }
 warn() { log WARN "$1"; }
@@ -222,8 +240,9 @@ check_backup_limit() {
 # one gets it; a finished archive or a .dat of that name (whose log is gone) also means the
 # name is taken.
 claim_backup_name() { # BASENAME
-	local base=$opt_dumpdir/$1 taken='' ext
-	if ! vzdump-put -x -m 0644 "$opt_dumpdir" "$1.log" </dev/null 2>/dev/null; then
+	local base=$opt_dumpdir/$1 taken='' ext out
+	if ! out=$(put_file -x "$base.log" </dev/null 2>&1); then
+		[[ $out == *": File exists" ]] || fail "cannot create $base.log (${out#vzdump-put: })"
 		taken=$base.log
 	else
 		for ext in vma vma.zst vma.xz vma.gz vma.lzo dat; do
@@ -242,7 +261,7 @@ claim_backup_name() { # BASENAME
 # then the protection marker, both by vzdump-put (a link planted under the name is replaced,
 # never followed). A failure of the notes is only a warning, of the marker fatal.
 mark_backup() { # ARCHIVE
-	local notes dir=${1%/*} name=${1##*/}
+	local notes out
 	if [ -n "$opt_notes" ]; then
 		info "adding notes to backup"
 		notes=$(expand_notes "$opt_notes"; echo .)
@@ -250,14 +269,14 @@ mark_backup() { # ARCHIVE
 		if [ -z "$notes" ]; then
 			# (unlink never follows a link either.)
 			rm -f "$1.notes" || warn "unable to add notes - cannot remove $1.notes"
-		elif ! printf '%s' "$notes" | vzdump-put -m 0644 "$dir" "$name.notes" 2>/dev/null; then
+		elif ! printf '%s' "$notes" | put_file "$1.notes" 2>/dev/null; then
 			warn "unable to add notes - cannot write $1.notes"
 		fi
 	fi
 	if [ "$opt_protected" = 1 ]; then
 		info "marking backup as protected"
-		vzdump-put -m 0644 "$dir" "$name.protected" </dev/null 2>/dev/null ||
-			fail "cannot create $1.protected"
+		out=$(put_file "$1.protected" </dev/null 2>&1) ||
+			fail "cannot create $1.protected (${out#vzdump-put: })"
 	fi
 }
 
