@@ -329,6 +329,13 @@ main() {
 		[ "$opt_stdout" = 1 ] || exec >/dev/null
 	fi
 	[ -d "$opt_tmpdir" ] || { printf '%s: tmpdir %s does not exist\n' "$PROG" "$opt_tmpdir" >&2; exit 1; }
+	# The job's lock and the VMs' sockets are there: checked here, before any lock is taken,
+	# and so is the dump folder (as vzdump does), rather than once for every VM.
+	[ -d "$opt_rundir" ] || { printf '%s: rundir %s does not exist\n' "$PROG" "$opt_rundir" >&2; exit 1; }
+	if [ "$opt_cleanup" = 0 ] && [ "$opt_stdout" = 0 ] && [ ! -d "$opt_dumpdir" ]; then
+		printf '%s: dumpdir %s does not exist\n' "$PROG" "$opt_dumpdir" >&2
+		exit 1
+	fi
 	# QEMU opens files under it by path, from its own working folder.
 	opt_tmpdir=$(realpath -- "$opt_tmpdir")
 	# Idle class for 8, as vzdump; the writer's compression inherits it.
