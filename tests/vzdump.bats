@@ -854,7 +854,8 @@ INFO: backup contains no disks"* ]] || fail "$stderr"
 	mkdir -p "$BATS_TEST_TMPDIR/run"
 	flock "$BATS_TEST_TMPDIR/run/vzdump.lock" sleep 60 3>&- &
 	holder=$!
-	"$TOP/vzdump.sh" --rundir "$BATS_TEST_TMPDIR/run" --lockwait 1 --tmpdir "$BATS_TEST_TMPDIR" 300 \
+	"$TOP/vzdump.sh" --rundir "$BATS_TEST_TMPDIR/run" --lockwait 1 --tmpdir "$BATS_TEST_TMPDIR" \
+		--dumpdir "$BATS_TEST_TMPDIR" 300 \
 		2>"$BATS_TEST_TMPDIR/err" 3>&- &
 	bk=$!
 	for ((i = 0; i < 100; i++)); do

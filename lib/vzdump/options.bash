@@ -340,9 +340,9 @@ expand_notes() { # TEMPLATE
 # vzdump does, a key it does not know is a warning, and of a key given twice the last value
 # counts; a bad value is an error. Its exclude applies to --all only (as a command-line
 # --exclude, it would conflict with a VMID list). One awk pass (conf.awk) reads the lines, so
-# that a long file costs no shell loop; one larger than VZDUMP_CONF_MAX is refused.
+# that a long file costs no shell loop; one larger than CONF_MAX_BYTES is refused.
 vzdump_conf=${VZDUMP_CONF:-/etc/vzdump.conf}
-VZDUMP_CONF_MAX=1048576
+CONF_MAX_BYTES=1048576
 CONF_AWK=${BASH_SOURCE[0]%/*}/conf.awk
 conf_warnings=()
 read_vzdump_conf() {
@@ -353,8 +353,8 @@ read_vzdump_conf() {
 		die_usage "cannot read the file"
 	fi
 	size=$(stat -L -c %s -- "$file") || die_usage "cannot read the file"
-	if [ "$size" -gt "$VZDUMP_CONF_MAX" ]; then
-		die_usage "$size bytes; a vzdump.conf may have at most $VZDUMP_CONF_MAX (1 MiB)"
+	if [ "$size" -gt "$CONF_MAX_BYTES" ]; then
+		die_usage "$size bytes; a vzdump.conf may have at most $CONF_MAX_BYTES (1 MiB)"
 	fi
 	# (NUL bytes dropped first, as bash's read would: a command substitution warns of them.)
 	records=$(tr -d '\000' <"$file" | awk -v known="${VALUE_OPTIONS//--/}" -f "$CONF_AWK") ||
