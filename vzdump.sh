@@ -331,7 +331,8 @@ main() {
 		[ "$opt_stdout" = 1 ] || exec >/dev/null
 	fi
 	# The folders that steer root, checked and by their real paths from here on (QEMU opens
-	# files under the tmpdir by path, from its own working folder).
+	# files under the tmpdir by path, from its own working folder), before any lock is taken;
+	# and the dump folder (as vzdump does), rather than once for every VM.
 	check_folders
 	# Idle class for 8, as vzdump; the writer's compression inherits it.
 	if [ "$opt_ionice" = 8 ]; then

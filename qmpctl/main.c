@@ -198,6 +198,8 @@ static void parse_options(int argc, char **argv, struct options *o)
 			o->pretty = true;
 			break;
 		case 's':
+			if (*optarg == '\0')
+				usage_error("-s: expected a socket path, not an empty one");
 			o->socket = optarg;
 			break;
 		case 't':

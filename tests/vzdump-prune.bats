@@ -673,12 +673,17 @@ keep 2024_01_01-02_00_00"
 }
 
 @test "--check needs a spec and takes no other option" {
-	for args in "--check" "--check -n keep-last=1" "--keep-last 1 --check keep-last=1" \
+	run --separate-stderr -2 vzdump-prune --check
+	assert_output ""
+	[[ $stderr == "vzdump-prune: --check needs at least one spec"$'\n'"usage: vzdump-prune "* ]] ||
+		fail "$stderr"
+	for args in "--check -n keep-last=1" "--keep-last 1 --check keep-last=1" \
 		"--check --json keep-last=1"; do
 		# shellcheck disable=SC2086 # the words are the arguments
 		run --separate-stderr -2 vzdump-prune $args
 		assert_output ""
-		[[ $stderr == "usage: vzdump-prune "* ]] || fail "$args: $stderr"
+		[[ $stderr == "vzdump-prune: --check takes no other option"$'\n'"usage: vzdump-prune "* ]] ||
+			fail "$args: $stderr"
 	done
 }
 

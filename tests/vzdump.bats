@@ -89,10 +89,62 @@ synopsis_of_man() {
 }
 
 @test "a missing --rundir fails with the program's own message only" {
-	run --separate-stderr -2 "$TOP/vzdump.sh" --rundir "$BATS_TEST_TMPDIR/nonexistent" \
-		--tmpdir "$BATS_TEST_TMPDIR" 100
+	for args in "" "--cleanup" "--json"; do
+		# shellcheck disable=SC2086 # the words are the arguments
+		run --separate-stderr -2 "$TOP/vzdump.sh" --rundir "$BATS_TEST_TMPDIR/nonexistent" \
+			--tmpdir "$BATS_TEST_TMPDIR" $args 100
+		assert_output ""
+		assert_equal "$stderr" "vzdump.sh: the run folder $BATS_TEST_TMPDIR/nonexistent does not exist or is no folder"
+	done
+}
+
+@test "a missing --dumpdir fails before the job starts, with the program's own message only" {
+	mkdir "$BATS_TEST_TMPDIR/run"
+	run --separate-stderr -2 "$TOP/vzdump.sh" --rundir "$BATS_TEST_TMPDIR/run" \
+		--tmpdir "$BATS_TEST_TMPDIR" --dumpdir "$BATS_TEST_TMPDIR/nonexistent" 100
 	assert_output ""
-	assert_equal "$stderr" "vzdump.sh: the run folder $BATS_TEST_TMPDIR/nonexistent does not exist or is no folder"
+	assert_equal "$stderr" "vzdump.sh: the dump folder $BATS_TEST_TMPDIR/nonexistent does not exist or is no folder"
+	# No lock taken, nothing written.
+	run ls -A "$BATS_TEST_TMPDIR/run"
+	assert_output ""
+}
+
+@test "a 400,000-line vzdump.conf is read in one pass: over 1 MiB it is refused, under it parsed" {
+	conf=$BATS_TEST_TMPDIR/vzdump.conf
+	# 3.4 MB: refused, naming the file and the limit, before anything is done.
+	for ((i = 0; i < 100000; i++)); do printf '# a comment\nbwlimit: 100\n\nzstd: 1\n'; done >"$conf"
+	[ "$(wc -l <"$conf")" = 400000 ] || fail "not 400,000 lines"
+	VZDUMP_CONF=$conf run --separate-stderr -2 timeout 10 "$TOP/vzdump.sh" 100
+	assert_output ""
+	assert_equal "$stderr" "vzdump.sh: $conf: 3400000 bytes; a vzdump.conf may have at most 1048576 (1 MiB)"
+	# 850 KB: comments, blank lines and one key given 49,999 times (the last value counts);
+	# a bad value on line 399,999 is found and named.
+	{
+		printf '\n\n\n\n'
+		for ((i = 0; i < 49999; i++)); do printf '#\n\n\n \n\n#\n\nzstd:2\n'; done
+	} >"$conf"
+	printf 'x\n#\nmode: fast\nfoo: 1\n' >>"$conf"
+	[ "$(wc -l <"$conf")" = 400000 ] || fail "not 400,000 lines"
+	VZDUMP_CONF=$conf run --separate-stderr -2 timeout 10 "$TOP/vzdump.sh" 100
+	assert_output ""
+	assert_equal "$stderr" "vzdump.sh: $conf line 399999: --mode must be snapshot, suspend or stop, not 'fast'"
+}
+
+@test "vzdump.conf: 20 warnings at most, then how many more lines were ignored" {
+	export VZDUMP_CONF=$BATS_TEST_TMPDIR/vzdump.conf
+	{
+		for ((i = 0; i < 30; i++)); do echo "not a setting"; done
+		printf 'storage: local\n\tmode:\tstop\r\n'
+	} >"$VZDUMP_CONF"
+	mkdir "$BATS_TEST_TMPDIR/run" "$BATS_TEST_TMPDIR/dump"
+	run --separate-stderr -1 timeout 20 "$TOP/vzdump.sh" --rundir "$BATS_TEST_TMPDIR/run" \
+		--tmpdir "$BATS_TEST_TMPDIR" --dumpdir "$BATS_TEST_TMPDIR/dump" 100
+	assert_output ""
+	warnings=$(grep '^WARN: ' <<<"$stderr")
+	assert_equal "$(wc -l <<<"$warnings")" 21
+	assert_equal "$(sed -n 1p <<<"$warnings")" "WARN: $VZDUMP_CONF line 1: ignoring 'not a setting' (not 'key: value')"
+	assert_equal "$(sed -n 20p <<<"$warnings")" "WARN: $VZDUMP_CONF line 20: ignoring 'not a setting' (not 'key: value')"
+	assert_equal "$(sed -n 21p <<<"$warnings")" "WARN: $VZDUMP_CONF: and 11 more lines ignored"
 }
 
 @test "a running VM without config: both disks at one instant, VM and block graph unchanged" {
@@ -802,7 +854,8 @@ INFO: backup contains no disks"* ]] || fail "$stderr"
 	mkdir -p "$BATS_TEST_TMPDIR/run"
 	flock "$BATS_TEST_TMPDIR/run/vzdump.lock" sleep 60 3>&- &
 	holder=$!
-	"$TOP/vzdump.sh" --rundir "$BATS_TEST_TMPDIR/run" --lockwait 1 --tmpdir "$BATS_TEST_TMPDIR" 300 \
+	"$TOP/vzdump.sh" --rundir "$BATS_TEST_TMPDIR/run" --lockwait 1 --tmpdir "$BATS_TEST_TMPDIR" \
+		--dumpdir "$BATS_TEST_TMPDIR" 300 \
 		2>"$BATS_TEST_TMPDIR/err" 3>&- &
 	bk=$!
 	for ((i = 0; i < 100; i++)); do

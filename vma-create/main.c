@@ -129,7 +129,7 @@ static void split_devices(int argc, char **argv, const char *form, char *values[
 		     VMA_MAX_DEVICES);
 	for (int i = 0; i < argc; i++) {
 		char *eq = strchr(argv[i], '=');
-		if (!eq)
+		if (!eq || eq[1] == '\0')
 			usage_error("'%s': expected %s", argv[i], form);
 		*eq = '\0';
 		values[i] = eq + 1;
@@ -293,6 +293,14 @@ static int open_output(const struct options *o, struct outfile *out)
 	return out->fd;
 }
 
+/* A file name given to an option: an empty one is a usage error (open would only say ENOENT). */
+static char *file_arg(char *arg, const char *option)
+{
+	if (*arg == '\0')
+		usage_error("%s: expected a file name, not an empty one", option);
+	return arg;
+}
+
 static void parse_options(int argc, char **argv, struct options *o)
 {
 	int ch;
@@ -309,12 +317,12 @@ static void parse_options(int argc, char **argv, struct options *o)
 			break;
 		case 'o':
 			/* "-o -" is standard output, as for most tools that take -o */
-			o->output = strcmp(optarg, "-") == 0 ? NULL : optarg;
+			o->output = strcmp(optarg, "-") == 0 ? NULL : file_arg(optarg, "-o");
 			break;
 		case 'c':
 			if (o->nconfigs == VMA_MAX_CONFIGS)
 				errx(EXIT_USAGE, "more than %d configs", VMA_MAX_CONFIGS);
-			o->configs[o->nconfigs++] = optarg;
+			o->configs[o->nconfigs++] = file_arg(optarg, "-c");
 			break;
 		case 'z':
 			if (sink_parse_codec(optarg, &o->codec, &o->level) < 0)
@@ -330,10 +338,10 @@ static void parse_options(int argc, char **argv, struct options *o)
 						      UINT64_MAX / 2048);
 			break;
 		case OPT_LISTEN:
-			o->listen = optarg;
+			o->listen = file_arg(optarg, "--listen");
 			break;
 		case OPT_STATS:
-			o->stats = optarg;
+			o->stats = file_arg(optarg, "--stats");
 			break;
 		case 't':
 			if (!parse_seconds(optarg, &o->timeout))

@@ -340,6 +340,8 @@ int main(int argc, char **argv)
 			verbose = true;
 			break;
 		case 'd':
+			if (strspn(optarg, ",") == strlen(optarg))
+				usage_error("-d: expected device names, not '%s'", optarg);
 			devices = optarg;
 			break;
 		}
@@ -354,6 +356,9 @@ int main(int argc, char **argv)
 		usage_error("-v does not go with -l or -c");
 	if (argc != (mode ? 1 : 2))
 		usage_error(mode ? "expected one archive" : "expected an archive and a directory");
+	for (int i = 0; i < argc; i++)
+		if (argv[i][0] == '\0')
+			usage_error("expected a file name, not an empty one");
 	archive_name = argv[0];
 	switch (mode) {
 	case 'l':

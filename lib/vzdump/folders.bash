@@ -49,4 +49,9 @@ check_folders() {
 	fi
 	opt_statedir=$(safe_folder "state folder" "$opt_statedir")
 	opt_tmpdir=$(safe_folder tmpdir "$opt_tmpdir" sticky-ok)
+	# The dump folder may be shared: it only has to be there (what is written there is
+	# written by vzdump-put).
+	if [ "$opt_cleanup" = 0 ] && [ "$opt_stdout" = 0 ] && [ ! -d "$opt_dumpdir" ]; then
+		folder_refused "the dump folder $opt_dumpdir does not exist or is no folder"
+	fi
 }

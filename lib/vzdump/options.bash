@@ -148,6 +148,11 @@ parse_options() {
 
 set_option() { # NAME VALUE
 	case $1 in
+	--dumpdir | --tmpdir | --confdir | --rundir | --statedir)
+		[ -n "$2" ] || die_usage "$1 needs a folder, not ''"
+		;;
+	esac
+	case $1 in
 	--dumpdir) opt_dumpdir=$2 ;;
 	--tmpdir) opt_tmpdir=$2 ;;
 	--confdir) opt_confdir=$2 ;;
@@ -334,36 +339,46 @@ expand_notes() { # TEMPLATE
 
 # /etc/vzdump.conf (or $VZDUMP_CONF): defaults in vzdump's `key: value` syntax, the keys being
 # the option names without dashes; read before the command line, which therefore wins. As
-# vzdump does, a key it does not know is a warning; a bad value is an error. Its exclude
-# applies to --all only (as a command-line --exclude, it would conflict with a VMID list).
+# vzdump does, a key it does not know is a warning, and of a key given twice the last value
+# counts; a bad value is an error. Its exclude applies to --all only (as a command-line
+# --exclude, it would conflict with a VMID list). One awk pass (conf.awk) reads the lines, so
+# that a long file costs no shell loop; one larger than CONF_MAX_BYTES is refused.
 vzdump_conf=${VZDUMP_CONF:-/etc/vzdump.conf}
+CONF_MAX_BYTES=1048576
+CONF_AWK=${BASH_SOURCE[0]%/*}/conf.awk
 conf_warnings=()
 read_vzdump_conf() {
-	local file=$vzdump_conf line key value n=0
+	local file=$vzdump_conf records kind n key value size
 	[ -e "$file" ] || return 0
 	option_source=$file
 	if [ ! -f "$file" ] || [ ! -r "$file" ]; then
 		die_usage "cannot read the file"
 	fi
-	while IFS= read -r line || [ -n "$line" ]; do
-		n=$((n + 1))
-		line=${line#"${line%%[! $'\t']*}"}
-		line=${line%"${line##*[! $'\t'$'\r']}"}
-		case $line in '' | '#'*) continue ;; esac
+	size=$(stat -L -c %s -- "$file") || die_usage "cannot read the file"
+	if [ "$size" -gt "$CONF_MAX_BYTES" ]; then
+		die_usage "$size bytes; a vzdump.conf may have at most $CONF_MAX_BYTES (1 MiB)"
+	fi
+	# (NUL bytes dropped first, as bash's read would: a command substitution warns of them.)
+	records=$(tr -d '\000' <"$file" | awk -v known="${VALUE_OPTIONS//--/}" -f "$CONF_AWK") ||
+		die_usage "cannot read the file"
+	while IFS=$'\t' read -r kind n key value; do
 		option_source="$file line $n"
-		if ! [[ $line =~ ^([^[:space:]:]+):[[:space:]]*(.*)$ ]]; then
-			conf_warnings+=("$option_source: ignoring '$line' (not 'key: value')")
-			continue
-		fi
-		key=${BASH_REMATCH[1]}
-		value=${BASH_REMATCH[2]}
-		case $key in
-		exclude) conf_exclude=$(parse_vmid_list "$value") || exit 2 ;;
-		*)
-			set_option "--$key" "$value" ||
-				conf_warnings+=("$option_source: ignoring unknown or unsupported key '$key'")
+		case $kind in
+		W)
+			if [ "$key" = line ]; then
+				conf_warnings+=("$option_source: ignoring '$value' (not 'key: value')")
+			else
+				conf_warnings+=("$option_source: ignoring unknown or unsupported key '$value'")
+			fi
+			;;
+		M) conf_warnings+=("$file: and $n more lines ignored") ;;
+		K)
+			case $key in
+			exclude) conf_exclude=$(parse_vmid_list "$value") || exit 2 ;;
+			*) set_option "--$key" "$value" ;;
+			esac
 			;;
 		esac
-	done <"$file"
+	done <<<"$records"
 	option_source=
 }
