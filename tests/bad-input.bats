@@ -52,6 +52,9 @@ run_table() { # TOOL
 	local tool=$1 line n=0 name want stdin args_text want_re expect_usage case_dir trimmed long
 	local -a args envs words err left
 	local failures='' before after got first rest usage_text cases=0 skipped=0
+	# Messages may quote bytes that are no characters (a garbage file's): regular expressions
+	# match bytes. (Not exported: the tools run in the caller's locale.)
+	local LC_ALL=C
 	usage_text=$(env VZDUMP_CONF=/nonexistent "$tool" -h)
 	expect_usage="usage: $usage_text"
 	long=$(printf 'x%.0s' {1..300})

@@ -50,6 +50,18 @@ server_result() {
 
 uri() { echo "nbd+unix:///$1?socket=$SOCK"; }
 
+# In the background (pid in CLIENTS): a connection to the server that says nothing for 30 s;
+# the file FLAG appears once it is connected.
+silent_client() { # FLAG
+	timeout 60 "$VZ_PYTHON" -c '
+import socket, sys, time
+s = socket.socket(socket.AF_UNIX)
+s.connect(sys.argv[1])
+open(sys.argv[2], "w").close()
+time.sleep(30)' "$SOCK" "$1" 3>&- &
+	CLIENTS=$!
+}
+
 @test "vma-create --listen lists one export per device with its exact size" {
 	serve drive-scsi0=5242880 drive-virtio1=70144
 	run -0 nbdinfo --json --list "$(uri)"
@@ -278,13 +290,7 @@ PY
 @test "vma-create --listen -t: a connection that never finishes its handshake is dropped; the export's client comes after" {
 	BOUND=60 serve -t 1 drive-scsi0=65536
 	# connects and says nothing: it holds the only slot until its handshake times out
-	timeout 60 "$VZ_PYTHON" -c '
-import socket, sys, time
-s = socket.socket(socket.AF_UNIX)
-s.connect(sys.argv[1])
-open("connected", "w").close()
-time.sleep(30)' "$SOCK" 3>&- &
-	CLIENTS=$!
+	silent_client connected
 	for ((i = 0; i < 200; i++)); do [ -e connected ] && break; sleep 0.05; done
 	for ((i = 0; i < 100; i++)); do grep -q handshake server.err && break; sleep 0.1; done
 	run -0 timeout 60 "$VZ_PYTHON" -m nbd -u "$(uri drive-scsi0)" -c 'h.pwrite(b"y" * 65536, 0)'
@@ -327,13 +333,7 @@ s.connect(sys.argv[1])
 print(s.recv(18))' "$SOCK"
 	assert_output "b''"
 	# and one kept open, idle, does not hold up the end
-	timeout 60 "$VZ_PYTHON" -c '
-import socket, sys, time
-s = socket.socket(socket.AF_UNIX)
-s.connect(sys.argv[1])
-open("idle", "w").close()
-time.sleep(30)' "$SOCK" 3>&- &
-	CLIENTS=$!
+	silent_client idle
 	for ((i = 0; i < 400; i++)); do [ -e idle ] && break; sleep 0.05; done
 	touch go
 	wait "$first"

@@ -138,6 +138,21 @@ static const char *string_at(const struct blobs *b, uint32_t ptr)
 	return (const char *)p;
 }
 
+/* A device's or config's name (WHAT, for the message) must be usable as a file name in the
+ * restore folder: safe, and short enough for the names made from it. */
+static int check_name(struct vma_reader *r, uint64_t at, const char *what, const char *name,
+		      size_t max)
+{
+	const char *defect = vma_name_defect(name);
+	if (defect)
+		return fail_at(r, at, "%s: unsafe name: %s", what, defect);
+	if (strlen(name) > max)
+		return fail_at(r, at,
+			       "%s: unsafe name: longer than %zu bytes, too long for a file name",
+			       what, max);
+	return 0;
+}
+
 static int read_devices(struct vma_reader *r, const struct blobs *b)
 {
 	for (int id = 0; id < 256; id++) {
@@ -152,15 +167,10 @@ static int read_devices(struct vma_reader *r, const struct blobs *b)
 		const char *name = string_at(b, ptr);
 		if (!name)
 			return fail_at(r, at, "device %d: invalid name pointer %u", id, ptr);
-		const char *defect = vma_name_defect(name);
-		if (defect)
-			return fail_at(r, at, "device %d: unsafe name: %s", id, defect);
-		if (strlen(name) > MAX_DEVICE_NAME)
-			return fail_at(
-				r, at,
-				"device %d: unsafe name: longer than %d bytes, too long for a "
-				"file name",
-				id, MAX_DEVICE_NAME);
+		char what[32];
+		snprintf(what, sizeof(what), "device %d", id);
+		if (check_name(r, at, what, name, MAX_DEVICE_NAME) < 0)
+			return -1;
 		if (size == 0)
 			return fail_at(r, at + 8, "device %d (%s): size 0", id, name);
 		if (vma_cluster_count(size) > UINT32_MAX)
@@ -200,15 +210,10 @@ static int read_configs(struct vma_reader *r, const struct blobs *b)
 		if (!data)
 			return fail_at(r, data_at, "config %u: invalid data pointer %u", i,
 				       data_ptr);
-		const char *defect = vma_name_defect(name);
-		if (defect)
-			return fail_at(r, name_at, "config %u: unsafe name: %s", i, defect);
-		if (strlen(name) > MAX_CONFIG_NAME)
-			return fail_at(
-				r, name_at,
-				"config %u: unsafe name: longer than %d bytes, too long for a "
-				"file name",
-				i, MAX_CONFIG_NAME);
+		char what[32];
+		snprintf(what, sizeof(what), "config %u", i);
+		if (check_name(r, name_at, what, name, MAX_CONFIG_NAME) < 0)
+			return -1;
 		for (int j = 0; j < r->nconfigs; j++)
 			if (strcmp(r->configs[j].name, name) == 0)
 				return fail_at(r, name_at, "config name '%s' used twice", name);
