@@ -181,8 +181,7 @@ undo_on_exit() {
 	# (Before the undo: what it prints on stderr must not pass for the reason.)
 	stray=$(stray_error)
 	if [ -n "$hook_pid" ]; then
-		kill -TERM "$hook_pid" 2>/dev/null || true
-		reap "$hook_pid" || true
+		stop_child "$hook_pid" || true
 		hook_pid=
 	fi
 	if [ "$status" != 0 ]; then

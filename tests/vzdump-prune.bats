@@ -727,3 +727,24 @@ renamed   vzdump-qemu-100-mine.vma not a standard vzdump name"
 	run -0 bash -c 'vzdump-prune --json --keep-last 1 "$1" | jq -c .' _ "$D"
 	assert_output "[]"
 }
+
+@test "in a folder others may write to, backups and markers another user planted count for nothing" {
+	[ "$(id -u)" -eq 0 ] || skip "needs root and another user"
+	reachable_dir
+	chmod 1777 "$D"
+	make_backups "$D" 100 2024_01_01-02_00_00 2024_01_02-02_00_00 2024_01_03-02_00_00
+	# Newer "backups" (they would push the real ones out of keep-last), and a marker that
+	# would keep one for ever.
+	for s in 2099_01_01-02_00_00 2099_01_02-02_00_00 2099_01_03-02_00_00; do
+		as_nobody touch "$D/$(backup_name 100 "$s")"
+	done
+	as_nobody touch "$D/$(backup_name 100 2024_01_01-02_00_00).protected"
+	run --separate-stderr -0 vzdump-prune --keep-last 2 --vmid 100 "$D"
+	run files_in "$D"
+	assert_output "vzdump-qemu-100-2024_01_01-02_00_00.vma.zst.protected
+vzdump-qemu-100-2024_01_02-02_00_00.vma.zst
+vzdump-qemu-100-2024_01_03-02_00_00.vma.zst
+vzdump-qemu-100-2099_01_01-02_00_00.vma.zst
+vzdump-qemu-100-2099_01_02-02_00_00.vma.zst
+vzdump-qemu-100-2099_01_03-02_00_00.vma.zst"
+}

@@ -171,12 +171,13 @@ END
 		printf 'owner 999999 1\nqmp %s\ntmp %s\n%s\n' "$W/run/100.qmp" "$W/tmp/vzdumptmp.ABC123" \
 			"$1" >"$W/state/100.state"
 	}
+	untouched() { # RECORD
+		[ -d "$W/tmp/keep" ] && [ -d "$W/elsewhere/vzdumptmp.abcdef" ] || fail "a folder was removed ($1)"
+		[ -f "$W/elsewhere/vzdump-qemu-100-2026_01_01-00_00_00.dat" ] || fail "a file was removed ($1)"
+		kill -0 "$sleeper" || fail "the process was killed ($1)"
+	}
+	# What would make root signal a process or send QEMU a command: the whole file is refused.
 	local -a records=(
-		"tmp $W/tmp/../tmp/keep"
-		"tmp $W/elsewhere/vzdumptmp.abcdef"
-		"dat $W/elsewhere/vzdump-qemu-100-2026_01_01-00_00_00.dat"
-		"dat $W/dump/../elsewhere/vzdump-qemu-100-2026_01_01-00_00_00.dat"
-		"dat $W/dump/passwd"
 		"proc $sleeper $start vma-create"
 		"proc $sleeper $start sleep"
 		"qmp $W/elsewhere/100.qmp"
@@ -185,11 +186,6 @@ END
 		"rm -rf /"
 	)
 	local -a whys=(
-		"(tmp): not a private folder vzdumptmp.* of the tmpdir $W/tmp"
-		"(tmp): not a private folder vzdumptmp.* of the tmpdir $W/tmp"
-		"(dat): not a .dat of VM 100 in the dump folder $W/dump"
-		"(dat): not a .dat of VM 100 in the dump folder $W/dump"
-		"(dat): not a .dat of VM 100 in the dump folder $W/dump"
 		"(proc): process $sleeper is not vma-create"
 		"(proc): not a pid, start time and vma-create or qemu-nbd"
 		"(qmp): not VM 100's QMP socket $W/run/100.qmp"
@@ -202,25 +198,51 @@ END
 		run --separate-stderr "$TOP/vzdump.sh" --cleanup --rundir "$W/run" --tmpdir "$W/tmp" --dumpdir "$W/dump" 100
 		[ "$status" = 1 ] || fail "${records[r]}: exit $status: $stderr"
 		assert_equal "$stderr" "ERROR: the state file $W/state/100.state is refused, nothing was done: line 4 ${whys[r]} - remove the file once the VM is checked"
-		[ -d "$W/tmp/keep" ] && [ -d "$W/elsewhere/vzdumptmp.abcdef" ] || fail "a folder was removed (${records[r]})"
-		[ -f "$W/elsewhere/vzdump-qemu-100-2026_01_01-00_00_00.dat" ] || fail "a file was removed (${records[r]})"
-		kill -0 "$sleeper" || fail "the process was killed (${records[r]})"
+		untouched "${records[r]}"
 		# The next backup of the VM is refused the same way, and touches nothing either.
 		run --separate-stderr -1 backup 100
 		grep -qE "^ERROR: Backup of VM 100 failed - the state file .* is refused, nothing was done: line 4 " <<<"$stderr" ||
 			fail "$stderr"
+		untouched "${records[r]}"
 		# (Its log: the next backup may come in the same second.)
 		rm -f "$W"/dump/*.log
 	done
 	# The state file is left for the admin.
 	[ -f "$W/state/100.state" ]
-	# What a real backup writes passes: its own leftovers are cleaned up.
-	mkdir -m 0700 "$W/tmp/vzdumptmp.ABC123"
-	forge "dat $W/dump/vzdump-qemu-100-2026_01_01-00_00_00.dat"
-	: >"$W/dump/vzdump-qemu-100-2026_01_01-00_00_00.dat"
-	run --separate-stderr -0 "$TOP/vzdump.sh" --cleanup --rundir "$W/run" --tmpdir "$W/tmp" --dumpdir "$W/dump" 100
-	[ ! -e "$W/tmp/vzdumptmp.ABC123" ] && [ ! -e "$W/dump/vzdump-qemu-100-2026_01_01-00_00_00.dat" ] &&
-		[ ! -e "$W/state/100.state" ] || fail "a real state file was not recovered: $stderr"
+	# A path outside the job's folders (a state file of a job with other folders, or forged)
+	# is left alone and reported; the rest of the recovery goes on.
+	records=(
+		"tmp $W/tmp/../tmp/keep"
+		"tmp $W/elsewhere/vzdumptmp.abcdef"
+		"dat $W/elsewhere/vzdump-qemu-100-2026_01_01-00_00_00.dat"
+		"dat $W/dump/../elsewhere/vzdump-qemu-100-2026_01_01-00_00_00.dat"
+		"dat $W/dump/passwd"
+	)
+	whys=(
+		"(tmp): not a private folder vzdumptmp.* of the tmpdir $W/tmp"
+		"(tmp): not a private folder vzdumptmp.* of the tmpdir $W/tmp"
+		"(dat): not a .dat of VM 100 in the dump folder $W/dump"
+		"(dat): not a .dat of VM 100 in the dump folder $W/dump"
+		"(dat): not a .dat of VM 100 in the dump folder $W/dump"
+	)
+	for r in "${!records[@]}"; do
+		forge "${records[r]}"
+		run --separate-stderr "$TOP/vzdump.sh" --cleanup --rundir "$W/run" --tmpdir "$W/tmp" --dumpdir "$W/dump" 100
+		[ "$status" = 0 ] || fail "${records[r]}: exit $status: $stderr"
+		assert_equal "${stderr_lines[0]}" "WARN: the state file $W/state/100.state, line 4 ${whys[r]} - left alone"
+		untouched "${records[r]}"
+		[ ! -e "$W/state/100.state" ] || fail "the state file is left"
+	done
+	# What a real backup writes passes (the .dat of an uncompressed archive and of a compressed
+	# one): its own leftovers are cleaned up.
+	for dat in vzdump-qemu-100-2026_01_01-00_00_00.dat vzdump-qemu-100-2026_01_01-00_00_00.vma.dat; do
+		mkdir -m 0700 "$W/tmp/vzdumptmp.ABC123"
+		forge "dat $W/dump/$dat"
+		: >"$W/dump/$dat"
+		run --separate-stderr -0 "$TOP/vzdump.sh" --cleanup --rundir "$W/run" --tmpdir "$W/tmp" --dumpdir "$W/dump" 100
+		[ ! -e "$W/tmp/vzdumptmp.ABC123" ] && [ ! -e "$W/dump/$dat" ] &&
+			[ ! -e "$W/state/100.state" ] || fail "a real state file was not recovered: $stderr"
+	done
 }
 
 @test "a dump folder reached through a link (as /var/lib/vz/dump often is) gets its log, notes and marker" {

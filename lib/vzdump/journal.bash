@@ -117,7 +117,7 @@ bad_record() { # KEY REST
 	qemu) [[ $rest =~ ^([0-9]+:[0-9]*)?$ ]] || echo "not a pid and start time" ;;
 	tmp) in_folder "$rest" "$opt_tmpdir" '^vzdumptmp\.[A-Za-z0-9]{6}$' ||
 		echo "not a private folder vzdumptmp.* of the tmpdir $opt_tmpdir" ;;
-	dat) in_folder "$rest" "$opt_dumpdir" "^$stem\.dat$" ||
+	dat) in_folder "$rest" "$opt_dumpdir" "^$stem(\.vma)?\.dat$" ||
 		echo "not a .dat of VM $vmid in the dump folder $opt_dumpdir" ;;
 	log) in_folder "$rest" "$opt_dumpdir" "^$stem\.log$" ||
 		echo "not a .log of VM $vmid in the dump folder $opt_dumpdir" ;;
@@ -151,12 +151,23 @@ in_folder() { # PATH FOLDER NAME
 }
 
 # Fails with recover_error when a record of FILE is not one of ours.
+# A file or folder outside this job's folders (tmp, dat, log, final) is only left alone,
+# with a warning: the state file may be another job's for the same VM, with other folders, and
+# the VM must still get its cont and thaw. Their keys are left in left_alone.
 check_state() { # FILE
 	local key rest why n=0
+	left_alone=' '
 	while IFS=' ' read -r key rest; do
 		n=$((n + 1))
 		why=$(bad_record "$key" "$rest")
 		[ -n "$why" ] || continue
+		case $key in
+		tmp | dat | log | final)
+			warn "the state file $1, line $n ($key): $why - left alone"
+			left_alone+="$key "
+			continue
+			;;
+		esac
 		recover_error="the state file $1 is refused, nothing was done: line $n ($key): $why - remove the file once the VM is checked"
 		return 1
 	done <"$1"
@@ -202,11 +213,16 @@ recover_state() { # FILE
 		return 1
 	fi
 	# (What was read so far is only remembered; from here on it is acted on.)
+	local left_alone
 	if ! check_state "$file"; then
 		undo=() job_ids=()
 		we_paused=0
 		return 1
 	fi
+	[[ $left_alone != *" tmp "* ]] || r_tmp=
+	[[ $left_alone != *" dat "* ]] || r_dat=
+	[[ $left_alone != *" log "* ]] || r_log=
+	[[ $left_alone != *" final "* ]] || r_final=
 	info "cleaning up after an earlier backup of VM $vmid that did not finish (pid ${owner:-?})"
 	local saved_qmp=$qmp_sock
 	[ -z "$r_qmp" ] || qmp_sock=$r_qmp

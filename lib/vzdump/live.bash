@@ -37,11 +37,6 @@ start_writer() {
 		fail "vma-create did not start: $(tail -n 3 "$private_dir/writer.log")"
 }
 
-# Our child PID has ended (bash reaps it at once and keeps its status for reap).
-proc_ended() { # PID
-	! kill -0 "$1" 2>/dev/null
-}
-
 # A server's socket is there, or the server PID is gone.
 socket_or_exit() { # SOCKET PID
 	[ -S "$1" ] || ! kill -0 "$2" 2>/dev/null
@@ -325,7 +320,6 @@ writer_last_words() { # EXIT-STATUS
 
 stop_writer() {
 	[ -n "$writer_pid" ] || return 0
-	kill -TERM "$writer_pid" 2>/dev/null || true
-	reap "$writer_pid" || true
+	stop_child "$writer_pid" || true
 	writer_pid=
 }

@@ -52,7 +52,7 @@ option_source=
 # error, as a bad option is.
 QMP_TIMEOUT=10 # seconds for one QMP command
 FREEZE_MAX=10  # the longest the guest may stay frozen (gafreeze's watchdog thaws it then)
-WRITER_WAIT=300 # the longest the writer may take to finish the archive once the copy is over
+WRITER_WAIT=3600 # the longest the writer may take to finish the archive once the copy is over
 read_environment() {
 	local name value
 	option_source=environment
@@ -65,7 +65,7 @@ read_environment() {
 	option_source=
 	QMP_TIMEOUT=$((10#${VZDUMP_QMP_TIMEOUT:-10}))
 	FREEZE_MAX=$((10#${VZDUMP_FREEZE_MAX:-10}))
-	WRITER_WAIT=$((10#${VZDUMP_WRITER_WAIT:-300}))
+	WRITER_WAIT=$((10#${VZDUMP_WRITER_WAIT:-3600}))
 }
 
 # The options that take a value (as --name value or --name=value).
