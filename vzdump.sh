@@ -27,6 +27,8 @@ source "$LIBDIR/state.bash"
 source "$LIBDIR/options.bash"
 # shellcheck source=lib/vzdump/process.bash
 source "$LIBDIR/process.bash"
+# shellcheck source=lib/vzdump/folders.bash
+source "$LIBDIR/folders.bash"
 # shellcheck source=lib/vzdump/job.bash
 source "$LIBDIR/job.bash"
 # shellcheck source=lib/vzdump/journal.bash
@@ -47,7 +49,7 @@ vzdump.sh [--dumpdir dir] [--tmpdir dir] [--confdir dir] [--rundir dir]
 [--quiet] [--json] [--statedir dir]
 [--prune-backups spec] [--remove 0 | 1] [--notes-template text] [--protected 0 | 1]
 vmid ... | --all [--exclude vmid,...]
-vzdump.sh --cleanup [--rundir dir] [--statedir dir] vmid ...
+vzdump.sh --cleanup [--dumpdir dir] [--tmpdir dir] [--rundir dir] [--statedir dir] vmid ...
 END
 }
 
@@ -70,6 +72,7 @@ backup_vm() {
 	# (see run_task), which the next job or --cleanup removes even after a SIGKILL.
 	stray_file=$private_dir/stderr
 	exec 2>"$stray_file"
+	open_log
 	hook_target=-
 	if [ "$opt_stdout" = 0 ]; then
 		[ -d "$opt_dumpdir" ] || fail "dump folder $opt_dumpdir does not exist"
@@ -78,9 +81,6 @@ backup_vm() {
 		log_target=$opt_dumpdir/$basename.log
 		tmp_archive=${archive%.*}.dat
 		hook_target=$archive
-		logfile=$log_target
-	else
-		logfile=$private_dir/qemu-$vmid.log
 	fi
 	qmp_sock=$opt_rundir/$vmid.qmp
 	qga_sock=$opt_rundir/$vmid.qga
@@ -155,7 +155,8 @@ backup_vm() {
 		# (once the rename is done), which stays.
 		state "final $archive"
 		final_archive=$archive
-		mv -f "$tmp_archive" "$archive" || { final_archive= && fail "cannot rename $tmp_archive"; }
+		# (-T: a folder planted under the archive's name gets nothing moved into it.)
+		mv -T -f "$tmp_archive" "$archive" || { final_archive= && fail "cannot rename $tmp_archive"; }
 		tmp_archive=
 		info "archive file size: $(format_archive_size "$(stat -c %s "$archive")")"
 		mark_backup "$archive"
@@ -180,8 +181,7 @@ undo_on_exit() {
 	# (Before the undo: what it prints on stderr must not pass for the reason.)
 	stray=$(stray_error)
 	if [ -n "$hook_pid" ]; then
-		kill -TERM "$hook_pid" 2>/dev/null || true
-		reap "$hook_pid" || true
+		stop_child "$hook_pid" || true
 		hook_pid=
 	fi
 	if [ "$status" != 0 ]; then
@@ -210,8 +210,9 @@ undo_on_exit() {
 		[ -z "$vmid" ] || run_hook backup-abort vm || warn "$hook_error"
 	fi
 	record_result "$status"
-	# The log is complete: log-end's output goes to the task log only.
-	logfile=
+	# The log is complete and delivered: log-end's output goes to the task log only.
+	close_log
+	deliver_log "$private_dir/log" "$log_target"
 	[ -z "$vmid" ] || run_hook log-end vm || warn "$hook_error"
 	[ -z "$private_dir" ] || rm -rf "$private_dir"
 	# A guest that may still be frozen keeps its state file: --cleanup or the next job thaws.
@@ -328,9 +329,10 @@ main() {
 		exec 2>/dev/null
 		[ "$opt_stdout" = 1 ] || exec >/dev/null
 	fi
-	[ -d "$opt_tmpdir" ] || { printf '%s: tmpdir %s does not exist\n' "$PROG" "$opt_tmpdir" >&2; exit 1; }
-	# QEMU opens files under it by path, from its own working folder.
-	opt_tmpdir=$(realpath -- "$opt_tmpdir")
+	# The folders that steer root, checked and by their real paths from here on (QEMU opens
+	# files under the tmpdir by path, from its own working folder), before any lock is taken;
+	# and the dump folder (as vzdump does), rather than once for every VM.
+	check_folders
 	# Idle class for 8, as vzdump; the writer's compression inherits it.
 	if [ "$opt_ionice" = 8 ]; then
 		ionice -c3 -p $$ 2>/dev/null || warn "ionice failed"

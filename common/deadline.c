@@ -6,6 +6,7 @@
 #include <math.h>
 #include <poll.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 int64_t monotonic_ms(void)
@@ -54,6 +55,9 @@ bool parse_seconds(const char *text, double *seconds)
 	char *end;
 	double v;
 
+	/* Digits and a point only: strtod would also take blanks, signs, hex and "inf". */
+	if (text[strspn(text, "0123456789.")] != '\0')
+		return false;
 	errno = 0;
 	v = strtod(text, &end);
 	if (errno != 0 || end == text || *end != '\0' || !isfinite(v) || v < 0 || v > 1e9)

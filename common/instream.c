@@ -32,6 +32,7 @@ struct instream {
 	size_t raw_pos, raw_len;
 	bool raw_eof;
 	bool frame_open; /* inside a compressed frame that has not ended yet */
+	uint64_t delivered;
 	ZSTD_DCtx *zstd;
 	lzma_stream xz;
 	z_stream gz;
@@ -131,6 +132,7 @@ static ssize_t read_plain(struct instream *s, uint8_t *buf, size_t len)
 							       : len - got;
 		memcpy(buf + got, s->raw + s->raw_pos, n);
 		s->raw_pos += n;
+		s->delivered += n;
 		got += n;
 	}
 	return (ssize_t)got;
@@ -192,6 +194,7 @@ static ssize_t read_decoded(struct instream *s, uint8_t *buf, size_t len)
 				inflateReset(&s->gz); /* a following member continues the stream */
 		}
 		s->raw_pos += used;
+		s->delivered += made;
 		got += made;
 		/* lzma with LZMA_FINISH and no progress would spin: the input is exhausted. */
 		if (used == 0 && made == 0 && s->raw_eof && s->raw_pos == s->raw_len) {
@@ -210,6 +213,8 @@ ssize_t instream_read(struct instream *s, void *buf, size_t len)
 {
 	return s->codec == CODEC_NONE ? read_plain(s, buf, len) : read_decoded(s, buf, len);
 }
+
+uint64_t instream_offset(const struct instream *s) { return s->delivered; }
 
 const char *instream_error(const struct instream *s) { return s->err; }
 

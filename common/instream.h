@@ -14,6 +14,9 @@ struct instream *instream_open(int fd, char *errbuf, size_t errlen);
 /* Reads up to len bytes; fewer only at the end of the stream. -1 on error (instream_error). */
 ssize_t instream_read(struct instream *s, void *buf, size_t len);
 const char *instream_error(const struct instream *s);
+/* Bytes of (decompressed) data delivered so far, those of a read that then failed included:
+ * where a truncated or corrupt stream ended. */
+uint64_t instream_offset(const struct instream *s);
 /* The codec in use: "none", "zstd", "xz" or "gzip". */
 const char *instream_codec(const struct instream *s);
 void instream_free(struct instream *s);

@@ -2,6 +2,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <libgen.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,18 +12,25 @@
 
 #include "outfile.h"
 
-#define MAX_PENDING 512
+/* vma-extract tracks up to 254 disk temporaries, 256 configs and its folder at once. */
+#define MAX_PENDING 1024
 
-/* Paths the signal handler unlinks. Written only with signals blocked. */
-static char *volatile pending[MAX_PENDING];
+/* What the signal handler removes: name relative to dirfd. Written only with signals blocked. */
+static struct pending {
+	int dirfd;
+	const char *name;
+	int flags; /* 0 or AT_REMOVEDIR */
+} volatile pending[MAX_PENDING];
 static int handlers_installed;
 
 static void on_fatal_signal(int sig)
 {
-	/* Only async-signal-safe calls: unlink, then die of the same signal. */
-	for (int i = 0; i < MAX_PENDING; i++)
-		if (pending[i])
-			unlink(pending[i]);
+	/* Only async-signal-safe calls: unlinkat, then die of the same signal. Files go before
+	 * folders, which are removed only once empty. */
+	for (int pass = 0; pass < 2; pass++)
+		for (int i = 0; i < MAX_PENDING; i++)
+			if (pending[i].name && (pending[i].flags != 0) == pass)
+				unlinkat(pending[i].dirfd, pending[i].name, pending[i].flags);
 	signal(sig, SIG_DFL);
 	raise(sig);
 }
@@ -34,7 +42,7 @@ static void block_signals(sigset_t *old)
 	sigprocmask(SIG_BLOCK, &all, old);
 }
 
-static int remember(char *path)
+static int remember(int dirfd, const char *name, int flags)
 {
 	sigset_t old;
 	int slot = -1;
@@ -52,8 +60,10 @@ static int remember(char *path)
 		handlers_installed = 1;
 	}
 	for (int i = 0; i < MAX_PENDING; i++)
-		if (!pending[i]) {
-			pending[i] = path;
+		if (!pending[i].name) {
+			pending[i].dirfd = dirfd;
+			pending[i].flags = flags;
+			pending[i].name = name;
 			slot = i;
 			break;
 		}
@@ -67,12 +77,17 @@ static void forget(struct outfile *f)
 	if (f->slot < 0)
 		return;
 	block_signals(&old);
-	pending[f->slot] = NULL;
+	pending[f->slot].name = NULL;
 	sigprocmask(SIG_SETMASK, &old, NULL);
 	f->slot = -1;
 }
 
-int outfile_track(char *path) { return remember(path); }
+int outfile_track(char *path) { return remember(AT_FDCWD, path, 0); }
+
+int outfile_track_at(int dirfd, const char *name, bool rmdir)
+{
+	return remember(dirfd, name, rmdir ? AT_REMOVEDIR : 0);
+}
 
 void outfile_untrack(int handle)
 {
@@ -80,63 +95,85 @@ void outfile_untrack(int handle)
 	forget(&f);
 }
 
-int outfile_create(struct outfile *f, const char *final_path, const char *tmp_name)
+/* Frees what the outfile holds and closes its folder when it opened it. */
+static void release(struct outfile *f)
 {
-	char *dircopy = strdup(final_path), *basecopy = strdup(final_path);
-	int rc = -1;
-	memset(f, 0, sizeof(*f));
-	f->fd = -1;
-	f->slot = -1;
-	if (!dircopy || !basecopy)
-		goto out;
-	const char *dir = dirname(dircopy);
-	if (tmp_name) {
-		if (asprintf(&f->tmp_path, "%s/%s", dir, tmp_name) < 0)
-			goto out;
-	} else if (asprintf(&f->tmp_path, "%s/.%s.tmp.%ld", dir, basename(basecopy),
-			    (long)getpid()) < 0) {
-		goto out;
-	}
-	f->final_path = strdup(final_path);
-	if (!f->final_path)
-		goto out;
-	f->slot = remember(f->tmp_path);
+	int saved = errno;
+	if (f->own_dirfd && f->dirfd >= 0)
+		close(f->dirfd);
+	f->own_dirfd = false;
+	f->dirfd = -1;
+	free(f->tmp_name);
+	free(f->name);
+	f->tmp_name = f->name = NULL;
+	errno = saved;
+}
+
+/* ".NAME.tmp.PID", the name vzdump.sh looks for after a killed vma-create; a name that long
+ * would not fit NAME_MAX gets a short one of its own, unique in the process. */
+static char *make_tmp_name(const char *name)
+{
+	static unsigned counter;
+	char *tmp;
+	if (asprintf(&tmp, ".%s.tmp.%ld", name, (long)getpid()) < 0)
+		return NULL;
+	if (strlen(tmp) <= NAME_MAX)
+		return tmp;
+	free(tmp);
+	if (asprintf(&tmp, ".tmp.%ld.%u", (long)getpid(), counter++) < 0)
+		return NULL;
+	return tmp;
+}
+
+int outfile_create_at(struct outfile *f, int dirfd, const char *name, const char *tmp_name)
+{
+	*f = (struct outfile){.fd = -1, .dirfd = dirfd, .slot = -1};
+	f->name = strdup(name);
+	f->tmp_name = tmp_name ? strdup(tmp_name) : make_tmp_name(name);
+	if (!f->name || !f->tmp_name)
+		goto fail;
+	f->slot = remember(dirfd, f->tmp_name, 0);
 	if (f->slot < 0) {
 		errno = EMFILE;
-		goto out;
+		goto fail;
 	}
-	f->fd = open(f->tmp_path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
-	if (f->fd < 0) {
+	/* 0600 whatever the umask says: the file holds a whole disk or config of a VM. */
+	f->fd = openat(dirfd, f->tmp_name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
+		       0600);
+	if (f->fd < 0)
+		goto fail;
+	return 0;
+fail:;
+	int saved = errno;
+	forget(f);
+	release(f);
+	errno = saved;
+	return -1;
+}
+
+int outfile_create(struct outfile *f, const char *path, const char *tmp_name)
+{
+	char *dircopy = strdup(path), *basecopy = strdup(path);
+	int rc = -1;
+	*f = (struct outfile){.fd = -1, .dirfd = -1, .slot = -1};
+	if (!dircopy || !basecopy)
+		goto out;
+	/* The folder as the user named it: it may well be reached through a symlink. */
+	int dirfd = open(dirname(dircopy), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (dirfd < 0)
+		goto out;
+	rc = outfile_create_at(f, dirfd, basename(basecopy), tmp_name);
+	if (rc < 0) {
 		int saved = errno;
-		forget(f);
+		close(dirfd);
 		errno = saved;
-		goto out;
+	} else {
+		f->own_dirfd = true;
 	}
-	rc = 0;
 out:
 	free(dircopy);
 	free(basecopy);
-	if (rc < 0) {
-		int saved = errno;
-		free(f->tmp_path);
-		free(f->final_path);
-		f->tmp_path = f->final_path = NULL;
-		errno = saved;
-	}
 	return rc;
-}
-
-static void fsync_parent(const char *path)
-{
-	char *copy = strdup(path);
-	if (!copy)
-		return;
-	int dfd = open(dirname(copy), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (dfd >= 0) {
-		fsync(dfd);
-		close(dfd);
-	}
-	free(copy);
 }
 
 int outfile_commit(struct outfile *f, int no_replace)
@@ -148,12 +185,15 @@ int outfile_commit(struct outfile *f, int no_replace)
 	if (close(f->fd) < 0)
 		rc = -1;
 	f->fd = -1;
-	if (rc == 0) {
-		if (no_replace)
-			rc = renameat2(AT_FDCWD, f->tmp_path, AT_FDCWD, f->final_path,
-				       RENAME_NOREPLACE);
-		else
-			rc = rename(f->tmp_path, f->final_path);
+	if (rc == 0)
+		rc = renameat2(f->dirfd, f->tmp_name, f->dirfd, f->name,
+			       no_replace ? RENAME_NOREPLACE : 0);
+	/* A file system that cannot refuse to replace in a rename (NFS: EINVAL) still can with a
+	 * hard link, which never replaces either; the temporary then goes. */
+	if (rc < 0 && no_replace && (errno == EINVAL || errno == ENOSYS)) {
+		rc = linkat(f->dirfd, f->tmp_name, f->dirfd, f->name, 0);
+		if (rc == 0)
+			unlinkat(f->dirfd, f->tmp_name, 0);
 	}
 	if (rc < 0) {
 		int saved = errno;
@@ -162,10 +202,8 @@ int outfile_commit(struct outfile *f, int no_replace)
 		return -1;
 	}
 	forget(f);
-	fsync_parent(f->final_path);
-	free(f->tmp_path);
-	free(f->final_path);
-	f->tmp_path = f->final_path = NULL;
+	fsync(f->dirfd);
+	release(f);
 	return 0;
 }
 
@@ -174,10 +212,8 @@ void outfile_abort(struct outfile *f)
 	if (f->fd >= 0)
 		close(f->fd);
 	f->fd = -1;
-	if (f->tmp_path)
-		unlink(f->tmp_path);
+	if (f->tmp_name)
+		unlinkat(f->dirfd, f->tmp_name, 0);
 	forget(f);
-	free(f->tmp_path);
-	free(f->final_path);
-	f->tmp_path = f->final_path = NULL;
+	release(f);
 }

@@ -94,14 +94,15 @@ int vma_writer_add_config(struct vma_writer *w, const char *name, const void *da
 	const char *defect = vma_name_defect(name);
 	if (w->begun)
 		return fail(w, "config %s: added after the header was written", name);
+	/* (A long name first, and shortened, so that every later message fits in w->err.) */
+	if (strlen(name) > MAX_NAME_LEN)
+		return fail(w, "config name '%.40s...': longer than %d bytes", name, MAX_NAME_LEN);
 	if (defect)
 		return fail(w, "config name '%s': %s", name, defect);
 	if (w->nconfigs >= VMA_MAX_CONFIGS)
 		return fail(w, "config %s: more than %d configs", name, VMA_MAX_CONFIGS);
 	if (len > VMA_MAX_BLOB)
 		return fail(w, "config %s: %zu bytes, more than %d", name, len, VMA_MAX_BLOB);
-	if (strlen(name) > MAX_NAME_LEN)
-		return fail(w, "config name '%s': longer than %d bytes", name, MAX_NAME_LEN);
 	for (int i = 0; i < w->nconfigs; i++)
 		if (strcmp(w->configs[i].name, name) == 0)
 			return fail(w, "config %s: given twice", name);
@@ -124,10 +125,10 @@ int vma_writer_add_device(struct vma_writer *w, const char *name, uint64_t size)
 	const char *defect = vma_name_defect(name);
 	if (w->begun)
 		return fail(w, "device %s: added after the header was written", name);
+	if (strlen(name) > MAX_NAME_LEN)
+		return fail(w, "device name '%.40s...': longer than %d bytes", name, MAX_NAME_LEN);
 	if (defect)
 		return fail(w, "device name '%s': %s", name, defect);
-	if (strlen(name) > MAX_NAME_LEN)
-		return fail(w, "device name '%s': longer than %d bytes", name, MAX_NAME_LEN);
 	if (w->ndevs >= VMA_MAX_DEVICES)
 		return fail(w, "device %s: more than %d devices", name, VMA_MAX_DEVICES);
 	if (size == 0)

@@ -35,8 +35,8 @@ static const struct {
 	{"drive-tpmstate0", 5000},
 };
 
-/* A stalled step would be a bug; fail it in a second instead of the tool's 60. */
-#define IDLE_TIMEOUT_MS 1000
+/* A stalled step would be a bug; fail it in a second instead of the tool's minutes. */
+static const struct nbd_timeouts timeouts = {.handshake_ms = 1000, .idle_ms = 1000};
 
 struct client {
 	int fd;
@@ -108,7 +108,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (pthread_create(&t, NULL, client_run, &cl) != 0)
 		abort();
 	/* As main() does after --listen: the archive is finished when the server succeeded. */
-	if (serve_devices_on(w, -1, sv[0], IDLE_TIMEOUT_MS, &progress, why, sizeof(why)) == 0 &&
+	if (serve_devices_on(w, -1, sv[0], &timeouts, &progress, why, sizeof(why)) == 0 &&
 	    vma_writer_finish(w) == 0)
 		sink_finish(sink);
 	pthread_join(t, NULL);

@@ -156,6 +156,8 @@ int main(int argc, char **argv)
 	while ((c = cli_getopt(argc, argv, short_opts, long_opts)) != -1) {
 		switch (c) {
 		case 's':
+			if (*optarg == '\0')
+				usage_error("-s: expected a socket path, not an empty one");
 			socket_path = optarg;
 			break;
 		case 't':

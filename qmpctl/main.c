@@ -102,6 +102,19 @@ static void print_hmp_text(FILE *out, const char *text)
 			fputc(*text, out);
 }
 
+/* HMP has no error replies: human-monitor-command succeeds and its text says what went wrong.
+ * An unknown command is told by the text QEMU prints for it (7.2: "unknown command: 'foo'"),
+ * returned trimmed of its line end, or NULL. */
+static const char *hmp_unknown_command(const char *text, int *len)
+{
+	static const char prefix[] = "unknown command: ";
+
+	if (strncmp(text, prefix, sizeof(prefix) - 1) != 0)
+		return NULL;
+	*len = (int)strcspn(text, "\r\n");
+	return text;
+}
+
 static char *read_all(FILE *fp)
 {
 	char *text = NULL;
@@ -185,6 +198,8 @@ static void parse_options(int argc, char **argv, struct options *o)
 			o->pretty = true;
 			break;
 		case 's':
+			if (*optarg == '\0')
+				usage_error("-s: expected a socket path, not an empty one");
 			o->socket = optarg;
 			break;
 		case 't':
@@ -274,6 +289,8 @@ static int run_commands(struct options *o, struct qmp *q, json_t *cmds, deadline
 		bool hmp = json_object_get(cmd, "hmp") != NULL;
 		json_t *reply = NULL, *ret;
 		enum qmp_status st;
+		const char *unknown = NULL;
+		int unknown_len = 0;
 
 		/* Our own annotations must not reach QEMU. */
 		json_object_del(cmd, "line");
@@ -281,8 +298,16 @@ static int run_commands(struct options *o, struct qmp *q, json_t *cmds, deadline
 		st = execute_command(q, o->agent, cmd, d, &reply);
 		if (line)
 			json_object_set(cmd, "line", line);
+		ret = st == QMP_OK ? json_object_get(reply, "return") : NULL;
+		if (hmp && json_is_string(ret))
+			unknown = hmp_unknown_command(json_string_value(ret), &unknown_len);
+		if (unknown) {
+			warnx("human-monitor-command: %.*s", unknown_len, unknown);
+			json_decref(line);
+			json_decref(reply);
+			return EXIT_FAIL;
+		}
 		if (st == QMP_OK) {
-			ret = json_object_get(reply, "return");
 			if (hmp && json_is_string(ret))
 				print_hmp_text(out, json_string_value(ret));
 			else

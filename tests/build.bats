@@ -16,9 +16,9 @@ setup() {
 	[ "$compiles" -gt 0 ] || fail "no compile line: $output"
 	[ "$(grep -- ' -c -o ' <<<"$output" | grep -- '-std=c11 ' | grep -- '-Icommon' |
 		grep -- ' -O1 ' | grep -c -- '-DVZ_BUILD_TEST')" = "$compiles" ] || fail "$output"
-	[ "$(grep -c -- "-o $B/bin/.* -Wl,-z,now\|-Wl,-z,now .*-o $B/bin/" <<<"$output")" = 5 ] ||
+	[ "$(grep -c -- "-o $B/bin/.* -Wl,-z,now\|-Wl,-z,now .*-o $B/bin/" <<<"$output")" = 6 ] ||
 		fail "$output"
-	for t in qmpctl gafreeze vma-create vma-extract vzdump-prune; do
+	for t in qmpctl gafreeze vma-create vma-extract vzdump-prune vzdump-put; do
 		run -0 "$B/bin/$t" --help
 		[ -n "$output" ] || fail "$t --help printed nothing"
 	done

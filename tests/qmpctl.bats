@@ -386,6 +386,18 @@ start_qemu() { qemu_start_bare "$WD" "${DISK_ARGS[@]}"; }
 	assert_output 'VM status: paused (prelaunch)'
 }
 
+@test "qmpctl -H with an unknown HMP command exits 1, says so on stderr, prints nothing" {
+	start_qemu
+	run --separate-stderr qmpctl -s "$SOCK" -H 'no-such-command 1'
+	assert_failure 1
+	assert_output ''
+	assert_equal "$stderr" "qmpctl: human-monitor-command: unknown command: 'no-such-command'"
+	run --separate-stderr qmpctl -s "$SOCK" -H 'info no-such-thing'
+	assert_failure 1
+	assert_output ''
+	assert_equal "$stderr" "qmpctl: human-monitor-command: unknown command: 'info no-such-thing'"
+}
+
 @test "qmpctl exits 3 within the timeout when nobody listens on the socket" {
 	python3 -c 'import socket,sys; s=socket.socket(socket.AF_UNIX); s.bind(sys.argv[1])' "$WD/dead.sock"
 	start=$(date +%s%N)

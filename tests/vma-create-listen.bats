@@ -20,12 +20,17 @@ setup() {
 teardown() {
 	[ -d "$BATS_TEST_TMPDIR/work/vm" ] && qemu_stop "$BATS_TEST_TMPDIR/work/vm"
 	[ -n "${SERVER:-}" ] && kill "$SERVER" 2>/dev/null
+	[ -n "${CLIENTS:-}" ] && kill $CLIENTS 2>/dev/null
 	return 0
 }
 
 # Starts vma-create --listen in the background with the given arguments; waits for the socket.
+# With BOUND set, the server is killed after that many seconds (status 124), so a server that
+# would wait forever fails the test instead of hanging it.
 serve() {
-	vma-create --listen "$SOCK" -o out.vma "$@" 2>server.err 3>&- &
+	local -a bound=()
+	[ -z "${BOUND:-}" ] || bound=(timeout "$BOUND")
+	"${bound[@]}" vma-create --listen "$SOCK" -o out.vma "$@" 2>server.err 3>&- &
 	SERVER=$!
 	for ((i = 0; i < 200; i++)); do
 		[ -S "$SOCK" ] && return 0
@@ -44,6 +49,18 @@ server_result() {
 }
 
 uri() { echo "nbd+unix:///$1?socket=$SOCK"; }
+
+# In the background (pid in CLIENTS): a connection to the server that says nothing for 30 s;
+# the file FLAG appears once it is connected.
+silent_client() { # FLAG
+	timeout 60 "$VZ_PYTHON" -c '
+import socket, sys, time
+s = socket.socket(socket.AF_UNIX)
+s.connect(sys.argv[1])
+open(sys.argv[2], "w").close()
+time.sleep(30)' "$SOCK" "$1" 3>&- &
+	CLIENTS=$!
+}
 
 @test "vma-create --listen lists one export per device with its exact size" {
 	serve drive-scsi0=5242880 drive-virtio1=70144
@@ -240,4 +257,107 @@ h.pwrite(b"z" * 65536, 0)
 	run -2 vma-create --listen "$SOCK" --bwlimit 100 -o out.vma drive-scsi0=65536
 	assert_line --index 0 "vma-create: --bwlimit does not apply to --listen: the client sets the pace"
 	[ ! -e "$SOCK" ] && [ ! -e out.vma ]
+}
+
+@test "vma-create --listen --idle-timeout: no client comes, exit 3, no archive, no socket" {
+	BOUND=60 serve --idle-timeout 1 drive-scsi0=65536 drive-scsi1=65536
+	server_result
+	assert_equal "$CODE" 3
+	assert_equal "$(cat server.err)" "vma-create: drive-scsi0: waiting for a client: timed out after 1 s"
+	assert_equal "$(ls -A)" server.err
+}
+
+@test "vma-create --listen --idle-timeout: a client that sends nothing more while its export lacks data, exit 3" {
+	# The client is started first and connects as soon as the socket is there, so that python's
+	# start-up does not count against the wait for a client.
+	timeout 60 "$VZ_PYTHON" - "$SOCK" "$(uri drive-scsi0)" <<'PY' 3>&- &
+import nbd, os, sys, time
+while not os.path.exists(sys.argv[1]):
+    time.sleep(0.01)
+h = nbd.NBD()
+h.connect_uri(sys.argv[2])
+h.pwrite(b"x" * 65536, 0)
+time.sleep(30)
+PY
+	CLIENTS=$!
+	BOUND=60 serve --idle-timeout=1 drive-scsi0=1048576
+	server_result
+	assert_equal "$CODE" 3
+	assert_equal "$(cat server.err)" "vma-create: drive-scsi0: no request from its client: timed out after 1 s"
+	assert_equal "$(ls -A)" server.err
+}
+
+@test "vma-create --listen -t: a connection that never finishes its handshake is dropped; the export's client comes after" {
+	BOUND=60 serve -t 1 drive-scsi0=65536
+	# connects and says nothing: it holds the only slot until its handshake times out
+	silent_client connected
+	for ((i = 0; i < 200; i++)); do [ -e connected ] && break; sleep 0.05; done
+	for ((i = 0; i < 100; i++)); do grep -q handshake server.err && break; sleep 0.1; done
+	run -0 timeout 60 "$VZ_PYTHON" -m nbd -u "$(uri drive-scsi0)" -c 'h.pwrite(b"y" * 65536, 0)'
+	server_result
+	assert_equal "$CODE" 0
+	assert_equal "$(cat server.err)" "vma-create: client handshake: timed out after 1 s; disconnected it"
+	vma_check --strict out.vma
+}
+
+@test "vma-create --listen serves one client per export: a second connection is refused at once and holds nothing" {
+	random_file d.raw 4194304
+	BOUND=60 serve drive-scsi0=4194304
+	# the client: writes half, waits for "go", writes the rest
+	timeout 60 "$VZ_PYTHON" - "$(uri drive-scsi0)" <<'PY' 3>&- &
+import nbd, os, sys, time
+h = nbd.NBD()
+h.connect_uri(sys.argv[1])
+data = open("d.raw", "rb").read()
+M = 1 << 20  # the most the server takes in one write
+for off in range(0, 2 * M, M):
+    h.pwrite(data[off : off + M], off)
+open("half", "w").close()
+while not os.path.exists("go"):
+    time.sleep(0.05)
+for off in range(2 * M, 4 * M, M):
+    h.pwrite(data[off : off + M], off)
+h.shutdown()
+PY
+	first=$!
+	for ((i = 0; i < 400; i++)); do [ -e half ] && break; sleep 0.05; done
+	# a second NBD client is turned away, not kept waiting
+	run timeout 30 nbdinfo "$(uri drive-scsi0)"
+	assert_failure
+	[ "$status" != 124 ] || fail "nbdinfo was kept waiting"
+	# a connection that would idle gets no greeting, only the end of the stream
+	run -0 timeout 30 "$VZ_PYTHON" -c '
+import socket, sys
+s = socket.socket(socket.AF_UNIX)
+s.connect(sys.argv[1])
+print(s.recv(18))' "$SOCK"
+	assert_output "b''"
+	# and one kept open, idle, does not hold up the end
+	silent_client idle
+	for ((i = 0; i < 400; i++)); do [ -e idle ] && break; sleep 0.05; done
+	touch go
+	wait "$first"
+	server_result
+	assert_equal "$CODE" 0
+	assert_equal "$(cat server.err)" "$(printf 'vma-create: refused a connection: every export has its client\n%.0s' 1 2 3)"
+	vma_check --strict out.vma
+	vma-extract out.vma x
+	assert_equal "$(sha x/disk-drive-scsi0.raw)" "$(sha d.raw)"
+}
+
+@test "vma-create --listen refuses a client that chooses an export that already has its client" {
+	BOUND=60 serve drive-scsi0=65536 drive-scsi1=65536
+	timeout 60 "$VZ_PYTHON" -m nbd -u "$(uri drive-scsi0)" -c 'open("in", "w").close()' -c 'import time; time.sleep(30)' 3>&- &
+	CLIENTS=$!
+	for ((i = 0; i < 400; i++)); do [ -e in ] && break; sleep 0.05; done
+	run timeout 30 "$VZ_PYTHON" -m nbd -u "$(uri drive-scsi0)" -c 'pass'
+	assert_failure 1
+	assert_output "nbdsh: command line script failed: nbd_connect_uri: handshake: server policy prevents NBD_OPT_GO"
+	# that refusal took nothing: drive-scsi1 still gets its client; then drive-scsi0's writes
+	run -0 timeout 30 "$VZ_PYTHON" -m nbd -u "$(uri drive-scsi1)" -c 'h.pwrite(b"1" * 65536, 0)'
+	kill "$CLIENTS"
+	CLIENTS=
+	server_result
+	assert_equal "$CODE" 1
+	assert_equal "$(cat server.err)" "vma-create: drive-scsi0: the client disconnected with 65536 of 65536 bytes not written"
 }

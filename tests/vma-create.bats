@@ -197,6 +197,86 @@ teardown() {
 	[ ! -e a.vma ]
 }
 
+# An NBD server on SOCKET that accepts connections and never says a word (no greeting), until
+# killed (pid in SOCKET.pid, for nbd_stop).
+mute_server() { # SOCKET
+	"$VZ_PYTHON" -c '
+import os, socket, sys, time
+s = socket.socket(socket.AF_UNIX)
+s.bind(sys.argv[1])
+s.listen(8)
+open(sys.argv[1] + ".pid", "w").write(str(os.getpid()))
+conns = []
+while True:
+    conns.append(s.accept()[0])
+' "$1" </dev/null >/dev/null 2>&1 3>&- &
+	for ((i = 0; i < 200; i++)); do [ -s "$1.pid" ] && return 0; sleep 0.05; done
+	return 1
+}
+
+# nbdkit on SOCKET with the delay filter: PLUGIN and the filter's ARGS.
+slow_nbdkit() { # SOCKET PLUGIN-AND-ARGS...
+	local sock=$1
+	shift
+	nbdkit -U "$sock" -P "$sock.pid" --filter=delay "$@" 3>&-
+	for ((i = 0; i < 100; i++)); do [ -S "$sock" ] && return 0; sleep 0.05; done
+	return 1
+}
+
+@test "vma-create -t: an NBD source that never finishes its handshake times out, exit 3, nothing written" {
+	mute_server "$PWD/mute.sock"
+	run --separate-stderr timeout 60 vma-create -t 1 -o a.vma "drive-scsi0=nbd+unix:///?socket=$PWD/mute.sock"
+	assert_failure 3
+	assert_output ''
+	assert_equal "$stderr" "vma-create: nbd+unix:///?socket=$PWD/mute.sock: NBD handshake: timed out after 1 s"
+	run --separate-stderr timeout 60 vma-create --timeout=0.5 "drive-scsi0=nbd+unix:///?socket=$PWD/mute.sock"
+	assert_failure 3
+	assert_output ''
+	assert_equal "$stderr" "vma-create: nbd+unix:///?socket=$PWD/mute.sock: NBD handshake: timed out after 0.5 s"
+	assert_equal "$(ls -A)" "$(printf 'mute.sock\nmute.sock.pid')"
+}
+
+@test "vma-create --idle-timeout: an NBD source that stalls on a read or a block status times out, exit 3, no archive" {
+	# pattern has no block status (all data, read); memory answers it (all hole)
+	slow_nbdkit "$PWD/r.sock" pattern size=1M rdelay=60
+	run --separate-stderr timeout 60 vma-create --idle-timeout 1 -o a.vma "drive-scsi0=nbd+unix:///?socket=$PWD/r.sock"
+	assert_failure 3
+	assert_output ''
+	assert_equal "$stderr" "vma-create: nbd+unix:///?socket=$PWD/r.sock: read: timed out after 1 s"
+	slow_nbdkit "$PWD/e.sock" memory size=1M delay-extents=60
+	run --separate-stderr timeout 60 vma-create --idle-timeout=1 -z zstd -o a.vma.zst "drive-scsi0=nbd+unix:///?socket=$PWD/e.sock"
+	assert_failure 3
+	assert_output ''
+	assert_equal "$stderr" "vma-create: nbd+unix:///?socket=$PWD/e.sock: block status: timed out after 1 s"
+	# neither the archives nor their temporary files
+	assert_equal "$(ls -A | grep -v '^[re]\.sock')" ""
+}
+
+@test "vma-create -t and --idle-timeout reject what is not a number of seconds" {
+	touch d.raw
+	for t in -1 x 1s ''; do
+		run --separate-stderr vma-create -t "$t" -o a.vma drive-scsi0=d.raw
+		assert_failure 2
+		assert_equal "${stderr_lines[0]}" "vma-create: invalid timeout '$t': expected seconds (0: none)"
+		run --separate-stderr vma-create --idle-timeout "$t" -o a.vma drive-scsi0=d.raw
+		assert_failure 2
+		assert_equal "${stderr_lines[0]}" "vma-create: invalid idle timeout '$t': expected seconds (0: none)"
+	done
+	assert_equal "$(ls -A)" d.raw
+}
+
+@test "vma-create with neither a device nor a config is a usage error, not an empty archive" {
+	run --separate-stderr vma-create -o a.vma
+	assert_failure 2
+	assert_output ''
+	assert_equal "${stderr_lines[0]}" "vma-create: nothing to archive: expected name=source devices or a config (-c)"
+	assert_equal "${stderr_lines[1]}" "usage: vma-create [-v] [-o archive] [-c configfile] [-z codec] [-T threads]"
+	run --separate-stderr vma-create --listen "$PWD/s.sock" -o a.vma -c /dev/null
+	assert_failure 2
+	assert_equal "${stderr_lines[0]}" "vma-create: --listen needs at least one name=size device"
+	assert_equal "$(ls -A)" ""
+}
+
 @test "vma-create keeps several NBD reads in flight, none above the export's maximum block size" {
 	# Requests above 64 KiB fail; the delay makes requests overlap at the server.
 	nbdkit -U "$PWD/k.sock" -P "$PWD/k.sock.pid" --filter=log --filter=delay \
@@ -295,10 +375,10 @@ teardown() {
 	random_file d.raw 5000
 	long=$(printf 'n%.0s' $(seq 1 243))
 	run -2 vma-create -o a.vma "$long=d.raw"
-	assert_output "vma-create: device name '$long': longer than 242 bytes"
+	assert_output "vma-create: device name '${long:0:40}...': longer than 242 bytes"
 	cp d.raw "$long"
 	run -2 vma-create -o a.vma -c "$long" drive-scsi0=d.raw
-	assert_output "vma-create: config name '$long': longer than 242 bytes"
+	assert_output "vma-create: config name '${long:0:40}...': longer than 242 bytes"
 	[ ! -e a.vma ]
 	rm "$long"
 	roundtrip "${long%n}=d.raw" "drive scsi1=d.raw" "drïve-ü=d.raw"
@@ -333,6 +413,27 @@ teardown() {
 	wait "$pid" || code=$?
 	assert_equal "$code" 143
 	assert_equal "$(ls -A)" d.raw
+}
+
+@test "vma-create -o and --stats write files of mode 0600 whatever the umask, through a symlinked folder too" {
+	random_file d.raw 4M
+	mkdir real
+	ln -s real link
+	# the temporary file, .NAME.tmp.PID (vzdump.sh removes that after a killed writer), is
+	# 0600 from the start
+	bash -c 'umask 0; exec vma-create --bwlimit 2048 -o link/a.vma --stats link/a.json drive-scsi0=d.raw' 3>&- &
+	pid=$!
+	for ((i = 0; i < 100; i++)); do
+		[ -e "real/.a.vma.tmp.$pid" ] && break
+		sleep 0.05
+	done
+	assert_equal "$(stat -c '%a %n' real/.a.vma.tmp.* real/.a.json.tmp.*)" "600 real/.a.vma.tmp.$pid
+600 real/.a.json.tmp.$pid"
+	wait "$pid"
+	assert_equal "$(stat -c '%a %n' real/*)" "600 real/a.json
+600 real/a.vma"
+	vma_check --strict real/a.vma >/dev/null
+	assert_equal "$(find . -name '.*.tmp.*')" ""
 }
 
 @test "vma-create fails cleanly when the output cannot be written" {

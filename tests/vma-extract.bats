@@ -7,6 +7,7 @@ FIXTURE_NAME=pve-live-backup-truncated.vma.gz
 setup() {
 	load lib/common
 	load lib/vma
+	load lib/attacker
 	# A folder of its own: bats keeps files of its own in BATS_TEST_TMPDIR.
 	mkdir -p "$BATS_TEST_TMPDIR/work"
 	cd "$BATS_TEST_TMPDIR/work" || exit 1
@@ -380,4 +381,202 @@ PY
 	run --separate-stderr -1 vma-extract -l --json a.vma
 	assert_output ""
 	assert_equal "$stderr" "vma-extract: a.vma: device 1: the name is not UTF-8; JSON cannot hold it (use -l)"
+}
+
+# --- Restoring as root into a folder another user can change (issue #13) -------------------
+
+teardown() {
+	[ -z "${EXTRACT_PID:-}" ] || kill "$EXTRACT_PID" 2>/dev/null || true
+	attack_cleanup
+}
+
+# $ATTACK/p: a folder nobody owns, where root restores to p/out; $ATTACK/victim: a folder of
+# root's holding a file named like the archive's config. base.vma: one disk and that config.
+attack_setup() {
+	[ "$(id -u)" -eq 0 ] || skip "needs root: the attack is on what root deletes and writes"
+	restore_setup
+	chown 65534:65534 "$ATTACK/p"
+}
+
+# The same folders, all of them ours.
+restore_setup() {
+	attack_dir
+	ATTACK=$ATTACK_DIR
+	mkdir "$ATTACK/p" "$ATTACK/victim"
+	echo precious >"$ATTACK/victim/qemu-server.conf"
+	random_file d0.raw 200000
+	echo "name: vm100" >qemu-server.conf
+	vma-create -o base.vma -c qemu-server.conf drive-scsi0=d0.raw
+	HEADER_SIZE=$(od -An -tu1 -j56 -N4 base.vma | awk '{ print $1 * 16777216 + $2 * 65536 + $3 * 256 + $4 }')
+}
+
+# Starts vma-extract - "$@" on a FIFO, feeds it the header and waits until the disk's temporary
+# file exists: the restore then waits for the data. resume_extract feeds it the rest.
+pause_extract() { # ARGS...
+	mkfifo "$ATTACK/fifo"
+	# (fd 3 is bats' own: the background process must not hold it)
+	vma-extract - "$@" <"$ATTACK/fifo" >"$ATTACK/out" 2>"$ATTACK/err" 3>&- &
+	EXTRACT_PID=$!
+	exec 7>"$ATTACK/fifo"
+	head -c "$HEADER_SIZE" base.vma >&7
+	local i
+	for ((i = 0; i < 400; i++)); do
+		compgen -G "$ATTACK/p/*/tmp-disk-drive-scsi0.raw" >/dev/null && return 0
+		sleep 0.05
+	done
+	fail "vma-extract did not start the restore: $(cat "$ATTACK/err")"
+}
+
+resume_extract() { # BYTES (of the data after the header; all when not given)
+	if [ -n "${1:-}" ]; then
+		tail -c +$((HEADER_SIZE + 1)) base.vma | head -c "$1" >&7
+	else
+		tail -c +$((HEADER_SIZE + 1)) base.vma >&7
+	fi
+	exec 7>&-
+	EXTRACT_STATUS=0
+	wait "$EXTRACT_PID" || EXTRACT_STATUS=$?
+	EXTRACT_PID=
+}
+
+# The target folder swapped for a symlink to the victim's folder during the restore.
+swap_target() {
+	as_nobody mv "$ATTACK/p/out" "$ATTACK/p/moved"
+	as_nobody ln -s "$ATTACK/victim" "$ATTACK/p/out"
+}
+
+@test "vma-extract that fails after its folder was swapped for a symlink deletes nothing in the link's target" {
+	attack_setup
+	pause_extract "$ATTACK/p/out"
+	swap_target
+	resume_extract 100000 # a truncated stream: the restore fails and cleans up
+	assert_equal "$EXTRACT_STATUS" 1
+	assert_equal "$(cat "$ATTACK/err")" "vma-extract: -: offset $((HEADER_SIZE + 100000)): archive truncated inside extent data"
+	assert_equal "$(ls -A "$ATTACK/victim")" "qemu-server.conf"
+	assert_equal "$(cat "$ATTACK/victim/qemu-server.conf")" "precious"
+	# the folder it made, wherever it is now, is empty again
+	assert_equal "$(ls -A "$ATTACK/p/moved")" ""
+	assert_equal "$(cat "$ATTACK/out")" ""
+}
+
+@test "vma-extract whose folder was swapped for a symlink restores into its own folder, not the link's target" {
+	attack_setup
+	pause_extract -v "$ATTACK/p/out"
+	swap_target
+	resume_extract
+	assert_equal "$EXTRACT_STATUS" 0
+	assert_equal "$(ls -A "$ATTACK/victim")" "qemu-server.conf"
+	assert_equal "$(cat "$ATTACK/victim/qemu-server.conf")" "precious"
+	assert_equal "$(ls -A "$ATTACK/p/moved")" "$(printf 'disk-drive-scsi0.raw\nqemu-server.conf')"
+	assert_equal "$(sha "$ATTACK/p/moved/disk-drive-scsi0.raw")" "$(sha d0.raw)"
+	assert_equal "$(cat "$ATTACK/p/moved/qemu-server.conf")" "name: vm100"
+}
+
+@test "vma-extract refuses a target that exists as someone else's folder or a symlink, writing nothing through it" {
+	attack_setup
+	# nobody's folder where the target should be made: mkdir says it exists (exit 2)
+	as_nobody mkdir "$ATTACK/p/out"
+	run -2 vma-extract base.vma "$ATTACK/p/out"
+	assert_output "vma-extract: $ATTACK/p/out: already exists; give a directory that does not"
+	# a symlink in its place likewise, and the link's target gets nothing
+	as_nobody ln -s "$ATTACK/victim" "$ATTACK/p/link"
+	run -2 vma-extract base.vma "$ATTACK/p/link"
+	assert_equal "$(ls -A "$ATTACK/victim")" "qemu-server.conf"
+}
+
+@test "vma-extract makes its folder 0700 and every file 0600, whatever the umask" {
+	make_archive
+	run -0 bash -c "umask 0; vma-extract base.vma out"
+	assert_equal "$(stat -c '%a %n' out out/*)" "700 out
+600 out/disk-drive-scsi0.raw
+600 out/disk-drive-scsi1.raw
+600 out/qemu-server.conf"
+}
+
+@test "vma-extract never removes a file it did not create, even one of a config's name" {
+	attack_setup
+	pause_extract "$ATTACK/p/out"
+	# planted while the restore runs (by root here: no one else may write in the 0700 folder)
+	echo planted >"$ATTACK/p/out/qemu-server.conf"
+	run -1 as_nobody touch "$ATTACK/p/out/x"
+	resume_extract
+	assert_equal "$EXTRACT_STATUS" 1
+	assert_equal "$(cat "$ATTACK/err")" "vma-extract: $ATTACK/p/out/qemu-server.conf: File exists"
+	assert_equal "$(ls -A "$ATTACK/p/out")" "qemu-server.conf"
+	assert_equal "$(cat "$ATTACK/p/out/qemu-server.conf")" "planted"
+	assert_equal "$(stat -c %a "$ATTACK/p/out")" 700
+}
+
+@test "vma-extract removes disks it already renamed when a later one fails, and only those" {
+	restore_setup
+	random_file d1.raw 70000
+	rm base.vma
+	vma-create -o base.vma -c qemu-server.conf drive-scsi0=d0.raw drive-scsi1=d1.raw
+	HEADER_SIZE=$(od -An -tu1 -j56 -N4 base.vma | awk '{ print $1 * 16777216 + $2 * 65536 + $3 * 256 + $4 }')
+	pause_extract "$ATTACK/p/out"
+	echo planted >"$ATTACK/p/out/disk-drive-scsi1.raw" # the second disk cannot take its name
+	resume_extract
+	assert_equal "$EXTRACT_STATUS" 1
+	assert_equal "$(cat "$ATTACK/err")" "vma-extract: $ATTACK/p/out/disk-drive-scsi1.raw: File exists"
+	assert_equal "$(ls -A "$ATTACK/p/out")" "disk-drive-scsi1.raw"
+	assert_equal "$(cat "$ATTACK/p/out/disk-drive-scsi1.raw")" "planted"
+}
+
+@test "vma-extract ended by SIGTERM mid-restore removes its temporary files and its folder" {
+	restore_setup
+	pause_extract "$ATTACK/p/out"
+	kill -TERM "$EXTRACT_PID"
+	EXTRACT_STATUS=0
+	wait "$EXTRACT_PID" || EXTRACT_STATUS=$?
+	EXTRACT_PID=
+	exec 7>&-
+	assert_equal "$EXTRACT_STATUS" 143
+	assert_equal "$(ls -A "$ATTACK/p")" ""
+}
+
+@test "vma-extract refuses config names with a slash or .., and writes nothing anywhere" {
+	echo x >c
+	random_file d.raw 5000
+	for name in ../escaped sub/passwd .. /etc/passwd; do
+		rm -f bad.vma
+		vma_make -c "$name=c" -d drive-scsi0=d.raw bad.vma
+		run -1 vma-extract bad.vma out
+		[[ $output == "vma-extract: bad.vma: offset 2044: config 0: unsafe name: "* ]] ||
+			fail "$name: $output"
+		assert_equal "$(ls -A)" "$(printf 'bad.vma\nc\nd.raw')"
+		[ ! -e ../escaped ] || fail "$name: ../escaped was written"
+	done
+}
+
+@test "vma-extract restores a config name of 255 bytes (NAME_MAX) and refuses longer names in -t already" {
+	random_file d.raw 5000
+	echo "cores: 1" >c
+	n255=$(printf 'c%.0s' $(seq 1 255))
+	vma_make -c "$n255=c" -d drive-scsi0=d.raw ok.vma
+	run -0 vma-extract -t ok.vma
+	run -0 vma-extract ok.vma out
+	assert_equal "$(ls -A out)" "$(printf '%s\ndisk-drive-scsi0.raw' "$n255")"
+	assert_equal "$(cat "out/$n255")" "cores: 1"
+	vma_make -c "${n255}c=c" -d drive-scsi0=d.raw long.vma
+	run -1 vma-extract -t long.vma
+	assert_output "vma-extract: long.vma: offset 2044: config 0: unsafe name: longer than 255 bytes, too long for a file name"
+	# a device becomes tmp-disk-NAME.raw: 242 bytes is the longest that fits, as vma-create says
+	d242=$(printf 'd%.0s' $(seq 1 242))
+	vma_make -d "$d242=d.raw" dev.vma
+	run -0 vma-extract dev.vma out2
+	assert_equal "$(sha "out2/disk-$d242.raw")" "$(sha d.raw)"
+	vma_make -d "${d242}d=d.raw" dev2.vma
+	run -1 vma-extract -l dev2.vma
+	assert_output "vma-extract: dev2.vma: offset 4128: device 1: unsafe name: longer than 242 bytes, too long for a file name"
+}
+
+@test "vma-extract names the offset where a truncated zstd, xz or gzip stream ended" {
+	make_archive
+	for codec in zstd xz gzip; do
+		"$codec" -c base.vma | head -c 300000 >cut.z
+		# where the data ended: what the codec's own tool gets out of the cut stream
+		ended=$("$codec" -dc cut.z 2>/dev/null | wc -c)
+		run --separate-stderr -1 vma-extract -t cut.z
+		assert_equal "$stderr" "vma-extract: cut.z: offset $ended: the compressed stream is truncated"
+	done
 }

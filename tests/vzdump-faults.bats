@@ -57,11 +57,11 @@ teardown() {
 	fi
 	# A passed test checked that all is clean; after a failed one, the next tests need it so.
 	if [ -z "${BATS_TEST_COMPLETED:-}" ]; then
-		"$TOP/vzdump.sh" --cleanup --rundir "$VM/run" 300 >/dev/null 2>&1 || true
+		"$TOP/vzdump.sh" --cleanup --rundir "$VM/run" --tmpdir "$VM/tmp" --dumpdir "$VM/dump" 300 >/dev/null 2>&1 || true
 		if [ "$(gafreeze -s "$GUEST_WD/qga.sock" -t 5 status 2>/dev/null)" = frozen ]; then
 			gafreeze -s "$GUEST_WD/qga.sock" -t 5 thaw >/dev/null 2>&1 || true
 		fi
-		"$TOP/vzdump.sh" --cleanup --rundir "$GUEST_WD/run" 100 >/dev/null 2>&1 || true
+		"$TOP/vzdump.sh" --cleanup --rundir "$GUEST_WD/run" --tmpdir "$GUEST_WD/tmp" --dumpdir "$GUEST_WD/dump" 100 >/dev/null 2>&1 || true
 	fi
 	find "$VM/dump" "$VM/tmp" "$GUEST_WD/dump" "$GUEST_WD/tmp" -mindepth 1 -delete
 	fault_record
@@ -78,7 +78,7 @@ teardown_file() {
 }
 
 vz_cleanup() { # WD VMID
-	"$TOP/vzdump.sh" --cleanup --rundir "$1/run" "$2"
+	"$TOP/vzdump.sh" --cleanup --rundir "$1/run" --tmpdir "$1/tmp" --dumpdir "$1/dump" "$2"
 }
 
 # Starts a backup of VM 300 stopped at PHASE: before-freeze (scratch images attached),
@@ -509,7 +509,7 @@ fault_agent_outcome() {
 	[ -s "$VZDUMP_STATEDIR/300.state" ] || fail "the state file is gone"
 	qga_double_stop "$VM/run/300.qga"
 	qga_double_start "$VM/run/300.qga" --frozen --log "$VM/run/300.qga.log2"
-	run -0 "$TOP/vzdump.sh" --cleanup --rundir "$VM/run" 300
+	run -0 "$TOP/vzdump.sh" --cleanup --rundir "$VM/run" --tmpdir "$VM/tmp" --dumpdir "$VM/dump" 300
 	assert_line "INFO: issuing guest-agent 'fs-thaw' command"
 	run grep -c '"guest-fsfreeze-thaw"' "$VM/run/300.qga.log2"
 	assert_output 1
@@ -606,7 +606,7 @@ ERROR: Backup job failed - can't acquire lock '$VM/run/vzdump.lock' - got timeou
 	run --separate-stderr -1 vz_cleanup "$VM" 300
 	assert_equal "$stderr" "ERROR: VM 300 is locked (backup): a backup of it is running"
 	# From another lock folder, the state file's owner is found alive.
-	mkdir -p "$BATS_TEST_TMPDIR/other/run"
+	mkdir -p "$BATS_TEST_TMPDIR"/other/{run,tmp,dump}
 	ln -s "$VM/qmp.sock" "$BATS_TEST_TMPDIR/other/run/300.qmp"
 	run --separate-stderr -1 vz_cleanup "$BATS_TEST_TMPDIR/other" 300
 	[[ $stderr =~ ^'ERROR: a backup of VM 300 is still running (pid '[0-9]+')'$ ]] || fail "$stderr"

@@ -39,3 +39,13 @@ setup() {
 	[ "$output" != "$(cat "$TOP/tests/graph/snapshot-running.out")" ]
 	refute_output --partial '"cont"'
 }
+
+@test "every undo command the plans record passes undo_ok, so a real state file is never refused" {
+	local line n=0
+	while IFS= read -r line; do
+		[ "$line" != "U cancel-jobs" ] || continue
+		n=$((n + 1))
+		run -0 jq -e -L "$TOP/lib/vzdump" 'import "graph" as g; g::undo_ok("drive-tpmstate0-backup")' <<<"${line#U }"
+	done < <(cat "$TOP"/tests/graph/*.out | grep '^U ')
+	[ "$n" -ge 10 ] || fail "only $n undo lines in the golden files"
+}

@@ -5,32 +5,20 @@
 setup() {
 	load lib/common
 	load lib/prune
+	load lib/attacker
 	export TZ=UTC
 	D=$BATS_TEST_TMPDIR/dump
 	mkdir -p "$D"
 }
 
 teardown() {
-	if [ -n "${OTHER_DIR:-}" ]; then
-		chmod -R u+w "$OTHER_DIR" 2>/dev/null || true
-		rm -rf "$OTHER_DIR"
-	fi
+	attack_cleanup
 }
 
-# Runs "$@" as nobody when we are root (root may unlink anything, whatever the modes say).
-as_unprivileged() {
-	if [ "$(id -u)" -eq 0 ]; then
-		setpriv --reuid=65534 --regid=65534 --clear-groups "$@"
-	else
-		"$@"
-	fi
-}
-
-# A directory that the unprivileged user can reach (bats' own temporary tree is private).
+# A dump folder that the unprivileged user can reach.
 reachable_dir() {
-	OTHER_DIR=$(mktemp -d /tmp/vzdump-prune-test.XXXXXX)
-	chmod 755 "$OTHER_DIR"
-	D=$OTHER_DIR/dump
+	attack_dir
+	D=$ATTACK_DIR/dump
 	mkdir "$D"
 }
 
@@ -530,7 +518,7 @@ vzdump-qemu-100-2024_01_03-02_00_00.vma.zst"
 	make_backups "$D" 100 2024_01_03-02_00_00 2024_01_02-02_00_00 2024_01_01-02_00_00
 	chown -R 65534:65534 "$D" 2>/dev/null || true
 	chmod 555 "$D"
-	run --separate-stderr -1 as_unprivileged "$VZ_BIN/vzdump-prune" --keep-last 1 "$D"
+	run --separate-stderr -1 as_nobody "$VZ_BIN/vzdump-prune" --keep-last 1 "$D"
 	assert_output ""
 	assert_equal "$stderr" "vzdump-prune: remove vzdump-qemu-100-2024_01_02-02_00_00.vma.zst: Permission denied
 vzdump-prune: remove vzdump-qemu-100-2024_01_01-02_00_00.vma.zst: Permission denied
@@ -550,7 +538,7 @@ vzdump-prune: 2 of the backups to remove could not be removed"
 	done
 	chown 65534:65534 "$D"/*
 	chown 0:0 "$D/$(backup_name 100 2024_01_02-02_00_00)"
-	run --separate-stderr -1 as_unprivileged "$VZ_BIN/vzdump-prune" --keep-last 1 "$D"
+	run --separate-stderr -1 as_nobody "$VZ_BIN/vzdump-prune" --keep-last 1 "$D"
 	assert_output ""
 	assert_equal "$stderr" "vzdump-prune: remove vzdump-qemu-100-2024_01_02-02_00_00.vma.zst: Operation not permitted
 vzdump-prune: 1 of the backups to remove could not be removed"
@@ -685,12 +673,17 @@ keep 2024_01_01-02_00_00"
 }
 
 @test "--check needs a spec and takes no other option" {
-	for args in "--check" "--check -n keep-last=1" "--keep-last 1 --check keep-last=1" \
+	run --separate-stderr -2 vzdump-prune --check
+	assert_output ""
+	[[ $stderr == "vzdump-prune: --check needs at least one spec"$'\n'"usage: vzdump-prune "* ]] ||
+		fail "$stderr"
+	for args in "--check -n keep-last=1" "--keep-last 1 --check keep-last=1" \
 		"--check --json keep-last=1"; do
 		# shellcheck disable=SC2086 # the words are the arguments
 		run --separate-stderr -2 vzdump-prune $args
 		assert_output ""
-		[[ $stderr == "usage: vzdump-prune "* ]] || fail "$args: $stderr"
+		[[ $stderr == "vzdump-prune: --check takes no other option"$'\n'"usage: vzdump-prune "* ]] ||
+			fail "$args: $stderr"
 	done
 }
 
@@ -733,4 +726,25 @@ renamed   vzdump-qemu-100-mine.vma not a standard vzdump name"
 	assert_output ""
 	run -0 bash -c 'vzdump-prune --json --keep-last 1 "$1" | jq -c .' _ "$D"
 	assert_output "[]"
+}
+
+@test "in a folder others may write to, backups and markers another user planted count for nothing" {
+	[ "$(id -u)" -eq 0 ] || skip "needs root and another user"
+	reachable_dir
+	chmod 1777 "$D"
+	make_backups "$D" 100 2024_01_01-02_00_00 2024_01_02-02_00_00 2024_01_03-02_00_00
+	# Newer "backups" (they would push the real ones out of keep-last), and a marker that
+	# would keep one for ever.
+	for s in 2099_01_01-02_00_00 2099_01_02-02_00_00 2099_01_03-02_00_00; do
+		as_nobody touch "$D/$(backup_name 100 "$s")"
+	done
+	as_nobody touch "$D/$(backup_name 100 2024_01_01-02_00_00).protected"
+	run --separate-stderr -0 vzdump-prune --keep-last 2 --vmid 100 "$D"
+	run files_in "$D"
+	assert_output "vzdump-qemu-100-2024_01_01-02_00_00.vma.zst.protected
+vzdump-qemu-100-2024_01_02-02_00_00.vma.zst
+vzdump-qemu-100-2024_01_03-02_00_00.vma.zst
+vzdump-qemu-100-2099_01_01-02_00_00.vma.zst
+vzdump-qemu-100-2099_01_02-02_00_00.vma.zst
+vzdump-qemu-100-2099_01_03-02_00_00.vma.zst"
 }

@@ -78,8 +78,8 @@ synopsis_of_man() {
 	done
 }
 
-@test "a bad VZDUMP_QMP_TIMEOUT, VZDUMP_FREEZE_MAX or VZDUMP_STOPWAIT_SECONDS is a usage error" {
-	for v in VZDUMP_QMP_TIMEOUT VZDUMP_FREEZE_MAX VZDUMP_STOPWAIT_SECONDS; do
+@test "a bad VZDUMP_QMP_TIMEOUT, VZDUMP_FREEZE_MAX, VZDUMP_STOPWAIT_SECONDS or VZDUMP_WRITER_WAIT is a usage error" {
+	for v in VZDUMP_QMP_TIMEOUT VZDUMP_FREEZE_MAX VZDUMP_STOPWAIT_SECONDS VZDUMP_WRITER_WAIT; do
 		for bad in x 0 -1 1.5 1234567; do
 			run --separate-stderr -2 env "$v=$bad" "$TOP/vzdump.sh" 100
 			assert_output ""
@@ -89,10 +89,62 @@ synopsis_of_man() {
 }
 
 @test "a missing --rundir fails with the program's own message only" {
-	run --separate-stderr -1 "$TOP/vzdump.sh" --rundir "$BATS_TEST_TMPDIR/nonexistent" \
-		--tmpdir "$BATS_TEST_TMPDIR" 100
+	for args in "" "--cleanup" "--json"; do
+		# shellcheck disable=SC2086 # the words are the arguments
+		run --separate-stderr -2 "$TOP/vzdump.sh" --rundir "$BATS_TEST_TMPDIR/nonexistent" \
+			--tmpdir "$BATS_TEST_TMPDIR" $args 100
+		assert_output ""
+		assert_equal "$stderr" "vzdump.sh: the run folder $BATS_TEST_TMPDIR/nonexistent does not exist or is no folder"
+	done
+}
+
+@test "a missing --dumpdir fails before the job starts, with the program's own message only" {
+	mkdir "$BATS_TEST_TMPDIR/run"
+	run --separate-stderr -2 "$TOP/vzdump.sh" --rundir "$BATS_TEST_TMPDIR/run" \
+		--tmpdir "$BATS_TEST_TMPDIR" --dumpdir "$BATS_TEST_TMPDIR/nonexistent" 100
 	assert_output ""
-	assert_equal "$stderr" "ERROR: Backup job failed - can't open lock '$BATS_TEST_TMPDIR/nonexistent/vzdump.lock'"
+	assert_equal "$stderr" "vzdump.sh: the dump folder $BATS_TEST_TMPDIR/nonexistent does not exist or is no folder"
+	# No lock taken, nothing written.
+	run ls -A "$BATS_TEST_TMPDIR/run"
+	assert_output ""
+}
+
+@test "a 400,000-line vzdump.conf is read in one pass: over 1 MiB it is refused, under it parsed" {
+	conf=$BATS_TEST_TMPDIR/vzdump.conf
+	# 3.4 MB: refused, naming the file and the limit, before anything is done.
+	for ((i = 0; i < 100000; i++)); do printf '# a comment\nbwlimit: 100\n\nzstd: 1\n'; done >"$conf"
+	[ "$(wc -l <"$conf")" = 400000 ] || fail "not 400,000 lines"
+	VZDUMP_CONF=$conf run --separate-stderr -2 timeout 10 "$TOP/vzdump.sh" 100
+	assert_output ""
+	assert_equal "$stderr" "vzdump.sh: $conf: 3400000 bytes; a vzdump.conf may have at most 1048576 (1 MiB)"
+	# 850 KB: comments, blank lines and one key given 49,999 times (the last value counts);
+	# a bad value on line 399,999 is found and named.
+	{
+		printf '\n\n\n\n'
+		for ((i = 0; i < 49999; i++)); do printf '#\n\n\n \n\n#\n\nzstd:2\n'; done
+	} >"$conf"
+	printf 'x\n#\nmode: fast\nfoo: 1\n' >>"$conf"
+	[ "$(wc -l <"$conf")" = 400000 ] || fail "not 400,000 lines"
+	VZDUMP_CONF=$conf run --separate-stderr -2 timeout 10 "$TOP/vzdump.sh" 100
+	assert_output ""
+	assert_equal "$stderr" "vzdump.sh: $conf line 399999: --mode must be snapshot, suspend or stop, not 'fast'"
+}
+
+@test "vzdump.conf: 20 warnings at most, then how many more lines were ignored" {
+	export VZDUMP_CONF=$BATS_TEST_TMPDIR/vzdump.conf
+	{
+		for ((i = 0; i < 30; i++)); do echo "not a setting"; done
+		printf 'storage: local\n\tmode:\tstop\r\n'
+	} >"$VZDUMP_CONF"
+	mkdir "$BATS_TEST_TMPDIR/run" "$BATS_TEST_TMPDIR/dump"
+	run --separate-stderr -1 timeout 20 "$TOP/vzdump.sh" --rundir "$BATS_TEST_TMPDIR/run" \
+		--tmpdir "$BATS_TEST_TMPDIR" --dumpdir "$BATS_TEST_TMPDIR/dump" 100
+	assert_output ""
+	warnings=$(grep '^WARN: ' <<<"$stderr")
+	assert_equal "$(wc -l <<<"$warnings")" 21
+	assert_equal "$(sed -n 1p <<<"$warnings")" "WARN: $VZDUMP_CONF line 1: ignoring 'not a setting' (not 'key: value')"
+	assert_equal "$(sed -n 20p <<<"$warnings")" "WARN: $VZDUMP_CONF line 20: ignoring 'not a setting' (not 'key: value')"
+	assert_equal "$(sed -n 21p <<<"$warnings")" "WARN: $VZDUMP_CONF: and 11 more lines ignored"
 }
 
 @test "a running VM without config: both disks at one instant, VM and block graph unchanged" {
@@ -407,7 +459,7 @@ END
 	assert_output "error|$archive|interrupted by signal (the archive $archive is complete and kept)"
 	grep -qF "Backup of VM 300 failed - interrupted by signal" "${archive%.vma}.log"
 	# Neither --cleanup nor the next job takes it away.
-	run -0 "$TOP/vzdump.sh" --cleanup --rundir "$OWN/run" 300
+	run -0 "$TOP/vzdump.sh" --cleanup --rundir "$OWN/run" --tmpdir "$OWN/tmp" --dumpdir "$OWN/dump" 300
 	[ -f "$archive" ] || fail "--cleanup removed the archive"
 	run -0 vz_backup "$OWN" 300
 	[ -f "$archive" ] || fail "the next backup removed the archive"
@@ -418,7 +470,7 @@ END
 	own_vm
 	inst=$BATS_TEST_TMPDIR/inst
 	mkdir -p "$inst/bin" "$inst/lib/vzdump" "$BATS_TEST_TMPDIR/elsewhere"
-	cp "$VZ_BIN"/{qmpctl,gafreeze,vma-create,vzdump-prune} "$TOP/vzdump.sh" "$inst/bin/"
+	cp "$VZ_BIN"/{qmpctl,gafreeze,vma-create,vzdump-prune,vzdump-put} "$TOP/vzdump.sh" "$inst/bin/"
 	cp "$TOP"/lib/vzdump/* "$inst/lib/vzdump/"
 	# Run through a symbolic link elsewhere, as from a cron job's own folder.
 	ln -s "$inst/bin/vzdump.sh" "$BATS_TEST_TMPDIR/elsewhere/vzdump"
@@ -802,7 +854,8 @@ INFO: backup contains no disks"* ]] || fail "$stderr"
 	mkdir -p "$BATS_TEST_TMPDIR/run"
 	flock "$BATS_TEST_TMPDIR/run/vzdump.lock" sleep 60 3>&- &
 	holder=$!
-	"$TOP/vzdump.sh" --rundir "$BATS_TEST_TMPDIR/run" --lockwait 1 --tmpdir "$BATS_TEST_TMPDIR" 300 \
+	"$TOP/vzdump.sh" --rundir "$BATS_TEST_TMPDIR/run" --lockwait 1 --tmpdir "$BATS_TEST_TMPDIR" \
+		--dumpdir "$BATS_TEST_TMPDIR" 300 \
 		2>"$BATS_TEST_TMPDIR/err" 3>&- &
 	bk=$!
 	for ((i = 0; i < 100; i++)); do
@@ -883,7 +936,7 @@ hook backup-start"
 		-device virtio-blk-pci,drive=drive-virtio0,id=vblk0 5<"$OWN/orig.raw"
 	before=$(vz_state "$OWN")
 	[[ $before == *'"opaque":"admin"'*'"prelaunch"' ]] || fail "$before"
-	run -0 "$TOP/vzdump.sh" --cleanup --rundir "$OWN/run" 300
+	run -0 "$TOP/vzdump.sh" --cleanup --rundir "$OWN/run" --tmpdir "$OWN/tmp" --dumpdir "$OWN/dump" 300
 	assert_line "INFO: VM 300 runs in another QEMU now: its state and block graph are left alone"
 	assert_equal "$(vz_state "$OWN")" "$before"
 	[ ! -e "$VZDUMP_STATEDIR/300.state" ] || fail "the state file is left"
@@ -899,7 +952,7 @@ hook backup-start"
 	kill -KILL "$bk" "$owner"
 	wait "$bk" 2>/dev/null || true
 	kill -0 "$writer" || fail "the writer is gone already: nothing to test"
-	run -0 "$TOP/vzdump.sh" --cleanup --rundir "$OWN/run" 300
+	run -0 "$TOP/vzdump.sh" --cleanup --rundir "$OWN/run" --tmpdir "$OWN/tmp" --dumpdir "$OWN/dump" 300
 	assert_line "INFO: stopping vma-create (pid $writer) left running"
 	assert_equal "$(vz_state "$OWN")" "$before"
 	run -0 vz_backup "$OWN" --lockwait 0 300
@@ -917,7 +970,58 @@ hook backup-start"
 	mid=$(vz_state "$OWN")
 	[[ $mid == *vz-cbw-virtio0*vz-fl-virtio0*vz-tgt-virtio0*'"fdset-id":'* ]] || fail "$mid"
 	rm -f "$VZDUMP_STATEDIR/300.state"
-	run -0 "$TOP/vzdump.sh" --cleanup --rundir "$OWN/run" 300
+	run -0 "$TOP/vzdump.sh" --cleanup --rundir "$OWN/run" --tmpdir "$OWN/tmp" --dumpdir "$OWN/dump" 300
 	assert_output "INFO: found leftovers of an earlier backup in QEMU - removing them"
 	assert_equal "$(vz_state "$OWN")" "$before"
+}
+
+@test "an idle extra client on the writer's socket does not hold the job: the backup ends, the archive restores" {
+	own_vm
+	# In pre-freeze the writer listens and QEMU has not connected yet: a client connects to its
+	# socket first, and then says nothing.
+	cat >"$OWN/hook" <<END
+#!/bin/bash
+[ "\$1" = pre-freeze ] || exit 0
+sock=\$(/usr/bin/ls "$OWN"/tmp/vzdumptmp.*/nbd.sock)
+/usr/bin/setsid /usr/bin/python3 -c 'import socket, sys, time
+s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); time.sleep(120)' "\$sock" \
+	</dev/null >/dev/null 2>&1 &
+echo \$! >"$OWN/idle.pid"
+/usr/bin/sleep 0.5
+END
+	chmod +x "$OWN/hook"
+	run --separate-stderr timeout 100 "$TOP/vzdump.sh" --dumpdir "$OWN/dump" --tmpdir "$OWN/tmp" \
+		--confdir "$OWN/conf" --rundir "$OWN/run" --script "$OWN/hook" 300
+	kill "$(cat "$OWN/idle.pid")" 2>/dev/null || true
+	[ "$status" = 0 ] || fail "exit $status: $stderr"
+	archive=$(ls "$OWN"/dump/vzdump-qemu-300-*.vma)
+	run -0 vma-extract -t "$archive"
+	vma-extract "$archive" "$OWN/x"
+	assert_equal "$(sha "$OWN"/x/disk-drive-virtio0.raw)" "$(sha "$OWN/orig.raw")"
+}
+
+@test "a writer that does not end once the copy is over is stopped after VZDUMP_WRITER_WAIT: the backup fails saying so" {
+	own_vm
+	# A vma-create that lingers after the real one has finished.
+	mkdir "$OWN/wrap"
+	cat >"$OWN/wrap/vma-create" <<END
+#!/bin/bash
+trap 'kill \$sleeper 2>/dev/null; exit 143' TERM
+"$VZ_BIN/vma-create" "\$@" || exit
+sleep 600 &
+sleeper=\$!
+wait \$sleeper
+END
+	chmod +x "$OWN/wrap/vma-create"
+	run --separate-stderr -1 env PATH="$OWN/wrap:$PATH" VZDUMP_WRITER_WAIT=2 timeout 100 "$TOP/vzdump.sh" \
+		--dumpdir "$OWN/dump" --tmpdir "$OWN/tmp" --confdir "$OWN/conf" --rundir "$OWN/run" 300
+	grep -qx "ERROR: Backup of VM 300 failed - vma-create did not finish the archive within 2 s after the copy ended - stopped it" <<<"$stderr" ||
+		fail "$stderr"
+	run -0 ls -A "$OWN/dump" "$OWN/tmp"
+	assert_output --regexp "^$OWN/dump:
+vzdump-qemu-300-[0-9_-]+\.log
+
+$OWN/tmp:\$"
+	# The locks went with the job: the next backup works.
+	run --separate-stderr -0 vz_backup "$OWN" 300
 }

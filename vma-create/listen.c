@@ -191,6 +191,12 @@ static bool on_complete(void *ctx)
 	return x->npending == 0 && vma_writer_device_complete(x->w, 0);
 }
 
+static bool on_export_complete(void *ctx, int export)
+{
+	struct listen_ctx *x = ctx;
+	return vma_writer_device_complete(x->w, export + 1);
+}
+
 /* A non-blocking listening socket at path, which must not exist yet: like the archive with -o,
  * vma-create replaces nothing, not even a stale socket. */
 static int listen_at(const char *path)
@@ -212,8 +218,9 @@ static int listen_at(const char *path)
 	return fd;
 }
 
-int serve_devices_on(struct vma_writer *w, int listen_fd, int client_fd, int idle_timeout_ms,
-		     struct progress *progress, char *err, size_t errlen)
+int serve_devices_on(struct vma_writer *w, int listen_fd, int client_fd,
+		     const struct nbd_timeouts *timeouts, struct progress *progress, char *err,
+		     size_t errlen)
 {
 	int n = vma_writer_device_count(w);
 	struct nbd_export *exports = xcalloc((size_t)n + 1, sizeof(*exports));
@@ -223,8 +230,9 @@ int serve_devices_on(struct vma_writer *w, int listen_fd, int client_fd, int idl
 	}
 	struct listen_ctx *x = xcalloc(1, sizeof(*x));
 	*x = (struct listen_ctx){.w = w, .progress = progress, .exports = exports};
-	static const struct nbd_server_ops ops = {on_write, on_zero, on_closed, on_complete};
-	int rc = nbd_serve(listen_fd, client_fd, exports, n, &ops, x, idle_timeout_ms, err, errlen);
+	static const struct nbd_server_ops ops = {on_write, on_zero, on_closed, on_complete,
+						  on_export_complete};
+	int rc = nbd_serve(listen_fd, client_fd, exports, n, &ops, x, timeouts, err, errlen);
 	while (x->npending > 0)
 		drop_pending(x, &x->pending[0]);
 	free(x);
@@ -232,7 +240,8 @@ int serve_devices_on(struct vma_writer *w, int listen_fd, int client_fd, int idl
 	return rc;
 }
 
-int serve_devices(struct vma_writer *w, const char *path, struct progress *progress)
+int serve_devices(struct vma_writer *w, const char *path, const struct nbd_timeouts *timeouts,
+		  struct progress *progress)
 {
 	char *sock_path = xstrdup(path);
 	int track = outfile_track(sock_path);
@@ -240,7 +249,7 @@ int serve_devices(struct vma_writer *w, const char *path, struct progress *progr
 	int rc = -1;
 	if (fd >= 0) {
 		char why[512];
-		rc = serve_devices_on(w, fd, -1, 0, progress, why, sizeof(why));
+		rc = serve_devices_on(w, fd, -1, timeouts, progress, why, sizeof(why));
 		if (rc < 0)
 			warnx("%s", why);
 		close(fd);

@@ -13,6 +13,7 @@
 #include "cli.h"
 #include "deadline.h"
 #include "listen.h"
+#include "nbd_server.h"
 #include "outfile.h"
 #include "progress.h"
 #include "sink.h"
@@ -24,18 +25,28 @@
 /* Exactly the SYNOPSIS of man/vma-create.1. */
 const char usage_synopsis[] =
 	"vma-create [-v] [-o archive] [-c configfile] [-z codec] [-T threads]\n"
-	"           [--bwlimit kib] [--stats file] name=source ...\n"
+	"           [-t seconds] [--idle-timeout seconds] [--bwlimit kib] [--stats file]\n"
+	"           name=source ...\n"
 	"vma-create --listen socket [-v] [-o archive] [-c configfile] [-z codec]\n"
-	"           [-T threads] [--stats file] name=size ...\n";
+	"           [-T threads] [-t seconds] [--idle-timeout seconds] [--stats file]\n"
+	"           name=size ...\n";
 
-static const char short_opts[] = "vo:c:z:T:h";
-enum { OPT_BWLIMIT = 256, OPT_LISTEN, OPT_STATS };
+/* The defaults of -t and --idle-timeout (man page, TIMEOUTS): a handshake is a few round trips,
+ * so 30 s is ample even for a loaded host; QEMU's backup job may be throttled by a bandwidth
+ * limit and the driver connects only after the guest's freeze, so 10 minutes of silence. */
+#define DEFAULT_TIMEOUT 30.0
+#define DEFAULT_IDLE_TIMEOUT 600.0
+
+static const char short_opts[] = "vo:c:z:T:t:h";
+enum { OPT_BWLIMIT = 256, OPT_LISTEN, OPT_STATS, OPT_IDLE_TIMEOUT };
 static const struct option long_opts[] = {
 	{"verbose", no_argument, NULL, 'v'},
 	{"output", required_argument, NULL, 'o'},
 	{"config", required_argument, NULL, 'c'},
 	{"compress", required_argument, NULL, 'z'},
 	{"threads", required_argument, NULL, 'T'},
+	{"timeout", required_argument, NULL, 't'},
+	{"idle-timeout", required_argument, NULL, OPT_IDLE_TIMEOUT},
 	{"bwlimit", required_argument, NULL, OPT_BWLIMIT},
 	{"listen", required_argument, NULL, OPT_LISTEN},
 	{"stats", required_argument, NULL, OPT_STATS},
@@ -53,8 +64,10 @@ struct options {
 	int level;
 	int threads;
 	uint64_t bwlimit_kib;
-	const char *listen; /* serve the devices over NBD on this socket instead of reading */
-	const char *stats;  /* write the figures there as JSON when the archive is complete */
+	const char *listen;  /* serve the devices over NBD on this socket instead of reading */
+	const char *stats;   /* write the figures there as JSON when the archive is complete */
+	double timeout;      /* -t: connecting and the NBD handshake */
+	double idle_timeout; /* a peer silent in the middle of the copy */
 };
 
 static uint64_t parse_number(const char *arg, const char *what, uint64_t min, uint64_t max)
@@ -116,7 +129,7 @@ static void split_devices(int argc, char **argv, const char *form, char *values[
 		     VMA_MAX_DEVICES);
 	for (int i = 0; i < argc; i++) {
 		char *eq = strchr(argv[i], '=');
-		if (!eq)
+		if (!eq || eq[1] == '\0')
 			usage_error("'%s': expected %s", argv[i], form);
 		*eq = '\0';
 		values[i] = eq + 1;
@@ -137,9 +150,11 @@ static void add_listen_devices(struct vma_writer *w, int argc, char **argv)
 }
 
 /* Opens every source and registers it as a device; exits 2 on a bad name, 1 on a bad source,
- * 3 on an NBD server that cannot be reached. */
-static struct source **add_devices(struct vma_writer *w, int argc, char **argv)
+ * 3 on an NBD server that cannot be reached or does not finish its handshake in time. */
+static struct source **add_devices(struct vma_writer *w, int argc, char **argv,
+				   const struct options *o)
 {
+	const struct source_timeouts timeouts = {o->timeout, o->idle_timeout};
 	char *specs[VMA_MAX_DEVICES];
 	split_devices(argc, argv, "name=source", specs);
 	struct source **sources = xcalloc((size_t)argc + 1, sizeof(*sources));
@@ -154,7 +169,7 @@ static struct source **add_devices(struct vma_writer *w, int argc, char **argv)
 		char why[512];
 		int status = EXIT_FAIL;
 		if (source_is_nbd_uri(spec))
-			sources[i] = source_open_nbd(spec, &status, why, sizeof(why));
+			sources[i] = source_open_nbd(spec, &timeouts, &status, why, sizeof(why));
 		else
 			sources[i] = source_open_file(spec, why, sizeof(why));
 		if (!sources[i])
@@ -278,13 +293,23 @@ static int open_output(const struct options *o, struct outfile *out)
 	return out->fd;
 }
 
+/* A file name given to an option: an empty one is a usage error (open would only say ENOENT). */
+static char *file_arg(char *arg, const char *option)
+{
+	if (*arg == '\0')
+		usage_error("%s: expected a file name, not an empty one", option);
+	return arg;
+}
+
 static void parse_options(int argc, char **argv, struct options *o)
 {
 	int ch;
 	long cpus = sysconf(_SC_NPROCESSORS_ONLN);
 	*o = (struct options){.codec = SINK_PLAIN,
 			      .level = -1,
-			      .threads = cpus > 0 ? (int)cpus : 1};
+			      .threads = cpus > 0 ? (int)cpus : 1,
+			      .timeout = DEFAULT_TIMEOUT,
+			      .idle_timeout = DEFAULT_IDLE_TIMEOUT};
 	while ((ch = cli_getopt(argc, argv, short_opts, long_opts)) != -1) {
 		switch (ch) {
 		case 'v':
@@ -292,12 +317,12 @@ static void parse_options(int argc, char **argv, struct options *o)
 			break;
 		case 'o':
 			/* "-o -" is standard output, as for most tools that take -o */
-			o->output = strcmp(optarg, "-") == 0 ? NULL : optarg;
+			o->output = strcmp(optarg, "-") == 0 ? NULL : file_arg(optarg, "-o");
 			break;
 		case 'c':
 			if (o->nconfigs == VMA_MAX_CONFIGS)
 				errx(EXIT_USAGE, "more than %d configs", VMA_MAX_CONFIGS);
-			o->configs[o->nconfigs++] = optarg;
+			o->configs[o->nconfigs++] = file_arg(optarg, "-c");
 			break;
 		case 'z':
 			if (sink_parse_codec(optarg, &o->codec, &o->level) < 0)
@@ -313,15 +338,37 @@ static void parse_options(int argc, char **argv, struct options *o)
 						      UINT64_MAX / 2048);
 			break;
 		case OPT_LISTEN:
-			o->listen = optarg;
+			o->listen = file_arg(optarg, "--listen");
 			break;
 		case OPT_STATS:
-			o->stats = optarg;
+			o->stats = file_arg(optarg, "--stats");
+			break;
+		case 't':
+			if (!parse_seconds(optarg, &o->timeout))
+				usage_error("invalid timeout '%s': expected seconds (0: none)",
+					    optarg);
+			break;
+		case OPT_IDLE_TIMEOUT:
+			if (!parse_seconds(optarg, &o->idle_timeout))
+				usage_error("invalid idle timeout '%s': expected seconds (0: none)",
+					    optarg);
 			break;
 		}
 	}
 	if (o->listen && o->bwlimit_kib)
 		usage_error("--bwlimit does not apply to --listen: the client sets the pace");
+	/* An archive of configs alone is a backup of a VM without disks (the driver writes one);
+	 * with neither, nothing was asked for, and an empty archive would hide the mistake. */
+	if (optind == argc && o->listen)
+		usage_error("--listen needs at least one name=size device");
+	if (optind == argc && o->nconfigs == 0)
+		usage_error("nothing to archive: expected name=source devices or a config (-c)");
+}
+
+/* Milliseconds for the NBD server; 0 waits forever, as deadline_in() has it. */
+static int to_ms(double seconds)
+{
+	return seconds <= 0 || seconds > 1e6 ? 0 : (int)(seconds * 1000.0 + 0.5);
 }
 
 int main(int argc, char **argv)
@@ -341,7 +388,7 @@ int main(int argc, char **argv)
 	if (o.listen)
 		add_listen_devices(w, argc, argv);
 	else
-		sources = add_devices(w, argc, argv);
+		sources = add_devices(w, argc, argv, &o);
 	open_stats(&o, w, &stats);
 	int fd = open_output(&o, &out);
 	struct sink *sink = sink_open(fd, o.codec, o.level, o.threads, why, sizeof(why));
@@ -356,16 +403,24 @@ int main(int argc, char **argv)
 	progress_start(&progress, o.verbose, vma_writer_stats(w, 0).size);
 	throttle_start(&throttle, o.bwlimit_kib);
 	int status = 0;
+	bool peer_timed_out = false;
 	if (vma_writer_begin(w, sink) < 0)
 		status = -2;
 	if (!o.listen)
 		progress_begin(&progress);
-	if (status == 0 && o.listen && serve_devices(w, o.listen, &progress) < 0)
-		status = -1;
+	if (status == 0 && o.listen) {
+		const struct nbd_timeouts timeouts = {to_ms(o.timeout), to_ms(o.idle_timeout)};
+		int rc = serve_devices(w, o.listen, &timeouts, &progress);
+		peer_timed_out = rc == NBD_SERVE_TIMEOUT;
+		if (rc < 0)
+			status = -1;
+	}
 	for (int i = 0; status == 0 && !o.listen && i < argc; i++) {
 		status = copy_device(w, i + 1, sources[i], &throttle, &progress);
-		if (status == -1)
+		if (status == -1) {
 			warnx("%s: %s", sources[i]->spec, sources[i]->err);
+			peer_timed_out = sources[i]->timed_out;
+		}
 	}
 	if (status == 0 && vma_writer_finish(w) < 0)
 		status = -2;
@@ -405,5 +460,7 @@ int main(int argc, char **argv)
 	free(sources);
 	sink_free(sink);
 	vma_writer_free(w);
-	return status == 0 ? EXIT_OK : EXIT_FAIL;
+	if (status == 0)
+		return EXIT_OK;
+	return peer_timed_out ? EXIT_PEER : EXIT_FAIL;
 }

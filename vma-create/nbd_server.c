@@ -2,7 +2,8 @@
  * Protocol reference: the NBD project's doc/proto.md. Every client is handled one step at a
  * time (a flags word, an option, or a request with its payload) when poll() says it has data,
  * with a deadline for the rest of that step, so one stalled client cannot hang the others
- * forever. */
+ * forever. Between steps the deadlines of nbd_timeouts apply: to the handshake, to a client
+ * idle while its export lacks data, and to the wait for a client while an export has none. */
 #include <err.h>
 #include <errno.h>
 #include <poll.h>
@@ -38,6 +39,7 @@
 #define REP_SERVER 2u
 #define REP_INFO 3u
 #define REP_ERR_UNSUP 0x80000001u
+#define REP_ERR_POLICY 0x80000002u
 #define REP_ERR_INVALID 0x80000003u
 #define REP_ERR_UNKNOWN 0x80000006u
 
@@ -58,7 +60,8 @@
 #define MIN_BLOCK 512u
 #define PREFERRED_BLOCK 65536u
 #define MAX_OPTION_LENGTH 65536u
-#define MAX_CLIENTS 64
+/* No more connections than exports at once (one client per export); an archive holds 254. */
+#define MAX_CLIENTS 256
 
 enum state { WANT_FLAGS, WANT_OPTION, TRANSMISSION };
 
@@ -67,7 +70,10 @@ struct nbd_conn {
 	enum state state;
 	int export; /* -1 until chosen */
 	bool no_zeroes;
-	int timeout_ms;
+	int idle_ms;
+	deadline_t handshake_deadline; /* until the client has chosen its export */
+	int64_t idle_since;            /* the end of its last step */
+	bool timed_out;                /* its last transfer stopped at a deadline */
 };
 
 struct server {
@@ -75,10 +81,15 @@ struct server {
 	int nexports;
 	const struct nbd_server_ops *ops;
 	void *ctx;
+	const struct nbd_timeouts *timeouts;
 	struct nbd_conn conns[MAX_CLIENTS];
 	int nconns;
-	int per_export[256]; /* connections in transmission, by export */
-	bool failed;
+	/* An export is served to one client only, ever: the first to choose it. A client that
+	 * leaves early fails the run (ops->closed), so a second one would have nothing to do. */
+	bool claimed[MAX_CLIENTS];
+	int nclaimed, ntransmission;
+	int64_t last_activity; /* any client's last step, for the wait for a client */
+	bool failed, timed_out;
 	char *err;
 	size_t errlen;
 };
@@ -98,10 +109,20 @@ static enum step fatal(struct server *s, const char *fmt, ...)
 	return STEP_FATAL;
 }
 
-/* recv or send all of buf before the deadline; -1 on end of stream, error or timeout. */
+static enum step fatal_timeout(struct server *s, const char *what, int ms)
+{
+	s->timed_out = !s->failed;
+	return fatal(s, "%s: timed out after %g s", what, ms / 1000.0);
+}
+
+/* recv or send all of buf before the deadline; -1 on end of stream, error or timeout (then
+ * with c->timed_out set). The handshake has one deadline for the whole of it, so a client
+ * dripping bytes cannot hold a connection slot; in transmission a transfer (a 1 MiB payload
+ * behind a busy archive writer) may take as long as it keeps moving. */
 static int transfer(struct nbd_conn *c, void *buf, size_t len, bool sending)
 {
-	deadline_t d = deadline_in(c->timeout_ms / 1000.0);
+	bool handshake = c->state != TRANSMISSION;
+	deadline_t d = handshake ? c->handshake_deadline : deadline_in(c->idle_ms / 1000.0);
 	char *p = buf;
 	while (len > 0) {
 		ssize_t n = sending ? send(c->fd, p, len, MSG_NOSIGNAL | MSG_DONTWAIT)
@@ -109,14 +130,18 @@ static int transfer(struct nbd_conn *c, void *buf, size_t len, bool sending)
 		if (n > 0) {
 			p += n;
 			len -= (size_t)n;
+			if (!handshake)
+				d = deadline_in(c->idle_ms / 1000.0);
 			continue;
 		}
 		if (n == 0 || (errno != EAGAIN && errno != EINTR))
 			return -1;
 		struct pollfd pfd = {.fd = c->fd, .events = sending ? POLLOUT : POLLIN};
 		int left = deadline_poll_timeout(d);
-		if (left == 0 || poll(&pfd, 1, left) == 0)
+		if (left == 0 || poll(&pfd, 1, left) == 0) {
+			c->timed_out = true;
 			return -1;
+		}
 	}
 	return 0;
 }
@@ -158,7 +183,9 @@ static void enter_transmission(struct server *s, struct nbd_conn *c, int export)
 {
 	c->state = TRANSMISSION;
 	c->export = export;
-	s->per_export[export]++;
+	s->claimed[export] = true;
+	s->nclaimed++;
+	s->ntransmission++;
 }
 
 static enum step answer_info_or_go(struct server *s, struct nbd_conn *c, uint32_t option,
@@ -171,6 +198,12 @@ static enum step answer_info_or_go(struct server *s, struct nbd_conn *c, uint32_
 	int export = find_export(s, (const char *)data + 4, namelen);
 	if (export < 0)
 		return option_reply(c, option, REP_ERR_UNKNOWN, NULL, 0) < 0 ? STEP_CLOSE : STEP_OK;
+	if (option == OPT_GO && s->claimed[export]) {
+		static const char taken[] = "this export already has its client";
+		return option_reply(c, option, REP_ERR_POLICY, taken, sizeof(taken) - 1) < 0
+			? STEP_CLOSE
+			: STEP_OK;
+	}
 	uint8_t info[14], sizes[14];
 	put_be16(info, INFO_EXPORT);
 	put_be64(info + 2, s->exports[export].size);
@@ -225,7 +258,7 @@ static enum step handle_option(struct server *s, struct nbd_conn *c)
 	switch (option) {
 	case OPT_EXPORT_NAME: {
 		int export = find_export(s, (const char *)data, len);
-		if (export < 0)
+		if (export < 0 || s->claimed[export])
 			goto out; /* this option has no error reply: hang up */
 		uint8_t reply[10 + 124] = {0};
 		put_be64(reply, s->exports[export].size);
@@ -310,6 +343,9 @@ static enum step handle_request(struct server *s, struct nbd_conn *c)
 	default:
 		return simple_reply(c, handle, EINVAL);
 	}
+	if (error && c->timed_out)
+		return fatal_timeout(s, "%s: the client stopped in the middle of a write",
+				     s->timeouts->idle_ms);
 	if (error) {
 		simple_reply(c, handle, (uint32_t)error);
 		return fatal(s, "%s", why);
@@ -341,26 +377,45 @@ static void close_conn(struct server *s, int i, bool notify)
 	close(c->fd);
 	s->conns[i] = s->conns[--s->nconns];
 	if (export >= 0) {
-		s->per_export[export]--;
+		s->ntransmission--;
 		char why[512] = "";
-		if (notify && s->per_export[export] == 0 &&
-		    s->ops->closed(s->ctx, export, why, sizeof(why)) < 0)
+		if (notify && s->ops->closed(s->ctx, export, why, sizeof(why)) < 0)
 			fatal(s, "%s", why);
 	}
 }
 
+/* A step of client i ended in a timeout: a client still in its handshake has taken nothing
+ * and is dropped; one that had chosen its export fails the run. */
+static void timed_out(struct server *s, int i)
+{
+	struct nbd_conn *c = &s->conns[i];
+	if (c->state != TRANSMISSION) {
+		warnx("client handshake: timed out after %g s; disconnected it",
+		      s->timeouts->handshake_ms / 1000.0);
+		close_conn(s, i, false);
+		return;
+	}
+	char what[300];
+	snprintf(what, sizeof(what), "%s: the client stopped in the middle of a request",
+		 s->exports[c->export].name);
+	fatal_timeout(s, what, s->timeouts->idle_ms);
+}
+
 /* Takes a connected client on fd (closed here on failure) and greets it. */
-static void add_client(struct server *s, int fd, int timeout_ms)
+static void add_client(struct server *s, int fd)
 {
 	if (s->nconns == MAX_CLIENTS) {
 		close(fd);
 		return;
 	}
 	struct nbd_conn *c = &s->conns[s->nconns++];
-	*c = (struct nbd_conn){.fd = fd,
-			       .state = WANT_FLAGS,
-			       .export = -1,
-			       .timeout_ms = timeout_ms};
+	*c = (struct nbd_conn){
+		.fd = fd,
+		.state = WANT_FLAGS,
+		.export = -1,
+		.idle_ms = s->timeouts->idle_ms,
+		.handshake_deadline = deadline_in(s->timeouts->handshake_ms / 1000.0),
+		.idle_since = monotonic_ms()};
 	uint8_t greeting[18];
 	put_be64(greeting, NBDMAGIC);
 	put_be64(greeting + 8, IHAVEOPT);
@@ -369,30 +424,115 @@ static void add_client(struct server *s, int fd, int timeout_ms)
 		close_conn(s, s->nconns - 1, false);
 }
 
-static enum step accept_client(struct server *s, int listen_fd, int timeout_ms)
+/* Connections that may negotiate at once beyond one per export without a client. */
+#define SPARE_NEGOTIATIONS 4
+
+/* Accepts a connection while an export has no client yet; one that comes when every export
+ * has its client is closed at once, so that it holds nothing, not even the end of the run: one
+ * idle extra client once kept a live backup waiting for it. Connections still negotiating
+ * are bounded, but not to one per export: a connection that idles in its handshake must not
+ * keep out the client the export is for (the first to pick an export gets it; the idler is
+ * dropped at its handshake deadline). */
+static enum step accept_client(struct server *s, int listen_fd)
 {
 	int fd = accept4(listen_fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
 	if (fd < 0)
 		return errno == EINTR || errno == EAGAIN || errno == ECONNABORTED
 			? STEP_OK
 			: fatal(s, "accept: %s", strerror(errno));
-	add_client(s, fd, timeout_ms);
+	if (s->nclaimed == s->nexports ||
+	    s->nconns - s->ntransmission >= s->nexports - s->nclaimed + SPARE_NEGOTIATIONS) {
+		close(fd);
+		warnx("refused a connection: every export has its client");
+		return STEP_OK;
+	}
+	add_client(s, fd);
 	return STEP_OK;
 }
 
+static deadline_t after(int64_t since, int ms) { return ms > 0 ? since + ms : DEADLINE_NEVER; }
+
+/* Whether client c's idle deadline counts: only while its export still lacks data (QEMU's
+ * job for a small disk ends long before the one for a large disk). */
+static bool idle_matters(const struct server *s, const struct nbd_conn *c)
+{
+	return c->state == TRANSMISSION && !s->ops->export_complete(s->ctx, c->export);
+}
+
+static bool waiting_for_client(const struct server *s, int listen_fd)
+{
+	return listen_fd >= 0 && s->nclaimed < s->nexports;
+}
+
+/* The nearest deadline of all. */
+static deadline_t next_deadline(const struct server *s, int listen_fd)
+{
+	deadline_t d = DEADLINE_NEVER;
+	for (int i = 0; i < s->nconns; i++) {
+		const struct nbd_conn *c = &s->conns[i];
+		if (c->state != TRANSMISSION)
+			d = deadline_min(d, c->handshake_deadline);
+		else if (idle_matters(s, c))
+			d = deadline_min(d, after(c->idle_since, c->idle_ms));
+	}
+	if (waiting_for_client(s, listen_fd))
+		d = deadline_min(d, after(s->last_activity, s->timeouts->idle_ms));
+	return d;
+}
+
+/* Data waiting on fd right now: a client whose request came in while the server was busy
+ * with another one is not idle. */
+static bool readable(int fd)
+{
+	struct pollfd pfd = {.fd = fd, .events = POLLIN};
+	return poll(&pfd, 1, 0) > 0;
+}
+
+static void check_deadlines(struct server *s, int listen_fd)
+{
+	for (int i = s->nconns - 1; i >= 0 && !s->failed; i--) {
+		struct nbd_conn *c = &s->conns[i];
+		if (c->state != TRANSMISSION && deadline_passed(c->handshake_deadline)) {
+			timed_out(s, i);
+		} else if (idle_matters(s, c) &&
+			   deadline_passed(after(c->idle_since, c->idle_ms)) && !readable(c->fd)) {
+			char what[300];
+			snprintf(what, sizeof(what), "%s: no request from its client",
+				 s->exports[c->export].name);
+			fatal_timeout(s, what, c->idle_ms);
+		}
+	}
+	if (!s->failed && waiting_for_client(s, listen_fd) &&
+	    deadline_passed(after(s->last_activity, s->timeouts->idle_ms))) {
+		int e = 0;
+		while (s->claimed[e])
+			e++;
+		char what[300];
+		snprintf(what, sizeof(what), "%s: waiting for a client", s->exports[e].name);
+		fatal_timeout(s, what, s->timeouts->idle_ms);
+	}
+}
+
 int nbd_serve(int listen_fd, int client_fd, const struct nbd_export *exports, int nexports,
-	      const struct nbd_server_ops *ops, void *ctx, int idle_timeout_ms, char *err,
-	      size_t errlen)
+	      const struct nbd_server_ops *ops, void *ctx, const struct nbd_timeouts *timeouts,
+	      char *err, size_t errlen)
 {
 	struct server s = {.exports = exports,
 			   .nexports = nexports,
 			   .ops = ops,
 			   .ctx = ctx,
+			   .timeouts = timeouts,
+			   .last_activity = monotonic_ms(),
 			   .err = err,
 			   .errlen = errlen};
-	int timeout_ms = idle_timeout_ms > 0 ? idle_timeout_ms : 60000;
+	if (nexports > MAX_CLIENTS) {
+		snprintf(err, errlen, "%d exports; at most %d", nexports, MAX_CLIENTS);
+		if (client_fd >= 0)
+			close(client_fd);
+		return -1;
+	}
 	if (client_fd >= 0)
-		add_client(&s, client_fd, timeout_ms);
+		add_client(&s, client_fd);
 	/* Without a listening socket (poll() skips the fd -1), until that one client is gone. */
 	while (!s.failed && !(s.nconns == 0 && (listen_fd < 0 || ops->complete(ctx)))) {
 		struct pollfd pfds[MAX_CLIENTS + 1];
@@ -400,7 +540,8 @@ int nbd_serve(int listen_fd, int client_fd, const struct nbd_export *exports, in
 		for (int i = 0; i < s.nconns; i++)
 			pfds[i + 1] = (struct pollfd){.fd = s.conns[i].fd, .events = POLLIN};
 		int n = s.nconns;
-		if (poll(pfds, (nfds_t)n + 1, -1) < 0) {
+		if (poll(pfds, (nfds_t)n + 1, deadline_poll_timeout(next_deadline(&s, listen_fd))) <
+		    0) {
 			if (errno == EINTR)
 				continue;
 			fatal(&s, "poll: %s", strerror(errno));
@@ -410,13 +551,28 @@ int nbd_serve(int listen_fd, int client_fd, const struct nbd_export *exports, in
 		for (int i = n - 1; i >= 0 && !s.failed; i--) {
 			if (!pfds[i + 1].revents)
 				continue;
-			if (step_client(&s, &s.conns[i]) == STEP_CLOSE)
+			struct nbd_conn *c = &s.conns[i];
+			c->timed_out = false;
+			enum step r = step_client(&s, c);
+			c->idle_since = s.last_activity = monotonic_ms();
+			if (r == STEP_CLOSE && c->timed_out)
+				timed_out(&s, i);
+			else if (r == STEP_CLOSE)
 				close_conn(&s, i, true);
 		}
 		if (!s.failed && pfds[0].revents & POLLIN)
-			accept_client(&s, listen_fd, timeout_ms);
+			accept_client(&s, listen_fd);
+		if (!s.failed)
+			check_deadlines(&s, listen_fd);
+		/* Once the archive has all its data, a connection still negotiating can get
+		 * nothing: it does not hold the end. */
+		for (int i = s.nconns - 1; i >= 0 && !s.failed && ops->complete(ctx); i--)
+			if (s.conns[i].state != TRANSMISSION)
+				close_conn(&s, i, false);
 	}
 	while (s.nconns > 0)
 		close_conn(&s, s.nconns - 1, false);
-	return s.failed ? -1 : 0;
+	if (s.failed)
+		return s.timed_out ? NBD_SERVE_TIMEOUT : -1;
+	return 0;
 }

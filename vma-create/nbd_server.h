@@ -1,6 +1,7 @@
 /* A write-only NBD server for QEMU's backup job and other NBD clients (fixed newstyle
  * handshake, simple replies). Protocol only: what happens to the data is up to the caller's
- * callbacks. One client per connection, any number of connections, one thread, poll(). */
+ * callbacks. One thread, poll(); exactly one client per export: a connection beyond what the
+ * exports still without a client can take is closed at once. */
 #ifndef VMA_CREATE_NBD_SERVER_H
 #define VMA_CREATE_NBD_SERVER_H
 #include <stdbool.h>
@@ -34,15 +35,29 @@ struct nbd_server_ops {
 	/* True when the work is complete: the server returns once this holds and no client is
 	 * connected. */
 	bool (*complete)(void *ctx);
+	/* True when export `export` has all its data: its client may then stay idle. */
+	bool (*export_complete)(void *ctx, int export);
 };
 
+/* How long a client may stall, in milliseconds; 0 waits forever. */
+struct nbd_timeouts {
+	int handshake_ms; /* from a connection to its choice of export */
+	/* an export still without a client and no client doing anything (the wait for a client);
+	 * a client that sends no request while its export is incomplete; a request or reply that
+	 * stops moving half-way */
+	int idle_ms;
+};
+
+/* nbd_serve's result when a client, or the wait for one, timed out. */
+#define NBD_SERVE_TIMEOUT (-2)
+
 /* Serves clients accepted on listen_fd until ops->complete() holds with no client left (0), or
- * a failure (-1 with a message in err). client_fd, unless -1, is a client already connected,
- * served like an accepted one (and closed); with listen_fd -1 nothing is accepted and the
- * server returns once that client is gone. idle_timeout_ms bounds how long a half-sent request
- * may stall (0: 60 s). */
+ * a failure (-1 with a message in err; NBD_SERVE_TIMEOUT when it was a timeout). client_fd,
+ * unless -1, is a client already connected, served like an accepted one (and closed); with
+ * listen_fd -1 nothing is accepted and the server returns once that client is gone. A client
+ * whose handshake times out is dropped with a warning: it has taken nothing yet. */
 int nbd_serve(int listen_fd, int client_fd, const struct nbd_export *exports, int nexports,
-	      const struct nbd_server_ops *ops, void *ctx, int idle_timeout_ms, char *err,
-	      size_t errlen);
+	      const struct nbd_server_ops *ops, void *ctx, const struct nbd_timeouts *timeouts,
+	      char *err, size_t errlen);
 
 #endif

@@ -15,6 +15,13 @@ struct source {
 	int (*read)(struct source *s, uint64_t off, void *buf, size_t len);
 	void (*close)(struct source *s);
 	char err[512];
+	bool timed_out; /* the last failure was the peer not answering in time */
+};
+
+/* How long an NBD source may keep vma-create waiting, in seconds; 0 waits forever. */
+struct source_timeouts {
+	double connect; /* connection and handshake */
+	double idle;    /* no reply moving, during a read or block status */
 };
 
 bool source_is_nbd_uri(const char *spec);
@@ -22,6 +29,7 @@ bool source_is_nbd_uri(const char *spec);
 struct source *source_open_file(const char *spec, char *errbuf, size_t errlen);
 /* The same for an NBD URI; *status tells an unreachable server (EXIT_PEER: no socket, refused,
  * timed out) from any other failure (EXIT_FAIL). */
-struct source *source_open_nbd(const char *uri, int *status, char *errbuf, size_t errlen);
+struct source *source_open_nbd(const char *uri, const struct source_timeouts *timeouts, int *status,
+			       char *errbuf, size_t errlen);
 
 #endif

@@ -1,11 +1,15 @@
 /* NBD exports, read with libnbd: holes from block status (base:allocation), data with several
- * asynchronous reads in flight, sized to the export's preferred and maximum block sizes. */
+ * asynchronous reads in flight, sized to the export's preferred and maximum block sizes.
+ * Everything goes through libnbd's asynchronous API and nbd_poll() against a deadline, so a
+ * server that stops answering (in the handshake or in the middle of the copy) ends the run
+ * with a timeout instead of holding it forever. */
 #include <errno.h>
 #include <libnbd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "deadline.h"
 #include "exitcode.h"
 #include "source.h"
 #include "xalloc.h"
@@ -25,7 +29,9 @@ struct run {
 struct nbd_source {
 	struct source s;
 	struct nbd_handle *nbd;
+	struct source_timeouts timeouts;
 	bool has_status;
+	bool broken;    /* a command failed or timed out: no polite disconnect */
 	size_t request; /* bytes per read request */
 	struct run *runs;
 	size_t nruns, cap;
@@ -45,7 +51,34 @@ bool source_is_nbd_uri(const char *spec)
 static int nbd_fail(struct source *s, const char *what)
 {
 	snprintf(s->err, sizeof(s->err), "%s: %s", what, nbd_get_error());
+	((struct nbd_source *)s)->broken = true;
 	return -1;
+}
+
+static int nbd_timed_out(struct source *s, const char *what, double seconds)
+{
+	snprintf(s->err, sizeof(s->err), "%s: timed out after %g s", what, seconds);
+	s->timed_out = true;
+	((struct nbd_source *)s)->broken = true;
+	return -1;
+}
+
+/* Runs libnbd's state machine until command cookie has completed: 0, or -1 on failure or once
+ * nothing has moved on the connection for the idle timeout. */
+static int wait_for_command(struct nbd_source *n, int64_t cookie, const char *what)
+{
+	deadline_t d = deadline_in(n->timeouts.idle);
+	int r;
+	while ((r = nbd_aio_command_completed(n->nbd, (uint64_t)cookie)) == 0) {
+		int moved = nbd_poll(n->nbd, deadline_poll_timeout(d));
+		if (moved < 0)
+			return nbd_fail(&n->s, what);
+		if (moved > 0)
+			d = deadline_in(n->timeouts.idle);
+		else if (deadline_passed(d))
+			return nbd_timed_out(&n->s, what, n->timeouts.idle);
+	}
+	return r < 0 ? nbd_fail(&n->s, what) : 0;
 }
 
 static int collect_runs(void *opaque, const char *context, uint64_t offset, uint32_t *entries,
@@ -85,8 +118,11 @@ static int nbd_extent(struct source *src, uint64_t off, uint64_t *len, bool *zer
 		n->nruns = 0;
 		n->cached_end = off;
 		nbd_extent_callback cb = {.callback = collect_runs, .user_data = n};
-		if (nbd_block_status(n->nbd, span, off, cb, 0) < 0)
+		int64_t c = nbd_aio_block_status(n->nbd, span, off, cb, NBD_NULL_COMPLETION, 0);
+		if (c < 0)
 			return nbd_fail(src, "block status");
+		if (wait_for_command(n, c, "block status") < 0)
+			return -1;
 		if (n->cached_end <= off) { /* a server answering nothing: treat as data */
 			n->has_status = false;
 			return 0;
@@ -109,15 +145,9 @@ static int nbd_extent(struct source *src, uint64_t off, uint64_t *len, bool *zer
 
 static int wait_for(struct source *src, int64_t *cookies, size_t ncookies)
 {
-	struct nbd_source *n = (struct nbd_source *)src;
-	for (size_t i = 0; i < ncookies; i++) {
-		int r;
-		while ((r = nbd_aio_command_completed(n->nbd, (uint64_t)cookies[i])) == 0)
-			if (nbd_poll(n->nbd, -1) < 0)
-				return nbd_fail(src, "read");
-		if (r < 0)
-			return nbd_fail(src, "read");
-	}
+	for (size_t i = 0; i < ncookies; i++)
+		if (wait_for_command((struct nbd_source *)src, cookies[i], "read") < 0)
+			return -1;
 	return 0;
 }
 
@@ -145,7 +175,14 @@ static int nbd_read(struct source *src, uint64_t off, void *buf, size_t len)
 static void nbd_source_close(struct source *src)
 {
 	struct nbd_source *n = (struct nbd_source *)src;
-	nbd_shutdown(n->nbd, 0);
+	/* A polite NBD_CMD_DISC, but never waiting on a server that has stopped answering
+	 * (nbd_shutdown would wait for its reply as long as it takes). */
+	if (!n->broken && nbd_aio_disconnect(n->nbd, 0) == 0) {
+		deadline_t d = deadline_in(n->timeouts.connect);
+		while (!nbd_aio_is_closed(n->nbd) && !nbd_aio_is_dead(n->nbd) &&
+		       nbd_poll(n->nbd, deadline_poll_timeout(d)) > 0)
+			;
+	}
 	nbd_close(n->nbd);
 	free(n->runs);
 	free(n);
@@ -159,10 +196,39 @@ static bool unreachable(int err)
 		err == ENETUNREACH || err == ECONNRESET;
 }
 
-struct source *source_open_nbd(const char *uri, int *status, char *errbuf, size_t errlen)
+/* nbd_connect_uri(), with a deadline for the connection and the whole handshake. */
+static int connect_before(struct nbd_source *n, const char *uri, int *status, char *errbuf,
+			  size_t errlen)
+{
+	deadline_t d = deadline_in(n->timeouts.connect);
+	if (nbd_aio_connect_uri(n->nbd, uri) == 0) {
+		while (!nbd_aio_is_ready(n->nbd) && !nbd_aio_is_dead(n->nbd) &&
+		       !nbd_aio_is_closed(n->nbd)) {
+			int moved = nbd_poll(n->nbd, deadline_poll_timeout(d));
+			if (moved < 0)
+				break;
+			if (moved == 0 && deadline_passed(d)) {
+				snprintf(errbuf, errlen, "NBD handshake: timed out after %g s",
+					 n->timeouts.connect);
+				*status = EXIT_PEER;
+				return -1;
+			}
+		}
+		if (nbd_aio_is_ready(n->nbd))
+			return 0;
+	}
+	snprintf(errbuf, errlen, "%s", nbd_get_error());
+	if (unreachable(nbd_get_errno()))
+		*status = EXIT_PEER;
+	return -1;
+}
+
+struct source *source_open_nbd(const char *uri, const struct source_timeouts *timeouts, int *status,
+			       char *errbuf, size_t errlen)
 {
 	struct nbd_source *n = xcalloc(1, sizeof(*n));
 	*status = EXIT_FAIL;
+	n->timeouts = *timeouts;
 	if (!(n->nbd = nbd_create())) {
 		snprintf(errbuf, errlen, "%s", nbd_get_error());
 		free(n);
@@ -172,12 +238,8 @@ struct source *source_open_nbd(const char *uri, int *status, char *errbuf, size_
 		snprintf(errbuf, errlen, "%s", nbd_get_error());
 		goto bad;
 	}
-	if (nbd_connect_uri(n->nbd, uri) < 0) {
-		snprintf(errbuf, errlen, "%s", nbd_get_error());
-		if (unreachable(nbd_get_errno()))
-			*status = EXIT_PEER;
+	if (connect_before(n, uri, status, errbuf, errlen) < 0)
 		goto bad;
-	}
 	int64_t size = nbd_get_size(n->nbd);
 	if (size < 0) {
 		snprintf(errbuf, errlen, "%s", nbd_get_error());

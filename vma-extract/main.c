@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
+#include <libgen.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -108,10 +109,17 @@ static int do_verify(const char *path, bool verbose)
 	return 0;
 }
 
-/* Extraction targets, by dev_id. */
+/* Extraction targets, by dev_id, and what this run has created in the target folder: on
+ * failure exactly that is removed, by these names relative to dirfd, never by a path. */
 struct extraction {
+	const char *dir; /* as given, for messages */
+	int dirfd;
 	struct outfile disks[256];
 	bool wanted[256];
+	int ncreated;
+	char *created[512];
+	int created_slot[512];
+	int dir_slot;
 };
 
 /* Writes one run of stored blocks unless it is all zero: the file stays sparse. */
@@ -157,8 +165,8 @@ static int restore_cluster(void *opaque, struct vma_reader *r, int dev_id, uint6
 			continue;
 		size_t len = size - off < VMA_BLOCK_SIZE ? (size_t)(size - off) : VMA_BLOCK_SIZE;
 		if (write_run(fd, block, len, off) < 0) {
-			snprintf(r->err, sizeof(r->err), "%s: %s", x->disks[dev_id].tmp_path,
-				 strerror(errno));
+			snprintf(r->err, sizeof(r->err), "%s/%s: %s", x->dir,
+				 x->disks[dev_id].tmp_name, strerror(errno));
 			return -1;
 		}
 	}
@@ -182,13 +190,46 @@ static void select_devices(struct vma_reader *r, struct extraction *x, char *lis
 	}
 }
 
-static int write_config(const char *dir, const struct vma_config *c)
+/* Records a file this run gave its final name, so that a later failure or a fatal signal
+ * removes it again. */
+static void record_created(struct extraction *x, const char *name)
 {
-	char *path;
+	char *copy = xstrdup(name);
+	x->created_slot[x->ncreated] = outfile_track_at(x->dirfd, copy, false);
+	x->created[x->ncreated++] = copy;
+}
+
+/* Creates dir, which must not exist, and opens it: the folder it is in as the user named it,
+ * dir itself without following a link. A swap of dir for a symlink or another folder after that
+ * no longer matters: everything else is done relative to the descriptor. (Its owner is not
+ * checked: on NFS with root_squash root's own new folder is nobody's. A folder swapped in before
+ * the open only gets files it cannot read, created new.) Exits on failure. */
+static void make_target(struct extraction *x, const char *dir, int *parentfd, char **base)
+{
+	char *dircopy = xstrdup(dir), *basecopy = xstrdup(dir);
+	*parentfd = open(dirname(dircopy), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (*parentfd < 0)
+		err(EXIT_FAIL, "%s", dir);
+	*base = xstrdup(basename(basecopy));
+	free(dircopy);
+	free(basecopy);
+	/* 0700 whatever the umask: no one else may plant a file in it while root restores. */
+	if (mkdirat(*parentfd, *base, 0700) < 0) {
+		if (errno == EEXIST)
+			errx(EXIT_USAGE, "%s: already exists; give a directory that does not", dir);
+		err(EXIT_FAIL, "%s", dir);
+	}
+	x->dir = dir;
+	x->dir_slot = outfile_track_at(*parentfd, *base, true);
+	x->dirfd = openat(*parentfd, *base, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (x->dirfd < 0)
+		err(EXIT_FAIL, "%s: opening the directory just made", dir);
+}
+
+static int write_config(struct extraction *x, const struct vma_config *c)
+{
 	struct outfile f;
-	if (asprintf(&path, "%s/%s", dir, c->name) < 0)
-		return -1;
-	int rc = outfile_create(&f, path, NULL);
+	int rc = outfile_create_at(&f, x->dirfd, c->name, NULL);
 	if (rc == 0 && write_all(f.fd, c->data, c->len) < 0) {
 		outfile_abort(&f);
 		rc = -1;
@@ -196,8 +237,9 @@ static int write_config(const char *dir, const struct vma_config *c)
 	if (rc == 0)
 		rc = outfile_commit(&f, 1);
 	if (rc < 0)
-		warn("%s", path);
-	free(path);
+		warn("%s/%s", x->dir, c->name);
+	else
+		record_created(x, c->name);
 	return rc;
 }
 
@@ -205,23 +247,21 @@ static int do_extract(const char *path, const char *dir, char *devices, bool ver
 {
 	struct vma_reader r;
 	struct extraction *x = xcalloc(1, sizeof(*x));
+	int parentfd;
+	char *base;
 	open_archive(path, &r);
 	select_devices(&r, x, devices);
-	if (mkdir(dir, 0777) < 0) {
-		if (errno == EEXIST)
-			errx(EXIT_USAGE, "%s: already exists; give a directory that does not", dir);
-		err(EXIT_FAIL, "%s", dir);
-	}
+	make_target(x, dir, &parentfd, &base);
 	int status = 0;
 	for (int id = 1; id < 255 && status == 0; id++) {
 		if (!x->wanted[id])
 			continue;
 		r.devs[id].check_coverage = true;
-		char *final = xasprintf("%s/disk-%s.raw", dir, r.devs[id].name);
+		char *final = xasprintf("disk-%s.raw", r.devs[id].name);
 		char *tmp = xasprintf("tmp-disk-%s.raw", r.devs[id].name);
-		if (outfile_create(&x->disks[id], final, tmp) < 0 ||
+		if (outfile_create_at(&x->disks[id], x->dirfd, final, tmp) < 0 ||
 		    ftruncate(x->disks[id].fd, (off_t)r.devs[id].size) < 0) {
-			warn("%s", final);
+			warn("%s/%s", dir, final);
 			if (x->disks[id].fd >= 0)
 				outfile_abort(&x->disks[id]);
 			x->wanted[id] = false;
@@ -235,7 +275,7 @@ static int do_extract(const char *path, const char *dir, char *devices, bool ver
 		status = -1;
 	}
 	for (int i = 0; i < r.nconfigs && status == 0; i++)
-		status = write_config(dir, &r.configs[i]);
+		status = write_config(x, &r.configs[i]);
 	for (int id = 1; id < 255; id++) {
 		if (!x->wanted[id])
 			continue;
@@ -244,23 +284,30 @@ static int do_extract(const char *path, const char *dir, char *devices, bool ver
 			status = -1;
 		} else if (status != 0) {
 			outfile_abort(&x->disks[id]);
-		} else if (verbose) {
-			fprintf(stderr, "restored %s: %llu bytes to %s/disk-%s.raw\n",
-				r.devs[id].name, (unsigned long long)r.devs[id].size, dir,
-				r.devs[id].name);
+		} else {
+			char *final = xasprintf("disk-%s.raw", r.devs[id].name);
+			record_created(x, final);
+			if (verbose)
+				fprintf(stderr, "restored %s: %llu bytes to %s/%s\n",
+					r.devs[id].name, (unsigned long long)r.devs[id].size, dir,
+					final);
+			free(final);
 		}
 	}
-	if (status != 0) {
-		/* Leave nothing behind: configs written before a later failure go too. */
-		for (int i = 0; i < r.nconfigs; i++) {
-			char *p;
-			if (asprintf(&p, "%s/%s", dir, r.configs[i].name) >= 0) {
-				unlink(p);
-				free(p);
-			}
-		}
-		rmdir(dir);
+	/* Leave nothing behind: what was renamed before a later failure goes too. Only the names
+	 * this run created, and in the folder it made, wherever that folder is now. */
+	for (int i = 0; i < x->ncreated; i++) {
+		if (status != 0)
+			unlinkat(x->dirfd, x->created[i], 0);
+		outfile_untrack(x->created_slot[i]);
+		free(x->created[i]);
 	}
+	if (status != 0)
+		unlinkat(parentfd, base, AT_REMOVEDIR); /* only an empty folder, never a link */
+	outfile_untrack(x->dir_slot);
+	close(x->dirfd);
+	close(parentfd);
+	free(base);
 	close_archive(&r);
 	free(x);
 	return status == 0 ? 0 : 1;
@@ -293,6 +340,8 @@ int main(int argc, char **argv)
 			verbose = true;
 			break;
 		case 'd':
+			if (strspn(optarg, ",") == strlen(optarg))
+				usage_error("-d: expected device names, not '%s'", optarg);
 			devices = optarg;
 			break;
 		}
@@ -307,6 +356,9 @@ int main(int argc, char **argv)
 		usage_error("-v does not go with -l or -c");
 	if (argc != (mode ? 1 : 2))
 		usage_error(mode ? "expected one archive" : "expected an archive and a directory");
+	for (int i = 0; i < argc; i++)
+		if (argv[i][0] == '\0')
+			usage_error("expected a file name, not an empty one");
 	archive_name = argv[0];
 	switch (mode) {
 	case 'l':

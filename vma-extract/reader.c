@@ -1,5 +1,6 @@
 /* VMA reader with every check Proxmox's `vma verify` makes, plus coverage of every cluster and
  * a refusal of names that are unsafe as file names. Format: ../shared/spec/vma-format.md. */
+#include <limits.h>
 #include <md5.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -17,6 +18,11 @@
 #else
 #define FUZZING 0
 #endif
+
+/* Names become file names on extraction: a config's as it is, a device's as tmp-disk-NAME.raw
+ * (the name Proxmox's vma uses too, and vma_writer.c's limit). A name -t accepts must extract. */
+#define MAX_CONFIG_NAME NAME_MAX
+#define MAX_DEVICE_NAME (NAME_MAX - (int)sizeof("tmp-disk-.raw") + 1)
 
 /* A header larger than this is refused before it is allocated: 256 configs of the maximum size
  * and 254 names fit well below it. */
@@ -68,8 +74,8 @@ static int fail_at(struct vma_reader *r, uint64_t offset, const char *fmt, ...)
 static int read_exact(struct vma_reader *r, void *buf, size_t len, const char *what)
 {
 	ssize_t n = instream_read(r->in, buf, len);
-	if (n < 0)
-		return fail_at(r, r->offset, "%s", instream_error(r->in));
+	if (n < 0) /* where the decompressed data ended, not where this read began */
+		return fail_at(r, instream_offset(r->in), "%s", instream_error(r->in));
 	if ((size_t)n < len)
 		return fail_at(r, r->offset + (uint64_t)n, "archive truncated inside %s", what);
 	r->offset += len;
@@ -132,6 +138,21 @@ static const char *string_at(const struct blobs *b, uint32_t ptr)
 	return (const char *)p;
 }
 
+/* A device's or config's name (WHAT, for the message) must be usable as a file name in the
+ * restore folder: safe, and short enough for the names made from it. */
+static int check_name(struct vma_reader *r, uint64_t at, const char *what, const char *name,
+		      size_t max)
+{
+	const char *defect = vma_name_defect(name);
+	if (defect)
+		return fail_at(r, at, "%s: unsafe name: %s", what, defect);
+	if (strlen(name) > max)
+		return fail_at(r, at,
+			       "%s: unsafe name: longer than %zu bytes, too long for a file name",
+			       what, max);
+	return 0;
+}
+
 static int read_devices(struct vma_reader *r, const struct blobs *b)
 {
 	for (int id = 0; id < 256; id++) {
@@ -146,9 +167,10 @@ static int read_devices(struct vma_reader *r, const struct blobs *b)
 		const char *name = string_at(b, ptr);
 		if (!name)
 			return fail_at(r, at, "device %d: invalid name pointer %u", id, ptr);
-		const char *defect = vma_name_defect(name);
-		if (defect)
-			return fail_at(r, at, "device %d: unsafe name: %s", id, defect);
+		char what[32];
+		snprintf(what, sizeof(what), "device %d", id);
+		if (check_name(r, at, what, name, MAX_DEVICE_NAME) < 0)
+			return -1;
 		if (size == 0)
 			return fail_at(r, at + 8, "device %d (%s): size 0", id, name);
 		if (vma_cluster_count(size) > UINT32_MAX)
@@ -188,9 +210,10 @@ static int read_configs(struct vma_reader *r, const struct blobs *b)
 		if (!data)
 			return fail_at(r, data_at, "config %u: invalid data pointer %u", i,
 				       data_ptr);
-		const char *defect = vma_name_defect(name);
-		if (defect)
-			return fail_at(r, name_at, "config %u: unsafe name: %s", i, defect);
+		char what[32];
+		snprintf(what, sizeof(what), "config %u", i);
+		if (check_name(r, name_at, what, name, MAX_CONFIG_NAME) < 0)
+			return -1;
 		for (int j = 0; j < r->nconfigs; j++)
 			if (strcmp(r->configs[j].name, name) == 0)
 				return fail_at(r, name_at, "config name '%s' used twice", name);
@@ -380,7 +403,7 @@ int vma_reader_run(struct vma_reader *r, vma_cluster_fn fn, void *opaque)
 		/* The stream ends exactly on an extent boundary, or it is truncated. */
 		ssize_t n = instream_read(r->in, r->extent, VMA_EXTENT_HEADER_SIZE);
 		if (n < 0)
-			return fail_at(r, r->offset, "%s", instream_error(r->in));
+			return fail_at(r, instream_offset(r->in), "%s", instream_error(r->in));
 		if (n == 0)
 			break;
 		if (n < VMA_EXTENT_HEADER_SIZE)

@@ -137,8 +137,10 @@ static void parse_options(int argc, char **argv, struct options *o)
 	}
 	if (o->check) {
 		/* --check SPEC...: the specs are the arguments; no other option goes with it. */
-		if (given != 1 || optind == argc)
-			usage();
+		if (given != 1)
+			usage_error("--check takes no other option");
+		if (optind == argc)
+			usage_error("--check needs at least one spec");
 		return;
 	}
 	if (argc - optind != 1)

@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "remove.h"
+#include "scan.h"
 #include "xalloc.h"
 
 enum presence { ABSENT, REGULAR, OTHER, UNKNOWN };
@@ -60,10 +61,16 @@ bool remove_backup(int dir_fd, const struct backup *b, bool keep_log)
 	char *notes = xasprintf("%s.notes", b->name);
 	bool ok = false;
 
-	/* The marker may have appeared since the directory was read. */
+	/* The marker may have appeared since the directory was read (one of another user's
+	 * counts for nothing, see file_counts). */
 	switch (look_at(dir_fd, marker)) {
 	case ABSENT:
 		break;
+	case REGULAR:
+		if (!file_counts(dir_fd, marker))
+			break;
+		warnx("remove %s: refused, it is protected by %s", b->name, marker);
+		goto out;
 	case UNKNOWN:
 		warn("remove %s: cannot check %s", b->name, marker);
 		goto out;

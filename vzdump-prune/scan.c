@@ -4,8 +4,11 @@
  * system call. Everything else in the directory is ignored.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "backup_name.h"
 #include "scan.h"
@@ -76,6 +79,15 @@ void backup_list_free(struct backup_list *list)
 	list->count = 0;
 }
 
+bool file_counts(int dir_fd, const char *name)
+{
+	struct stat dir, st;
+	if (fstat(dir_fd, &dir) != 0 || (dir.st_mode & (S_IWGRP | S_IWOTH)) == 0)
+		return true;
+	return fstatat(dir_fd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(st.st_mode) &&
+		(st.st_uid == geteuid() || st.st_uid == dir.st_uid);
+}
+
 bool scan_dumpdir(DIR *dir, long vmid, struct backup_list *out)
 {
 	struct names markers = {0};
@@ -97,6 +109,8 @@ bool scan_dumpdir(DIR *dir, long vmid, struct backup_list *out)
 				goto out;
 			break;
 		}
+		if (!file_counts(dirfd(dir), d->d_name))
+			continue;
 		if (!add_protected(&markers, d->d_name))
 			goto out;
 		if (!backup_name_parse(d->d_name, &b) || (vmid != VMID_UNKNOWN && b.vmid != vmid))

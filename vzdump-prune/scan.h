@@ -18,6 +18,12 @@ struct backup_list {
  * protected and renamed entries already marked. Returns false with errno set on failure.
  */
 bool scan_dumpdir(DIR *dir, long vmid, struct backup_list *out);
+
+/* In a folder others may write to, only the files of the user running us or of the folder's
+ * owner count (on NFS with root squashed, root's files are the folder owner's): a backup or a
+ * protection marker another user planted there (with a newer date, say) must not make root
+ * remove the real backups, nor keep them for ever. Whether NAME in DIR_FD counts. */
+bool file_counts(int dir_fd, const char *name);
 void backup_list_free(struct backup_list *list);
 
 #endif

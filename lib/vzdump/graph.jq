@@ -102,6 +102,24 @@ def jobs_plan($speed):
 		target: ("vz-tgt-" + .key), sync: "full", "auto-dismiss": false,
 		speed: $speed}}]}});
 
+# Whether an undo command read back from a state file is of a shape the plans above make: a
+# state file is data, and anything else in it is refused, never sent ($tpm: the TPM's node).
+def undo_ok($tpm):
+	def args($k): (keys == ["arguments", "execute"]) and (.arguments | type == "object")
+		and (.arguments | keys == $k);
+	type == "object" and
+	((.execute == "blockdev-del" and args(["node-name"])
+	 and (.arguments["node-name"] | type == "string"
+		and (. == $tpm or test("^vz-(fl|cbw|acc|tgt)-[a-z]+[0-9]+$"))))
+	or (.execute == "remove-fd" and args(["fdset-id"])
+	    and (.arguments["fdset-id"] | type == "number" and . >= 0 and floor == .))
+	or (.execute == "qom-set" and args(["path", "property", "value"])
+	    and .arguments.property == "drive"
+	    and (.arguments.path | type == "string" and startswith("/machine/"))
+	    and (.arguments.value | type == "string"))
+	or (.execute == "job-dismiss" and args(["id"])
+	    and (.arguments.id | type == "string" and test("^vzdump-drive-[a-z]+[0-9]+$"))));
+
 # --- watching the jobs (input: query-jobs) ---------------------------------------------------
 
 def ours: .id | startswith("vzdump-drive-");

@@ -5,7 +5,10 @@
 # shellcheck disable=SC2034,SC2154 # the driver's files share their globals (state.bash)
 
 # --- logging ---------------------------------------------------------------------------------
-# stderr gets `INFO: msg` as vzdump's task log; the per-VM log file gets a timestamp in front.
+# stderr gets `INFO: msg` as vzdump's task log; the VM's log gets a timestamp in front. As in
+# vzdump, that log is written where only root writes (PRIVATE_DIR/log: one descriptor, opened
+# once, never a name looked up again) and delivered into the dump folder at the end
+# (deliver_log), by vzdump-put, which never follows a link another user planted there.
 # log_fd is the log's own copy of stderr: a signal trap can run while a function's stderr is
 # redirected (to /dev/null, say), and the error must still be seen.
 log_fd=2
@@ -15,9 +18,48 @@ log() { # LEVEL MESSAGE
 	# stdout is pointed at the log first, then printf's own complaint goes nowhere.
 	# shellcheck disable=SC2261
 	printf '%s: %s\n' "$1" "$2" >&"$log_fd" 2>/dev/null || true
-	if [ -n "$logfile" ]; then
-		printf '%s %s: %s\n' "$(date '+%F %T')" "$1" "$2" 2>/dev/null >>"$logfile" || true
+	if [ -n "$logfile_fd" ]; then
+		# shellcheck disable=SC2261
+		printf '%s %s: %s\n' "$(date '+%F %T')" "$1" "$2" 2>/dev/null >&"$logfile_fd" || true
 	fi
+}
+
+# The VM's log from here on: PRIVATE_DIR/log (created, never followed: the folder is ours).
+open_log() {
+	{ exec {logfile_fd}>"$private_dir/log"; } 2>/dev/null ||
+		fail "cannot create the log $private_dir/log"
+}
+
+# The log is complete: log() writes to the task log only from now on.
+close_log() {
+	[ -n "$logfile_fd" ] || return 0
+	exec {logfile_fd}>&-
+	logfile_fd=
+}
+
+# Standard input as the file PATH in the dump folder (mode 0644, as Proxmox's .log, .notes and
+# .protected), by vzdump-put: a link planted under the name is replaced, never followed; with
+# -x the name must be new. vzdump-put opens the folder itself without following a link, so it
+# gets the folder's real path (a dump folder is often reached through one).
+put_file() { # [-x] PATH
+	local -a opts=(-m 0644)
+	local dir
+	if [ "$1" = -x ]; then
+		opts+=(-x)
+		shift
+	fi
+	dir=$(realpath -e -- "${1%/*}" 2>/dev/null) || {
+		echo "vzdump-put: ${1%/*}: No such file or directory" >&2
+		return 1
+	}
+	vzdump-put "${opts[@]}" "$dir" "${1##*/}"
+}
+
+# The log into the dump folder under its final name (replacing the empty claim), as vzdump
+# copies its log there at the end, on success and on failure.
+deliver_log() { # PRIVATE-LOG DUMPDIR/NAME.log
+	[ -n "$2" ] && [ -f "$1" ] || return 0
+	put_file "$2" <"$1" 2>/dev/null || warn "cannot write the log $2"
 }
 info() { log INFO "$1"; }
 warn() { log WARN "$1"; }
@@ -193,12 +235,14 @@ check_backup_limit() {
 		fail "There is a max backup limit of $prune_limit enforced by the target storage or the vzdump parameters. Either increase the limit or delete old backups."
 }
 
-# Two backups of one VM in the same second would get the same names. The log is created first
-# with O_EXCL (noclobber), so of two jobs only one gets the name; a finished archive or a .dat
-# of that name (whose log is gone) also means the name is taken.
+# Two backups of one VM in the same second would get the same names. The log is created first,
+# empty, by vzdump-put -x: only a new name (no link, no file of anybody's), so of two jobs only
+# one gets it; a finished archive or a .dat of that name (whose log is gone) also means the
+# name is taken.
 claim_backup_name() { # BASENAME
-	local base=$opt_dumpdir/$1 taken='' ext
-	if ! (set -o noclobber && : >"$base.log") 2>/dev/null; then
+	local base=$opt_dumpdir/$1 taken='' ext out
+	if ! out=$(put_file -x "$base.log" </dev/null 2>&1); then
+		[[ $out == *": File exists" ]] || fail "cannot create $base.log (${out#vzdump-put: })"
 		taken=$base.log
 	else
 		for ext in vma vma.zst vma.xz vma.gz vma.lzo dat; do
@@ -214,22 +258,25 @@ claim_backup_name() { # BASENAME
 }
 
 # After the rename, as vzdump does with a storage (we allow it with a dump folder): the notes,
-# then the protection marker. A failure of the notes is only a warning, of the marker fatal.
+# then the protection marker, both by vzdump-put (a link planted under the name is replaced,
+# never followed). A failure of the notes is only a warning, of the marker fatal.
 mark_backup() { # ARCHIVE
-	local notes
+	local notes out
 	if [ -n "$opt_notes" ]; then
 		info "adding notes to backup"
 		notes=$(expand_notes "$opt_notes"; echo .)
 		notes=${notes%.}
 		if [ -z "$notes" ]; then
+			# (unlink never follows a link either.)
 			rm -f "$1.notes" || warn "unable to add notes - cannot remove $1.notes"
-		elif ! printf '%s' "$notes" 2>/dev/null >"$1.notes"; then
+		elif ! printf '%s' "$notes" | put_file "$1.notes" 2>/dev/null; then
 			warn "unable to add notes - cannot write $1.notes"
 		fi
 	fi
 	if [ "$opt_protected" = 1 ]; then
 		info "marking backup as protected"
-		: 2>/dev/null >>"$1.protected" || fail "cannot create $1.protected"
+		out=$(put_file "$1.protected" </dev/null 2>&1) ||
+			fail "cannot create $1.protected (${out#vzdump-put: })"
 	fi
 }
 

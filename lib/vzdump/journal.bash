@@ -56,8 +56,7 @@ state_proc() { # PID NAME
 # Starts the VM's state file, after first recovering a stale one of an earlier backup that
 # was killed. Called with the VM's lock held, before anything is done to the VM.
 state_begin() {
-	[ -d "$opt_statedir" ] || mkdir -m 0700 "$opt_statedir" 2>/dev/null ||
-		fail "cannot create the state folder $opt_statedir"
+	# (The state folder exists and is root's: check_folders.)
 	local file=$opt_statedir/$vmid.state
 	if [ -e "$file" ]; then
 		recover_state "$file" || fail "$recover_error"
@@ -67,8 +66,9 @@ state_begin() {
 	# a $BASHPID of its own, gone at once: another job would take the owner for dead).
 	local owner=$BASHPID owner_start
 	owner_start=$(proc_start "$owner")
-	# noclobber: two jobs with different lock folders must not share one state file.
-	if ! (set -C && printf 'owner %s %s\n' "$owner" "$owner_start" >"$file") 2>/dev/null; then
+	# noclobber: two jobs with different lock folders must not share one state file. 0600: it
+	# says what the backup does, to root alone.
+	if ! (umask 077 && set -C && printf 'owner %s %s\n' "$owner" "$owner_start" >"$file") 2>/dev/null; then
 		state_file=
 		fail "cannot create the state file $file (another backup of VM $vmid?)"
 	fi
@@ -97,10 +97,87 @@ state_end() {
 	state_file=
 }
 
+# --- a state file is data, not orders --------------------------------------------------------
+# Before recover_state acts on a state file, every record must be one a backup of this VM in
+# this job's folders writes: the VM's own sockets in the run folder, a private folder
+# vzdumptmp.* directly in the tmpdir, this VM's names directly in the dump folder (each folder
+# as checked and resolved by check_folders and main: a path with ".." or through another
+# folder is no match), our helpers by name, undo commands of the shapes graph.jq makes.
+# Anything else: the file is refused, nothing is run. (So --cleanup needs the folders of the
+# backup it cleans up after, as vzdump.conf gives them to both.)
+
+# Why RECORD (KEY REST) is not one of ours; nothing when it is.
+bad_record() { # KEY REST
+	local key=$1 rest=$2 stem="vzdump-qemu-$vmid-[0-9]{4}_[0-9]{2}_[0-9]{2}-[0-9]{2}_[0-9]{2}_[0-9]{2}"
+	local pid start name
+	case $key in
+	owner) [[ $rest =~ ^[0-9]+\ [0-9]*$ ]] || echo "not a pid and start time" ;;
+	qmp) [ "$rest" = "$opt_rundir/$vmid.qmp" ] || echo "not VM $vmid's QMP socket $opt_rundir/$vmid.qmp" ;;
+	qga) [ "$rest" = "$opt_rundir/$vmid.qga" ] || echo "not VM $vmid's agent socket $opt_rundir/$vmid.qga" ;;
+	qemu) [[ $rest =~ ^([0-9]+:[0-9]*)?$ ]] || echo "not a pid and start time" ;;
+	tmp) in_folder "$rest" "$opt_tmpdir" '^vzdumptmp\.[A-Za-z0-9]{6}$' ||
+		echo "not a private folder vzdumptmp.* of the tmpdir $opt_tmpdir" ;;
+	dat) in_folder "$rest" "$opt_dumpdir" "^$stem(\.vma)?\.dat$" ||
+		echo "not a .dat of VM $vmid in the dump folder $opt_dumpdir" ;;
+	log) in_folder "$rest" "$opt_dumpdir" "^$stem\.log$" ||
+		echo "not a .log of VM $vmid in the dump folder $opt_dumpdir" ;;
+	final) in_folder "$rest" "$opt_dumpdir" "^$stem\.vma(\.(zst|xz|gz|lzo))?$" ||
+		echo "not an archive of VM $vmid in the dump folder $opt_dumpdir" ;;
+	proc)
+		read -r pid start name <<<"$rest"
+		if ! [[ $rest =~ ^[0-9]+\ [0-9]+\ (vma-create|qemu-nbd)$ ]]; then
+			echo "not a pid, start time and vma-create or qemu-nbd"
+		elif proc_alive "$pid" "$start" && [ "$(cat "/proc/$pid/comm" 2>/dev/null)" != "$name" ]; then
+			echo "process $pid is not $name"
+		fi
+		;;
+	job) [[ $rest =~ ^vzdump-drive-[a-z]+[0-9]+$ ]] || echo "not a job of ours" ;;
+	undo)
+		# shellcheck disable=SC2016 # jq variables
+		[ "$rest" = cancel-jobs ] ||
+			graph_jq -e --arg tpm "$TPM_NODE" 'g::undo_ok($tpm)' <<<"$rest" >/dev/null 2>&1 ||
+			echo "not an undo command of ours"
+		;;
+	freeze | thawed | paused | resumed | powerdown | shutdown | restarted | undone)
+		[ -z "$rest" ] || echo "unexpected arguments"
+		;;
+	*) echo "unknown record" ;;
+	esac
+}
+
+# PATH is a name matching the regular expression NAME directly in FOLDER (a resolved path).
+in_folder() { # PATH FOLDER NAME
+	[ "${1%/*}" = "$2" ] && [[ ${1##*/} =~ $3 ]]
+}
+
+# Fails with recover_error when a record of FILE is not one of ours.
+# A file or folder outside this job's folders (tmp, dat, log, final) is only left alone,
+# with a warning: the state file may be another job's for the same VM, with other folders, and
+# the VM must still get its cont and thaw. Their keys are left in left_alone.
+check_state() { # FILE
+	local key rest why n=0
+	left_alone=' '
+	while IFS=' ' read -r key rest; do
+		n=$((n + 1))
+		why=$(bad_record "$key" "$rest")
+		[ -n "$why" ] || continue
+		case $key in
+		tmp | dat | log | final)
+			warn "the state file $1, line $n ($key): $why - left alone"
+			left_alone+="$key "
+			continue
+			;;
+		esac
+		recover_error="the state file $1 is refused, nothing was done: line $n ($key): $why - remove the file once the VM is checked"
+		return 1
+	done <"$1"
+}
+
 # Undoes what the state FILE says a killed backup left behind: cont if it had paused the VM,
 # thaw if it had frozen the guest, stop its writer, run its undo record, sweep any of our
 # nodes and jobs still in QEMU, and remove its .dat and private folder. Fails (with
-# recover_error) only when the owner still runs.
+# recover_error) when the owner still runs, or when the file is not one a backup writes
+# (check_state).
 recover_state() { # FILE
 	local file=$1 key rest owner='' start='' r_qmp='' r_qga='' r_tmp='' r_dat='' r_log='' frozen=0
 	local p pid pstart name was_shutdown=0 r_qemu='' same=1 status r_final=
@@ -135,6 +212,17 @@ recover_state() { # FILE
 		recover_error="a backup of VM $vmid is still running (pid $owner)"
 		return 1
 	fi
+	# (What was read so far is only remembered; from here on it is acted on.)
+	local left_alone
+	if ! check_state "$file"; then
+		undo=() job_ids=()
+		we_paused=0
+		return 1
+	fi
+	[[ $left_alone != *" tmp "* ]] || r_tmp=
+	[[ $left_alone != *" dat "* ]] || r_dat=
+	[[ $left_alone != *" log "* ]] || r_log=
+	[[ $left_alone != *" final "* ]] || r_final=
 	info "cleaning up after an earlier backup of VM $vmid that did not finish (pid ${owner:-?})"
 	local saved_qmp=$qmp_sock
 	[ -z "$r_qmp" ] || qmp_sock=$r_qmp
@@ -190,17 +278,19 @@ recover_state() { # FILE
 		rm -f "$r_dat" "$(dirname -- "$r_dat")/.$(basename -- "$r_dat").tmp."*
 	fi
 	# Killed after the rename (during pruning, say): the archive is complete and stays, as
-	# Proxmox leaves it; the log says what became of the rest.
-	if [ -n "$r_log" ] && [ -f "$r_log" ]; then
+	# Proxmox leaves it. The log (in the private folder until delivered) gets what became of
+	# the rest and goes where the killed backup would have put it.
+	if [ -n "$r_log" ] && [ -n "$r_tmp" ] && [ -d "$r_tmp" ] && [ ! -L "$r_tmp" ] && [ -O "$r_tmp" ]; then
 		if [ -n "$r_final" ] && [ -f "$r_final" ]; then
 			printf '%s ERROR: Backup of VM %s failed after its archive %s was complete - the backup process was killed (cleaned up by pid %s); the archive is kept\n' \
-				"$(date '+%F %T')" "$vmid" "$r_final" "$$" >>"$r_log" || true
+				"$(date '+%F %T')" "$vmid" "$r_final" "$$" >>"$r_tmp/log" || true
 		else
 			printf '%s ERROR: Backup of VM %s failed - the backup process was killed (cleaned up by pid %s)\n' \
-				"$(date '+%F %T')" "$vmid" "$$" >>"$r_log" || true
+				"$(date '+%F %T')" "$vmid" "$$" >>"$r_tmp/log" || true
 		fi
+		deliver_log "$r_tmp/log" "$r_log"
 	fi
-	case $r_tmp in */vzdumptmp.*) rm -rf "$r_tmp" ;; esac
+	[ -z "$r_tmp" ] || [ ! -d "$r_tmp" ] || [ -L "$r_tmp" ] || [ ! -O "$r_tmp" ] || rm -rf "$r_tmp"
 	rm -f "$file"
 	qmp_sock=$saved_qmp
 	return 0

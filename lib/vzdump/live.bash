@@ -291,9 +291,17 @@ finish_live_copy() {
 	wait_writer
 }
 
-# Waits for the writer to end; fails with its own last words.
+# Waits for the writer to end; fails with its own last words. Once the copy is over it only
+# has to finish the archive: a writer still running after WRITER_WAIT seconds (held up by
+# anything at all) is stopped, and the backup fails saying so, instead of holding the VM's and
+# the job's locks for ever.
 wait_writer() {
 	local rc=0
+	if ! wait_until -i 0.2 "$WRITER_WAIT" proc_ended "$writer_pid"; then
+		stop_writer
+		forward_writer_log
+		fail "vma-create did not finish the archive within $WRITER_WAIT s after the copy ended - stopped it"
+	fi
 	reap "$writer_pid" || rc=$?
 	writer_pid=
 	forward_writer_log
@@ -312,7 +320,6 @@ writer_last_words() { # EXIT-STATUS
 
 stop_writer() {
 	[ -n "$writer_pid" ] || return 0
-	kill -TERM "$writer_pid" 2>/dev/null || true
-	reap "$writer_pid" || true
+	stop_child "$writer_pid" || true
 	writer_pid=
 }

@@ -303,8 +303,7 @@ offline_copy() {
 stop_nbd() {
 	local pid
 	for pid in "${nbd_pids[@]}"; do
-		kill -TERM "$pid" 2>/dev/null || true
-		reap "$pid" || true
+		stop_child "$pid" || true
 	done
 	nbd_pids=()
 }

@@ -52,10 +52,11 @@ option_source=
 # error, as a bad option is.
 QMP_TIMEOUT=10 # seconds for one QMP command
 FREEZE_MAX=10  # the longest the guest may stay frozen (gafreeze's watchdog thaws it then)
+WRITER_WAIT=3600 # the longest the writer may take to finish the archive once the copy is over
 read_environment() {
 	local name value
 	option_source=environment
-	for name in VZDUMP_QMP_TIMEOUT VZDUMP_FREEZE_MAX VZDUMP_STOPWAIT_SECONDS; do
+	for name in VZDUMP_QMP_TIMEOUT VZDUMP_FREEZE_MAX VZDUMP_STOPWAIT_SECONDS VZDUMP_WRITER_WAIT; do
 		value=${!name-}
 		if [ -n "$value" ] && ! [[ $value =~ ^[0-9]{1,6}$ && $value =~ [1-9] ]]; then
 			die_usage "$name must be a whole number of seconds from 1 to 999999, not '$value'"
@@ -64,6 +65,7 @@ read_environment() {
 	option_source=
 	QMP_TIMEOUT=$((10#${VZDUMP_QMP_TIMEOUT:-10}))
 	FREEZE_MAX=$((10#${VZDUMP_FREEZE_MAX:-10}))
+	WRITER_WAIT=$((10#${VZDUMP_WRITER_WAIT:-3600}))
 }
 
 # The options that take a value (as --name value or --name=value).
@@ -145,6 +147,11 @@ parse_options() {
 }
 
 set_option() { # NAME VALUE
+	case $1 in
+	--dumpdir | --tmpdir | --confdir | --rundir | --statedir)
+		[ -n "$2" ] || die_usage "$1 needs a folder, not ''"
+		;;
+	esac
 	case $1 in
 	--dumpdir) opt_dumpdir=$2 ;;
 	--tmpdir) opt_tmpdir=$2 ;;
@@ -332,36 +339,46 @@ expand_notes() { # TEMPLATE
 
 # /etc/vzdump.conf (or $VZDUMP_CONF): defaults in vzdump's `key: value` syntax, the keys being
 # the option names without dashes; read before the command line, which therefore wins. As
-# vzdump does, a key it does not know is a warning; a bad value is an error. Its exclude
-# applies to --all only (as a command-line --exclude, it would conflict with a VMID list).
+# vzdump does, a key it does not know is a warning, and of a key given twice the last value
+# counts; a bad value is an error. Its exclude applies to --all only (as a command-line
+# --exclude, it would conflict with a VMID list). One awk pass (conf.awk) reads the lines, so
+# that a long file costs no shell loop; one larger than CONF_MAX_BYTES is refused.
 vzdump_conf=${VZDUMP_CONF:-/etc/vzdump.conf}
+CONF_MAX_BYTES=1048576
+CONF_AWK=${BASH_SOURCE[0]%/*}/conf.awk
 conf_warnings=()
 read_vzdump_conf() {
-	local file=$vzdump_conf line key value n=0
+	local file=$vzdump_conf records kind n key value size
 	[ -e "$file" ] || return 0
 	option_source=$file
 	if [ ! -f "$file" ] || [ ! -r "$file" ]; then
 		die_usage "cannot read the file"
 	fi
-	while IFS= read -r line || [ -n "$line" ]; do
-		n=$((n + 1))
-		line=${line#"${line%%[! $'\t']*}"}
-		line=${line%"${line##*[! $'\t'$'\r']}"}
-		case $line in '' | '#'*) continue ;; esac
+	size=$(stat -L -c %s -- "$file") || die_usage "cannot read the file"
+	if [ "$size" -gt "$CONF_MAX_BYTES" ]; then
+		die_usage "$size bytes; a vzdump.conf may have at most $CONF_MAX_BYTES (1 MiB)"
+	fi
+	# (NUL bytes dropped first, as bash's read would: a command substitution warns of them.)
+	records=$(tr -d '\000' <"$file" | awk -v known="${VALUE_OPTIONS//--/}" -f "$CONF_AWK") ||
+		die_usage "cannot read the file"
+	while IFS=$'\t' read -r kind n key value; do
 		option_source="$file line $n"
-		if ! [[ $line =~ ^([^[:space:]:]+):[[:space:]]*(.*)$ ]]; then
-			conf_warnings+=("$option_source: ignoring '$line' (not 'key: value')")
-			continue
-		fi
-		key=${BASH_REMATCH[1]}
-		value=${BASH_REMATCH[2]}
-		case $key in
-		exclude) conf_exclude=$(parse_vmid_list "$value") || exit 2 ;;
-		*)
-			set_option "--$key" "$value" ||
-				conf_warnings+=("$option_source: ignoring unknown or unsupported key '$key'")
+		case $kind in
+		W)
+			if [ "$key" = line ]; then
+				conf_warnings+=("$option_source: ignoring '$value' (not 'key: value')")
+			else
+				conf_warnings+=("$option_source: ignoring unknown or unsupported key '$value'")
+			fi
+			;;
+		M) conf_warnings+=("$file: and $n more lines ignored") ;;
+		K)
+			case $key in
+			exclude) conf_exclude=$(parse_vmid_list "$value") || exit 2 ;;
+			*) set_option "--$key" "$value" ;;
+			esac
 			;;
 		esac
-	done <"$file"
+	done <<<"$records"
 	option_source=
 }

@@ -7,7 +7,7 @@
 # from cron with PATH=/usr/bin:/bin still finds /usr/local/bin/qmpctl), then on PATH. gafreeze
 # runs qmpctl by name, so the folder goes onto PATH rather than into variables.
 # (find_tools runs before the options are read, which may need vzdump-prune; check_tools after.)
-OUR_TOOLS=(qmpctl gafreeze vma-create vzdump-prune)
+OUR_TOOLS=(qmpctl gafreeze vma-create vzdump-prune vzdump-put)
 find_tools() {
 	if [ -x "$SELF_DIR/qmpctl" ] && [ -f "$SELF_DIR/qmpctl" ]; then
 		PATH=$SELF_DIR:$PATH
@@ -97,6 +97,20 @@ proc_alive() { # PID START
 }
 
 proc_gone() { ! proc_alive "$@"; }
+
+# SIGTERM to our child PID, SIGKILL if it has not ended after 10 s (a hook that traps TERM, a
+# writer stuck on a hung NFS mount), then its status: an exit handler never waits for ever
+# while it holds the locks.
+stop_child() { # PID
+	kill -TERM "$1" 2>/dev/null || true
+	wait_until -i 0.1 10 proc_ended "$1" || kill -KILL "$1" 2>/dev/null || true
+	reap "$1"
+}
+
+# Our child PID has ended (bash reaps it at once and keeps its status for reap).
+proc_ended() { # PID
+	! kill -0 "$1" 2>/dev/null
+}
 
 # SIGTERM, then SIGKILL after 5 s, to a process that is not our child.
 stop_process() { # PID START
