@@ -361,3 +361,19 @@ print(s.recv(18))' "$SOCK"
 	assert_equal "$CODE" 1
 	assert_equal "$(cat server.err)" "vma-create: drive-scsi0: the client disconnected with 65536 of 65536 bytes not written"
 }
+
+@test "vma-create --listen: a client still connected once the archive is complete is disconnected after --idle-timeout" {
+	random_file d.raw 65536
+	BOUND=60 serve --idle-timeout 1 drive-scsi0=65536
+	# writes everything, then keeps the connection open, as a client that never hangs up
+	timeout 60 "$VZ_PYTHON" -m nbd -u "$(uri drive-scsi0)" -c 'h.pwrite(open("d.raw", "rb").read(), 0)' \
+		-c 'open("written", "w").close()' -c 'import time; time.sleep(30)' 3>&- &
+	CLIENTS=$!
+	server_result
+	assert_equal "$CODE" 0
+	[ -e written ] || fail "the client did not write"
+	assert_equal "$(cat server.err)" "vma-create: the archive is complete; disconnected 1 client(s) still connected after 1 s"
+	vma_check --strict out.vma
+	vma-extract out.vma x
+	assert_equal "$(sha x/disk-drive-scsi0.raw)" "$(sha d.raw)"
+}

@@ -88,7 +88,8 @@ struct server {
 	 * leaves early fails the run (ops->closed), so a second one would have nothing to do. */
 	bool claimed[MAX_CLIENTS];
 	int nclaimed, ntransmission;
-	int64_t last_activity; /* any client's last step, for the wait for a client */
+	int64_t last_activity;  /* any client's last step, for the wait for a client */
+	int64_t complete_since; /* when the archive had all its data (0: not yet) */
 	bool failed, timed_out;
 	char *err;
 	size_t errlen;
@@ -477,6 +478,8 @@ static deadline_t next_deadline(const struct server *s, int listen_fd)
 	}
 	if (waiting_for_client(s, listen_fd))
 		d = deadline_min(d, after(s->last_activity, s->timeouts->idle_ms));
+	if (s->complete_since)
+		d = deadline_min(d, after(s->complete_since, s->timeouts->idle_ms));
 	return d;
 }
 
@@ -569,6 +572,19 @@ int nbd_serve(int listen_fd, int client_fd, const struct nbd_export *exports, in
 		for (int i = s.nconns - 1; i >= 0 && !s.failed && ops->complete(ctx); i--)
 			if (s.conns[i].state != TRANSMISSION)
 				close_conn(&s, i, false);
+		/* The clients still connected then get the idle timeout to hang up, and are
+		 * disconnected after it: no client can hold the end of a complete archive. */
+		if (!s.failed && listen_fd >= 0 && s.nconns > 0 && ops->complete(ctx)) {
+			if (!s.complete_since) {
+				s.complete_since = monotonic_ms();
+			} else if (deadline_passed(after(s.complete_since, timeouts->idle_ms))) {
+				warnx("the archive is complete; disconnected %d client(s) still "
+				      "connected after %g s",
+				      s.nconns, timeouts->idle_ms / 1000.0);
+				while (s.nconns > 0)
+					close_conn(&s, s.nconns - 1, false);
+			}
+		}
 	}
 	while (s.nconns > 0)
 		close_conn(&s, s.nconns - 1, false);
