@@ -171,6 +171,11 @@ END
 		printf 'owner 999999 1\nqmp %s\ntmp %s\n%s\n' "$W/run/100.qmp" "$W/tmp/vzdumptmp.ABC123" \
 			"$1" >"$W/state/100.state"
 	}
+	# --cleanup of a state file with RECORD, by the job's own folders.
+	cleanup_forged() { # RECORD
+		forge "$1"
+		run --separate-stderr "$TOP/vzdump.sh" --cleanup --rundir "$W/run" --tmpdir "$W/tmp" --dumpdir "$W/dump" 100
+	}
 	untouched() { # RECORD
 		[ -d "$W/tmp/keep" ] && [ -d "$W/elsewhere/vzdumptmp.abcdef" ] || fail "a folder was removed ($1)"
 		[ -f "$W/elsewhere/vzdump-qemu-100-2026_01_01-00_00_00.dat" ] || fail "a file was removed ($1)"
@@ -194,8 +199,7 @@ END
 		"(rm): unknown record"
 	)
 	for r in "${!records[@]}"; do
-		forge "${records[r]}"
-		run --separate-stderr "$TOP/vzdump.sh" --cleanup --rundir "$W/run" --tmpdir "$W/tmp" --dumpdir "$W/dump" 100
+		cleanup_forged "${records[r]}"
 		[ "$status" = 1 ] || fail "${records[r]}: exit $status: $stderr"
 		assert_equal "$stderr" "ERROR: the state file $W/state/100.state is refused, nothing was done: line 4 ${whys[r]} - remove the file once the VM is checked"
 		untouched "${records[r]}"
@@ -226,8 +230,7 @@ END
 		"(dat): not a .dat of VM 100 in the dump folder $W/dump"
 	)
 	for r in "${!records[@]}"; do
-		forge "${records[r]}"
-		run --separate-stderr "$TOP/vzdump.sh" --cleanup --rundir "$W/run" --tmpdir "$W/tmp" --dumpdir "$W/dump" 100
+		cleanup_forged "${records[r]}"
 		[ "$status" = 0 ] || fail "${records[r]}: exit $status: $stderr"
 		assert_equal "${stderr_lines[0]}" "WARN: the state file $W/state/100.state, line 4 ${whys[r]} - left alone"
 		untouched "${records[r]}"
@@ -237,9 +240,9 @@ END
 	# one): its own leftovers are cleaned up.
 	for dat in vzdump-qemu-100-2026_01_01-00_00_00.dat vzdump-qemu-100-2026_01_01-00_00_00.vma.dat; do
 		mkdir -m 0700 "$W/tmp/vzdumptmp.ABC123"
-		forge "dat $W/dump/$dat"
 		: >"$W/dump/$dat"
-		run --separate-stderr -0 "$TOP/vzdump.sh" --cleanup --rundir "$W/run" --tmpdir "$W/tmp" --dumpdir "$W/dump" 100
+		cleanup_forged "dat $W/dump/$dat"
+		assert_equal "$status" 0
 		[ ! -e "$W/tmp/vzdumptmp.ABC123" ] && [ ! -e "$W/dump/$dat" ] &&
 			[ ! -e "$W/state/100.state" ] || fail "a real state file was not recovered: $stderr"
 	done
