@@ -203,6 +203,10 @@ static int cluster_is_hole(struct hole_map *m, uint64_t k, bool *hole)
 	return 0;
 }
 
+/* Data is read in pieces of this many clusters, each committed at once: the writer's zero test
+ * then finds it still in the CPU's cache (read per extent, 3.7 MiB, it would not be). */
+#define READ_CLUSTERS 4
+
 /* Copies one device: runs of data clusters are read straight into the archive's extent buffer,
  * clusters inside holes are recorded as zero without reading. Returns 0, -1 for a source
  * error, -2 for a writer error. */
@@ -215,14 +219,16 @@ static int copy_device(struct vma_writer *w, int dev_id, struct source *src,
 	for (uint64_t c = 0; c < clusters;) {
 		if (cluster_is_hole(&map, c, &hole) < 0)
 			return -1;
-		if (hole) {
-			if (vma_writer_put_zero(w, dev_id, c) < 0)
-				return -2;
-			c++;
+		if (hole) { /* the whole hole, then one progress update */
+			do {
+				if (vma_writer_put_zero(w, dev_id, c) < 0)
+					return -2;
+				if (++c < clusters && cluster_is_hole(&map, c, &hole) < 0)
+					return -1;
+			} while (c < clusters && hole);
 		} else {
-			unsigned n = clusters - c < VMA_ENTRIES_PER_EXTENT
-				? (unsigned)(clusters - c)
-				: VMA_ENTRIES_PER_EXTENT;
+			unsigned n = clusters - c < READ_CLUSTERS ? (unsigned)(clusters - c)
+								  : READ_CLUSTERS;
 			uint8_t *buf = vma_writer_reserve(w, &n);
 			if (!buf)
 				return -2;
