@@ -1,6 +1,7 @@
 /* Output stream with in-process compression. The archive writer hands whole extents here; the
  * compressors run their own worker threads, so compression overlaps with reading. */
 #include <errno.h>
+#include <fcntl.h>
 #include <lzma.h>
 #include <poll.h>
 #include <stdarg.h>
@@ -14,6 +15,9 @@
 #include "sink.h"
 
 #define OUTBUF_SIZE (1 << 20)
+/* Direct I/O needs buffers at this alignment and lengths in whole sectors. */
+#define DIRECT_ALIGN 4096u
+#define SECTOR 512u
 #define ZSTD_JOB_SIZE (2 << 20)
 #define XZ_BLOCK_SIZE (4 << 20)
 
@@ -25,6 +29,7 @@ struct sink {
 	uint8_t *outbuf;
 	size_t outbuf_used; /* uncompressed output collected, so small writes go out together */
 	uint64_t bytes_in, bytes_out;
+	bool direct; /* fd has O_DIRECT set (sink_write_direct) */
 	char err[256];
 };
 
@@ -57,12 +62,53 @@ int write_all(int fd, const void *buf, size_t len)
 	return 0;
 }
 
+/* Back to writes through the page cache: for a write direct I/O cannot take. */
+static void drop_direct(struct sink *s)
+{
+	int flags = fcntl(s->fd, F_GETFL);
+	if (flags >= 0)
+		fcntl(s->fd, F_SETFL, flags & ~O_DIRECT);
+	s->direct = false;
+}
+
 static int emit(struct sink *s, const void *buf, size_t len)
 {
-	if (write_all(s->fd, buf, len) < 0)
-		return fail(s, "write failed: %s", strerror(errno));
+	if (s->direct && (((uintptr_t)buf % DIRECT_ALIGN) || len % SECTOR))
+		drop_direct(s);
+	const char *p = buf;
+	size_t left = len;
+	while (left > 0) {
+		ssize_t n = write(s->fd, p, left);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0 && errno == EINVAL && s->direct) {
+			/* The file system wants another alignment (a 4 KiB sector, say). */
+			drop_direct(s);
+			continue;
+		}
+		if (n < 0 && errno == EAGAIN) {
+			struct pollfd pfd = {.fd = s->fd, .events = POLLOUT};
+			poll(&pfd, 1, -1);
+			continue;
+		}
+		if (n < 0)
+			return fail(s, "write failed: %s", strerror(errno));
+		p += n;
+		left -= (size_t)n;
+		/* A short write leaves the file at an offset direct I/O may not take. */
+		if (left && s->direct)
+			drop_direct(s);
+	}
 	s->bytes_out += len;
 	return 0;
+}
+
+void sink_write_direct(struct sink *s)
+{
+	int flags = fcntl(s->fd, F_GETFL);
+	/* Refused on some file systems (tmpfs on older kernels): then the page cache it is. */
+	if (flags >= 0 && fcntl(s->fd, F_SETFL, flags | O_DIRECT) == 0)
+		s->direct = true;
 }
 
 int sink_parse_codec(const char *spec, enum sink_codec *codec, int *level)
@@ -99,7 +145,8 @@ struct sink *sink_open(int fd, enum sink_codec codec, int level, int threads, ch
 	}
 	s->fd = fd;
 	s->codec = codec;
-	if (!(s->outbuf = malloc(OUTBUF_SIZE))) {
+	if (posix_memalign((void **)&s->outbuf, DIRECT_ALIGN, OUTBUF_SIZE) != 0) {
+		s->outbuf = NULL;
 		snprintf(errbuf, errlen, "out of memory");
 		goto bad;
 	}

@@ -317,9 +317,10 @@ slow_nbdkit() { # SOCKET PLUGIN-AND-ARGS...
 	random_file part 1M
 	dd if=part of=s.raw status=none
 	dd if=part of=s.raw bs=1M seek=8 status=none
-	vma-create --bwlimit 1024 -o a.vma drive-scsi0=s.raw 2>err 3>&- &
+	vma-create --bwlimit 256 -o a.vma drive-scsi0=s.raw 2>err 3>&- &
 	pid=$!
-	# the first MiB is read, then the rate limit holds vma-create for about a second
+	# the first MiB is read in four pieces, and after the last the rate limit holds
+	# vma-create for about a second
 	for ((i = 0; i < 200; i++)); do
 		rchar=$(sed -n 's/^rchar: //p' "/proc/$pid/io" 2>/dev/null) || break
 		[ "${rchar:-0}" -ge 1048576 ] && break
@@ -517,4 +518,27 @@ slow_nbdkit() { # SOCKET PLUGIN-AND-ARGS...
 	for i in 0 4 8 12; do dd if=chunk of=d.raw bs=64M seek=$i conv=notrunc status=none; done
 	/usr/bin/time -f '%M' -o rss vma-create -z zstd -T 2 drive-scsi0=d.raw >/dev/null
 	[ "$(cat rss)" -lt 65536 ] || fail "peak RSS $(cat rss) KiB"
+}
+
+@test "vma-create -o writes its archive with direct I/O, and the archive extracts to the same disk" {
+	# 1 MiB of data, 1 MiB of zeros and an odd tail: extents of every size
+	random_file disk.raw 1M
+	truncate -s $((2 * 1048576 + 3000)) disk.raw
+	printf 'tail' >>disk.raw
+	ASAN_OPTIONS=detect_leaks=0 strace -qq -e trace=fcntl -o trace vma-create -o a.vma drive-scsi0=disk.raw
+	grep -q 'F_SETFL, .*O_DIRECT' trace || fail "no O_DIRECT set: $(cat trace)"
+	vma_check --strict a.vma
+	run -0 vma-extract a.vma out
+	assert_equal "$(sha256sum <out/disk-drive-scsi0.raw)" "$(sha256sum <disk.raw)"
+}
+
+@test "vma-create never sets direct I/O on a descriptor it inherited: what follows in the file is written" {
+	random_file disk.raw 1M
+	{
+		vma-create drive-scsi0=disk.raw
+		printf 'after'
+	} >a.vma
+	assert_equal "$(tail -c 5 a.vma)" after
+	head -c -5 a.vma >b.vma
+	vma_check --strict b.vma
 }

@@ -403,6 +403,8 @@ int main(int argc, char **argv)
 		outfile_abort(&stats);
 		errx(EXIT_FAIL, "%s", why);
 	}
+	if (out.fd >= 0 && o.codec == SINK_PLAIN)
+		sink_write_direct(sink);
 
 	struct progress progress;
 	struct throttle throttle;
