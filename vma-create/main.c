@@ -203,10 +203,6 @@ static int cluster_is_hole(struct hole_map *m, uint64_t k, bool *hole)
 	return 0;
 }
 
-/* Data is read in pieces of this many clusters, each committed at once: the writer's zero test
- * then finds it still in the CPU's cache (read per extent, 3.7 MiB, it would not be). */
-#define READ_CLUSTERS 4
-
 /* Copies one device: runs of data clusters are read straight into the archive's extent buffer,
  * clusters inside holes are recorded as zero without reading. Returns 0, -1 for a source
  * error, -2 for a writer error. */
@@ -227,8 +223,10 @@ static int copy_device(struct vma_writer *w, int dev_id, struct source *src,
 					return -1;
 			} while (c < clusters && hole);
 		} else {
-			unsigned n = clusters - c < READ_CLUSTERS ? (unsigned)(clusters - c)
-								  : READ_CLUSTERS;
+			/* Each piece is committed at once: the writer's zero test then finds a
+			 * file's data still in the CPU's cache. */
+			unsigned n = clusters - c < src->read_clusters ? (unsigned)(clusters - c)
+								       : src->read_clusters;
 			uint8_t *buf = vma_writer_reserve(w, &n);
 			if (!buf)
 				return -2;

@@ -12,6 +12,7 @@
 #include "deadline.h"
 #include "exitcode.h"
 #include "source.h"
+#include "vma.h"
 #include "xalloc.h"
 
 #define STATUS_SPAN (1ull << 30) /* ask block status for up to 1 GiB at a time */
@@ -259,6 +260,7 @@ struct source *source_open_nbd(const char *uri, const struct source_timeouts *ti
 		n->request = (size_t)maximum;
 	n->s.spec = uri;
 	n->s.size = (uint64_t)size;
+	n->s.read_clusters = VMA_ENTRIES_PER_EXTENT;
 	n->s.extent = nbd_extent;
 	n->s.read = nbd_read;
 	n->s.close = nbd_source_close;
