@@ -1,6 +1,7 @@
 /* Shared libraries that only some runs need (libnbd for an NBD source, libedit for qmpctl's
- * prompt), loaded with dlopen(3) when first needed instead of by the dynamic linker at every
- * start: each maps and relocates its own dependencies (libnbd: gnutls, libxml2, icu, ...).
+ * prompt, the compression libraries for a compressed archive: codecs.h), loaded with
+ * dlopen(3) when first needed instead of by the dynamic linker at every start: each maps and
+ * relocates its own dependencies (libnbd: gnutls, libxml2, icu, ...).
  *
  * A caller lists the functions it uses once, as an X-macro, and gets a table of pointers typed
  * from the library's own header, so the compiler still checks every call:

@@ -32,16 +32,14 @@ setup() {
 	[ ! -e "$B/bin" ] || fail "$(ls "$B/bin")"
 }
 
-@test "the tools do not map at start-up the libraries only one mode needs (libnbd, libedit)" {
-	# libnbd (with gnutls, libxml2, icu, libstdc++) for vma-create's NBD sources and libedit
-	# (with libtinfo, libbsd) for qmpctl's prompt are loaded with dlopen when used.
+@test "the tools do not map at start-up the libraries only one mode needs (libnbd, libedit, codecs)" {
+	# libnbd (with gnutls, libxml2, icu, libstdc++) for vma-create's NBD sources, libedit (with
+	# libtinfo, libbsd) for qmpctl's prompt, libzstd, liblzma and zlib for compressed archives
+	# are loaded with dlopen when used.
 	for t in qmpctl gafreeze vma-create vma-extract vzdump-prune vzdump-put; do
 		run -0 ldd "$VZ_BIN/$t"
-		refute_output --partial libnbd
-		refute_output --partial libgnutls
-		refute_output --partial libxml2
-		refute_output --partial libstdc++
-		refute_output --partial libedit
-		refute_output --partial libtinfo
+		for lib in libnbd libgnutls libxml2 libstdc++ libedit libtinfo libzstd liblzma libz.so; do
+			refute_output --partial "$lib"
+		done
 	done
 }

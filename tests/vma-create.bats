@@ -135,6 +135,25 @@ teardown() {
 	assert_equal "$(head -c 4 none.vma)" "VMA"
 }
 
+@test "vma-create loads a codec's library only when -z chooses it: when it cannot, exit 1 before writing" {
+	random_file d.raw 69632
+	mkdir broken
+	: >broken/libzstd.so.1
+	: >broken/liblzma.so.5
+	for codec in zstd:5 xz; do
+		lib=libzstd.so.1
+		[ "$codec" = xz ] && lib=liblzma.so.5
+		run --separate-stderr env LD_LIBRARY_PATH="$PWD/broken" vma-create -z "$codec" -o a.vma drive-scsi0=d.raw
+		assert_failure 1
+		assert_equal "$stderr" "vma-create: -z $codec: cannot load $lib: $PWD/broken/$lib: file too short"
+		[ ! -e a.vma ]
+	done
+	# Uncompressed, neither is needed.
+	LD_LIBRARY_PATH="$PWD/broken" roundtrip drive-scsi0=d.raw
+	LD_LIBRARY_PATH="$PWD/broken" vma-create -z none -o none.vma drive-scsi0=d.raw
+	vma_check --strict none.vma
+}
+
 @test "vma-create rejects an unknown codec or level as a usage error" {
 	random_file d.raw 100
 	for z in gzip zstd:0 zstd:23 xz:10 "zstd:" none:1; do
