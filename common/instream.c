@@ -1,13 +1,12 @@
 /* Decompressing reader. The codec is chosen by the first bytes, so a pipe works as well as a
- * file; concatenated frames/members are read as one stream, as the command-line tools do. */
+ * file; concatenated frames/members are read as one stream, as the command-line tools do. The
+ * codec's library is loaded then (codecs.h): a plain archive needs none. */
 #include <errno.h>
-#include <lzma.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
-#include <zlib.h>
 #ifdef FUZZING_BUILD_MODE_UNSAFE_FOR_PRODUCTION
 /* The fuzz targets' build (fuzz/README.md) ignores the checksums of zstd frames and xz blocks,
  * which a fuzzer cannot forge, so that mutated data gets decompressed and on to the reader.
@@ -17,8 +16,8 @@
 #else
 #define FUZZ_XZ_FLAGS 0
 #endif
-#include <zstd.h>
 
+#include "codecs.h"
 #include "instream.h"
 
 #define RAW_SIZE (1 << 20)
@@ -83,28 +82,35 @@ struct instream *instream_open(int fd, char *errbuf, size_t errlen)
 	}
 	const uint8_t *m = s->raw;
 	if (s->raw_len >= 4 && memcmp(m, "\x28\xb5\x2f\xfd", 4) == 0) {
+		if (codec_load_zstd(errbuf, errlen) < 0)
+			goto bad;
 		s->codec = CODEC_ZSTD;
-		if (!(s->zstd = ZSTD_createDCtx())) {
+		if (!(s->zstd = libzstd.ZSTD_createDCtx())) {
 			snprintf(errbuf, errlen, "cannot create zstd context");
 			goto bad;
 		}
 #ifdef FUZZING_BUILD_MODE_UNSAFE_FOR_PRODUCTION
-		ZSTD_DCtx_setParameter(s->zstd, ZSTD_d_forceIgnoreChecksum, ZSTD_d_ignoreChecksum);
+		libzstd.ZSTD_DCtx_setParameter(s->zstd, ZSTD_d_forceIgnoreChecksum,
+					       ZSTD_d_ignoreChecksum);
 #endif
 	} else if (s->raw_len >= 6 &&
 		   memcmp(m,
 			  "\xfd"
 			  "7zXZ\0",
 			  6) == 0) {
+		if (codec_load_lzma(errbuf, errlen) < 0)
+			goto bad;
 		s->codec = CODEC_XZ;
-		if (lzma_stream_decoder(&s->xz, UINT64_MAX, LZMA_CONCATENATED | FUZZ_XZ_FLAGS) !=
-		    LZMA_OK) {
+		if (liblzma.lzma_stream_decoder(&s->xz, UINT64_MAX,
+						LZMA_CONCATENATED | FUZZ_XZ_FLAGS) != LZMA_OK) {
 			snprintf(errbuf, errlen, "cannot start xz decoder");
 			goto bad;
 		}
 	} else if (s->raw_len >= 2 && m[0] == 0x1f && m[1] == 0x8b) {
+		if (codec_load_z(errbuf, errlen) < 0)
+			goto bad;
 		s->codec = CODEC_GZIP;
-		if (inflateInit2(&s->gz, 16 + MAX_WBITS) != Z_OK) {
+		if (codec_inflateInit2(&s->gz, 16 + MAX_WBITS) != Z_OK) {
 			snprintf(errbuf, errlen, "cannot start gzip decoder");
 			goto bad;
 		}
@@ -154,9 +160,10 @@ static ssize_t read_decoded(struct instream *s, uint8_t *buf, size_t len)
 		if (s->codec == CODEC_ZSTD) {
 			ZSTD_inBuffer zin = {in, in_avail, 0};
 			ZSTD_outBuffer zout = {buf + got, len - got, 0};
-			size_t r = ZSTD_decompressStream(s->zstd, &zout, &zin);
-			if (ZSTD_isError(r)) {
-				snprintf(s->err, sizeof(s->err), "zstd: %s", ZSTD_getErrorName(r));
+			size_t r = libzstd.ZSTD_decompressStream(s->zstd, &zout, &zin);
+			if (libzstd.ZSTD_isError(r)) {
+				snprintf(s->err, sizeof(s->err), "zstd: %s",
+					 libzstd.ZSTD_getErrorName(r));
 				return -1;
 			}
 			s->frame_open = r != 0;
@@ -167,7 +174,7 @@ static ssize_t read_decoded(struct instream *s, uint8_t *buf, size_t len)
 			s->xz.avail_in = in_avail;
 			s->xz.next_out = buf + got;
 			s->xz.avail_out = len - got;
-			lzma_ret r = lzma_code(&s->xz, s->raw_eof ? LZMA_FINISH : LZMA_RUN);
+			lzma_ret r = liblzma.lzma_code(&s->xz, s->raw_eof ? LZMA_FINISH : LZMA_RUN);
 			if (r != LZMA_OK && r != LZMA_STREAM_END) {
 				snprintf(s->err, sizeof(s->err),
 					 "xz: corrupt or truncated (liblzma error %d)", r);
@@ -181,7 +188,7 @@ static ssize_t read_decoded(struct instream *s, uint8_t *buf, size_t len)
 			s->gz.avail_in = (uInt)in_avail;
 			s->gz.next_out = buf + got;
 			s->gz.avail_out = (uInt)(len - got);
-			int r = inflate(&s->gz, Z_NO_FLUSH);
+			int r = libz.inflate(&s->gz, Z_NO_FLUSH);
 			if (r != Z_OK && r != Z_STREAM_END && r != Z_BUF_ERROR) {
 				snprintf(s->err, sizeof(s->err), "gzip: %s",
 					 s->gz.msg ? s->gz.msg : "corrupt data");
@@ -191,7 +198,8 @@ static ssize_t read_decoded(struct instream *s, uint8_t *buf, size_t len)
 			made = len - got - s->gz.avail_out;
 			s->frame_open = r != Z_STREAM_END;
 			if (r == Z_STREAM_END)
-				inflateReset(&s->gz); /* a following member continues the stream */
+				libz.inflateReset(
+					&s->gz); /* a following member continues the stream */
 		}
 		s->raw_pos += used;
 		s->delivered += made;
@@ -228,11 +236,12 @@ void instream_free(struct instream *s)
 {
 	if (!s)
 		return;
-	ZSTD_freeDCtx(s->zstd);
+	if (s->zstd)
+		libzstd.ZSTD_freeDCtx(s->zstd);
 	if (s->codec == CODEC_XZ)
-		lzma_end(&s->xz);
+		liblzma.lzma_end(&s->xz);
 	if (s->codec == CODEC_GZIP)
-		inflateEnd(&s->gz);
+		libz.inflateEnd(&s->gz);
 	free(s->raw);
 	free(s);
 }

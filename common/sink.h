@@ -27,8 +27,11 @@ uint64_t sink_bytes_in(const struct sink *s);
 uint64_t sink_bytes_out(const struct sink *s);
 void sink_free(struct sink *s);
 
-/* Parses "zstd", "zstd:LEVEL", "xz", "xz:LEVEL" or "none". Returns 0, or -1 when invalid. */
-int sink_parse_codec(const char *spec, enum sink_codec *codec, int *level);
+/* Parses "zstd", "zstd:LEVEL", "xz", "xz:LEVEL" or "none", and loads the codec's library.
+ * Returns 0, or -1: err is empty when spec is invalid, else says why the library cannot be
+ * loaded. */
+int sink_parse_codec(const char *spec, enum sink_codec *codec, int *level, char *err,
+		     size_t errlen);
 
 /* write(2) until everything is written; retries on EINTR and waits out EAGAIN. */
 int write_all(int fd, const void *buf, size_t len);

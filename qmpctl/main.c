@@ -471,13 +471,21 @@ int main(int argc, char **argv)
 		if (status != EXIT_OK)
 			goto out_nofds;
 	}
+	/* The prompt's line editor is loaded before QEMU is bothered. */
+	bool interactive = !cmds && !o.events && !o.waiting && o.nfds == 0;
+	char why[512];
+	if (interactive && interactive_load(why, sizeof(why)) < 0) {
+		warnx("%s", why);
+		status = EXIT_FAIL;
+		goto out_nofds;
+	}
 	st = o.agent ? qga_open(&q, o.socket, d) : qmp_open(&q, o.socket, d);
 	if (st != QMP_OK) {
 		warnx("%s: %s", o.socket, q.why);
 		status = status_to_exit(st);
 		goto out;
 	}
-	if (!cmds && !o.events && !o.waiting && o.nfds == 0) {
+	if (interactive) {
 		status = run_interactive(&q, o.agent, o.timeout,
 					 o.compact ? JSON_COMPACT : JSON_INDENT(4));
 		goto out;

@@ -484,6 +484,20 @@ start_qemu() { qemu_start_bare "$WD" "${DISK_ARGS[@]}"; }
 	assert_output $'_HiStOrY_V2_\nquery-status\nno-such-command\ncont\nquery-status'
 }
 
+@test "qmpctl loads libedit only for the prompt: when it cannot, the prompt fails (exit 1) before connecting" {
+	mkdir "$WD/lib"
+	: >"$WD/lib/libedit.so.2"
+	# On a terminal with no command: the prompt; the socket is never tried (that would be exit 3).
+	run script -qec "LD_LIBRARY_PATH='$WD/lib' qmpctl -s '$WD/missing.sock'" /dev/null
+	assert_failure 1
+	assert_equal "$(tr -d '\r' <<<"$output")" "qmpctl: cannot load libedit.so.2: $WD/lib/libedit.so.2: file too short"
+	# A command does not need it.
+	start_qemu
+	run --separate-stderr env LD_LIBRARY_PATH="$WD/lib" qmpctl -s "$SOCK" query-status
+	assert_success
+	assert_equal "$(jq -r .status <<<"$output")" prelaunch
+}
+
 @test "qmpctl removes the listening socket it made for --fd when QEMU never got it" {
 	run --separate-stderr qmpctl -s "$WD/missing.sock" -t 0.3 --fd nbd0=unix-listen:"$WD/nbd.sock" query-status
 	assert_failure 3

@@ -135,6 +135,25 @@ teardown() {
 	assert_equal "$(head -c 4 none.vma)" "VMA"
 }
 
+@test "vma-create loads a codec's library only when -z chooses it: when it cannot, exit 1 before writing" {
+	random_file d.raw 69632
+	mkdir broken
+	: >broken/libzstd.so.1
+	: >broken/liblzma.so.5
+	for codec in zstd:5 xz; do
+		lib=libzstd.so.1
+		[ "$codec" = xz ] && lib=liblzma.so.5
+		run --separate-stderr env LD_LIBRARY_PATH="$PWD/broken" vma-create -z "$codec" -o a.vma drive-scsi0=d.raw
+		assert_failure 1
+		assert_equal "$stderr" "vma-create: -z $codec: cannot load $lib: $PWD/broken/$lib: file too short"
+		[ ! -e a.vma ]
+	done
+	# Uncompressed, neither is needed.
+	LD_LIBRARY_PATH="$PWD/broken" roundtrip drive-scsi0=d.raw
+	LD_LIBRARY_PATH="$PWD/broken" vma-create -z none -o none.vma drive-scsi0=d.raw
+	vma_check --strict none.vma
+}
+
 @test "vma-create rejects an unknown codec or level as a usage error" {
 	random_file d.raw 100
 	for z in gzip zstd:0 zstd:23 xz:10 "zstd:" none:1; do
@@ -195,6 +214,29 @@ teardown() {
 	assert_failure 3
 	[[ $stderr == "vma-create: nbd+unix:///?socket=$PWD/nonexistent: "?* ]] || fail "$stderr"
 	[ ! -e a.vma ]
+}
+
+@test "vma-create loads libnbd only for an NBD source: when it cannot, an NBD source fails (exit 1), a file source works" {
+	random_file d.raw 69632
+	nbd_serve "$PWD/r.sock" raw d.raw
+	uri="nbd+unix:///?socket=$PWD/r.sock"
+	# A libnbd.so.0 that is not a library, then one that lacks libnbd's functions.
+	mkdir empty missing
+	: >empty/libnbd.so.0
+	ln -s "$(ldconfig -p | sed -n 's|.*libz\.so\.1 (libc6,x86-64) => ||p' | head -1)" missing/libnbd.so.0
+	run --separate-stderr env LD_LIBRARY_PATH="$PWD/empty" vma-create -o a.vma "drive-scsi0=$uri"
+	assert_failure 1
+	assert_output ''
+	assert_equal "$stderr" "vma-create: $uri: cannot load libnbd.so.0: $PWD/empty/libnbd.so.0: file too short"
+	run --separate-stderr env LD_LIBRARY_PATH="$PWD/missing" vma-create -o a.vma "drive-scsi0=$uri"
+	assert_failure 1
+	[[ $stderr == "vma-create: $uri: cannot load libnbd.so.0: "*"undefined symbol: nbd_"* ]] || fail "$stderr"
+	[ ! -e a.vma ]
+	# A file source never needs it; the NBD source works with the real library.
+	LD_LIBRARY_PATH="$PWD/empty" roundtrip drive-scsi0=d.raw
+	vma-create -o a.vma drive-scsi0=d.raw "drive-scsi1=$uri"
+	vma-extract a.vma out
+	assert_equal "$(sha out/disk-drive-scsi1.raw)" "$(sha d.raw)"
 }
 
 # An NBD server on SOCKET that accepts connections and never says a word (no greeting), until

@@ -122,6 +122,23 @@ restored drive-scsi1: 8388608 bytes to out/disk-drive-scsi1.raw"
 	run -0 vma-extract -t two.gz
 }
 
+@test "vma-extract loads a codec's library only for input that needs it: when it cannot, exit 1" {
+	make_archive
+	zstd -q -c base.vma >a.vma.zst
+	xz -1 -c base.vma >a.vma.xz
+	gzip -c base.vma >a.vma.gz
+	mkdir broken
+	for lib in libzstd.so.1 liblzma.so.5 libz.so.1; do : >"broken/$lib"; done
+	for f in a.vma.zst:libzstd.so.1 a.vma.xz:liblzma.so.5 a.vma.gz:libz.so.1; do
+		run --separate-stderr env LD_LIBRARY_PATH="$PWD/broken" vma-extract -t "${f%%:*}"
+		assert_failure 1
+		assert_equal "$stderr" "vma-extract: ${f%%:*}: cannot load ${f#*:}: $PWD/broken/${f#*:}: file too short"
+	done
+	# A plain archive needs none of them.
+	run -0 env LD_LIBRARY_PATH="$PWD/broken" vma-extract base.vma out
+	assert_equal "$(sha out/disk-drive-scsi1.raw)" "$(sha d1.raw)"
+}
+
 @test "vma-extract says to use lzop -dc for lzop input" {
 	make_archive
 	lzop -c base.vma >a.vma.lzo

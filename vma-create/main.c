@@ -305,6 +305,17 @@ static char *file_arg(char *arg, const char *option)
 	return arg;
 }
 
+/* -z: a bad codec is a usage error; its library that cannot be loaded, a failure. */
+static void parse_codec(const char *spec, struct options *o)
+{
+	char why[512];
+	if (sink_parse_codec(spec, &o->codec, &o->level, why, sizeof(why)) == 0)
+		return;
+	if (why[0] != '\0')
+		errx(EXIT_FAIL, "-z %s: %s", spec, why);
+	usage_error("invalid codec '%s': expected zstd[:1-22], xz[:1-9] or none", spec);
+}
+
 static void parse_options(int argc, char **argv, struct options *o)
 {
 	int ch;
@@ -329,10 +340,7 @@ static void parse_options(int argc, char **argv, struct options *o)
 			o->configs[o->nconfigs++] = file_arg(optarg, "-c");
 			break;
 		case 'z':
-			if (sink_parse_codec(optarg, &o->codec, &o->level) < 0)
-				usage_error("invalid codec '%s': expected zstd[:1-22], xz[:1-9] or "
-					    "none",
-					    optarg);
+			parse_codec(optarg, o);
 			break;
 		case 'T':
 			o->threads = (int)parse_number(optarg, "thread count", 1, 256);
