@@ -328,7 +328,8 @@ static int check_entry(struct vma_reader *r, uint64_t at, int dev_id, uint64_t c
 }
 
 /* The extent's 512-byte header, which started at `start`, is in r->extent already. */
-static int read_extent(struct vma_reader *r, uint64_t start, vma_cluster_fn fn, void *opaque)
+static int read_extent(struct vma_reader *r, uint64_t start, vma_cluster_fn fn, vma_extent_fn done,
+		       void *opaque)
 {
 	uint8_t *e = r->extent, digest[16];
 	/* Magic first (Proxmox checks the MD5 first): bytes that are no extent at all, such as
@@ -388,7 +389,7 @@ static int read_extent(struct vma_reader *r, uint64_t start, vma_cluster_fn fn, 
 		}
 		data += stored;
 	}
-	return 0;
+	return done ? done(opaque, r) : 0;
 }
 
 void vma_reader_cover_all(struct vma_reader *r)
@@ -397,7 +398,7 @@ void vma_reader_cover_all(struct vma_reader *r)
 		r->devs[id].check_coverage = r->devs[id].name != NULL;
 }
 
-int vma_reader_run(struct vma_reader *r, vma_cluster_fn fn, void *opaque)
+int vma_reader_run(struct vma_reader *r, vma_cluster_fn fn, vma_extent_fn done, void *opaque)
 {
 	for (;;) {
 		/* The stream ends exactly on an extent boundary, or it is truncated. */
@@ -411,7 +412,7 @@ int vma_reader_run(struct vma_reader *r, vma_cluster_fn fn, void *opaque)
 				       "archive truncated inside an extent header");
 		uint64_t start = r->offset;
 		r->offset += VMA_EXTENT_HEADER_SIZE;
-		int rc = read_extent(r, start, fn, opaque);
+		int rc = read_extent(r, start, fn, done, opaque);
 		if (rc)
 			return rc;
 	}
