@@ -1,18 +1,20 @@
 #!/bin/bash
 # Benchmarks of vma-create against baselines measured in the same run (issue figures):
-#   file    2 GiB of incompressible data in the page cache -> /dev/null, against cat
-#   sparse  a 16 GiB sparse file with 1 % data, against cat
-#   nbd     the 2 GiB file exported by qemu-nbd, against nbdcopy to null:
-#   zstd    -z zstd -T 2, against zstd -T2 compressing the same uncompressed VMA
+#   file         2 GiB of incompressible data in the page cache -> /dev/null, against cat
+#   sparse       a 16 GiB sparse file with 1 % data, against cat
+#   nbd          the 2 GiB file exported by qemu-nbd, against nbdcopy to null:
+#   zstd         -z zstd -T 2, against zstd -T2 compressing the same uncompressed VMA
 # One line per figure: both times (best of RUNS), the throughput ratio (baseline time / our
 # time: above 1 means faster), and both peak RSS values.
 #   VZ_BIN     folder of the built tools (default: build/cc/bin)
 #   BENCH_DIR  where the 2 GiB of test files go (default: a new folder under /var/tmp)
 #   RUNS       repetitions per side, the fastest counts (default: 3)
+#   FIGURES    the figures to measure (default: all of them, "file sparse nbd zstd")
 set -eu
 top=$(cd "$(dirname "$0")/.." && pwd)
 VZ_BIN=${VZ_BIN:-$top/build/cc/bin}
 RUNS=${RUNS:-3}
+FIGURES=${FIGURES:-file sparse nbd zstd}
 create=$VZ_BIN/vma-create
 [ -x "$create" ] || { echo "bench/vma.sh: $create: not built" >&2; exit 1; }
 dir=${BENCH_DIR:-$(mktemp -d /var/tmp/vma-bench.XXXXXX)}
@@ -33,47 +35,59 @@ best_of() {
 	done
 }
 
-report() { # NAME BASELINE-NAME: uses BASE_T BASE_RSS OUR_T OUR_RSS
-	printf '%-7s vma-create %7.3f s (peak RSS %6d KiB)   %-8s %7.3f s (peak RSS %6d KiB)   ratio %.2fx\n' \
-		"$1" "$OUR_T" "$OUR_RSS" "$2" "$BASE_T" "$BASE_RSS" "$(echo "scale=4; $BASE_T / $OUR_T" | bc)"
+report() { # NAME TOOL BASELINE-NAME [GOAL]: uses BASE_T BASE_RSS OUR_T OUR_RSS
+	printf '%-11s %-11s %7.3f s (peak RSS %6d KiB)   %-8s %7.3f s (peak RSS %6d KiB)   ratio %.2fx%s\n' \
+		"$1" "$2" "$OUR_T" "$OUR_RSS" "$3" "$BASE_T" "$BASE_RSS" \
+		"$(echo "scale=4; $BASE_T / $OUR_T" | bc)" "${4:+ (goal ${4}x)}"
 }
+
+wanted() { [[ " $FIGURES " == *" $1 "* ]]; }
 
 echo "bench/vma.sh: $(nproc) CPUs, files in $dir"
 head -c 2G /dev/urandom >"$dir/data.raw"
 cat "$dir/data.raw" >/dev/null # into the page cache
 
-best_of cat "$dir/data.raw"
-BASE_T=$BEST BASE_RSS=$RSS
-best_of "$create" drive-scsi0="$dir/data.raw"
-OUR_T=$BEST OUR_RSS=$RSS
-report file cat
+if wanted file; then
+	best_of cat "$dir/data.raw"
+	BASE_T=$BEST BASE_RSS=$RSS
+	best_of "$create" drive-scsi0="$dir/data.raw"
+	OUR_T=$BEST OUR_RSS=$RSS
+	report file vma-create cat
+fi
 
-truncate -s 16G "$dir/sparse.raw"
-# 1 % data: 164 MiB in 41 pieces of 4 MiB spread over the disk
-for ((i = 0; i < 41; i++)); do
-	dd if="$dir/data.raw" of="$dir/sparse.raw" bs=4M skip="$i" seek=$((i * 100)) count=1 \
-		conv=notrunc status=none
-done
-best_of cat "$dir/sparse.raw"
-BASE_T=$BEST BASE_RSS=$RSS
-best_of "$create" drive-scsi0="$dir/sparse.raw"
-OUR_T=$BEST OUR_RSS=$RSS
-report sparse cat
-rm -f "$dir/sparse.raw"
+if wanted sparse; then
+	truncate -s 16G "$dir/sparse.raw"
+	# 1 % data: 164 MiB in 41 pieces of 4 MiB spread over the disk
+	for ((i = 0; i < 41; i++)); do
+		dd if="$dir/data.raw" of="$dir/sparse.raw" bs=4M skip="$i" seek=$((i * 100)) count=1 \
+			conv=notrunc status=none
+	done
+	best_of cat "$dir/sparse.raw"
+	BASE_T=$BEST BASE_RSS=$RSS
+	best_of "$create" drive-scsi0="$dir/sparse.raw"
+	OUR_T=$BEST OUR_RSS=$RSS
+	report sparse vma-create cat
+	rm -f "$dir/sparse.raw"
+fi
 
-qemu-nbd --read-only --persistent --shared=8 --format=raw --socket="$dir/nbd.sock" \
-	--pid-file="$dir/nbd.pid" "$dir/data.raw" </dev/null >/dev/null 2>&1 &
-for ((i = 0; i < 100; i++)); do [ -S "$dir/nbd.sock" ] && break; sleep 0.05; done
-uri="nbd+unix:///?socket=$dir/nbd.sock"
-best_of nbdcopy "$uri" null:
-BASE_T=$BEST BASE_RSS=$RSS
-best_of "$create" drive-scsi0="$uri"
-OUR_T=$BEST OUR_RSS=$RSS
-report nbd nbdcopy
+if wanted nbd; then
+	qemu-nbd --read-only --persistent --shared=8 --format=raw --socket="$dir/nbd.sock" \
+		--pid-file="$dir/nbd.pid" "$dir/data.raw" </dev/null >/dev/null 2>&1 &
+	for ((i = 0; i < 100; i++)); do [ -S "$dir/nbd.sock" ] && break; sleep 0.05; done
+	uri="nbd+unix:///?socket=$dir/nbd.sock"
+	best_of nbdcopy "$uri" null:
+	BASE_T=$BEST BASE_RSS=$RSS
+	best_of "$create" drive-scsi0="$uri"
+	OUR_T=$BEST OUR_RSS=$RSS
+	report nbd vma-create nbdcopy
+fi
 
-"$create" drive-scsi0="$dir/data.raw" >"$dir/plain.vma"
-best_of zstd -q -T2 -c "$dir/plain.vma"
-BASE_T=$BEST BASE_RSS=$RSS
-best_of "$create" -z zstd -T 2 drive-scsi0="$dir/data.raw"
-OUR_T=$BEST OUR_RSS=$RSS
-report zstd "zstd -T2"
+if wanted zstd; then
+	"$create" drive-scsi0="$dir/data.raw" >"$dir/plain.vma"
+	best_of zstd -q -T2 -c "$dir/plain.vma"
+	BASE_T=$BEST BASE_RSS=$RSS
+	best_of "$create" -z zstd -T 2 drive-scsi0="$dir/data.raw"
+	OUR_T=$BEST OUR_RSS=$RSS
+	report zstd vma-create "zstd -T2"
+	rm -f "$dir/plain.vma"
+fi
