@@ -111,10 +111,11 @@ static int do_verify(const char *path, bool verbose)
 	return 0;
 }
 
-/* Blocks to be written, gathered over one extent and written when its last entry has been seen,
- * straight from the extent buffer: one pwritev per run of blocks that are adjacent in a disk,
- * each run made of the pieces that are adjacent in the buffer too. A disk backed up in order
- * thus takes one write per extent (up to 3.7 MiB) instead of one per 4 KiB block. */
+/* Blocks to be written, gathered over one part of an extent's data and written once the reader
+ * has handed over all of it, straight from the extent buffer: one pwritev per run of blocks
+ * that are adjacent in a disk, each run made of the pieces that are adjacent in the buffer too.
+ * A disk backed up in order thus takes one write per part (512 KiB) instead of one per 4 KiB
+ * block. A part holds at most an extent's blocks. */
 #define MAX_PIECES (VMA_ENTRIES_PER_EXTENT * VMA_BLOCKS_PER_CLUSTER)
 
 struct piece {
@@ -209,7 +210,8 @@ static int write_run(int fd, struct pending *p, const struct run *run)
 	return 0;
 }
 
-/* The end of an extent: its blocks are written before the next one overwrites them. */
+/* The end of a part: its blocks are written while they are in the CPU's cache, and before the
+ * next extent overwrites them. */
 static int write_pending(void *opaque, struct vma_reader *r)
 {
 	struct extraction *x = opaque;
