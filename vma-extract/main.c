@@ -153,7 +153,7 @@ struct extraction {
 };
 
 /* Adds the block of len bytes at data, for offset off of the disk dev_id, to that disk's last
- * run when it continues it, or starts a run. Every block of an extent fits. */
+ * run when it continues it, or starts a run. Every block of a part fits. */
 static void queue_block(struct pending *p, int dev_id, uint64_t off, const uint8_t *data,
 			size_t len)
 {
