@@ -2,6 +2,8 @@
 #include "cli.h"
 
 #include <err.h>
+#include <errno.h>
+#include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -58,4 +60,19 @@ int cli_getopt(int argc, char **argv, const char *short_opts, const struct optio
 	default:
 		return c;
 	}
+}
+
+bool parse_fd_number(const char *text, int *fd)
+{
+	char *end;
+	long v;
+
+	if (*text < '0' || *text > '9')
+		return false;
+	errno = 0;
+	v = strtol(text, &end, 10);
+	if (errno != 0 || *end != '\0' || v > INT_MAX)
+		return false;
+	*fd = (int)v;
+	return true;
 }

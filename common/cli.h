@@ -5,6 +5,7 @@
 #define VZ_CLI_H
 
 #include <getopt.h>
+#include <stdbool.h>
 
 #include "exitcode.h"
 
@@ -36,5 +37,8 @@ _Noreturn void list_options(int which, const char *short_opts, const struct opti
  * lists, and usage() after getopt's own message about an unknown option or a missing
  * argument. Returns the tool's own options and -1. */
 int cli_getopt(int argc, char **argv, const char *short_opts, const struct option *long_opts);
+
+/* A descriptor number: digits only, up to INT_MAX. False when TEXT is not one. */
+bool parse_fd_number(const char *text, int *fd);
 
 #endif

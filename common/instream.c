@@ -1,13 +1,12 @@
 /* Decompressing reader. The codec is chosen by the first bytes, so a pipe works as well as a
- * file; concatenated frames/members are read as one stream, as the command-line tools do. */
+ * file; concatenated frames/members are read as one stream, as the command-line tools do. The
+ * codec's library is loaded then (codecs.h): a plain archive needs none. */
 #include <errno.h>
-#include <lzma.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
-#include <zlib.h>
 #ifdef FUZZING_BUILD_MODE_UNSAFE_FOR_PRODUCTION
 /* The fuzz targets' build (fuzz/README.md) ignores the checksums of zstd frames and xz blocks,
  * which a fuzzer cannot forge, so that mutated data gets decompressed and on to the reader.
@@ -17,8 +16,8 @@
 #else
 #define FUZZ_XZ_FLAGS 0
 #endif
-#include <zstd.h>
 
+#include "codecs.h"
 #include "instream.h"
 
 #define RAW_SIZE (1 << 20)
@@ -39,23 +38,36 @@ struct instream {
 	char err[256];
 };
 
-static int fill_raw(struct instream *s)
+/* Plain input is buffered in small amounts: a large read gets what is buffered, then the rest
+ * straight from fd into its own buffer, without a copy (an extent's data: up to 3.7 MiB). */
+#define PLAIN_FILL (64 << 10)
+
+/* One read(2) of up to len bytes: their count (0 at the end of the input), or -1 with the
+ * message set. */
+static ssize_t read_some(struct instream *s, uint8_t *buf, size_t len)
+{
+	for (;;) {
+		ssize_t n = read(s->fd, buf, len);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			snprintf(s->err, sizeof(s->err), "read failed: %s", strerror(errno));
+		return n;
+	}
+}
+
+/* Refills the empty buffer with up to len bytes. */
+static int fill_raw(struct instream *s, size_t len)
 {
 	if (s->raw_pos < s->raw_len || s->raw_eof)
 		return 0;
-	for (;;) {
-		ssize_t n = read(s->fd, s->raw, RAW_SIZE);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0) {
-			snprintf(s->err, sizeof(s->err), "read failed: %s", strerror(errno));
-			return -1;
-		}
-		s->raw_pos = 0;
-		s->raw_len = (size_t)n;
-		s->raw_eof = n == 0;
-		return 0;
-	}
+	ssize_t n = read_some(s, s->raw, len);
+	if (n < 0)
+		return -1;
+	s->raw_pos = 0;
+	s->raw_len = (size_t)n;
+	s->raw_eof = n == 0;
+	return 0;
 }
 
 struct instream *instream_open(int fd, char *errbuf, size_t errlen)
@@ -83,28 +95,35 @@ struct instream *instream_open(int fd, char *errbuf, size_t errlen)
 	}
 	const uint8_t *m = s->raw;
 	if (s->raw_len >= 4 && memcmp(m, "\x28\xb5\x2f\xfd", 4) == 0) {
+		if (codec_load_zstd(errbuf, errlen) < 0)
+			goto bad;
 		s->codec = CODEC_ZSTD;
-		if (!(s->zstd = ZSTD_createDCtx())) {
+		if (!(s->zstd = libzstd.ZSTD_createDCtx())) {
 			snprintf(errbuf, errlen, "cannot create zstd context");
 			goto bad;
 		}
 #ifdef FUZZING_BUILD_MODE_UNSAFE_FOR_PRODUCTION
-		ZSTD_DCtx_setParameter(s->zstd, ZSTD_d_forceIgnoreChecksum, ZSTD_d_ignoreChecksum);
+		libzstd.ZSTD_DCtx_setParameter(s->zstd, ZSTD_d_forceIgnoreChecksum,
+					       ZSTD_d_ignoreChecksum);
 #endif
 	} else if (s->raw_len >= 6 &&
 		   memcmp(m,
 			  "\xfd"
 			  "7zXZ\0",
 			  6) == 0) {
+		if (codec_load_lzma(errbuf, errlen) < 0)
+			goto bad;
 		s->codec = CODEC_XZ;
-		if (lzma_stream_decoder(&s->xz, UINT64_MAX, LZMA_CONCATENATED | FUZZ_XZ_FLAGS) !=
-		    LZMA_OK) {
+		if (liblzma.lzma_stream_decoder(&s->xz, UINT64_MAX,
+						LZMA_CONCATENATED | FUZZ_XZ_FLAGS) != LZMA_OK) {
 			snprintf(errbuf, errlen, "cannot start xz decoder");
 			goto bad;
 		}
 	} else if (s->raw_len >= 2 && m[0] == 0x1f && m[1] == 0x8b) {
+		if (codec_load_z(errbuf, errlen) < 0)
+			goto bad;
 		s->codec = CODEC_GZIP;
-		if (inflateInit2(&s->gz, 16 + MAX_WBITS) != Z_OK) {
+		if (codec_inflateInit2(&s->gz, 16 + MAX_WBITS) != Z_OK) {
 			snprintf(errbuf, errlen, "cannot start gzip decoder");
 			goto bad;
 		}
@@ -124,7 +143,16 @@ static ssize_t read_plain(struct instream *s, uint8_t *buf, size_t len)
 {
 	size_t got = 0;
 	while (got < len) {
-		if (fill_raw(s) < 0)
+		if (s->raw_pos == s->raw_len && !s->raw_eof && len - got >= PLAIN_FILL) {
+			ssize_t n = read_some(s, buf + got, len - got);
+			if (n < 0)
+				return -1;
+			s->raw_eof = n == 0;
+			s->delivered += (size_t)n;
+			got += (size_t)n;
+			continue;
+		}
+		if (fill_raw(s, PLAIN_FILL) < 0)
 			return -1;
 		if (s->raw_eof)
 			break;
@@ -143,7 +171,7 @@ static ssize_t read_decoded(struct instream *s, uint8_t *buf, size_t len)
 {
 	size_t got = 0;
 	while (got < len) {
-		if (fill_raw(s) < 0)
+		if (fill_raw(s, RAW_SIZE) < 0)
 			return -1;
 		/* At the end of the input, a decoder may still hold output of an open frame. */
 		if (s->raw_eof && s->raw_pos == s->raw_len && !s->frame_open)
@@ -154,9 +182,10 @@ static ssize_t read_decoded(struct instream *s, uint8_t *buf, size_t len)
 		if (s->codec == CODEC_ZSTD) {
 			ZSTD_inBuffer zin = {in, in_avail, 0};
 			ZSTD_outBuffer zout = {buf + got, len - got, 0};
-			size_t r = ZSTD_decompressStream(s->zstd, &zout, &zin);
-			if (ZSTD_isError(r)) {
-				snprintf(s->err, sizeof(s->err), "zstd: %s", ZSTD_getErrorName(r));
+			size_t r = libzstd.ZSTD_decompressStream(s->zstd, &zout, &zin);
+			if (libzstd.ZSTD_isError(r)) {
+				snprintf(s->err, sizeof(s->err), "zstd: %s",
+					 libzstd.ZSTD_getErrorName(r));
 				return -1;
 			}
 			s->frame_open = r != 0;
@@ -167,7 +196,7 @@ static ssize_t read_decoded(struct instream *s, uint8_t *buf, size_t len)
 			s->xz.avail_in = in_avail;
 			s->xz.next_out = buf + got;
 			s->xz.avail_out = len - got;
-			lzma_ret r = lzma_code(&s->xz, s->raw_eof ? LZMA_FINISH : LZMA_RUN);
+			lzma_ret r = liblzma.lzma_code(&s->xz, s->raw_eof ? LZMA_FINISH : LZMA_RUN);
 			if (r != LZMA_OK && r != LZMA_STREAM_END) {
 				snprintf(s->err, sizeof(s->err),
 					 "xz: corrupt or truncated (liblzma error %d)", r);
@@ -181,7 +210,7 @@ static ssize_t read_decoded(struct instream *s, uint8_t *buf, size_t len)
 			s->gz.avail_in = (uInt)in_avail;
 			s->gz.next_out = buf + got;
 			s->gz.avail_out = (uInt)(len - got);
-			int r = inflate(&s->gz, Z_NO_FLUSH);
+			int r = libz.inflate(&s->gz, Z_NO_FLUSH);
 			if (r != Z_OK && r != Z_STREAM_END && r != Z_BUF_ERROR) {
 				snprintf(s->err, sizeof(s->err), "gzip: %s",
 					 s->gz.msg ? s->gz.msg : "corrupt data");
@@ -191,7 +220,8 @@ static ssize_t read_decoded(struct instream *s, uint8_t *buf, size_t len)
 			made = len - got - s->gz.avail_out;
 			s->frame_open = r != Z_STREAM_END;
 			if (r == Z_STREAM_END)
-				inflateReset(&s->gz); /* a following member continues the stream */
+				libz.inflateReset(
+					&s->gz); /* a following member continues the stream */
 		}
 		s->raw_pos += used;
 		s->delivered += made;
@@ -228,11 +258,12 @@ void instream_free(struct instream *s)
 {
 	if (!s)
 		return;
-	ZSTD_freeDCtx(s->zstd);
+	if (s->zstd)
+		libzstd.ZSTD_freeDCtx(s->zstd);
 	if (s->codec == CODEC_XZ)
-		lzma_end(&s->xz);
+		liblzma.lzma_end(&s->xz);
 	if (s->codec == CODEC_GZIP)
-		inflateEnd(&s->gz);
+		libz.inflateEnd(&s->gz);
 	free(s->raw);
 	free(s);
 }

@@ -1,7 +1,8 @@
 /* Output stream with in-process compression. The archive writer hands whole extents here; the
- * compressors run their own worker threads, so compression overlaps with reading. */
+ * compressors run their own worker threads, so compression overlaps with reading. The codec's
+ * library is loaded when it is chosen (codecs.h): a plain archive needs none. */
 #include <errno.h>
-#include <lzma.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -9,11 +10,14 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
-#include <zstd.h>
 
+#include "codecs.h"
 #include "sink.h"
 
 #define OUTBUF_SIZE (1 << 20)
+/* Direct I/O needs buffers at this alignment and lengths in whole sectors. */
+#define DIRECT_ALIGN 4096u
+#define SECTOR 512u
 #define ZSTD_JOB_SIZE (2 << 20)
 #define XZ_BLOCK_SIZE (4 << 20)
 
@@ -25,6 +29,7 @@ struct sink {
 	uint8_t *outbuf;
 	size_t outbuf_used; /* uncompressed output collected, so small writes go out together */
 	uint64_t bytes_in, bytes_out;
+	bool direct; /* fd has O_DIRECT set (sink_write_direct) */
 	char err[256];
 };
 
@@ -57,16 +62,68 @@ int write_all(int fd, const void *buf, size_t len)
 	return 0;
 }
 
+/* Back to writes through the page cache: for a write direct I/O cannot take. */
+static void drop_direct(struct sink *s)
+{
+	int flags = fcntl(s->fd, F_GETFL);
+	if (flags >= 0)
+		fcntl(s->fd, F_SETFL, flags & ~O_DIRECT);
+	s->direct = false;
+}
+
 static int emit(struct sink *s, const void *buf, size_t len)
 {
-	if (write_all(s->fd, buf, len) < 0)
-		return fail(s, "write failed: %s", strerror(errno));
+	if (s->direct && (((uintptr_t)buf % DIRECT_ALIGN) || len % SECTOR))
+		drop_direct(s);
+	const char *p = buf;
+	size_t left = len;
+	while (left > 0) {
+		ssize_t n = write(s->fd, p, left);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0 && errno == EINVAL && s->direct) {
+			/* The file system wants another alignment (a 4 KiB sector, say). */
+			drop_direct(s);
+			continue;
+		}
+		if (n < 0 && errno == EAGAIN) {
+			struct pollfd pfd = {.fd = s->fd, .events = POLLOUT};
+			poll(&pfd, 1, -1);
+			continue;
+		}
+		if (n < 0)
+			return fail(s, "write failed: %s", strerror(errno));
+		p += n;
+		left -= (size_t)n;
+		/* A short write leaves the file at an offset direct I/O may not take. */
+		if (left && s->direct)
+			drop_direct(s);
+	}
 	s->bytes_out += len;
 	return 0;
 }
 
-int sink_parse_codec(const char *spec, enum sink_codec *codec, int *level)
+void sink_write_direct(struct sink *s)
 {
+	int flags = fcntl(s->fd, F_GETFL);
+	/* Refused on some file systems (tmpfs on older kernels): then the page cache it is. */
+	if (flags >= 0 && fcntl(s->fd, F_SETFL, flags | O_DIRECT) == 0)
+		s->direct = true;
+}
+
+/* The codec's library (none for SINK_PLAIN): 0, or -1 with the reason in err. */
+static int load_codec(enum sink_codec codec, char *err, size_t errlen)
+{
+	if (codec == SINK_ZSTD)
+		return codec_load_zstd(err, errlen);
+	if (codec == SINK_XZ)
+		return codec_load_lzma(err, errlen);
+	return 0;
+}
+
+int sink_parse_codec(const char *spec, enum sink_codec *codec, int *level, char *err, size_t errlen)
+{
+	*err = '\0';
 	const char *colon = strchr(spec, ':');
 	size_t namelen = colon ? (size_t)(colon - spec) : strlen(spec);
 	*level = -1;
@@ -78,10 +135,13 @@ int sink_parse_codec(const char *spec, enum sink_codec *codec, int *level)
 		*codec = SINK_XZ;
 	else
 		return -1;
+	/* zstd's highest level is the library's to say. */
+	if (load_codec(*codec, err, errlen) < 0)
+		return -1;
 	if (colon) {
 		char *end;
 		long v = strtol(colon + 1, &end, 10);
-		int max = *codec == SINK_ZSTD ? ZSTD_maxCLevel() : 9;
+		int max = *codec == SINK_ZSTD ? libzstd.ZSTD_maxCLevel() : 9;
 		if (colon[1] == '\0' || *end || v < 1 || v > max)
 			return -1;
 		*level = (int)v;
@@ -98,29 +158,32 @@ struct sink *sink_open(int fd, enum sink_codec codec, int level, int threads, ch
 		return NULL;
 	}
 	s->fd = fd;
+	if (load_codec(codec, errbuf, errlen) < 0)
+		goto bad;
 	s->codec = codec;
-	if (!(s->outbuf = malloc(OUTBUF_SIZE))) {
+	if (posix_memalign((void **)&s->outbuf, DIRECT_ALIGN, OUTBUF_SIZE) != 0) {
+		s->outbuf = NULL;
 		snprintf(errbuf, errlen, "out of memory");
 		goto bad;
 	}
 	if (codec == SINK_ZSTD) {
-		s->zstd = ZSTD_createCCtx();
+		s->zstd = libzstd.ZSTD_createCCtx();
 		if (!s->zstd) {
 			snprintf(errbuf, errlen, "cannot create zstd context");
 			goto bad;
 		}
-		ZSTD_CCtx_setParameter(s->zstd, ZSTD_c_compressionLevel,
-				       level < 0 ? ZSTD_CLEVEL_DEFAULT : level);
-		ZSTD_CCtx_setParameter(s->zstd, ZSTD_c_checksumFlag, 1);
+		libzstd.ZSTD_CCtx_setParameter(s->zstd, ZSTD_c_compressionLevel,
+					       level < 0 ? ZSTD_CLEVEL_DEFAULT : level);
+		libzstd.ZSTD_CCtx_setParameter(s->zstd, ZSTD_c_checksumFlag, 1);
 		/* nbWorkers >= 1 moves compression to worker threads, even for one. */
-		size_t r = ZSTD_CCtx_setParameter(s->zstd, ZSTD_c_nbWorkers, threads);
-		if (ZSTD_isError(r)) {
-			snprintf(errbuf, errlen, "zstd threads: %s", ZSTD_getErrorName(r));
+		size_t r = libzstd.ZSTD_CCtx_setParameter(s->zstd, ZSTD_c_nbWorkers, threads);
+		if (libzstd.ZSTD_isError(r)) {
+			snprintf(errbuf, errlen, "zstd threads: %s", libzstd.ZSTD_getErrorName(r));
 			goto bad;
 		}
 		/* Each worker holds a few job-sized buffers; the default job (4 windows, 8 MiB at
 		 * level 3) would take the resident size far past 64 MiB. */
-		ZSTD_CCtx_setParameter(s->zstd, ZSTD_c_jobSize, ZSTD_JOB_SIZE);
+		libzstd.ZSTD_CCtx_setParameter(s->zstd, ZSTD_c_jobSize, ZSTD_JOB_SIZE);
 	} else if (codec == SINK_XZ) {
 		lzma_stream init = LZMA_STREAM_INIT;
 		lzma_mt mt = {
@@ -132,7 +195,7 @@ struct sink *sink_open(int fd, enum sink_codec codec, int level, int threads, ch
 			.block_size = XZ_BLOCK_SIZE,
 		};
 		s->xz = init;
-		lzma_ret r = lzma_stream_encoder_mt(&s->xz, &mt);
+		lzma_ret r = liblzma.lzma_stream_encoder_mt(&s->xz, &mt);
 		if (r != LZMA_OK) {
 			snprintf(errbuf, errlen, "cannot start xz encoder (liblzma error %d)", r);
 			goto bad;
@@ -149,9 +212,9 @@ static int zstd_run(struct sink *s, const void *buf, size_t len, ZSTD_EndDirecti
 	ZSTD_inBuffer in = {buf, len, 0};
 	for (;;) {
 		ZSTD_outBuffer out = {s->outbuf, OUTBUF_SIZE, 0};
-		size_t left = ZSTD_compressStream2(s->zstd, &out, &in, mode);
-		if (ZSTD_isError(left))
-			return fail(s, "zstd: %s", ZSTD_getErrorName(left));
+		size_t left = libzstd.ZSTD_compressStream2(s->zstd, &out, &in, mode);
+		if (libzstd.ZSTD_isError(left))
+			return fail(s, "zstd: %s", libzstd.ZSTD_getErrorName(left));
 		if (out.pos && emit(s, s->outbuf, out.pos) < 0)
 			return -1;
 		if (mode == ZSTD_e_end ? left == 0 : in.pos == in.size)
@@ -166,7 +229,7 @@ static int xz_run(struct sink *s, const void *buf, size_t len, lzma_action actio
 	for (;;) {
 		s->xz.next_out = s->outbuf;
 		s->xz.avail_out = OUTBUF_SIZE;
-		lzma_ret r = lzma_code(&s->xz, action);
+		lzma_ret r = liblzma.lzma_code(&s->xz, action);
 		if (r != LZMA_OK && r != LZMA_STREAM_END)
 			return fail(s, "xz: liblzma error %d", r);
 		size_t n = OUTBUF_SIZE - s->xz.avail_out;
@@ -232,9 +295,10 @@ void sink_free(struct sink *s)
 {
 	if (!s)
 		return;
-	ZSTD_freeCCtx(s->zstd);
+	if (s->zstd)
+		libzstd.ZSTD_freeCCtx(s->zstd);
 	if (s->codec == SINK_XZ)
-		lzma_end(&s->xz);
+		liblzma.lzma_end(&s->xz);
 	free(s->outbuf);
 	free(s);
 }

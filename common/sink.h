@@ -12,6 +12,12 @@ struct sink;
  * Returns NULL with a message in errbuf on failure. */
 struct sink *sink_open(int fd, enum sink_codec codec, int level, int threads, char *errbuf,
 		       size_t errlen);
+/* For a file the caller created for this output alone: written with direct I/O (O_DIRECT)
+ * from here on where the file system allows it, so that an archive of many GiB does not pass
+ * through the page cache (a copy per byte, then all of it written back at the final fsync).
+ * Writes direct I/O cannot take (compressed output, odd lengths) quietly go through the page
+ * cache instead. Never for an inherited descriptor: the flag is shared with its other users. */
+void sink_write_direct(struct sink *s);
 /* 0 on success, -1 with sink_error() set. */
 int sink_write(struct sink *s, const void *buf, size_t len);
 /* Ends the compressed stream and writes out everything pending; the fd stays open. */
@@ -21,8 +27,11 @@ uint64_t sink_bytes_in(const struct sink *s);
 uint64_t sink_bytes_out(const struct sink *s);
 void sink_free(struct sink *s);
 
-/* Parses "zstd", "zstd:LEVEL", "xz", "xz:LEVEL" or "none". Returns 0, or -1 when invalid. */
-int sink_parse_codec(const char *spec, enum sink_codec *codec, int *level);
+/* Parses "zstd", "zstd:LEVEL", "xz", "xz:LEVEL" or "none", and loads the codec's library.
+ * Returns 0, or -1: err is empty when spec is invalid, else says why the library cannot be
+ * loaded. */
+int sink_parse_codec(const char *spec, enum sink_codec *codec, int *level, char *err,
+		     size_t errlen);
 
 /* write(2) until everything is written; retries on EINTR and waits out EAGAIN. */
 int write_all(int fd, const void *buf, size_t len);

@@ -8,6 +8,7 @@
 #include <time.h>
 #include <uuid/uuid.h>
 
+#include "bigbuf.h"
 #include "bytes.h"
 #include "vma_writer.h"
 
@@ -65,7 +66,7 @@ struct vma_writer *vma_writer_new(void)
 	struct vma_writer *w = calloc(1, sizeof(*w));
 	if (!w)
 		return NULL;
-	w->extent = calloc(1, VMA_MAX_EXTENT_SIZE);
+	w->extent = bigbuf_alloc(VMA_MAX_EXTENT_SIZE);
 	if (!w->extent) {
 		free(w);
 		return NULL;
@@ -85,7 +86,7 @@ void vma_writer_free(struct vma_writer *w)
 		free(w->devs[i].name);
 		free(w->devs[i].seen);
 	}
-	free(w->extent);
+	bigbuf_free(w->extent, VMA_MAX_EXTENT_SIZE);
 	free(w);
 }
 

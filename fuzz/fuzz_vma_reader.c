@@ -23,7 +23,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		free(vma_listing(&r));
 		free(vma_listing_json(&r, why, sizeof(why)));
 		vma_reader_cover_all(&r);
-		if (vma_reader_run(&r, NULL, NULL) == 0)
+		if (vma_reader_run(&r, NULL, NULL, NULL) == 0)
 			free(vma_listing(&r));
 	}
 	vma_reader_close(&r);

@@ -17,6 +17,7 @@ int freeze_guest(struct agent *a, char **mounts, int nmounts, deadline_t ceiling
 
 	r->sent = false;
 	r->nfrozen = -1;
+	r->sent_ms = 0;
 	r->acked_ms = 0;
 	st = agent_status(a, ceiling, &status);
 	if (st != EXIT_OK) {
@@ -37,6 +38,7 @@ int freeze_guest(struct agent *a, char **mounts, int nmounts, deadline_t ceiling
 		cmd = "guest-fsfreeze-freeze-list";
 	}
 	r->sent = true;
+	r->sent_ms = monotonic_ms();
 	st = agent_call(a, cmd, args, ceiling, &ret);
 	if (st == EXIT_OK) {
 		r->acked_ms = monotonic_ms();

@@ -39,6 +39,7 @@ int agent_status(struct agent *a, deadline_t ceiling, const char **status);
 struct freeze_result {
 	bool sent;        /* a freeze request went out (so a thaw is owed) */
 	long nfrozen;     /* -1 when the freeze was only confirmed by a status poll */
+	int64_t sent_ms;  /* monotonic time the freeze request went out */
 	int64_t acked_ms; /* monotonic time the agent acknowledged */
 };
 /* Checks the status, freezes (the listed mountpoints, or all), and when the reply is late
@@ -55,6 +56,11 @@ struct thaw_result {
 int thaw_guest(struct agent *a, deadline_t ceiling, struct thaw_result *r);
 
 /* hold.c */
-int hold(struct agent *a, double max_seconds, bool json, char **argv);
+struct hold_options {
+	double max_seconds; /* --max */
+	bool json;
+	int sync_fd; /* --sync-fd: the command's end of the ready/go socket, or -1 */
+};
+int hold(struct agent *a, const struct hold_options *o, char **argv);
 
 #endif

@@ -9,6 +9,10 @@
  * over ('F'); from then on only the watchdog speaks, and it thaws when asked ('T'), when
  * --max passes, or when the pipe reaches end-of-file (only gafreeze holds the write end,
  * so that happens exactly when gafreeze is gone). Its report comes back on a second pipe.
+ *
+ * With --sync-fd the command is started first and the freeze waits for its "ready" on a
+ * socket (handshake.h); the "go" follows the freeze's acknowledgement, so that only the
+ * command's real work falls inside the frozen window, not its start-up and connecting.
  */
 #include <err.h>
 #include <errno.h>
@@ -19,10 +23,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/signalfd.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include "gafreeze.h"
+#include "handshake.h"
 #include "qga.h"
 
 #define MSG_HANDOVER 'F' /* the freeze is over (whatever its outcome): the socket is yours */
@@ -31,12 +37,14 @@
 
 /* Time the watchdog gives a gafreeze that is still freezing at --max before killing it. */
 #define HANDOVER_GRACE_MS 2000
+/* Time a command that was not let go has to leave, before SIGTERM and again before SIGKILL. */
+#define STOP_GRACE_MS 2000
 
 struct report {
 	char kind; /* 'R' answer to MSG_THAW, 'M' thawed on its own at --max */
 	int status;
 	long nthawed;
-	long long acked_ms;
+	long long started_ms, acked_ms; /* monotonic: the thaw began, the agent acknowledged it */
 };
 
 static deadline_t thaw_ceiling(const struct agent *a)
@@ -47,8 +55,8 @@ static deadline_t thaw_ceiling(const struct agent *a)
 static void send_report(int fd, const struct report *r)
 {
 	char line[128];
-	int n = snprintf(line, sizeof(line), "%c %d %ld %lld\n", r->kind, r->status, r->nthawed,
-			 r->acked_ms);
+	int n = snprintf(line, sizeof(line), "%c %d %ld %lld %lld\n", r->kind, r->status,
+			 r->nthawed, r->started_ms, r->acked_ms);
 
 	if (write(fd, line, (size_t)n) != n)
 		warn("watchdog: reporting to gafreeze");
@@ -59,6 +67,7 @@ static void watchdog_thaw(struct agent *a, struct report *r, char kind)
 	struct thaw_result tr;
 
 	/* The stream position is unknown (a freeze may still be in flight): resync first. */
+	r->started_ms = monotonic_ms();
 	qga_mark_unsynced(&a->q);
 	r->status = thaw_guest(a, thaw_ceiling(a), &tr);
 	r->nthawed = tr.nthawed;
@@ -155,7 +164,8 @@ static bool read_report(int fd, deadline_t d, struct report *r)
 			break;
 	}
 	line[len] = '\0';
-	return sscanf(line, "%c %d %ld %lld", &r->kind, &r->status, &r->nthawed, &r->acked_ms) == 4;
+	return sscanf(line, "%c %d %ld %lld %lld", &r->kind, &r->status, &r->nthawed,
+		      &r->started_ms, &r->acked_ms) == 5;
 }
 
 struct holder {
@@ -169,11 +179,14 @@ struct holder {
 static void request_thaw(struct holder *h)
 {
 	char msg = MSG_THAW;
+	long long asked;
 
 	if (h->thawed)
 		return;
+	asked = monotonic_ms();
 	if (write(h->to_wd, &msg, 1) == 1 &&
 	    read_report(h->from_wd, deadline_in(h->a->timeout * CEILING_FACTOR + 5), &h->thaw)) {
+		h->thaw.started_ms = asked; /* the hop to the watchdog is part of the thaw */
 		h->thawed = true;
 		return;
 	}
@@ -181,6 +194,7 @@ static void request_thaw(struct holder *h)
 	{
 		struct thaw_result tr;
 
+		h->thaw.started_ms = monotonic_ms();
 		qga_mark_unsynced(&h->a->q);
 		h->thaw.status = thaw_guest(h->a, thaw_ceiling(h->a), &tr);
 		h->thaw.nthawed = tr.nthawed;
@@ -200,13 +214,20 @@ static void finish_watchdog(struct holder *h, pid_t wd)
 		;
 }
 
-static pid_t start_command(char **argv, const sigset_t *old_mask)
+/* Forks COMMAND with the signal mask it had; with SYNC >= 0, the socket CHILD_END is its
+ * descriptor SYNC (and nothing else of ours is: the rest is close-on-exec). */
+static pid_t start_command(char **argv, const sigset_t *old_mask, int child_end, int sync)
 {
 	pid_t pid = fork();
 
 	if (pid == 0) {
 		sigprocmask(SIG_SETMASK, old_mask, NULL);
 		signal(SIGPIPE, SIG_DFL);
+		if (sync >= 0 &&
+		    (child_end == sync ? fcntl(sync, F_SETFD, 0) : dup2(child_end, sync)) < 0) {
+			warn("--sync-fd %d", sync);
+			_exit(126);
+		}
 		execvp(argv[0], argv);
 		warn("%s", argv[0]);
 		_exit(errno == ENOENT ? 127 : 126);
@@ -225,15 +246,126 @@ static int status_of(int wstatus)
 	return 1;
 }
 
-/* Runs COMMAND and waits for it, thawing early on a signal or when the watchdog hit --max.
- * Returns COMMAND's exit status (128+N for signal N). */
-static int supervise(struct holder *h, char **argv, int sigfd, const sigset_t *old_mask)
+/* The next signal from SIGFD before D: its number, 0 when D passed. */
+static int next_signal(int sigfd, deadline_t d)
 {
-	pid_t child = start_command(argv, old_mask);
+	for (;;) {
+		struct pollfd p = {.fd = sigfd, .events = POLLIN};
+		struct signalfd_siginfo si;
+		int ready = poll(&p, 1, deadline_poll_timeout(d));
+
+		if (ready < 0 && errno != EINTR)
+			err(1, "poll");
+		if (ready == 0)
+			return 0;
+		if (ready > 0 && read(sigfd, &si, sizeof(si)) == sizeof(si))
+			return (int)si.ssi_signo;
+	}
+}
+
+/* Reaps CHILD before D; false when it is still running then. Other signals are passed on. */
+static bool reap_before(pid_t child, int sigfd, deadline_t d, int *wstatus)
+{
+	int sig;
+
+	while (waitpid(child, wstatus, WNOHANG) != child) {
+		sig = next_signal(sigfd, d);
+		if (sig == 0)
+			return false;
+		if (sig != SIGCHLD)
+			kill(child, sig);
+	}
+	return true;
+}
+
+/* Ends a command that was not let go (no "go" came, and it will not): its end of the
+ * handshake is closed already, which makes qmpctl --sync-fd leave by itself; anything still
+ * running after a grace period gets SIGTERM, then SIGKILL. Returns its exit status. */
+static int end_command(pid_t child, int sigfd, const char *name)
+{
+	int wstatus;
+
+	if (reap_before(child, sigfd, deadline_in(STOP_GRACE_MS / 1000.0), &wstatus))
+		return status_of(wstatus);
+	warnx("%s is still running: sending it SIGTERM", name);
+	kill(child, SIGTERM);
+	if (reap_before(child, sigfd, deadline_in(STOP_GRACE_MS / 1000.0), &wstatus))
+		return status_of(wstatus);
+	warnx("%s is still running: sending it SIGKILL", name);
+	kill(child, SIGKILL);
+	while (waitpid(child, &wstatus, 0) < 0 && errno == EINTR)
+		;
+	return status_of(wstatus);
+}
+
+/* --sync-fd: waits until CHILD says "ready" on SYNC (its connection made, say), within D.
+ * Signals meanwhile are passed on to it. False, with CHILD ended and reaped and nothing
+ * frozen, when it ended first, said something else, or D passed. */
+static bool await_ready(pid_t child, int sync, int sigfd, deadline_t d, double t, const char *name)
+{
+	struct handshake hs = {.fd = sync};
+	bool reaped = false, told = true; /* told: why it failed was said */
+	int wstatus = 0;
+
+	for (;;) {
+		struct pollfd p[2] = {{.fd = sigfd, .events = POLLIN},
+				      {.fd = sync, .events = POLLIN}};
+		struct signalfd_siginfo si;
+		enum handshake_status st;
+		int ready = poll(p, 2, deadline_poll_timeout(d));
+
+		if (ready < 0 && errno != EINTR)
+			err(1, "poll");
+		if (ready == 0) {
+			warnx("%s was not ready within %g s: nothing was frozen", name, t);
+			break;
+		}
+		if (ready < 0)
+			continue;
+		if (p[1].revents) {
+			st = handshake_read(&hs);
+			if (st == HANDSHAKE_AGAIN)
+				continue;
+			if (st == HANDSHAKE_LINE && strcmp(hs.line, HANDSHAKE_READY) == 0)
+				return true;
+			if (st == HANDSHAKE_LINE)
+				warnx("%s said '%s' on --sync-fd, not '%s': nothing was frozen",
+				      name, hs.line, HANDSHAKE_READY);
+			else if (st == HANDSHAKE_ERROR)
+				warn("%s: --sync-fd: nothing was frozen", name);
+			/* end-of-file: it closed its end, and is leaving, most likely */
+			told = st != HANDSHAKE_EOF;
+			break;
+		}
+		if (!(p[0].revents & POLLIN) || read(sigfd, &si, sizeof(si)) != sizeof(si))
+			continue;
+		if (si.ssi_signo != SIGCHLD) {
+			kill(child, (int)si.ssi_signo);
+		} else if (waitpid(child, &wstatus, WNOHANG) == child) {
+			reaped = true;
+			told = false;
+			break;
+		}
+	}
+	close(sync);
+	if (!told) {
+		/* It ended, or closed its end: say how it ended. */
+		int status = reaped ? status_of(wstatus) : end_command(child, sigfd, name);
+
+		warnx("%s ended (status %d) before it was ready: nothing was frozen", name, status);
+	} else {
+		end_command(child, sigfd, name);
+	}
+	return false;
+}
+
+/* Waits for CHILD, thawing early on a signal or when the watchdog hit --max. Returns its exit
+ * status (128+N for signal N) and sets *ENDED_MS to when it was reaped. */
+static int supervise(struct holder *h, pid_t child, const char *name, int sigfd,
+		     long long *ended_ms)
+{
 	int forwarded = 0;
 
-	if (child < 0)
-		return 1;
 	for (;;) {
 		struct pollfd p[2] = {{.fd = sigfd, .events = POLLIN},
 				      {.fd = h->thawed ? -1 : h->from_wd, .events = POLLIN}};
@@ -248,7 +380,7 @@ static int supervise(struct holder *h, char **argv, int sigfd, const sigset_t *o
 				h->max_reached = h->thaw.kind == 'M';
 				warnx("--max reached while %s was still running: the guest was "
 				      "thawed early",
-				      argv[0]);
+				      name);
 			} else {
 				warnx("the watchdog is gone; thawing now");
 				request_thaw(h);
@@ -257,12 +389,14 @@ static int supervise(struct holder *h, char **argv, int sigfd, const sigset_t *o
 		if (!(p[0].revents & POLLIN) || read(sigfd, &si, sizeof(si)) != sizeof(si))
 			continue;
 		if (si.ssi_signo == SIGCHLD) {
-			if (waitpid(child, &wstatus, WNOHANG) == child)
+			if (waitpid(child, &wstatus, WNOHANG) == child) {
+				*ended_ms = monotonic_ms();
 				return status_of(wstatus);
+			}
 			continue;
 		}
 		/* SIGINT, SIGTERM, SIGHUP: thaw first, then pass it on to COMMAND. */
-		warnx("got signal %d: thawing, then passing it to %s", (int)si.ssi_signo, argv[0]);
+		warnx("got signal %d: thawing, then passing it to %s", (int)si.ssi_signo, name);
 		request_thaw(h);
 		if (forwarded == 0)
 			kill(child, (int)si.ssi_signo);
@@ -270,21 +404,27 @@ static int supervise(struct holder *h, char **argv, int sigfd, const sigset_t *o
 	}
 }
 
-static void report_window(const struct freeze_result *fr, const struct holder *h, bool json,
-			  int command_status)
-{
-	long long ms = h->thaw.acked_ms > 0 && fr->acked_ms > 0 ? h->thaw.acked_ms - fr->acked_ms
-								: -1;
+/* The window and its steps, in milliseconds: -1 for what was not measured. */
+struct timings {
+	long long freeze_ms, frozen_ms, command_ms, thaw_ms;
+};
 
+static long long span(long long from, long long to) { return from > 0 && to > 0 ? to - from : -1; }
+
+static void report_window(const struct freeze_result *fr, const struct holder *h,
+			  const struct timings *t, bool json, int command_status)
+{
 	fprintf(stderr,
-		"gafreeze: guest frozen for %lld ms (filesystems frozen: %ld, thawed: %ld)\n", ms,
-		fr->nfrozen, h->thaw.nthawed);
+		"gafreeze: guest frozen for %lld ms (filesystems frozen: %ld, thawed: %ld)\n",
+		t->frozen_ms, fr->nfrozen, h->thaw.nthawed);
 	if (json) {
-		json_t *o = json_pack("{s:I,s:I,s:I,s:i,s:b,s:b}", "frozen_ms", (json_int_t)ms,
-				      "frozen", (json_int_t)fr->nfrozen, "thawed",
-				      (json_int_t)h->thaw.nthawed, "command_status", command_status,
-				      "max_reached", h->max_reached, "thaw_ok",
-				      h->thaw.status == EXIT_OK);
+		json_t *o = json_pack(
+			"{s:I,s:I,s:I,s:I,s:I,s:I,s:i,s:b,s:b}", "frozen_ms",
+			(json_int_t)t->frozen_ms, "freeze_ms", (json_int_t)t->freeze_ms,
+			"command_ms", (json_int_t)t->command_ms, "thaw_ms", (json_int_t)t->thaw_ms,
+			"frozen", (json_int_t)fr->nfrozen, "thawed", (json_int_t)h->thaw.nthawed,
+			"command_status", command_status, "max_reached", h->max_reached, "thaw_ok",
+			h->thaw.status == EXIT_OK);
 
 		if (fr->nfrozen < 0)
 			json_object_set_new(o, "frozen", json_null());
@@ -296,22 +436,23 @@ static void report_window(const struct freeze_result *fr, const struct holder *h
 	}
 }
 
-int hold(struct agent *a, double max_seconds, bool json, char **argv)
+int hold(struct agent *a, const struct hold_options *o, char **argv)
 {
-	deadline_t max_d = deadline_in(max_seconds);
-	deadline_t freeze_ceiling = deadline_min(deadline_in(a->timeout * CEILING_FACTOR), max_d);
+	deadline_t max_d, freeze_ceiling;
 	struct holder h = {.a = a, .thaw = {.status = EXIT_OK, .nthawed = -1}};
 	struct freeze_result fr;
+	struct timings t;
 	sigset_t mask, old_mask;
-	int to_wd[2], from_wd[2], sigfd, st, command_status = 0;
-	pid_t wd;
+	int to_wd[2], from_wd[2], sync[2] = {-1, -1}, sigfd, st, command_status = 0;
+	pid_t wd, child = -1;
+	long long go_ms, ended_ms = 0;
 	json_t *ret;
 	char msg;
 
 	/* A watchdog that died must not take us with it when we write to its pipe. */
 	signal(SIGPIPE, SIG_IGN);
 	/* Connect (and resync) before the watchdog exists: it shares this connection. */
-	st = agent_call(a, "guest-ping", NULL, freeze_ceiling, &ret);
+	st = agent_call(a, "guest-ping", NULL, deadline_in(a->timeout * CEILING_FACTOR), &ret);
 	json_decref(ret);
 	if (st != EXIT_OK) {
 		warnx("%s", a->why);
@@ -324,9 +465,27 @@ int hold(struct agent *a, double max_seconds, bool json, char **argv)
 	sigaddset(&mask, SIGCHLD);
 	sigprocmask(SIG_BLOCK, &mask, &old_mask);
 	sigfd = signalfd(-1, &mask, SFD_CLOEXEC);
-	if (sigfd < 0 || pipe2(to_wd, O_CLOEXEC) < 0 || pipe2(from_wd, O_CLOEXEC) < 0)
-		err(1, "setting up the watchdog");
+	if (sigfd < 0)
+		err(1, "signalfd");
 	fflush(NULL);
+	if (o->sync_fd >= 0) {
+		/* The command first: whatever it needs before the instant (connecting to QEMU,
+		 * negotiating) happens before the freeze, outside the window. */
+		if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sync) < 0)
+			err(1, "socketpair");
+		child = start_command(argv, &old_mask, sync[1], o->sync_fd);
+		close(sync[1]);
+		if (child < 0)
+			return EXIT_FAIL;
+		if (!await_ready(child, sync[0], sigfd, deadline_in(a->timeout), a->timeout,
+				 argv[0]))
+			return EXIT_FAIL;
+	}
+	/* --max counts from here, the freeze. */
+	max_d = deadline_in(o->max_seconds);
+	freeze_ceiling = deadline_min(deadline_in(a->timeout * CEILING_FACTOR), max_d);
+	if (pipe2(to_wd, O_CLOEXEC) < 0 || pipe2(from_wd, O_CLOEXEC) < 0)
+		err(1, "setting up the watchdog");
 	wd = fork();
 	if (wd < 0)
 		err(1, "fork");
@@ -336,9 +495,11 @@ int hold(struct agent *a, double max_seconds, bool json, char **argv)
 		setsid();
 		sigprocmask(SIG_SETMASK, &old_mask, NULL);
 		close(sigfd);
+		if (sync[0] >= 0)
+			close(sync[0]); /* the command must see end-of-file when gafreeze is gone */
 		close(to_wd[1]);
 		close(from_wd[0]);
-		watchdog(a, to_wd[0], from_wd[1], max_d, max_seconds);
+		watchdog(a, to_wd[0], from_wd[1], max_d, o->max_seconds);
 	}
 	close(to_wd[0]);
 	close(from_wd[1]);
@@ -354,19 +515,38 @@ int hold(struct agent *a, double max_seconds, bool json, char **argv)
 	msg = fr.sent ? MSG_HANDOVER : MSG_QUIT;
 	if (write(h.to_wd, &msg, 1) != 1)
 		warn("talking to the watchdog");
-	if (st != EXIT_OK && st != GF_ALREADY_FROZEN && fr.sent) {
-		/* A freeze was asked for and may have half happened: always thaw (and confirm). */
-		request_thaw(&h);
-		st = h.thaw.status == EXIT_OK ? st : GF_THAW_FAILED;
-	}
 	if (st != EXIT_OK) {
+		/* No go for a command that is waiting: end-of-file tells it to do nothing. */
+		if (sync[0] >= 0)
+			close(sync[0]);
+		/* A freeze was asked for and may have half happened: always thaw (and confirm). */
+		if (st != GF_ALREADY_FROZEN && fr.sent) {
+			request_thaw(&h);
+			st = h.thaw.status == EXIT_OK ? st : GF_THAW_FAILED;
+		}
+		if (child > 0)
+			end_command(child, sigfd, argv[0]);
 		finish_watchdog(&h, wd);
 		return st;
 	}
-	command_status = supervise(&h, argv, sigfd, &old_mask);
+	if (child > 0) {
+		/* A command that has gone meanwhile does not read it: its exit ends the window. */
+		if (!handshake_say(sync[0], HANDSHAKE_GO))
+			warn("%s: saying go on --sync-fd", argv[0]);
+		go_ms = monotonic_ms();
+		close(sync[0]);
+	} else {
+		go_ms = monotonic_ms();
+		child = start_command(argv, &old_mask, -1, -1);
+	}
+	command_status = child < 0 ? 1 : supervise(&h, child, argv[0], sigfd, &ended_ms);
 	request_thaw(&h);
 	finish_watchdog(&h, wd);
-	report_window(&fr, &h, json, command_status);
+	t.freeze_ms = span(fr.sent_ms, fr.acked_ms);
+	t.frozen_ms = span(fr.acked_ms, h.thaw.acked_ms);
+	t.command_ms = span(go_ms, ended_ms);
+	t.thaw_ms = span(h.thaw.started_ms, h.thaw.acked_ms);
+	report_window(&fr, &h, &t, o->json, command_status);
 	if (h.thaw.status != EXIT_OK)
 		return GF_THAW_FAILED;
 	if (fr.nfrozen >= 0 && h.thaw.nthawed >= 0 && fr.nfrozen != h.thaw.nthawed)

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cli.h"
 #include "gafreeze.h"
@@ -15,7 +16,7 @@
 
 static const char short_opts[] = "hs:t:";
 
-enum { OPT_MAX = CHAR_MAX + 1, OPT_JSON };
+enum { OPT_MAX = CHAR_MAX + 1, OPT_JSON, OPT_SYNC_FD };
 
 static const struct option long_opts[] = {
 	{"help", no_argument, NULL, 'h'},
@@ -23,6 +24,7 @@ static const struct option long_opts[] = {
 	{"timeout", required_argument, NULL, 't'},
 	{"max", required_argument, NULL, OPT_MAX},
 	{"json", no_argument, NULL, OPT_JSON},
+	{"sync-fd", required_argument, NULL, OPT_SYNC_FD},
 	CLI_LIST_OPTIONS,
 	{NULL, 0, NULL, 0},
 };
@@ -32,7 +34,8 @@ const char usage_synopsis[] =
 	"gafreeze -s socket [-t seconds] [--json] ping | info | status\n"
 	"gafreeze -s socket [-t seconds] [--json] freeze [mountpoint ...]\n"
 	"gafreeze -s socket [-t seconds] [--json] thaw\n"
-	"gafreeze -s socket [-t seconds] [--max seconds] [--json] hold -- command [arg ...]\n";
+	"gafreeze -s socket [-t seconds] [--max seconds] [--sync-fd fd] [--json] hold --\n"
+	"         command [arg ...]\n";
 
 /* Prints TEXT, or the JSON value with --json, at the very end (nothing on failure). */
 static void print_result(bool json, json_t *value, const char *text)
@@ -148,7 +151,8 @@ static int cmd_thaw(struct agent *a, bool json)
 int main(int argc, char **argv)
 {
 	const char *socket_path = NULL, *sub;
-	double timeout = DEFAULT_TIMEOUT, max = DEFAULT_MAX;
+	double timeout = DEFAULT_TIMEOUT;
+	struct hold_options ho = {.max_seconds = DEFAULT_MAX, .sync_fd = -1};
 	bool json = false;
 	struct agent a;
 	int c, st;
@@ -165,11 +169,15 @@ int main(int argc, char **argv)
 				usage_error("-t: expected a positive number of seconds");
 			break;
 		case OPT_MAX:
-			if (!parse_seconds(optarg, &max) || max <= 0)
+			if (!parse_seconds(optarg, &ho.max_seconds) || ho.max_seconds <= 0)
 				usage_error("--max: expected a positive number of seconds");
 			break;
 		case OPT_JSON:
 			json = true;
+			break;
+		case OPT_SYNC_FD:
+			if (!parse_fd_number(optarg, &ho.sync_fd) || ho.sync_fd <= STDERR_FILENO)
+				usage_error("--sync-fd: expected a descriptor number above 2");
 			break;
 		}
 	}
@@ -180,11 +188,14 @@ int main(int argc, char **argv)
 	if (argc < 1)
 		usage_error("which command: ping, info, status, freeze, thaw or hold?");
 	sub = argv[0];
+	if (ho.sync_fd >= 0 && strcmp(sub, "hold") != 0)
+		usage_error("--sync-fd is for hold only");
 	agent_init(&a, socket_path, timeout);
 	if (strcmp(sub, "hold") == 0) {
 		if (argc < 2)
 			usage_error("hold needs a command to run");
-		st = hold(&a, max, json, argv + 1);
+		ho.json = json;
+		st = hold(&a, &ho, argv + 1);
 	} else if (strcmp(sub, "freeze") == 0) {
 		for (int i = 1; i < argc; i++) {
 			json_t *probe = json_string(argv[i]);

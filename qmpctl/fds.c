@@ -8,24 +8,10 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "cli.h"
 #include "qmpctl.h"
 #include "unixsock.h"
 #include "xalloc.h"
-
-static bool parse_fd_number(const char *text, int *fd)
-{
-	char *end;
-	long v;
-
-	if (*text < '0' || *text > '9')
-		return false;
-	errno = 0;
-	v = strtol(text, &end, 10);
-	if (errno != 0 || *end != '\0' || v > INT_MAX)
-		return false;
-	*fd = (int)v;
-	return true;
-}
 
 static int open_spec(struct fd_spec *spec, const char *what, deadline_t d)
 {

@@ -1,14 +1,34 @@
 /* The prompt: line editing and history from libedit, commands in the key=value syntax (or
- * JSON), results pretty-printed, errors reported without leaving. */
+ * JSON), results pretty-printed, errors reported without leaving. libedit (and libtinfo,
+ * libbsd behind it) is loaded only for the prompt (dynlib.h), its functions called through
+ * the table libedit. */
 #include <editline/readline.h>
 #include <err.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
+#include "dynlib.h"
 #include "qmpctl.h"
 
 #define HISTORY_LINES 1000
+
+/* Every libedit function this file calls: its readline(3) compatible interface. */
+#define LIBEDIT_FUNCTIONS(X)                                                                       \
+	X(readline)                                                                                \
+	X(add_history)                                                                             \
+	X(using_history)                                                                           \
+	X(stifle_history)                                                                          \
+	X(read_history)                                                                            \
+	X(write_history)
+static struct libedit {
+	LIBEDIT_FUNCTIONS(DYNLIB_POINTER)
+} libedit;
+#define LIBEDIT_ENTRY(f) DYNLIB_ENTRY(struct libedit, f)
+static const struct dynlib_fn libedit_fns[] = {LIBEDIT_FUNCTIONS(LIBEDIT_ENTRY)};
+static struct dynlib libedit_lib = DYNLIB("libedit.so.2", libedit, libedit_fns);
+
+int interactive_load(char *err, size_t errlen) { return dynlib_load(&libedit_lib, err, errlen); }
 
 static char *history_path(void)
 {
@@ -36,10 +56,10 @@ int run_interactive(struct qmp *q, bool agent, double timeout, int json_flags)
 	char *hist = history_path(), *line, err[512];
 	int status = EXIT_OK;
 
-	using_history();
-	stifle_history(HISTORY_LINES);
+	libedit.using_history();
+	libedit.stifle_history(HISTORY_LINES);
 	if (hist)
-		read_history(hist);
+		libedit.read_history(hist);
 	printf("connected to %s; commands as: name key=value ... (Ctrl-D leaves)\n", q->path);
 	for (;;) {
 		json_t *cmd, *reply = NULL;
@@ -47,12 +67,12 @@ int run_interactive(struct qmp *q, bool agent, double timeout, int json_flags)
 
 		show_queued_events(q);
 		fflush(stdout);
-		line = readline(agent ? "(agent) " : "(qemu) ");
+		line = libedit.readline(agent ? "(agent) " : "(qemu) ");
 		if (!line)
 			break;
 		cmd = command_from_line(line, err, sizeof(err));
 		if (line[strspn(line, " \t")] != '\0')
-			add_history(line);
+			libedit.add_history(line);
 		free(line);
 		if (!cmd) {
 			if (err[0] != '\0')
@@ -72,7 +92,7 @@ int run_interactive(struct qmp *q, bool agent, double timeout, int json_flags)
 		}
 	}
 	if (hist)
-		write_history(hist);
+		libedit.write_history(hist);
 	free(hist);
 	if (status == EXIT_OK)
 		putchar('\n');

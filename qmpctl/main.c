@@ -2,6 +2,7 @@
  * people at a prompt and for scripts that need exit statuses and clean JSON on stdout. */
 #include <err.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <limits.h>
 #include <signal.h>
@@ -11,6 +12,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "handshake.h"
 #include "qga.h"
 #include "qmpctl.h"
 #include "xalloc.h"
@@ -19,7 +21,7 @@
 
 static const char short_opts[] = "acef:hH:km:ps:t:w:";
 
-enum { OPT_JSON = CHAR_MAX + 1, OPT_FD, OPT_ADD_FD };
+enum { OPT_JSON = CHAR_MAX + 1, OPT_FD, OPT_ADD_FD, OPT_SYNC_FD };
 
 static const struct option long_opts[] = {
 	{"agent", no_argument, NULL, 'a'},
@@ -37,6 +39,7 @@ static const struct option long_opts[] = {
 	{"json", required_argument, NULL, OPT_JSON},
 	{"fd", required_argument, NULL, OPT_FD},
 	{"add-fd", required_argument, NULL, OPT_ADD_FD},
+	{"sync-fd", required_argument, NULL, OPT_SYNC_FD},
 	CLI_LIST_OPTIONS,
 	{NULL, 0, NULL, 0},
 };
@@ -44,7 +47,7 @@ static const struct option long_opts[] = {
 /* Exactly the SYNOPSIS of man/qmpctl.1. */
 const char usage_synopsis[] =
 	"qmpctl -s socket [-acekp] [-t seconds] [--fd name=spec] [--add-fd set=spec]\n"
-	"       [-w event[,event ...]] [-m key=value]\n"
+	"       [--sync-fd fd] [-w event[,event ...]] [-m key=value]\n"
 	"       [-f file | -H hmp-command | --json object | command [key=value ...]]\n";
 
 struct options {
@@ -57,6 +60,7 @@ struct options {
 	const char **fd_args;
 	bool *fd_is_add;
 	int nfds;
+	int sync_fd; /* --sync-fd, or -1 */
 };
 
 int status_to_exit(enum qmp_status st)
@@ -168,6 +172,7 @@ static void parse_options(int argc, char **argv, struct options *o)
 
 	memset(o, 0, sizeof(*o));
 	o->timeout = DEFAULT_TIMEOUT;
+	o->sync_fd = -1;
 	o->fd_args = xcalloc((size_t)argc, sizeof(*o->fd_args));
 	o->fd_is_add = xcalloc((size_t)argc, sizeof(*o->fd_is_add));
 	while ((c = cli_getopt(argc, argv, short_opts, long_opts)) != -1) {
@@ -214,6 +219,12 @@ static void parse_options(int argc, char **argv, struct options *o)
 		case OPT_JSON:
 			o->json = optarg;
 			break;
+		case OPT_SYNC_FD:
+			if (!parse_fd_number(optarg, &o->sync_fd))
+				usage_error("--sync-fd: expected a descriptor number");
+			if (fcntl(o->sync_fd, F_GETFD) < 0)
+				usage_error("--sync-fd %d: not an open descriptor", o->sync_fd);
+			break;
 		case OPT_FD:
 		case OPT_ADD_FD:
 			o->fd_is_add[o->nfds] = c == OPT_ADD_FD;
@@ -229,6 +240,8 @@ static void parse_options(int argc, char **argv, struct options *o)
 		usage_error("-e and -w exclude each other");
 	if (o->wait.match && !o->waiting)
 		usage_error("-m needs -w");
+	if (o->sync_fd >= 0 && o->sync_fd <= STDERR_FILENO)
+		usage_error("--sync-fd: not standard input, output or error");
 	if (o->agent && (o->events || o->waiting || o->nfds > 0 || o->hmp))
 		usage_error("-a does not go with events, fds or -H");
 }
@@ -401,6 +414,31 @@ static int print_events(struct qmp *q, deadline_t d)
 	}
 }
 
+/* --sync-fd: connected, negotiated and the descriptors handed over, say "ready" and wait
+ * for "go" before running anything. End-of-file or another word means: run nothing. */
+static int await_go(int fd, deadline_t d)
+{
+	struct handshake h = {.fd = fd};
+	enum handshake_status st;
+
+	if (!handshake_say(fd, HANDSHAKE_READY)) {
+		warn("--sync-fd %d: saying ready", fd);
+		return EXIT_PEER;
+	}
+	st = handshake_expect(&h, HANDSHAKE_GO, d);
+	if (st == HANDSHAKE_LINE) {
+		close(fd);
+		return EXIT_OK;
+	}
+	if (st == HANDSHAKE_EOF)
+		warnx("--sync-fd %d: no go (end of file): nothing was run", fd);
+	else if (st == HANDSHAKE_TIMEOUT)
+		warnx("--sync-fd %d: timed out waiting for go: nothing was run", fd);
+	else
+		warn("--sync-fd %d: no go: nothing was run", fd);
+	return EXIT_PEER;
+}
+
 int main(int argc, char **argv)
 {
 	struct options o;
@@ -423,6 +461,8 @@ int main(int argc, char **argv)
 		: o.pretty || isatty(STDOUT_FILENO) ? JSON_INDENT(4)
 						    : JSON_COMPACT;
 	cmds = commands_from_args(&o, argc, argv);
+	if (!cmds && !o.events && !o.waiting && o.nfds == 0 && o.sync_fd >= 0)
+		usage_error("--sync-fd needs something to run: a command, -f, -w or -e");
 	d = deadline_in(o.timeout);
 
 	fds = xcalloc((size_t)o.nfds + 1, sizeof(*fds));
@@ -431,13 +471,21 @@ int main(int argc, char **argv)
 		if (status != EXIT_OK)
 			goto out_nofds;
 	}
+	/* The prompt's line editor is loaded before QEMU is bothered. */
+	bool interactive = !cmds && !o.events && !o.waiting && o.nfds == 0;
+	char why[512];
+	if (interactive && interactive_load(why, sizeof(why)) < 0) {
+		warnx("%s", why);
+		status = EXIT_FAIL;
+		goto out_nofds;
+	}
 	st = o.agent ? qga_open(&q, o.socket, d) : qmp_open(&q, o.socket, d);
 	if (st != QMP_OK) {
 		warnx("%s: %s", o.socket, q.why);
 		status = status_to_exit(st);
 		goto out;
 	}
-	if (!cmds && !o.events && !o.waiting && o.nfds == 0) {
+	if (interactive) {
 		status = run_interactive(&q, o.agent, o.timeout,
 					 o.compact ? JSON_COMPACT : JSON_INDENT(4));
 		goto out;
@@ -447,6 +495,8 @@ int main(int argc, char **argv)
 		status = fd_spec_send(&fds[i], &q, d, out, json_flags);
 		fd_spec_close(&fds[i]);
 	}
+	if (status == EXIT_OK && o.sync_fd >= 0)
+		status = await_go(o.sync_fd, d);
 	if (status == EXIT_OK && cmds)
 		status = run_commands(&o, &q, cmds, d, out, json_flags);
 	if (status == EXIT_OK && o.waiting)

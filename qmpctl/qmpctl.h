@@ -55,7 +55,9 @@ bool event_filter_add_match(struct event_filter *f, const char *keyvalue, char *
 bool event_matches(const struct event_filter *f, json_t *event);
 void event_filter_free(struct event_filter *f);
 
-/* interactive.c: the prompt, for QEMU or (AGENT) a guest agent. Returns an exit status. */
+/* interactive.c: the prompt, for QEMU or (AGENT) a guest agent. Returns an exit status.
+ * interactive_load() first loads libedit: 0, or -1 with "cannot load ...: why" in err. */
+int interactive_load(char *err, size_t errlen);
 int run_interactive(struct qmp *q, bool agent, double timeout, int json_flags);
 
 /* main.c helpers used by the others. */

@@ -1,7 +1,8 @@
 #!/usr/bin/env bats
 # The Makefile: CFLAGS, CPPFLAGS and LDFLAGS given on the command line (make CFLAGS=-O1,
 # dpkg-buildflags) add to the project's own flags instead of replacing them, and a pkg-config
-# failure stops the build with pkg-config's own message.
+# failure stops the build with pkg-config's own message; the tools built map at start-up only the
+# libraries every run needs.
 
 setup() {
 	load lib/common
@@ -29,4 +30,16 @@ setup() {
 	assert_output --partial "Package vz-no-such-library was not found"
 	assert_output --partial "pkg-config --cflags vz-no-such-library failed"
 	[ ! -e "$B/bin" ] || fail "$(ls "$B/bin")"
+}
+
+@test "the tools do not map at start-up the libraries only one mode needs (libnbd, libedit, codecs)" {
+	# libnbd (with gnutls, libxml2, icu, libstdc++) for vma-create's NBD sources, libedit (with
+	# libtinfo, libbsd) for qmpctl's prompt, libzstd, liblzma and zlib for compressed archives
+	# are loaded with dlopen when used.
+	for t in qmpctl gafreeze vma-create vma-extract vzdump-prune vzdump-put; do
+		run -0 ldd "$VZ_BIN/$t"
+		for lib in libnbd libgnutls libxml2 libstdc++ libedit libtinfo libzstd liblzma libz.so; do
+			refute_output --partial "$lib"
+		done
+	done
 }

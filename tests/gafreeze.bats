@@ -21,6 +21,7 @@ teardown() {
 	if [ -f "$WD/orphan.pid" ]; then kill "$(cat "$WD/orphan.pid")" 2>/dev/null || true; fi
 	if [ -d "$QGA.state" ]; then host_qga_stop "$QGA"; fi
 	if [ -f "$WD/gafreeze.pid" ]; then kill -KILL "$(cat "$WD/gafreeze.pid")" 2>/dev/null || true; fi
+	if [ -f "$WD/vm/qemu.pid" ]; then qemu_stop "$WD/vm"; fi
 	true
 }
 
@@ -345,6 +346,145 @@ gafreeze: the freeze did not take effect: the agent reports 'thawed'"
 	run --separate-stderr gafreeze -s "$QGA" -t 0.2 hold -- true
 	assert_failure 4
 	[[ $stderr == *"THAW FAILED, THE GUEST MAY STILL BE FROZEN"* ]]
+}
+
+# --- hold --sync-fd: the command is started, and ready, before the freeze ---
+
+# The requests in the double's log file $1 (a copy taken at some instant), as requests does.
+requests_in() {
+	jq -rc 'if .arguments and (.execute != "guest-sync-delimited") then "\(.execute) \(.arguments | tojson)" else .execute end' "$1"
+}
+
+@test "gafreeze hold --sync-fd starts the command before the freeze and says go only once the freeze is acknowledged" {
+	qga_double_start "$QGA"
+	# The command notes what the agent had received when it said ready, and when go came.
+	# shellcheck disable=SC2016 # expanded by the inner sh
+	run --separate-stderr gafreeze -s "$QGA" --sync-fd 3 --json hold -- sh -c '
+		cp "$1" "$2/at-ready.log"; echo ready >&3
+		read -r go <&3; cp "$1" "$2/at-go.log"; echo "got $go"' sh "$QGA.log" "$WD"
+	assert_success
+	assert_equal "${lines[0]}" "got go"
+	summary=${lines[1]}
+	run jq -c 'keys_unsorted' <<<"$summary"
+	assert_output '["frozen_ms","freeze_ms","command_ms","thaw_ms","frozen","thawed","command_status","max_reached","thaw_ok"]'
+	run jq -c '[.frozen, .thawed, .command_status, .max_reached, .thaw_ok, ([.frozen_ms, .freeze_ms, .command_ms, .thaw_ms] | all(type == "number" and . >= 0))]' <<<"$summary"
+	assert_output '[1,1,0,false,true,true]'
+	[[ $stderr =~ ^gafreeze:\ guest\ frozen\ for\ [0-9]+\ ms\ \(filesystems\ frozen:\ 1,\ thawed:\ 1\)$ ]]
+	# Ready before any freeze request, go after the freeze and before the thaw.
+	run requests_in "$WD/at-ready.log"
+	assert_output $'guest-sync-delimited\nguest-ping'
+	run requests_in "$WD/at-go.log"
+	assert_output $'guest-sync-delimited\nguest-ping\nguest-fsfreeze-status\nguest-fsfreeze-freeze'
+	run requests
+	assert_output $'guest-sync-delimited\nguest-ping\nguest-fsfreeze-status\nguest-fsfreeze-freeze\nguest-sync-delimited\nguest-fsfreeze-thaw\nguest-fsfreeze-status'
+	run double_status
+	assert_output '"thawed"'
+}
+
+@test "gafreeze hold --sync-fd freezes nothing and exits 1 when the command ends before it is ready" {
+	qga_double_start "$QGA"
+	run --separate-stderr gafreeze -s "$QGA" --sync-fd 3 --json hold -- sh -c 'echo out; exit 7'
+	assert_failure 1
+	assert_output out
+	assert_equal "$stderr" "gafreeze: sh ended (status 7) before it was ready: nothing was frozen"
+	run --separate-stderr gafreeze -s "$QGA" --sync-fd 3 --json hold -- true
+	assert_failure 1
+	assert_output ''
+	assert_equal "$stderr" "gafreeze: true ended (status 0) before it was ready: nothing was frozen"
+	run requests
+	assert_output $'guest-sync-delimited\nguest-ping\nguest-sync-delimited\nguest-ping'
+}
+
+@test "gafreeze hold --sync-fd freezes nothing when the command says something else, or is not ready within -t" {
+	qga_double_start "$QGA"
+	run --separate-stderr gafreeze -s "$QGA" --sync-fd 3 hold -- sh -c 'echo later >&3; exec sleep 30'
+	assert_failure 1
+	assert_equal "$stderr" "gafreeze: sh said 'later' on --sync-fd, not 'ready': nothing was frozen
+gafreeze: sh is still running: sending it SIGTERM"
+	run --separate-stderr gafreeze -s "$QGA" -t 0.5 --sync-fd 4 hold -- sleep 30
+	assert_failure 1
+	assert_equal "$stderr" "gafreeze: sleep was not ready within 0.5 s: nothing was frozen
+gafreeze: sleep is still running: sending it SIGTERM"
+	run requests
+	assert_output $'guest-sync-delimited\nguest-ping\nguest-sync-delimited\nguest-ping'
+}
+
+@test "gafreeze hold --sync-fd: a command that hangs after go is still bounded by --max, and the guest is thawed" {
+	qga_double_start "$QGA"
+	# shellcheck disable=SC2016 # expanded by the inner sh
+	run --separate-stderr gafreeze -s "$QGA" --max 1 --sync-fd 3 --json hold -- sh -c '
+		echo ready >&3; read -r go <&3; sleep 2.5; cp "$1" "$2/after-max.log"; echo done' \
+		sh "$QGA.log" "$WD"
+	assert_failure 1
+	assert_equal "${lines[0]}" done
+	run jq -c '[.max_reached, .thaw_ok, .command_status]' <<<"${lines[1]}"
+	assert_output '[true,true,0]'
+	assert_equal "$(sed 's/frozen for [0-9]* ms/frozen for N ms/' <<<"$stderr")" "gafreeze: watchdog: --max 1 s reached; thawing the guest
+gafreeze: --max reached while sh was still running: the guest was thawed early
+gafreeze: guest frozen for N ms (filesystems frozen: 1, thawed: 1)
+gafreeze: the guest was not frozen for the whole of sh"
+	# Thawed while the command still ran.
+	run requests_in "$WD/after-max.log"
+	assert_output $'guest-sync-delimited\nguest-ping\nguest-fsfreeze-status\nguest-fsfreeze-freeze\nguest-sync-delimited\nguest-fsfreeze-thaw\nguest-fsfreeze-status'
+	run double_status
+	assert_output '"thawed"'
+}
+
+@test "gafreeze hold --sync-fd gives no go when the freeze fails or the guest is already frozen" {
+	qga_double_start "$QGA" --disable guest-fsfreeze-freeze
+	# shellcheck disable=SC2016 # expanded by the inner sh
+	run --separate-stderr gafreeze -s "$QGA" --sync-fd 3 hold -- sh -c '
+		echo ready >&3; if read -r go <&3; then echo "got $go"; else echo "no go"; fi >"$1"' sh "$WD/said"
+	assert_failure 1
+	assert_output ''
+	assert_equal "$stderr" "gafreeze: guest-fsfreeze-freeze: CommandNotFound: Command guest-fsfreeze-freeze has been disabled"
+	assert_equal "$(cat "$WD/said")" "no go"
+	run requests
+	assert_output $'guest-sync-delimited\nguest-ping\nguest-fsfreeze-status\nguest-fsfreeze-freeze\nguest-sync-delimited\nguest-fsfreeze-thaw\nguest-fsfreeze-status'
+	qga_double_stop "$QGA"
+	rm -f "$QGA.log" "$WD/said"
+	qga_double_start "$QGA" --frozen
+	# shellcheck disable=SC2016 # expanded by the inner sh
+	run --separate-stderr gafreeze -s "$QGA" --sync-fd 3 hold -- sh -c '
+		echo ready >&3; if read -r go <&3; then echo "got $go"; else echo "no go"; fi >"$1"' sh "$WD/said"
+	assert_failure 5
+	assert_equal "$(cat "$WD/said")" "no go"
+	run requests
+	assert_output $'guest-sync-delimited\nguest-ping\nguest-fsfreeze-status'
+}
+
+@test "gafreeze hold --sync-fd with qmpctl --sync-fd: the batch runs on a connection made before the freeze" {
+	qga_double_start "$QGA"
+	mkdir -p "$WD/vm"
+	qemu_start_bare "$WD/vm"
+	run --separate-stderr gafreeze -s "$QGA" --sync-fd 3 --json hold -- \
+		qmpctl -s "$WD/vm/qmp.sock" --sync-fd 3 -f - <<<$'cont\nstop\nquery-status'
+	assert_success
+	assert_equal "${lines[0]}${lines[1]}" '{}{}'
+	assert_equal "${lines[2]}" '{"status":"paused","singlestep":false,"running":false}'
+	assert_equal "$(jq -c '[.frozen, .thawed, .command_status, .thaw_ok]' <<<"${lines[3]}")" '[1,1,0,true]'
+	run double_status
+	assert_output '"thawed"'
+	# QEMU is not reachable: qmpctl fails before it is ready, and nothing is frozen.
+	: >"$QGA.log"
+	run --separate-stderr gafreeze -s "$QGA" --sync-fd 3 hold -- \
+		qmpctl -s "$WD/vm/none.sock" -t 0.3 --sync-fd 3 cont
+	assert_failure 1
+	assert_output ''
+	assert_equal "$stderr" "qmpctl: $WD/vm/none.sock: connect: No such file or directory
+gafreeze: qmpctl ended (status 3) before it was ready: nothing was frozen"
+	run requests
+	assert_output $'guest-sync-delimited\nguest-ping'
+	qemu_stop "$WD/vm"
+}
+
+@test "gafreeze --sync-fd is for hold only, and not for a standard stream" {
+	run --separate-stderr gafreeze -s "$QGA" --sync-fd 3 status
+	assert_failure 2
+	assert_equal "${stderr%%$'\n'*}" "gafreeze: --sync-fd is for hold only"
+	run --separate-stderr gafreeze -s "$QGA" --sync-fd 1 hold -- true
+	assert_failure 2
+	assert_equal "${stderr%%$'\n'*}" "gafreeze: --sync-fd: expected a descriptor number above 2"
 }
 
 # --- a real guest (one boot shared by the tests below, started by the first of them) ---

@@ -484,6 +484,20 @@ start_qemu() { qemu_start_bare "$WD" "${DISK_ARGS[@]}"; }
 	assert_output $'_HiStOrY_V2_\nquery-status\nno-such-command\ncont\nquery-status'
 }
 
+@test "qmpctl loads libedit only for the prompt: when it cannot, the prompt fails (exit 1) before connecting" {
+	mkdir "$WD/lib"
+	: >"$WD/lib/libedit.so.2"
+	# On a terminal with no command: the prompt; the socket is never tried (that would be exit 3).
+	run script -qec "LD_LIBRARY_PATH='$WD/lib' qmpctl -s '$WD/missing.sock'" /dev/null
+	assert_failure 1
+	assert_equal "$(tr -d '\r' <<<"$output")" "qmpctl: cannot load libedit.so.2: $WD/lib/libedit.so.2: file too short"
+	# A command does not need it.
+	start_qemu
+	run --separate-stderr env LD_LIBRARY_PATH="$WD/lib" qmpctl -s "$SOCK" query-status
+	assert_success
+	assert_equal "$(jq -r .status <<<"$output")" prelaunch
+}
+
 @test "qmpctl removes the listening socket it made for --fd when QEMU never got it" {
 	run --separate-stderr qmpctl -s "$WD/missing.sock" -t 0.3 --fd nbd0=unix-listen:"$WD/nbd.sock" query-status
 	assert_failure 3
@@ -535,4 +549,81 @@ start_qemu() { qemu_start_bare "$WD" "${DISK_ARGS[@]}"; }
 	run --separate-stderr qmpctl -s "$WD/nobody.sock" -t 0.1 $'\xff' a=1
 	assert_failure 2
 	assert_equal "${stderr%%$'\n'*}" $'qmpctl: \xff: not valid UTF-8'
+}
+
+# --- --sync-fd: the command's side of gafreeze hold --sync-fd (tests/lib/sync-peer.py) ---
+
+SYNC_PEER=$BATS_TEST_DIRNAME/lib/sync-peer.py
+
+# QEMU with a second monitor, to look at it while qmpctl holds the first.
+start_qemu_two_monitors() {
+	qemu_start_bare "$WD" "${DISK_ARGS[@]}" -qmp "unix:$WD/qmp2.sock,server=on,wait=off"
+}
+
+run_state() { qmpctl -s "$WD/qmp2.sock" query-status | jq -r .status; }
+
+@test "qmpctl --sync-fd says ready once negotiated, runs nothing before go, then the commands" {
+	start_qemu_two_monitors
+	run --separate-stderr "$SYNC_PEER" "$WD/peer.log" 3 read "sh:qmpctl -s '$WD/qmp2.sock' query-status | jq -r .status" \
+		say:go -- qmpctl -s "$SOCK" --sync-fd 3 -f - <<<$'cont\nquery-status'
+	assert_success
+	assert_output $'{}\n{"status":"running","singlestep":false,"running":true}'
+	[ -z "$stderr" ]
+	run cat "$WD/peer.log"
+	assert_output $'read ready\nsh prelaunch\nsaid go'
+	assert_equal "$(run_state)" running
+}
+
+@test "qmpctl --sync-fd says ready only after the negotiation has been answered" {
+	# The peer reads qmp_capabilities and never answers it: no ready, exit 3 at -t.
+	fake_qmp "$GREETING" line
+	run --separate-stderr "$SYNC_PEER" "$WD/peer.log" 3 read -- \
+		qmpctl -s "$WD/fake.sock" -t 1 --sync-fd 3 query-status
+	assert_failure 3
+	assert_output ''
+	assert_equal "$stderr" "qmpctl: $WD/fake.sock: qmp_capabilities: timed out waiting for the reply"
+	run cat "$WD/peer.log"
+	assert_output 'read EOF'
+}
+
+@test "qmpctl --sync-fd runs nothing and exits 3 on end-of-file or another word instead of go" {
+	start_qemu_two_monitors
+	run --separate-stderr "$SYNC_PEER" "$WD/peer.log" 3 read close -- qmpctl -s "$SOCK" --sync-fd 3 cont
+	assert_failure 3
+	assert_output ''
+	assert_equal "$stderr" "qmpctl: --sync-fd 3: no go (end of file): nothing was run"
+	run cat "$WD/peer.log"
+	assert_output $'read ready\nclosed'
+	assert_equal "$(run_state)" prelaunch
+	run --separate-stderr "$SYNC_PEER" "$WD/peer.log" 5 read say:stop -- qmpctl -s "$SOCK" --sync-fd 5 cont
+	assert_failure 3
+	assert_output ''
+	assert_equal "$stderr" "qmpctl: --sync-fd 5: no go: nothing was run: Protocol error"
+	assert_equal "$(run_state)" prelaunch
+}
+
+@test "qmpctl --sync-fd gives up waiting for go at -t, with exit 3" {
+	start_qemu_two_monitors
+	run --separate-stderr "$SYNC_PEER" "$WD/peer.log" 3 read "sh:sleep 2" -- \
+		qmpctl -s "$SOCK" -t 1 --sync-fd 3 cont
+	assert_failure 3
+	assert_output ''
+	assert_equal "$stderr" "qmpctl: --sync-fd 3: timed out waiting for go: nothing was run"
+	assert_equal "$(run_state)" prelaunch
+}
+
+@test "qmpctl --sync-fd rejects standard streams, closed descriptors and an interactive run as usage errors" {
+	run --separate-stderr qmpctl -s "$WD/nobody.sock" --sync-fd 1 query-status
+	assert_failure 2
+	assert_equal "${stderr%%$'\n'*}" "qmpctl: --sync-fd: not standard input, output or error"
+	run --separate-stderr qmpctl -s "$WD/nobody.sock" --sync-fd 9 query-status 9>&-
+	assert_failure 2
+	assert_equal "${stderr%%$'\n'*}" "qmpctl: --sync-fd 9: not an open descriptor"
+	run --separate-stderr qmpctl -s "$WD/nobody.sock" --sync-fd 3x query-status
+	assert_failure 2
+	assert_equal "${stderr%%$'\n'*}" "qmpctl: --sync-fd: expected a descriptor number"
+	# With no command and a terminal, qmpctl would offer its prompt: nothing to say go to.
+	run script -qec "qmpctl -s '$WD/nobody.sock' --sync-fd 4 4</dev/null" /dev/null
+	assert_failure 2
+	assert_line --index 0 --partial "qmpctl: --sync-fd needs something to run: a command, -f, -w or -e"
 }

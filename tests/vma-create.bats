@@ -135,6 +135,25 @@ teardown() {
 	assert_equal "$(head -c 4 none.vma)" "VMA"
 }
 
+@test "vma-create loads a codec's library only when -z chooses it: when it cannot, exit 1 before writing" {
+	random_file d.raw 69632
+	mkdir broken
+	: >broken/libzstd.so.1
+	: >broken/liblzma.so.5
+	for codec in zstd:5 xz; do
+		lib=libzstd.so.1
+		[ "$codec" = xz ] && lib=liblzma.so.5
+		run --separate-stderr env LD_LIBRARY_PATH="$PWD/broken" vma-create -z "$codec" -o a.vma drive-scsi0=d.raw
+		assert_failure 1
+		assert_equal "$stderr" "vma-create: -z $codec: cannot load $lib: $PWD/broken/$lib: file too short"
+		[ ! -e a.vma ]
+	done
+	# Uncompressed, neither is needed.
+	LD_LIBRARY_PATH="$PWD/broken" roundtrip drive-scsi0=d.raw
+	LD_LIBRARY_PATH="$PWD/broken" vma-create -z none -o none.vma drive-scsi0=d.raw
+	vma_check --strict none.vma
+}
+
 @test "vma-create rejects an unknown codec or level as a usage error" {
 	random_file d.raw 100
 	for z in gzip zstd:0 zstd:23 xz:10 "zstd:" none:1; do
@@ -195,6 +214,29 @@ teardown() {
 	assert_failure 3
 	[[ $stderr == "vma-create: nbd+unix:///?socket=$PWD/nonexistent: "?* ]] || fail "$stderr"
 	[ ! -e a.vma ]
+}
+
+@test "vma-create loads libnbd only for an NBD source: when it cannot, an NBD source fails (exit 1), a file source works" {
+	random_file d.raw 69632
+	nbd_serve "$PWD/r.sock" raw d.raw
+	uri="nbd+unix:///?socket=$PWD/r.sock"
+	# A libnbd.so.0 that is not a library, then one that lacks libnbd's functions.
+	mkdir empty missing
+	: >empty/libnbd.so.0
+	ln -s "$(ldconfig -p | sed -n 's|.*libz\.so\.1 (libc6,x86-64) => ||p' | head -1)" missing/libnbd.so.0
+	run --separate-stderr env LD_LIBRARY_PATH="$PWD/empty" vma-create -o a.vma "drive-scsi0=$uri"
+	assert_failure 1
+	assert_output ''
+	assert_equal "$stderr" "vma-create: $uri: cannot load libnbd.so.0: $PWD/empty/libnbd.so.0: file too short"
+	run --separate-stderr env LD_LIBRARY_PATH="$PWD/missing" vma-create -o a.vma "drive-scsi0=$uri"
+	assert_failure 1
+	[[ $stderr == "vma-create: $uri: cannot load libnbd.so.0: "*"undefined symbol: nbd_"* ]] || fail "$stderr"
+	[ ! -e a.vma ]
+	# A file source never needs it; the NBD source works with the real library.
+	LD_LIBRARY_PATH="$PWD/empty" roundtrip drive-scsi0=d.raw
+	vma-create -o a.vma drive-scsi0=d.raw "drive-scsi1=$uri"
+	vma-extract a.vma out
+	assert_equal "$(sha out/disk-drive-scsi1.raw)" "$(sha d.raw)"
 }
 
 # An NBD server on SOCKET that accepts connections and never says a word (no greeting), until
@@ -312,13 +354,15 @@ slow_nbdkit() { # SOCKET PLUGIN-AND-ARGS...
 }
 
 @test "vma-create fails when a sparse file shrinks while it is read, instead of storing zeros" {
-	# 1 MiB of data, a hole, 1 MiB of data at 8 MiB: the hole map is asked again at 8 MiB
+	# 1 MiB of data, a hole, 1 MiB of data at 8 MiB: the hole map is asked again at 1 MiB, once
+	# the first MiB is read
 	random_file part 1M
 	dd if=part of=s.raw status=none
 	dd if=part of=s.raw bs=1M seek=8 status=none
-	vma-create --bwlimit 1024 -o a.vma drive-scsi0=s.raw 2>err 3>&- &
+	vma-create --bwlimit 256 -o a.vma drive-scsi0=s.raw 2>err 3>&- &
 	pid=$!
-	# the first MiB is read, then the rate limit holds vma-create for about a second
+	# the first MiB is read in four pieces, and after the last the rate limit holds
+	# vma-create for about a second
 	for ((i = 0; i < 200; i++)); do
 		rchar=$(sed -n 's/^rchar: //p' "/proc/$pid/io" 2>/dev/null) || break
 		[ "${rchar:-0}" -ge 1048576 ] && break
@@ -328,7 +372,7 @@ slow_nbdkit() { # SOCKET PLUGIN-AND-ARGS...
 	code=0
 	wait "$pid" || code=$?
 	assert_equal "$code" 1
-	assert_equal "$(cat err)" "vma-create: s.raw: at offset 8388608: file shrank while being read (512.0 KiB of 9.0 MiB left)"
+	assert_equal "$(cat err)" "vma-create: s.raw: at offset 1048576: file shrank while being read (512.0 KiB of 9.0 MiB left)"
 	[ ! -e a.vma ]
 }
 
@@ -516,4 +560,27 @@ slow_nbdkit() { # SOCKET PLUGIN-AND-ARGS...
 	for i in 0 4 8 12; do dd if=chunk of=d.raw bs=64M seek=$i conv=notrunc status=none; done
 	/usr/bin/time -f '%M' -o rss vma-create -z zstd -T 2 drive-scsi0=d.raw >/dev/null
 	[ "$(cat rss)" -lt 65536 ] || fail "peak RSS $(cat rss) KiB"
+}
+
+@test "vma-create -o writes its archive with direct I/O, and the archive extracts to the same disk" {
+	# 1 MiB of data, 1 MiB of zeros and an odd tail: extents of every size
+	random_file disk.raw 1M
+	truncate -s $((2 * 1048576 + 3000)) disk.raw
+	printf 'tail' >>disk.raw
+	ASAN_OPTIONS=detect_leaks=0 strace -qq -e trace=fcntl -o trace vma-create -o a.vma drive-scsi0=disk.raw
+	grep -q 'F_SETFL, .*O_DIRECT' trace || fail "no O_DIRECT set: $(cat trace)"
+	vma_check --strict a.vma
+	run -0 vma-extract a.vma out
+	assert_equal "$(sha256sum <out/disk-drive-scsi0.raw)" "$(sha256sum <disk.raw)"
+}
+
+@test "vma-create never sets direct I/O on a descriptor it inherited: what follows in the file is written" {
+	random_file disk.raw 1M
+	{
+		vma-create drive-scsi0=disk.raw
+		printf 'after'
+	} >a.vma
+	assert_equal "$(tail -c 5 a.vma)" after
+	head -c -5 a.vma >b.vma
+	vma_check --strict b.vma
 }

@@ -122,6 +122,23 @@ restored drive-scsi1: 8388608 bytes to out/disk-drive-scsi1.raw"
 	run -0 vma-extract -t two.gz
 }
 
+@test "vma-extract loads a codec's library only for input that needs it: when it cannot, exit 1" {
+	make_archive
+	zstd -q -c base.vma >a.vma.zst
+	xz -1 -c base.vma >a.vma.xz
+	gzip -c base.vma >a.vma.gz
+	mkdir broken
+	for lib in libzstd.so.1 liblzma.so.5 libz.so.1; do : >"broken/$lib"; done
+	for f in a.vma.zst:libzstd.so.1 a.vma.xz:liblzma.so.5 a.vma.gz:libz.so.1; do
+		run --separate-stderr env LD_LIBRARY_PATH="$PWD/broken" vma-extract -t "${f%%:*}"
+		assert_failure 1
+		assert_equal "$stderr" "vma-extract: ${f%%:*}: cannot load ${f#*:}: $PWD/broken/${f#*:}: file too short"
+	done
+	# A plain archive needs none of them.
+	run -0 env LD_LIBRARY_PATH="$PWD/broken" vma-extract base.vma out
+	assert_equal "$(sha out/disk-drive-scsi1.raw)" "$(sha d1.raw)"
+}
+
 @test "vma-extract says to use lzop -dc for lzop input" {
 	make_archive
 	lzop -c base.vma >a.vma.lzo
@@ -150,6 +167,87 @@ restored drive-scsi1: 8388608 bytes to out/disk-drive-scsi1.raw"
 	assert_equal "$(sha out/disk-drive-scsi0.raw)" "$(sha d0.raw)"
 	assert_equal "$(sha out/disk-drive-scsi1.raw)" "$(sha d1.raw)"
 	assert_equal "$(cat out/qemu-server.conf)" "cores: 2"
+}
+
+# --- Restoring in runs: blocks adjacent in a disk are written together ----------------------
+
+# Writes a disk of SIZE bytes whose 4 KiB blocks are data or zero in runs of 1 to 40 blocks
+# (inside clusters and across their boundaries, whole zero clusters among them), with blocks
+# that are zero but for their first or last byte, and data in its last, partial block; prints
+# how many KiB of it are data.
+mixed_file() { # FILE SIZE SEED
+	"$VZ_PYTHON" - "$@" <<'PY'
+import random, sys
+path, size, seed = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+rnd = random.Random(seed)
+out, blocks, is_data, stored = bytearray(size), (size + 4095) // 4096, [], 0
+while len(is_data) < blocks:  # alternating runs, zero first
+    is_data += [len(is_data) > 0 and not is_data[-1]] * rnd.randint(1, 40)
+is_data[blocks - 1] = True
+for i in range(blocks):
+    if not is_data[i]:
+        continue
+    length = min(4096, size - i * 4096)
+    block = bytearray(rnd.randbytes(length))
+    if rnd.random() < 0.1:  # almost zero: one byte at either end
+        block = bytearray(length)
+        block[0 if rnd.random() < 0.5 else length - 1] = 1
+    out[i * 4096:i * 4096 + length] = block
+    stored += 4
+open(path, "wb").write(out)
+print(stored)
+PY
+}
+
+@test "vma-extract restores a disk of mixed zero and data blocks byte for byte, the zeros as holes" {
+	data_kib=$(mixed_file m.raw $((3 * 1048576 + 5000)) 1)
+	vma-create -o a.vma drive-scsi0=m.raw
+	# a writer that stores zero blocks too: they become holes all the same
+	vma_make --keep-zero-blocks -d drive-scsi0=m.raw kept.vma
+	for archive in a.vma kept.vma; do
+		rm -rf out
+		vma-extract "$archive" out
+		assert_equal "$(stat -c %s out/disk-drive-scsi0.raw)" "$(stat -c %s m.raw)"
+		assert_equal "$(sha out/disk-drive-scsi0.raw)" "$(sha m.raw)"
+		allocated=$(du -k out/disk-drive-scsi0.raw | cut -f1)
+		[ "$allocated" -le $((data_kib + 64)) ] ||
+			fail "$archive: $allocated KiB allocated for $data_kib KiB of data"
+	done
+}
+
+@test "vma-extract restores clusters interleaved between devices, shuffled or in short extents, byte for byte" {
+	mixed_file m0.raw $((2 * 1048576 + 12345)) 2 >/dev/null
+	mixed_file m1.raw $((3 * 1048576)) 3 >/dev/null
+	random_file r2.raw 1000000 # all data: runs of whole clusters
+	devs=(-d drive-scsi0=m0.raw -d drive-scsi1=m1.raw -d drive-scsi2=r2.raw)
+	vma_make --interleave "${devs[@]}" inter.vma
+	vma_make --interleave --entries 7 --keep-zero-blocks "${devs[@]}" inter7.vma
+	vma_make --shuffle --seed 5 "${devs[@]}" shuffled.vma
+	vma_make --shuffle --seed 6 --entries 13 --keep-zero-blocks "${devs[@]}" shuffled13.vma
+	for archive in inter.vma inter7.vma shuffled.vma shuffled13.vma; do
+		rm -rf out
+		vma-extract "$archive" out
+		assert_equal "$(sha out/disk-drive-scsi0.raw)" "$(sha m0.raw)"
+		assert_equal "$(sha out/disk-drive-scsi1.raw)" "$(sha m1.raw)"
+		assert_equal "$(sha out/disk-drive-scsi2.raw)" "$(sha r2.raw)"
+	done
+	# one device of an interleaved archive: the others' blocks between its own are left out
+	vma-extract -d drive-scsi1 inter.vma one
+	assert_equal "$(ls one)" "disk-drive-scsi1.raw"
+	assert_equal "$(sha one/disk-drive-scsi1.raw)" "$(sha m1.raw)"
+}
+
+@test "vma-extract that runs out of space names the disk, exits 1 and leaves nothing" {
+	[ "$(id -u)" -eq 0 ] || skip "needs root to mount a small tmpfs"
+	random_file d0.raw 4M
+	vma-create -o base.vma drive-scsi0=d0.raw
+	mkdir small
+	mount -t tmpfs -o size=1m tmpfs small || skip "cannot mount a tmpfs here"
+	SMALL_MOUNT=$PWD/small
+	run --separate-stderr -1 vma-extract base.vma small/out
+	assert_output ""
+	assert_equal "$stderr" "vma-extract: base.vma: small/out/tmp-disk-drive-scsi0.raw: No space left on device"
+	assert_equal "$(ls -A small)" ""
 }
 
 # One test per defect: exit 1, one message naming the defect and its offset, no output files.
@@ -387,6 +485,7 @@ PY
 
 teardown() {
 	[ -z "${EXTRACT_PID:-}" ] || kill "$EXTRACT_PID" 2>/dev/null || true
+	[ -z "${SMALL_MOUNT:-}" ] || umount "$SMALL_MOUNT"
 	attack_cleanup
 }
 

@@ -215,14 +215,18 @@ static int copy_device(struct vma_writer *w, int dev_id, struct source *src,
 	for (uint64_t c = 0; c < clusters;) {
 		if (cluster_is_hole(&map, c, &hole) < 0)
 			return -1;
-		if (hole) {
-			if (vma_writer_put_zero(w, dev_id, c) < 0)
-				return -2;
-			c++;
+		if (hole) { /* the whole hole, then one progress update */
+			do {
+				if (vma_writer_put_zero(w, dev_id, c) < 0)
+					return -2;
+				if (++c < clusters && cluster_is_hole(&map, c, &hole) < 0)
+					return -1;
+			} while (c < clusters && hole);
 		} else {
-			unsigned n = clusters - c < VMA_ENTRIES_PER_EXTENT
-				? (unsigned)(clusters - c)
-				: VMA_ENTRIES_PER_EXTENT;
+			/* Each piece is committed at once: the writer's zero test then finds a
+			 * file's data still in the CPU's cache. */
+			unsigned n = clusters - c < src->read_clusters ? (unsigned)(clusters - c)
+								       : src->read_clusters;
 			uint8_t *buf = vma_writer_reserve(w, &n);
 			if (!buf)
 				return -2;
@@ -301,6 +305,17 @@ static char *file_arg(char *arg, const char *option)
 	return arg;
 }
 
+/* -z: a bad codec is a usage error; its library that cannot be loaded, a failure. */
+static void parse_codec(const char *spec, struct options *o)
+{
+	char why[512];
+	if (sink_parse_codec(spec, &o->codec, &o->level, why, sizeof(why)) == 0)
+		return;
+	if (why[0] != '\0')
+		errx(EXIT_FAIL, "-z %s: %s", spec, why);
+	usage_error("invalid codec '%s': expected zstd[:1-22], xz[:1-9] or none", spec);
+}
+
 static void parse_options(int argc, char **argv, struct options *o)
 {
 	int ch;
@@ -325,10 +340,7 @@ static void parse_options(int argc, char **argv, struct options *o)
 			o->configs[o->nconfigs++] = file_arg(optarg, "-c");
 			break;
 		case 'z':
-			if (sink_parse_codec(optarg, &o->codec, &o->level) < 0)
-				usage_error("invalid codec '%s': expected zstd[:1-22], xz[:1-9] or "
-					    "none",
-					    optarg);
+			parse_codec(optarg, o);
 			break;
 		case 'T':
 			o->threads = (int)parse_number(optarg, "thread count", 1, 256);
@@ -397,6 +409,8 @@ int main(int argc, char **argv)
 		outfile_abort(&stats);
 		errx(EXIT_FAIL, "%s", why);
 	}
+	if (out.fd >= 0 && o.codec == SINK_PLAIN)
+		sink_write_direct(sink);
 
 	struct progress progress;
 	struct throttle throttle;

@@ -8,6 +8,10 @@
 struct source {
 	const char *spec; /* as given on the command line */
 	uint64_t size;
+	/* The most clusters one read should cover: small for a file, whose data is copied and
+	 * zero-tested while still in the CPU's cache; the whole extent for an NBD export, whose
+	 * reads are split into requests kept in flight together. */
+	unsigned read_clusters;
 	/* Describes the run starting at off: *len bytes (> 0) that are all known zero (a hole)
 	 * or data. 0, or -1 with err set. */
 	int (*extent)(struct source *s, uint64_t off, uint64_t *len, bool *zero);

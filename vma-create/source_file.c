@@ -136,6 +136,7 @@ struct source *source_open_file(const char *spec, char *errbuf, size_t errlen)
 	f->seek_data = S_ISREG(st.st_mode);
 	f->s.spec = spec;
 	f->s.size = size;
+	f->s.read_clusters = 4; /* 256 KiB */
 	f->s.extent = file_extent;
 	f->s.read = file_read;
 	f->s.close = file_close;

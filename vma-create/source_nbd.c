@@ -2,7 +2,11 @@
  * asynchronous reads in flight, sized to the export's preferred and maximum block sizes.
  * Everything goes through libnbd's asynchronous API and nbd_poll() against a deadline, so a
  * server that stops answering (in the handshake or in the middle of the copy) ends the run
- * with a timeout instead of holding it forever. */
+ * with a timeout instead of holding it forever.
+ *
+ * libnbd (and gnutls, libxml2, icu, libstdc++ behind it) is loaded by the first NBD source,
+ * not at every start of vma-create (dynlib.h): its functions are called through the table
+ * libnbd, never directly. */
 #include <errno.h>
 #include <libnbd.h>
 #include <stdio.h>
@@ -10,8 +14,10 @@
 #include <string.h>
 
 #include "deadline.h"
+#include "dynlib.h"
 #include "exitcode.h"
 #include "source.h"
+#include "vma.h"
 #include "xalloc.h"
 
 #define STATUS_SPAN (1ull << 30) /* ask block status for up to 1 GiB at a time */
@@ -20,6 +26,32 @@
 #define DEFAULT_REQUEST (256u << 10)
 #define MAX_REQUEST (4u << 20)
 #define MAX_IN_FLIGHT 64
+
+/* Every libnbd function this file calls. */
+#define LIBNBD_FUNCTIONS(X)                                                                        \
+	X(nbd_create)                                                                              \
+	X(nbd_close)                                                                               \
+	X(nbd_get_error)                                                                           \
+	X(nbd_get_errno)                                                                           \
+	X(nbd_add_meta_context)                                                                    \
+	X(nbd_can_meta_context)                                                                    \
+	X(nbd_aio_connect_uri)                                                                     \
+	X(nbd_aio_is_ready)                                                                        \
+	X(nbd_aio_is_dead)                                                                         \
+	X(nbd_aio_is_closed)                                                                       \
+	X(nbd_poll)                                                                                \
+	X(nbd_get_size)                                                                            \
+	X(nbd_get_block_size)                                                                      \
+	X(nbd_aio_block_status)                                                                    \
+	X(nbd_aio_pread)                                                                           \
+	X(nbd_aio_command_completed)                                                               \
+	X(nbd_aio_disconnect)
+static struct libnbd {
+	LIBNBD_FUNCTIONS(DYNLIB_POINTER)
+} libnbd;
+#define LIBNBD_ENTRY(f) DYNLIB_ENTRY(struct libnbd, f)
+static const struct dynlib_fn libnbd_fns[] = {LIBNBD_FUNCTIONS(LIBNBD_ENTRY)};
+static struct dynlib libnbd_lib = DYNLIB("libnbd.so.0", libnbd, libnbd_fns);
 
 struct run {
 	uint64_t start, len;
@@ -50,7 +82,7 @@ bool source_is_nbd_uri(const char *spec)
 
 static int nbd_fail(struct source *s, const char *what)
 {
-	snprintf(s->err, sizeof(s->err), "%s: %s", what, nbd_get_error());
+	snprintf(s->err, sizeof(s->err), "%s: %s", what, libnbd.nbd_get_error());
 	((struct nbd_source *)s)->broken = true;
 	return -1;
 }
@@ -69,8 +101,8 @@ static int wait_for_command(struct nbd_source *n, int64_t cookie, const char *wh
 {
 	deadline_t d = deadline_in(n->timeouts.idle);
 	int r;
-	while ((r = nbd_aio_command_completed(n->nbd, (uint64_t)cookie)) == 0) {
-		int moved = nbd_poll(n->nbd, deadline_poll_timeout(d));
+	while ((r = libnbd.nbd_aio_command_completed(n->nbd, (uint64_t)cookie)) == 0) {
+		int moved = libnbd.nbd_poll(n->nbd, deadline_poll_timeout(d));
 		if (moved < 0)
 			return nbd_fail(&n->s, what);
 		if (moved > 0)
@@ -118,7 +150,8 @@ static int nbd_extent(struct source *src, uint64_t off, uint64_t *len, bool *zer
 		n->nruns = 0;
 		n->cached_end = off;
 		nbd_extent_callback cb = {.callback = collect_runs, .user_data = n};
-		int64_t c = nbd_aio_block_status(n->nbd, span, off, cb, NBD_NULL_COMPLETION, 0);
+		int64_t c = libnbd.nbd_aio_block_status(n->nbd, span, off, cb, NBD_NULL_COMPLETION,
+							0);
 		if (c < 0)
 			return nbd_fail(src, "block status");
 		if (wait_for_command(n, c, "block status") < 0)
@@ -158,8 +191,8 @@ static int nbd_read(struct source *src, uint64_t off, void *buf, size_t len)
 	size_t ncookies = 0;
 	for (size_t done = 0; done < len; done += n->request) {
 		size_t count = len - done < n->request ? len - done : n->request;
-		int64_t c = nbd_aio_pread(n->nbd, (char *)buf + done, count, off + done,
-					  NBD_NULL_COMPLETION, 0);
+		int64_t c = libnbd.nbd_aio_pread(n->nbd, (char *)buf + done, count, off + done,
+						 NBD_NULL_COMPLETION, 0);
 		if (c < 0)
 			return nbd_fail(src, "read");
 		cookies[ncookies++] = c;
@@ -177,13 +210,13 @@ static void nbd_source_close(struct source *src)
 	struct nbd_source *n = (struct nbd_source *)src;
 	/* A polite NBD_CMD_DISC, but never waiting on a server that has stopped answering
 	 * (nbd_shutdown would wait for its reply as long as it takes). */
-	if (!n->broken && nbd_aio_disconnect(n->nbd, 0) == 0) {
+	if (!n->broken && libnbd.nbd_aio_disconnect(n->nbd, 0) == 0) {
 		deadline_t d = deadline_in(n->timeouts.connect);
-		while (!nbd_aio_is_closed(n->nbd) && !nbd_aio_is_dead(n->nbd) &&
-		       nbd_poll(n->nbd, deadline_poll_timeout(d)) > 0)
+		while (!libnbd.nbd_aio_is_closed(n->nbd) && !libnbd.nbd_aio_is_dead(n->nbd) &&
+		       libnbd.nbd_poll(n->nbd, deadline_poll_timeout(d)) > 0)
 			;
 	}
-	nbd_close(n->nbd);
+	libnbd.nbd_close(n->nbd);
 	free(n->runs);
 	free(n);
 }
@@ -201,10 +234,10 @@ static int connect_before(struct nbd_source *n, const char *uri, int *status, ch
 			  size_t errlen)
 {
 	deadline_t d = deadline_in(n->timeouts.connect);
-	if (nbd_aio_connect_uri(n->nbd, uri) == 0) {
-		while (!nbd_aio_is_ready(n->nbd) && !nbd_aio_is_dead(n->nbd) &&
-		       !nbd_aio_is_closed(n->nbd)) {
-			int moved = nbd_poll(n->nbd, deadline_poll_timeout(d));
+	if (libnbd.nbd_aio_connect_uri(n->nbd, uri) == 0) {
+		while (!libnbd.nbd_aio_is_ready(n->nbd) && !libnbd.nbd_aio_is_dead(n->nbd) &&
+		       !libnbd.nbd_aio_is_closed(n->nbd)) {
+			int moved = libnbd.nbd_poll(n->nbd, deadline_poll_timeout(d));
 			if (moved < 0)
 				break;
 			if (moved == 0 && deadline_passed(d)) {
@@ -214,11 +247,11 @@ static int connect_before(struct nbd_source *n, const char *uri, int *status, ch
 				return -1;
 			}
 		}
-		if (nbd_aio_is_ready(n->nbd))
+		if (libnbd.nbd_aio_is_ready(n->nbd))
 			return 0;
 	}
-	snprintf(errbuf, errlen, "%s", nbd_get_error());
-	if (unreachable(nbd_get_errno()))
+	snprintf(errbuf, errlen, "%s", libnbd.nbd_get_error());
+	if (unreachable(libnbd.nbd_get_errno()))
 		*status = EXIT_PEER;
 	return -1;
 }
@@ -226,32 +259,34 @@ static int connect_before(struct nbd_source *n, const char *uri, int *status, ch
 struct source *source_open_nbd(const char *uri, const struct source_timeouts *timeouts, int *status,
 			       char *errbuf, size_t errlen)
 {
-	struct nbd_source *n = xcalloc(1, sizeof(*n));
 	*status = EXIT_FAIL;
+	if (dynlib_load(&libnbd_lib, errbuf, errlen) < 0)
+		return NULL;
+	struct nbd_source *n = xcalloc(1, sizeof(*n));
 	n->timeouts = *timeouts;
-	if (!(n->nbd = nbd_create())) {
-		snprintf(errbuf, errlen, "%s", nbd_get_error());
+	if (!(n->nbd = libnbd.nbd_create())) {
+		snprintf(errbuf, errlen, "%s", libnbd.nbd_get_error());
 		free(n);
 		return NULL;
 	}
-	if (nbd_add_meta_context(n->nbd, LIBNBD_CONTEXT_BASE_ALLOCATION) < 0) {
-		snprintf(errbuf, errlen, "%s", nbd_get_error());
+	if (libnbd.nbd_add_meta_context(n->nbd, LIBNBD_CONTEXT_BASE_ALLOCATION) < 0) {
+		snprintf(errbuf, errlen, "%s", libnbd.nbd_get_error());
 		goto bad;
 	}
 	if (connect_before(n, uri, status, errbuf, errlen) < 0)
 		goto bad;
-	int64_t size = nbd_get_size(n->nbd);
+	int64_t size = libnbd.nbd_get_size(n->nbd);
 	if (size < 0) {
-		snprintf(errbuf, errlen, "%s", nbd_get_error());
+		snprintf(errbuf, errlen, "%s", libnbd.nbd_get_error());
 		goto bad;
 	}
 	if (size == 0) {
 		snprintf(errbuf, errlen, "the export is empty (size 0)");
 		goto bad;
 	}
-	n->has_status = nbd_can_meta_context(n->nbd, LIBNBD_CONTEXT_BASE_ALLOCATION) == 1;
-	int64_t preferred = nbd_get_block_size(n->nbd, LIBNBD_SIZE_PREFERRED);
-	int64_t maximum = nbd_get_block_size(n->nbd, LIBNBD_SIZE_MAXIMUM);
+	n->has_status = libnbd.nbd_can_meta_context(n->nbd, LIBNBD_CONTEXT_BASE_ALLOCATION) == 1;
+	int64_t preferred = libnbd.nbd_get_block_size(n->nbd, LIBNBD_SIZE_PREFERRED);
+	int64_t maximum = libnbd.nbd_get_block_size(n->nbd, LIBNBD_SIZE_MAXIMUM);
 	n->request = DEFAULT_REQUEST;
 	if (preferred > (int64_t)n->request && preferred <= MAX_REQUEST)
 		n->request = (size_t)preferred;
@@ -259,12 +294,13 @@ struct source *source_open_nbd(const char *uri, const struct source_timeouts *ti
 		n->request = (size_t)maximum;
 	n->s.spec = uri;
 	n->s.size = (uint64_t)size;
+	n->s.read_clusters = VMA_ENTRIES_PER_EXTENT;
 	n->s.extent = nbd_extent;
 	n->s.read = nbd_read;
 	n->s.close = nbd_source_close;
 	return &n->s;
 bad:
-	nbd_close(n->nbd);
+	libnbd.nbd_close(n->nbd);
 	free(n);
 	return NULL;
 }

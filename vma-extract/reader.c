@@ -279,6 +279,11 @@ int vma_reader_open(struct vma_reader *r, struct instream *in)
 	return 0;
 }
 
+/* An extent's data, up to 3.7 MiB, is read and handed over in parts of whole entries of up to
+ * this size: a restore then writes each part while it is still in the CPU's cache (with whole
+ * extents, the time spent copying to the page cache doubled or tripled). */
+#define READ_PART (512u << 10)
+
 static unsigned stored_blocks(uint16_t mask)
 {
 	return mask == 0xffff ? VMA_BLOCKS_PER_CLUSTER : (unsigned)__builtin_popcount(mask);
@@ -327,8 +332,25 @@ static int check_entry(struct vma_reader *r, uint64_t at, int dev_id, uint64_t c
 	return 0;
 }
 
+/* The bytes of data of the entries from *end on, as many as fit READ_PART (at least one);
+ * *end becomes the first entry after them. */
+static size_t next_part(const uint8_t *e, unsigned *end)
+{
+	size_t part = 0;
+	for (; *end < VMA_ENTRIES_PER_EXTENT; (*end)++) {
+		/* (an unused slot is all zero: it stores nothing) */
+		uint16_t mask = (uint16_t)(get_be64(e + VMA_EXT_OFF_BLOCKINFO + 8 * *end) >> 48);
+		size_t stored = stored_blocks(mask) * (size_t)VMA_BLOCK_SIZE;
+		if (part > 0 && part + stored > READ_PART)
+			break;
+		part += stored;
+	}
+	return part;
+}
+
 /* The extent's 512-byte header, which started at `start`, is in r->extent already. */
-static int read_extent(struct vma_reader *r, uint64_t start, vma_cluster_fn fn, void *opaque)
+static int read_extent(struct vma_reader *r, uint64_t start, vma_cluster_fn fn, vma_part_fn done,
+		       void *opaque)
 {
 	uint8_t *e = r->extent, digest[16];
 	/* Magic first (Proxmox checks the MD5 first): bytes that are no extent at all, such as
@@ -365,12 +387,18 @@ static int read_extent(struct vma_reader *r, uint64_t start, vma_cluster_fn fn, 
 		return fail_at(r, start + VMA_EXT_OFF_BLOCK_COUNT,
 			       "block count %u, but the entries store %u blocks", block_count,
 			       blocks);
-	if (read_exact(r, e + VMA_EXTENT_HEADER_SIZE, (size_t)block_count * VMA_BLOCK_SIZE,
-		       "extent data") < 0)
-		return -1;
-	r->extents++;
-	const uint8_t *data = e + VMA_EXTENT_HEADER_SIZE;
+	/* The data is read in parts, each handed over (fn, then done) before the next is read. */
+	uint8_t *data = e + VMA_EXTENT_HEADER_SIZE;
+	unsigned part_end = 0; /* the first entry whose data is not read yet */
 	for (unsigned i = 0; i < VMA_ENTRIES_PER_EXTENT; i++) {
+		if (i == part_end) {
+			int rc = i > 0 && done ? done(opaque, r) : 0;
+			if (rc)
+				return rc;
+			size_t part = next_part(e, &part_end);
+			if (part > 0 && read_exact(r, data, part, "extent data") < 0)
+				return -1;
+		}
 		uint64_t info = get_be64(e + VMA_EXT_OFF_BLOCKINFO + 8 * i);
 		int dev_id = (int)(info >> 32 & 0xff);
 		if (!dev_id)
@@ -388,7 +416,8 @@ static int read_extent(struct vma_reader *r, uint64_t start, vma_cluster_fn fn, 
 		}
 		data += stored;
 	}
-	return 0;
+	r->extents++;
+	return done ? done(opaque, r) : 0;
 }
 
 void vma_reader_cover_all(struct vma_reader *r)
@@ -397,7 +426,7 @@ void vma_reader_cover_all(struct vma_reader *r)
 		r->devs[id].check_coverage = r->devs[id].name != NULL;
 }
 
-int vma_reader_run(struct vma_reader *r, vma_cluster_fn fn, void *opaque)
+int vma_reader_run(struct vma_reader *r, vma_cluster_fn fn, vma_part_fn done, void *opaque)
 {
 	for (;;) {
 		/* The stream ends exactly on an extent boundary, or it is truncated. */
@@ -411,7 +440,7 @@ int vma_reader_run(struct vma_reader *r, vma_cluster_fn fn, void *opaque)
 				       "archive truncated inside an extent header");
 		uint64_t start = r->offset;
 		r->offset += VMA_EXTENT_HEADER_SIZE;
-		int rc = read_extent(r, start, fn, opaque);
+		int rc = read_extent(r, start, fn, done, opaque);
 		if (rc)
 			return rc;
 	}

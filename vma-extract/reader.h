@@ -41,18 +41,24 @@ struct vma_reader {
 	char err[512];
 };
 
-/* One entry of an extent: the blocks whose bit is set in mask, packed in ascending order. */
+/* One entry of an extent: the blocks whose bit is set in mask, packed in ascending order. They
+ * lie in r->extent, which the next extent overwrites: they may be kept until the next call of
+ * the vma_part_fn, not longer. */
 typedef int (*vma_cluster_fn)(void *opaque, struct vma_reader *r, int dev_id, uint64_t cluster,
 			      uint16_t mask, const uint8_t *blocks);
+/* Called when the entries of a part of an extent's data (up to 512 KiB of it, read at once)
+ * have been handed to the vma_cluster_fn, the last part of each extent included: the time to
+ * write them, while they are still in the CPU's cache. */
+typedef int (*vma_part_fn)(void *opaque, struct vma_reader *r);
 
 /* Reads and checks the header. 0, or -1 with r->err set. */
 int vma_reader_open(struct vma_reader *r, struct instream *in);
 /* Marks every device of the header for the coverage check of vma_reader_run (verify). */
 void vma_reader_cover_all(struct vma_reader *r);
-/* Reads every extent to the end of the stream, checking each, and calls fn for each entry
- * (fn may be NULL). At the end, devices marked check_coverage must be complete. A non-zero
- * return of fn stops the run and is returned. */
-int vma_reader_run(struct vma_reader *r, vma_cluster_fn fn, void *opaque);
+/* Reads every extent to the end of the stream, checking each, and calls fn for each entry and
+ * done after each part (either may be NULL). At the end, devices marked check_coverage
+ * must be complete. A non-zero return of fn or done stops the run and is returned. */
+int vma_reader_run(struct vma_reader *r, vma_cluster_fn fn, vma_part_fn done, void *opaque);
 void vma_reader_close(struct vma_reader *r);
 
 #endif

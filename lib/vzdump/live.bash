@@ -99,14 +99,21 @@ attach_scratch() {
 
 # The instant: stop (if running), a copy-before-write filter over each disk writing the old
 # data to its scratch node, the device switched onto the filter, a snapshot-access node over it,
-# cont. Run inside gafreeze hold when the agent answers.
+# cont, all in one qmpctl batch. Run inside gafreeze hold when the agent answers: qmpctl
+# connects and negotiates first and says ready on descriptor 3, gafreeze freezes and says go,
+# so that only the batch itself runs while the guest is frozen (--sync-fd, gafreeze(1)). Its
+# -t then also covers the freeze (bounded by --max).
 snapshot() {
-	local status=$vm_status out rc=0 t0 t1
-	local -a freeze=()
+	local status=$vm_status out rc=0 t0 t1 qmp_t=$QMP_TIMEOUT
+	local -a freeze=() sync=() figures=()
 	# shellcheck disable=SC2016 # jq variables
 	plan "$private_dir/snapshot.qmp" --arg status "$status" 'g::snapshot_plan($status)'
 
-	freeze_applicable && freeze=(gafreeze -s "$qga_sock" --max "$FREEZE_MAX" --json hold --)
+	if freeze_applicable; then
+		freeze=(gafreeze -s "$qga_sock" --max "$FREEZE_MAX" --sync-fd 3 --json hold --)
+		sync=(--sync-fd 3)
+		qmp_t=$((QMP_TIMEOUT + FREEZE_MAX))
+	fi
 	if [ "$status" = running ]; then
 		we_paused=1
 		state paused
@@ -116,7 +123,7 @@ snapshot() {
 		state freeze
 	fi
 	t0=$(now_ms)
-	out=$(unlocked "${freeze[@]}" qmpctl -s "$qmp_sock" -t "$QMP_TIMEOUT" -k \
+	out=$(unlocked "${freeze[@]}" qmpctl -s "$qmp_sock" -t "$qmp_t" "${sync[@]}" -k \
 		-f "$private_dir/snapshot.qmp" 2>"$private_dir/snapshot.err") || rc=$?
 	t1=$(now_ms)
 	# gafreeze exits 4 only when the guest may still be frozen (cleanup tries once more).
@@ -127,13 +134,24 @@ snapshot() {
 	snapshot_check "$status" "$out" "$rc" "${#freeze[@]}"
 	snapshot_ms=$((t1 - t0))
 	if [ ${#freeze[@]} -gt 0 ]; then
-		frozen_ms=$(jq -r '.frozen_ms // empty' <<<"${out##*$'\n'}" 2>/dev/null) || frozen_ms=
-		[[ $frozen_ms =~ ^[0-9]+$ ]] || frozen_ms=
+		# The window and its steps, from gafreeze's summary: the freeze's round trip, the
+		# batch (go to qmpctl's exit), the thaw. A figure gafreeze could not measure is null.
+		mapfile -t figures < <(jq -r '.frozen_ms, .freeze_ms, .command_ms, .thaw_ms' \
+			<<<"${out##*$'\n'}" 2>/dev/null) || true
+		frozen_ms=$(ms_or_empty "${figures[0]:-}")
+		freeze_ms=$(ms_or_empty "${figures[1]:-}")
+		qmp_ms=$(ms_or_empty "${figures[2]:-}")
+		thaw_ms=$(ms_or_empty "${figures[3]:-}")
 		info "guest filesystems frozen for ${frozen_ms:-?} ms"
 	else
 		info "snapshot taken in $((t1 - t0)) ms (guest filesystems not frozen)"
 	fi
 	[ "$status" != running ] || info "resuming VM again"
+}
+
+# A number of milliseconds as it is, anything else as nothing.
+ms_or_empty() { # TEXT
+	if [[ $1 =~ ^[0-9]+$ ]]; then printf '%s\n' "$1"; fi
 }
 
 # After gafreeze's thaw failed (exit 4), one more try; if the guest still does not thaw, the
@@ -172,8 +190,9 @@ snapshot_check() { # STATUS OUTPUT RC FROZEN
 	[ -z "$err" ] || fail "snapshot failed: $err"
 	# gafreeze's last line is its summary of the window: the line before says what failed
 	# (with exit status 4: THAW FAILED, THE GUEST MAY STILL BE FROZEN).
-	[ "$3" = 0 ] || fail "snapshot failed: $(grep -v '^gafreeze: guest frozen for ' "$private_dir/snapshot.err" |
-		tail -n 1)"
+	# qmpctl's own "no go" after a failed freeze is not the reason.
+	[ "$3" = 0 ] || fail "snapshot failed: $(grep -v -e '^gafreeze: guest frozen for ' \
+		-e '^qmpctl: --sync-fd [0-9]*: no go' "$private_dir/snapshot.err" | tail -n 1)"
 	[ "$n" = "$(wc -l <"$private_dir/snapshot.qmp")" ] || fail "snapshot failed: missing QMP replies"
 }
 

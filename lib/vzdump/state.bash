@@ -44,6 +44,9 @@ writer_lines_done=0
 hook_pid=         # a VM hook running in the background
 maybe_frozen=0    # gafreeze's thaw failed: the guest may still be frozen
 frozen_ms=
+freeze_ms=
+qmp_ms=
+thaw_ms=
 snapshot_ms=
 # The modes (modes.bash).
 backup_mode=      # the effective mode, as the hooks get it

@@ -7,8 +7,9 @@
 #       except where the environment asks it to stop at a phase: it touches $FAULT_DIR/reached
 #       and waits (up to 60 s) until $FAULT_DIR/release exists.
 #         FAULT_QMP=NAME.qmp  qmpctl -f …/NAME.qmp (scratch, snapshot, jobs) stops
-#         FAULT_WHEN=before   … before running the batch; after (default): once it has run
-#                             (inside gafreeze hold for snapshot.qmp: the guest is frozen)
+#         FAULT_WHEN=before   … before running the batch (for snapshot.qmp: after the
+#                             go of gafreeze hold --sync-fd, the guest frozen); after
+#                             (default): once it has run (snapshot.qmp: the guest frozen)
 #         FAULT_MV=1          mv of a .dat (the rename to the final name) stops before it
 #   fault_start WD VMID [ARGS...]
 #       starts vzdump.sh (folders under WD, as vz_backup) in a session of its own with the
@@ -58,8 +59,24 @@ if [ -n "${FAULT_QMP:-}" ]; then
 fi
 [ "$match" = 1 ] || exec "$real" "$@"
 if [ "${FAULT_WHEN:-after}" = before ]; then
+	# Inside gafreeze hold --sync-fd: the shim speaks the handshake itself, so that it stops
+	# with the guest frozen and the batch not yet sent, then runs qmpctl without it.
+	args=() sync= prev=
+	for a in "$@"; do
+		if [ "$prev" = --sync-fd ]; then
+			sync=$a
+		elif [ "$a" != --sync-fd ]; then
+			args+=("$a")
+		fi
+		prev=$a
+	done
+	if [ -n "$sync" ]; then
+		echo ready >&"$sync"
+		read -r go <&"$sync" && [ "$go" = go ] || exit 3
+		exec {sync}>&-
+	fi
 	"$hold"
-	exec "$real" "$@"
+	exec "$real" "${args[@]}"
 fi
 rc=0
 out=$("$real" "$@") || rc=$?

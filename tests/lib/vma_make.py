@@ -5,12 +5,14 @@ It exists so that vma_check.py and vma_corrupt.py can be tested without the C wr
 it is not a reference for that writer.
 
 usage: vma_make.py [-c NAME=FILE]... [-d NAME=FILE]... [--entries N] [--shuffle]
-                   [--seed N] [--keep-zero-blocks] [--uuid UUID] [--ctime SECONDS] OUT|-
+                   [--interleave] [--seed N] [--keep-zero-blocks] [--uuid UUID]
+                   [--ctime SECONDS] OUT|-
 
 Each -d adds a device (dev ids 1, 2, ... in the order given) whose size and contents
 are those of FILE; each -c adds a config NAME holding FILE's bytes.  Clusters are
 written in order, device after device, or in a seeded random order across all devices
-with --shuffle (as a live backup does).  --keep-zero-blocks stores all-zero blocks
+with --shuffle (as a live backup does), or with --interleave in order per device, the
+devices taking turns cluster by cluster (as backup jobs running side by side do).  --keep-zero-blocks stores all-zero blocks
 instead of omitting them (a sloppy writer, to test vma_check's warning).
 """
 
@@ -101,6 +103,7 @@ def main():
     parser.add_argument("--entries", type=int, default=ENTRIES_PER_EXTENT,
                         help="blockinfo entries per extent, 1..59 (Proxmox uses 58)")
     parser.add_argument("--shuffle", action="store_true")
+    parser.add_argument("--interleave", action="store_true")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--keep-zero-blocks", action="store_true")
     parser.add_argument("--uuid", type=uuid.UUID, default=None)
@@ -126,6 +129,8 @@ def main():
              for cluster in range((size + CLUSTER - 1) // CLUSTER)]
     if args.shuffle:
         random.Random(args.seed).shuffle(order)
+    elif args.interleave:
+        order.sort(key=lambda dev_cluster: (dev_cluster[1], dev_cluster[0]))
 
     out = sys.stdout.buffer if args.out == "-" else open(args.out, "wb")
     out.write(build_header(archive_uuid, ctime, configs, [(n, s) for n, s, _ in devices]))
