@@ -108,7 +108,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (pthread_create(&t, NULL, client_run, &cl) != 0)
 		abort();
 	/* As main() does after --listen: the archive is finished when the server succeeded. */
-	if (serve_devices_on(w, -1, sv[0], &timeouts, &progress, why, sizeof(why)) == 0 &&
+	if (serve_devices_on(w, -1, sv[0], &timeouts, &progress, NULL, why, sizeof(why)) == 0 &&
 	    vma_writer_finish(w) == 0)
 		sink_finish(sink);
 	pthread_join(t, NULL);

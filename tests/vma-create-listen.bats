@@ -50,6 +50,32 @@ server_result() {
 
 uri() { echo "nbd+unix:///$1?socket=$SOCK"; }
 
+# QEMU (started in ./vm) backs up each node NAME into the server's export NAME with its own
+# backup job, all at once, at full speed; waits until they have concluded, asserts that they
+# succeeded, then removes them and their targets.
+qemu_push() { # NAME...
+	local i=0 name jobs n expected=
+	for name in "$@"; do
+		qmp_raw vm "{\"execute\":\"blockdev-add\",\"arguments\":{\"driver\":\"nbd\",\"node-name\":\"t$i\",\"server\":{\"type\":\"unix\",\"path\":\"$SOCK\"},\"export\":\"$name\"}}" >/dev/null
+		qmp_raw vm "{\"execute\":\"blockdev-backup\",\"arguments\":{\"job-id\":\"j$i\",\"device\":\"$name\",\"target\":\"t$i\",\"sync\":\"full\",\"auto-dismiss\":false}}" >/dev/null
+		expected+="${expected:+,}{\"device\":\"j$i\",\"status\":\"concluded\",\"error\":null}"
+		i=$((i + 1))
+	done
+	for ((n = 0; n < 1200; n++)); do
+		jobs=$(qmp_raw vm '{"execute":"query-block-jobs"}')
+		[ "$(jq '[.return[] | select(.status != "concluded")] | length' <<<"$jobs")" = 0 ] && break
+		sleep 0.1
+	done
+	assert_equal "$(jq -c '[.return[] | {device, status, error}] | sort_by(.device)' <<<"$jobs")" "[$expected]"
+	for ((i = 0; i < $#; i++)); do
+		qmp_raw vm "{\"execute\":\"job-dismiss\",\"arguments\":{\"id\":\"j$i\"}}" >/dev/null
+		qmp_raw vm "{\"execute\":\"blockdev-del\",\"arguments\":{\"node-name\":\"t$i\"}}" >/dev/null
+	done
+}
+
+# Microseconds on the wall clock.
+now_us() { echo "${EPOCHREALTIME/./}"; }
+
 # In the background (pid in CLIENTS): a connection to the server that says nothing for 30 s;
 # the file FLAG appears once it is connected.
 silent_client() { # FLAG
@@ -122,22 +148,7 @@ time.sleep(30)' "$SOCK" "$1" 3>&- &
 		-blockdev "driver=file,node-name=f1,filename=$PWD/d1.qcow2" \
 		-blockdev driver=qcow2,node-name=drive-virtio1,file=f1
 	serve -z zstd drive-scsi0=$((100 * 1048576 + 3584)) drive-virtio1=33554432
-	for i in 0 1; do
-		name=$([ $i = 0 ] && echo drive-scsi0 || echo drive-virtio1)
-		qmp_raw vm "{\"execute\":\"blockdev-add\",\"arguments\":{\"driver\":\"nbd\",\"node-name\":\"t$i\",\"server\":{\"type\":\"unix\",\"path\":\"$SOCK\"},\"export\":\"$name\"}}" >/dev/null
-		qmp_raw vm "{\"execute\":\"blockdev-backup\",\"arguments\":{\"job-id\":\"j$i\",\"device\":\"$name\",\"target\":\"t$i\",\"sync\":\"full\",\"auto-dismiss\":false}}" >/dev/null
-	done
-	for ((n = 0; n < 600; n++)); do
-		jobs=$(qmp_raw vm '{"execute":"query-block-jobs"}')
-		[ "$(jq '[.return[] | select(.status != "concluded")] | length' <<<"$jobs")" = 0 ] && break
-		sleep 0.1
-	done
-	assert_equal "$(jq -c '[.return[] | {device, status, error}] | sort_by(.device)' <<<"$jobs")" \
-		'[{"device":"j0","status":"concluded","error":null},{"device":"j1","status":"concluded","error":null}]'
-	for i in 0 1; do
-		qmp_raw vm "{\"execute\":\"job-dismiss\",\"arguments\":{\"id\":\"j$i\"}}" >/dev/null
-		qmp_raw vm "{\"execute\":\"blockdev-del\",\"arguments\":{\"node-name\":\"t$i\"}}" >/dev/null
-	done
+	qemu_push drive-scsi0 drive-virtio1
 	server_result
 	assert_equal "$CODE" 0
 	zstd -q -d -c out.vma | vma_check --strict -
@@ -250,13 +261,103 @@ h.pwrite(b"z" * 65536, 0)
 	assert_equal "$(ls -A)" server.err
 }
 
-@test "vma-create --listen rejects bad sizes, names and --bwlimit as usage errors" {
+@test "vma-create --listen rejects bad sizes, names and bandwidth limits as usage errors" {
 	run -2 vma-create --listen "$SOCK" -o out.vma drive-scsi0=0
 	run -2 vma-create --listen "$SOCK" -o out.vma drive-scsi0=12k
 	run -2 vma-create --listen "$SOCK" -o out.vma a/b=65536
-	run -2 vma-create --listen "$SOCK" --bwlimit 100 -o out.vma drive-scsi0=65536
-	assert_line --index 0 "vma-create: --bwlimit does not apply to --listen: the client sets the pace"
+	run -2 vma-create --listen "$SOCK" --bwlimit 0 -o out.vma drive-scsi0=65536
+	assert_line --index 0 "vma-create: invalid bandwidth limit '0': expected a number from 1 to 9007199254740991"
 	[ ! -e "$SOCK" ] && [ ! -e out.vma ]
+}
+
+@test "vma-create --listen --bwlimit paces two QEMU backup jobs together, on their data alone" {
+	# 3 MiB and 1 MiB of data in 16 MiB and 8 MiB disks; QEMU's jobs run at full speed.
+	random_file d0.raw 3M
+	truncate -s 16M d0.raw
+	truncate -s 8M d1.raw
+	random_file part 1M
+	dd if=part of=d1.raw bs=1M seek=4 conv=notrunc status=none
+	mkdir vm
+	qemu_start_bare "$PWD/vm" \
+		-blockdev "driver=file,node-name=f0,filename=$PWD/d0.raw" \
+		-blockdev driver=raw,node-name=drive-scsi0,file=f0 \
+		-blockdev "driver=file,node-name=f1,filename=$PWD/d1.raw" \
+		-blockdev driver=raw,node-name=drive-scsi1,file=f1
+	t0=$(now_us)
+	serve --bwlimit 512 --stats s.json drive-scsi0=16777216 drive-scsi1=8388608
+	qemu_push drive-scsi0 drive-scsi1
+	server_result
+	t1=$(now_us)
+	assert_equal "$CODE" 0
+	# 4 MiB of data at 512 KiB/s take 8 s at least, for the two jobs together (the next test
+	# shows that the holes cost nothing).
+	[ $((t1 - t0)) -ge 7800000 ] || fail "took $((t1 - t0)) us: faster than 512 KiB/s"
+	assert_equal "$(jq .saved s.json)" $((4 * 1048576))
+	vma_check --strict out.vma
+	vma-extract out.vma x
+	assert_equal "$(sha x/disk-drive-scsi0.raw)" "$(sha d0.raw)"
+	assert_equal "$(sha x/disk-drive-scsi1.raw)" "$(sha d1.raw)"
+}
+
+@test "vma-create --listen --bwlimit: holes cost nothing, 1 MiB of data in a 1 GiB disk at 512 KiB/s" {
+	random_file d0.raw 1M
+	truncate -s 1G d0.raw
+	mkdir vm
+	qemu_start_bare "$PWD/vm" \
+		-blockdev "driver=file,node-name=f0,filename=$PWD/d0.raw" \
+		-blockdev driver=raw,node-name=drive-scsi0,file=f0
+	t0=$(now_us)
+	serve --bwlimit 512 drive-scsi0=1073741824
+	qemu_push drive-scsi0
+	server_result
+	t1=$(now_us)
+	assert_equal "$CODE" 0
+	# 2 s for the data; charging the 1023 MiB of holes would take over 30 minutes.
+	[ $((t1 - t0)) -ge 1800000 ] || fail "took $((t1 - t0)) us: faster than 512 KiB/s"
+	[ $((t1 - t0)) -lt 120000000 ] || fail "took $((t1 - t0)) us: the holes were charged"
+	vma-extract out.vma x
+	assert_equal "$(sha x/disk-drive-scsi0.raw)" "$(sha d0.raw)"
+}
+
+@test "vma-create --listen --bwlimit: clients held back are not idle, and a new client's handshake is served meanwhile" {
+	random_file a.raw 2M
+	random_file b.raw 256K
+	# Each 1 MiB write at 128 KiB/s holds the clients back 8 s, longer than -t and
+	# --idle-timeout. Client a writes 1 MiB, then (once its first write is answered) the
+	# second; b connects while a's second write is held, and writes while it is.
+	timeout 100 "$VZ_PYTHON" - "$SOCK" "$(uri drive-scsi0)" <<'PY' 3>&- &
+import nbd, os, sys, time
+while not os.path.exists(sys.argv[1]):
+    time.sleep(0.01)
+h = nbd.NBD()
+h.connect_uri(sys.argv[2])
+data = open("a.raw", "rb").read()
+h.pwrite(data[: 1 << 20], 0)
+open("first", "w").close()
+h.pwrite(data[1 << 20 :], 1 << 20)
+h.shutdown()
+PY
+	CLIENTS=$!
+	timeout 100 "$VZ_PYTHON" - "$(uri drive-scsi1)" <<'PY' 3>&- &
+import nbd, os, sys, time
+while not os.path.exists("first"):
+    time.sleep(0.01)
+h = nbd.NBD()
+h.connect_uri(sys.argv[1])
+h.pwrite(open("b.raw", "rb").read(), 0)
+h.shutdown()
+PY
+	CLIENTS+=" $!"
+	t0=$(now_us)
+	BOUND=100 serve -t 1 --idle-timeout 4 --bwlimit 128 drive-scsi0=2097152 drive-scsi1=262144
+	server_result
+	t1=$(now_us)
+	assert_equal "$(cat server.err)" ""
+	assert_equal "$CODE" 0
+	[ $((t1 - t0)) -ge 17800000 ] || fail "took $((t1 - t0)) us: 2.25 MiB faster than 128 KiB/s"
+	vma-extract out.vma x
+	assert_equal "$(sha x/disk-drive-scsi0.raw)" "$(sha a.raw)"
+	assert_equal "$(sha x/disk-drive-scsi1.raw)" "$(sha b.raw)"
 }
 
 @test "vma-create --listen --idle-timeout: no client comes, exit 3, no archive, no socket" {

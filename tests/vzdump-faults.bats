@@ -84,8 +84,8 @@ vz_cleanup() { # WD VMID
 # Starts a backup of VM 300 stopped at PHASE: before-freeze (scratch images attached),
 # freeze (inside the guest's freeze, the snapshot taken; the agent double answers),
 # freeze-before (frozen, the snapshot's undo recorded but its batch not yet sent), copy
-# (jobs running at 256 KiB/s), jobs (the jobs just started, at full speed), rename (all
-# done but the rename of the .dat).
+# (jobs running, held to 256 KiB/s by the writer's --bwlimit), jobs (the jobs just started,
+# at full speed), rename (all done but the rename of the .dat).
 start_at() { # PHASE [ARGS...]
 	local phase=$1
 	shift

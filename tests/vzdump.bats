@@ -359,6 +359,35 @@ $VM/tmp:"
 	grep -qxF 'INFO: bandwidth limit: 1024 KiB/s' "$OWN/err"
 }
 
+@test "--bwlimit is for the whole backup and its data alone: the writer keeps it, QEMU's jobs run at full speed" {
+	local err=$BATS_TEST_TMPDIR/err i jobs= writer= t0 t1
+	rm -f "$VM"/dump/*
+	# The two disks hold 3 MiB and 2 MiB + 3.5 KiB of data in 164 MiB.
+	t0=${EPOCHREALTIME/./}
+	vz_backup "$VM" --bwlimit 1024 100 2>"$err" 3>&- &
+	bk=$!
+	for ((i = 0; i < 600; i++)); do
+		jobs=$(qmp_raw "$VM" '{"execute":"query-block-jobs"}' |
+			jq -c '[.return[] | {device, speed}] | sort_by(.device)')
+		[ "$jobs" = '[]' ] || break
+		sleep 0.1
+	done
+	writer=$(pgrep -f -- "vma-create .*--listen $VM/tmp/vzdumptmp" | head -n 1)
+	[ -z "$writer" ] || writer=$(tr '\0' ' ' <"/proc/$writer/cmdline")
+	wait "$bk" || fail "backup failed: $(cat "$err")"
+	t1=${EPOCHREALTIME/./}
+	assert_equal "$jobs" '[{"device":"vzdump-drive-scsi0","speed":0},{"device":"vzdump-drive-virtio0","speed":0}]'
+	[[ $writer == *" --bwlimit 1024 "* ]] || fail "the writer's command line: '$writer'"
+	grep -qxF 'INFO: bandwidth limit: 1024 KiB/s' "$err"
+	# 5 MiB of data at 1 MiB/s take 5 s at least (the 159 MiB of holes nothing, or the
+	# backup would take minutes).
+	[ $((t1 - t0)) -ge 4900000 ] || fail "took $((t1 - t0)) us: faster than 1 MiB/s"
+	vma-extract "$VM"/dump/vzdump-qemu-100-*.vma "$BATS_TEST_TMPDIR/x"
+	assert_equal "$(sha "$BATS_TEST_TMPDIR/x/disk-drive-virtio0.raw")" "$(cat "$VM/d0.sha")"
+	assert_equal "$(sha "$BATS_TEST_TMPDIR/x/disk-drive-scsi0.raw")" "$(cat "$VM/d1.sha")"
+	rm -f "$VM"/dump/*
+}
+
 # A VM of its own with one 4 MiB disk of random data, running, as VMID 300.
 own_vm() {
 	OWN=$BATS_TEST_TMPDIR/own

@@ -30,6 +30,7 @@ struct pending {
 struct listen_ctx {
 	struct vma_writer *w;
 	struct progress *progress;
+	struct throttle *throttle; /* counts the data written, never the zeros */
 	const struct nbd_export *exports;
 	struct pending pending[MAX_PENDING];
 	int npending;
@@ -165,7 +166,9 @@ static int take(struct listen_ctx *x, int export, uint64_t off, uint64_t len, st
 static int on_write(void *ctx, int export, uint64_t off, uint32_t len, struct nbd_conn *c,
 		    char *err, size_t errlen)
 {
-	return take(ctx, export, off, len, c, err, errlen);
+	struct listen_ctx *x = ctx;
+	throttle_add(x->throttle, len);
+	return take(x, export, off, len, c, err, errlen);
 }
 
 static int on_zero(void *ctx, int export, uint64_t off, uint64_t len, char *err, size_t errlen)
@@ -197,6 +200,12 @@ static bool on_export_complete(void *ctx, int export)
 	return vma_writer_device_complete(x->w, export + 1);
 }
 
+static int64_t hold_until(void *ctx)
+{
+	struct listen_ctx *x = ctx;
+	return throttle_due(x->throttle);
+}
+
 /* A non-blocking listening socket at path, which must not exist yet: like the archive with -o,
  * vma-create replaces nothing, not even a stale socket. */
 static int listen_at(const char *path)
@@ -219,8 +228,8 @@ static int listen_at(const char *path)
 }
 
 int serve_devices_on(struct vma_writer *w, int listen_fd, int client_fd,
-		     const struct nbd_timeouts *timeouts, struct progress *progress, char *err,
-		     size_t errlen)
+		     const struct nbd_timeouts *timeouts, struct progress *progress,
+		     struct throttle *throttle, char *err, size_t errlen)
 {
 	int n = vma_writer_device_count(w);
 	struct nbd_export *exports = xcalloc((size_t)n + 1, sizeof(*exports));
@@ -229,9 +238,12 @@ int serve_devices_on(struct vma_writer *w, int listen_fd, int client_fd,
 		exports[i] = (struct nbd_export){s.name, s.size};
 	}
 	struct listen_ctx *x = xcalloc(1, sizeof(*x));
-	*x = (struct listen_ctx){.w = w, .progress = progress, .exports = exports};
-	static const struct nbd_server_ops ops = {on_write, on_zero, on_closed, on_complete,
-						  on_export_complete};
+	*x = (struct listen_ctx){.w = w,
+				 .progress = progress,
+				 .throttle = throttle,
+				 .exports = exports};
+	static const struct nbd_server_ops ops = {
+		on_write, on_zero, on_closed, on_complete, on_export_complete, hold_until};
 	int rc = nbd_serve(listen_fd, client_fd, exports, n, &ops, x, timeouts, err, errlen);
 	while (x->npending > 0)
 		drop_pending(x, &x->pending[0]);
@@ -241,7 +253,7 @@ int serve_devices_on(struct vma_writer *w, int listen_fd, int client_fd,
 }
 
 int serve_devices(struct vma_writer *w, const char *path, const struct nbd_timeouts *timeouts,
-		  struct progress *progress)
+		  struct progress *progress, struct throttle *throttle)
 {
 	char *sock_path = xstrdup(path);
 	int track = outfile_track(sock_path);
@@ -249,7 +261,7 @@ int serve_devices(struct vma_writer *w, const char *path, const struct nbd_timeo
 	int rc = -1;
 	if (fd >= 0) {
 		char why[512];
-		rc = serve_devices_on(w, fd, -1, timeouts, progress, why, sizeof(why));
+		rc = serve_devices_on(w, fd, -1, timeouts, progress, throttle, why, sizeof(why));
 		if (rc < 0)
 			warnx("%s", why);
 		close(fd);

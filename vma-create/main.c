@@ -28,12 +28,13 @@ const char usage_synopsis[] =
 	"           [-t seconds] [--idle-timeout seconds] [--bwlimit kib] [--stats file]\n"
 	"           name=source ...\n"
 	"vma-create --listen socket [-v] [-o archive] [-c configfile] [-z codec]\n"
-	"           [-T threads] [-t seconds] [--idle-timeout seconds] [--stats file]\n"
-	"           name=size ...\n";
+	"           [-T threads] [-t seconds] [--idle-timeout seconds] [--bwlimit kib]\n"
+	"           [--stats file] name=size ...\n";
 
 /* The defaults of -t and --idle-timeout (man page, TIMEOUTS): a handshake is a few round trips,
- * so 30 s is ample even for a loaded host; QEMU's backup job may be throttled by a bandwidth
- * limit and the driver connects only after the guest's freeze, so 10 minutes of silence. */
+ * so 30 s is ample even for a loaded host; QEMU's backup job may be slowed by a busy source or
+ * a speed limit of its own and the driver connects only after the guest's freeze, so 10
+ * minutes of silence (time held back by --bwlimit is not silence). */
 #define DEFAULT_TIMEOUT 30.0
 #define DEFAULT_IDLE_TIMEOUT 600.0
 
@@ -367,8 +368,6 @@ static void parse_options(int argc, char **argv, struct options *o)
 			break;
 		}
 	}
-	if (o->listen && o->bwlimit_kib)
-		usage_error("--bwlimit does not apply to --listen: the client sets the pace");
 	/* An archive of configs alone is a backup of a VM without disks (the driver writes one);
 	 * with neither, nothing was asked for, and an empty archive would hide the mistake. */
 	if (optind == argc && o->listen)
@@ -424,7 +423,7 @@ int main(int argc, char **argv)
 		progress_begin(&progress);
 	if (status == 0 && o.listen) {
 		const struct nbd_timeouts timeouts = {to_ms(o.timeout), to_ms(o.idle_timeout)};
-		int rc = serve_devices(w, o.listen, &timeouts, &progress);
+		int rc = serve_devices(w, o.listen, &timeouts, &progress, &throttle);
 		peer_timed_out = rc == NBD_SERVE_TIMEOUT;
 		if (rc < 0)
 			status = -1;

@@ -3,7 +3,10 @@
  * time (a flags word, an option, or a request with its payload) when poll() says it has data,
  * with a deadline for the rest of that step, so one stalled client cannot hang the others
  * forever. Between steps the deadlines of nbd_timeouts apply: to the handshake, to a client
- * idle while its export lacks data, and to the wait for a client while an export has none. */
+ * idle while its export lacks data, and to the wait for a client while an export has none.
+ * The pace (ops->hold_until) is kept by holding back: while over the limit no request of a
+ * client in transmission is read and no reply sent, so the clients' own writes wait, all of
+ * them at once; the poll loop goes on serving handshakes and keeping the deadlines. */
 #include <err.h>
 #include <errno.h>
 #include <poll.h>
@@ -74,6 +77,8 @@ struct nbd_conn {
 	deadline_t handshake_deadline; /* until the client has chosen its export */
 	int64_t idle_since;            /* the end of its last step */
 	bool timed_out;                /* its last transfer stopped at a deadline */
+	bool held;                     /* a reply to it waits for the pace (held_handle) */
+	uint64_t held_handle;
 };
 
 struct server {
@@ -90,6 +95,7 @@ struct server {
 	int nclaimed, ntransmission;
 	int64_t last_activity;  /* any client's last step, for the wait for a client */
 	int64_t complete_since; /* when the archive had all its data (0: not yet) */
+	int64_t hold_end;       /* the end of the pace's latest hold, maybe past (0: none yet) */
 	bool failed, timed_out;
 	char *err;
 	size_t errlen;
@@ -297,6 +303,27 @@ static enum step simple_reply(struct nbd_conn *c, uint64_t handle, uint32_t erro
 	return conn_send(c, r, sizeof(r)) < 0 ? STEP_CLOSE : STEP_OK;
 }
 
+/* Whether the pace holds the clients back now (asking it first). The end of its hold, even once
+ * passed, counts as activity: the clients it held back were not idle. */
+static bool holding(struct server *s)
+{
+	int64_t until = s->ops->hold_until ? s->ops->hold_until(s->ctx) : 0;
+	if (until > s->hold_end)
+		s->hold_end = until;
+	return s->hold_end > monotonic_ms();
+}
+
+/* The success reply to a request, held back while over the pace: the client's write is not
+ * done until the time its bytes may take (flush_held sends it). */
+static enum step ok_reply(struct server *s, struct nbd_conn *c, uint64_t handle)
+{
+	if (!holding(s))
+		return simple_reply(c, handle, 0);
+	c->held = true;
+	c->held_handle = handle;
+	return STEP_OK;
+}
+
 static enum step handle_request(struct server *s, struct nbd_conn *c)
 {
 	uint8_t h[28];
@@ -335,7 +362,7 @@ static enum step handle_request(struct server *s, struct nbd_conn *c)
 		error = s->ops->zero(s->ctx, c->export, off, len, why, sizeof(why));
 		break;
 	case CMD_FLUSH: /* the archive is flushed once, when complete */
-		return simple_reply(c, handle, 0);
+		return ok_reply(s, c, handle);
 	case CMD_DISC:
 		return STEP_CLOSE;
 	case CMD_READ:
@@ -351,7 +378,7 @@ static enum step handle_request(struct server *s, struct nbd_conn *c)
 		simple_reply(c, handle, (uint32_t)error);
 		return fatal(s, "%s", why);
 	}
-	return simple_reply(c, handle, 0);
+	return ok_reply(s, c, handle);
 }
 
 static enum step step_client(struct server *s, struct nbd_conn *c)
@@ -453,11 +480,41 @@ static enum step accept_client(struct server *s, int listen_fd)
 
 static deadline_t after(int64_t since, int ms) { return ms > 0 ? since + ms : DEADLINE_NEVER; }
 
+/* A time, but not before the pace's latest hold ends: a client it holds back is not idle, and
+ * neither is the server pacing them. */
+static int64_t past_hold(const struct server *s, int64_t t)
+{
+	return t > s->hold_end ? t : s->hold_end;
+}
+
+/* Sends the replies the pace held back, once it lets go; a client gone meanwhile is closed.
+ * Whether there were any. */
+static bool flush_held(struct server *s)
+{
+	bool any = false;
+	for (int i = s->nconns - 1; i >= 0 && !s->failed; i--) {
+		struct nbd_conn *c = &s->conns[i];
+		if (!c->held)
+			continue;
+		any = true;
+		c->held = false;
+		c->timed_out = false;
+		enum step r = simple_reply(c, c->held_handle, 0);
+		c->idle_since = s->last_activity = monotonic_ms();
+		if (r == STEP_CLOSE && c->timed_out)
+			timed_out(s, i);
+		else if (r == STEP_CLOSE)
+			close_conn(s, i, true);
+	}
+	return any;
+}
+
 /* Whether client c's idle deadline counts: only while its export still lacks data (QEMU's
- * job for a small disk ends long before the one for a large disk). */
+ * job for a small disk ends long before the one for a large disk), and not while it waits for
+ * a reply the pace holds back. */
 static bool idle_matters(const struct server *s, const struct nbd_conn *c)
 {
-	return c->state == TRANSMISSION && !s->ops->export_complete(s->ctx, c->export);
+	return c->state == TRANSMISSION && !c->held && !s->ops->export_complete(s->ctx, c->export);
 }
 
 static bool waiting_for_client(const struct server *s, int listen_fd)
@@ -465,8 +522,8 @@ static bool waiting_for_client(const struct server *s, int listen_fd)
 	return listen_fd >= 0 && s->nclaimed < s->nexports;
 }
 
-/* The nearest deadline of all. */
-static deadline_t next_deadline(const struct server *s, int listen_fd)
+/* The nearest deadline of all, the end of a hold (held) included. */
+static deadline_t next_deadline(const struct server *s, int listen_fd, bool held)
 {
 	deadline_t d = DEADLINE_NEVER;
 	for (int i = 0; i < s->nconns; i++) {
@@ -474,12 +531,14 @@ static deadline_t next_deadline(const struct server *s, int listen_fd)
 		if (c->state != TRANSMISSION)
 			d = deadline_min(d, c->handshake_deadline);
 		else if (idle_matters(s, c))
-			d = deadline_min(d, after(c->idle_since, c->idle_ms));
+			d = deadline_min(d, past_hold(s, after(c->idle_since, c->idle_ms)));
 	}
 	if (waiting_for_client(s, listen_fd))
-		d = deadline_min(d, after(s->last_activity, s->timeouts->idle_ms));
+		d = deadline_min(d, after(past_hold(s, s->last_activity), s->timeouts->idle_ms));
 	if (s->complete_since)
-		d = deadline_min(d, after(s->complete_since, s->timeouts->idle_ms));
+		d = deadline_min(d, after(past_hold(s, s->complete_since), s->timeouts->idle_ms));
+	if (held)
+		d = deadline_min(d, s->hold_end);
 	return d;
 }
 
@@ -498,7 +557,8 @@ static void check_deadlines(struct server *s, int listen_fd)
 		if (c->state != TRANSMISSION && deadline_passed(c->handshake_deadline)) {
 			timed_out(s, i);
 		} else if (idle_matters(s, c) &&
-			   deadline_passed(after(c->idle_since, c->idle_ms)) && !readable(c->fd)) {
+			   deadline_passed(past_hold(s, after(c->idle_since, c->idle_ms))) &&
+			   !readable(c->fd)) {
 			char what[300];
 			snprintf(what, sizeof(what), "%s: no request from its client",
 				 s->exports[c->export].name);
@@ -506,7 +566,7 @@ static void check_deadlines(struct server *s, int listen_fd)
 		}
 	}
 	if (!s->failed && waiting_for_client(s, listen_fd) &&
-	    deadline_passed(after(s->last_activity, s->timeouts->idle_ms))) {
+	    deadline_passed(after(past_hold(s, s->last_activity), s->timeouts->idle_ms))) {
 		int e = 0;
 		while (s->claimed[e])
 			e++;
@@ -538,13 +598,19 @@ int nbd_serve(int listen_fd, int client_fd, const struct nbd_export *exports, in
 		add_client(&s, client_fd);
 	/* Without a listening socket (poll() skips the fd -1), until that one client is gone. */
 	while (!s.failed && !(s.nconns == 0 && (listen_fd < 0 || ops->complete(ctx)))) {
+		bool held = holding(&s);
+		if (!held && flush_held(&s))
+			continue; /* the loop's condition again: a client may have gone */
 		struct pollfd pfds[MAX_CLIENTS + 1];
 		pfds[0] = (struct pollfd){.fd = listen_fd, .events = POLLIN};
+		/* While the pace holds, clients in transmission are not read (poll skips fd -1). */
 		for (int i = 0; i < s.nconns; i++)
-			pfds[i + 1] = (struct pollfd){.fd = s.conns[i].fd, .events = POLLIN};
+			pfds[i + 1] = (struct pollfd){
+				.fd = held && s.conns[i].state == TRANSMISSION ? -1 : s.conns[i].fd,
+				.events = POLLIN};
 		int n = s.nconns;
-		if (poll(pfds, (nfds_t)n + 1, deadline_poll_timeout(next_deadline(&s, listen_fd))) <
-		    0) {
+		if (poll(pfds, (nfds_t)n + 1,
+			 deadline_poll_timeout(next_deadline(&s, listen_fd, held))) < 0) {
 			if (errno == EINTR)
 				continue;
 			fatal(&s, "poll: %s", strerror(errno));
@@ -565,6 +631,7 @@ int nbd_serve(int listen_fd, int client_fd, const struct nbd_export *exports, in
 		}
 		if (!s.failed && pfds[0].revents & POLLIN)
 			accept_client(&s, listen_fd);
+		holding(&s); /* the latest hold's end, for the deadlines */
 		if (!s.failed)
 			check_deadlines(&s, listen_fd);
 		/* Once the archive has all its data, a connection still negotiating can get
@@ -577,7 +644,8 @@ int nbd_serve(int listen_fd, int client_fd, const struct nbd_export *exports, in
 		if (!s.failed && listen_fd >= 0 && s.nconns > 0 && ops->complete(ctx)) {
 			if (!s.complete_since) {
 				s.complete_since = monotonic_ms();
-			} else if (deadline_passed(after(s.complete_since, timeouts->idle_ms))) {
+			} else if (deadline_passed(after(past_hold(&s, s.complete_since),
+							 timeouts->idle_ms))) {
 				warnx("the archive is complete; disconnected %d client(s) still "
 				      "connected after %g s",
 				      s.nconns, timeouts->idle_ms / 1000.0);

@@ -37,6 +37,11 @@ struct nbd_server_ops {
 	bool (*complete)(void *ctx);
 	/* True when export `export` has all its data: its client may then stay idle. */
 	bool (*export_complete)(void *ctx, int export);
+	/* The pace (vma-create --bwlimit), or NULL: a monotonic_ms() time before which the server
+	 * reads no request from a client in transmission and sends no reply to one; 0 or a time
+	 * passed for none. Clients still negotiating are served meanwhile, and a client waiting
+	 * for a reply, or with a request unread, is not idle. */
+	int64_t (*hold_until)(void *ctx);
 };
 
 /* How long a client may stall, in milliseconds; 0 waits forever. */

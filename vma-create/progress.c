@@ -61,16 +61,28 @@ void progress_update(struct progress *p, uint64_t transferred, uint64_t zero, bo
 
 void throttle_start(struct throttle *t, uint64_t kib_per_second)
 {
-	*t = (struct throttle){.bytes_per_second = kib_per_second * 1024,
-			       .start_ms = monotonic_ms()};
+	*t = (struct throttle){.bytes_per_second = kib_per_second * 1024};
+}
+
+void throttle_add(struct throttle *t, uint64_t bytes)
+{
+	if (!t || !t->bytes_per_second)
+		return;
+	if (!t->bytes)
+		t->start_ms = monotonic_ms();
+	t->bytes += bytes;
+}
+
+int64_t throttle_due(const struct throttle *t)
+{
+	if (!t || !t->bytes_per_second || !t->bytes)
+		return 0;
+	return t->start_ms + (int64_t)((double)t->bytes * 1000.0 / (double)t->bytes_per_second);
 }
 
 void throttle_account(struct throttle *t, uint64_t bytes)
 {
-	if (!t->bytes_per_second)
-		return;
-	t->bytes += bytes;
-	deadline_t due = t->start_ms +
-		(int64_t)((double)t->bytes * 1000.0 / (double)t->bytes_per_second);
-	deadline_sleep(INT_MAX, due);
+	throttle_add(t, bytes);
+	if (throttle_due(t))
+		deadline_sleep(INT_MAX, throttle_due(t));
 }

@@ -20,14 +20,21 @@ void progress_begin(struct progress *p);
 /* Prints a line when the percentage changed and more than 2 s passed, or when final. */
 void progress_update(struct progress *p, uint64_t transferred, uint64_t zero, bool final);
 
+/* The rate limit of --bwlimit, on average since the first bytes accounted for: an idle start
+ * (a --listen server waiting for its clients) earns no credit. */
 struct throttle {
 	uint64_t bytes_per_second; /* 0: no limit */
-	int64_t start_ms;
+	int64_t start_ms;          /* monotonic_ms() of the first bytes */
 	uint64_t bytes;
 };
 
 void throttle_start(struct throttle *t, uint64_t kib_per_second);
-/* Accounts for `bytes` just read and sleeps until the average rate is back under the limit. */
+/* Accounts for `bytes` just read (t may be NULL: no limit). */
+void throttle_add(struct throttle *t, uint64_t bytes);
+/* When the average rate is back under the limit (monotonic_ms()); 0 when there is no limit or
+ * nothing was accounted for yet. */
+int64_t throttle_due(const struct throttle *t);
+/* throttle_add, then sleeps until throttle_due. */
 void throttle_account(struct throttle *t, uint64_t bytes);
 
 #endif

@@ -85,9 +85,10 @@ def snapshot_plan($status):
 		"node-name": ("vz-acc-" + .key), file: ("vz-cbw-" + .key)}})),
 	(if $status == "running" then step({execute: "cont"}) else empty end);
 
-# An NBD target node per disk on the passed fd tN, and all backup jobs in one transaction at
-# $speed bytes/s each (0: no limit). "U cancel-jobs" is the driver's own pseudo-command.
-def jobs_plan($speed):
+# An NBD target node per disk on the passed fd tN, and all backup jobs in one transaction. The
+# jobs run at full speed (speed 0): --bwlimit is kept by the writer, for the whole backup and
+# on the data alone, as vzdump's is. "U cancel-jobs" is the driver's own pseudo-command.
+def jobs_plan:
 	. as $disks
 	| ($disks | to_entries[] | .key as $i | .value
 	   | undo(blockdev_del("vz-tgt-" + .key)),
@@ -100,7 +101,7 @@ def jobs_plan($speed):
 		data: {"job-id": ("vzdump-drive-" + .key),
 		device: (if .qdev == "" then .node else "vz-acc-" + .key end),
 		target: ("vz-tgt-" + .key), sync: "full", "auto-dismiss": false,
-		speed: $speed}}]}});
+		speed: 0}}]}});
 
 # Whether an undo command read back from a state file is of a shape the plans above make: a
 # state file is data, and anything else in it is refused, never sent ($tpm: the TPM's node).

@@ -24,6 +24,9 @@ start_writer() {
 	local key
 	local -a args=(-v -c "$private_dir/qemu-server.conf")
 	[ ${#disk_keys[@]} -eq 0 ] || args+=(--listen "$private_dir/nbd.sock")
+	# The limit is kept here, for the whole VM: what QEMU's jobs push in is paced as one
+	# stream, a disk that is done leaves the rest to the others, and holes cost nothing.
+	[ "$opt_bwlimit" = 0 ] || args+=(--bwlimit "$opt_bwlimit")
 	writer_output_args
 	for key in "${disk_keys[@]}"; do
 		args+=("$(archive_devname "$key")=${disk_size[$key]}")
@@ -230,23 +233,18 @@ freeze_applicable() {
 }
 
 # After the thaw: hand QEMU a socket connected to the writer per disk, an NBD target node on
-# each, and start all backup jobs in one transaction.
+# each, and start all backup jobs in one transaction, at full speed (the writer keeps
+# --bwlimit).
 start_jobs() {
-	local key i=0 speed=0 out
+	local key i=0 out
 	local -a fdargs=()
-	if [ "$opt_bwlimit" -gt 0 ]; then
-		# The limit is for the whole VM; the jobs run side by side.
-		speed=$((opt_bwlimit * 1024 / ${#disk_keys[@]}))
-		[ "$speed" -gt 0 ] || speed=1
-	fi
 	for key in "${disk_keys[@]}"; do
 		fdargs+=(--fd "t$i=unix-connect:$private_dir/nbd.sock")
 		i=$((i + 1))
 		job_ids+=("vzdump-drive-$key")
 		state "job vzdump-drive-$key"
 	done
-	# shellcheck disable=SC2016 # jq variables
-	plan "$private_dir/jobs.qmp" --argjson speed "$speed" 'g::jobs_plan($speed)'
+	plan "$private_dir/jobs.qmp" 'g::jobs_plan'
 	info "starting backup via QMP command"
 	out=$(qmp -f "$private_dir/jobs.qmp" "${fdargs[@]}" 2>&1) ||
 		fail "starting the backup jobs failed: ${out##*qmpctl: }"
