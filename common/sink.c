@@ -71,34 +71,32 @@ static void drop_direct(struct sink *s)
 	s->direct = false;
 }
 
+/* Writes all of buf: with direct I/O while the writes take it, the rest through the page cache
+ * (write_all). */
 static int emit(struct sink *s, const void *buf, size_t len)
 {
 	if (s->direct && (((uintptr_t)buf % DIRECT_ALIGN) || len % SECTOR))
 		drop_direct(s);
 	const char *p = buf;
 	size_t left = len;
-	while (left > 0) {
+	while (s->direct && left > 0) {
 		ssize_t n = write(s->fd, p, left);
 		if (n < 0 && errno == EINTR)
 			continue;
-		if (n < 0 && errno == EINVAL && s->direct) {
-			/* The file system wants another alignment (a 4 KiB sector, say). */
-			drop_direct(s);
-			continue;
-		}
-		if (n < 0 && errno == EAGAIN) {
-			struct pollfd pfd = {.fd = s->fd, .events = POLLOUT};
-			poll(&pfd, 1, -1);
-			continue;
-		}
-		if (n < 0)
+		if (n < 0 && errno != EINVAL && errno != EAGAIN)
 			return fail(s, "write failed: %s", strerror(errno));
-		p += n;
-		left -= (size_t)n;
-		/* A short write leaves the file at an offset direct I/O may not take. */
-		if (left && s->direct)
+		if (n > 0) {
+			p += n;
+			left -= (size_t)n;
+		}
+		/* EINVAL: the file system wants another alignment (a 4 KiB sector, say); a short
+		 * write leaves the file at an offset direct I/O may not take. write_all does the
+		 * rest, and waits out EAGAIN. */
+		if (left > 0)
 			drop_direct(s);
 	}
+	if (write_all(s->fd, p, left) < 0)
+		return fail(s, "write failed: %s", strerror(errno));
 	s->bytes_out += len;
 	return 0;
 }
