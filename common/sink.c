@@ -103,6 +103,9 @@ static int emit(struct sink *s, const void *buf, size_t len)
 
 void sink_write_direct(struct sink *s)
 {
+	/* Compressed output comes in pieces of any length, which direct I/O does not take. */
+	if (s->codec != SINK_PLAIN)
+		return;
 	int flags = fcntl(s->fd, F_GETFL);
 	/* Refused on some file systems (tmpfs on older kernels): then the page cache it is. */
 	if (flags >= 0 && fcntl(s->fd, F_SETFL, flags | O_DIRECT) == 0)
