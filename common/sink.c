@@ -253,10 +253,10 @@ static int flush_plain(struct sink *s)
 static int write_plain(struct sink *s, const void *buf, size_t len)
 {
 	/* What was collected goes out first, whenever this write does not join it. */
-	bool direct = len >= OUTBUF_SIZE / 2;
-	if ((direct || s->outbuf_used + len > OUTBUF_SIZE) && flush_plain(s) < 0)
+	bool large = len >= OUTBUF_SIZE / 2;
+	if ((large || s->outbuf_used + len > OUTBUF_SIZE) && flush_plain(s) < 0)
 		return -1;
-	if (direct)
+	if (large)
 		return emit(s, buf, len);
 	memcpy(s->outbuf + s->outbuf_used, buf, len);
 	s->outbuf_used += len;
