@@ -83,11 +83,9 @@ struct instream *instream_open(int fd, char *errbuf, size_t errlen)
 	s->xz = xz_init;
 	/* Collect at least 6 bytes (or the whole stream) to see the magic. */
 	while (s->raw_len < 6 && !s->raw_eof) {
-		ssize_t n = read(fd, s->raw + s->raw_len, RAW_SIZE - s->raw_len);
-		if (n < 0 && errno == EINTR)
-			continue;
+		ssize_t n = read_some(s, s->raw + s->raw_len, RAW_SIZE - s->raw_len);
 		if (n < 0) {
-			snprintf(errbuf, errlen, "read failed: %s", strerror(errno));
+			snprintf(errbuf, errlen, "%s", s->err);
 			goto bad;
 		}
 		s->raw_len += (size_t)n;

@@ -71,40 +71,41 @@ static void drop_direct(struct sink *s)
 	s->direct = false;
 }
 
+/* Writes all of buf: with direct I/O while the writes take it, the rest through the page cache
+ * (write_all). */
 static int emit(struct sink *s, const void *buf, size_t len)
 {
 	if (s->direct && (((uintptr_t)buf % DIRECT_ALIGN) || len % SECTOR))
 		drop_direct(s);
 	const char *p = buf;
 	size_t left = len;
-	while (left > 0) {
+	while (s->direct && left > 0) {
 		ssize_t n = write(s->fd, p, left);
 		if (n < 0 && errno == EINTR)
 			continue;
-		if (n < 0 && errno == EINVAL && s->direct) {
-			/* The file system wants another alignment (a 4 KiB sector, say). */
-			drop_direct(s);
-			continue;
-		}
-		if (n < 0 && errno == EAGAIN) {
-			struct pollfd pfd = {.fd = s->fd, .events = POLLOUT};
-			poll(&pfd, 1, -1);
-			continue;
-		}
-		if (n < 0)
+		if (n < 0 && errno != EINVAL && errno != EAGAIN)
 			return fail(s, "write failed: %s", strerror(errno));
-		p += n;
-		left -= (size_t)n;
-		/* A short write leaves the file at an offset direct I/O may not take. */
-		if (left && s->direct)
+		if (n > 0) {
+			p += n;
+			left -= (size_t)n;
+		}
+		/* EINVAL: the file system wants another alignment (a 4 KiB sector, say); a short
+		 * write leaves the file at an offset direct I/O may not take. write_all does the
+		 * rest, and waits out EAGAIN. */
+		if (left > 0)
 			drop_direct(s);
 	}
+	if (write_all(s->fd, p, left) < 0)
+		return fail(s, "write failed: %s", strerror(errno));
 	s->bytes_out += len;
 	return 0;
 }
 
 void sink_write_direct(struct sink *s)
 {
+	/* Compressed output comes in pieces of any length, which direct I/O does not take. */
+	if (s->codec != SINK_PLAIN)
+		return;
 	int flags = fcntl(s->fd, F_GETFL);
 	/* Refused on some file systems (tmpfs on older kernels): then the page cache it is. */
 	if (flags >= 0 && fcntl(s->fd, F_SETFL, flags | O_DIRECT) == 0)
@@ -252,10 +253,10 @@ static int flush_plain(struct sink *s)
 static int write_plain(struct sink *s, const void *buf, size_t len)
 {
 	/* What was collected goes out first, whenever this write does not join it. */
-	bool direct = len >= OUTBUF_SIZE / 2;
-	if ((direct || s->outbuf_used + len > OUTBUF_SIZE) && flush_plain(s) < 0)
+	bool large = len >= OUTBUF_SIZE / 2;
+	if ((large || s->outbuf_used + len > OUTBUF_SIZE) && flush_plain(s) < 0)
 		return -1;
-	if (direct)
+	if (large)
 		return emit(s, buf, len);
 	memcpy(s->outbuf + s->outbuf_used, buf, len);
 	s->outbuf_used += len;

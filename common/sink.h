@@ -15,8 +15,9 @@ struct sink *sink_open(int fd, enum sink_codec codec, int level, int threads, ch
 /* For a file the caller created for this output alone: written with direct I/O (O_DIRECT)
  * from here on where the file system allows it, so that an archive of many GiB does not pass
  * through the page cache (a copy per byte, then all of it written back at the final fsync).
- * Writes direct I/O cannot take (compressed output, odd lengths) quietly go through the page
- * cache instead. Never for an inherited descriptor: the flag is shared with its other users. */
+ * Uncompressed output only (a compressed one is left alone); writes direct I/O cannot take
+ * (odd lengths) quietly go through the page cache instead. Never for an inherited
+ * descriptor: the flag is shared with its other users. */
 void sink_write_direct(struct sink *s);
 /* 0 on success, -1 with sink_error() set. */
 int sink_write(struct sink *s, const void *buf, size_t len);

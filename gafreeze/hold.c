@@ -62,7 +62,8 @@ static void send_report(int fd, const struct report *r)
 		warn("watchdog: reporting to gafreeze");
 }
 
-static void watchdog_thaw(struct agent *a, struct report *r, char kind)
+/* Thaws through A from this process, into R (all but its kind). */
+static void thaw_here(struct agent *a, struct report *r)
 {
 	struct thaw_result tr;
 
@@ -72,6 +73,11 @@ static void watchdog_thaw(struct agent *a, struct report *r, char kind)
 	r->status = thaw_guest(a, thaw_ceiling(a), &tr);
 	r->nthawed = tr.nthawed;
 	r->acked_ms = tr.acked_ms;
+}
+
+static void watchdog_thaw(struct agent *a, struct report *r, char kind)
+{
+	thaw_here(a, r);
 	r->kind = kind;
 }
 
@@ -191,15 +197,7 @@ static void request_thaw(struct holder *h)
 		return;
 	}
 	warnx("the watchdog did not answer; thawing from here");
-	{
-		struct thaw_result tr;
-
-		h->thaw.started_ms = monotonic_ms();
-		qga_mark_unsynced(&h->a->q);
-		h->thaw.status = thaw_guest(h->a, thaw_ceiling(h->a), &tr);
-		h->thaw.nthawed = tr.nthawed;
-		h->thaw.acked_ms = tr.acked_ms;
-	}
+	thaw_here(h->a, &h->thaw);
 	h->thawed = true;
 }
 

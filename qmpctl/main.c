@@ -461,7 +461,9 @@ int main(int argc, char **argv)
 		: o.pretty || isatty(STDOUT_FILENO) ? JSON_INDENT(4)
 						    : JSON_COMPACT;
 	cmds = commands_from_args(&o, argc, argv);
-	if (!cmds && !o.events && !o.waiting && o.nfds == 0 && o.sync_fd >= 0)
+	/* Nothing to run: the prompt. */
+	bool interactive = !cmds && !o.events && !o.waiting && o.nfds == 0;
+	if (interactive && o.sync_fd >= 0)
 		usage_error("--sync-fd needs something to run: a command, -f, -w or -e");
 	d = deadline_in(o.timeout);
 
@@ -472,7 +474,6 @@ int main(int argc, char **argv)
 			goto out_nofds;
 	}
 	/* The prompt's line editor is loaded before QEMU is bothered. */
-	bool interactive = !cmds && !o.events && !o.waiting && o.nfds == 0;
 	char why[512];
 	if (interactive && interactive_load(why, sizeof(why)) < 0) {
 		warnx("%s", why);

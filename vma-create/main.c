@@ -408,7 +408,7 @@ int main(int argc, char **argv)
 		outfile_abort(&stats);
 		errx(EXIT_FAIL, "%s", why);
 	}
-	if (out.fd >= 0 && o.codec == SINK_PLAIN)
+	if (out.fd >= 0)
 		sink_write_direct(sink);
 
 	struct progress progress;
