@@ -150,7 +150,12 @@ struct extraction {
 	int created_slot[512];
 	int dir_slot;
 	struct pending pending;
+	uint64_t unflushed[256]; /* by dev_id: bytes written since its writeback was last started */
 };
+
+/* How much a disk may have written before its writeback is started: the flush then runs while
+ * the archive is still being read, instead of all of it in the final fsync. */
+#define WRITEBACK_STEP (16u << 20)
 
 /* Adds the block of len bytes at data, for offset off of the disk dev_id, to that disk's last
  * run when it continues it, or starts a run. Every block of a part fits. */
@@ -220,10 +225,17 @@ static int write_pending(void *opaque, struct vma_reader *r)
 	for (int i = 0; i < p->nruns; i++) {
 		const struct run *run = &p->runs[i];
 		p->open_run[run->dev_id] = -1;
-		if (rc == 0 && write_run(x->disks[run->dev_id].fd, p, run) < 0) {
+		int fd = x->disks[run->dev_id].fd;
+		if (rc == 0 && write_run(fd, p, run) < 0) {
 			snprintf(r->err, sizeof(r->err), "%s/%s: %s", x->dir,
 				 x->disks[run->dev_id].tmp_name, strerror(errno));
 			rc = -1;
+		}
+		x->unflushed[run->dev_id] += run->len;
+		if (rc == 0 && x->unflushed[run->dev_id] >= WRITEBACK_STEP) {
+			/* Only started, never waited for; the fsync at the end still checks. */
+			sync_file_range(fd, 0, 0, SYNC_FILE_RANGE_WRITE);
+			x->unflushed[run->dev_id] = 0;
 		}
 	}
 	p->npieces = p->nruns = 0;
