@@ -68,29 +68,33 @@ def scratch_plan($base; $dir):
 				else $dir + "/scratch-" + .key + ".qcow2" end)}}})
 	  end;
 
-# The instant: (stop,) per disk a copy-before-write filter onto its scratch node, the device
-# switched onto the filter, a snapshot-access node over it, (cont). $status is QEMU's run state.
+# The instant: (stop,) per disk a copy-before-write filter onto its scratch node and the device
+# switched onto the filter, (cont). $status is QEMU's run state. The snapshot-access node the
+# job reads comes after (jobs_plan): the filter alone fixes the instant, and every command
+# less here is a millisecond less of a frozen guest.
 def snapshot_plan($status):
 	(if $status == "running" then step({execute: "stop"}) else empty end),
 	(.[] | select(.qdev != "")
 	 | undo(blockdev_del("vz-cbw-" + .key)),
 	   undo({execute: "qom-set", arguments: {path: .qdev, property: "drive", value: .node}}),
-	   undo(blockdev_del("vz-acc-" + .key)),
 	   step({execute: "blockdev-add", arguments: {driver: "copy-before-write",
 		"node-name": ("vz-cbw-" + .key), file: .node, target: ("vz-fl-" + .key),
 		"on-cbw-error": "break-snapshot", "cbw-timeout": 30}}),
 	   step({execute: "qom-set", arguments: {path: .qdev, property: "drive",
-		value: ("vz-cbw-" + .key)}}),
-	   step({execute: "blockdev-add", arguments: {driver: "snapshot-access",
-		"node-name": ("vz-acc-" + .key), file: ("vz-cbw-" + .key)}})),
+		value: ("vz-cbw-" + .key)}})),
 	(if $status == "running" then step({execute: "cont"}) else empty end);
 
-# An NBD target node per disk on the passed fd tN, and all backup jobs in one transaction. The
+# A snapshot-access node over each disk's filter (the instant's view the job reads), an NBD
+# target node per disk on the passed fd tN, and all backup jobs in one transaction. The
 # jobs run at full speed (speed 0): --bwlimit is kept by the writer, for the whole backup and
 # on the data alone, as vzdump's is. "U cancel-jobs" is the driver's own pseudo-command.
 def jobs_plan:
 	. as $disks
-	| ($disks | to_entries[] | .key as $i | .value
+	| ($disks[] | select(.qdev != "")
+	   | undo(blockdev_del("vz-acc-" + .key)),
+	     step({execute: "blockdev-add", arguments: {driver: "snapshot-access",
+		"node-name": ("vz-acc-" + .key), file: ("vz-cbw-" + .key)}})),
+	  ($disks | to_entries[] | .key as $i | .value
 	   | undo(blockdev_del("vz-tgt-" + .key)),
 	     step({execute: "blockdev-add", arguments: {driver: "raw",
 		"node-name": ("vz-tgt-" + .key), file: {driver: "nbd", export: .dev,

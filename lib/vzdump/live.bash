@@ -101,8 +101,8 @@ attach_scratch() {
 }
 
 # The instant: stop (if running), a copy-before-write filter over each disk writing the old
-# data to its scratch node, the device switched onto the filter, a snapshot-access node over it,
-# cont, all in one qmpctl batch. Run inside gafreeze hold when the agent answers: qmpctl
+# data to its scratch node, the device switched onto the filter, cont, all in one qmpctl batch
+# (the snapshot-access node the job reads comes after the thaw, in start_jobs). Run inside gafreeze hold when the agent answers: qmpctl
 # connects and negotiates first and says ready on descriptor 3, gafreeze freezes and says go,
 # so that only the batch itself runs while the guest is frozen (--sync-fd, gafreeze(1)). Its
 # -t then also covers the freeze (bounded by --max).
@@ -232,9 +232,9 @@ freeze_applicable() {
 	return 0
 }
 
-# After the thaw: hand QEMU a socket connected to the writer per disk, an NBD target node on
-# each, and start all backup jobs in one transaction, at full speed (the writer keeps
-# --bwlimit).
+# After the thaw: a snapshot-access node over each filter, a socket connected to the writer
+# per disk handed to QEMU, an NBD target node on each, and all backup jobs started in one
+# transaction, at full speed (the writer keeps --bwlimit).
 start_jobs() {
 	local key i=0 out
 	local -a fdargs=()
