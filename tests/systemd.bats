@@ -89,7 +89,8 @@ units_in() { # DIR
 	for s in vzdump.service vzdump@.service; do
 		grep -qx 'RuntimeDirectory=vzdump' "$u/$s"
 		grep -qx 'RuntimeDirectoryPreserve=yes' "$u/$s"
-		run grep -E '^(PrivateTmp|PrivateDevices|PrivateNetwork)=' "$u/$s"
+		# (ProtectClock implies DeviceAllow=char-rtc r: no block device could be read.)
+		run grep -E '^(PrivateTmp|PrivateDevices|PrivateNetwork|ProtectClock|DeviceAllow|DevicePolicy)=' "$u/$s"
 		assert_output ""
 		# The two services differ only in what they back up.
 		assert_equal "$(grep -v -e '^#' -e '^ExecStart=' -e '^Description=' "$u/$s")" \
