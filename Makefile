@@ -166,8 +166,9 @@ install: all
 	chmod 0755 $(DESTDIR)$(BINDIR)/vzdump.sh
 	install -m 0644 $(wildcard man/*.1) $(DESTDIR)$(MANDIR)/man1
 
-# dpkg-buildpackage works in the tree it is given and cleans it (make clean): a copy of this
-# one, without build/ and .git, under build/deb/src; the package lands in build/deb.
+# dpkg-buildpackage builds in the tree it is given and writes the package beside that tree: it
+# is given a copy of this one, without build/ and .git, in build/deb/src, so that the package
+# lands in build/deb.
 DEB_DIR := build/deb
 deb:
 	@build-aux/deps --check 2>/dev/null || build-aux/deps
