@@ -10,6 +10,8 @@
 #   make lint             man pages (mandoc), shell scripts (shellcheck), C files (.clang-format)
 #   make format           reformat the C files in place (build-aux/format)
 #   make install          PREFIX, DESTDIR, BINDIR, MANDIR, LIBDIR as usual
+#   make deb              the Debian package (debian/), built in a copy of the tree under
+#                         build/deb, where it is left; lintian must report no error or warning
 #   make fuzz             build the libFuzzer targets fuzz/fuzz_*.c (clang) and run each for
 #                         FUZZ_SECONDS (60); make fuzz-smoke: 10 s each; make fuzz-build: only
 #                         build them. fuzz/README.md
@@ -61,7 +63,7 @@ COMMON_OBJ := $(COMMON_SRC:%.c=$(BUILD)/obj/%.o)
 COMMON_LIB := $(BUILD)/libcommon.a
 BINS := $(TOOLS:%=$(BUILD)/bin/%)
 
-.PHONY: all clean check demo bench deps install lint format fuzz fuzz-build fuzz-smoke
+.PHONY: all clean check demo bench deps install lint format fuzz fuzz-build fuzz-smoke deb
 all: $(BINS)
 
 $(BUILD)/obj/%.o: %.c
@@ -137,7 +139,7 @@ bench:
 
 lint:
 	mandoc -Tlint -Wwarning man/*.1
-	shellcheck -x build-aux/deps build-aux/format tests/run tests/demo.sh bench/run .ci/run $(wildcard $(SCRIPTS)) $(wildcard lib/vzdump/*.bash tests/lib/*.bash tests/lib/*.sh bench/*.sh fuzz/run fuzz/seeds/*.sh)
+	shellcheck -x build-aux/deps build-aux/format tests/run tests/demo.sh bench/run .ci/run debian/vzdump-qemu.prerm $(wildcard $(SCRIPTS)) $(wildcard lib/vzdump/*.bash tests/lib/*.bash tests/lib/*.sh bench/*.sh fuzz/run fuzz/seeds/*.sh)
 	build-aux/format --check
 
 format:
@@ -163,6 +165,18 @@ install: all
 	sed 's|^INSTALLED_LIBDIR=$$|INSTALLED_LIBDIR=$(LIBDIR)/vzdump|' vzdump.sh >$(DESTDIR)$(BINDIR)/vzdump.sh
 	chmod 0755 $(DESTDIR)$(BINDIR)/vzdump.sh
 	install -m 0644 $(wildcard man/*.1) $(DESTDIR)$(MANDIR)/man1
+
+# dpkg-buildpackage builds in the tree it is given and writes the package beside that tree: it
+# is given a copy of this one, without build/ and .git, in build/deb/src, so that the package
+# lands in build/deb.
+DEB_DIR := build/deb
+deb:
+	@build-aux/deps --check 2>/dev/null || build-aux/deps
+	rm -rf $(DEB_DIR)
+	mkdir -p $(DEB_DIR)/src
+	tar -c --exclude=./build --exclude=./.git -f - . | tar -x -C $(DEB_DIR)/src -f -
+	cd $(DEB_DIR)/src && dpkg-buildpackage -us -uc -b
+	lintian --fail-on error,warning --display-info $(DEB_DIR)/*.changes
 
 clean:
 	rm -rf build

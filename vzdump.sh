@@ -11,10 +11,12 @@ set -euo pipefail
 
 PROG=vzdump.sh
 # The library folder: where make install put it (it writes the next line), else beside the real
-# path of this file (a checkout), else ../lib/vzdump from it.
+# path of this file (a checkout), else ../lib/vzdump or ../share/vzdump from it (an installed
+# tree unpacked elsewhere, such as a package extracted with dpkg -x).
 INSTALLED_LIBDIR=
 SELF_DIR=$(dirname -- "$(realpath -- "${BASH_SOURCE[0]}")")
-for LIBDIR in ${INSTALLED_LIBDIR:+"$INSTALLED_LIBDIR"} "$SELF_DIR/lib/vzdump" "${SELF_DIR%/*}/lib/vzdump" ""; do
+for LIBDIR in ${INSTALLED_LIBDIR:+"$INSTALLED_LIBDIR"} "$SELF_DIR/lib/vzdump" \
+	"${SELF_DIR%/*}/lib/vzdump" "${SELF_DIR%/*}/share/vzdump" ""; do
 	[ -z "$LIBDIR" ] || [ ! -f "$LIBDIR/graph.jq" ] || break
 done
 if [ -z "$LIBDIR" ]; then

@@ -31,14 +31,8 @@ setup_file() {
 	fault_shims "$FAULT_DIR/bin"
 	export VM=$BATS_FILE_TMPDIR/vm
 	mkdir -p "$VM"
-	random_file "$VM/d.raw" $((4 * 1024 * 1024))
-	qemu_start_bare "$VM" -blockdev "driver=file,node-name=f,filename=$VM/d.raw" \
-		-blockdev driver=raw,node-name=drive-virtio0,file=f \
-		-device virtio-blk-pci,drive=drive-virtio0,id=vblk0
-	qmp_raw "$VM" '{"execute":"cont"}' >/dev/null
-	vz_dirs "$VM" 300
 	# The agent is enabled; a test that wants a freeze starts the double on run/300.qga.
-	printf 'agent: 1\nvirtio0: %s\n' "$VM/d.raw" >"$VM/conf/300.conf"
+	vz_start_one_disk "$VM" 300 'agent: 1'
 	vz_state "$VM" >"$VM/before"
 	vz_guest_start
 }

@@ -18,6 +18,14 @@
 #       waits until the shim has stopped the driver at its phase.
 #   fault_kill_group
 #       SIGKILL to the driver's whole process group; waits until the driver is gone.
+#   fault_stop_like_systemd SECONDS
+#       stops the job as systemd stops a unit with its default KillMode=control-group
+#       (vzdump.service's): SIGTERM and SIGCONT to every process of the job, then SIGKILL to
+#       whatever is left after SECONDS (TimeoutStopSec), until nothing is; waits until the
+#       driver is gone (status in $driver_rc). $stop_killed says whether SIGKILL was needed.
+#       The job's processes stand for its cgroup, which a container does not give it: those
+#       of the driver's session and those carrying the job's mark (FAULT_JOB, set by
+#       fault_start) in their environment, such as gafreeze's watchdog in its own session.
 #   fault_wait_driver [SECONDS]
 #       waits for the driver to exit; its status in $driver_rc.
 #   fault_assert_clean WD VMID BEFORE
@@ -116,7 +124,8 @@ fault_start() { # WD VMID [ARGS...]
 	local wd=$1 vmid=$2 i
 	shift 2
 	rm -f "$wd/driver.pid" "$FAULT_DIR/reached" "$FAULT_DIR/release"
-	PATH="$FAULT_DIR/bin:$PATH" setsid bash -c 'echo $$ >"$0"; exec "$@"' "$wd/driver.pid" \
+	fault_job=vzjob-$$-$RANDOM
+	FAULT_JOB=$fault_job PATH="$FAULT_DIR/bin:$PATH" setsid bash -c 'echo $$ >"$0"; exec "$@"' "$wd/driver.pid" \
 		"$TOP/vzdump.sh" --dumpdir "$wd/dump" --tmpdir "$wd/tmp" --confdir "$wd/conf" \
 		--rundir "$wd/run" "$@" "$vmid" </dev/null >"$wd/out" 2>"$wd/err" 3>&- &
 	driver_bg=$!
@@ -163,6 +172,38 @@ fault_wait_driver() { # [SECONDS]
 
 fault_kill_group() {
 	kill -KILL -- "-$driver"
+	fault_wait_driver 10
+}
+
+# The job's processes, alive (zombies left out), as fault_stop_like_systemd counts them.
+fault_job_pids() {
+	# (A zombie's environ reads empty.)
+	{
+		ps -e -o pid=,sid=,stat= | awk -v sid="$driver" '$2 == sid && $3 !~ /^Z/ { print $1 }'
+		grep -lzxF "FAULT_JOB=$fault_job" /proc/[0-9]*/environ 2>/dev/null |
+			sed 's|^/proc/||; s|/environ$||'
+	} | sort -u
+}
+
+fault_stop_like_systemd() { # SECONDS
+	local end
+	local -a pids
+	mapfile -t pids < <(fault_job_pids)
+	[ ${#pids[@]} = 0 ] || kill -TERM "${pids[@]}" 2>/dev/null || true
+	[ ${#pids[@]} = 0 ] || kill -CONT "${pids[@]}" 2>/dev/null || true
+	end=$((SECONDS + $1))
+	while [ "$SECONDS" -lt "$end" ] && [ -n "$(fault_job_pids)" ]; do
+		sleep 0.1
+	done
+	stop_killed=0
+	end=$((SECONDS + 10))
+	while [ "$SECONDS" -lt "$end" ]; do
+		mapfile -t pids < <(fault_job_pids)
+		[ ${#pids[@]} -gt 0 ] || break
+		kill -KILL "${pids[@]}" 2>/dev/null || true
+		stop_killed=1
+		sleep 0.1
+	done
 	fault_wait_driver 10
 }
 

@@ -8,6 +8,10 @@
 #       QEMU with a 64 MiB raw disk on virtio-blk (node drive-virtio0, device virtio0) and a
 #       100 MiB + 3.5 KiB qcow2 disk on scsi-hd (node n1 over file1, device scsi0), both
 #       with some data; left in prelaunch.
+#   vz_start_one_disk WORKDIR VMID [CONFIG-LINE...]
+#       a running QEMU with one 4 MiB raw disk of random data, WORKDIR/d.raw, on virtio-blk
+#       (node drive-virtio0, device vblk0), the folders of vz_dirs, and WORKDIR/conf/VMID.conf
+#       with the CONFIG-LINEs and virtio0: WORKDIR/d.raw.
 #   vz_state WORKDIR
 #       prints the VM's block node names (sorted), block jobs, jobs, fdsets and run state,
 #       read with qmp_raw (independent of the tools under test).
@@ -45,6 +49,18 @@ vz_start_two_disks() { # WORKDIR
 		-blockdev "driver=file,node-name=file1,filename=$wd/d1.qcow2" \
 		-blockdev driver=qcow2,node-name=n1,file=file1 \
 		-device scsi-hd,drive=n1,id=scsi0,bus=vscsi.0
+}
+
+vz_start_one_disk() { # WORKDIR VMID [CONFIG-LINE...]
+	local wd=$1 vmid=$2
+	shift 2
+	random_file "$wd/d.raw" $((4 * 1024 * 1024))
+	qemu_start_bare "$wd" -blockdev "driver=file,node-name=f,filename=$wd/d.raw" \
+		-blockdev driver=raw,node-name=drive-virtio0,file=f \
+		-device virtio-blk-pci,drive=drive-virtio0,id=vblk0 || return 1
+	qmp_raw "$wd" '{"execute":"cont"}' >/dev/null
+	vz_dirs "$wd" "$vmid"
+	printf '%s\n' "$@" "virtio0: $wd/d.raw" >"$wd/conf/$vmid.conf"
 }
 
 vz_state() { # WORKDIR
