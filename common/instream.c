@@ -1,6 +1,7 @@
 /* Decompressing reader. The codec is chosen by the first bytes, so a pipe works as well as a
- * file; concatenated frames/members are read as one stream, as the command-line tools do. The
- * codec's library is loaded then (codecs.h): a plain archive needs none. */
+ * file; concatenated frames/members/files are read as one stream, as the command-line tools do.
+ * The codec's library is loaded then (codecs.h): a plain archive needs none. lzop's container
+ * is read by lzop.c, which takes its bytes from here. */
 #include <errno.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -8,8 +9,9 @@
 #include <string.h>
 #include <unistd.h>
 #ifdef FUZZING_BUILD_MODE_UNSAFE_FOR_PRODUCTION
-/* The fuzz targets' build (fuzz/README.md) ignores the checksums of zstd frames and xz blocks,
- * which a fuzzer cannot forge, so that mutated data gets decompressed and on to the reader.
+/* The fuzz targets' build (fuzz/README.md) ignores the checksums of zstd frames and xz blocks
+ * (and lzop.c those of lzop), which a fuzzer cannot forge, so that mutated data gets
+ * decompressed and on to the reader.
  * gzip's CRC-32 cannot be switched off in zlib: its member still ends at the first mismatch. */
 #define ZSTD_STATIC_LINKING_ONLY /* ZSTD_d_forceIgnoreChecksum, in zstd since 1.4.9 */
 #define FUZZ_XZ_FLAGS LZMA_IGNORE_CHECK
@@ -19,10 +21,11 @@
 
 #include "codecs.h"
 #include "instream.h"
+#include "lzop.h"
 
 #define RAW_SIZE (1 << 20)
 
-enum codec { CODEC_NONE, CODEC_ZSTD, CODEC_XZ, CODEC_GZIP };
+enum codec { CODEC_NONE, CODEC_ZSTD, CODEC_XZ, CODEC_GZIP, CODEC_LZO };
 
 struct instream {
 	int fd;
@@ -35,6 +38,7 @@ struct instream {
 	ZSTD_DCtx *zstd;
 	lzma_stream xz;
 	z_stream gz;
+	struct lzop_reader lzo;
 	char err[256];
 };
 
@@ -82,7 +86,7 @@ struct instream *instream_open(int fd, char *errbuf, size_t errlen)
 	s->fd = fd;
 	s->xz = xz_init;
 	/* Collect at least 6 bytes (or the whole stream) to see the magic. */
-	while (s->raw_len < 6 && !s->raw_eof) {
+	while (s->raw_len < LZOP_MAGIC_LEN && !s->raw_eof) {
 		ssize_t n = read_some(s, s->raw + s->raw_len, RAW_SIZE - s->raw_len);
 		if (n < 0) {
 			snprintf(errbuf, errlen, "%s", s->err);
@@ -125,11 +129,10 @@ struct instream *instream_open(int fd, char *errbuf, size_t errlen)
 			snprintf(errbuf, errlen, "cannot start gzip decoder");
 			goto bad;
 		}
-	} else if (s->raw_len >= 4 && memcmp(m, "\x89LZO", 4) == 0) {
-		snprintf(errbuf, errlen,
-			 "lzop-compressed input is not decompressed here; pipe it through 'lzop "
-			 "-dc'");
-		goto bad;
+	} else if (s->raw_len >= LZOP_MAGIC_LEN && memcmp(m, lzop_magic, LZOP_MAGIC_LEN) == 0) {
+		if (codec_load_lzo(errbuf, errlen) < 0)
+			goto bad;
+		s->codec = CODEC_LZO;
 	}
 	return s;
 bad:
@@ -158,6 +161,50 @@ static ssize_t read_plain(struct instream *s, uint8_t *buf, size_t len)
 							       : len - got;
 		memcpy(buf + got, s->raw + s->raw_pos, n);
 		s->raw_pos += n;
+		s->delivered += n;
+		got += n;
+	}
+	return (ssize_t)got;
+}
+
+/* lzop.c's source of bytes: exactly len of the raw input, fewer only at its end. */
+static ssize_t take_raw(void *ctx, uint8_t *buf, size_t len)
+{
+	struct instream *s = ctx;
+	size_t got = 0;
+	while (got < len) {
+		if (fill_raw(s, RAW_SIZE) < 0)
+			return -1;
+		if (s->raw_pos == s->raw_len)
+			break;
+		size_t n = s->raw_len - s->raw_pos < len - got ? s->raw_len - s->raw_pos
+							       : len - got;
+		memcpy(buf + got, s->raw + s->raw_pos, n);
+		s->raw_pos += n;
+		got += n;
+	}
+	return (ssize_t)got;
+}
+
+/* lzop: block by block, until buf is full or the stream ends. */
+static ssize_t read_lzo(struct instream *s, uint8_t *buf, size_t len)
+{
+	struct lzop_reader *r = &s->lzo;
+	size_t got = 0;
+	while (got < len) {
+		if (r->out_pos == r->out_len) {
+			int rc = lzop_next_block(r, take_raw, s);
+			if (rc < 0 && !r->take_failed)
+				snprintf(s->err, sizeof(s->err), "%s", r->err);
+			if (rc < 0)
+				return -1;
+			if (rc == 0)
+				break;
+		}
+		size_t n = r->out_len - r->out_pos < len - got ? r->out_len - r->out_pos
+							       : len - got;
+		memcpy(buf + got, r->out + r->out_pos, n);
+		r->out_pos += n;
 		s->delivered += n;
 		got += n;
 	}
@@ -239,6 +286,8 @@ static ssize_t read_decoded(struct instream *s, uint8_t *buf, size_t len)
 
 ssize_t instream_read(struct instream *s, void *buf, size_t len)
 {
+	if (s->codec == CODEC_LZO)
+		return read_lzo(s, buf, len);
 	return s->codec == CODEC_NONE ? read_plain(s, buf, len) : read_decoded(s, buf, len);
 }
 
@@ -248,7 +297,7 @@ const char *instream_error(const struct instream *s) { return s->err; }
 
 const char *instream_codec(const struct instream *s)
 {
-	static const char *names[] = {"none", "zstd", "xz", "gzip"};
+	static const char *names[] = {"none", "zstd", "xz", "gzip", "lzo"};
 	return names[s->codec];
 }
 
@@ -262,6 +311,7 @@ void instream_free(struct instream *s)
 		liblzma.lzma_end(&s->xz);
 	if (s->codec == CODEC_GZIP)
 		libz.inflateEnd(&s->gz);
+	lzop_reader_free(&s->lzo);
 	free(s->raw);
 	free(s);
 }
