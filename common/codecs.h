@@ -39,6 +39,8 @@
 	X(inflateEnd)                                                                              \
 	X(deflateInit2_)                                                                           \
 	X(deflate)                                                                                 \
+	X(deflateReset)                                                                            \
+	X(deflateBound)                                                                            \
 	X(deflateEnd)
 /* lzo_init() is a macro around __lzo_init_v2(): codec_load_lzo() calls it. */
 #define LIBLZO2_FUNCTIONS(X)                                                                       \

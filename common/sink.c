@@ -1,7 +1,8 @@
 /* Output stream with in-process compression. The archive writer hands whole extents here; zstd
- * and xz run their own worker threads, so compression overlaps with reading; gzip, as `gzip`
- * does, and lzo (lzop's format, lzop.h), as `lzop` does, compress in the caller's thread. The
- * codec's library is loaded when it is chosen (codecs.h): a plain archive needs none. */
+ * and xz run their own worker threads, and so does gzip with more than one thread (gzpar.h), so
+ * compression overlaps with reading; gzip with one thread, as `gzip` does, and lzo (lzop's
+ * format, lzop.h), as `lzop` does, compress in the caller's thread. The codec's library is
+ * loaded when it is chosen (codecs.h): a plain archive needs none. */
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -13,6 +14,7 @@
 #include <unistd.h>
 
 #include "codecs.h"
+#include "gzpar.h"
 #include "lzop.h"
 #include "sink.h"
 
@@ -31,8 +33,9 @@ struct sink {
 	enum sink_codec codec;
 	ZSTD_CCtx *zstd;
 	lzma_stream xz;
-	z_stream gz;
-	uint8_t *lzo_block; /* lzo: the block being collected, lzo_used bytes of LZOP_BLOCK_SIZE */
+	z_stream gz;         /* gzip, one thread */
+	struct gzpar *gzpar; /* gzip, several */
+	uint8_t *lzo_block;  /* lzo: the block being collected, lzo_used bytes of LZOP_BLOCK_SIZE */
 	size_t lzo_used;
 	void *lzo_work;
 	bool lzo_started; /* its header written */
@@ -122,6 +125,9 @@ void sink_write_direct(struct sink *s)
 		s->direct = true;
 }
 
+/* gzpar's members go out as any compressed output does. */
+static int gzpar_emit(void *ctx, const void *buf, size_t len) { return emit(ctx, buf, len); }
+
 /* The codec's library (none for SINK_PLAIN): 0, or -1 with the reason in err. */
 static int load_codec(enum sink_codec codec, char *err, size_t errlen)
 {
@@ -203,6 +209,11 @@ struct sink *sink_open(int fd, enum sink_codec codec, int level, int threads, ch
 		/* Each worker holds a few job-sized buffers; the default job (4 windows, 8 MiB at
 		 * level 3) would take the resident size far past 64 MiB. */
 		libzstd.ZSTD_CCtx_setParameter(s->zstd, ZSTD_c_jobSize, ZSTD_JOB_SIZE);
+	} else if (codec == SINK_GZIP && threads > 1) {
+		s->gzpar = gzpar_open(level < 0 ? GZIP_LEVEL : level, threads, gzpar_emit, s,
+				      errbuf, errlen);
+		if (!s->gzpar)
+			goto bad;
 	} else if (codec == SINK_GZIP) {
 		/* 16 + the window bits: a gzip header and trailer around the deflate stream. */
 		if (codec_deflateInit2(&s->gz, level < 0 ? GZIP_LEVEL : level, 16 + MAX_WBITS) !=
@@ -275,6 +286,10 @@ static int xz_run(struct sink *s, const void *buf, size_t len, lzma_action actio
 
 static int gzip_run(struct sink *s, const void *buf, size_t len, int flush)
 {
+	if (s->gzpar && flush == Z_FINISH)
+		return gzpar_finish(s->gzpar, s->err, sizeof(s->err));
+	if (s->gzpar)
+		return gzpar_write(s->gzpar, buf, len, s->err, sizeof(s->err));
 	s->gz.next_in = (Bytef *)buf;
 	s->gz.avail_in = (uInt)len; /* the writer's pieces are far below 4 GiB */
 	for (;;) {
@@ -404,7 +419,8 @@ void sink_free(struct sink *s)
 		libzstd.ZSTD_freeCCtx(s->zstd);
 	if (s->codec == SINK_XZ)
 		liblzma.lzma_end(&s->xz);
-	if (s->codec == SINK_GZIP)
+	gzpar_free(s->gzpar);
+	if (s->codec == SINK_GZIP && !s->gzpar)
 		libz.deflateEnd(&s->gz);
 	free(s->lzo_block);
 	free(s->lzo_work);
