@@ -155,7 +155,8 @@ static ssize_t read_plain(struct instream *s, uint8_t *buf, size_t len)
 		}
 		if (fill_raw(s, PLAIN_FILL) < 0)
 			return -1;
-		if (s->raw_eof)
+		/* Not raw_eof: the magic's reads may have reached the end with bytes buffered. */
+		if (s->raw_pos == s->raw_len)
 			break;
 		size_t n = s->raw_len - s->raw_pos < len - got ? s->raw_len - s->raw_pos
 							       : len - got;

@@ -105,6 +105,18 @@ restored drive-scsi1: 8388608 bytes to out/disk-drive-scsi1.raw"
 	assert_line --index 4 "total bytes read 8588608, sparse bytes 3145728 (36.6%)"
 }
 
+@test "vma-extract reads a plain input shorter than the longest magic (lzop's 9 bytes) whole" {
+	# Refused at the offset where it ended, from a file and from a pipe: its bytes were read.
+	printf 'XYZ\0\0\0' >six
+	run --separate-stderr -1 vma-extract -l six
+	assert_equal "$stderr" "vma-extract: six: offset 6: archive truncated inside the header"
+	run --separate-stderr -1 bash -c 'cat six | vma-extract -l -'
+	assert_equal "$stderr" "vma-extract: -: offset 6: archive truncated inside the header"
+	printf 'VMA\0\0' >five
+	run --separate-stderr -1 vma-extract -l five
+	assert_equal "$stderr" "vma-extract: five: offset 5: archive truncated inside the header"
+}
+
 @test "vma-extract reads zstd, xz, gzip and lzop archives, from files and from stdin" {
 	make_archive
 	zstd -q -c base.vma >a.vma.zst
