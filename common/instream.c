@@ -42,8 +42,9 @@ struct instream {
 	char err[256];
 };
 
-/* Plain input is buffered in small amounts: a large read gets what is buffered, then the rest
- * straight from fd into its own buffer, without a copy (an extent's data: up to 3.7 MiB). */
+/* Plain input (and lzop's) is buffered in small amounts: a large read gets what is buffered,
+ * then the rest straight from fd into its own buffer, without a copy (an extent's data: up to
+ * 3.7 MiB; an lzop block). */
 #define PLAIN_FILL (64 << 10)
 
 /* One read(2) of up to len bytes: their count (0 at the end of the input), or -1 with the
@@ -140,51 +141,48 @@ bad:
 	return NULL;
 }
 
-static ssize_t read_plain(struct instream *s, uint8_t *buf, size_t len)
+/* Up to len bytes of the raw input, fewer only at its end: what is buffered, then large reads
+ * straight from fd into buf. Each byte is added to *counted (if not NULL) as it arrives, so
+ * that a read that then fails still counts what it delivered. */
+static ssize_t read_raw(struct instream *s, uint8_t *buf, size_t len, uint64_t *counted)
 {
 	size_t got = 0;
 	while (got < len) {
+		size_t n;
 		if (s->raw_pos == s->raw_len && !s->raw_eof && len - got >= PLAIN_FILL) {
-			ssize_t n = read_some(s, buf + got, len - got);
-			if (n < 0)
+			ssize_t r = read_some(s, buf + got, len - got);
+			if (r < 0)
 				return -1;
-			s->raw_eof = n == 0;
-			s->delivered += (size_t)n;
-			got += (size_t)n;
-			continue;
+			s->raw_eof = r == 0;
+			n = (size_t)r;
+		} else {
+			if (fill_raw(s, PLAIN_FILL) < 0)
+				return -1;
+			/* Not raw_eof: the magic's reads may have reached the end with bytes
+			 * buffered. */
+			if (s->raw_pos == s->raw_len)
+				break;
+			n = s->raw_len - s->raw_pos < len - got ? s->raw_len - s->raw_pos
+								: len - got;
+			memcpy(buf + got, s->raw + s->raw_pos, n);
+			s->raw_pos += n;
 		}
-		if (fill_raw(s, PLAIN_FILL) < 0)
-			return -1;
-		/* Not raw_eof: the magic's reads may have reached the end with bytes buffered. */
-		if (s->raw_pos == s->raw_len)
-			break;
-		size_t n = s->raw_len - s->raw_pos < len - got ? s->raw_len - s->raw_pos
-							       : len - got;
-		memcpy(buf + got, s->raw + s->raw_pos, n);
-		s->raw_pos += n;
-		s->delivered += n;
+		if (counted)
+			*counted += n;
 		got += n;
 	}
 	return (ssize_t)got;
 }
 
+static ssize_t read_plain(struct instream *s, uint8_t *buf, size_t len)
+{
+	return read_raw(s, buf, len, &s->delivered);
+}
+
 /* lzop.c's source of bytes: exactly len of the raw input, fewer only at its end. */
 static ssize_t take_raw(void *ctx, uint8_t *buf, size_t len)
 {
-	struct instream *s = ctx;
-	size_t got = 0;
-	while (got < len) {
-		if (fill_raw(s, RAW_SIZE) < 0)
-			return -1;
-		if (s->raw_pos == s->raw_len)
-			break;
-		size_t n = s->raw_len - s->raw_pos < len - got ? s->raw_len - s->raw_pos
-							       : len - got;
-		memcpy(buf + got, s->raw + s->raw_pos, n);
-		s->raw_pos += n;
-		got += n;
-	}
-	return (ssize_t)got;
+	return read_raw(ctx, buf, len, NULL);
 }
 
 /* lzop: block by block, until buf is full or the stream ends. */
