@@ -45,8 +45,8 @@ source "$LIBDIR/modes.bash"
 usage() {
 	cat <<'END'
 vzdump.sh [--dumpdir dir] [--tmpdir dir] [--confdir dir] [--rundir dir]
-[--compress 0 | zstd | xz] [--zstd threads] [--bwlimit kib]
-[--ionice priority] [--lockwait minutes] [--script hook] [--stdout]
+[--compress 0 | 1 | gzip | lzo | zstd | xz] [--pigz threads] [--zstd threads]
+[--bwlimit kib] [--ionice priority] [--lockwait minutes] [--script hook] [--stdout]
 [--mode snapshot | suspend | stop] [--stopwait minutes]
 [--quiet] [--json] [--statedir dir]
 [--prune-backups spec] [--remove 0 | 1] [--notes-template text] [--protected 0 | 1]
@@ -62,6 +62,8 @@ backup_vm() {
 	backup_mode=$opt_mode
 	basename=vzdump-qemu-$vmid-$(date +%Y_%m_%d-%H_%M_%S)
 	case $opt_compress in
+	gzip) ext=vma.gz ;;
+	lzo) ext=vma.lzo ;;
 	zstd) ext=vma.zst ;;
 	xz) ext=vma.xz ;;
 	*) ext=vma ;;

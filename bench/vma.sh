@@ -12,6 +12,10 @@
 #                the disk, against cp of the raw disk file + sync (goal: 0.9x)
 #   verify-zstd  vma-extract -t of that archive compressed by zstd, against zstd -d -c to
 #                /dev/null (goal: 1x)
+#   gzip         -z gzip -T 1 of a 128 MiB disk, half text, half random data, against gzip -c
+#                compressing the same uncompressed VMA (level 6 both); gzip-T2: -z gzip -T 2
+#                (independent members of 1 MiB), against pigz -p 2; lzo: -z lzo, against lzop -c.
+#                Each also prints both archives' sizes and their ratio (ours / baseline's).
 # One line per figure: both times (best of RUNS, the two sides taking turns), the throughput
 # ratio (baseline time / our time: above 1 means faster), and both peak RSS values (goal: ours
 # at most 64 MiB).
@@ -19,12 +23,12 @@
 #   BENCH_DIR  where the 2 GiB of test files go (default: a new folder under /var/tmp)
 #   RUNS       repetitions per side, the fastest counts (default: 5)
 #   FIGURES    the figures to measure (default: all of them, "file-512M file-2G sparse nbd
-#              zstd restore verify-zstd")
+#              zstd restore verify-zstd gzip gzip-T2 lzo")
 set -eu
 top=$(cd "$(dirname "$0")/.." && pwd)
 VZ_BIN=${VZ_BIN:-$top/build/cc/bin}
 RUNS=${RUNS:-5}
-FIGURES=${FIGURES:-file-512M file-2G sparse nbd zstd restore verify-zstd}
+FIGURES=${FIGURES:-file-512M file-2G sparse nbd zstd restore verify-zstd gzip gzip-T2 lzo}
 create=$VZ_BIN/vma-create
 extract=$VZ_BIN/vma-extract
 for tool in "$create" "$extract"; do
@@ -84,9 +88,24 @@ best_of_turns() {
 
 wanted() { [[ " $FIGURES " == *" $1 "* ]]; }
 
+# size_report NAME OUR-FILE BASELINE-FILE: both sizes and their ratio (ours / baseline's).
+size_report() {
+	local ours base
+	ours=$(stat -c %s "$2")
+	base=$(stat -c %s "$3")
+	printf '%-11s size %d bytes, baseline %d bytes: ratio %.4f\n' "$1" "$ours" "$base" \
+		"$(echo "scale=6; $ours / $base" | bc)"
+}
+
 echo "bench/vma.sh: $(nproc) CPUs, files in $dir"
-head -c 2G /dev/urandom >"$dir/data.raw"
-cat "$dir/data.raw" >/dev/null # into the page cache
+# The 2 GiB of random data, for the figures that read it.
+for f in file-512M file-2G sparse nbd zstd restore verify-zstd; do
+	if wanted "$f"; then
+		head -c 2G /dev/urandom >"$dir/data.raw"
+		cat "$dir/data.raw" >/dev/null # into the page cache
+		break
+	fi
+done
 
 if wanted file-512M; then
 	head -c 512M "$dir/data.raw" >"$dir/data512.raw"
@@ -174,4 +193,47 @@ if wanted verify-zstd; then
 	ours=("$extract" -t "$dir/disk.vma.zst")
 	best_of_turns
 	report verify-zstd "vma-extract" "zstd -d" 1
+fi
+
+# gzip and lzo compress: a disk half text (which they shrink), half random data (which they
+# store), compressed by vma-create and, uncompressed, by the tool Proxmox pipes it through.
+if wanted gzip || wanted gzip-T2 || wanted lzo; then
+	{
+		seq 1 20000000 | head -c 64M
+		head -c 64M /dev/urandom
+	} >"$dir/mixed.raw"
+	"$create" -o "$dir/mixed.vma" drive-scsi0="$dir/mixed.raw"
+	cat "$dir/mixed.raw" "$dir/mixed.vma" >/dev/null
+fi
+
+# compress_figure NAME BASELINE-NAME GOAL OUR-ARGS... -- BASELINE...: the time, then the sizes.
+compress_figure() {
+	local name=$1 base_name=$2 goal=$3
+	shift 3
+	ours=()
+	while [ "$1" != -- ]; do
+		ours+=("$1")
+		shift
+	done
+	shift
+	base=("$@")
+	best_of_turns
+	report "$name" vma-create "$base_name" "$goal"
+	"${ours[@]}" >"$dir/ours.out"
+	"${base[@]}" >"$dir/base.out"
+	size_report "$name" "$dir/ours.out" "$dir/base.out"
+	rm -f "$dir/ours.out" "$dir/base.out"
+}
+
+if wanted gzip; then
+	compress_figure gzip "gzip" "" "$create" -z gzip -T 1 drive-scsi0="$dir/mixed.raw" -- \
+		gzip -c "$dir/mixed.vma"
+fi
+if wanted gzip-T2; then
+	compress_figure gzip-T2 "pigz -p2" "" "$create" -z gzip -T 2 drive-scsi0="$dir/mixed.raw" -- \
+		pigz -p 2 -c "$dir/mixed.vma"
+fi
+if wanted lzo; then
+	compress_figure lzo "lzop" "" "$create" -z lzo drive-scsi0="$dir/mixed.raw" -- \
+		lzop -c "$dir/mixed.vma"
 fi

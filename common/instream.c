@@ -1,6 +1,7 @@
 /* Decompressing reader. The codec is chosen by the first bytes, so a pipe works as well as a
- * file; concatenated frames/members are read as one stream, as the command-line tools do. The
- * codec's library is loaded then (codecs.h): a plain archive needs none. */
+ * file; concatenated frames/members/files are read as one stream, as the command-line tools do.
+ * The codec's library is loaded then (codecs.h): a plain archive needs none. lzop's container
+ * is read by lzop.c, which takes its bytes from here. */
 #include <errno.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -8,8 +9,9 @@
 #include <string.h>
 #include <unistd.h>
 #ifdef FUZZING_BUILD_MODE_UNSAFE_FOR_PRODUCTION
-/* The fuzz targets' build (fuzz/README.md) ignores the checksums of zstd frames and xz blocks,
- * which a fuzzer cannot forge, so that mutated data gets decompressed and on to the reader.
+/* The fuzz targets' build (fuzz/README.md) ignores the checksums of zstd frames and xz blocks
+ * (and lzop.c those of lzop), which a fuzzer cannot forge, so that mutated data gets
+ * decompressed and on to the reader.
  * gzip's CRC-32 cannot be switched off in zlib: its member still ends at the first mismatch. */
 #define ZSTD_STATIC_LINKING_ONLY /* ZSTD_d_forceIgnoreChecksum, in zstd since 1.4.9 */
 #define FUZZ_XZ_FLAGS LZMA_IGNORE_CHECK
@@ -19,10 +21,11 @@
 
 #include "codecs.h"
 #include "instream.h"
+#include "lzop.h"
 
 #define RAW_SIZE (1 << 20)
 
-enum codec { CODEC_NONE, CODEC_ZSTD, CODEC_XZ, CODEC_GZIP };
+enum codec { CODEC_NONE, CODEC_ZSTD, CODEC_XZ, CODEC_GZIP, CODEC_LZO };
 
 struct instream {
 	int fd;
@@ -35,11 +38,13 @@ struct instream {
 	ZSTD_DCtx *zstd;
 	lzma_stream xz;
 	z_stream gz;
+	struct lzop_reader lzo;
 	char err[256];
 };
 
-/* Plain input is buffered in small amounts: a large read gets what is buffered, then the rest
- * straight from fd into its own buffer, without a copy (an extent's data: up to 3.7 MiB). */
+/* Plain input (and lzop's) is buffered in small amounts: a large read gets what is buffered,
+ * then the rest straight from fd into its own buffer, without a copy (an extent's data: up to
+ * 3.7 MiB; an lzop block). */
 #define PLAIN_FILL (64 << 10)
 
 /* One read(2) of up to len bytes: their count (0 at the end of the input), or -1 with the
@@ -82,7 +87,7 @@ struct instream *instream_open(int fd, char *errbuf, size_t errlen)
 	s->fd = fd;
 	s->xz = xz_init;
 	/* Collect at least 6 bytes (or the whole stream) to see the magic. */
-	while (s->raw_len < 6 && !s->raw_eof) {
+	while (s->raw_len < LZOP_MAGIC_LEN && !s->raw_eof) {
 		ssize_t n = read_some(s, s->raw + s->raw_len, RAW_SIZE - s->raw_len);
 		if (n < 0) {
 			snprintf(errbuf, errlen, "%s", s->err);
@@ -125,11 +130,10 @@ struct instream *instream_open(int fd, char *errbuf, size_t errlen)
 			snprintf(errbuf, errlen, "cannot start gzip decoder");
 			goto bad;
 		}
-	} else if (s->raw_len >= 4 && memcmp(m, "\x89LZO", 4) == 0) {
-		snprintf(errbuf, errlen,
-			 "lzop-compressed input is not decompressed here; pipe it through 'lzop "
-			 "-dc'");
-		goto bad;
+	} else if (s->raw_len >= LZOP_MAGIC_LEN && memcmp(m, lzop_magic, LZOP_MAGIC_LEN) == 0) {
+		if (codec_load_lzo(errbuf, errlen) < 0)
+			goto bad;
+		s->codec = CODEC_LZO;
 	}
 	return s;
 bad:
@@ -137,27 +141,69 @@ bad:
 	return NULL;
 }
 
-static ssize_t read_plain(struct instream *s, uint8_t *buf, size_t len)
+/* Up to len bytes of the raw input, fewer only at its end: what is buffered, then large reads
+ * straight from fd into buf. Each byte is added to *counted (if not NULL) as it arrives, so
+ * that a read that then fails still counts what it delivered. */
+static ssize_t read_raw(struct instream *s, uint8_t *buf, size_t len, uint64_t *counted)
 {
 	size_t got = 0;
 	while (got < len) {
+		size_t n;
 		if (s->raw_pos == s->raw_len && !s->raw_eof && len - got >= PLAIN_FILL) {
-			ssize_t n = read_some(s, buf + got, len - got);
-			if (n < 0)
+			ssize_t r = read_some(s, buf + got, len - got);
+			if (r < 0)
 				return -1;
-			s->raw_eof = n == 0;
-			s->delivered += (size_t)n;
-			got += (size_t)n;
-			continue;
+			s->raw_eof = r == 0;
+			n = (size_t)r;
+		} else {
+			if (fill_raw(s, PLAIN_FILL) < 0)
+				return -1;
+			/* Not raw_eof: the magic's reads may have reached the end with bytes
+			 * buffered. */
+			if (s->raw_pos == s->raw_len)
+				break;
+			n = s->raw_len - s->raw_pos < len - got ? s->raw_len - s->raw_pos
+								: len - got;
+			memcpy(buf + got, s->raw + s->raw_pos, n);
+			s->raw_pos += n;
 		}
-		if (fill_raw(s, PLAIN_FILL) < 0)
-			return -1;
-		if (s->raw_eof)
-			break;
-		size_t n = s->raw_len - s->raw_pos < len - got ? s->raw_len - s->raw_pos
+		if (counted)
+			*counted += n;
+		got += n;
+	}
+	return (ssize_t)got;
+}
+
+static ssize_t read_plain(struct instream *s, uint8_t *buf, size_t len)
+{
+	return read_raw(s, buf, len, &s->delivered);
+}
+
+/* lzop.c's source of bytes: exactly len of the raw input, fewer only at its end. */
+static ssize_t take_raw(void *ctx, uint8_t *buf, size_t len)
+{
+	return read_raw(ctx, buf, len, NULL);
+}
+
+/* lzop: block by block, until buf is full or the stream ends. */
+static ssize_t read_lzo(struct instream *s, uint8_t *buf, size_t len)
+{
+	struct lzop_reader *r = &s->lzo;
+	size_t got = 0;
+	while (got < len) {
+		if (r->out_pos == r->out_len) {
+			int rc = lzop_next_block(r, take_raw, s);
+			if (rc < 0 && !r->take_failed)
+				snprintf(s->err, sizeof(s->err), "%s", r->err);
+			if (rc < 0)
+				return -1;
+			if (rc == 0)
+				break;
+		}
+		size_t n = r->out_len - r->out_pos < len - got ? r->out_len - r->out_pos
 							       : len - got;
-		memcpy(buf + got, s->raw + s->raw_pos, n);
-		s->raw_pos += n;
+		memcpy(buf + got, r->out + r->out_pos, n);
+		r->out_pos += n;
 		s->delivered += n;
 		got += n;
 	}
@@ -239,6 +285,8 @@ static ssize_t read_decoded(struct instream *s, uint8_t *buf, size_t len)
 
 ssize_t instream_read(struct instream *s, void *buf, size_t len)
 {
+	if (s->codec == CODEC_LZO)
+		return read_lzo(s, buf, len);
 	return s->codec == CODEC_NONE ? read_plain(s, buf, len) : read_decoded(s, buf, len);
 }
 
@@ -248,7 +296,7 @@ const char *instream_error(const struct instream *s) { return s->err; }
 
 const char *instream_codec(const struct instream *s)
 {
-	static const char *names[] = {"none", "zstd", "xz", "gzip"};
+	static const char *names[] = {"none", "zstd", "xz", "gzip", "lzo"};
 	return names[s->codec];
 }
 
@@ -262,6 +310,7 @@ void instream_free(struct instream *s)
 		liblzma.lzma_end(&s->xz);
 	if (s->codec == CODEC_GZIP)
 		libz.inflateEnd(&s->gz);
+	lzop_reader_free(&s->lzo);
 	free(s->raw);
 	free(s);
 }

@@ -1,5 +1,5 @@
-/* An input byte stream that is decompressed in-process when it starts with the zstd, xz or gzip
- * magic. */
+/* An input byte stream that is decompressed in-process when it starts with the zstd, xz, gzip or
+ * lzop magic. */
 #ifndef VZ_INSTREAM_H
 #define VZ_INSTREAM_H
 #include <stddef.h>
@@ -8,8 +8,7 @@
 
 struct instream;
 
-/* Reads from fd (not closed by the stream). NULL with a message in errbuf on failure,
- * including lzop input, which is not decompressed here. */
+/* Reads from fd (not closed by the stream). NULL with a message in errbuf on failure. */
 struct instream *instream_open(int fd, char *errbuf, size_t errlen);
 /* Reads up to len bytes; fewer only at the end of the stream. -1 on error (instream_error). */
 ssize_t instream_read(struct instream *s, void *buf, size_t len);
@@ -17,7 +16,7 @@ const char *instream_error(const struct instream *s);
 /* Bytes of (decompressed) data delivered so far, those of a read that then failed included:
  * where a truncated or corrupt stream ended. */
 uint64_t instream_offset(const struct instream *s);
-/* The codec in use: "none", "zstd", "xz" or "gzip". */
+/* The codec in use: "none", "zstd", "xz", "gzip" or "lzo". */
 const char *instream_codec(const struct instream *s);
 void instream_free(struct instream *s);
 

@@ -1,6 +1,8 @@
-/* Output stream with in-process compression. The archive writer hands whole extents here; the
- * compressors run their own worker threads, so compression overlaps with reading. The codec's
- * library is loaded when it is chosen (codecs.h): a plain archive needs none. */
+/* Output stream with in-process compression. The archive writer hands whole extents here; zstd
+ * and xz run their own worker threads, and so does gzip with more than one thread (gzpar.h), so
+ * compression overlaps with reading; gzip with one thread, as `gzip` does, and lzo (lzop's
+ * format, lzop.h), as `lzop` does, compress in the caller's thread. The codec's library is
+ * loaded when it is chosen (codecs.h): a plain archive needs none. */
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -12,6 +14,8 @@
 #include <unistd.h>
 
 #include "codecs.h"
+#include "gzpar.h"
+#include "lzop.h"
 #include "sink.h"
 
 #define OUTBUF_SIZE (1 << 20)
@@ -20,12 +24,21 @@
 #define SECTOR 512u
 #define ZSTD_JOB_SIZE (2 << 20)
 #define XZ_BLOCK_SIZE (4 << 20)
+/* gzip's default, as `gzip` and `pigz` use it. */
+#define GZIP_LEVEL 6
+_Static_assert(LZOP_BLOCK_BOUND(LZOP_BLOCK_SIZE) <= OUTBUF_SIZE, "an lzop block fits outbuf");
 
 struct sink {
 	int fd;
 	enum sink_codec codec;
 	ZSTD_CCtx *zstd;
 	lzma_stream xz;
+	z_stream gz;         /* gzip, one thread */
+	struct gzpar *gzpar; /* gzip, several */
+	uint8_t *lzo_block;  /* lzo: the block being collected, lzo_used bytes of LZOP_BLOCK_SIZE */
+	size_t lzo_used;
+	void *lzo_work;
+	bool lzo_started; /* its header written */
 	uint8_t *outbuf;
 	size_t outbuf_used; /* uncompressed output collected, so small writes go out together */
 	uint64_t bytes_in, bytes_out;
@@ -112,6 +125,9 @@ void sink_write_direct(struct sink *s)
 		s->direct = true;
 }
 
+/* gzpar's members go out as any compressed output does. */
+static int gzpar_emit(void *ctx, const void *buf, size_t len) { return emit(ctx, buf, len); }
+
 /* The codec's library (none for SINK_PLAIN): 0, or -1 with the reason in err. */
 static int load_codec(enum sink_codec codec, char *err, size_t errlen)
 {
@@ -119,6 +135,10 @@ static int load_codec(enum sink_codec codec, char *err, size_t errlen)
 		return codec_load_zstd(err, errlen);
 	if (codec == SINK_XZ)
 		return codec_load_lzma(err, errlen);
+	if (codec == SINK_GZIP)
+		return codec_load_z(err, errlen);
+	if (codec == SINK_LZO)
+		return codec_load_lzo(err, errlen);
 	return 0;
 }
 
@@ -134,6 +154,10 @@ int sink_parse_codec(const char *spec, enum sink_codec *codec, int *level, char 
 		*codec = SINK_ZSTD;
 	else if (namelen == 2 && strncmp(spec, "xz", 2) == 0)
 		*codec = SINK_XZ;
+	else if (namelen == 4 && strncmp(spec, "gzip", 4) == 0)
+		*codec = SINK_GZIP;
+	else if (namelen == 3 && strncmp(spec, "lzo", 3) == 0 && !colon)
+		*codec = SINK_LZO;
 	else
 		return -1;
 	/* zstd's highest level is the library's to say. */
@@ -185,6 +209,25 @@ struct sink *sink_open(int fd, enum sink_codec codec, int level, int threads, ch
 		/* Each worker holds a few job-sized buffers; the default job (4 windows, 8 MiB at
 		 * level 3) would take the resident size far past 64 MiB. */
 		libzstd.ZSTD_CCtx_setParameter(s->zstd, ZSTD_c_jobSize, ZSTD_JOB_SIZE);
+	} else if (codec == SINK_GZIP && threads > 1) {
+		s->gzpar = gzpar_open(level < 0 ? GZIP_LEVEL : level, threads, gzpar_emit, s,
+				      errbuf, errlen);
+		if (!s->gzpar)
+			goto bad;
+	} else if (codec == SINK_GZIP) {
+		/* 16 + the window bits: a gzip header and trailer around the deflate stream. */
+		if (codec_deflateInit2(&s->gz, level < 0 ? GZIP_LEVEL : level, 16 + MAX_WBITS) !=
+		    Z_OK) {
+			snprintf(errbuf, errlen, "cannot start gzip encoder");
+			goto bad;
+		}
+	} else if (codec == SINK_LZO) {
+		s->lzo_block = malloc(LZOP_BLOCK_SIZE);
+		s->lzo_work = malloc(lzop_work_size());
+		if (!s->lzo_block || !s->lzo_work) {
+			snprintf(errbuf, errlen, "out of memory");
+			goto bad;
+		}
 	} else if (codec == SINK_XZ) {
 		lzma_stream init = LZMA_STREAM_INIT;
 		lzma_mt mt = {
@@ -241,6 +284,74 @@ static int xz_run(struct sink *s, const void *buf, size_t len, lzma_action actio
 	}
 }
 
+static int gzip_run(struct sink *s, const void *buf, size_t len, int flush)
+{
+	if (s->gzpar && flush == Z_FINISH)
+		return gzpar_finish(s->gzpar, s->err, sizeof(s->err));
+	if (s->gzpar)
+		return gzpar_write(s->gzpar, buf, len, s->err, sizeof(s->err));
+	s->gz.next_in = (Bytef *)buf;
+	s->gz.avail_in = (uInt)len; /* the writer's pieces are far below 4 GiB */
+	for (;;) {
+		s->gz.next_out = s->outbuf;
+		s->gz.avail_out = OUTBUF_SIZE;
+		int r = libz.deflate(&s->gz, flush);
+		if (r != Z_OK && r != Z_STREAM_END && r != Z_BUF_ERROR)
+			return fail(s, "gzip: zlib error %d", r);
+		size_t n = OUTBUF_SIZE - s->gz.avail_out;
+		if (n && emit(s, s->outbuf, n) < 0)
+			return -1;
+		if (flush == Z_FINISH ? r == Z_STREAM_END : s->gz.avail_in == 0)
+			return 0;
+	}
+}
+
+/* lzo: the header before the first block; then each full block of LZOP_BLOCK_SIZE. */
+static int lzo_put(struct sink *s, const uint8_t *buf, size_t len)
+{
+	size_t n;
+	if (!s->lzo_started) {
+		n = lzop_put_header(s->outbuf);
+		s->lzo_started = true;
+		if (emit(s, s->outbuf, n) < 0)
+			return -1;
+	}
+	for (;;) {
+		if (s->lzo_used == LZOP_BLOCK_SIZE) {
+			n = lzop_put_block(s->outbuf, s->lzo_block, s->lzo_used, s->lzo_work);
+			if (n == 0)
+				return fail(s, "lzo: compression failed");
+			s->lzo_used = 0;
+			if (emit(s, s->outbuf, n) < 0)
+				return -1;
+		}
+		if (len == 0)
+			return 0;
+		size_t take = LZOP_BLOCK_SIZE - s->lzo_used < len ? LZOP_BLOCK_SIZE - s->lzo_used
+								  : len;
+		memcpy(s->lzo_block + s->lzo_used, buf, take);
+		s->lzo_used += take;
+		buf += take;
+		len -= take;
+	}
+}
+
+/* The last, partial block, and the end marker. */
+static int lzo_finish(struct sink *s)
+{
+	if (lzo_put(s, NULL, 0) < 0)
+		return -1;
+	size_t n = 0;
+	if (s->lzo_used > 0) {
+		n = lzop_put_block(s->outbuf, s->lzo_block, s->lzo_used, s->lzo_work);
+		if (n == 0)
+			return fail(s, "lzo: compression failed");
+		s->lzo_used = 0;
+	}
+	memset(s->outbuf + n, 0, LZOP_END_LEN);
+	return emit(s, s->outbuf, n + LZOP_END_LEN);
+}
+
 static int flush_plain(struct sink *s)
 {
 	size_t used = s->outbuf_used;
@@ -271,6 +382,10 @@ int sink_write(struct sink *s, const void *buf, size_t len)
 		return zstd_run(s, buf, len, ZSTD_e_continue);
 	case SINK_XZ:
 		return xz_run(s, buf, len, LZMA_RUN);
+	case SINK_GZIP:
+		return gzip_run(s, buf, len, Z_NO_FLUSH);
+	case SINK_LZO:
+		return lzo_put(s, buf, len);
 	default:
 		return write_plain(s, buf, len);
 	}
@@ -283,6 +398,10 @@ int sink_finish(struct sink *s)
 		return zstd_run(s, NULL, 0, ZSTD_e_end);
 	case SINK_XZ:
 		return xz_run(s, NULL, 0, LZMA_FINISH);
+	case SINK_GZIP:
+		return gzip_run(s, NULL, 0, Z_FINISH);
+	case SINK_LZO:
+		return lzo_finish(s);
 	default:
 		return flush_plain(s);
 	}
@@ -300,6 +419,11 @@ void sink_free(struct sink *s)
 		libzstd.ZSTD_freeCCtx(s->zstd);
 	if (s->codec == SINK_XZ)
 		liblzma.lzma_end(&s->xz);
+	gzpar_free(s->gzpar);
+	if (s->codec == SINK_GZIP && !s->gzpar)
+		libz.deflateEnd(&s->gz);
+	free(s->lzo_block);
+	free(s->lzo_work);
 	free(s->outbuf);
 	free(s);
 }

@@ -1,10 +1,11 @@
-/* An output byte stream, optionally compressed in-process (zstd or xz with worker threads). */
+/* An output byte stream, optionally compressed in-process: zstd or xz with worker threads, gzip
+ * (zlib) or lzo (lzop's format) in the caller's thread. */
 #ifndef VZ_SINK_H
 #define VZ_SINK_H
 #include <stddef.h>
 #include <stdint.h>
 
-enum sink_codec { SINK_PLAIN, SINK_ZSTD, SINK_XZ };
+enum sink_codec { SINK_PLAIN, SINK_ZSTD, SINK_XZ, SINK_GZIP, SINK_LZO };
 
 struct sink;
 
@@ -28,7 +29,8 @@ uint64_t sink_bytes_in(const struct sink *s);
 uint64_t sink_bytes_out(const struct sink *s);
 void sink_free(struct sink *s);
 
-/* Parses "zstd", "zstd:LEVEL", "xz", "xz:LEVEL" or "none", and loads the codec's library.
+/* Parses "zstd", "zstd:LEVEL", "xz", "xz:LEVEL", "gzip", "gzip:LEVEL", "lzo" or "none", and
+ * loads the codec's library.
  * Returns 0, or -1: err is empty when spec is invalid, else says why the library cannot be
  * loaded. */
 int sink_parse_codec(const char *spec, enum sink_codec *codec, int *level, char *err,

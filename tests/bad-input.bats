@@ -18,6 +18,9 @@ setup_file() {
 	head -c 5000 good.vma >head5000.vma
 	zstd -q -o good.vma.zst good.vma
 	head -c 1000 good.vma.zst >head1000.vma.zst
+	lzop -c <good.vma >good.vma.lzo
+	head -c 1000 good.vma.lzo >head1000.vma.lzo
+	head -c 30 good.vma.lzo >head30.vma.lzo
 	python3 "$TOP/tests/lib/vma_make.py" -c vm.conf=vm.conf -d drive-scsi0=d0.raw made.vma
 	for defect in truncate-header truncate-extent bad-magic bad-header-md5 name-dotdot \
 		trailing-garbage uuid-mismatch; do

@@ -105,16 +105,32 @@ restored drive-scsi1: 8388608 bytes to out/disk-drive-scsi1.raw"
 	assert_line --index 4 "total bytes read 8588608, sparse bytes 3145728 (36.6%)"
 }
 
-@test "vma-extract reads zstd, xz and gzip archives, from files and from stdin" {
+@test "vma-extract reads a plain input shorter than the longest magic (lzop's 9 bytes) whole" {
+	# Refused at the offset where it ended, from a file and from a pipe: its bytes were read.
+	printf 'XYZ\0\0\0' >six
+	run --separate-stderr -1 vma-extract -l six
+	assert_equal "$stderr" "vma-extract: six: offset 6: archive truncated inside the header"
+	run --separate-stderr -1 bash -c 'cat six | vma-extract -l -'
+	assert_equal "$stderr" "vma-extract: -: offset 6: archive truncated inside the header"
+	printf 'VMA\0\0' >five
+	run --separate-stderr -1 vma-extract -l five
+	assert_equal "$stderr" "vma-extract: five: offset 5: archive truncated inside the header"
+}
+
+@test "vma-extract reads zstd, xz, gzip and lzop archives, from files and from stdin" {
 	make_archive
 	zstd -q -c base.vma >a.vma.zst
 	xz -1 -T2 -c base.vma >a.vma.xz
 	gzip -c base.vma >a.vma.gz
-	for f in a.vma.zst a.vma.xz a.vma.gz; do
+	lzop -c base.vma >a.vma.lzo
+	for f in a.vma.zst a.vma.xz a.vma.gz a.vma.lzo; do
 		rm -rf out
 		vma-extract "$f" out
+		assert_equal "$(sha out/disk-drive-scsi0.raw)" "$(sha d0.raw)"
 		assert_equal "$(sha out/disk-drive-scsi1.raw)" "$(sha d1.raw)"
 		run -0 bash -c "vma-extract -t - <$f"
+		run -0 vma-extract -l "$f"
+		assert_line --index 2 "DEV: dev_id=2 size: 8388608 devname: drive-scsi1"
 	done
 	# two gzip members are one stream, as gzip -d reads them
 	head -c 100000 base.vma | gzip -c >two.gz
@@ -122,14 +138,66 @@ restored drive-scsi1: 8388608 bytes to out/disk-drive-scsi1.raw"
 	run -0 vma-extract -t two.gz
 }
 
+@test "vma-extract reads what lzop writes at every level, with CRC-32s, with a name, and two files in one" {
+	make_archive
+	lzop -1 -c base.vma >l1.lzo
+	lzop -9 -c base.vma >l9.lzo
+	lzop --crc32 -c base.vma >crc.lzo
+	# From a file: lzop records its name, mode and time in the header.
+	lzop -o named.lzo base.vma
+	head -c 100000 base.vma | lzop -c >two.lzo
+	tail -c +100001 base.vma | lzop -c >>two.lzo
+	for f in l1.lzo l9.lzo crc.lzo named.lzo two.lzo; do
+		rm -rf out
+		run -0 vma-extract -t "$f"
+		vma-extract "$f" out
+		assert_equal "$(sha out/disk-drive-scsi0.raw)" "$(sha d0.raw)"
+		assert_equal "$(sha out/disk-drive-scsi1.raw)" "$(sha d1.raw)"
+	done
+}
+
+@test "vma-extract refuses lzop input with a bad checksum, a bad header or an oversized block" {
+	make_archive
+	# from stdin: a header without a name, 38 bytes with the magic
+	lzop -c <base.vma >a.lzo
+	# the first block's Adler-32 of its data
+	cp a.lzo sum.lzo
+	printf '\xff' | dd of=sum.lzo bs=1 seek=46 conv=notrunc status=none
+	run --separate-stderr -1 vma-extract -t sum.lzo
+	assert_equal "$stderr" "vma-extract: sum.lzo: offset 0: lzop: data checksum mismatch"
+	# the header's method byte: not LZO1X
+	cp a.lzo method.lzo
+	printf '\x40' | dd of=method.lzo bs=1 seek=15 conv=notrunc status=none
+	run --separate-stderr -1 vma-extract -t method.lzo
+	assert_equal "$stderr" "vma-extract: method.lzo: offset 0: lzop: unsupported method 64 (not LZO1X)"
+	# the header's mode: its checksum no longer matches
+	cp a.lzo header.lzo
+	printf '\x01' | dd of=header.lzo bs=1 seek=22 conv=notrunc status=none
+	run --separate-stderr -1 vma-extract -t header.lzo
+	assert_equal "$stderr" "vma-extract: header.lzo: offset 0: lzop: header checksum mismatch"
+	# the first block's length: 64 MiB + 1
+	cp a.lzo big.lzo
+	printf '\x04\x00\x00\x01' | dd of=big.lzo bs=1 seek=38 conv=notrunc status=none
+	run --separate-stderr -1 vma-extract -t big.lzo
+	assert_equal "$stderr" "vma-extract: big.lzo: offset 0: lzop: a block of 67108865 bytes (lzop's limit: 67108864)"
+	# compressed longer than it is
+	cp a.lzo long.lzo
+	printf '\x00\x04\x00\x01' | dd of=long.lzo bs=1 seek=42 conv=notrunc status=none
+	run --separate-stderr -1 vma-extract -t long.lzo
+	assert_equal "$stderr" "vma-extract: long.lzo: offset 0: lzop: a block of 262144 bytes compressed into 262145"
+	run -1 vma-extract long.lzo out
+	[ ! -e out ]
+}
+
 @test "vma-extract loads a codec's library only for input that needs it: when it cannot, exit 1" {
 	make_archive
 	zstd -q -c base.vma >a.vma.zst
 	xz -1 -c base.vma >a.vma.xz
 	gzip -c base.vma >a.vma.gz
+	lzop -c base.vma >a.vma.lzo
 	mkdir broken
-	for lib in libzstd.so.1 liblzma.so.5 libz.so.1; do : >"broken/$lib"; done
-	for f in a.vma.zst:libzstd.so.1 a.vma.xz:liblzma.so.5 a.vma.gz:libz.so.1; do
+	for lib in libzstd.so.1 liblzma.so.5 libz.so.1 liblzo2.so.2; do : >"broken/$lib"; done
+	for f in a.vma.zst:libzstd.so.1 a.vma.xz:liblzma.so.5 a.vma.gz:libz.so.1 a.vma.lzo:liblzo2.so.2; do
 		run --separate-stderr env LD_LIBRARY_PATH="$PWD/broken" vma-extract -t "${f%%:*}"
 		assert_failure 1
 		assert_equal "$stderr" "vma-extract: ${f%%:*}: cannot load ${f#*:}: $PWD/broken/${f#*:}: file too short"
@@ -137,14 +205,6 @@ restored drive-scsi1: 8388608 bytes to out/disk-drive-scsi1.raw"
 	# A plain archive needs none of them.
 	run -0 env LD_LIBRARY_PATH="$PWD/broken" vma-extract base.vma out
 	assert_equal "$(sha out/disk-drive-scsi1.raw)" "$(sha d1.raw)"
-}
-
-@test "vma-extract says to use lzop -dc for lzop input" {
-	make_archive
-	lzop -c base.vma >a.vma.lzo
-	run -1 vma-extract -t a.vma.lzo
-	assert_output "vma-extract: a.vma.lzo: lzop-compressed input is not decompressed here; pipe it through 'lzop -dc'"
-	run -0 bash -c "lzop -dc a.vma.lzo | vma-extract -t -"
 }
 
 @test "vma-extract reports a truncated compressed stream" {
@@ -397,11 +457,11 @@ PY
 
 @test "vma-extract refuses compressed archives followed by garbage" {
 	make_archive
-	for codec in zstd xz gzip; do
+	for codec in zstd xz gzip lzop; do
 		"$codec" -c base.vma >a.z
 		printf 'garbage after the compressed stream' >>a.z
 		run --separate-stderr -1 vma-extract -t a.z
-		[[ $stderr =~ ^vma-extract:\ a\.z:\ offset\ [0-9]+:\ (zstd|xz|gzip|the\ compressed) ]] ||
+		[[ $stderr =~ ^vma-extract:\ a\.z:\ offset\ [0-9]+:\ (zstd|xz|gzip|lzop|the\ compressed) ]] ||
 			fail "$codec: $stderr"
 		[ "$(wc -l <<<"$stderr")" -eq 1 ] || fail "$codec: more than one line: $stderr"
 		run -1 vma-extract a.z out
@@ -669,9 +729,9 @@ swap_target() {
 	assert_output "vma-extract: dev2.vma: offset 4128: device 1: unsafe name: longer than 242 bytes, too long for a file name"
 }
 
-@test "vma-extract names the offset where a truncated zstd, xz or gzip stream ended" {
+@test "vma-extract names the offset where a truncated zstd, xz, gzip or lzop stream ended" {
 	make_archive
-	for codec in zstd xz gzip; do
+	for codec in zstd xz gzip lzop; do
 		"$codec" -c base.vma | head -c 300000 >cut.z
 		# where the data ended: what the codec's own tool gets out of the cut stream
 		ended=$("$codec" -dc cut.z 2>/dev/null | wc -c)

@@ -268,9 +268,9 @@ END
 	[ ! -e "$a.protected" ]
 	# A bad value: where it is, exit 2, nothing done.
 	rm -f "$D"/*
-	printf '# x\ncompress: gzip\n' >"$VZDUMP_CONF"
+	printf '# x\ncompress: bz2\n' >"$VZDUMP_CONF"
 	run --separate-stderr -2 job 102
-	assert_equal "$stderr" "vzdump.sh: $VZDUMP_CONF line 2: --compress must be 0, zstd or xz, not 'gzip'"
+	assert_equal "$stderr" "vzdump.sh: $VZDUMP_CONF line 2: --compress must be 0, 1, gzip, lzo, zstd or xz, not 'bz2'"
 	printf 'prune-backups: keep-all=1,keep-daily=3\n' >"$VZDUMP_CONF"
 	run --separate-stderr -2 job 102
 	assert_equal "$stderr" "vzdump.sh: $VZDUMP_CONF line 1: --prune-backups: keep-all cannot be set together with other options"

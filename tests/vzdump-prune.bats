@@ -357,13 +357,20 @@ vzdump-qemu-101-renamed.vma"
 ["vzdump-qemu-100-2024_03_31-03_10_00.vma.zst",1711847400,"remove"]'
 }
 
-@test "every supported compression extension is a backup; one time with two archives keeps one" {
-	for ext in "" .zst .xz .gz .lzo; do
+@test "exactly the archive names Proxmox's storage layer knows, and .vma.xz, are backups; one time with two archives keeps one" {
+	# PVE::Storage: vma, optionally .gz, .lzo, .zst or .bz2 (case matters); .xz is our extra.
+	for ext in "" .gz .lzo .zst .bz2 .xz; do
 		: >"$D/$(backup_name 100 2024_01_01-02_00_00 "$ext")"
 	done
-	: >"$D/$(backup_name 100 2024_01_01-02_00_00 .bz2)"
+	for ext in .Gz .ZST .bz3 .lz4 .gzip .zstd .lzop .zst.tmp .gz.notes .xz.log ".zst " .; do
+		: >"$D/$(backup_name 100 2024_01_01-02_00_00 "$ext")"
+	done
+	: >"$D/vzdump-qemu-100-2024_01_01-02_00_00.VMA"
+	: >"$D/vzdump-qemu-100-2024_01_01-02_00_00.tar.zst"
+	: >"$D/vzdump-lxc-100-2024_01_01-02_00_00.tar.gz"
 	run -0 vzdump-prune -n --keep-last 1 "$D"
 	assert_output "keep      vzdump-qemu-100-2024_01_01-02_00_00.vma keep-last 1/1
+remove    vzdump-qemu-100-2024_01_01-02_00_00.vma.bz2 same time as a kept backup
 remove    vzdump-qemu-100-2024_01_01-02_00_00.vma.gz same time as a kept backup
 remove    vzdump-qemu-100-2024_01_01-02_00_00.vma.lzo same time as a kept backup
 remove    vzdump-qemu-100-2024_01_01-02_00_00.vma.xz same time as a kept backup
@@ -451,7 +458,7 @@ vzdump-qemu-100-2024_01_03-02_00_00.vma.zst"
 		vzdump-qemu-100-2024_01_01-02_00_00.tmp
 		vzdump-qemu-100-2024_01_01-02_00_00.log          # log of a backup that is gone
 		vzdump-qemu-100-2024_01_01-02_00_00.vma.zst.notes
-		vzdump-qemu-100-2024_01_01-02_00_00.vma.bz2      # not an extension vzdump writes
+		vzdump-qemu-100-2024_01_01-02_00_00.vma.bz3      # not an extension Proxmox knows
 		vzdump-qemu-100-2024_01_01-02_00_00.vma.zst.orig
 		vzdump-qemu-.vma
 		vzdump-qemu-100.vmax

@@ -44,7 +44,7 @@ synopsis_of_man() {
 }
 
 @test "usage errors exit 2 with a reason and the synopsis on stderr, nothing on stdout" {
-	for args in "--no-such-option 100" "" "99" "12a" "--compress gzip 100" "--bwlimit x 100" \
+	for args in "--no-such-option 100" "" "99" "12a" "--compress bz2 100" "--bwlimit x 100" \
 		"--stdout 100 101" "--dumpdir"; do
 		# shellcheck disable=SC2086 # word splitting wanted
 		run --separate-stderr -2 "$TOP/vzdump.sh" $args
@@ -52,8 +52,10 @@ synopsis_of_man() {
 		[[ $stderr == "vzdump.sh: "*"usage: vzdump.sh [--dumpdir dir]"* ]] ||
 			fail "args '$args': stderr is: $stderr"
 	done
-	run --separate-stderr -2 "$TOP/vzdump.sh" --compress gzip 100
-	[[ $stderr == "vzdump.sh: --compress must be 0, zstd or xz, not 'gzip'"* ]] || fail "$stderr"
+	run --separate-stderr -2 "$TOP/vzdump.sh" --compress bz2 100
+	[[ $stderr == "vzdump.sh: --compress must be 0, 1, gzip, lzo, zstd or xz, not 'bz2'"* ]] || fail "$stderr"
+	run --separate-stderr -2 "$TOP/vzdump.sh" --pigz x 100
+	[[ $stderr == "vzdump.sh: --pigz needs a number of threads, not 'x'"* ]] || fail "$stderr"
 }
 
 @test "every option in vzdump.sh is in its man page" {
@@ -293,15 +295,33 @@ $VM/tmp:"
 
 @test "every compression setting writes Proxmox's file name and format, and the archive verifies" {
 	rm -f "$VM"/dump/*
-	for c in "0 vma 564d4100" "zstd vma.zst 28b52ffd" "xz vma.xz fd377a585a00"; do
+	# vzdump's 0, 1 (lzo), gzip, lzo and zstd, with vzdump's threads; xz, our extra; the same
+	# keys in vzdump.conf.
+	for c in "0 vma 564d4100" "1 vma.lzo 894c5a4f000d0a1a0a" "gzip vma.gz 1f8b08" \
+		"gzip:1 vma.gz 1f8b08" "gzip:2 vma.gz 1f8b08" "lzo vma.lzo 894c5a4f000d0a1a0a" \
+		"zstd vma.zst 28b52ffd" "xz vma.xz fd377a585a00" "conf:gzip vma.gz 1f8b08" \
+		"conf:1 vma.lzo 894c5a4f000d0a1a0a"; do
 		read -r comp ext magic <<<"$c"
-		vz_backup "$VM" --compress "$comp" --zstd 2 100 2>"$BATS_TEST_TMPDIR/err" || fail "$comp: $(cat "$BATS_TEST_TMPDIR/err")"
+		case $comp in
+		conf:*)
+			printf 'compress: %s\npigz: 2\n' "${comp#conf:}" >"$BATS_TEST_TMPDIR/vzdump.conf"
+			VZDUMP_CONF=$BATS_TEST_TMPDIR/vzdump.conf vz_backup "$VM" 100 2>"$BATS_TEST_TMPDIR/err"
+			;;
+		gzip:*) vz_backup "$VM" --compress gzip --pigz "${comp#gzip:}" 100 2>"$BATS_TEST_TMPDIR/err" ;;
+		*) vz_backup "$VM" --compress "$comp" --zstd 2 100 2>"$BATS_TEST_TMPDIR/err" ;;
+		esac || fail "$comp: $(cat "$BATS_TEST_TMPDIR/err")"
 		run ls "$VM/dump"
 		assert_line --index 0 --regexp '^vzdump-qemu-100-[0-9]{4}_[0-9]{2}_[0-9]{2}-[0-9]{2}_[0-9]{2}_[0-9]{2}\.log$'
 		assert_line --index 1 --regexp "^vzdump-qemu-100-[0-9]{4}_[0-9]{2}_[0-9]{2}-[0-9]{2}_[0-9]{2}_[0-9]{2}\\.${ext//./\\.}\$"
 		[ "${#lines[@]}" = 2 ] || fail "$comp: $output"
 		archive=$VM/dump/${lines[1]}
 		assert_equal "$(head -c "$((${#magic} / 2))" "$archive" | od -An -tx1 | tr -d ' \n')" "$magic"
+		# What Proxmox's own tools check it with.
+		case $ext in
+		vma.gz) gzip -t "$archive" ;;
+		vma.lzo) lzop -t "$archive" ;;
+		vma.zst) zstd -q -t "$archive" ;;
+		esac
 		run -0 vma-extract -t "$archive"
 		vma-extract "$archive" "$BATS_TEST_TMPDIR/x"
 		assert_equal "$(sha "$BATS_TEST_TMPDIR/x/disk-drive-virtio0.raw")" "$(cat "$VM/d0.sha")"

@@ -314,7 +314,8 @@ static void parse_codec(const char *spec, struct options *o)
 		return;
 	if (why[0] != '\0')
 		errx(EXIT_FAIL, "-z %s: %s", spec, why);
-	usage_error("invalid codec '%s': expected zstd[:1-22], xz[:1-9] or none", spec);
+	usage_error("invalid codec '%s': expected zstd[:1-22], xz[:1-9], gzip[:1-9], lzo or none",
+		    spec);
 }
 
 static void parse_options(int argc, char **argv, struct options *o)

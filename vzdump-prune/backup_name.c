@@ -13,8 +13,10 @@
 #include "backup_name.h"
 
 static const char prefix[] = "vzdump-qemu-";
+/* Proxmox's storage layer knows vma and vma.{gz,lzo,zst,bz2} (PVE::Storage's backup file
+ * pattern); vma.xz is this project's own extra. */
 static const char *const archive_suffixes[] = {
-	".vma", ".vma.zst", ".vma.xz", ".vma.gz", ".vma.lzo",
+	".vma", ".vma.gz", ".vma.lzo", ".vma.zst", ".vma.bz2", ".vma.xz",
 };
 
 static bool ends_with(const char *s, size_t len, const char *suffix, size_t *stem_len)

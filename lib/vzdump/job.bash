@@ -248,7 +248,7 @@ claim_backup_name() { # BASENAME
 		[[ $out == *": File exists" ]] || fail "cannot create $base.log (${out#vzdump-put: })"
 		taken=$base.log
 	else
-		for ext in vma vma.zst vma.xz vma.gz vma.lzo dat; do
+		for ext in vma vma.gz vma.lzo vma.zst vma.bz2 vma.xz dat; do
 			if [ -e "$base.$ext" ] || [ -L "$base.$ext" ]; then
 				taken=$base.$ext
 				rm -f "$base.log"

@@ -121,7 +121,7 @@ bad_record() { # KEY REST
 		echo "not a .dat of VM $vmid in the dump folder $opt_dumpdir" ;;
 	log) in_folder "$rest" "$opt_dumpdir" "^$stem\.log$" ||
 		echo "not a .log of VM $vmid in the dump folder $opt_dumpdir" ;;
-	final) in_folder "$rest" "$opt_dumpdir" "^$stem\.vma(\.(zst|xz|gz|lzo))?$" ||
+	final) in_folder "$rest" "$opt_dumpdir" "^$stem\.vma(\.(gz|lzo|zst|bz2|xz))?$" ||
 		echo "not an archive of VM $vmid in the dump folder $opt_dumpdir" ;;
 	proc)
 		read -r pid start name <<<"$rest"

@@ -6,10 +6,13 @@
 
 writer_output_args() {
 	case $opt_compress in
-	zstd) args+=(-z zstd) ;;
-	xz) args+=(-z xz) ;;
+	gzip | lzo | zstd | xz) args+=(-z "$opt_compress") ;;
 	esac
-	[ -z "$opt_zstd" ] || [ "$opt_zstd" = 0 ] || args+=(-T "$opt_zstd")
+	case $opt_compress in
+	zstd | xz) [ -z "$opt_zstd" ] || [ "$opt_zstd" = 0 ] || args+=(-T "$opt_zstd") ;;
+	# vzdump's pigz: 0 is gzip's one thread, 1 half the CPUs, N that many.
+	gzip) args+=(-T "$(gzip_threads)") ;;
+	esac
 	# Its figures for the summary, as JSON (written when it succeeds).
 	args+=(--stats "$private_dir/writer.json")
 	if [ "$opt_stdout" = 1 ]; then
@@ -17,6 +20,19 @@ writer_output_args() {
 	else
 		args+=(-o "$tmp_archive")
 	fi
+}
+
+# The threads for --compress gzip, from --pigz as vzdump reads it.
+gzip_threads() {
+	local cpus
+	case $opt_pigz in
+	0) echo 1 ;;
+	1)
+		cpus=$(nproc)
+		echo $((cpus > 1 ? cpus / 2 : 1))
+		;;
+	*) echo "$opt_pigz" ;;
+	esac
 }
 
 # Starts vma-create's NBD server, one export per disk, writing the archive.

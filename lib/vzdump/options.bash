@@ -21,6 +21,7 @@ opt_confdir=${VZDUMP_CONFDIR:-/etc/vzdump/qemu-server}
 opt_rundir=${VZDUMP_RUNDIR:-/run/qemu-server}
 opt_compress=0
 opt_zstd=
+opt_pigz=0
 opt_bwlimit=0
 opt_stdout=0
 opt_quiet=0
@@ -69,7 +70,7 @@ read_environment() {
 }
 
 # The options that take a value (as --name value or --name=value).
-VALUE_OPTIONS=" --dumpdir --tmpdir --confdir --rundir --compress --zstd --bwlimit --script
+VALUE_OPTIONS=" --dumpdir --tmpdir --confdir --rundir --compress --zstd --pigz --bwlimit --script
  --lockwait --ionice --statedir --mode --stopwait --exclude --prune-backups --remove
  --notes-template --protected "
 VALUE_OPTIONS=${VALUE_OPTIONS//$'\n'/}
@@ -159,14 +160,20 @@ set_option() { # NAME VALUE
 	--rundir) opt_rundir=$2 ;;
 	--statedir) opt_statedir=$2 ;;
 	--compress)
+		# vzdump's values (1 is lzo), and xz, which Proxmox's storage layer does not know.
 		case $2 in
-		0 | zstd | xz) opt_compress=$2 ;;
-		*) die_usage "--compress must be 0, zstd or xz, not '$2'" ;;
+		0 | gzip | lzo | zstd | xz) opt_compress=$2 ;;
+		1) opt_compress=lzo ;;
+		*) die_usage "--compress must be 0, 1, gzip, lzo, zstd or xz, not '$2'" ;;
 		esac
 		;;
 	--zstd)
 		[[ $2 =~ ^[0-9]{1,3}$ ]] || die_usage "--zstd needs a number of threads, not '$2'"
 		opt_zstd=$2
+		;;
+	--pigz)
+		[[ $2 =~ ^[0-9]{1,3}$ ]] || die_usage "--pigz needs a number of threads, not '$2'"
+		opt_pigz=$((10#$2))
 		;;
 	--ionice)
 		[[ $2 =~ ^[0-8]$ ]] || die_usage "--ionice needs a priority from 0 to 8, not '$2'"
