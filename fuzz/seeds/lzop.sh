@@ -4,16 +4,14 @@
 # built vma-create -z lzo writes. Each file stays under 64 KiB.
 # Usage: fuzz/seeds/lzop.sh DIR   (VZ_BIN: the folder of the built tools)
 set -euo pipefail
+# shellcheck source=fuzz/seeds/random-bytes.bash
+source "$(dirname -- "${BASH_SOURCE[0]}")/random-bytes.bash"
 out=$(realpath "$1")
 vma_create=${VZ_BIN:?VZ_BIN must name the folder of the built tools}/vma-create
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 cd "$tmp"
 
-# Deterministic bytes, so that the seeds are the same from run to run.
-bytes() { # SIZE SEED
-	python3 -c 'import random, sys; sys.stdout.buffer.write(random.Random(sys.argv[2]).randbytes(int(sys.argv[1])))' "$1" "$2"
-}
 
 bytes 3000 a >random-3k
 seq 1 4000 >text

@@ -9,6 +9,8 @@
 # zeroes, aborts, unknown options and commands, reads, pieces of clusters, errors.
 # Usage: fuzz/seeds/nbd_server.sh DIR   (VZ_BIN: the folder of the built tools)
 set -euo pipefail
+# shellcheck source=fuzz/seeds/random-bytes.bash
+source "$(dirname -- "${BASH_SOURCE[0]}")/random-bytes.bash"
 out=$(realpath "$1")
 here=$(cd "$(dirname "$0")" && pwd)
 devices=(drive-scsi0=200704 drive-efidisk0=131072 drive-scsi1=5368709120 drive-tpmstate0=5000)
@@ -183,10 +185,6 @@ record() { # NAME EXPORT COMMAND ARGS... ("{}" in ARGS: the export's URI)
 	stop_server
 }
 
-# Deterministic bytes, so that the seeds are the same from run to run.
-bytes() { # SIZE SEED
-	"$python" -c 'import random, sys; sys.stdout.buffer.write(random.Random(sys.argv[2]).randbytes(int(sys.argv[1])))' "$1" "$2"
-}
 # drive-scsi0: sparse, a block of data at the start and one in the last, partial, cluster
 truncate -s 200704 a.raw
 bytes 4096 a | dd of=a.raw conv=notrunc status=none

@@ -4,6 +4,8 @@
 # Proxmox's own archive from ../shared/fixtures when it is there. Each file stays under 64 KiB.
 # Usage: fuzz/seeds/vma_reader.sh DIR   (VZ_BIN: the folder of the built tools)
 set -euo pipefail
+# shellcheck source=fuzz/seeds/random-bytes.bash
+source "$(dirname -- "${BASH_SOURCE[0]}")/random-bytes.bash"
 out=$(realpath "$1")
 top=$(cd "$(dirname "$0")/../.." && pwd)
 vma_create=${VZ_BIN:?VZ_BIN must name the folder of the built tools}/vma-create
@@ -11,10 +13,6 @@ tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 cd "$tmp"
 
-# Deterministic bytes, so that the seeds are the same from run to run.
-bytes() { # SIZE SEED
-	python3 -c 'import random, sys; sys.stdout.buffer.write(random.Random(sys.argv[2]).randbytes(int(sys.argv[1])))' "$1" "$2"
-}
 
 bytes 4096 a >dense-4k
 bytes 5000 b >odd-5000
