@@ -41,6 +41,8 @@ source "$LIBDIR/config.bash"
 source "$LIBDIR/live.bash"
 # shellcheck source=lib/vzdump/modes.bash
 source "$LIBDIR/modes.bash"
+# shellcheck source=lib/vzdump/mail.bash
+source "$LIBDIR/mail.bash"
 
 usage() {
 	cat <<'END'
@@ -50,6 +52,8 @@ vzdump.sh [--dumpdir dir] [--tmpdir dir] [--confdir dir] [--rundir dir]
 [--mode snapshot | suspend | stop] [--stopwait minutes]
 [--quiet] [--json] [--statedir dir]
 [--prune-backups spec] [--remove 0 | 1] [--notes-template text] [--protected 0 | 1]
+[--mailto address,...] [--mailnotification always | failure] [--performance max-workers=n]
+[--fleecing spec] [--maxfiles n] [--notification-mode mode] [--node name]
 vmid ... | --all [--exclude vmid,...]
 vzdump.sh --cleanup [--dumpdir dir] [--tmpdir dir] [--rundir dir] [--statedir dir] vmid ...
 END
@@ -214,6 +218,7 @@ undo_on_exit() {
 		[ -z "$vmid" ] || run_hook backup-abort vm || warn "$hook_error"
 	fi
 	record_result "$status"
+	keep_failed_log "$status"
 	# The log is complete and delivered: log-end's output goes to the task log only.
 	close_log
 	deliver_log "$private_dir/log" "$log_target"
@@ -305,6 +310,7 @@ job_abort() { # REASON
 	run_hook job-abort || warn "$hook_error"
 	log ERROR "Backup job failed - $1"
 	print_json error "$1"
+	send_mail error "$1"
 	exit 1
 }
 
@@ -323,7 +329,13 @@ main() {
 	find_tools
 	wants_help "$@" || read_vzdump_conf
 	parse_options "$@"
+	finish_options
 	read_environment
+	# As vzdump: a job for another node does nothing here, successfully.
+	if [ -n "$opt_node" ] && [ "$opt_node" != "$(uname -n | cut -d. -f1)" ]; then
+		info "skipping the job: it is for node $opt_node, this is $(uname -n | cut -d. -f1)"
+		exit 0
+	fi
 	check_tools
 	# Every path handed on (the JSON, the hooks' TARGET and LOGFILE) is absolute.
 	opt_dumpdir=$(realpath -ms -- "$opt_dumpdir")
@@ -350,11 +362,13 @@ main() {
 		[ "$errors" = 0 ] || exit 1
 		exit 0
 	fi
-	if [ "$opt_json" = 1 ]; then
+	job_start=$(date +%s)
+	if [ "$opt_json" = 1 ] || mail_wanted; then
 		results=$(mktemp "$opt_tmpdir/vzdump-results.XXXXXX")
 	fi
 	trap on_signal INT TERM HUP
-	trap 'rm -f "$results"' EXIT
+	# (With the failed VMs' logs for the mail, RESULTS.VMID.log.)
+	trap 'rm -f "$results" ${results:+"$results".*.log}' EXIT
 	global_lock
 	info "starting new backup job: $PROG $*"
 	for id in "${conf_warnings[@]}"; do warn "$id"; done
@@ -374,9 +388,11 @@ main() {
 	print_json "$([ "$errors" = 0 ] && echo ok || echo error)"
 	if [ "$errors" -gt 0 ]; then
 		info "Backup job finished with errors"
+		send_mail error
 		exit 1
 	fi
 	info "Backup job finished successfully"
+	send_mail ok
 }
 
 main "$@"

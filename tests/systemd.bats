@@ -103,7 +103,7 @@ units_in() { # DIR
 	assert_output ""
 	# The keys with a default, uncommented, into a job with the test's folders.
 	grep -E '^#[a-z-]+: ' "$TOP/dist/vzdump.conf" | sed 's/^#//' |
-		grep -vE '^(dumpdir|tmpdir|confdir|rundir|statedir|script|exclude|notes-template):' \
+		grep -vE '^(dumpdir|tmpdir|confdir|rundir|statedir|script|exclude|notes-template|mailto|node|maxfiles):' \
 			>"$BATS_TEST_TMPDIR/vzdump.conf"
 	VZDUMP_CONF=$BATS_TEST_TMPDIR/vzdump.conf run --separate-stderr -0 vz_backup "$VM" 300
 	grep -qxF 'INFO: Backup job finished successfully' <<<"$stderr" || fail "$stderr"

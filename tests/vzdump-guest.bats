@@ -154,7 +154,7 @@ FSFREEZE-HOOK thaw"
 	run jq -c '[.status, .vms[0].status, .vms[0].frozen_ms]' <<<"$summary"
 	assert_output "[\"ok\",\"ok\",$frozen]"
 	run jq -c '.vms[0] | keys_unsorted' <<<"$summary"
-	assert_output '["vmid","status","archive","size","start","end","frozen_ms","freeze_ms","qmp_ms","thaw_ms","snapshot_ms","error"]'
+	assert_output '["vmid","name","status","archive","size","start","end","frozen_ms","freeze_ms","qmp_ms","thaw_ms","snapshot_ms","error"]'
 	# The steps are numbers, and the batch and the thaw follow each other inside the window
 	# (one clock: go after the freeze's acknowledgement, the thaw asked after qmpctl's exit).
 	run jq -c '.vms[0] | [(.freeze_ms, .qmp_ms, .thaw_ms | type), .qmp_ms + .thaw_ms <= .frozen_ms]' <<<"$summary"

@@ -78,6 +78,22 @@ restored_shas() { # ARCHIVE DEVICE...
 # The names in a folder, sorted bytewise.
 files_in() { (cd "$1" && LC_ALL=C ls -A); }
 
+# A sendmail on PATH that keeps its arguments and the mail it is given in $BATS_TEST_TMPDIR
+# (sendmail.args, sendmail.mail), exiting with STATUS after printing MESSAGE on stderr.
+fake_sendmail() { # [STATUS [MESSAGE]]
+	mkdir -p "$BATS_TEST_TMPDIR/mta"
+	printf '#!/bin/sh
+printf "%%s\n" "$@" >%s
+cat >%s
+%s
+exit %s
+' \
+		"$BATS_TEST_TMPDIR/sendmail.args" "$BATS_TEST_TMPDIR/sendmail.mail" \
+		"${2:+echo \"$2\" >&2}" "${1:-0}" >"$BATS_TEST_TMPDIR/mta/sendmail"
+	chmod +x "$BATS_TEST_TMPDIR/mta/sendmail"
+	PATH=$BATS_TEST_TMPDIR/mta:$PATH
+}
+
 # A hook script that records the phases it runs in.
 phase_hook() { # FILE
 	printf '#!/bin/sh\necho "$1" >>%s\n' "$1.log" >"$1"
@@ -93,7 +109,7 @@ phase_hook() { # FILE
 	a102=$(archive_of 102)
 	run jq -c '.vms[] |= (.start |= type | .end |= type | .snapshot_ms |= type
 		| .error |= (if . then sub(": give .*"; "") else . end))' <<<"$output"
-	assert_output "{\"status\":\"error\",\"error\":null,\"vms\":[{\"vmid\":100,\"status\":\"ok\",\"archive\":\"$a100\",\"size\":$(stat -c %s "$a100"),\"start\":\"number\",\"end\":\"number\",\"frozen_ms\":null,\"freeze_ms\":null,\"qmp_ms\":null,\"thaw_ms\":null,\"snapshot_ms\":\"number\",\"error\":null},{\"vmid\":101,\"status\":\"error\",\"archive\":null,\"size\":null,\"start\":\"number\",\"end\":\"number\",\"frozen_ms\":null,\"freeze_ms\":null,\"qmp_ms\":null,\"thaw_ms\":null,\"snapshot_ms\":\"null\",\"error\":\"disk 'scsi0' (/nowhere/101.raw) not found in the running QEMU\"},{\"vmid\":102,\"status\":\"ok\",\"archive\":\"$a102\",\"size\":$(stat -c %s "$a102"),\"start\":\"number\",\"end\":\"number\",\"frozen_ms\":null,\"freeze_ms\":null,\"qmp_ms\":null,\"thaw_ms\":null,\"snapshot_ms\":\"number\",\"error\":null}]}"
+	assert_output "{\"status\":\"error\",\"error\":null,\"vms\":[{\"vmid\":100,\"name\":\"big\",\"status\":\"ok\",\"archive\":\"$a100\",\"size\":$(stat -c %s "$a100"),\"start\":\"number\",\"end\":\"number\",\"frozen_ms\":null,\"freeze_ms\":null,\"qmp_ms\":null,\"thaw_ms\":null,\"snapshot_ms\":\"number\",\"error\":null},{\"vmid\":101,\"name\":\"broken\",\"status\":\"error\",\"archive\":null,\"size\":null,\"start\":\"number\",\"end\":\"number\",\"frozen_ms\":null,\"freeze_ms\":null,\"qmp_ms\":null,\"thaw_ms\":null,\"snapshot_ms\":\"null\",\"error\":\"disk 'scsi0' (/nowhere/101.raw) not found in the running QEMU\"},{\"vmid\":102,\"name\":\"web{{vmid}}\",\"status\":\"ok\",\"archive\":\"$a102\",\"size\":$(stat -c %s "$a102"),\"start\":\"number\",\"end\":\"number\",\"frozen_ms\":null,\"freeze_ms\":null,\"qmp_ms\":null,\"thaw_ms\":null,\"snapshot_ms\":\"number\",\"error\":null}]}"
 	run grep -E '^(INFO|ERROR): (Starting Backup|Finished Backup|Backup of VM|Backup job)' <<<"$stderr"
 	assert_output --regexp '^INFO: Starting Backup of VM 100 \(qemu\)
 INFO: Finished Backup of VM 100 \([0-9:]{8}\)
@@ -257,7 +273,7 @@ END
 	[[ $a == *.vma.zst ]] || fail "not zstd: $a"
 	assert_equal "$(cat "$a.notes")" 102
 	[ -f "$a.protected" ]
-	[[ $stderr == *"WARN: $VZDUMP_CONF line 6: ignoring unknown or unsupported key 'storage'"* ]] || fail "$stderr"
+	[[ $stderr == *"WARN: $VZDUMP_CONF line 6: ignoring 'storage: local': there is no Proxmox storage layer here: set dumpdir to the folder the backups go to"* ]] || fail "$stderr"
 	run restored_shas "$a" drive-virtio0
 	assert_output "$(cat "$SMALL/s0.sha")"
 	rm -f "$D"/*
@@ -297,4 +313,237 @@ END
 	done
 	run jq -c '.vms[] | [.status, .archive]' <<<"$json"
 	assert_output '["error",null]'
+}
+
+@test "--mailto: one mail per job through sendmail -t, vzdump's subject, the table of VMs, the failed VM's log" {
+	fake_sendmail
+	run --separate-stderr -1 job --mailto 'root; admin@example.org' --all
+	a100=$(archive_of 100)
+	a102=$(archive_of 102)
+	grep -qxF 'INFO: mail sent to root, admin@example.org' <<<"$stderr" || fail "$stderr"
+	assert_equal "$(cat "$BATS_TEST_TMPDIR/sendmail.args")" -t
+	mail=$(cat "$BATS_TEST_TMPDIR/sendmail.mail")
+	host=$(timeout 2 hostname -f 2>/dev/null) || host=
+	[[ $host == *.* ]] || host=$(uname -n)
+	# The headers, the error line and the table, exactly (times and sizes by pattern).
+	run sed -n '1,/^Total size/p' <<<"$mail"
+	assert_output --regexp "^To: root, admin@example.org
+Subject: vzdump backup status \(${host//./\\.}\): backup failed
+Auto-Submitted: auto-generated
+MIME-Version: 1.0
+Content-Type: text/plain; charset=UTF-8
+Content-Transfer-Encoding: 8bit
+
+Backup job finished with errors
+
+Details
+=======
+VMID  Name         Status  Time      Size +Filename
+100   big          ok      00:00:[0-9]{2}  [0-9.]+[KMG]B +${a100//./\\.}
+101   broken       err     00:00:[0-9]{2}  - +-
+102   web\{\{vmid\}\}  ok      00:00:[0-9]{2}  [0-9.]+[KMG]B +${a102//./\\.}
+
+Total running time: 00:00:[0-9]{2}
+Total size: [0-9.]+[KMG]B\$"
+	# The log of VM 101 only, each line with its VMID in front, ending with the failure.
+	run sed -n '/^Logs of VM/,$p' <<<"$mail"
+	assert_line --index 0 'Logs of VM 101'
+	assert_line --index 1 '=============='
+	assert_line --index 2 --regexp '^101: [0-9-]{10} [0-9:]{8} INFO: Starting Backup of VM 101 \(qemu\)$'
+	assert_line --regexp "^101: [0-9-]{10} [0-9:]{8} ERROR: Backup of VM 101 failed - disk 'scsi0' \(/nowhere/101.raw\) not found in the running QEMU"
+	run grep -c '^Logs of VM' <<<"$mail"
+	assert_output 1
+	run grep -vc '^101: ' < <(sed -n '/^Logs of VM/,$p' <<<"$mail" | sed 1,2d)
+	assert_output 0
+}
+
+@test "--mailnotification failure mails only a failed job; always mails a successful one without logs" {
+	fake_sendmail
+	run --separate-stderr -0 job --mailto root --mailnotification failure 102
+	[ ! -e "$BATS_TEST_TMPDIR/sendmail.mail" ] || fail "mailed: $(cat "$BATS_TEST_TMPDIR/sendmail.mail")"
+	run grep -cE '(mail sent|no mail|sending the mail)' <<<"$stderr"
+	assert_output 0
+	run --separate-stderr -1 job --mailto root --mailnotification failure 101
+	grep -qxF 'Subject: vzdump backup status ('*'): backup failed' "$BATS_TEST_TMPDIR/sendmail.mail" ||
+		grep -q '^Subject: vzdump backup status (.*): backup failed$' "$BATS_TEST_TMPDIR/sendmail.mail" ||
+		fail "$(cat "$BATS_TEST_TMPDIR/sendmail.mail")"
+	rm "$BATS_TEST_TMPDIR/sendmail.mail"
+	# always (the default), from vzdump.conf
+	printf 'mailto: root\n' >"$VZDUMP_CONF"
+	run --separate-stderr -0 job 102
+	mail=$(cat "$BATS_TEST_TMPDIR/sendmail.mail")
+	grep -q '^Subject: vzdump backup status (.*): backup successful$' <<<"$mail" || fail "$mail"
+	run grep -cE '^(Logs|Backup job finished)' <<<"$mail"
+	assert_output 0
+	grep -qE "^102 +web\{\{vmid\}\} +ok +" <<<"$mail" || fail "$mail"
+}
+
+@test "mail that cannot be sent (no sendmail, sendmail failing) is a warning; the backup's result stands" {
+	fake_sendmail 75 'sendmail: cannot connect to the mail server'
+	run --separate-stderr -0 job --mailto root 102
+	grep -qxF 'WARN: sending the mail to root failed: sendmail: cannot connect to the mail server' <<<"$stderr" ||
+		fail "$stderr"
+	archive_of 102 >/dev/null
+	rm -f "$D"/*
+	# No sendmail at all: a PATH of the tools only.
+	mkdir "$BATS_TEST_TMPDIR/bin"
+	for t in bash jq qmpctl gafreeze vma-create vma-extract vzdump-prune vzdump-put flock stat \
+		date mktemp realpath ionice rm mv cat sed awk grep sort tr timeout hostname uname cut \
+		head tail cp dirname basename env sleep kill mkdir ls ss qemu-img qemu-nbd wc chmod \
+		rmdir touch printf id stty find ln sync; do
+		p=$(command -v "$t") && ln -s "$p" "$BATS_TEST_TMPDIR/bin/$t"
+	done
+	run --separate-stderr -0 env PATH="$BATS_TEST_TMPDIR/bin" "$TOP/vzdump.sh" --dumpdir "$D" \
+		--tmpdir "$W/tmp" --confdir "$W/conf" --rundir "$W/run" --mailto root 102
+	grep -qxF 'WARN: no mail sent to root: there is no sendmail on PATH (install an MTA, such as exim4 or msmtp-mta)' <<<"$stderr" ||
+		fail "$stderr"
+	run restored_shas "$(archive_of 102)" drive-virtio0
+	assert_output "$(cat "$SMALL/s0.sha")"
+}
+
+@test "--mailto and --mailnotification refuse what could break a mail header" {
+	run --separate-stderr -2 job --mailto $'root\nBcc: x@example.org' 102
+	assert_equal "${stderr%%$'\n'*}" "vzdump.sh: --mailto: not a mail address or user name: 'Bcc:'"
+	run --separate-stderr -2 job --mailto 'a@b,c d@e>' 102
+	assert_equal "${stderr%%$'\n'*}" "vzdump.sh: --mailto: not a mail address or user name: 'd@e>'"
+	run --separate-stderr -2 job --mailto root --mailnotification sometimes 102
+	assert_equal "${stderr%%$'\n'*}" "vzdump.sh: --mailnotification must be always or failure, not 'sometimes'"
+	run files_in "$D"
+	assert_output ""
+}
+
+@test "a vzdump.conf from a Proxmox node with every key set: each honoured, or ignored with its own reason" {
+	fake_sendmail
+	phase_hook "$BATS_TEST_TMPDIR/hook"
+	node=$(uname -n | cut -d. -f1)
+	old1=vzdump-qemu-102-2020_01_01-00_00_00.vma.zst old2=vzdump-qemu-102-2020_01_02-00_00_00.vma.zst
+	touch "$D/$old1" "$D/$old2"
+	cat >"$VZDUMP_CONF" <<END
+# vzdump default settings
+tmpdir: $W/tmp
+dumpdir: $D
+storage: local
+mode: snapshot
+compress: zstd
+bwlimit: 0
+ionice: 7
+lockwait: 180
+stopwait: 10
+maxfiles: 1
+script: $BATS_TEST_TMPDIR/hook
+exclude-path: /tmp/?*
+mailto: root
+pigz: 0
+zstd: 1
+performance: max-workers=8,pbs-entries-max=1048576
+fleecing: enabled=1,storage=local-lvm
+prune-backups: keep-last=2
+remove: 1
+notes-template: {{guestname}}
+protected: 0
+mailnotification: always
+notification-mode: auto
+pool: prod
+stdexcludes: 1
+pbs-change-detection-mode: metadata
+quiet: 0
+node: $node
+job-id: backup-1a2b3c4d-e5f6
+size: 1024
+notification-policy: always
+notification-target: mail-to-root
+all: 0
+stdout: 0
+stop: 0
+exclude: 100,101
+confdir: $W/conf
+rundir: $W/run
+END
+	run --separate-stderr -0 "$TOP/vzdump.sh" --all
+	c=$VZDUMP_CONF
+	run grep '^WARN: ' <<<"$stderr"
+	assert_output "WARN: $c line 4: ignoring 'storage: local': there is no Proxmox storage layer here: set dumpdir to the folder the backups go to
+WARN: $c line 13: ignoring 'exclude-path: /tmp/?*': for container backups only; vzdump.sh backs up QEMU VMs
+WARN: $c line 18: fleecing storage 'local-lvm' is a Proxmox storage ID: the scratch images go under the tmpdir (give storage=/folder to choose)
+WARN: $c line 25: ignoring 'pool: prod': there are no resource pools here: name the VMIDs, or use --all with --exclude
+WARN: $c line 26: ignoring 'stdexcludes: 1': for container backups only; vzdump.sh backs up QEMU VMs
+WARN: $c line 27: ignoring 'pbs-change-detection-mode: metadata': for container backups only; vzdump.sh backs up QEMU VMs
+WARN: $c line 30: ignoring 'job-id: backup-1a2b3c4d-e5f6': set by Proxmox's job scheduler; here vzdump.timer runs the job (man vzdump.sh, FILES)
+WARN: $c line 31: ignoring 'size: 1024': removed in Proxmox VE 7 (the LVM snapshot size of container backups)
+WARN: $c line 32: ignoring 'notification-policy: always': removed in Proxmox VE 9: use mailto and mailnotification
+WARN: $c line 33: ignoring 'notification-target: mail-to-root': removed in Proxmox VE 9: use mailto and mailnotification"
+	# prune-backups wins over maxfiles: the new backup and the newest old one are kept.
+	grep -qxF 'INFO: prune older backups with retention: keep-last=2' <<<"$stderr" || fail "$stderr"
+	a=$(find "$D" -name 'vzdump-qemu-102-*.vma.zst' ! -name "$old2")
+	[ -f "$a" ] || fail "no new zstd archive: $a"
+	run files_in "$D"
+	assert_output "$old2
+$(basename "$a" .vma.zst).log
+${a##*/}
+${a##*/}.notes"
+	assert_equal "$(cat "$a.notes")" 'web{{vmid}}'
+	assert_equal "$(head -n 1 "$BATS_TEST_TMPDIR/hook.log")" job-start
+	grep -q '^Subject: vzdump backup status (.*): backup successful$' "$BATS_TEST_TMPDIR/sendmail.mail"
+	run restored_shas "$a" drive-virtio0
+	assert_output "$(cat "$SMALL/s0.sha")"
+	# Without prune-backups, maxfiles: 1 is keep-last=1.
+	sed -i '/^prune-backups:/d' "$VZDUMP_CONF"
+	sleep 1
+	run --separate-stderr -0 "$TOP/vzdump.sh" --all
+	grep -qxF 'INFO: prune older backups with retention: keep-last=1' <<<"$stderr" || fail "$stderr"
+	run bash -c 'ls "$1" | grep -c "\.vma\.zst$"' _ "$D"
+	assert_output 1
+	# A job for another node does nothing, successfully.
+	sed -i 's/^node: .*/node: elsewhere/' "$VZDUMP_CONF"
+	before=$(files_in "$D")
+	run --separate-stderr -0 "$TOP/vzdump.sh" --all
+	assert_equal "$stderr" "INFO: skipping the job: it is for node elsewhere, this is $node"
+	assert_equal "$(files_in "$D")" "$before"
+}
+
+@test "fleecing storage=FOLDER is where the scratch images go; QEMU takes the jobs with max-workers" {
+	mkdir -m 0700 "$BATS_TEST_TMPDIR/fleece"
+	printf '#!/bin/sh\n[ "$1" != backup-start ] || ls %s >%s\n' "$BATS_TEST_TMPDIR/fleece" \
+		"$BATS_TEST_TMPDIR/fleece.ls" >"$BATS_TEST_TMPDIR/hook"
+	chmod +x "$BATS_TEST_TMPDIR/hook"
+	printf 'fleecing: 1,storage=%s\nperformance: max-workers=2\n' "$BATS_TEST_TMPDIR/fleece" >"$VZDUMP_CONF"
+	run --separate-stderr -0 "$TOP/vzdump.sh" --dumpdir "$D" --confdir "$W/conf" --rundir "$W/run" \
+		--script "$BATS_TEST_TMPDIR/hook" 100
+	run cat "$BATS_TEST_TMPDIR/fleece.ls"
+	assert_output --regexp '^vzdumptmp\.[A-Za-z0-9]{6}$'
+	run ls -A "$BATS_TEST_TMPDIR/fleece"
+	assert_output ""
+	run restored_shas "$(archive_of 100)" drive-scsi0 drive-virtio0
+	assert_output "$(cat "$VM/d1.sha" "$VM/d0.sha")"
+	# The command line's --tmpdir wins over the fleecing folder.
+	rm -f "$D"/* "$BATS_TEST_TMPDIR/fleece.ls"
+	run --separate-stderr -0 job --script "$BATS_TEST_TMPDIR/hook" 102
+	run cat "$BATS_TEST_TMPDIR/fleece.ls"
+	assert_output ""
+}
+
+@test "vzdump's options that mean nothing here are usage errors on the command line, each with its reason" {
+	run --separate-stderr -2 job --storage local 102
+	assert_equal "${stderr%%$'\n'*}" "vzdump.sh: --storage: there is no Proxmox storage layer here: set dumpdir to the folder the backups go to"
+	run --separate-stderr -2 job --stop
+	assert_equal "${stderr%%$'\n'*}" "vzdump.sh: --stop: no task registry here: stop the running job with 'systemctl stop vzdump.service' or SIGTERM to vzdump.sh"
+	run --separate-stderr -2 job --pool=prod
+	assert_equal "${stderr%%$'\n'*}" "vzdump.sh: --pool: there are no resource pools here: name the VMIDs, or use --all with --exclude"
+	run --separate-stderr -2 job --notification-mode notification-system 102
+	assert_equal "${stderr%%$'\n'*}" "vzdump.sh: --notification-mode: no Proxmox notification system here: set mailto, and mail goes through sendmail"
+	run --separate-stderr -2 job --performance max-workers=0 102
+	assert_equal "${stderr%%$'\n'*}" "vzdump.sh: --performance: max-workers must be 1 to 256, not '0'"
+	run --separate-stderr -2 job --fleecing enabled=maybe 102
+	assert_equal "${stderr%%$'\n'*}" "vzdump.sh: --fleecing enabled must be 0 or 1, not 'maybe'"
+	run --separate-stderr -2 job --maxfiles -1 102
+	assert_equal "${stderr%%$'\n'*}" "vzdump.sh: --maxfiles needs a number of backups, not '-1'"
+	printf 'all: 1\nstdout: yes\nstop: 1\nquiet: maybe\n' >"$VZDUMP_CONF"
+	run --separate-stderr -2 job 102
+	assert_equal "$stderr" "vzdump.sh: $VZDUMP_CONF line 4: quiet must be 0 or 1, not 'maybe'"
+	printf 'all: 1\nstdout: yes\nstop: 1\n' >"$VZDUMP_CONF"
+	run --separate-stderr -0 job 102
+	run grep '^WARN: ' <<<"$stderr"
+	assert_output "WARN: $VZDUMP_CONF line 1: ignoring 'all': name the machines on the command line, or give --all there
+WARN: $VZDUMP_CONF line 2: ignoring 'stdout': --stdout is for one run on the command line
+WARN: $VZDUMP_CONF line 3: ignoring 'stop': no task registry here: stop the running job with 'systemctl stop vzdump.service' or SIGTERM to vzdump.sh"
 }

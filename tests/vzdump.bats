@@ -136,7 +136,7 @@ synopsis_of_man() {
 	export VZDUMP_CONF=$BATS_TEST_TMPDIR/vzdump.conf
 	{
 		for ((i = 0; i < 30; i++)); do echo "not a setting"; done
-		printf 'storage: local\n\tmode:\tstop\r\n'
+		printf 'frobnicate: local\n\tmode:\tstop\r\n'
 	} >"$VZDUMP_CONF"
 	mkdir "$BATS_TEST_TMPDIR/run" "$BATS_TEST_TMPDIR/dump"
 	run --separate-stderr -1 timeout 20 "$TOP/vzdump.sh" --rundir "$BATS_TEST_TMPDIR/run" \
@@ -714,7 +714,7 @@ ERROR: Backup job failed - can't acquire lock '$OWN/run/vzdump.lock' - got timeo
 	archive=$(echo "$VM"/dump/*.vma)
 	[ -f "$archive" ] || fail "no archive: $archive"
 	run jq -c '.vms[] |= (.start |= type | .end |= type | .snapshot_ms |= type)' <<<"$output"
-	assert_output "{\"status\":\"error\",\"error\":null,\"vms\":[{\"vmid\":100,\"status\":\"ok\",\"archive\":\"$archive\",\"size\":$(stat -c %s "$archive"),\"start\":\"number\",\"end\":\"number\",\"frozen_ms\":null,\"freeze_ms\":null,\"qmp_ms\":null,\"thaw_ms\":null,\"snapshot_ms\":\"number\",\"error\":null},{\"vmid\":101,\"status\":\"error\",\"archive\":null,\"size\":null,\"start\":\"number\",\"end\":\"number\",\"frozen_ms\":null,\"freeze_ms\":null,\"qmp_ms\":null,\"thaw_ms\":null,\"snapshot_ms\":\"null\",\"error\":\"VM 101 is not running (no QMP socket $VM/run/101.qmp)\"}]}"
+	assert_output "{\"status\":\"error\",\"error\":null,\"vms\":[{\"vmid\":100,\"name\":null,\"status\":\"ok\",\"archive\":\"$archive\",\"size\":$(stat -c %s "$archive"),\"start\":\"number\",\"end\":\"number\",\"frozen_ms\":null,\"freeze_ms\":null,\"qmp_ms\":null,\"thaw_ms\":null,\"snapshot_ms\":\"number\",\"error\":null},{\"vmid\":101,\"name\":null,\"status\":\"error\",\"archive\":null,\"size\":null,\"start\":\"number\",\"end\":\"number\",\"frozen_ms\":null,\"freeze_ms\":null,\"qmp_ms\":null,\"thaw_ms\":null,\"snapshot_ms\":\"null\",\"error\":\"VM 101 is not running (no QMP socket $VM/run/101.qmp)\"}]}"
 	grep -qxE '[0-9-]+ [0-9:]+ INFO: ionice priority: 8' "${archive%.vma}.log"
 	run ls -A "$VM/tmp"
 	assert_output ""

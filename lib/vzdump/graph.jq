@@ -87,8 +87,9 @@ def snapshot_plan($status):
 # A snapshot-access node over each disk's filter (the instant's view the job reads), an NBD
 # target node per disk on the passed fd tN, and all backup jobs in one transaction. The
 # jobs run at full speed (speed 0): --bwlimit is kept by the writer, for the whole backup and
-# on the data alone, as vzdump's is. "U cancel-jobs" is the driver's own pseudo-command.
-def jobs_plan:
+# on the data alone, as vzdump's is. $workers: performance's max-workers, QEMU's x-perf of
+# each job (null: QEMU's default). "U cancel-jobs" is the driver's own pseudo-command.
+def jobs_plan($workers):
 	. as $disks
 	| ($disks[] | select(.qdev != "")
 	   | undo(blockdev_del("vz-acc-" + .key)),
@@ -102,10 +103,10 @@ def jobs_plan:
 	  ($disks[] | undo({execute: "job-dismiss", arguments: {id: ("vzdump-drive-" + .key)}})),
 	  "U cancel-jobs",
 	  step({execute: "transaction", arguments: {actions: [$disks[] | {type: "blockdev-backup",
-		data: {"job-id": ("vzdump-drive-" + .key),
+		data: ({"job-id": ("vzdump-drive-" + .key),
 		device: (if .qdev == "" then .node else "vz-acc-" + .key end),
 		target: ("vz-tgt-" + .key), sync: "full", "auto-dismiss": false,
-		speed: 0}}]}});
+		speed: 0} + (if $workers == null then {} else {"x-perf": {"max-workers": $workers}} end))}]}});
 
 # Whether an undo command read back from a state file is of a shape the plans above make: a
 # state file is data, and anything else in it is refused, never sent ($tpm: the TPM's node).

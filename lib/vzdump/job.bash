@@ -147,14 +147,14 @@ record_result() { # EXIT-STATUS
 	[ -n "$results" ] || return 0
 	local size=null
 	[ -z "$final_archive" ] || size=$(stat -c %s "$final_archive" 2>/dev/null) || size=null
-	jq -nc --argjson vmid "$vmid" --arg status "$([ "$1" = 0 ] && echo ok || echo error)" \
+	jq -nc --argjson vmid "$vmid" --arg name "$vm_name" --arg status "$([ "$1" = 0 ] && echo ok || echo error)" \
 		--arg archive "$final_archive" --argjson size "$size" \
 		--argjson start "${backup_start:-null}" --argjson finish "$(date +%s)" \
 		--argjson frozen "${frozen_ms:-null}" --argjson freeze "${freeze_ms:-null}" \
 		--argjson qmp "${qmp_ms:-null}" --argjson thaw "${thaw_ms:-null}" \
 		--argjson snap "${snapshot_ms:-null}" \
 		--arg error "$([ "$1" = 0 ] || echo "${failure:-exit status $1}")" \
-		'{vmid: $vmid, status: $status,
+		'{vmid: $vmid, name: (if $name == "" then null else $name end), status: $status,
 		  archive: (if $archive == "" then null else $archive end), size: $size,
 		  start: $start, "end": $finish, frozen_ms: $frozen, freeze_ms: $freeze,
 		  qmp_ms: $qmp, thaw_ms: $thaw, snapshot_ms: $snap,

@@ -260,7 +260,8 @@ start_jobs() {
 		job_ids+=("vzdump-drive-$key")
 		state "job vzdump-drive-$key"
 	done
-	plan "$private_dir/jobs.qmp" 'g::jobs_plan'
+	# shellcheck disable=SC2016 # $workers is jq's
+	plan "$private_dir/jobs.qmp" --argjson workers "${opt_max_workers:-null}" 'g::jobs_plan($workers)'
 	info "starting backup via QMP command"
 	out=$(qmp -f "$private_dir/jobs.qmp" "${fdargs[@]}" 2>&1) ||
 		fail "starting the backup jobs failed: ${out##*qmpctl: }"

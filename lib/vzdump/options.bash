@@ -33,6 +33,17 @@ opt_statedir=${VZDUMP_STATEDIR:-/run/vzdump}
 opt_cleanup=0
 opt_mode=snapshot
 opt_stopwait=10
+opt_node=
+# Mail (mail.bash): the addresses, and always or failure.
+opt_mailto=
+opt_mailnotification=always
+# performance: max-workers (QEMU's x-perf of each backup job); empty: QEMU's default.
+opt_max_workers=
+# fleecing: storage=FOLDER is the tmpdir unless one is given (finish_options).
+fleecing_dir=
+tmpdir_given=0
+maxfiles=
+prune_given=0
 vmids=()
 # Job level: --all/--exclude, retention, notes and protection (see select_guests,
 # prune_backups, mark_backup).
@@ -72,8 +83,17 @@ read_environment() {
 # The options that take a value (as --name value or --name=value).
 VALUE_OPTIONS=" --dumpdir --tmpdir --confdir --rundir --compress --zstd --pigz --bwlimit --script
  --lockwait --ionice --statedir --mode --stopwait --exclude --prune-backups --remove
- --notes-template --protected "
+ --notes-template --protected --mailto --mailnotification --notification-mode --maxfiles
+ --fleecing --performance --node "
 VALUE_OPTIONS=${VALUE_OPTIONS//$'\n'/}
+# vzdump's options that have no meaning here; each is refused with its own reason
+# (foreign_option): on the command line a usage error, in vzdump.conf a warning, so that a file
+# moved over from a Proxmox node still runs its jobs.
+FOREIGN_OPTIONS=" --storage --pool --job-id --stdexcludes --exclude-path --pbs-change-detection-mode
+ --size --notification-policy --notification-target "
+FOREIGN_OPTIONS=${FOREIGN_OPTIONS//$'\n'/}
+# vzdump's boolean flags, as vzdump.conf keys (key: 0 or 1).
+CONF_FLAGS=" quiet all stdout stop "
 
 # Whether the arguments ask for help (-h or --help as an option, not as an option's value):
 # then vzdump.conf is not read, so that a broken one cannot stand in the way.
@@ -83,7 +103,7 @@ wants_help() {
 		-h | --help) return 0 ;;
 		--) return 1 ;;
 		--*=*) ;;
-		--*) [[ $VALUE_OPTIONS != *" $1 "* ]] || shift ;;
+		--*) [[ $VALUE_OPTIONS$FOREIGN_OPTIONS != *" $1 "* ]] || shift ;;
 		esac
 		[ $# -gt 0 ] && shift
 	done
@@ -105,13 +125,14 @@ parse_options() {
 		--json) opt_json=1 ;;
 		--cleanup) opt_cleanup=1 ;;
 		--all) opt_all=1 ;;
+		--stop) foreign_option stop ;;
 		--)
 			vmids+=("$@")
 			break
 			;;
 		--*)
 			name=${arg%%=*}
-			[[ $VALUE_OPTIONS == *" $name "* ]] || die_usage "unknown option: $arg"
+			[[ $VALUE_OPTIONS$FOREIGN_OPTIONS == *" $name "* ]] || die_usage "unknown option: $arg"
 			if [ "$name" != "$arg" ]; then
 				value=${arg#*=}
 			else
@@ -155,7 +176,10 @@ set_option() { # NAME VALUE
 	esac
 	case $1 in
 	--dumpdir) opt_dumpdir=$2 ;;
-	--tmpdir) opt_tmpdir=$2 ;;
+	--tmpdir)
+		opt_tmpdir=$2
+		tmpdir_given=1
+		;;
 	--confdir) opt_confdir=$2 ;;
 	--rundir) opt_rundir=$2 ;;
 	--statedir) opt_statedir=$2 ;;
@@ -198,7 +222,42 @@ set_option() { # NAME VALUE
 		opt_exclude=$(parse_vmid_list "$2") || exit 2
 		opt_all=1
 		;;
-	--prune-backups) parse_prune_spec "$2" ;;
+	--prune-backups)
+		parse_prune_spec "$2"
+		maxfiles=
+		prune_given=1
+		;;
+	--maxfiles)
+		# Proxmox's old retention (removed in PVE 9): keep-last=N, 0 keeping everything. A
+		# prune-backups given anywhere wins.
+		[[ $2 =~ ^[0-9]{1,10}$ ]] || die_usage "--maxfiles needs a number of backups, not '$2'"
+		[ "$prune_given" = 1 ] || maxfiles=$((10#$2))
+		;;
+	--mailto) opt_mailto=$(parse_mail_list "$2") || exit 2 ;;
+	--mailnotification)
+		case $2 in
+		always | failure) opt_mailnotification=$2 ;;
+		*) die_usage "--mailnotification must be always or failure, not '$2'" ;;
+		esac
+		;;
+	--notification-mode)
+		case $2 in
+		auto | legacy-sendmail) ;;
+		notification-system) foreign_option notification-mode "$2" ;;
+		*) die_usage "--notification-mode must be auto, legacy-sendmail or notification-system, not '$2'" ;;
+		esac
+		;;
+	--fleecing) parse_fleecing "$2" ;;
+	--performance) parse_performance "$2" ;;
+	--node)
+		[[ $2 =~ ^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$ ]] ||
+			die_usage "--node needs a node name, not '$2'"
+		opt_node=$2
+		;;
+	--storage | --pool | --job-id | --stdexcludes | --exclude-path | --pbs-change-detection-mode | \
+		--size | --notification-policy | --notification-target)
+		foreign_option "${1#--}" "$2"
+		;;
 	--remove) opt_remove=$(parse_bool --remove "$2") || exit 2 ;;
 	--protected) opt_protected=$(parse_bool --protected "$2") || exit 2 ;;
 	--notes-template)
@@ -217,6 +276,113 @@ set_option() { # NAME VALUE
 		;;
 	*) return 1 ;;
 	esac
+}
+
+# One of vzdump's options that means nothing here, with the reason why and what to use
+# instead: a usage error on the command line, a warning from vzdump.conf (the key ignored).
+foreign_option() { # NAME [VALUE]
+	local why
+	case $1 in
+	storage) why="there is no Proxmox storage layer here: set dumpdir to the folder the backups go to" ;;
+	pool) why="there are no resource pools here: name the VMIDs, or use --all with --exclude" ;;
+	job-id) why="set by Proxmox's job scheduler; here vzdump.timer runs the job (man vzdump.sh, FILES)" ;;
+	stop) why="no task registry here: stop the running job with 'systemctl stop vzdump.service' or SIGTERM to vzdump.sh" ;;
+	stdexcludes | exclude-path | pbs-change-detection-mode) why="for container backups only; vzdump.sh backs up QEMU VMs" ;;
+	size) why="removed in Proxmox VE 7 (the LVM snapshot size of container backups)" ;;
+	notification-policy | notification-target) why="removed in Proxmox VE 9: use mailto and mailnotification" ;;
+	notification-mode) why="no Proxmox notification system here: set mailto, and mail goes through sendmail" ;;
+	all) why="name the machines on the command line, or give --all there" ;;
+	stdout) why="--stdout is for one run on the command line" ;;
+	esac
+	if [ -n "$option_source" ]; then
+		conf_warnings+=("$option_source: ignoring '$1${2:+: $2}': $why")
+		return 0
+	fi
+	die_usage "--$1: $why"
+}
+
+# mailto as vzdump takes it: addresses or local user names, separated by commas, semicolons or
+# blanks; printed comma-separated, as sendmail's To: header takes them. Nothing that could end
+# a header line or start another gets through.
+parse_mail_list() { # LIST
+	local a out=
+	local -a list
+	# (Every line: one after a line feed must be refused, not left out.)
+	IFS=$',; \t\n' read -r -d '' -a list <<<"$1" || true
+	[ ${#list[@]} -gt 0 ] || die_usage "--mailto needs one or more mail addresses"
+	for a in "${list[@]}"; do
+		[[ $a =~ ^[A-Za-z0-9._%+~-]+(@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*)?$ ]] ||
+			die_usage "--mailto: not a mail address or user name: '$a'"
+		out+=", $a"
+	done
+	printf '%s\n' "${out#, }"
+}
+
+# fleecing as vzdump's property string, [enabled=]BOOL,storage=ID. Backups here always fleece
+# (the scratch images are what fixes the instant), so enabled is checked and otherwise moot; a
+# storage that is a folder (an absolute path) is where the scratch images go, the tmpdir, unless
+# one is given (finish_options); a Proxmox storage ID means nothing here.
+parse_fleecing() { # SPEC
+	local item key value
+	local -a items
+	IFS=, read -r -a items <<<"$1"
+	for item in "${items[@]}"; do
+		key=${item%%=*}
+		value=${item#*=}
+		[ "$item" != "$key" ] || { key=enabled && value=$item; }
+		case $key in
+		enabled) parse_bool "--fleecing enabled" "$value" >/dev/null || exit 2 ;;
+		storage)
+			if [[ $value == /* ]]; then
+				fleecing_dir=$value
+			elif [[ $value =~ ^[A-Za-z][A-Za-z0-9._-]*$ ]]; then
+				conf_warnings+=("${option_source:-command line}: fleecing storage '$value' is a Proxmox storage ID: the scratch images go under the tmpdir (give storage=/folder to choose)")
+			else
+				die_usage "--fleecing: storage must be a storage ID or an absolute folder, not '$value'"
+			fi
+			;;
+		*) die_usage "--fleecing: unknown key '$key' (enabled, storage)" ;;
+		esac
+	done
+}
+
+# performance as vzdump's property string: max-workers=1..256 (QEMU's x-perf.max-workers of
+# each backup job), pbs-entries-max=N (container backups only: checked, no effect).
+parse_performance() { # SPEC
+	local item key value
+	local -a items
+	IFS=, read -r -a items <<<"$1"
+	for item in "${items[@]}"; do
+		key=${item%%=*}
+		value=${item#*=}
+		case $key in
+		max-workers)
+			if ! [[ $value =~ ^[0-9]{1,3}$ ]] || ((10#$value < 1 || 10#$value > 256)); then
+				die_usage "--performance: max-workers must be 1 to 256, not '$value'"
+			fi
+			opt_max_workers=$((10#$value))
+			;;
+		pbs-entries-max)
+			[[ $value =~ ^[0-9]{1,10}$ ]] ||
+				die_usage "--performance: pbs-entries-max must be a number, not '$value'"
+			;;
+		*) die_usage "--performance: unknown key '$key' (max-workers, pbs-entries-max)" ;;
+		esac
+	done
+}
+
+# What the options mean together, once all are read (vzdump.conf, then the command line).
+finish_options() {
+	if [ -n "$maxfiles" ] && [ "$prune_given" = 0 ]; then
+		if [ "$maxfiles" = 0 ]; then
+			parse_prune_spec keep-all=1
+		else
+			parse_prune_spec "keep-last=$maxfiles"
+		fi
+	fi
+	if [ -n "$fleecing_dir" ] && [ "$tmpdir_given" = 0 ]; then
+		opt_tmpdir=$fleecing_dir
+	fi
 }
 
 # A pve-vmid-list (VMIDs separated by commas, semicolons or spaces), printed space-separated.
@@ -355,7 +521,7 @@ CONF_MAX_BYTES=1048576
 CONF_AWK=${BASH_SOURCE[0]%/*}/conf.awk
 conf_warnings=()
 read_vzdump_conf() {
-	local file=$vzdump_conf records kind n key value size
+	local file=$vzdump_conf records kind n key value size flag
 	[ -e "$file" ] || return 0
 	option_source=$file
 	if [ ! -f "$file" ] || [ ! -r "$file" ]; then
@@ -366,7 +532,7 @@ read_vzdump_conf() {
 		die_usage "$size bytes; a vzdump.conf may have at most $CONF_MAX_BYTES (1 MiB)"
 	fi
 	# (NUL bytes dropped first, as bash's read would: a command substitution warns of them.)
-	records=$(tr -d '\000' <"$file" | awk -v known="${VALUE_OPTIONS//--/}" -f "$CONF_AWK") ||
+	records=$(tr -d '\000' <"$file" | awk -v known="${VALUE_OPTIONS//--/}${FOREIGN_OPTIONS//--/}$CONF_FLAGS" -f "$CONF_AWK") ||
 		die_usage "cannot read the file"
 	while IFS=$'\t' read -r kind n key value; do
 		option_source="$file line $n"
@@ -382,6 +548,11 @@ read_vzdump_conf() {
 		K)
 			case $key in
 			exclude) conf_exclude=$(parse_vmid_list "$value") || exit 2 ;;
+			quiet) opt_quiet=$(parse_bool quiet "$value") || exit 2 ;;
+			all | stdout | stop)
+				flag=$(parse_bool "$key" "$value") || exit 2
+				[ "$flag" = 0 ] || foreign_option "$key"
+				;;
 			*) set_option "--$key" "$value" ;;
 			esac
 			;;
