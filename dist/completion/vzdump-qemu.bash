@@ -367,16 +367,18 @@ _vzq_vzdump() { # COMMAND
 # The one completion function, for every command: bash calls it with the command's name.
 _vzq_complete() { # COMMAND WORD PREVIOUS-WORD
 	# What _vzq_parse sets, for the functions called from here only.
-	local vzq_cur vzq_valopt vzq_args vzq_dashdash vzq_seen
+	local vzq_cur vzq_valopt vzq_args vzq_dashdash vzq_seen cmd=$1
 	COMPREPLY=()
-	case ${1##*/} in
-	qmpctl) _vzq_qmpctl "$1" ;;
-	gafreeze) _vzq_gafreeze "$1" ;;
-	vma-create) _vzq_vma_create "$1" ;;
-	vma-extract) _vzq_vma_extract "$1" ;;
-	vzdump-prune) _vzq_vzdump_prune "$1" ;;
-	vzdump-put) _vzq_vzdump_put "$1" ;;
-	vzdump.sh) _vzq_vzdump "$1" ;;
+	# The command as typed is what is run for its options (and qmpctl for QMP): "~/" expanded.
+	[[ $cmd != \~/* ]] || cmd=$HOME/${cmd#\~/}
+	case ${cmd##*/} in
+	qmpctl) _vzq_qmpctl "$cmd" ;;
+	gafreeze) _vzq_gafreeze "$cmd" ;;
+	vma-create) _vzq_vma_create "$cmd" ;;
+	vma-extract) _vzq_vma_extract "$cmd" ;;
+	vzdump-prune) _vzq_vzdump_prune "$cmd" ;;
+	vzdump-put) _vzq_vzdump_put "$cmd" ;;
+	vzdump.sh) _vzq_vzdump "$cmd" ;;
 	esac
 	return 0
 }
