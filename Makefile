@@ -9,7 +9,7 @@
 #   make bench            run the benchmarks in bench/
 #   make lint             man pages (mandoc), shell scripts (shellcheck), C files (.clang-format)
 #   make format           reformat the C files in place (build-aux/format)
-#   make install          PREFIX, DESTDIR, BINDIR, MANDIR, LIBDIR as usual
+#   make install          PREFIX, DESTDIR, BINDIR, MANDIR, LIBDIR, COMPLETIONDIR as usual
 #   make deb              the Debian package (debian/), built in a copy of the tree under
 #                         build/deb, where it is left; lintian must report no error or warning
 #   make fuzz             build the libFuzzer targets fuzz/fuzz_*.c (clang) and run each for
@@ -22,6 +22,9 @@ BINDIR ?= $(PREFIX)/bin
 MANDIR ?= $(PREFIX)/share/man
 # vzdump.sh's library folder is LIBDIR/vzdump (install writes it into the installed script).
 LIBDIR ?= $(PREFIX)/lib
+# bash-completion loads COMPLETIONDIR/COMMAND on first use: the one file
+# dist/completion/vzdump-qemu.bash goes there as vzdump-qemu, linked under every command's name.
+COMPLETIONDIR ?= $(PREFIX)/share/bash-completion/completions
 CC ?= cc
 PKG_CONFIG ?= pkg-config
 SANITIZE ?= 0
@@ -139,7 +142,7 @@ bench:
 
 lint:
 	mandoc -Tlint -Wwarning man/*.1
-	shellcheck -x build-aux/deps build-aux/format tests/run tests/demo.sh bench/run .ci/run debian/vzdump-qemu.prerm $(wildcard $(SCRIPTS)) $(wildcard lib/vzdump/*.bash tests/lib/*.bash tests/lib/*.sh bench/*.sh fuzz/run fuzz/seeds/*.sh)
+	shellcheck -x build-aux/deps build-aux/format tests/run tests/demo.sh bench/run .ci/run debian/vzdump-qemu.prerm $(wildcard $(SCRIPTS)) $(wildcard lib/vzdump/*.bash tests/lib/*.bash tests/lib/*.sh bench/*.sh fuzz/run fuzz/seeds/*.sh dist/completion/*.bash)
 	build-aux/format --check
 
 format:
@@ -165,6 +168,9 @@ install: all
 	sed 's|^INSTALLED_LIBDIR=$$|INSTALLED_LIBDIR=$(LIBDIR)/vzdump|' vzdump.sh >$(DESTDIR)$(BINDIR)/vzdump.sh
 	chmod 0755 $(DESTDIR)$(BINDIR)/vzdump.sh
 	install -m 0644 $(wildcard man/*.1) $(DESTDIR)$(MANDIR)/man1
+	install -d $(DESTDIR)$(COMPLETIONDIR)
+	install -m 0644 dist/completion/vzdump-qemu.bash $(DESTDIR)$(COMPLETIONDIR)/vzdump-qemu
+	for c in $(TOOLS) $(SCRIPTS); do ln -sfn vzdump-qemu $(DESTDIR)$(COMPLETIONDIR)/$$c || exit 1; done
 
 # dpkg-buildpackage builds in the tree it is given and writes the package beside that tree: it
 # is given a copy of this one, without build/ and .git, in build/deb/src, so that the package

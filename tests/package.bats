@@ -37,10 +37,16 @@ teardown() {
 	[ -z "$VM" ] || qemu_stop "$VM"
 }
 
-@test "the package holds the tools, vzdump.sh and its library, the man pages, the units and the conffile" {
+@test "the package holds the tools, vzdump.sh and its library, the man pages, the completions, the units and the conffile" {
+	completions=$ROOT/usr/share/bash-completion/completions
+	cmp "$TOP/dist/completion/vzdump-qemu.bash" "$completions/vzdump-qemu"
 	for t in qmpctl gafreeze vma-create vma-extract vzdump-prune vzdump-put vzdump.sh; do
 		[ -x "$ROOT/usr/bin/$t" ] || fail "no /usr/bin/$t"
 		[ -f "$ROOT/usr/share/man/man1/$t.1.gz" ] || fail "no man page for $t"
+		# bash-completion loads the file by the command's name.
+		assert_equal "$(readlink "$completions/$t")" vzdump-qemu
+		run -0 bash -c 'source "$1" && complete -p "$2"' _ "$completions/$t" "$t"
+		assert_output "complete -F _vzq_complete $t"
 	done
 	for f in "$TOP"/lib/vzdump/*; do
 		cmp "$f" "$ROOT/usr/share/vzdump/${f##*/}" || fail "/usr/share/vzdump/${f##*/}"
