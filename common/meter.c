@@ -50,7 +50,8 @@ static void show(struct meter *m, uint64_t done, int64_t now, bool final)
 		n = snprintf(line, sizeof(line), "%3d%% (%s of %s) in %s, %s/s", percent, sdone,
 			     stotal, stime, srate);
 	} else if (done > 0 && done < m->total) {
-		vma_render_duration(stime, sizeof(stime), (double)(m->total - done) / rate);
+		/* rounded up: "ETA 0s" only when nothing is left */
+		vma_render_duration(stime, sizeof(stime), (double)(m->total - done) / rate + 0.999);
 		n = snprintf(line, sizeof(line), "%3d%% (%s of %s), %s/s, ETA %s", percent, sdone,
 			     stotal, srate, stime);
 	} else {
