@@ -7,10 +7,11 @@
 #include "progress.h"
 #include "vma.h"
 
-void progress_start(struct progress *p, bool enabled, uint64_t total)
+void progress_start(struct progress *p, bool enabled, enum meter_mode meter, uint64_t total)
 {
 	*p = (struct progress){.enabled = enabled, .total = total, .last_percent = -1};
 	p->start_ms = p->last_ms = monotonic_ms();
+	meter_start(&p->meter, enabled ? METER_NEVER : meter, total);
 }
 
 void progress_begin(struct progress *p)
@@ -19,10 +20,13 @@ void progress_begin(struct progress *p)
 		return;
 	p->begun = true;
 	p->start_ms = p->last_ms = monotonic_ms();
+	meter_begin(&p->meter);
 }
 
 void progress_update(struct progress *p, uint64_t transferred, uint64_t zero, bool final)
 {
+	if (!final)
+		meter_update(&p->meter, transferred);
 	if (!p->enabled)
 		return;
 	int64_t now = monotonic_ms();
