@@ -417,6 +417,8 @@ static int read_extent(struct vma_reader *r, uint64_t start, vma_cluster_fn fn, 
 		data += stored;
 	}
 	r->extents++;
+	if (r->meter)
+		meter_update(r->meter, r->stored_bytes + r->zero_bytes);
 	return done ? done(opaque, r) : 0;
 }
 

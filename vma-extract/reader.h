@@ -8,6 +8,7 @@
 #include <time.h>
 
 #include "instream.h"
+#include "meter.h"
 #include "vma.h"
 
 struct vma_config {
@@ -38,6 +39,7 @@ struct vma_reader {
 	uint8_t *extent;
 	uint64_t extents, stored_bytes, zero_bytes;
 	uint64_t seen_chunks; /* chunks of the devices' bitmaps allocated so far */
+	struct meter *meter;  /* set after vma_reader_open: follows the data bytes read, or NULL */
 	char err[512];
 };
 
