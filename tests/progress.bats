@@ -11,6 +11,12 @@ setup() {
 	cd "$BATS_TEST_TMPDIR/work" || exit 1
 }
 
+teardown() {
+	# a --listen server (under script) that a failed test left waiting
+	[ -n "${server:-}" ] && kill "$server" 2>/dev/null
+	return 0
+}
+
 # Runs the shell command CMD with a pseudo-terminal as its standard input, output and error
 # (CMD redirects its standard output elsewhere when that is to be kept apart) and writes what
 # the terminal showed to FILE, the terminal's "\r\n" for each "\n" turned back into "\n".
@@ -244,4 +250,25 @@ slow_cat() { # ARCHIVE SECONDS [BYTES]: only BYTES of it, when given
 	assert_equal "$(tail -n 1 tty)" "$(cat expected)"
 	[ "$(head -n 1 tty | cut -c 1)" = $'\r' ]
 	[ ! -e out ]
+}
+
+@test "vma-create --listen on a terminal shows the meter over what the client writes" {
+	random_file d.raw 24M
+	sock=$PWD/s.sock
+	# 16 MiB/s: 1.5 s of writes, several updates at 4 a second
+	script -qefc "vma-create --listen '$sock' --bwlimit 16384 --idle-timeout 30 -o a.vma drive-scsi0=25165824" \
+		/dev/null </dev/null >tty.raw 3>&- &
+	server=$!
+	for ((i = 0; i < 200; i++)); do
+		[ -S "$sock" ] && break
+		sleep 0.05
+	done
+	nbdcopy d.raw "nbd+unix:///drive-scsi0?socket=$sock"
+	wait "$server"
+	server=
+	sed 's/\r$//' tty.raw >tty
+	assert_meter_line tty "24.0 MiB"
+	[ "$UPDATES" -ge 3 ] || fail "only $UPDATES updates: $(cat -A tty)"
+	vma-extract a.vma out
+	cmp out/disk-drive-scsi0.raw d.raw
 }
