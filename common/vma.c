@@ -37,3 +37,14 @@ void vma_render_bytes(char *buf, size_t len, double bytes, int decimals)
 	}
 	snprintf(buf, len, "%.*f %s", decimals, bytes, units[u]);
 }
+
+void vma_render_duration(char *buf, size_t len, double seconds)
+{
+	long s = (long)seconds, h = s / 3600, m = s / 60 % 60;
+	if (h)
+		snprintf(buf, len, "%ldh %ldm %lds", h, m, s % 60);
+	else if (m)
+		snprintf(buf, len, "%ldm %lds", m, s % 60);
+	else
+		snprintf(buf, len, "%lds", s);
+}

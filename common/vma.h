@@ -64,5 +64,7 @@ bool vma_block_is_zero(const uint8_t *p);
 
 /* Renders a byte count as vzdump does: binary units with `decimals` decimals ("982.4 MiB"). */
 void vma_render_bytes(char *buf, size_t len, double bytes, int decimals);
+/* Renders whole seconds as vzdump does: "7s", "3m 7s", "1h 0m 7s". */
+void vma_render_duration(char *buf, size_t len, double seconds);
 
 #endif

@@ -99,7 +99,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		if (vma_writer_add_device(w, devices[i].name, devices[i].size) < 0)
 			abort();
 	struct progress progress;
-	progress_start(&progress, false, vma_writer_stats(w, 0).size);
+	progress_start(&progress, false, METER_NEVER, vma_writer_stats(w, 0).size);
 	if (vma_writer_begin(w, sink) < 0)
 		abort();
 

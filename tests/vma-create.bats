@@ -394,7 +394,7 @@ slow_nbdkit() { # SOCKET PLUGIN-AND-ARGS...
 	assert_failure 2
 	assert_output ''
 	assert_equal "${stderr_lines[0]}" "vma-create: nothing to archive: expected name=source devices or a config (-c)"
-	assert_equal "${stderr_lines[1]}" "usage: vma-create [-v] [-o archive] [-c configfile] [-z codec] [-T threads]"
+	assert_equal "${stderr_lines[1]}" "usage: vma-create [-v | --progress | --no-progress] [-o archive] [-c configfile]"
 	run --separate-stderr vma-create --listen "$PWD/s.sock" -o a.vma -c /dev/null
 	assert_failure 2
 	assert_equal "${stderr_lines[0]}" "vma-create: --listen needs at least one name=size device"

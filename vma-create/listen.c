@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "listen.h"
+#include "meter.h"
 #include "nbd_server.h"
 #include "outfile.h"
 #include "unixsock.h"
@@ -262,8 +263,10 @@ int serve_devices(struct vma_writer *w, const char *path, const struct nbd_timeo
 	if (fd >= 0) {
 		char why[512];
 		rc = serve_devices_on(w, fd, -1, timeouts, progress, throttle, why, sizeof(why));
-		if (rc < 0)
+		if (rc < 0) {
+			meter_break();
 			warnx("%s", why);
+		}
 		close(fd);
 		unlink(path);
 	}

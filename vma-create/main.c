@@ -24,12 +24,13 @@
 
 /* Exactly the SYNOPSIS of man/vma-create.1. */
 const char usage_synopsis[] =
-	"vma-create [-v] [-o archive] [-c configfile] [-z codec] [-T threads]\n"
-	"           [-t seconds] [--idle-timeout seconds] [--bwlimit kib] [--stats file]\n"
-	"           name=source ...\n"
-	"vma-create --listen socket [-v] [-o archive] [-c configfile] [-z codec]\n"
-	"           [-T threads] [-t seconds] [--idle-timeout seconds] [--bwlimit kib]\n"
-	"           [--stats file] name=size ...\n";
+	"vma-create [-v | --progress | --no-progress] [-o archive] [-c configfile]\n"
+	"           [-z codec] [-T threads] [-t seconds] [--idle-timeout seconds]\n"
+	"           [--bwlimit kib] [--stats file] name=source ...\n"
+	"vma-create --listen socket [-v | --progress | --no-progress] [-o archive]\n"
+	"           [-c configfile] [-z codec] [-T threads] [-t seconds]\n"
+	"           [--idle-timeout seconds] [--bwlimit kib] [--stats file]\n"
+	"           name=size ...\n";
 
 /* The defaults of -t and --idle-timeout (man page, TIMEOUTS): a handshake is a few round trips,
  * so 30 s is ample even for a loaded host; QEMU's backup job may be slowed by a busy source or
@@ -39,9 +40,11 @@ const char usage_synopsis[] =
 #define DEFAULT_IDLE_TIMEOUT 600.0
 
 static const char short_opts[] = "vo:c:z:T:t:h";
-enum { OPT_BWLIMIT = 256, OPT_LISTEN, OPT_STATS, OPT_IDLE_TIMEOUT };
+enum { OPT_BWLIMIT = 256, OPT_LISTEN, OPT_STATS, OPT_IDLE_TIMEOUT, OPT_PROGRESS, OPT_NO_PROGRESS };
 static const struct option long_opts[] = {
 	{"verbose", no_argument, NULL, 'v'},
+	{"progress", no_argument, NULL, OPT_PROGRESS},
+	{"no-progress", no_argument, NULL, OPT_NO_PROGRESS},
 	{"output", required_argument, NULL, 'o'},
 	{"config", required_argument, NULL, 'c'},
 	{"compress", required_argument, NULL, 'z'},
@@ -58,6 +61,7 @@ static const struct option long_opts[] = {
 
 struct options {
 	bool verbose;
+	enum meter_mode meter; /* --progress, --no-progress; off with -v */
 	const char *output;
 	const char *configs[VMA_MAX_CONFIGS + 1];
 	int nconfigs;
@@ -332,6 +336,12 @@ static void parse_options(int argc, char **argv, struct options *o)
 		case 'v':
 			o->verbose = true;
 			break;
+		case OPT_PROGRESS:
+			o->meter = METER_ALWAYS;
+			break;
+		case OPT_NO_PROGRESS:
+			o->meter = METER_NEVER;
+			break;
 		case 'o':
 			/* "-o -" is standard output, as for most tools that take -o */
 			o->output = strcmp(optarg, "-") == 0 ? NULL : file_arg(optarg, "-o");
@@ -369,6 +379,9 @@ static void parse_options(int argc, char **argv, struct options *o)
 			break;
 		}
 	}
+	/* -v's lines are the progress already; a meter between them would garble both. */
+	if (o->verbose && o->meter == METER_ALWAYS)
+		usage_error("--progress does not go with -v, whose lines show the progress");
 	/* An archive of configs alone is a backup of a VM without disks (the driver writes one);
 	 * with neither, nothing was asked for, and an empty archive would hide the mistake. */
 	if (optind == argc && o->listen)
@@ -414,7 +427,7 @@ int main(int argc, char **argv)
 
 	struct progress progress;
 	struct throttle throttle;
-	progress_start(&progress, o.verbose, vma_writer_stats(w, 0).size);
+	progress_start(&progress, o.verbose, o.meter, vma_writer_stats(w, 0).size);
 	throttle_start(&throttle, o.bwlimit_kib);
 	int status = 0;
 	bool peer_timed_out = false;
@@ -432,10 +445,16 @@ int main(int argc, char **argv)
 	for (int i = 0; status == 0 && !o.listen && i < argc; i++) {
 		status = copy_device(w, i + 1, sources[i], &throttle, &progress);
 		if (status == -1) {
+			meter_break();
 			warnx("%s: %s", sources[i]->spec, sources[i]->err);
 			peer_timed_out = sources[i]->timed_out;
 		}
 	}
+	/* The meter's work is done with the reading: what may still fail later has a line of
+	 * its own. */
+	if (status == 0)
+		meter_finish(&progress.meter, vma_writer_stats(w, 0).transferred);
+	meter_break();
 	if (status == 0 && vma_writer_finish(w) < 0)
 		status = -2;
 	if (status == -2)

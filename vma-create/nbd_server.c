@@ -19,6 +19,7 @@
 
 #include "bytes.h"
 #include "deadline.h"
+#include "meter.h"
 #include "nbd_server.h"
 
 #define NBDMAGIC 0x4e42444d41474943ull
@@ -366,6 +367,7 @@ static enum step handle_request(struct server *s, struct nbd_conn *c)
 	case CMD_DISC:
 		return STEP_CLOSE;
 	case CMD_READ:
+		meter_break(); /* the message on a line of its own */
 		warnx("%s: a client tried to read; exports are write-only", e->name);
 		return simple_reply(c, handle, EINVAL);
 	default:
@@ -418,6 +420,7 @@ static void timed_out(struct server *s, int i)
 {
 	struct nbd_conn *c = &s->conns[i];
 	if (c->state != TRANSMISSION) {
+		meter_break();
 		warnx("client handshake: timed out after %g s; disconnected it",
 		      s->timeouts->handshake_ms / 1000.0);
 		close_conn(s, i, false);
@@ -471,6 +474,7 @@ static enum step accept_client(struct server *s, int listen_fd)
 	if (s->nclaimed == s->nexports ||
 	    s->nconns - s->ntransmission >= s->nexports - s->nclaimed + SPARE_NEGOTIATIONS) {
 		close(fd);
+		meter_break();
 		warnx("refused a connection: every export has its client");
 		return STEP_OK;
 	}
@@ -646,6 +650,7 @@ int nbd_serve(int listen_fd, int client_fd, const struct nbd_export *exports, in
 				s.complete_since = monotonic_ms();
 			} else if (deadline_passed(after(past_hold(&s, s.complete_since),
 							 timeouts->idle_ms))) {
+				meter_break();
 				warnx("the archive is complete; disconnected %d client(s) still "
 				      "connected after %g s",
 				      s.nconns, timeouts->idle_ms / 1000.0);

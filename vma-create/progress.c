@@ -7,21 +7,11 @@
 #include "progress.h"
 #include "vma.h"
 
-static void render_duration(char *buf, size_t len, double seconds)
-{
-	long s = (long)seconds, h = s / 3600, m = s / 60 % 60;
-	if (h)
-		snprintf(buf, len, "%ldh %ldm %lds", h, m, s % 60);
-	else if (m)
-		snprintf(buf, len, "%ldm %lds", m, s % 60);
-	else
-		snprintf(buf, len, "%lds", s);
-}
-
-void progress_start(struct progress *p, bool enabled, uint64_t total)
+void progress_start(struct progress *p, bool enabled, enum meter_mode meter, uint64_t total)
 {
 	*p = (struct progress){.enabled = enabled, .total = total, .last_percent = -1};
 	p->start_ms = p->last_ms = monotonic_ms();
+	meter_start(&p->meter, enabled ? METER_NEVER : meter, total);
 }
 
 void progress_begin(struct progress *p)
@@ -30,10 +20,13 @@ void progress_begin(struct progress *p)
 		return;
 	p->begun = true;
 	p->start_ms = p->last_ms = monotonic_ms();
+	meter_begin(&p->meter);
 }
 
 void progress_update(struct progress *p, uint64_t transferred, uint64_t zero, bool final)
 {
+	if (!final)
+		meter_update(&p->meter, transferred);
 	if (!p->enabled)
 		return;
 	int64_t now = monotonic_ms();
@@ -48,7 +41,7 @@ void progress_update(struct progress *p, uint64_t transferred, uint64_t zero, bo
 	char done[32], total[32], took[32], rrate[32], wrate[32];
 	vma_render_bytes(done, sizeof(done), (double)transferred, 1);
 	vma_render_bytes(total, sizeof(total), (double)p->total, 1);
-	render_duration(took, sizeof(took), (double)(now - p->start_ms) / 1000.0);
+	vma_render_duration(took, sizeof(took), (double)(now - p->start_ms) / 1000.0);
 	vma_render_bytes(rrate, sizeof(rrate), (double)read / dt, 1);
 	vma_render_bytes(wrate, sizeof(wrate), (double)written / dt, 1);
 	fprintf(stderr, "%3d%% (%s of %s) in %s, read: %s/s, write: %s/s\n", percent, done, total,

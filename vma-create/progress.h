@@ -1,8 +1,11 @@
-/* Progress lines on stderr in vzdump's format, and the read-rate limit (--bwlimit). */
+/* Progress lines on stderr in vzdump's format (-v) or the terminal's meter (common/meter.h),
+ * and the read-rate limit (--bwlimit). */
 #ifndef VMA_CREATE_PROGRESS_H
 #define VMA_CREATE_PROGRESS_H
 #include <stdbool.h>
 #include <stdint.h>
+
+#include "meter.h"
 
 struct progress {
 	bool enabled;
@@ -11,13 +14,16 @@ struct progress {
 	uint64_t last_transferred, last_zero;
 	int last_percent;
 	bool begun;
+	struct meter meter; /* off with -v: its lines are the progress then */
 };
 
-void progress_start(struct progress *p, bool enabled, uint64_t total);
+/* ENABLED: vzdump's lines (-v); METER: --progress, --no-progress or neither. */
+void progress_start(struct progress *p, bool enabled, enum meter_mode meter, uint64_t total);
 /* Marks the start of the copy, in --listen mode the first write a client sends: times and
  * rates count from here on. Later calls do nothing. */
 void progress_begin(struct progress *p);
-/* Prints a line when the percentage changed and more than 2 s passed, or when final. */
+/* Prints a line when the percentage changed and more than 2 s passed, or when final; the meter
+ * follows every call but the final one (see main: it ends when the reading does). */
 void progress_update(struct progress *p, uint64_t transferred, uint64_t zero, bool final);
 
 /* The rate limit of --bwlimit, on average since the first bytes accounted for: an idle start

@@ -15,6 +15,7 @@
 #include "cli.h"
 #include "instream.h"
 #include "listing.h"
+#include "meter.h"
 #include "outfile.h"
 #include "reader.h"
 #include "sink.h"
@@ -22,17 +23,20 @@
 
 /* Exactly the SYNOPSIS of man/vma-extract.1. */
 const char usage_synopsis[] = "vma-extract -l [--json] archive\n"
-			      "vma-extract -t [-v] archive\n"
-			      "vma-extract [-v] [-d name[,name ...]] archive dir\n"
+			      "vma-extract -t [-v] [--progress | --no-progress] archive\n"
+			      "vma-extract [-v] [--progress | --no-progress] [-d name[,name ...]]\n"
+			      "            archive dir\n"
 			      "vma-extract -c config archive\n";
 
 static const char short_opts[] = "ltvd:c:h";
-enum { OPT_JSON = 256 };
+enum { OPT_JSON = 256, OPT_PROGRESS, OPT_NO_PROGRESS };
 static const struct option long_opts[] = {
 	{"list", no_argument, NULL, 'l'},
 	{"json", no_argument, NULL, OPT_JSON},
 	{"verify", no_argument, NULL, 't'},
 	{"verbose", no_argument, NULL, 'v'},
+	{"progress", no_argument, NULL, OPT_PROGRESS},
+	{"no-progress", no_argument, NULL, OPT_NO_PROGRESS},
 	{"devices", required_argument, NULL, 'd'},
 	{"config", required_argument, NULL, 'c'},
 	{"help", no_argument, NULL, 'h'},
@@ -41,6 +45,18 @@ static const struct option long_opts[] = {
 };
 
 static const char *archive_name;
+static enum meter_mode meter_mode; /* --progress, --no-progress */
+
+/* The meter of -t and of extracting: over the data of every device in the archive, read and
+ * checked, whether it is restored or not. */
+static void start_meter(struct vma_reader *r, struct meter *m)
+{
+	uint64_t total = 0;
+	for (int id = 1; id < 255; id++)
+		total += r->devs[id].size; /* the header's sizes fit in 64 bits together */
+	meter_start(m, meter_mode, total);
+	r->meter = m;
+}
 
 /* Opens the archive (or stdin) and reads its header; exits 1 on any defect. */
 static void open_archive(const char *path, struct vma_reader *r)
@@ -97,8 +113,13 @@ static int do_verify(const char *path, bool verbose)
 	struct vma_reader r;
 	open_archive(path, &r);
 	vma_reader_cover_all(&r);
-	if (vma_reader_run(&r, NULL, NULL, NULL) != 0)
+	struct meter meter;
+	start_meter(&r, &meter);
+	if (vma_reader_run(&r, NULL, NULL, NULL) != 0) {
+		meter_break();
 		errx(EXIT_FAIL, "%s: %s", path, r.err);
+	}
+	meter_finish(&meter, r.stored_bytes + r.zero_bytes);
 	if (verbose) {
 		char *text = vma_listing(&r);
 		uint64_t total = r.stored_bytes + r.zero_bytes;
@@ -364,10 +385,17 @@ static int do_extract(const char *path, const char *dir, char *devices, bool ver
 		free(final);
 		free(tmp);
 	}
+	struct meter meter;
+	start_meter(&r, &meter);
 	if (status == 0 && vma_reader_run(&r, restore_cluster, write_pending, x) != 0) {
+		meter_break();
 		warnx("%s: %s", path, r.err);
 		status = -1;
 	}
+	/* Every byte is read and checked: the flushes and renames that follow are quick or fail
+	 * with a message of their own. */
+	if (status == 0)
+		meter_finish(&meter, r.stored_bytes + r.zero_bytes);
 	for (int i = 0; i < r.nconfigs && status == 0; i++)
 		status = write_config(x, &r.configs[i]);
 	for (int id = 1; id < 255; id++) {
@@ -410,7 +438,7 @@ static int do_extract(const char *path, const char *dir, char *devices, bool ver
 int main(int argc, char **argv)
 {
 	int ch, mode = 0;
-	bool json = false, verbose = false;
+	bool json = false, verbose = false, progress_asked = false;
 	char *devices = NULL;
 	const char *config = NULL;
 	while ((ch = cli_getopt(argc, argv, short_opts, long_opts)) != -1) {
@@ -433,6 +461,13 @@ int main(int argc, char **argv)
 		case 'v':
 			verbose = true;
 			break;
+		case OPT_PROGRESS:
+			meter_mode = METER_ALWAYS;
+			progress_asked = true;
+			break;
+		case OPT_NO_PROGRESS:
+			meter_mode = METER_NEVER;
+			break;
 		case 'd':
 			if (strspn(optarg, ",") == strlen(optarg))
 				usage_error("-d: expected device names, not '%s'", optarg);
@@ -448,6 +483,8 @@ int main(int argc, char **argv)
 		usage_error("-d is for extracting, not with -l, -t or -c");
 	if (verbose && (mode == 'l' || mode == 'c'))
 		usage_error("-v does not go with -l or -c");
+	if (progress_asked && (mode == 'l' || mode == 'c'))
+		usage_error("--progress does not go with -l or -c");
 	if (argc != (mode ? 1 : 2))
 		usage_error(mode ? "expected one archive" : "expected an archive and a directory");
 	for (int i = 0; i < argc; i++)

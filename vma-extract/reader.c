@@ -395,6 +395,8 @@ static int read_extent(struct vma_reader *r, uint64_t start, vma_cluster_fn fn, 
 			int rc = i > 0 && done ? done(opaque, r) : 0;
 			if (rc)
 				return rc;
+			if (i > 0 && r->meter) /* by parts: a slow input moves it too */
+				meter_update(r->meter, r->stored_bytes + r->zero_bytes);
 			size_t part = next_part(e, &part_end);
 			if (part > 0 && read_exact(r, data, part, "extent data") < 0)
 				return -1;
@@ -417,6 +419,8 @@ static int read_extent(struct vma_reader *r, uint64_t start, vma_cluster_fn fn, 
 		data += stored;
 	}
 	r->extents++;
+	if (r->meter)
+		meter_update(r->meter, r->stored_bytes + r->zero_bytes);
 	return done ? done(opaque, r) : 0;
 }
 

@@ -8,6 +8,7 @@
 #include <time.h>
 
 #include "instream.h"
+#include "meter.h"
 #include "vma.h"
 
 struct vma_config {
@@ -38,6 +39,8 @@ struct vma_reader {
 	uint8_t *extent;
 	uint64_t extents, stored_bytes, zero_bytes;
 	uint64_t seen_chunks; /* chunks of the devices' bitmaps allocated so far */
+	/* set after vma_reader_open: follows the data bytes read, part by part; or NULL */
+	struct meter *meter;
 	char err[512];
 };
 
