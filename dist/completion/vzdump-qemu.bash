@@ -23,7 +23,8 @@ VZQ_QMP_TIMEOUT=${VZQ_QMP_TIMEOUT:-1}
 # vzdump.sh's options: VALUE_OPTIONS of lib/vzdump/options.bash and its flags.
 VZQ_DRIVER_VALUE_OPTIONS="--dumpdir --tmpdir --confdir --rundir --compress --zstd --pigz
  --bwlimit --script --lockwait --ionice --statedir --mode --stopwait --exclude --prune-backups
- --remove --notes-template --protected"
+ --remove --notes-template --protected --mailto --mailnotification --notification-mode
+ --maxfiles --fleecing --performance --node"
 VZQ_DRIVER_OPTIONS="$VZQ_DRIVER_VALUE_OPTIONS --stdout --quiet --json --cleanup --all -h --help"
 
 # Walks the words before the one being completed, the way getopt_long reads them (options
@@ -342,6 +343,8 @@ _vzq_vzdump() { # COMMAND
 	--compress) _vzq_words 0 1 gzip lzo zstd xz ;;
 	--mode) _vzq_words snapshot suspend stop ;;
 	--remove | --protected) _vzq_words 0 1 ;;
+	--mailnotification) _vzq_words always failure ;;
+	--notification-mode) _vzq_words auto legacy-sendmail ;;
 	--ionice) _vzq_words 0 1 2 3 4 5 6 7 8 ;;
 	--exclude)
 		# A list: the VMIDs after the last comma, but those before it.
