@@ -2,11 +2,13 @@
 # lib/vzdump/mail.bash: the job's mail (vzdump's mailto and mailnotification), built from the
 # job's results (one JSON line per VM, record_result) and the logs of the VMs that failed (kept
 # by keep_failed_log), sent through `sendmail -t` as vzdump's legacy notification does. A mail
-# that cannot be sent is a warning: it never fails a backup.
+# that cannot be sent is a warning: it never fails a backup, and a sendmail that hangs is
+# stopped after MAIL_TIMEOUT seconds.
 # shellcheck disable=SC2034,SC2154 # the driver's files share their globals (state.bash)
 
 # vzdump leaves a log over 1 MiB out of its mail (MAX_LOG_SIZE); the mail says so.
 MAIL_MAX_LOG_BYTES=1048576
+MAIL_TIMEOUT=120 # seconds
 
 # Whether the job writes a mail at all: then its results are recorded (see main).
 mail_wanted() { [ -n "$opt_mailto" ]; }
@@ -82,7 +84,7 @@ send_mail() { # STATUS ERROR
 		return 0
 	fi
 	if out=$(compose_mail "$1" "${2:-}" "$(($(date +%s) - job_start))" |
-		unlocked "$sendmail" -t 2>&1); then
+		unlocked timeout "$MAIL_TIMEOUT" "$sendmail" -t 2>&1); then
 		info "mail sent to $opt_mailto"
 	else
 		warn "sending the mail to $opt_mailto failed${out:+: ${out%%$'\n'*}}"
