@@ -316,7 +316,7 @@ job_abort() { # REASON
 
 # --json: the job's summary on standard output, one object.
 print_json() { # STATUS [ERROR]
-	[ -n "$results" ] || return 0
+	[ "$opt_json" = 1 ] && [ -n "$results" ] || return 0
 	jq -sc --arg status "$1" --arg error "${2:-}" '{status: $status,
 		error: (if $error == "" then null else $error end), vms: .}' "$results" >&"$json_fd"
 }
@@ -364,11 +364,14 @@ main() {
 	fi
 	job_start=$(date +%s)
 	if [ "$opt_json" = 1 ] || mail_wanted; then
-		results=$(mktemp "$opt_tmpdir/vzdump-results.XXXXXX")
+		# The job's own private folder (0700, as each VM's): the results, and for the mail
+		# the failed VMs' logs, under names no other user can plant anything.
+		job_dir=$(mktemp -d "$opt_tmpdir/vzdumpjob.XXXXXX")
+		results=$job_dir/results
+		: >"$results"
 	fi
 	trap on_signal INT TERM HUP
-	# (With the failed VMs' logs for the mail, RESULTS.VMID.log.)
-	trap 'rm -f "$results" ${results:+"$results".*.log}' EXIT
+	trap 'rm -rf ${job_dir:+"$job_dir"}' EXIT
 	global_lock
 	info "starting new backup job: $PROG $*"
 	for id in "${conf_warnings[@]}"; do warn "$id"; done

@@ -315,13 +315,13 @@ END
 	assert_output '["error",null]'
 }
 
-@test "--mailto: one mail per job through sendmail -t, vzdump's subject, the table of VMs, the failed VM's log" {
+@test "--mailto: one mail per job through sendmail -t -i, vzdump's subject, the table of VMs, the failed VM's log" {
 	fake_sendmail
 	run --separate-stderr -1 job --mailto 'root; admin@example.org' --all
 	a100=$(archive_of 100)
 	a102=$(archive_of 102)
 	grep -qxF 'INFO: mail sent to root, admin@example.org' <<<"$stderr" || fail "$stderr"
-	assert_equal "$(cat "$BATS_TEST_TMPDIR/sendmail.args")" -t
+	assert_equal "$(cat "$BATS_TEST_TMPDIR/sendmail.args")" $'-t\n-i'
 	mail=$(cat "$BATS_TEST_TMPDIR/sendmail.mail")
 	host=$(timeout 2 hostname -f 2>/dev/null) || host=
 	[[ $host == *.* ]] || host=$(uname -n)
@@ -385,7 +385,10 @@ Total size: [0-9.]+[KMG]B\$"
 		fail "$stderr"
 	archive_of 102 >/dev/null
 	rm -f "$D"/*
-	# No sendmail at all: a PATH of the tools only.
+	# No sendmail at all: a PATH of the tools only (and none where cron's PATH misses it).
+	for f in /usr/sbin/sendmail /usr/lib/sendmail; do
+		[ ! -e "$f" ] || skip "this machine has $f"
+	done
 	mkdir "$BATS_TEST_TMPDIR/bin"
 	for t in bash jq qmpctl gafreeze vma-create vma-extract vzdump-prune vzdump-put flock stat \
 		date mktemp realpath ionice rm mv cat sed awk grep sort tr timeout hostname uname cut \
@@ -395,7 +398,7 @@ Total size: [0-9.]+[KMG]B\$"
 	done
 	run --separate-stderr -0 env PATH="$BATS_TEST_TMPDIR/bin" "$TOP/vzdump.sh" --dumpdir "$D" \
 		--tmpdir "$W/tmp" --confdir "$W/conf" --rundir "$W/run" --mailto root 102
-	grep -qxF 'WARN: no mail sent to root: there is no sendmail on PATH (install an MTA, such as exim4 or msmtp-mta)' <<<"$stderr" ||
+	grep -qxF 'WARN: no mail sent to root: there is no sendmail (install an MTA, such as exim4 or msmtp-mta)' <<<"$stderr" ||
 		fail "$stderr"
 	run restored_shas "$(archive_of 102)" drive-virtio0
 	assert_output "$(cat "$SMALL/s0.sha")"
@@ -468,10 +471,12 @@ WARN: $c line 18: fleecing storage 'local-lvm' is a Proxmox storage ID: the scra
 WARN: $c line 25: ignoring 'pool: prod': there are no resource pools here: name the VMIDs, or use --all with --exclude
 WARN: $c line 26: ignoring 'stdexcludes: 1': for container backups only; vzdump.sh backs up QEMU VMs
 WARN: $c line 27: ignoring 'pbs-change-detection-mode: metadata': for container backups only; vzdump.sh backs up QEMU VMs
+WARN: $c line 29: ignoring 'node: $node': a job's node is given on the command line (--node), as in Proxmox
 WARN: $c line 30: ignoring 'job-id: backup-1a2b3c4d-e5f6': set by Proxmox's job scheduler; here vzdump.timer runs the job (man vzdump.sh, FILES)
 WARN: $c line 31: ignoring 'size: 1024': removed in Proxmox VE 7 (the LVM snapshot size of container backups)
 WARN: $c line 32: ignoring 'notification-policy: always': removed in Proxmox VE 9: use mailto and mailnotification
-WARN: $c line 33: ignoring 'notification-target: mail-to-root': removed in Proxmox VE 9: use mailto and mailnotification"
+WARN: $c line 33: ignoring 'notification-target: mail-to-root': removed in Proxmox VE 9: use mailto and mailnotification
+WARN: $c: ignoring 'maxfiles: 1': prune-backups is set"
 	# prune-backups wins over maxfiles: the new backup and the newest old one are kept.
 	grep -qxF 'INFO: prune older backups with retention: keep-last=2' <<<"$stderr" || fail "$stderr"
 	a=$(find "$D" -name 'vzdump-qemu-102-*.vma.zst' ! -name "$old2")
@@ -493,12 +498,16 @@ ${a##*/}.notes"
 	grep -qxF 'INFO: prune older backups with retention: keep-last=1' <<<"$stderr" || fail "$stderr"
 	run bash -c 'ls "$1" | grep -c "\.vma\.zst$"' _ "$D"
 	assert_output 1
-	# A job for another node does nothing, successfully.
-	sed -i 's/^node: .*/node: elsewhere/' "$VZDUMP_CONF"
+	# A job for another node (on the command line) does nothing, successfully.
 	before=$(files_in "$D")
-	run --separate-stderr -0 "$TOP/vzdump.sh" --all
+	run --separate-stderr -0 "$TOP/vzdump.sh" --all --node elsewhere
 	assert_equal "$stderr" "INFO: skipping the job: it is for node elsewhere, this is $node"
 	assert_equal "$(files_in "$D")" "$before"
+	# maxfiles on the command line wins over vzdump.conf's prune-backups.
+	printf 'prune-backups: keep-last=5\n' >"$VZDUMP_CONF"
+	sleep 1
+	run --separate-stderr -0 job --maxfiles 1 102
+	grep -qxF 'INFO: prune older backups with retention: keep-last=1' <<<"$stderr" || fail "$stderr"
 }
 
 @test "fleecing storage=FOLDER is where the scratch images go; QEMU takes the jobs with max-workers" {
@@ -518,6 +527,13 @@ ${a##*/}.notes"
 	# The command line's --tmpdir wins over the fleecing folder.
 	rm -f "$D"/* "$BATS_TEST_TMPDIR/fleece.ls"
 	run --separate-stderr -0 job --script "$BATS_TEST_TMPDIR/hook" 102
+	run cat "$BATS_TEST_TMPDIR/fleece.ls"
+	assert_output ""
+	# Proxmox's fleecing off: its storage is not used, the tmpdir of vzdump.conf is.
+	rm -f "$D"/* "$BATS_TEST_TMPDIR/fleece.ls"
+	printf 'tmpdir: %s\nfleecing: enabled=0,storage=%s\n' "$W/tmp" "$BATS_TEST_TMPDIR/fleece" >"$VZDUMP_CONF"
+	run --separate-stderr -0 "$TOP/vzdump.sh" --dumpdir "$D" --confdir "$W/conf" --rundir "$W/run" \
+		--script "$BATS_TEST_TMPDIR/hook" 102
 	run cat "$BATS_TEST_TMPDIR/fleece.ls"
 	assert_output ""
 }
@@ -546,4 +562,39 @@ ${a##*/}.notes"
 	assert_output "WARN: $VZDUMP_CONF line 1: ignoring 'all': name the machines on the command line, or give --all there
 WARN: $VZDUMP_CONF line 2: ignoring 'stdout': --stdout is for one run on the command line
 WARN: $VZDUMP_CONF line 3: ignoring 'stop': no task registry here: stop the running job with 'systemctl stop vzdump.service' or SIGTERM to vzdump.sh"
+}
+
+@test "mail: nothing on stdout (a --stdout stream stays the archive alone); a job that cannot take its lock mails its failure" {
+	fake_sendmail
+	run --separate-stderr -0 job --mailto root 102
+	assert_output ""
+	job --mailto root --stdout 102 >"$BATS_TEST_TMPDIR/stream.vma" 2>/dev/null
+	run -0 vma-extract -t "$BATS_TEST_TMPDIR/stream.vma"
+	run -0 vma-extract -l --json "$BATS_TEST_TMPDIR/stream.vma"
+	grep -q '^Subject: vzdump backup status (.*): backup successful$' "$BATS_TEST_TMPDIR/sendmail.mail"
+	rm "$BATS_TEST_TMPDIR/sendmail.mail"
+	# The node's lock held by another job.
+	hold_lock "$W/run/vzdump.lock"
+	run --separate-stderr -1 job --mailto root --lockwait 0 102
+	kill "$holder"
+	wait "$holder" || true
+	mail=$(cat "$BATS_TEST_TMPDIR/sendmail.mail")
+	grep -q '^Subject: vzdump backup status (.*): backup failed$' <<<"$mail" || fail "$mail"
+	grep -qxF "can't acquire lock '$W/run/vzdump.lock' - got timeout" <<<"$mail" || fail "$mail"
+	# The job's private folder is gone.
+	run ls -A "$W/tmp"
+	assert_output ""
+}
+
+@test "a sendmail that ignores TERM is killed after VZDUMP_MAIL_TIMEOUT; the backup stands" {
+	mkdir -p "$BATS_TEST_TMPDIR/mta"
+	printf '#!/bin/bash\ntrap "" TERM\ncat >/dev/null\nsleep 60\n' >"$BATS_TEST_TMPDIR/mta/sendmail"
+	chmod +x "$BATS_TEST_TMPDIR/mta/sendmail"
+	PATH=$BATS_TEST_TMPDIR/mta:$PATH
+	start=$SECONDS
+	VZDUMP_MAIL_TIMEOUT=2 run --separate-stderr -0 job --mailto root 102
+	[ $((SECONDS - start)) -lt 30 ] || fail "took $((SECONDS - start)) s: $stderr"
+	grep -qxF 'WARN: sending the mail to root failed: timed out after 2 s' <<<"$stderr" || fail "$stderr"
+	run restored_shas "$(archive_of 102)" drive-virtio0
+	assert_output "$(cat "$SMALL/s0.sha")"
 }

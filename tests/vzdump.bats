@@ -675,21 +675,6 @@ job-abort"
 $OWN/tmp:"
 }
 
-# Holds an flock on PATH in a process of its own (pid in $holder) until killed.
-hold_lock() { # PATH
-	(
-		exec 8>>"$1"
-		flock 8
-		exec sleep 30
-	) 3>&- &
-	holder=$!
-	for ((i = 0; i < 100; i++)); do
-		flock -n "$1" true || return 0
-		sleep 0.05
-	done
-	fail "could not lock $1"
-}
-
 @test "a node-wide lock held by another job fails the job after --lockwait; a VM locked elsewhere fails alone" {
 	own_vm
 	hold_lock "$OWN/run/vzdump.lock"

@@ -65,10 +65,12 @@ option_source=
 QMP_TIMEOUT=10 # seconds for one QMP command
 FREEZE_MAX=10  # the longest the guest may stay frozen (gafreeze's watchdog thaws it then)
 WRITER_WAIT=3600 # the longest the writer may take to finish the archive once the copy is over
+MAIL_TIMEOUT=120 # the longest sendmail may take (mail.bash)
 read_environment() {
 	local name value
 	option_source=environment
-	for name in VZDUMP_QMP_TIMEOUT VZDUMP_FREEZE_MAX VZDUMP_STOPWAIT_SECONDS VZDUMP_WRITER_WAIT; do
+	for name in VZDUMP_QMP_TIMEOUT VZDUMP_FREEZE_MAX VZDUMP_STOPWAIT_SECONDS VZDUMP_WRITER_WAIT \
+		VZDUMP_MAIL_TIMEOUT; do
 		value=${!name-}
 		if [ -n "$value" ] && ! [[ $value =~ ^[0-9]{1,6}$ && $value =~ [1-9] ]]; then
 			die_usage "$name must be a whole number of seconds from 1 to 999999, not '$value'"
@@ -78,6 +80,7 @@ read_environment() {
 	QMP_TIMEOUT=$((10#${VZDUMP_QMP_TIMEOUT:-10}))
 	FREEZE_MAX=$((10#${VZDUMP_FREEZE_MAX:-10}))
 	WRITER_WAIT=$((10#${VZDUMP_WRITER_WAIT:-3600}))
+	MAIL_TIMEOUT=$((10#${VZDUMP_MAIL_TIMEOUT:-120}))
 }
 
 # The options that take a value (as --name value or --name=value).
@@ -178,7 +181,7 @@ set_option() { # NAME VALUE
 	--dumpdir) opt_dumpdir=$2 ;;
 	--tmpdir)
 		opt_tmpdir=$2
-		tmpdir_given=1
+		[ -n "$option_source" ] || tmpdir_given=1
 		;;
 	--confdir) opt_confdir=$2 ;;
 	--rundir) opt_rundir=$2 ;;
@@ -224,14 +227,13 @@ set_option() { # NAME VALUE
 		;;
 	--prune-backups)
 		parse_prune_spec "$2"
-		maxfiles=
 		prune_given=1
 		;;
 	--maxfiles)
-		# Proxmox's old retention (removed in PVE 9): keep-last=N, 0 keeping everything. A
-		# prune-backups given anywhere wins.
+		# Proxmox's old retention (removed in PVE 9): keep-last=N, 0 keeping everything; see
+		# resolve_maxfiles.
 		[[ $2 =~ ^[0-9]{1,10}$ ]] || die_usage "--maxfiles needs a number of backups, not '$2'"
-		[ "$prune_given" = 1 ] || maxfiles=$((10#$2))
+		maxfiles=$((10#$2))
 		;;
 	--mailto) opt_mailto=$(parse_mail_list "$2") || exit 2 ;;
 	--mailnotification)
@@ -323,7 +325,7 @@ parse_mail_list() { # LIST
 # storage that is a folder (an absolute path) is where the scratch images go, the tmpdir, unless
 # one is given (finish_options); a Proxmox storage ID means nothing here.
 parse_fleecing() { # SPEC
-	local item key value
+	local item key value enabled=1 storage=
 	local -a items
 	IFS=, read -r -a items <<<"$1"
 	for item in "${items[@]}"; do
@@ -331,19 +333,22 @@ parse_fleecing() { # SPEC
 		value=${item#*=}
 		[ "$item" != "$key" ] || { key=enabled && value=$item; }
 		case $key in
-		enabled) parse_bool "--fleecing enabled" "$value" >/dev/null || exit 2 ;;
+		enabled) enabled=$(parse_bool "--fleecing enabled" "$value") || exit 2 ;;
 		storage)
-			if [[ $value == /* ]]; then
-				fleecing_dir=$value
-			elif [[ $value =~ ^[A-Za-z][A-Za-z0-9._-]*$ ]]; then
-				conf_warnings+=("${option_source:-command line}: fleecing storage '$value' is a Proxmox storage ID: the scratch images go under the tmpdir (give storage=/folder to choose)")
-			else
+			[[ $value == /* || $value =~ ^[A-Za-z][A-Za-z0-9._-]*$ ]] ||
 				die_usage "--fleecing: storage must be a storage ID or an absolute folder, not '$value'"
-			fi
+			storage=$value
 			;;
 		*) die_usage "--fleecing: unknown key '$key' (enabled, storage)" ;;
 		esac
 	done
+	# (Proxmox's fleecing off: its storage is not used; here the tmpdir is.)
+	[ "$enabled" = 1 ] && [ -n "$storage" ] || return 0
+	if [[ $storage == /* ]]; then
+		fleecing_dir=$storage
+	else
+		conf_warnings+=("${option_source:-command line}: fleecing storage '$storage' is a Proxmox storage ID: the scratch images go under the tmpdir (give storage=/folder to choose)")
+	fi
 }
 
 # performance as vzdump's property string: max-workers=1..256 (QEMU's x-perf.max-workers of
@@ -371,15 +376,25 @@ parse_performance() { # SPEC
 	done
 }
 
+# maxfiles as Proxmox VE 8 read it, once for each source (vzdump.conf, then the command line):
+# the source's prune-backups wins over its maxfiles (which is then warned about), and either
+# wins over what an earlier source said.
+resolve_maxfiles() { # SOURCE
+	if [ -n "$maxfiles" ] && [ "$prune_given" = 1 ]; then
+		conf_warnings+=("$1: ignoring 'maxfiles: $maxfiles': prune-backups is set")
+	elif [ -n "$maxfiles" ] && [ "$maxfiles" = 0 ]; then
+		parse_prune_spec keep-all=1
+	elif [ -n "$maxfiles" ]; then
+		parse_prune_spec "keep-last=$maxfiles"
+	fi
+	maxfiles=
+	prune_given=0
+}
+
 # What the options mean together, once all are read (vzdump.conf, then the command line).
 finish_options() {
-	if [ -n "$maxfiles" ] && [ "$prune_given" = 0 ]; then
-		if [ "$maxfiles" = 0 ]; then
-			parse_prune_spec keep-all=1
-		else
-			parse_prune_spec "keep-last=$maxfiles"
-		fi
-	fi
+	resolve_maxfiles "command line"
+	# The scratch images go into the fleecing folder, unless the command line names a tmpdir.
 	if [ -n "$fleecing_dir" ] && [ "$tmpdir_given" = 0 ]; then
 		opt_tmpdir=$fleecing_dir
 	fi
@@ -548,6 +563,7 @@ read_vzdump_conf() {
 		K)
 			case $key in
 			exclude) conf_exclude=$(parse_vmid_list "$value") || exit 2 ;;
+			node) conf_warnings+=("$option_source: ignoring 'node: $value': a job's node is given on the command line (--node), as in Proxmox") ;;
 			quiet) opt_quiet=$(parse_bool quiet "$value") || exit 2 ;;
 			all | stdout | stop)
 				flag=$(parse_bool "$key" "$value") || exit 2
@@ -559,4 +575,5 @@ read_vzdump_conf() {
 		esac
 	done <<<"$records"
 	option_source=
+	resolve_maxfiles "$file"
 }

@@ -58,7 +58,8 @@ restart=          # owed after a stop: reset (QEMU in shutdown state) or exited 
 nbd_pids=()       # qemu-nbd servers of the offline copy
 
 # The job's own.
-results=          # --json or mail: one line per VM (record_result)
+job_dir=          # TMPDIR/vzdumpjob.XXXXXX, with --json or mail: the results, failed VMs' logs
+results=          # JOB_DIR/results: one line per VM (record_result)
 job_start=        # seconds since the epoch, for the mail's running time
 task_pid=
 interrupted=0

@@ -94,3 +94,19 @@ vz_guest_start() {
 	ln -sf "$GUEST_WD/qga.sock" "$GUEST_WD/run/100.qga"
 	printf 'agent: 1\nvirtio0: %s\n' "$GUEST_WD/guestdisk.raw" >"$GUEST_WD/conf/100.conf"
 }
+
+# Holds an flock on PATH in a process of its own (pid in $holder) until killed.
+hold_lock() { # PATH
+	(
+		exec 8>>"$1"
+		flock 8
+		exec sleep 30
+	) 3>&- &
+	# shellcheck disable=SC2034 # the caller stops it
+	holder=$!
+	for ((i = 0; i < 100; i++)); do
+		flock -n "$1" true || return 0
+		sleep 0.05
+	done
+	fail "could not lock $1"
+}
