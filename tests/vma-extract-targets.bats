@@ -242,3 +242,31 @@ qcow2_data_bytes() { # IMAGE
 	run --separate-stderr -1 vma-extract --force a.vma drive-scsi0=adir
 	assert_equal "$stderr" "vma-extract: adir: not a regular file, a block device or an NBD URI"
 }
+
+@test "--format qcow2: the DIR form writes disk-NAME.qcow2 images, sparse, through a qemu-nbd of its own" {
+	make_archive
+	mkdir tmp
+	run --separate-stderr -0 env TMPDIR="$PWD/tmp" vma-extract -v --format qcow2 a.vma out
+	assert_equal "$stderr" "restored drive-scsi0: $SIZE bytes to out/disk-drive-scsi0.qcow2
+restored drive-scsi1: 70000 bytes to out/disk-drive-scsi1.qcow2"
+	assert_equal "$(ls -A out)" "$(printf 'disk-drive-scsi0.qcow2\ndisk-drive-scsi1.qcow2')"
+	assert_equal "$(stat -c %a out/disk-drive-scsi0.qcow2)" 600
+	assert_equal "$(qemu-img info --output=json out/disk-drive-scsi0.qcow2 | jq -r .format)" qcow2
+	# (qemu-img rounds the virtual size up to 512 bytes: the bytes past the disk are zero)
+	run -0 qemu-img compare -q -f raw -F qcow2 d0.raw out/disk-drive-scsi0.qcow2
+	run -0 qemu-img compare -q -f raw -F qcow2 d1.raw out/disk-drive-scsi1.qcow2
+	data=$(qcow2_data_bytes out/disk-drive-scsi0.qcow2)
+	[ "$data" -le $((3 * 1048576 + 4 * 65536)) ] || fail "qcow2 not sparse: $data bytes of data"
+	# the private folder and its socket are gone, and so is qemu-nbd with them
+	assert_equal "$(ls -A tmp)" ""
+}
+
+@test "--format qcow2: a damaged archive leaves no image, no folder and no qemu-nbd behind" {
+	make_archive
+	vma_corrupt a.vma bad.vma truncate-extent >/dev/null
+	mkdir tmp
+	run -1 env TMPDIR="$PWD/tmp" vma-extract --format qcow2 bad.vma out
+	assert_output --partial "archive truncated inside extent data"
+	[ ! -e out ] || fail "left behind: $(ls -A out)"
+	assert_equal "$(ls -A tmp)" ""
+}

@@ -17,6 +17,7 @@
 #include "listing.h"
 #include "meter.h"
 #include "outfile.h"
+#include "qcow2.h"
 #include "reader.h"
 #include "sink.h"
 #include "target.h"
@@ -27,13 +28,13 @@ const char usage_synopsis[] =
 	"vma-extract -l [--json] archive\n"
 	"vma-extract -t [-v] [--progress | --no-progress] archive\n"
 	"vma-extract [-v] [--progress | --no-progress] [-d name[,name ...]]\n"
-	"            archive dir\n"
+	"            [--format raw | qcow2] archive dir\n"
 	"vma-extract [-v] [--progress | --no-progress] [--force] [--no-verify]\n"
 	"            archive name=target ...\n"
 	"vma-extract -c config archive\n";
 
 static const char short_opts[] = "ltvd:c:h";
-enum { OPT_JSON = 256, OPT_PROGRESS, OPT_NO_PROGRESS, OPT_FORCE, OPT_NO_VERIFY };
+enum { OPT_JSON = 256, OPT_PROGRESS, OPT_NO_PROGRESS, OPT_FORCE, OPT_NO_VERIFY, OPT_FORMAT };
 static const struct option long_opts[] = {
 	{"list", no_argument, NULL, 'l'},
 	{"json", no_argument, NULL, OPT_JSON},
@@ -45,6 +46,7 @@ static const struct option long_opts[] = {
 	{"config", required_argument, NULL, 'c'},
 	{"force", no_argument, NULL, OPT_FORCE},
 	{"no-verify", no_argument, NULL, OPT_NO_VERIFY},
+	{"format", required_argument, NULL, OPT_FORMAT},
 	{"help", no_argument, NULL, 'h'},
 	CLI_LIST_OPTIONS,
 	{NULL, 0, NULL, 0},
@@ -192,6 +194,7 @@ struct extraction {
 	bool zeroing[256];
 	uint64_t zero_off[256], zero_len[256];
 	int nbd_ids[256], nnbd;
+	struct qcow2_out qcow2[256]; /* --format qcow2: by dev_id */
 	int ncreated;
 	char *created[512];
 	int created_slot[512];
@@ -451,8 +454,9 @@ static int write_config(struct extraction *x, const struct vma_config *c)
 	return rc;
 }
 
-static int do_extract(const char *path, const char *dir, char *devices, bool verbose)
+static int do_extract(const char *path, const char *dir, char *devices, bool qcow2, bool verbose)
 {
+	const char *ext = qcow2 ? "qcow2" : "raw";
 	struct vma_reader r;
 	struct extraction *x = xcalloc(1, sizeof(*x));
 	int parentfd;
@@ -467,11 +471,11 @@ static int do_extract(const char *path, const char *dir, char *devices, bool ver
 		if (!x->wanted[id])
 			continue;
 		r.devs[id].check_coverage = true;
-		char *final = xasprintf("disk-%s.raw", r.devs[id].name);
-		char *tmp = xasprintf("tmp-disk-%s.raw", r.devs[id].name);
+		char *final = xasprintf("disk-%s.%s", r.devs[id].name, ext);
+		char *tmp = xasprintf("tmp-disk-%s.%s", r.devs[id].name, ext);
 		x->label[id] = xasprintf("%s/%s", dir, tmp);
 		if (outfile_create_at(&x->disks[id], x->dirfd, final, tmp) < 0 ||
-		    ftruncate(x->disks[id].fd, (off_t)r.devs[id].size) < 0) {
+		    (!qcow2 && ftruncate(x->disks[id].fd, (off_t)r.devs[id].size) < 0)) {
 			warn("%s/%s", dir, final);
 			if (x->disks[id].fd >= 0)
 				outfile_abort(&x->disks[id]);
@@ -479,6 +483,18 @@ static int do_extract(const char *path, const char *dir, char *devices, bool ver
 			status = -1;
 		}
 		x->fd[id] = x->disks[id].fd;
+		char why[512];
+		if (status == 0 && qcow2) {
+			/* an empty image reads as zeros: zero blocks need not be written */
+			x->fd[id] = -1;
+			x->targets[id] = &x->qcow2[id].t;
+			x->nbd_ids[x->nnbd++] = id;
+			if (qcow2_start(&x->qcow2[id], x->disks[id].fd, r.devs[id].size, why,
+					sizeof(why)) < 0) {
+				warnx("%s: %s", x->label[id], why);
+				status = -1;
+			}
+		}
 		free(final);
 		free(tmp);
 	}
@@ -495,16 +511,25 @@ static int do_extract(const char *path, const char *dir, char *devices, bool ver
 		meter_finish(&meter, r.stored_bytes + r.zero_bytes);
 	for (int i = 0; i < r.nconfigs && status == 0; i++)
 		status = write_config(x, &r.configs[i]);
+	for (int id = 1; qcow2 && id < 255; id++) {
+		char why[512];
+		if (x->wanted[id] && status == 0 &&
+		    qcow2_finish(&x->qcow2[id], why, sizeof(why)) < 0) {
+			warnx("%s: %s", x->label[id], why);
+			status = -1;
+		}
+		qcow2_stop(&x->qcow2[id]);
+	}
 	for (int id = 1; id < 255; id++) {
 		if (!x->wanted[id])
 			continue;
 		if (status == 0 && outfile_commit(&x->disks[id], 1) < 0) {
-			warn("%s/disk-%s.raw", dir, r.devs[id].name);
+			warn("%s/disk-%s.%s", dir, r.devs[id].name, ext);
 			status = -1;
 		} else if (status != 0) {
 			outfile_abort(&x->disks[id]);
 		} else {
-			char *final = xasprintf("disk-%s.raw", r.devs[id].name);
+			char *final = xasprintf("disk-%s.%s", r.devs[id].name, ext);
 			record_created(x, final);
 			if (verbose)
 				fprintf(stderr, "restored %s: %llu bytes to %s/%s\n",
@@ -733,7 +758,7 @@ int main(int argc, char **argv)
 {
 	int ch, mode = 0;
 	bool json = false, verbose = false, progress_asked = false, force = false,
-	     no_verify = false;
+	     no_verify = false, qcow2 = false, format_asked = false;
 	char *devices = NULL;
 	const char *config = NULL;
 	while ((ch = cli_getopt(argc, argv, short_opts, long_opts)) != -1) {
@@ -769,6 +794,12 @@ int main(int argc, char **argv)
 		case OPT_NO_VERIFY:
 			no_verify = true;
 			break;
+		case OPT_FORMAT:
+			if (strcmp(optarg, "raw") != 0 && strcmp(optarg, "qcow2") != 0)
+				usage_error("--format: expected raw or qcow2, not '%s'", optarg);
+			qcow2 = strcmp(optarg, "qcow2") == 0;
+			format_asked = true;
+			break;
 		case 'd':
 			if (strspn(optarg, ",") == strlen(optarg))
 				usage_error("-d: expected device names, not '%s'", optarg);
@@ -789,6 +820,8 @@ int main(int argc, char **argv)
 	bool targets = !mode && argc >= 2 && is_target_operand(argv[1]);
 	if ((force || no_verify) && !targets)
 		usage_error("--force and --no-verify are for name=target operands");
+	if (format_asked && (mode || targets))
+		usage_error("--format is for extracting into a directory");
 	if (targets && devices)
 		usage_error(
 			"-d is for extracting into a directory; name the devices as name=target");
@@ -814,6 +847,6 @@ int main(int argc, char **argv)
 	case 'c':
 		return do_config(argv[0], config);
 	default:
-		return do_extract(argv[0], argv[1], devices, verbose);
+		return do_extract(argv[0], argv[1], devices, qcow2, verbose);
 	}
 }
