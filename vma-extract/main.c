@@ -568,8 +568,12 @@ struct restore {
 
 /* Opens every target and checks it against its device, before anything is written; exits on
  * a target that does not fit. */
-static void open_targets(struct vma_reader *r, const struct restore *o, struct target *t, int *ids)
+static void open_targets(struct vma_reader *r, int archive, const struct restore *o,
+			 struct target *t, int *ids)
 {
+	struct stat in;
+	if (fstat(archive, &in) < 0)
+		err(EXIT_FAIL, "%s", archive_name);
 	for (int i = 0; i < o->n; i++) {
 		int id = 1;
 		while (id < 255 &&
@@ -584,6 +588,10 @@ static void open_targets(struct vma_reader *r, const struct restore *o, struct t
 		int status;
 		if (target_open(&t[i], o->specs[i], o->force, &status, why, sizeof(why)) < 0)
 			errx(status, "%s: %s", o->specs[i], why);
+		if (t[i].fd >= 0 &&
+		    (t[i].kind == TARGET_BLOCK ? S_ISBLK(in.st_mode) && in.st_rdev == t[i].dev
+					       : in.st_dev == t[i].dev && in.st_ino == t[i].ino))
+			errx(EXIT_USAGE, "%s: is the archive itself", o->specs[i]);
 		uint64_t size = r->devs[ids[i]].size;
 		if (t[i].kind == TARGET_NEW_FILE)
 			continue;
@@ -639,7 +647,7 @@ static int do_restore(const char *path, const struct restore *o)
 	int fd = archive_fd(path);
 	off_t start = lseek(fd, 0, SEEK_CUR); /* where the archive starts, for a second pass */
 	read_archive_header(fd, path, &r);
-	open_targets(&r, o, t, ids);
+	open_targets(&r, fd, o, t, ids);
 	bool in_place = false;
 	for (int i = 0; i < o->n; i++)
 		in_place |= t[i].kind != TARGET_NEW_FILE;
