@@ -270,3 +270,18 @@ restored drive-scsi1: 70000 bytes to out/disk-drive-scsi1.qcow2"
 	[ ! -e out ] || fail "left behind: $(ls -A out)"
 	assert_equal "$(ls -A tmp)" ""
 }
+
+@test "name=target: an NBD export that is too small or read-only is refused, untouched" {
+	make_nbd_archive
+	random_file old.raw 8M
+	qemu-img convert -q -f raw -O qcow2 old.raw t.qcow2
+	nbd_rw "$PWD/t.sock" t.qcow2
+	run --separate-stderr -1 vma-extract n.vma "drive-scsi0=nbd+unix:///?socket=$PWD/t.sock"
+	assert_equal "$stderr" "vma-extract: nbd+unix:///?socket=$PWD/t.sock: 8388608 bytes, smaller than drive-scsi0 (16777216 bytes)"
+	nbd_gone "$PWD/t.sock"
+	assert_equal "$(qcow2_sha t.qcow2)" "$(sha old.raw)"
+	qemu-img create -q -f qcow2 r.qcow2 16M
+	nbd_serve "$PWD/r.sock" qcow2 r.qcow2
+	run --separate-stderr -1 vma-extract n.vma "drive-scsi0=nbd+unix:///?socket=$PWD/r.sock"
+	assert_equal "$stderr" "vma-extract: nbd+unix:///?socket=$PWD/r.sock: the export is read-only"
+}
