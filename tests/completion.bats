@@ -57,9 +57,9 @@ lines() { printf '%s\n' "$@"; }
 
 @test "vma-extract --: exactly its long options; -: its short ones too" {
 	assert_equal "$(comp vma-extract --)" \
-		"$(lines --config --devices --help --json --list --no-progress --progress --verbose --verify)"
+		"$(lines --config --devices --force --format --help --json --list --no-progress --no-verify --progress --verbose --verify)"
 	assert_equal "$(comp vma-extract -)" \
-		"$(lines --config --devices --help --json --list --no-progress --progress --verbose --verify -c -d -h -l -t -v)"
+		"$(lines --config --devices --force --format --help --json --list --no-progress --no-verify --progress --verbose --verify -c -d -h -l -t -v)"
 	assert_equal "$(comp vma-extract --ver)" "$(lines --verbose --verify)"
 }
 
@@ -96,6 +96,8 @@ lines() { printf '%s\n' "$@"; }
 	assert_equal "$(comp vzdump.sh --ionice '')" "$(lines 0 1 2 3 4 5 6 7 8)"
 	assert_equal "$(comp vma-create -z '')" "$(lines gzip lzo none xz zstd)"
 	assert_equal "$(comp vma-create --compress = g)" gzip
+	assert_equal "$(comp vma-extract --format '')" "$(lines qcow2 raw)"
+	assert_equal "$(comp vma-extract --format = q)" qcow2
 	# A value with no fixed set is not guessed at.
 	assert_equal "$(comp vzdump.sh --bwlimit '')" ""
 	assert_equal "$(comp qmpctl -t '')" ""
@@ -114,6 +116,7 @@ lines() { printf '%s\n' "$@"; }
 	assert_equal "$(comp vma-create -o d/)" "$(lines d/file d/sub1 d/sub2)"
 	assert_equal "$(comp vma-create -c d/f)" d/file
 	assert_equal "$(comp vma-create drive-scsi0 = d/f)" d/file
+	assert_equal "$(comp vma-extract b.vma drive-scsi0 = d/f)" d/file
 	assert_equal "$(comp qmpctl --socket = d/f)" d/file
 	assert_equal "$(comp qmpctl -f d/f)" d/file
 }

@@ -17,19 +17,24 @@
 #include "listing.h"
 #include "meter.h"
 #include "outfile.h"
+#include "qcow2.h"
 #include "reader.h"
 #include "sink.h"
+#include "target.h"
 #include "xalloc.h"
 
 /* Exactly the SYNOPSIS of man/vma-extract.1. */
-const char usage_synopsis[] = "vma-extract -l [--json] archive\n"
-			      "vma-extract -t [-v] [--progress | --no-progress] archive\n"
-			      "vma-extract [-v] [--progress | --no-progress] [-d name[,name ...]]\n"
-			      "            archive dir\n"
-			      "vma-extract -c config archive\n";
+const char usage_synopsis[] =
+	"vma-extract -l [--json] archive\n"
+	"vma-extract -t [-v] [--progress | --no-progress] archive\n"
+	"vma-extract [-v] [--progress | --no-progress] [-d name[,name ...]]\n"
+	"            [--format raw | qcow2] archive dir\n"
+	"vma-extract [-v] [--progress | --no-progress] [--force] [--no-verify]\n"
+	"            archive name=target ...\n"
+	"vma-extract -c config archive\n";
 
 static const char short_opts[] = "ltvd:c:h";
-enum { OPT_JSON = 256, OPT_PROGRESS, OPT_NO_PROGRESS };
+enum { OPT_JSON = 256, OPT_PROGRESS, OPT_NO_PROGRESS, OPT_FORCE, OPT_NO_VERIFY, OPT_FORMAT };
 static const struct option long_opts[] = {
 	{"list", no_argument, NULL, 'l'},
 	{"json", no_argument, NULL, OPT_JSON},
@@ -39,6 +44,9 @@ static const struct option long_opts[] = {
 	{"no-progress", no_argument, NULL, OPT_NO_PROGRESS},
 	{"devices", required_argument, NULL, 'd'},
 	{"config", required_argument, NULL, 'c'},
+	{"force", no_argument, NULL, OPT_FORCE},
+	{"no-verify", no_argument, NULL, OPT_NO_VERIFY},
+	{"format", required_argument, NULL, OPT_FORMAT},
 	{"help", no_argument, NULL, 'h'},
 	CLI_LIST_OPTIONS,
 	{NULL, 0, NULL, 0},
@@ -58,18 +66,30 @@ static void start_meter(struct vma_reader *r, struct meter *m)
 	r->meter = m;
 }
 
-/* Opens the archive (or stdin) and reads its header; exits 1 on any defect. */
-static void open_archive(const char *path, struct vma_reader *r)
+/* Reads the header of the archive at fd; exits 1 on any defect. */
+static void read_archive_header(int fd, const char *path, struct vma_reader *r)
 {
 	char why[256];
-	int fd = strcmp(path, "-") == 0 ? STDIN_FILENO : open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		err(EXIT_FAIL, "%s", path);
 	struct instream *in = instream_open(fd, why, sizeof(why));
 	if (!in)
 		errx(EXIT_FAIL, "%s: %s", path, why);
 	if (vma_reader_open(r, in) < 0)
 		errx(EXIT_FAIL, "%s: %s", path, r->err);
+}
+
+/* The archive's descriptor (stdin for "-"); exits 1 when it cannot be opened. */
+static int archive_fd(const char *path)
+{
+	int fd = strcmp(path, "-") == 0 ? STDIN_FILENO : open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		err(EXIT_FAIL, "%s", path);
+	return fd;
+}
+
+/* Opens the archive (or stdin) and reads its header; exits 1 on any defect. */
+static void open_archive(const char *path, struct vma_reader *r)
+{
+	read_archive_header(archive_fd(path), path, r);
 }
 
 static void close_archive(struct vma_reader *r)
@@ -165,7 +185,16 @@ struct extraction {
 	const char *dir; /* as given, for messages */
 	int dirfd;
 	struct outfile disks[256];
+	int fd[256];      /* by dev_id: where its blocks are written (not an NBD target) */
+	char *label[256]; /* by dev_id: that file's name for messages */
 	bool wanted[256];
+	/* name=target: the targets by dev_id, or NULL; those that are not new files have the
+	 * archive's zero blocks zeroed, in ranges gathered across parts and extents */
+	struct target *targets[256];
+	bool zeroing[256];
+	uint64_t zero_off[256], zero_len[256];
+	int nbd_ids[256], nnbd;
+	struct qcow2_out qcow2[256]; /* --format qcow2: by dev_id */
 	int ncreated;
 	char *created[512];
 	int created_slot[512];
@@ -236,6 +265,24 @@ static int write_run(int fd, struct pending *p, const struct run *run)
 	return 0;
 }
 
+/* A run for an NBD target: one write request (or a few) per piece, kept in flight until the
+ * end of the part. */
+static int write_run_nbd(struct extraction *x, struct vma_reader *r, struct pending *p,
+			 const struct run *run)
+{
+	char why[256];
+	uint64_t off = run->off;
+	for (int i = run->first; i >= 0; i = p->pieces[i].next) {
+		if (target_nbd_write(x->targets[run->dev_id], p->pieces[i].data, p->pieces[i].len,
+				     off, why, sizeof(why)) < 0) {
+			snprintf(r->err, sizeof(r->err), "%s: %s", x->label[run->dev_id], why);
+			return -1;
+		}
+		off += p->pieces[i].len;
+	}
+	return 0;
+}
+
 /* The end of a part: its blocks are written while they are in the CPU's cache, and before the
  * next extent overwrites them. */
 static int write_pending(void *opaque, struct vma_reader *r)
@@ -246,10 +293,15 @@ static int write_pending(void *opaque, struct vma_reader *r)
 	for (int i = 0; i < p->nruns; i++) {
 		const struct run *run = &p->runs[i];
 		p->open_run[run->dev_id] = -1;
-		int fd = x->disks[run->dev_id].fd;
+		int fd = x->fd[run->dev_id];
+		if (fd < 0) { /* an NBD target */
+			if (rc == 0)
+				rc = write_run_nbd(x, r, p, run);
+			continue;
+		}
 		if (rc == 0 && write_run(fd, p, run) < 0) {
-			snprintf(r->err, sizeof(r->err), "%s/%s: %s", x->dir,
-				 x->disks[run->dev_id].tmp_name, strerror(errno));
+			snprintf(r->err, sizeof(r->err), "%s: %s", x->label[run->dev_id],
+				 strerror(errno));
 			rc = -1;
 		}
 		x->unflushed[run->dev_id] += run->len;
@@ -260,27 +312,73 @@ static int write_pending(void *opaque, struct vma_reader *r)
 		}
 	}
 	p->npieces = p->nruns = 0;
+	/* The NBD writes point into the extent buffer, which the next part overwrites. */
+	for (int i = 0; i < x->nnbd && rc == 0; i++) {
+		char why[256];
+		if (target_nbd_wait(x->targets[x->nbd_ids[i]], why, sizeof(why)) < 0) {
+			snprintf(r->err, sizeof(r->err), "%s: %s", x->label[x->nbd_ids[i]], why);
+			rc = -1;
+		}
+	}
 	return rc;
 }
 
-/* Queues each stored block, clipped to the device end; zero blocks are skipped: the file,
- * sized beforehand, stays sparse there. */
+/* Zeroes the range of zero blocks gathered for dev_id. */
+static int flush_zeros(struct extraction *x, struct vma_reader *r, int dev_id)
+{
+	char why[256];
+	if (x->zero_len[dev_id] == 0)
+		return 0;
+	int rc = target_zero(x->targets[dev_id], x->zero_off[dev_id], x->zero_len[dev_id], why,
+			     sizeof(why));
+	if (rc < 0)
+		snprintf(r->err, sizeof(r->err), "%s: %s", x->label[dev_id], why);
+	x->zero_len[dev_id] = 0;
+	return rc;
+}
+
+/* Adds a zero block to dev_id's range of them, or zeroes that range and starts another. */
+static int zero_block(struct extraction *x, struct vma_reader *r, int dev_id, uint64_t off,
+		      uint64_t len)
+{
+	if (x->zero_len[dev_id] > 0 && x->zero_off[dev_id] + x->zero_len[dev_id] == off) {
+		x->zero_len[dev_id] += len;
+		return 0;
+	}
+	if (flush_zeros(x, r, dev_id) < 0)
+		return -1;
+	x->zero_off[dev_id] = off;
+	x->zero_len[dev_id] = len;
+	return 0;
+}
+
+/* Queues each stored block, clipped to the device end; zero blocks are skipped: a new file,
+ * sized beforehand, stays sparse there. Targets with old content have them zeroed. */
 static int restore_cluster(void *opaque, struct vma_reader *r, int dev_id, uint64_t cluster,
 			   uint16_t mask, const uint8_t *blocks)
 {
 	struct extraction *x = opaque;
-	if (!x->wanted[dev_id] || mask == 0)
+	bool zeroing = x->zeroing[dev_id];
+	if (!x->wanted[dev_id] || (mask == 0 && !zeroing))
 		return 0;
 	uint64_t size = r->devs[dev_id].size;
 	for (unsigned b = 0; b < VMA_BLOCKS_PER_CLUSTER; b++) {
-		if (!(mask & (1u << b)))
+		const uint8_t *block = NULL;
+		if (mask & (1u << b)) {
+			block = blocks;
+			blocks += VMA_BLOCK_SIZE;
+		} else if (!zeroing) {
 			continue;
+		}
 		uint64_t off = cluster * VMA_CLUSTER_SIZE + (uint64_t)b * VMA_BLOCK_SIZE;
-		const uint8_t *block = blocks;
-		blocks += VMA_BLOCK_SIZE;
-		if (off >= size || vma_block_is_zero(block))
+		if (off >= size)
 			continue;
 		size_t len = size - off < VMA_BLOCK_SIZE ? (size_t)(size - off) : VMA_BLOCK_SIZE;
+		if (!block || vma_block_is_zero(block)) {
+			if (zeroing && zero_block(x, r, dev_id, off, len) < 0)
+				return -1;
+			continue;
+		}
 		queue_block(&x->pending, dev_id, off, block, len);
 	}
 	return 0;
@@ -328,6 +426,9 @@ static void make_target(struct extraction *x, const char *dir, int *parentfd, ch
 	free(basecopy);
 	/* 0700 whatever the umask: no one else may plant a file in it while root restores. */
 	if (mkdirat(*parentfd, *base, 0700) < 0) {
+		int e = errno;
+		free(*base); /* (nothing may look leaked at exit: LeakSanitizer) */
+		errno = e;
 		if (errno == EEXIST)
 			errx(EXIT_USAGE, "%s: already exists; give a directory that does not", dir);
 		err(EXIT_FAIL, "%s", dir);
@@ -356,8 +457,9 @@ static int write_config(struct extraction *x, const struct vma_config *c)
 	return rc;
 }
 
-static int do_extract(const char *path, const char *dir, char *devices, bool verbose)
+static int do_extract(const char *path, const char *dir, char *devices, bool qcow2, bool verbose)
 {
+	const char *ext = qcow2 ? "qcow2" : "raw";
 	struct vma_reader r;
 	struct extraction *x = xcalloc(1, sizeof(*x));
 	int parentfd;
@@ -372,15 +474,29 @@ static int do_extract(const char *path, const char *dir, char *devices, bool ver
 		if (!x->wanted[id])
 			continue;
 		r.devs[id].check_coverage = true;
-		char *final = xasprintf("disk-%s.raw", r.devs[id].name);
-		char *tmp = xasprintf("tmp-disk-%s.raw", r.devs[id].name);
+		char *final = xasprintf("disk-%s.%s", r.devs[id].name, ext);
+		char *tmp = xasprintf("tmp-disk-%s.%s", r.devs[id].name, ext);
+		x->label[id] = xasprintf("%s/%s", dir, tmp);
 		if (outfile_create_at(&x->disks[id], x->dirfd, final, tmp) < 0 ||
-		    ftruncate(x->disks[id].fd, (off_t)r.devs[id].size) < 0) {
+		    (!qcow2 && ftruncate(x->disks[id].fd, (off_t)r.devs[id].size) < 0)) {
 			warn("%s/%s", dir, final);
 			if (x->disks[id].fd >= 0)
 				outfile_abort(&x->disks[id]);
 			x->wanted[id] = false;
 			status = -1;
+		}
+		x->fd[id] = x->disks[id].fd;
+		char why[512];
+		if (status == 0 && qcow2) {
+			/* an empty image reads as zeros: zero blocks need not be written */
+			x->fd[id] = -1;
+			x->targets[id] = &x->qcow2[id].t;
+			x->nbd_ids[x->nnbd++] = id;
+			if (qcow2_start(&x->qcow2[id], x->disks[id].fd, r.devs[id].size, why,
+					sizeof(why)) < 0) {
+				warnx("%s: %s", x->label[id], why);
+				status = -1;
+			}
 		}
 		free(final);
 		free(tmp);
@@ -398,16 +514,25 @@ static int do_extract(const char *path, const char *dir, char *devices, bool ver
 		meter_finish(&meter, r.stored_bytes + r.zero_bytes);
 	for (int i = 0; i < r.nconfigs && status == 0; i++)
 		status = write_config(x, &r.configs[i]);
+	for (int id = 1; qcow2 && id < 255; id++) {
+		char why[512];
+		if (x->wanted[id] && status == 0 &&
+		    qcow2_finish(&x->qcow2[id], why, sizeof(why)) < 0) {
+			warnx("%s: %s", x->label[id], why);
+			status = -1;
+		}
+		qcow2_stop(&x->qcow2[id]);
+	}
 	for (int id = 1; id < 255; id++) {
 		if (!x->wanted[id])
 			continue;
 		if (status == 0 && outfile_commit(&x->disks[id], 1) < 0) {
-			warn("%s/disk-%s.raw", dir, r.devs[id].name);
+			warn("%s/disk-%s.%s", dir, r.devs[id].name, ext);
 			status = -1;
 		} else if (status != 0) {
 			outfile_abort(&x->disks[id]);
 		} else {
-			char *final = xasprintf("disk-%s.raw", r.devs[id].name);
+			char *final = xasprintf("disk-%s.%s", r.devs[id].name, ext);
 			record_created(x, final);
 			if (verbose)
 				fprintf(stderr, "restored %s: %llu bytes to %s/%s\n",
@@ -431,14 +556,220 @@ static int do_extract(const char *path, const char *dir, char *devices, bool ver
 	close(parentfd);
 	free(base);
 	close_archive(&r);
+	for (int id = 0; id < 256; id++)
+		free(x->label[id]);
 	free(x);
 	return status == 0 ? 0 : 1;
+}
+
+/* The devices named on the command line and where they go. */
+struct restore {
+	int n;
+	char **names, **specs;
+	bool force, no_verify, verbose;
+};
+
+/* Opens every target and checks it against its device, before anything is written; exits on
+ * a target that does not fit. */
+static void open_targets(struct vma_reader *r, int archive, const struct restore *o,
+			 struct target *t, int *ids)
+{
+	struct stat in;
+	if (fstat(archive, &in) < 0)
+		err(EXIT_FAIL, "%s", archive_name);
+	for (int i = 0; i < o->n; i++) {
+		int id = 1;
+		while (id < 255 &&
+		       !(r->devs[id].name && strcmp(r->devs[id].name, o->names[i]) == 0))
+			id++;
+		if (id == 255)
+			errx(EXIT_FAIL, "%s: no device named '%s'", archive_name, o->names[i]);
+		ids[i] = id;
+	}
+	for (int i = 0; i < o->n; i++) {
+		char why[512];
+		int status;
+		if (target_open(&t[i], o->specs[i], o->force, &status, why, sizeof(why)) < 0)
+			errx(status, "%s: %s", o->specs[i], why);
+		if (t[i].fd >= 0 &&
+		    (t[i].kind == TARGET_BLOCK ? S_ISBLK(in.st_mode) && in.st_rdev == t[i].dev
+					       : in.st_dev == t[i].dev && in.st_ino == t[i].ino))
+			errx(EXIT_USAGE, "%s: is the archive itself", o->specs[i]);
+		uint64_t size = r->devs[ids[i]].size;
+		if (t[i].kind == TARGET_NEW_FILE)
+			continue;
+		if (t[i].size < size)
+			errx(EXIT_FAIL, "%s: %llu bytes, smaller than %s (%llu bytes)", o->specs[i],
+			     (unsigned long long)t[i].size, o->names[i], (unsigned long long)size);
+		if (t[i].size > size && !o->force)
+			errx(EXIT_FAIL,
+			     "%s: %llu bytes, larger than %s (%llu bytes); give --force to restore "
+			     "into its first %llu bytes",
+			     o->specs[i], (unsigned long long)t[i].size, o->names[i],
+			     (unsigned long long)size, (unsigned long long)size);
+		for (int j = 0; j < i; j++)
+			if (t[j].fd >= 0 && t[i].fd >= 0 && t[j].kind == t[i].kind &&
+			    t[j].dev == t[i].dev && t[j].ino == t[i].ino)
+				errx(EXIT_USAGE, "%s and %s are the same target", o->specs[j],
+				     o->specs[i]);
+	}
+}
+
+/* The first pass over an archive before targets are overwritten in place: the whole of it read
+ * and checked, as -t does, then the stream opened again from its start. The header must be the
+ * same: the file may not be replaced in between. */
+static void verify_first(int fd, off_t start, const char *path, struct vma_reader *r)
+{
+	vma_reader_cover_all(r);
+	struct meter meter;
+	start_meter(r, &meter);
+	if (vma_reader_run(r, NULL, NULL, NULL) != 0) {
+		meter_break();
+		errx(EXIT_FAIL, "%s: %s (nothing was written)", path, r->err);
+	}
+	meter_finish(&meter, r->stored_bytes + r->zero_bytes);
+	uint32_t size = r->header_size;
+	uint8_t *header = xmalloc(size);
+	memcpy(header, r->header, size);
+	close_archive(r);
+	if (lseek(fd, start, SEEK_SET) != start)
+		err(EXIT_FAIL, "%s: reading it again", path);
+	read_archive_header(fd, path, r);
+	if (r->header_size != size || memcmp(r->header, header, size) != 0)
+		errx(EXIT_FAIL, "%s: changed between its verification and the restore", path);
+	free(header);
+}
+
+/* vma-extract archive name=target ...: only the named devices, each into its target. */
+static int do_restore(const char *path, const struct restore *o)
+{
+	struct vma_reader r;
+	struct extraction *x = xcalloc(1, sizeof(*x));
+	struct target *t = xcalloc((size_t)o->n, sizeof(*t));
+	int *ids = xcalloc((size_t)o->n, sizeof(*ids));
+	int fd = archive_fd(path);
+	off_t start = lseek(fd, 0, SEEK_CUR); /* where the archive starts, for a second pass */
+	read_archive_header(fd, path, &r);
+	open_targets(&r, fd, o, t, ids);
+	bool in_place = false;
+	for (int i = 0; i < o->n; i++)
+		in_place |= t[i].kind != TARGET_NEW_FILE;
+	if (in_place && !o->no_verify) {
+		struct stat st;
+		if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || start < 0)
+			errx(EXIT_USAGE,
+			     "%s: not a regular file, so it cannot be verified before a target is "
+			     "overwritten in place; give --no-verify to write while reading",
+			     path);
+		verify_first(fd, start, path, &r);
+	}
+	for (int id = 0; id < 256; id++)
+		x->pending.open_run[id] = -1;
+	int status = 0;
+	char why[512];
+	for (int i = 0; i < o->n; i++) {
+		int id = ids[i];
+		x->wanted[id] = true;
+		x->targets[id] = &t[i];
+		x->zeroing[id] = t[i].kind != TARGET_NEW_FILE;
+		x->label[id] = xstrdup(o->specs[i]);
+		r.devs[id].check_coverage = true;
+		if (t[i].kind == TARGET_NBD)
+			x->nbd_ids[x->nnbd++] = id;
+		if (status == 0 && t[i].kind == TARGET_NEW_FILE &&
+		    target_create(&t[i], r.devs[id].size, why, sizeof(why)) < 0) {
+			warnx("%s: %s", o->specs[i], why);
+			status = -1;
+		}
+		x->fd[id] = t[i].fd;
+	}
+	struct meter meter;
+	if (status == 0) {
+		start_meter(&r, &meter);
+		if (vma_reader_run(&r, restore_cluster, write_pending, x) != 0) {
+			meter_break();
+			warnx("%s: %s", path, r.err);
+			status = -1;
+		} else {
+			meter_finish(&meter, r.stored_bytes + r.zero_bytes);
+		}
+	}
+	/* The last zero ranges, then everything flushed: the targets written in place first, the
+	 * new files renamed last, once all else has succeeded. */
+	for (int i = 0; i < o->n && status == 0; i++)
+		if (flush_zeros(x, &r, ids[i]) < 0) {
+			warnx("%s", r.err);
+			status = -1;
+		}
+	for (int pass = 0; pass < 2; pass++)
+		for (int i = 0; i < o->n && status == 0; i++) {
+			if ((t[i].kind == TARGET_NEW_FILE) != (pass == 1))
+				continue;
+			if (target_finish(&t[i], why, sizeof(why)) < 0) {
+				warnx("%s: %s", o->specs[i], why);
+				status = -1;
+				/* the new files renamed already go again (by their names: the
+				 * moment between the two is what a rename cannot close) */
+				for (int j = 0; j < i; j++)
+					if (t[j].kind == TARGET_NEW_FILE)
+						unlink(o->specs[j]);
+			}
+		}
+	for (int i = 0; i < o->n; i++) {
+		if (status == 0 && o->verbose)
+			fprintf(stderr, "restored %s: %llu bytes to %s\n", o->names[i],
+				(unsigned long long)r.devs[ids[i]].size, o->specs[i]);
+		target_close(&t[i]);
+	}
+	close_archive(&r);
+	if (fd != STDIN_FILENO)
+		close(fd);
+	for (int id = 0; id < 256; id++)
+		free(x->label[id]);
+	free(x);
+	free(t);
+	free(ids);
+	return status == 0 ? 0 : 1;
+}
+
+/* Whether an operand is name=target rather than a folder: an '=' with a name before it that
+ * has no '/' (a folder with an '=' in its name is given as ./a=b). */
+static bool is_target_operand(const char *arg)
+{
+	const char *eq = strchr(arg, '=');
+	return eq && eq != arg && !memchr(arg, '/', (size_t)(eq - arg));
+}
+
+/* Cuts every name=target operand at its '='; exits 2 on one that is not, or on a name or
+ * target given twice. */
+static void split_targets(int argc, char **argv, struct restore *o)
+{
+	if (argc > VMA_MAX_DEVICES)
+		usage_error("%d devices given; an archive holds at most %d", argc, VMA_MAX_DEVICES);
+	o->n = argc;
+	o->names = xcalloc((size_t)argc, sizeof(char *));
+	o->specs = xcalloc((size_t)argc, sizeof(char *));
+	for (int i = 0; i < argc; i++) {
+		char *eq = strchr(argv[i], '=');
+		if (!is_target_operand(argv[i]) || eq[1] == '\0')
+			usage_error("'%s': expected name=target", argv[i]);
+		*eq = '\0';
+		o->names[i] = argv[i];
+		o->specs[i] = eq + 1;
+		for (int j = 0; j < i; j++) {
+			if (strcmp(o->names[j], o->names[i]) == 0)
+				usage_error("device '%s' named twice", o->names[i]);
+			if (strcmp(o->specs[j], o->specs[i]) == 0)
+				usage_error("target '%s' given twice", o->specs[i]);
+		}
+	}
 }
 
 int main(int argc, char **argv)
 {
 	int ch, mode = 0;
-	bool json = false, verbose = false, progress_asked = false;
+	bool json = false, verbose = false, progress_asked = false, force = false,
+	     no_verify = false, qcow2 = false, format_asked = false;
 	char *devices = NULL;
 	const char *config = NULL;
 	while ((ch = cli_getopt(argc, argv, short_opts, long_opts)) != -1) {
@@ -468,6 +799,18 @@ int main(int argc, char **argv)
 		case OPT_NO_PROGRESS:
 			meter_mode = METER_NEVER;
 			break;
+		case OPT_FORCE:
+			force = true;
+			break;
+		case OPT_NO_VERIFY:
+			no_verify = true;
+			break;
+		case OPT_FORMAT:
+			if (strcmp(optarg, "raw") != 0 && strcmp(optarg, "qcow2") != 0)
+				usage_error("--format: expected raw or qcow2, not '%s'", optarg);
+			qcow2 = strcmp(optarg, "qcow2") == 0;
+			format_asked = true;
+			break;
 		case 'd':
 			if (strspn(optarg, ",") == strlen(optarg))
 				usage_error("-d: expected device names, not '%s'", optarg);
@@ -485,12 +828,28 @@ int main(int argc, char **argv)
 		usage_error("-v does not go with -l or -c");
 	if (progress_asked && (mode == 'l' || mode == 'c'))
 		usage_error("--progress does not go with -l or -c");
-	if (argc != (mode ? 1 : 2))
+	bool targets = !mode && argc >= 2 && is_target_operand(argv[1]);
+	if ((force || no_verify) && !targets)
+		usage_error("--force and --no-verify are for name=target operands");
+	if (format_asked && (mode || targets))
+		usage_error("--format is for extracting into a directory");
+	if (targets && devices)
+		usage_error(
+			"-d is for extracting into a directory; name the devices as name=target");
+	if (!targets && argc != (mode ? 1 : 2))
 		usage_error(mode ? "expected one archive" : "expected an archive and a directory");
 	for (int i = 0; i < argc; i++)
 		if (argv[i][0] == '\0')
 			usage_error("expected a file name, not an empty one");
 	archive_name = argv[0];
+	if (targets) {
+		struct restore o = {.force = force, .no_verify = no_verify, .verbose = verbose};
+		split_targets(argc - 1, argv + 1, &o);
+		int rc = do_restore(argv[0], &o);
+		free(o.names);
+		free(o.specs);
+		return rc;
+	}
 	switch (mode) {
 	case 'l':
 		return do_list(argv[0], json);
@@ -499,6 +858,6 @@ int main(int argc, char **argv)
 	case 'c':
 		return do_config(argv[0], config);
 	default:
-		return do_extract(argv[0], argv[1], devices, verbose);
+		return do_extract(argv[0], argv[1], devices, qcow2, verbose);
 	}
 }

@@ -298,10 +298,19 @@ _vzq_vma_create() { # COMMAND
 }
 
 _vzq_vma_extract() { # COMMAND
-	_vzq_parse "-d --devices -c --config"
+	_vzq_parse "-d --devices -c --config --format"
+	case $vzq_valopt in
+	--format) _vzq_words raw qcow2 ;;
+	esac
 	[ -z "$vzq_valopt" ] || return 0
 	if [ "$vzq_dashdash" -lt 0 ] && [[ $vzq_cur == -* ]]; then
 		_vzq_tool_options "$1"
+		return 0
+	fi
+	if [ "${COMP_WORDS[COMP_CWORD - 1]}" = = ] || [ "$vzq_cur" = = ]; then
+		# name=target: the target's file or block device.
+		[ "$vzq_cur" != = ] || vzq_cur=
+		_vzq_files
 		return 0
 	fi
 	case ${#vzq_args[@]} in
