@@ -241,3 +241,45 @@ vm-207-disk-1.qcow2"
 	run --separate-stderr -1 restore "$BATS_TEST_TMPDIR/none.vma" 211
 	assert_equal "$stderr" "qmrestore.sh: $BATS_TEST_TMPDIR/none.vma: cannot read the archive: no such file"
 }
+
+@test "an EFI vars disk and a TPM state: numbered in config order, the TPM state raw even with --format qcow2" {
+	d=$BATS_TEST_TMPDIR
+	random_file "$d/efi" 131072
+	random_file "$d/tpm" 65536
+	random_file "$d/s0" 1048576
+	cat >"$d/qemu-server.conf" <<END
+bios: ovmf
+efidisk0: /old/efi.raw,efitype=4m,size=128K
+scsi0: /old/s0.raw,size=1M
+tpmstate0: /old/tpm.raw,size=64K,version=v2.0
+#qmdump#map:efidisk0:drive-efidisk0::raw:
+#qmdump#map:scsi0:drive-scsi0::raw:
+#qmdump#map:tpmstate0:drive-tpmstate0-backup::raw:
+END
+	vma-create -o "$d/efi.vma" -c "$d/qemu-server.conf" drive-efidisk0="$d/efi" \
+		drive-scsi0="$d/s0" drive-tpmstate0-backup="$d/tpm"
+	run --separate-stderr -0 restore --format qcow2 --dry-run "$d/efi.vma" 212
+	assert_output "efidisk0: drive-efidisk0 -> $S/212/vm-212-disk-0.qcow2 (qcow2, 128K)
+scsi0: drive-scsi0 -> $S/212/vm-212-disk-1.qcow2 (qcow2, 1M)
+tpmstate0: drive-tpmstate0-backup -> $S/212/vm-212-disk-2.raw (raw, 64K)
+config: $C/212.conf"
+	run --separate-stderr -0 restore "$d/efi.vma" 212
+	assert_equal "$(cat "$C/212.conf")" "bios: ovmf
+efidisk0: $S/212/vm-212-disk-0.raw,efitype=4m,size=128K
+scsi0: $S/212/vm-212-disk-1.raw,size=1M
+tpmstate0: $S/212/vm-212-disk-2.raw,size=64K,version=v2.0"
+	assert_equal "$(sha "$S/212/vm-212-disk-0.raw")" "$(sha "$d/efi")"
+	assert_equal "$(sha "$S/212/vm-212-disk-1.raw")" "$(sha "$d/s0")"
+	assert_equal "$(sha "$S/212/vm-212-disk-2.raw")" "$(sha "$d/tpm")"
+}
+
+@test "an archive device without a map line is refused (qemu-server's 'no device mapping')" {
+	d=$BATS_TEST_TMPDIR
+	random_file "$d/a" 65536
+	printf 'scsi0: /old/a.raw,size=64K\n' >"$d/qemu-server.conf"
+	vma-create -o "$d/nomap.vma" -c "$d/qemu-server.conf" drive-scsi0="$d/a"
+	before=$(tree)
+	run --separate-stderr -1 restore "$d/nomap.vma" 213
+	assert_equal "$stderr" "qmrestore.sh: the archive's config: found no device mapping information for device 'drive-scsi0'"
+	assert_equal "$(tree)" "$before"
+}
