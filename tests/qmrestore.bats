@@ -283,3 +283,13 @@ tpmstate0: $S/212/vm-212-disk-2.raw,size=64K,version=v2.0"
 	assert_equal "$stderr" "qmrestore.sh: the archive's config: found no device mapping information for device 'drive-scsi0'"
 	assert_equal "$(tree)" "$before"
 }
+
+@test "a VM whose backup lock is held (vzdump.sh's, a backup running) is not restored" {
+	exec {fd}>>"$W/run/214.vzdump.lock"
+	flock -n "$fd"
+	before=$(tree)
+	run --separate-stderr -1 restore "$ARCHIVE" 214
+	exec {fd}>&-
+	assert_equal "$stderr" "qmrestore.sh: VM 214 is locked (backup)"
+	assert_equal "$(tree)" "$before"
+}

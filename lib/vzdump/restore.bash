@@ -100,7 +100,7 @@ new_uuid() { cat /proc/sys/kernel/random/uuid; }
 # volume replaced by its new image (format= dropped: the image's name says it; the other
 # options, size= among them, kept in their order); a disk with backup=0 commented out (it was
 # not in the backup); vmgenid always new (unless 0); with UNIQUE (1) new MAC addresses and a
-# new smbios1 uuid. Reads the config on stdin, writes the new one on stdout.
+# new smbios1 uuid (in its place). Reads the config on stdin, writes the new one on stdout.
 rewrite_config() { # UNIQUE
 	local line key value item sep out
 	local -a items
@@ -144,11 +144,13 @@ rewrite_config() { # UNIQUE
 				IFS=, read -r -a items <<<"$value"
 				out='' sep=''
 				for item in "${items[@]}"; do
-					[[ $item != uuid=* ]] || continue
+					[[ $item != uuid=* ]] || item=uuid=$(new_uuid)
 					out+=$sep$item
 					sep=,
 				done
-				value=uuid=$(new_uuid)${out:+,$out}
+				# (None yet: one, first, as qemu-server's --unique adds it.)
+				[[ ,$out, == *,uuid=* ]] || out=uuid=$(new_uuid)${out:+,$out}
+				value=$out
 			fi
 			printf '%s: %s\n' "$key" "$value"
 			continue
