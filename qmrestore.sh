@@ -122,6 +122,7 @@ parse_restore_options() {
 	[ ${#args[@]} = 2 ] || die_usage "an archive and a VMID, and nothing else"
 	archive=${args[0]}
 	vmid=${args[1]}
+	[ "$archive" != - ] || die_usage "the archive must be a file: it is read twice (its config, then its disks)"
 	[[ $vmid =~ ^[1-9][0-9]{2,8}$ ]] || die_usage "invalid VMID: $vmid (100 to 999999999)"
 }
 

@@ -293,3 +293,12 @@ tpmstate0: $S/212/vm-212-disk-2.raw,size=64K,version=v2.0"
 	assert_equal "$stderr" "qmrestore.sh: VM 214 is locked (backup)"
 	assert_equal "$(tree)" "$before"
 }
+
+@test "a zstd-compressed archive is restored as the plain one; standard input is refused" {
+	zstd -q -c "$ARCHIVE" >"$BATS_TEST_TMPDIR/a.vma.zst"
+	run --separate-stderr -0 restore "$BATS_TEST_TMPDIR/a.vma.zst" 215
+	assert_equal "$(vz_disk_sha "$S/215/vm-215-disk-0.raw")" "$(cat "$VM/d0.sha")"
+	assert_equal "$(vz_disk_sha "$S/215/vm-215-disk-1.qcow2")" "$(cat "$VM/d1.sha")"
+	run --separate-stderr -2 restore - 216
+	assert_equal "${stderr_lines[0]}" "qmrestore.sh: the archive must be a file: it is read twice (its config, then its disks)"
+}
