@@ -138,14 +138,15 @@ check_target() {
 	opt_confdir=$(realpath -e -- "$opt_confdir")
 	conf_target=$opt_confdir/$vmid.conf
 	vm_dir=$opt_storage/$vmid
-	if [ -e "$conf_target" ] && [ "$opt_force" = 0 ]; then
-		fail "cannot restore VM $vmid: $conf_target exists (--force replaces the VM)"
-	fi
-	[ "$opt_force" = 1 ] || [ -d "$opt_rundir" ] || return 0
 	qmp_sock=$opt_rundir/$vmid.qmp
-	if [ "$opt_dry_run" = 0 ]; then
+	# (Without a run folder no VM of that VMID runs or is backed up: the lock is needed to
+	# replace one, --force.)
+	if [ "$opt_dry_run" = 0 ] && { [ "$opt_force" = 1 ] || [ -d "$opt_rundir" ]; }; then
 		[ -d "$opt_rundir" ] || fail "cannot lock VM $vmid: the run folder $opt_rundir does not exist"
 		vm_lock
+	fi
+	if [ -e "$conf_target" ] && [ "$opt_force" = 0 ]; then
+		fail "cannot restore VM $vmid: $conf_target exists (--force replaces the VM)"
 	fi
 	if [ -S "$qmp_sock" ] && qemu_alive; then
 		fail "cannot restore VM $vmid: it is running (QEMU answers on $qmp_sock)"
