@@ -302,3 +302,31 @@ tpmstate0: $S/212/vm-212-disk-2.raw,size=64K,version=v2.0"
 	run --separate-stderr -2 restore - 216
 	assert_equal "${stderr_lines[0]}" "qmrestore.sh: the archive must be a file: it is read twice (its config, then its disks)"
 }
+
+@test "SIGTERM to the restore's process group mid-restore: exit 1, nothing left" {
+	# A vma-extract that, once the disks are out, waits: the signal comes while the staging
+	# folder is full.
+	mkdir "$BATS_TEST_TMPDIR/bin"
+	cat >"$BATS_TEST_TMPDIR/bin/vma-extract" <<END
+#!/bin/bash
+"$VZ_BIN/vma-extract" "\$@" || exit
+case " \$* " in *" --no-progress "*) touch "$BATS_TEST_TMPDIR/extracted" && sleep 60 ;; esac
+END
+	chmod +x "$BATS_TEST_TMPDIR/bin/vma-extract"
+	before=$(tree)
+	PATH=$BATS_TEST_TMPDIR/bin:$PATH setsid "$TOP/qmrestore.sh" --storage "$S" --confdir "$C" \
+		--rundir "$W/run" "$ARCHIVE" 217 2>"$BATS_TEST_TMPDIR/err" 3>&- &
+	pid=$!
+	for ((i = 0; i < 300; i++)); do
+		[ ! -e "$BATS_TEST_TMPDIR/extracted" ] || break
+		sleep 0.1
+	done
+	[ -e "$BATS_TEST_TMPDIR/extracted" ] || fail "the disks were never extracted"
+	[ -n "$(ls -A "$S/217")" ] || fail "no staging folder during the restore"
+	kill -TERM -- "-$pid"
+	rc=0
+	wait "$pid" || rc=$?
+	assert_equal "$rc" 1
+	assert_equal "$(tail -n 1 "$BATS_TEST_TMPDIR/err")" "qmrestore.sh: interrupted by signal"
+	assert_equal "$(tree)" "$before"
+}
