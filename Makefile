@@ -32,7 +32,9 @@ SANITIZE ?= 0
 # Every folder holding C sources, other than these, is one tool of the same name.
 NOT_TOOLS := common tests bench build man fuzz
 TOOLS := $(filter-out $(NOT_TOOLS),$(patsubst %/,%,$(sort $(dir $(wildcard */*.c)))))
-SCRIPTS := vzdump.sh
+SCRIPTS := vzdump.sh qmrestore.sh
+# The commands dist/completion/vzdump-qemu.bash completes (install links it under each name).
+COMPLETED := $(TOOLS) vzdump.sh
 
 # Separate object trees per compiler and sanitizer setting, so switching never mixes them.
 BUILD ?= build/$(notdir $(CC))$(if $(filter 1,$(SANITIZE)),-san)
@@ -165,12 +167,14 @@ install: all
 	install -m 0755 $(BINS) $(DESTDIR)$(BINDIR)
 	install -d $(DESTDIR)$(LIBDIR)/vzdump
 	install -m 0644 $(wildcard lib/vzdump/*) $(DESTDIR)$(LIBDIR)/vzdump
-	sed 's|^INSTALLED_LIBDIR=$$|INSTALLED_LIBDIR=$(LIBDIR)/vzdump|' vzdump.sh >$(DESTDIR)$(BINDIR)/vzdump.sh
-	chmod 0755 $(DESTDIR)$(BINDIR)/vzdump.sh
+	for s in $(SCRIPTS); do \
+		sed 's|^INSTALLED_LIBDIR=$$|INSTALLED_LIBDIR=$(LIBDIR)/vzdump|' $$s >$(DESTDIR)$(BINDIR)/$$s && \
+		chmod 0755 $(DESTDIR)$(BINDIR)/$$s || exit 1; \
+	done
 	install -m 0644 $(wildcard man/*.1) $(DESTDIR)$(MANDIR)/man1
 	install -d $(DESTDIR)$(COMPLETIONDIR)
 	install -m 0644 dist/completion/vzdump-qemu.bash $(DESTDIR)$(COMPLETIONDIR)/vzdump-qemu
-	for c in $(TOOLS) $(SCRIPTS); do ln -sfn vzdump-qemu $(DESTDIR)$(COMPLETIONDIR)/$$c || exit 1; done
+	for c in $(COMPLETED); do ln -sfn vzdump-qemu $(DESTDIR)$(COMPLETIONDIR)/$$c || exit 1; done
 
 # dpkg-buildpackage builds in the tree it is given and writes the package beside that tree: it
 # is given a copy of this one, without build/ and .git, in build/deb/src, so that the package

@@ -52,6 +52,12 @@ teardown() {
 		cmp "$f" "$ROOT/usr/share/vzdump/${f##*/}" || fail "/usr/share/vzdump/${f##*/}"
 	done
 	grep -qx 'INSTALLED_LIBDIR=/usr/share/vzdump' "$ROOT/usr/bin/vzdump.sh"
+	# qmrestore.sh, the second driver, shares the library (it has no completion yet).
+	[ -x "$ROOT/usr/bin/qmrestore.sh" ] || fail "no /usr/bin/qmrestore.sh"
+	[ -f "$ROOT/usr/share/man/man1/qmrestore.sh.1.gz" ] || fail "no man page for qmrestore.sh"
+	grep -qx 'INSTALLED_LIBDIR=/usr/share/vzdump' "$ROOT/usr/bin/qmrestore.sh"
+	run -0 env PATH=/usr/bin:/bin "$ROOT/usr/bin/qmrestore.sh" --help
+	assert_line --index 0 --partial 'qmrestore.sh [--storage dir]'
 	for u in vzdump.service vzdump.timer vzdump@.service; do
 		cmp "$TOP/dist/$u" "$ROOT/lib/systemd/system/$u"
 	done
@@ -92,6 +98,12 @@ teardown() {
 	assert_equal "$(sha "$BATS_TEST_TMPDIR/x/disk-drive-virtio0.raw")" "$(cat "$VM/d.sha")"
 	run -0 "$ROOT/usr/bin/vma-extract" -c qemu-server.conf "$archive"
 	assert_line 'name: pkg'
+	# And as a VM again, by the installed qmrestore.sh.
+	mkdir "$BATS_TEST_TMPDIR/images"
+	run -0 env PATH=/usr/bin:/bin "$ROOT/usr/bin/qmrestore.sh" --storage "$BATS_TEST_TMPDIR/images" \
+		--confdir "$BATS_TEST_TMPDIR" --rundir "$BATS_TEST_TMPDIR" "$archive" 900
+	assert_equal "$(sha "$BATS_TEST_TMPDIR/images/900/vm-900-disk-0.raw")" "$(cat "$VM/d.sha")"
+	grep -qx 'name: pkg' "$BATS_TEST_TMPDIR/900.conf"
 }
 
 @test "the installed vzdump.sh finds its library beside it under ../share/vzdump, and its tools there" {

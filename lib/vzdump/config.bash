@@ -65,13 +65,22 @@ read_config() {
 		name) vm_name=$value ;;
 		bios) bios=$value ;;
 		agent) parse_agent "$value" ;;
-		ide[0-3] | sata[0-5] | scsi[0-9] | scsi[12][0-9] | scsi30 | virtio[0-9] | virtio1[0-5] | \
-			efidisk0 | tpmstate0)
+		*)
+			disk_key "$key" || continue
 			conf_disk_keys+=("$key")
 			conf_disk_value["$key"]=$value
 			;;
 		esac
 	done <"$conf_file"
+}
+
+# Whether a config key names a disk (qemu-server's drive keys).
+disk_key() { # KEY
+	case $1 in
+	ide[0-3] | sata[0-5] | scsi[0-9] | scsi[12][0-9] | scsi30 | virtio[0-9] | virtio1[0-5] | \
+		efidisk0 | tpmstate0) return 0 ;;
+	esac
+	return 1
 }
 
 # agent: 1 | 0 | [enabled=]1,freeze-fs=0,... (freeze-fs-on-backup is the old name)

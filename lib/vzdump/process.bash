@@ -14,9 +14,10 @@ find_tools() {
 	fi
 }
 
-check_tools() {
+check_tools() { # [TOOL...]: by default OUR_TOOLS
 	local tool
-	for tool in "${OUR_TOOLS[@]}"; do
+	[ $# -gt 0 ] || set -- "${OUR_TOOLS[@]}"
+	for tool in "$@"; do
 		if ! command -v "$tool" >/dev/null 2>&1; then
 			printf '%s: %s not found in %s or PATH\n' "$PROG" "$tool" "$SELF_DIR" >&2
 			exit 1

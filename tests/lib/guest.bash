@@ -11,7 +11,8 @@
 #       WORKDIR gets guestdisk.raw (64 MiB ext4, made if missing; the guest's /dev/vda on
 #       /mnt), console.log, qga.sock (the agent's chardev), qmp.sock, qemu.pid, qemu.out,
 #       qemu.err. The disk is node drive-virtio0 (over file node gfile) on the
-#       virtio-blk-pci device virtio0. Extra QEMU arguments are appended (more disks).
+#       virtio-blk-pci device virtio0; WORKDIR/guestdisk.qcow2 instead, as qcow2, when it
+#       exists (a restored disk). Extra QEMU arguments are appended (more disks).
 #   guest_stop WORKDIR
 #       quits QEMU through QMP, or kills it, and waits until it is gone.
 #   guest_exec WORKDIR PROGRAM [ARG...]
@@ -89,13 +90,17 @@ guest_build() {
 }
 
 guest_start() { # WORKDIR [QEMU-ARGS...]
-	local wd i pid
+	local wd i pid disk fmt=raw
 	wd=$(cd "$1" && pwd) || return 1
 	shift
 	if [ -z "${GUEST_KERNEL:-}" ] || [ -z "${GUEST_INITRD:-}" ]; then
 		guest_build || return 1
 	fi
-	if [ ! -e "$wd/guestdisk.raw" ]; then
+	disk=$wd/guestdisk.raw
+	if [ -e "$wd/guestdisk.qcow2" ]; then
+		disk=$wd/guestdisk.qcow2
+		fmt=qcow2
+	elif [ ! -e "$wd/guestdisk.raw" ]; then
 		truncate -s 64M "$wd/guestdisk.raw" && mkfs.ext4 -q -F "$wd/guestdisk.raw" || return 1
 	fi
 	rm -f "$wd/console.log" "$wd/qga.sock"
@@ -107,8 +112,8 @@ guest_start() { # WORKDIR [QEMU-ARGS...]
 		-device virtio-serial-pci,id=vser0 \
 		-chardev "socket,id=qga0,path=$wd/qga.sock,server=on,wait=off" \
 		-device virtserialport,bus=vser0.0,chardev=qga0,name=org.qemu.guest_agent.0 \
-		-blockdev "driver=file,node-name=gfile,filename=$wd/guestdisk.raw" \
-		-blockdev driver=raw,node-name=drive-virtio0,file=gfile \
+		-blockdev "driver=file,node-name=gfile,filename=$disk" \
+		-blockdev "driver=$fmt,node-name=drive-virtio0,file=gfile" \
 		-device virtio-blk-pci,drive=drive-virtio0,id=virtio0 \
 		"$@" || return 1
 	pid=$(cat "$wd/qemu.pid")
