@@ -48,15 +48,7 @@ make_nbd_archive() {
 
 # A writable qemu-nbd on SOCKET for the qcow2 IMAGE, which exits after its one client.
 nbd_rw() { # SOCKET IMAGE
-	local i
-	qemu-nbd --format=qcow2 --socket="$1" --pid-file="$1.pid" "$2" \
-		</dev/null >/dev/null 2>"$1.err" 3>&- &
-	for ((i = 0; i < 200; i++)); do
-		[ -S "$1" ] && [ -s "$1.pid" ] && return 0
-		sleep 0.05
-	done
-	cat "$1.err" >&2
-	return 1
+	nbd_start "$1" --format=qcow2 "$2"
 }
 
 # Waits for that qemu-nbd to have exited (its client gone), so the image can be read.

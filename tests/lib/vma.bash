@@ -14,16 +14,22 @@ vma_check() { "$VZ_PYTHON" "$TOP/tests/lib/vma_check.py" "$@"; }
 vma_corrupt() { "$VZ_PYTHON" "$TOP/tests/lib/vma_corrupt.py" "$@"; }
 vma_make() { "$VZ_PYTHON" "$TOP/tests/lib/vma_make.py" "$@"; }
 
-nbd_serve() { # SOCKET FORMAT IMAGE
-	local i
-	qemu-nbd --read-only --persistent --shared=4 --format="$2" --socket="$1" \
-		--pid-file="$1.pid" "$3" </dev/null >/dev/null 2>"$1.err" 3>&- &
+# A qemu-nbd on SOCKET with QEMU-NBD-ARGS, in the background, once it listens.
+nbd_start() { # SOCKET QEMU-NBD-ARGS...
+	local i sock=$1
+	shift
+	qemu-nbd --socket="$sock" --pid-file="$sock.pid" "$@" </dev/null >/dev/null 2>"$sock.err" 3>&- &
 	for ((i = 0; i < 200; i++)); do
-		[ -S "$1" ] && [ -s "$1.pid" ] && return 0
+		[ -S "$sock" ] && [ -s "$sock.pid" ] && return 0
 		sleep 0.05
 	done
-	cat "$1.err" >&2
+	cat "$sock.err" >&2
 	return 1
+}
+
+# IMAGE read-only, for several clients, until nbd_stop.
+nbd_serve() { # SOCKET FORMAT IMAGE
+	nbd_start "$1" --read-only --persistent --shared=4 --format="$2" "$3"
 }
 
 nbd_stop() { # SOCKET
