@@ -34,7 +34,7 @@ NOT_TOOLS := common tests bench build man fuzz
 TOOLS := $(filter-out $(NOT_TOOLS),$(patsubst %/,%,$(sort $(dir $(wildcard */*.c)))))
 SCRIPTS := vzdump.sh qmrestore.sh
 # The commands dist/completion/vzdump-qemu.bash completes (install links it under each name).
-COMPLETED := $(TOOLS) vzdump.sh
+COMPLETED := $(TOOLS) $(SCRIPTS)
 
 # Separate object trees per compiler and sanitizer setting, so switching never mixes them.
 BUILD ?= build/$(notdir $(CC))$(if $(filter 1,$(SANITIZE)),-san)

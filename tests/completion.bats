@@ -6,7 +6,7 @@
 # QEMU.
 
 COMPLETION=dist/completion/vzdump-qemu.bash
-COMMANDS=(qmpctl gafreeze vma-create vma-extract vzdump-prune vzdump-put vzdump.sh)
+COMMANDS=(qmpctl gafreeze vma-create vma-extract vzdump-prune vzdump-put vzdump.sh qmrestore.sh)
 
 setup() {
 	load lib/common
@@ -52,7 +52,7 @@ lines() { printf '%s\n' "$@"; }
 		assert_equal "$(readlink "$dir/$c")" vzdump-qemu
 	done
 	assert_equal "$(ls "$dir" | LC_ALL=C sort | tr '\n' ' ')" \
-		"gafreeze qmpctl vma-create vma-extract vzdump-prune vzdump-put vzdump-qemu vzdump.sh "
+		"gafreeze qmpctl qmrestore.sh vma-create vma-extract vzdump-prune vzdump-put vzdump-qemu vzdump.sh "
 }
 
 @test "vma-extract --: exactly its long options; -: its short ones too" {
@@ -220,4 +220,16 @@ s = socket.socket(socket.AF_UNIX); s.bind(sys.argv[1]); s.listen(8); time.sleep(
 	# No socket at all: qmpctl is not even run.
 	quick qmpctl -s nothing.sock query
 	quick qmpctl query
+}
+
+@test "qmrestore.sh: its own options, its fixed values and folders, archives first" {
+	expected=$("$TOP/qmrestore.sh" --long-options | grep -vxE -- '--(long|short)-options' | LC_ALL=C sort)
+	assert_equal "$(comp "$TOP/qmrestore.sh" --)" "$expected"
+	grep -qxF -- --unique <<<"$expected" || fail "$expected"
+	assert_equal "$(comp qmrestore.sh --format '')" "$(lines qcow2 raw)"
+	mkdir -p a/sub
+	touch a/b.vma a/c.vma.zst a/h.txt
+	assert_equal "$(comp qmrestore.sh --force a/)" "$(lines a/b.vma a/c.vma.zst a/sub)"
+	assert_equal "$(comp qmrestore.sh --storage a/)" a/sub
+	assert_equal "$(comp qmrestore.sh a/b.vma '')" ""
 }

@@ -376,6 +376,22 @@ _vzq_vzdump() { # COMMAND
 	return 0
 }
 
+_vzq_qmrestore() { # COMMAND
+	_vzq_parse "--storage --confdir --rundir --format"
+	case $vzq_valopt in
+	--storage | --confdir | --rundir) _vzq_dirs ;;
+	--format) _vzq_words raw qcow2 ;;
+	esac
+	[ -z "$vzq_valopt" ] || return 0
+	if [ "$vzq_dashdash" -lt 0 ] && [[ $vzq_cur == -* ]]; then
+		# (It lists its options as the C tools do.)
+		_vzq_tool_options "$1"
+	elif [ ${#vzq_args[@]} -eq 0 ]; then
+		_vzq_archives
+	fi
+	return 0
+}
+
 # The one completion function, for every command: bash calls it with the command's name.
 _vzq_complete() { # COMMAND WORD PREVIOUS-WORD
 	# What _vzq_parse sets, for the functions called from here only.
@@ -391,8 +407,10 @@ _vzq_complete() { # COMMAND WORD PREVIOUS-WORD
 	vzdump-prune) _vzq_vzdump_prune "$cmd" ;;
 	vzdump-put) _vzq_vzdump_put "$cmd" ;;
 	vzdump.sh) _vzq_vzdump "$cmd" ;;
+	qmrestore.sh) _vzq_qmrestore "$cmd" ;;
 	esac
 	return 0
 }
 
-complete -F _vzq_complete qmpctl gafreeze vma-create vma-extract vzdump-prune vzdump-put vzdump.sh
+complete -F _vzq_complete qmpctl gafreeze vma-create vma-extract vzdump-prune vzdump-put vzdump.sh \
+	qmrestore.sh
