@@ -38,7 +38,7 @@ source "$LIBDIR/restore.bash"
 usage() {
 	cat <<'END'
 qmrestore.sh [--storage dir] [--confdir dir] [--rundir dir] [--format raw | qcow2]
-[--force] [--unique] [--dry-run] [--json] archive vmid
+[--target key=device] [--force] [--unique] [--dry-run] [--json] archive vmid
 END
 }
 
@@ -48,7 +48,9 @@ opt_format=
 opt_force=0
 opt_unique=0
 opt_dry_run=0
-archive=
+declare -A opt_target=() # --target KEY=DEVICE: the block device disk KEY is restored onto
+archive=         # a file, or - for standard input (read once: staged whole, then planned)
+archive_devices= # its devices, as `vma-extract -l --json` lists them
 conf_target=     # CONFDIR/VMID.conf
 vm_dir=          # STORAGE/VMID
 made_vm_dir=0    # we created it
@@ -60,7 +62,7 @@ committed=0      # the config is in place: nothing is undone from then on
 err_dir=         # a private folder for the tools' stderr (not the storage: it may be full)
 json_fd=1
 
-LONG_OPTIONS=(--storage --confdir --rundir --format --force --unique --dry-run --json --help)
+LONG_OPTIONS=(--storage --confdir --rundir --format --target --force --unique --dry-run --json --help)
 
 parse_restore_options() {
 	local arg name value
@@ -89,9 +91,9 @@ parse_restore_options() {
 			args+=("$@")
 			break
 			;;
-		--storage* | --confdir* | --rundir* | --format*)
+		--storage* | --confdir* | --rundir* | --format* | --target*)
 			name=${arg%%=*}
-			[[ " --storage --confdir --rundir --format " == *" $name "* ]] ||
+			[[ " --storage --confdir --rundir --format --target " == *" $name "* ]] ||
 				die_usage "unknown option: $arg"
 			if [ "$name" != "$arg" ]; then
 				value=${arg#*=}
@@ -104,6 +106,14 @@ parse_restore_options() {
 			--format)
 				[[ $value == @(raw|qcow2) ]] || die_usage "--format must be raw or qcow2, not '$value'"
 				opt_format=$value
+				;;
+			--target)
+				if ! [[ $value =~ ^([a-z]+[0-9]+)=(/.+)$ ]] || ! disk_key "${BASH_REMATCH[1]}"; then
+					die_usage "--target needs KEY=DEVICE, a disk key and a block device's absolute path, not '$value'"
+				fi
+				[ -z "${opt_target[${BASH_REMATCH[1]}]+set}" ] ||
+					die_usage "--target ${BASH_REMATCH[1]} given twice"
+				opt_target[${BASH_REMATCH[1]}]=${BASH_REMATCH[2]}
 				;;
 			*)
 				[ -n "$value" ] || die_usage "$name needs a folder, not ''"
@@ -122,16 +132,23 @@ parse_restore_options() {
 	[ ${#args[@]} = 2 ] || die_usage "an archive and a VMID, and nothing else"
 	archive=${args[0]}
 	vmid=${args[1]}
-	[ "$archive" != - ] || die_usage "the archive must be a file: it is read twice (its config, then its disks)"
+	# (vma-extract writes a device in place only after a first pass checked the archive.)
+	[ "$archive" != - ] || [ ${#opt_target[@]} = 0 ] ||
+		die_usage "--target needs an archive file: a device is written only after the archive is checked, a second read"
 	[[ $vmid =~ ^[1-9][0-9]{2,8}$ ]] || die_usage "invalid VMID: $vmid (100 to 999999999)"
 }
 
 # The folders and the VM: the config must not exist (but with --force), the VM must not run
 # (under its backup lock, the one vzdump.sh takes, held until exit).
 check_target() {
-	if [ ! -f "$archive" ] || [ ! -r "$archive" ]; then
+	local key
+	if [ "$archive" != - ] && { [ ! -f "$archive" ] || [ ! -r "$archive" ]; }; then
 		fail "$archive: cannot read the archive: no such file"
 	fi
+	for key in "${!opt_target[@]}"; do
+		[ -b "${opt_target[$key]}" ] ||
+			fail "${opt_target[$key]}: cannot restore disk '$key' onto it: not a block device"
+	done
 	[ -d "$opt_storage" ] || fail "$opt_storage: cannot restore into the storage folder: no such folder"
 	opt_storage=$(realpath -e -- "$opt_storage")
 	[ -d "$opt_confdir" ] || fail "$opt_confdir: cannot write the VM's config: no such folder"
@@ -155,18 +172,67 @@ check_target() {
 	[ ! -e "$conf_target" ] || read_config
 }
 
+# Standard input, read once: the whole archive (its disks and config files) into the staging
+# folder's x/ by vma-extract's DIR form, which renames its files only once the whole stream is
+# read and checked. The plan is then made from what is there.
+stage_archive() {
+	local err=$err_dir/extract.err
+	info "reading the archive from standard input"
+	run_extract "$err" - "$staging/x" ||
+		fail "$archive: cannot restore the disks$(tool_why "$err")"
+}
+
+# The archive's devices (as `vma-extract -l --json` lists them) and its config (archive_conf),
+# from the archive file, from the staged archive (standard input), or, for --dry-run from
+# standard input, from its header alone: read by two vma-extracts at once through tee, the
+# rest of the stream left unread.
+read_archive() {
+	local err=$err_dir/plan.err f dev fifo=$err_dir/config.fifo pid
+	if [ "$archive" != - ]; then
+		archive_devices=$(vma-extract -l --json "$archive" 2>"$err") ||
+			fail "$archive: cannot read the archive$(tool_why "$err")"
+		archive_conf=$(vma-extract -c qemu-server.conf "$archive" 2>"$err") ||
+			fail "$archive: cannot read the config in the archive$(tool_why "$err")"
+	elif [ -n "$staging" ]; then
+		[ -f "$staging/x/qemu-server.conf" ] ||
+			fail "$archive: cannot read the config in the archive: no config 'qemu-server.conf' in the archive"
+		archive_conf=$(cat -- "$staging/x/qemu-server.conf") ||
+			fail "$archive: cannot read the config in the archive"
+		archive_devices=
+		for f in "$staging/x"/disk-*.raw; do
+			[ -e "$f" ] || continue
+			dev=${f##*/disk-}
+			archive_devices+=$(jq -nc --arg n "${dev%.raw}" --argjson s "$(stat -c %s -- "$f")" \
+				'{name: $n, size: $s}')
+		done
+		archive_devices=$(jq -sc '{devices: .}' <<<"$archive_devices")
+	else
+		mkfifo -- "$fifo" || fail "cannot make a FIFO in $err_dir"
+		vma-extract -c qemu-server.conf - <"$fifo" >"$err_dir/config" 2>"$err_dir/config.err" &
+		pid=$!
+		archive_devices=$(tee -p -- "$fifo" | vma-extract -l --json - 2>"$err") ||
+			fail "$archive: cannot read the archive$(tool_why "$err")"
+		wait "$pid" || fail "$archive: cannot read the config in the archive$(tool_why "$err_dir/config.err")"
+		archive_conf=$(cat -- "$err_dir/config")
+	fi
+}
+
 # The archive's devices and config, the disks to restore and their new images.
 plan_restore() {
-	local devices err=$err_dir/plan.err key old
-	devices=$(vma-extract -l --json "$archive" 2>"$err") ||
-		fail "$archive: cannot read the archive$(tool_why "$err")"
-	archive_conf=$(vma-extract -c qemu-server.conf "$archive" 2>"$err") ||
-		fail "$archive: cannot read the config in the archive$(tool_why "$err")"
-	parse_archive_config "$devices"
+	local key old
+	read_archive
+	parse_archive_config "$archive_devices"
 	plan_images "$opt_storage" "$vmid" "$opt_format"
+	# A disk restored onto a block device: raw, the device's path in the config.
+	for key in "${!opt_target[@]}"; do
+		[ -n "${map_dev[$key]+set}" ] || fail "--target $key: the archive has no disk '$key'"
+		new_image[$key]=${opt_target[$key]}
+		new_fmt[$key]=raw
+	done
 	# An image of that name must be the old config's own (--force replaces it), never a file
 	# no config names.
 	for key in "${map_keys[@]}"; do
+		[ -z "${opt_target[$key]+set}" ] || continue
 		[ -e "${new_image[$key]}" ] || [ -L "${new_image[$key]}" ] || continue
 		for old in "${conf_disk_keys[@]}"; do
 			[ "$(drive_volume "${conf_disk_value[$old]}")" != "${new_image[$key]}" ] || continue 2
@@ -199,27 +265,54 @@ print_json() {
 		 size: ($f[$i + 4] | tonumber)}]}' --args "${fields[@]}" >&"$json_fd"
 }
 
+# vma-extract ARGS..., its stderr (with the progress meter it shows on a terminal) on the
+# terminal when stderr is one, and then its message is on the line above ours; otherwise into
+# ERR-FILE, for tool_why, and no meter.
+run_extract() { # ERR-FILE ARGS...
+	local err=$1
+	shift
+	: >"$err"
+	if [ -t 2 ]; then
+		vma-extract "$@"
+	else
+		vma-extract "$@" 2>"$err"
+	fi
+}
+
 # The one step that gets each device's raw bytes out of the archive: DEVICE=PATH each, PATH a
-# new file in the staging folder. For now vma-extract restores the whole archive into a folder
-# of the staging folder, and each disk is renamed from there (the same file system).
+# new file in the staging folder or a block device (--target). From a file, vma-extract's
+# name=target form writes each one (a device only after a first pass checked the archive: the
+# device is then untouched by a damaged one); from standard input, each disk is renamed from
+# the staged archive (the same file system).
 extract_devices() { # ARCHIVE DEVICE=PATH...
 	local a=$1 pair err=$err_dir/extract.err
 	shift
-	vma-extract --no-progress "$a" "$staging/x" 2>"$err" ||
-		fail "$a: cannot restore the disks$(tool_why "$err")"
-	for pair in "$@"; do
-		mv -T -- "$staging/x/disk-${pair%%=*}.raw" "${pair#*=}" ||
-			fail "cannot move the disk ${pair%%=*} into place"
-	done
-	rm -rf -- "$staging/x"
+	if [ "$a" = - ]; then
+		for pair in "$@"; do
+			mv -T -- "$staging/x/disk-${pair%%=*}.raw" "${pair#*=}" ||
+				fail "cannot move the disk ${pair%%=*} into place"
+		done
+		rm -rf -- "$staging/x"
+	else
+		run_extract "$err" "$a" "$@" || fail "$a: cannot restore the disks$(tool_why "$err")"
+	fi
 }
 
-# Every disk into its new image in the staging folder, STAGING/N.FORMAT.
+# Every disk into its new image in the staging folder, STAGING/N.FORMAT (or onto its --target
+# device). A qcow2 image is restored raw, then converted: writing every byte twice, but faster
+# than vma-extract's qcow2 through qemu-nbd (`vma-extract --format qcow2`, the same path as a
+# name=nbd+unix:// target), measured on a 512 MiB disk on this 2-core machine under a CI load:
+# 256 MiB of data in 4 MiB runs, raw + convert 0.61-0.70 s (convert 0.23-0.28 s) against
+# 0.99-1.15 s; all 512 MiB random, 0.98-1.95 s (convert 0.28-0.30 s) against 3.05-3.91 s.
 restore_images() {
 	local key n=0 err=$err_dir/convert.err
 	local -a pairs=()
 	for key in "${map_keys[@]}"; do
-		pairs+=("${map_dev[$key]}=$staging/$n.raw")
+		if [ -n "${opt_target[$key]+set}" ]; then
+			pairs+=("${map_dev[$key]}=${opt_target[$key]}")
+		else
+			pairs+=("${map_dev[$key]}=$staging/$n.raw")
+		fi
 		n=$((n + 1))
 	done
 	info "restoring ${#map_keys[@]} disk(s) from '$archive'"
@@ -246,6 +339,10 @@ commit_restore() {
 		fail "$conf_target: cannot write the config"
 	for key in "${map_keys[@]}"; do
 		final=${new_image[$key]}
+		if [ -n "${opt_target[$key]+set}" ]; then
+			n=$((n + 1))
+			continue
+		fi
 		if [ -e "$final" ] || [ -L "$final" ]; then
 			mv -T -- "$final" "$staging/old-$n" || fail "$final: cannot move the old image aside"
 			moved_aside[$final]=$staging/old-$n
@@ -281,21 +378,34 @@ tool_why() { # FILE
 	[ -z "$why" ] || printf ': %s' "$why"
 }
 
-restore_vm() {
-	err_dir=$(mktemp -d) || fail "cannot create a private folder under ${TMPDIR:-/tmp}"
-	check_target
-	plan_restore
-	if [ "$opt_dry_run" = 1 ]; then
-		if [ "$opt_json" = 1 ]; then print_json; else print_plan; fi
-		return 0
-	fi
-	info "restore vma archive: $archive to VM $vmid"
+# The VM's image folder (made if missing, for the undo) and the staging folder in it.
+make_staging() {
 	if [ ! -d "$vm_dir" ]; then
 		mkdir -- "$vm_dir" || fail "$vm_dir: cannot create the VM's image folder"
 		made_vm_dir=1
 	fi
 	staging=$(mktemp -d "$vm_dir/.qmrestore.XXXXXX") ||
 		fail "$vm_dir: cannot create a staging folder"
+}
+
+restore_vm() {
+	err_dir=$(mktemp -d) || fail "cannot create a private folder under ${TMPDIR:-/tmp}"
+	check_target
+	# (Standard input is staged whole first; its plan is made from what was staged.)
+	if [ "$archive" = - ] && [ "$opt_dry_run" = 0 ]; then
+		info "restore vma archive: $archive to VM $vmid"
+		make_staging
+		stage_archive
+	fi
+	plan_restore
+	if [ "$opt_dry_run" = 1 ]; then
+		if [ "$opt_json" = 1 ]; then print_json; else print_plan; fi
+		return 0
+	fi
+	if [ -z "$staging" ]; then
+		info "restore vma archive: $archive to VM $vmid"
+		make_staging
+	fi
 	restore_images
 	commit_restore
 	rm -rf -- "$staging"

@@ -232,4 +232,7 @@ s = socket.socket(socket.AF_UNIX); s.bind(sys.argv[1]); s.listen(8); time.sleep(
 	assert_equal "$(comp qmrestore.sh --force a/)" "$(lines a/b.vma a/c.vma.zst a/sub)"
 	assert_equal "$(comp qmrestore.sh --storage a/)" a/sub
 	assert_equal "$(comp qmrestore.sh a/b.vma '')" ""
+	# --target key=device (bash splits the word at '='): the device's path after it.
+	assert_equal "$(comp qmrestore.sh --target scsi0 = a/s)" a/sub
+	assert_equal "$(comp qmrestore.sh --target scsi0 =)" "$(lines a)"
 }

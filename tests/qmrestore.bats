@@ -48,11 +48,12 @@ setup() {
 	S=$BATS_TEST_TMPDIR/store
 	C=$BATS_TEST_TMPDIR/conf
 	mkdir -p "$S" "$C"
-	MNT=
+	MNT= LOOPDEV=
 }
 
 teardown() {
 	[ -z "$MNT" ] || umount "$MNT" 2>/dev/null || true
+	[ -z "$LOOPDEV" ] || losetup -d "$LOOPDEV" 2>/dev/null || true
 }
 
 # qmrestore.sh into this test's storage and config folders, with the shared run folder.
@@ -294,23 +295,131 @@ tpmstate0: $S/212/vm-212-disk-2.raw,size=64K,version=v2.0"
 	assert_equal "$(tree)" "$before"
 }
 
-@test "a zstd-compressed archive is restored as the plain one; standard input is refused" {
+@test "a zstd-compressed archive is restored as the plain one" {
 	zstd -q -c "$ARCHIVE" >"$BATS_TEST_TMPDIR/a.vma.zst"
 	run --separate-stderr -0 restore "$BATS_TEST_TMPDIR/a.vma.zst" 215
 	assert_equal "$(vz_disk_sha "$S/215/vm-215-disk-0.raw")" "$(cat "$VM/d0.sha")"
 	assert_equal "$(vz_disk_sha "$S/215/vm-215-disk-1.qcow2")" "$(cat "$VM/d1.sha")"
-	run --separate-stderr -2 restore - 216
-	assert_equal "${stderr_lines[0]}" "qmrestore.sh: the archive must be a file: it is read twice (its config, then its disks)"
+}
+
+# The config of the first test's restore, for VM VMID (its vmgenid read back, checked new).
+expected_plain_config() { # VMID
+	local gen
+	gen=$(sed -n 's/^vmgenid: //p' "$C/$1.conf")
+	[[ $gen =~ ^$UUID$ ]] && [ "$gen" != 0b6b4f58-aaaa-bbbb-cccc-ddddeeeeffff ] || fail "vmgenid: $gen"
+	expected_config "$S/$1/vm-$1-disk-0.raw" "$S/$1/vm-$1-disk-1.qcow2" "$gen" \
+		'virtio=BC:24:11:12:34:56,bridge=vmbr0,firewall=1' \
+		'e1000,bridge=vmbr1,macaddr=BC:24:11:AB:CD:EF' \
+		'uuid=6e0e0e3c-1111-2222-3333-444455556666,manufacturer=YWNtZQ==,base64=1'
+}
+
+@test "standard input, plain and zstd: read once, the same images and config as from the file" {
+	run --separate-stderr -0 bash -c 'cat "$1" | "$2" --storage "$3" --confdir "$4" --rundir "$5" - 220' \
+		_ "$ARCHIVE" "$TOP/qmrestore.sh" "$S" "$C" "$W/run"
+	assert_output ""
+	assert_equal "$(find "$C" "$S" | LC_ALL=C sort)" "$C
+$C/220.conf
+$S
+$S/220
+$S/220/vm-220-disk-0.raw
+$S/220/vm-220-disk-1.qcow2"
+	assert_equal "$(vz_disk_sha "$S/220/vm-220-disk-0.raw")" "$(cat "$VM/d0.sha")"
+	assert_equal "$(vz_disk_sha "$S/220/vm-220-disk-1.qcow2")" "$(cat "$VM/d1.sha")"
+	assert_equal "$(qemu-img info --output=json "$S/220/vm-220-disk-1.qcow2" | jq -r .format)" qcow2
+	assert_equal "$(cat "$C/220.conf")" "$(expected_plain_config 220)"
+	assert_equal "$stderr" "INFO: restore vma archive: - to VM 220
+INFO: reading the archive from standard input
+INFO: restoring 2 disk(s) from '-'
+INFO: disk 'virtio0' (drive-virtio0): $S/220/vm-220-disk-0.raw (raw, 64M)
+INFO: disk 'scsi0' (drive-scsi0): $S/220/vm-220-disk-1.qcow2 (qcow2, 104861184)
+INFO: wrote $C/220.conf
+INFO: restore of VM 220 finished"
+	# The .vma.zst itself piped in: vma-extract decompresses it.
+	zstd -q -c "$ARCHIVE" >"$BATS_TEST_TMPDIR/a.vma.zst"
+	run --separate-stderr -0 bash -c 'cat "$1" | "$2" --storage "$3" --confdir "$4" --rundir "$5" - 221' \
+		_ "$BATS_TEST_TMPDIR/a.vma.zst" "$TOP/qmrestore.sh" "$S" "$C" "$W/run"
+	assert_equal "$(vz_disk_sha "$S/221/vm-221-disk-0.raw")" "$(cat "$VM/d0.sha")"
+	assert_equal "$(vz_disk_sha "$S/221/vm-221-disk-1.qcow2")" "$(cat "$VM/d1.sha")"
+	assert_equal "$(cat "$C/221.conf")" "$(expected_plain_config 221)"
+	assert_equal "$(ls -A "$S/221")" "vm-221-disk-0.raw
+vm-221-disk-1.qcow2"
+}
+
+@test "standard input cut short: a clear error, exit 1, nothing left" {
+	before=$(tree)
+	run --separate-stderr -1 bash -c '"$1" --storage "$2" --confdir "$3" --rundir "$4" - 222 <"$5"' \
+		_ "$TOP/qmrestore.sh" "$S" "$C" "$W/run" "$W/truncated.vma"
+	assert_output ""
+	assert_equal "${stderr_lines[-1]}" "qmrestore.sh: -: cannot restore the disks: offset $(stat -c %s "$W/truncated.vma"): archive truncated inside extent data"
+	assert_equal "$(tree)" "$before"
+	# An existing config is refused before standard input is read: the stream stays unread.
+	echo 'name: old' >"$C/223.conf"
+	before=$(tree)
+	printf unread >"$BATS_TEST_TMPDIR/stream"
+	run --separate-stderr -1 bash -c '{ "$1" --storage "$2" --confdir "$3" --rundir "$4" - 223
+		rc=$? && cat && exit "$rc"; } <"$5"' _ "$TOP/qmrestore.sh" "$S" "$C" "$W/run" "$BATS_TEST_TMPDIR/stream"
+	assert_output "unread"
+	assert_equal "$stderr" "qmrestore.sh: cannot restore VM 223: $C/223.conf exists (--force replaces the VM)"
+}
+
+@test "--dry-run from standard input: the plan from the archive's header, nothing written" {
+	before=$(tree)
+	run --separate-stderr -0 bash -c 'zstd -q -c "$1" | "$2" --storage "$3" --confdir "$4" --rundir "$5" --dry-run - 224' \
+		_ "$ARCHIVE" "$TOP/qmrestore.sh" "$S" "$C" "$W/run"
+	assert_output "virtio0: drive-virtio0 -> $S/224/vm-224-disk-0.raw (raw, 64M)
+scsi0: drive-scsi0 -> $S/224/vm-224-disk-1.qcow2 (qcow2, 104861184)
+config: $C/224.conf"
+	assert_equal "$stderr" ""
+	assert_equal "$(tree)" "$before"
+}
+
+@test "--target: refused from standard input, for a key the archive lacks, and onto a non-device" {
+	run --separate-stderr -2 restore --target scsi0=/dev/null - 225
+	assert_equal "${stderr_lines[0]}" "qmrestore.sh: --target needs an archive file: a device is written only after the archive is checked, a second read"
+	run --separate-stderr -2 restore --target scsi0 "$ARCHIVE" 225
+	assert_equal "${stderr_lines[0]}" "qmrestore.sh: --target needs KEY=DEVICE, a disk key and a block device's absolute path, not 'scsi0'"
+	run --separate-stderr -2 restore --target net0=/dev/x "$ARCHIVE" 225
+	assert_equal "${stderr_lines[0]}" "qmrestore.sh: --target needs KEY=DEVICE, a disk key and a block device's absolute path, not 'net0=/dev/x'"
+	run --separate-stderr -2 restore --target scsi0=/dev/a --target=scsi0=/dev/b "$ARCHIVE" 225
+	assert_equal "${stderr_lines[0]}" "qmrestore.sh: --target scsi0 given twice"
+	before=$(tree)
+	touch "$BATS_TEST_TMPDIR/file"
+	run --separate-stderr -1 restore --target "scsi0=$BATS_TEST_TMPDIR/file" "$ARCHIVE" 225
+	assert_equal "$stderr" "qmrestore.sh: $BATS_TEST_TMPDIR/file: cannot restore disk 'scsi0' onto it: not a block device"
+	[ "$(id -u)" = 0 ] && [ -b /dev/loop-control ] || return 0
+	dev=$(losetup -f --show "$BATS_TEST_TMPDIR/file" 2>/dev/null) || return 0
+	run --separate-stderr -1 restore --target "scsi3=$dev" "$ARCHIVE" 225
+	losetup -d "$dev"
+	assert_equal "$stderr" "qmrestore.sh: --target scsi3: the archive has no disk 'scsi3'"
+	assert_equal "$(tree)" "$before"
+}
+
+@test "--target: disk scsi0 onto a loop device, verified first; the config names the device" {
+	[ "$(id -u)" = 0 ] || skip "losetup needs root"
+	truncate -s 104861184 "$BATS_TEST_TMPDIR/dev.img"
+	LOOPDEV=$(losetup -f --show "$BATS_TEST_TMPDIR/dev.img") || skip "losetup -f failed: no loop device here"
+	# A damaged archive leaves the device untouched: vma-extract checks it whole first.
+	printf 'old bytes' | dd of="$LOOPDEV" conv=notrunc status=none
+	before=$(tree)
+	run --separate-stderr -1 restore --target "scsi0=$LOOPDEV" "$W/truncated.vma" 226
+	assert_equal "$(tree)" "$before"
+	assert_equal "$(head -c 9 "$LOOPDEV")" "old bytes"
+	run --separate-stderr -0 restore --target "scsi0=$LOOPDEV" "$ARCHIVE" 226
+	assert_equal "$(ls -A "$S/226")" "vm-226-disk-0.raw"
+	assert_equal "$(vz_disk_sha "$S/226/vm-226-disk-0.raw")" "$(cat "$VM/d0.sha")"
+	assert_equal "$(vz_disk_sha "$LOOPDEV")" "$(cat "$VM/d1.sha")"
+	grep -qx "scsi0: $LOOPDEV,discard=on,size=104861184" "$C/226.conf" || fail "$(cat "$C/226.conf")"
+	grep -qxF "INFO: disk 'scsi0' (drive-scsi0): $LOOPDEV (raw, 104861184)" <<<"$stderr" || fail "$stderr"
 }
 
 @test "SIGTERM to the restore's process group mid-restore: exit 1, nothing left" {
-	# A vma-extract that, once the disks are out, waits: the signal comes while the staging
-	# folder is full.
+	# A vma-extract that, once the disks are out (its name=target form), waits: the signal
+	# comes while the staging folder is full.
 	mkdir "$BATS_TEST_TMPDIR/bin"
 	cat >"$BATS_TEST_TMPDIR/bin/vma-extract" <<END
 #!/bin/bash
 "$VZ_BIN/vma-extract" "\$@" || exit
-case " \$* " in *" --no-progress "*) touch "$BATS_TEST_TMPDIR/extracted" && sleep 60 ;; esac
+case " \$* " in *" drive-"*) touch "$BATS_TEST_TMPDIR/extracted" && sleep 60 ;; esac
 END
 	chmod +x "$BATS_TEST_TMPDIR/bin/vma-extract"
 	before=$(tree)

@@ -377,13 +377,17 @@ _vzq_vzdump() { # COMMAND
 }
 
 _vzq_qmrestore() { # COMMAND
-	_vzq_parse "--storage --confdir --rundir --format"
+	_vzq_parse "--storage --confdir --rundir --format --target"
 	case $vzq_valopt in
 	--storage | --confdir | --rundir) _vzq_dirs ;;
 	--format) _vzq_words raw qcow2 ;;
 	esac
 	[ -z "$vzq_valopt" ] || return 0
-	if [ "$vzq_dashdash" -lt 0 ] && [[ $vzq_cur == -* ]]; then
+	if [ "${COMP_WORDS[COMP_CWORD - 1]}" = = ] || [ "$vzq_cur" = = ]; then
+		# --target key=device: the block device's path.
+		[ "$vzq_cur" != = ] || vzq_cur=
+		_vzq_files
+	elif [ "$vzq_dashdash" -lt 0 ] && [[ $vzq_cur == -* ]]; then
 		# (It lists its options as the C tools do.)
 		_vzq_tool_options "$1"
 	elif [ ${#vzq_args[@]} -eq 0 ]; then
