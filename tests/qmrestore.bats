@@ -439,3 +439,29 @@ END
 	assert_equal "$(tail -n 1 "$BATS_TEST_TMPDIR/err")" "qmrestore.sh: interrupted by signal"
 	assert_equal "$(tree)" "$before"
 }
+
+@test "on a terminal vma-extract's progress line shows between the log lines; not otherwise" {
+	# (Not a terminal: the first test's stderr is the log lines alone.)
+	SHELL=/bin/bash script -qefc "'$TOP/qmrestore.sh' --storage '$S' --confdir '$C' --rundir '$W/run' '$ARCHIVE' 230" \
+		/dev/null </dev/null >"$BATS_TEST_TMPDIR/tty.raw" 3>&-
+	sed 's/\r$//' "$BATS_TEST_TMPDIR/tty.raw" >"$BATS_TEST_TMPDIR/tty"
+	mapfile -t lines <"$BATS_TEST_TMPDIR/tty"
+	assert_equal "${#lines[@]}" 7
+	assert_equal "${lines[0]}" "INFO: restore vma archive: $ARCHIVE to VM 230"
+	assert_equal "${lines[1]}" "INFO: restoring 2 disk(s) from '$ARCHIVE'"
+	# The meter's line: states each after a '\r', the last the final one.
+	[ "${lines[2]:0:1}" = $'\r' ] || fail "no meter: $(cat -A "$BATS_TEST_TMPDIR/tty")"
+	[[ ${lines[2]##*$'\r'} =~ ^100%\ \(164\.0\ MiB\ of\ 164\.0\ MiB\)\ in\ [0-9hms\ ]+,\ [0-9.]+\ (B|KiB|MiB|GiB)/s\ *$ ]] ||
+		fail "final state: $(cat -A "$BATS_TEST_TMPDIR/tty")"
+	assert_equal "${lines[3]}" "INFO: disk 'virtio0' (drive-virtio0): $S/230/vm-230-disk-0.raw (raw, 64M)"
+	assert_equal "${lines[6]}" "INFO: restore of VM 230 finished"
+	assert_equal "$(vz_disk_sha "$S/230/vm-230-disk-0.raw")" "$(cat "$VM/d0.sha")"
+	# From standard input too, while the archive is staged.
+	SHELL=/bin/bash script -qefc "cat '$ARCHIVE' | '$TOP/qmrestore.sh' --storage '$S' --confdir '$C' --rundir '$W/run' - 231" \
+		/dev/null </dev/null >"$BATS_TEST_TMPDIR/tty.raw" 3>&-
+	sed 's/\r$//' "$BATS_TEST_TMPDIR/tty.raw" >"$BATS_TEST_TMPDIR/tty"
+	mapfile -t lines <"$BATS_TEST_TMPDIR/tty"
+	assert_equal "${lines[1]}" "INFO: reading the archive from standard input"
+	[[ ${lines[2]##*$'\r'} =~ ^100%\ \(164\.0\ MiB\ of\ 164\.0\ MiB\) ]] || fail "$(cat -A "$BATS_TEST_TMPDIR/tty")"
+	assert_equal "${lines[-1]}" "INFO: restore of VM 231 finished"
+}
