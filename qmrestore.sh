@@ -410,6 +410,8 @@ restore_vm() {
 	commit_restore
 	rm -rf -- "$staging"
 	staging=
+	# (Every disk onto a --target device: no image folder made for nothing.)
+	[ "$made_vm_dir" = 0 ] || rmdir -- "$vm_dir" 2>/dev/null || :
 	[ "$opt_json" = 0 ] || print_json
 	info "restore of VM $vmid finished"
 }

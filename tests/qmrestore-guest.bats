@@ -1,15 +1,21 @@
 #!/usr/bin/env bats
 # shellcheck disable=SC2154 # bats sets $stderr
 # The boot proof of qmrestore.sh: the real tiny test guest (TCG, its own qemu-ga) gets a marker
-# file on its ext4 disk, is backed up live by vzdump.sh, and restored by qmrestore.sh as a new
-# VM in qcow2; QEMU started on the restored image boots the guest, whose agent answers and
-# reads the marker back. Slow (two guest boots).
+# file on its ext4 disk and is backed up live by vzdump.sh, once for the file; each test
+# restores that archive with qmrestore.sh as a new VM (in qcow2; raw onto a loop device) and
+# boots QEMU on what was restored: the guest's agent answers and reads the marker back. Slow
+# (three guest boots).
 
 setup_file() {
 	load lib/common
 	load lib/vzdump
 	load lib/guest
 	vz_guest_start
+	export MARKER=marker-$RANDOM-$RANDOM ARCHIVE
+	guest_exec "$GUEST_WD" /bin/sh -c "echo $MARKER >/mnt/marker && sync" >/dev/null
+	vz_backup "$GUEST_WD" 100 2>"$BATS_FILE_TMPDIR/backup.log" ||
+		{ cat "$BATS_FILE_TMPDIR/backup.log" >&3 && return 1; }
+	ARCHIVE=$(echo "$GUEST_WD"/dump/vzdump-qemu-100-*.vma)
 }
 
 teardown_file() {
@@ -23,13 +29,17 @@ setup() {
 	load lib/common
 	load lib/vzdump
 	load lib/guest
+	LOOPDEV= ONLOOP_WD=
+}
+
+teardown() {
+	[ -z "$ONLOOP_WD" ] || guest_stop "$ONLOOP_WD"
+	[ -z "$LOOPDEV" ] || losetup -d "$LOOPDEV" || true
 }
 
 @test "a guest backed up live, restored as a new VM in qcow2, boots and reads its marker back" {
-	marker=marker-$RANDOM-$RANDOM
-	run -0 guest_exec "$GUEST_WD" /bin/sh -c "echo $marker >/mnt/marker && sync"
-	run --separate-stderr -0 vz_backup "$GUEST_WD" 100
-	archive=$(echo "$GUEST_WD"/dump/vzdump-qemu-100-*.vma)
+	marker=$MARKER
+	archive=$ARCHIVE
 	[ -f "$archive" ] || fail "no archive: $(ls "$GUEST_WD/dump")"
 	S=$BATS_TEST_TMPDIR/store C=$BATS_TEST_TMPDIR/conf
 	mkdir -p "$S" "$C"
@@ -47,4 +57,25 @@ virtio0: $S/300/vm-300-disk-0.qcow2"
 	# The restored VM's agent is its own: the original's answers too, with its own disk.
 	run -0 guest_exec "$GUEST_WD" /bin/cat /mnt/marker
 	assert_output "$marker"
+}
+
+@test "the guest's backup restored raw onto a loop device (--target) boots and reads its marker back" {
+	[ "$(id -u)" = 0 ] || skip "losetup needs root"
+	truncate -s 64M "$BATS_TEST_TMPDIR/loop.img"
+	LOOPDEV=$(losetup -f --show "$BATS_TEST_TMPDIR/loop.img" 2>"$BATS_TEST_TMPDIR/losetup.err") ||
+		skip "losetup -f --show failed: $(cat "$BATS_TEST_TMPDIR/losetup.err")"
+	S=$BATS_TEST_TMPDIR/store C=$BATS_TEST_TMPDIR/conf
+	mkdir -p "$S" "$C"
+	run --separate-stderr -0 "$TOP/qmrestore.sh" --storage "$S" --confdir "$C" \
+		--rundir "$GUEST_WD/run" --target "virtio0=$LOOPDEV" "$ARCHIVE" 301
+	assert_equal "$(cat "$C/301.conf")" "agent: 1
+virtio0: $LOOPDEV"
+	# Nothing in the storage: no image, no empty image folder.
+	assert_equal "$(find "$S")" "$S"
+	ONLOOP_WD=$BATS_TEST_TMPDIR/onloop
+	mkdir -p "$ONLOOP_WD"
+	ln -s "$LOOPDEV" "$ONLOOP_WD/guestdisk.raw"
+	guest_start "$ONLOOP_WD"
+	run -0 guest_exec "$ONLOOP_WD" /bin/cat /mnt/marker
+	assert_output "$MARKER"
 }

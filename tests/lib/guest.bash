@@ -90,7 +90,7 @@ guest_build() {
 }
 
 guest_start() { # WORKDIR [QEMU-ARGS...]
-	local wd i pid disk fmt=raw
+	local wd i pid disk fmt=raw drv=file
 	wd=$(cd "$1" && pwd) || return 1
 	shift
 	if [ -z "${GUEST_KERNEL:-}" ] || [ -z "${GUEST_INITRD:-}" ]; then
@@ -103,6 +103,8 @@ guest_start() { # WORKDIR [QEMU-ARGS...]
 	elif [ ! -e "$wd/guestdisk.raw" ]; then
 		truncate -s 64M "$wd/guestdisk.raw" && mkfs.ext4 -q -F "$wd/guestdisk.raw" || return 1
 	fi
+	# (guestdisk.raw may be a link to a block device, which QEMU opens as a host_device.)
+	[ ! -b "$disk" ] || drv=host_device
 	rm -f "$wd/console.log" "$wd/qga.sock"
 	_qemu_launch "$wd" -machine q35,accel=tcg -nodefaults -display none \
 		-qmp "unix:$wd/qmp.sock,server=on,wait=off" \
@@ -112,7 +114,7 @@ guest_start() { # WORKDIR [QEMU-ARGS...]
 		-device virtio-serial-pci,id=vser0 \
 		-chardev "socket,id=qga0,path=$wd/qga.sock,server=on,wait=off" \
 		-device virtserialport,bus=vser0.0,chardev=qga0,name=org.qemu.guest_agent.0 \
-		-blockdev "driver=file,node-name=gfile,filename=$disk" \
+		-blockdev "driver=$drv,node-name=gfile,filename=$disk" \
 		-blockdev "driver=$fmt,node-name=drive-virtio0,file=gfile" \
 		-device virtio-blk-pci,drive=drive-virtio0,id=virtio0 \
 		"$@" || return 1
