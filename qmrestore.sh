@@ -320,7 +320,8 @@ restore_images() {
 	n=0
 	for key in "${map_keys[@]}"; do
 		if [ "${new_fmt[$key]}" = qcow2 ]; then
-			qemu-img convert -f raw -O qcow2 "$staging/$n.raw" "$staging/$n.qcow2" 2>"$err" ||
+			# (Mode 0600, as vma-extract's raw images: a VM's disk is for its owner alone.)
+			(umask 077 && exec qemu-img convert -f raw -O qcow2 "$staging/$n.raw" "$staging/$n.qcow2") 2>"$err" ||
 				fail "${new_image[$key]}: cannot write the qcow2 image$(tool_why "$err")"
 			rm -f -- "$staging/$n.raw"
 		fi

@@ -120,6 +120,8 @@ INFO: restore of VM 200 finished"
 	assert_equal "$(ls "$S/201")" "vm-201-disk-0.qcow2
 vm-201-disk-1.qcow2"
 	assert_equal "$(qemu-img info --output=json "$S/201/vm-201-disk-0.qcow2" | jq -r .format)" qcow2
+	assert_equal "$(stat -c %a "$S/201/vm-201-disk-0.qcow2" "$S/201/vm-201-disk-1.qcow2")" "600
+600"
 	assert_equal "$(vz_disk_sha "$S/201/vm-201-disk-0.qcow2")" "$(cat "$VM/d0.sha")"
 	assert_equal "$(vz_disk_sha "$S/201/vm-201-disk-1.qcow2")" "$(cat "$VM/d1.sha")"
 	grep -qx "virtio0: $S/201/vm-201-disk-0.qcow2,size=64M,cache=writeback" "$C/201.conf"
