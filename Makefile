@@ -5,7 +5,7 @@
 #   make check SANITIZE=1 the same, built with AddressSanitizer and UBSan
 #   make check TESTS="tests/a.bats ..."   only those test files
 #   make demo             back up a throw-away running VM with vzdump.sh, restore it, show it
-#   make demo GUEST=1     the same with the booted test guest and a real filesystem freeze
+#   make demo GUEST=1     the same with the booted test guest and a real filesystem freeze (then qmrestore.sh as VM 200, booted)
 #   make bench            run the benchmarks in bench/
 #   make lint             man pages (mandoc), shell scripts (shellcheck), C files (.clang-format)
 #   make format           reformat the C files in place (build-aux/format)

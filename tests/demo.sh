@@ -9,6 +9,8 @@
 # With GUEST=1 the VM is the cached test guest (tests/lib/guest.bash), booted, with qemu-ga:
 # vzdump.sh freezes its filesystem through the real agent, and the restored ext4 disk, which the
 # guest kept writing to, must be clean (e2fsck -fn) and hold the counter of the freeze instant.
+# Then qmrestore.sh restores the archive as a new VM 200 with qcow2 images, and QEMU boots it:
+# its agent must answer, and its writer go on from the counter in the backup.
 #
 #   VZ_BIN  folder of the built tools (default: build/cc/bin)
 #   GUEST   1 for the booted guest (default 0)
@@ -61,6 +63,7 @@ cleanup() {
 	trap - EXIT INT TERM HUP
 	if [ "$guest" = 1 ]; then
 		guest_stop "$vm" >/dev/null 2>&1 || true
+		guest_stop "$work/vm200" >/dev/null 2>&1 || true
 	else
 		stop_bare
 	fi
@@ -276,6 +279,31 @@ if grep -v '^#qmdump#' "$work/restored/qemu-server.conf" | cmp -s - "$confdir/$v
 else
 	echo "DIFFERENT  qemu-server.conf"
 	status=1
+fi
+if [ "$guest" = 1 ]; then
+	note "qmrestore.sh: the archive back as a new VM 200, its images qcow2, and booted"
+	mkdir "$work/images" "$work/conf200" "$work/vm200"
+	run qmrestore.sh --storage "$work/images" --confdir "$work/conf200" --rundir "$rundir" \
+		--format qcow2 "$archive" 200
+	run cat "$work/conf200/200.conf"
+	run ls -l "$work/images/200"
+	# QEMU on the restored virtio0 image, as tests/lib/guest.bash starts the guest.
+	ln -s "$work/images/200/vm-200-disk-0.qcow2" "$work/vm200/guestdisk.qcow2"
+	boot=$(date +%s%3N)
+	if ! guest_start "$work/vm200"; then
+		echo "demo: the restored VM 200 does not boot" >&2
+		exit 1
+	fi
+	echo "VM 200 booted in $(seconds_since "$boot") s"
+	say "guest agent of VM 200: cat /mnt/hook.log"
+	guest_exec "$work/vm200" /bin/cat /mnt/hook.log || status=1
+	first200=$(tr -d '\r' <"$work/vm200/console.log" | sed -n 's/^COUNTER \([0-9]*\)$/\1/p' | head -n 1)
+	if [ -n "$first200" ] && [ "$first200" = "$((counter + 1))" ]; then
+		echo "RESTORED  VM 200 booted from its qcow2 image, its agent answers, and its writer went on from the backup's counter $counter with $first200"
+	else
+		echo "NOT RESTORED  VM 200's writer began with '$first200', the backup's counter is $counter"
+		status=1
+	fi
 fi
 echo
 if [ "$status" = 0 ]; then
