@@ -169,7 +169,20 @@ check_target() {
 		fail "cannot restore VM $vmid: it is running (QEMU answers on $qmp_sock)"
 	fi
 	# The images the old config names, read as vzdump.sh reads a config.
-	[ ! -e "$conf_target" ] || read_config
+	[ ! -e "$conf_target" ] || { read_config && check_images_unlocked; }
+}
+
+# A VM running without its QMP socket where we look still has its images locked: QEMU takes
+# a write lock on every image it opens, which qemu-img info, asking to read, runs into.
+check_images_unlocked() {
+	local key vol err=$err_dir/lock.err
+	for key in "${conf_disk_keys[@]}"; do
+		vol=$(drive_volume "${conf_disk_value[$key]}")
+		[ -f "$vol" ] || [ -b "$vol" ] || continue
+		if ! qemu-img info -- "$vol" >/dev/null 2>"$err" && grep -q 'lock' "$err"; then
+			fail "cannot restore VM $vmid: its image $vol is in use (QEMU holds its lock)"
+		fi
+	done
 }
 
 # Standard input, read once: the whole archive (its disks and config files) into the staging

@@ -176,6 +176,15 @@ config: $C/202.conf"
 	assert_equal "$(tree)" "$before"
 }
 
+@test "--force while a QEMU without a socket here holds an image of the old config is refused, and nothing changes" {
+	# VM 100's QEMU has its disks open (and locked); VM 231's config names them, no socket.
+	sed 's/^lock: .*//' "$W/conf/100.conf" >"$C/231.conf"
+	before=$(tree)
+	run --separate-stderr -1 restore --force "$ARCHIVE" 231
+	assert_equal "$stderr" "qmrestore.sh: cannot restore VM 231: its image $VM/d1.qcow2 is in use (QEMU holds its lock)"
+	assert_equal "$(tree)" "$before"
+}
+
 @test "--force on a stopped VM: new images swapped in at the end, the old ones removed then" {
 	run --separate-stderr -0 restore "$ARCHIVE" 207
 	echo 'scratch' >"$S/207/unrelated"
