@@ -75,6 +75,15 @@ int freeze_guest(struct agent *a, char **mounts, int nmounts, deadline_t ceiling
 	return EXIT_PEER;
 }
 
+/* Why the thaw is not confirmed, for the final report: a call cut short by our own ceiling
+ * (the last attempt, started just before it) says less than what the agent did before, so it
+ * replaces an earlier reason only when there is none. */
+static void keep_reason(char *last, size_t len, const char *why, int attempts, deadline_t ceiling)
+{
+	if (attempts == 0 || !deadline_passed(ceiling))
+		snprintf(last, len, "%s", why);
+}
+
 int thaw_guest(struct agent *a, deadline_t ceiling, struct thaw_result *r)
 {
 	char last[sizeof(a->why)] = "no attempt made";
@@ -94,7 +103,7 @@ int thaw_guest(struct agent *a, deadline_t ceiling, struct thaw_result *r)
 			r->acked_ms = monotonic_ms();
 			json_decref(ret);
 		} else {
-			memcpy(last, a->why, sizeof(last));
+			keep_reason(last, sizeof(last), a->why, attempts, ceiling);
 		}
 		/* The thaw's own answer is not enough (another tool may have frozen again, a
 		 * hook may have failed): believe the status. */
@@ -105,7 +114,7 @@ int thaw_guest(struct agent *a, deadline_t ceiling, struct thaw_result *r)
 			return EXIT_OK;
 		}
 		if (st != EXIT_OK)
-			memcpy(last, a->why, sizeof(last));
+			keep_reason(last, sizeof(last), a->why, attempts, ceiling);
 		else if (answered)
 			snprintf(last, sizeof(last),
 				 "guest-fsfreeze-thaw answered, but the agent "
