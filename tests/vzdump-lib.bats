@@ -139,3 +139,14 @@ setup() {
 	parse_prune_spec 'keep-last=0'
 	assert_equal "$prune_keep_all" 1
 }
+
+@test "parse_vmid_list and parse_mail_list take every line of a value: a line feed separates, nothing after it is dropped" {
+	# shellcheck source=lib/vzdump/options.bash
+	source "$LIBDIR/options.bash"
+	run -0 parse_vmid_list $'100,101\n102;103 104'
+	assert_output "100 101 102 103 104"
+	run -2 parse_vmid_list $'100\nx'
+	assert_output --partial "--exclude: invalid VMID: x"
+	run -0 parse_mail_list $'root\nadmin@example.org'
+	assert_output "root, admin@example.org"
+}

@@ -404,7 +404,8 @@ finish_options() {
 parse_vmid_list() { # LIST
 	local id out=
 	local -a ids
-	IFS=',; ' read -r -a ids <<<"$1"
+	# (Every line: one after a line feed must be read, not left out.)
+	IFS=$',; \t\n' read -r -d '' -a ids <<<"$1" || true
 	[ ${#ids[@]} -gt 0 ] || die_usage "--exclude needs a list of VMIDs"
 	for id in "${ids[@]}"; do
 		[[ $id =~ ^[1-9][0-9]{2,8}$ ]] || die_usage "--exclude: invalid VMID: $id (100 to 999999999)"
