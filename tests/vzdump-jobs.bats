@@ -271,6 +271,8 @@ END
 	run --separate-stderr -0 job --all
 	a=$(archive_of 102)
 	[[ $a == *.vma.zst ]] || fail "not zstd: $a"
+	# seekable: its last frame is zstd's seek table
+	python3 "$TOP/tests/lib/seektable.py" "$a" >/dev/null
 	assert_equal "$(cat "$a.notes")" 102
 	[ -f "$a.protected" ]
 	[[ $stderr == *"WARN: $VZDUMP_CONF line 6: ignoring 'storage: local': there is no Proxmox storage layer here: set dumpdir to the folder the backups go to"* ]] || fail "$stderr"
