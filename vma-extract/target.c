@@ -47,12 +47,7 @@
 	X(nbd_aio_flush)                                                                           \
 	X(nbd_aio_command_completed)                                                               \
 	X(nbd_aio_disconnect)
-static struct libnbd {
-	LIBNBD_FUNCTIONS(DYNLIB_POINTER)
-} libnbd;
-#define LIBNBD_ENTRY(f) DYNLIB_ENTRY(struct libnbd, f)
-static const struct dynlib_fn libnbd_fns[] = {LIBNBD_FUNCTIONS(LIBNBD_ENTRY)};
-static struct dynlib libnbd_lib = DYNLIB("libnbd.so.0", libnbd, libnbd_fns);
+DYNLIB_TABLE(libnbd, "libnbd.so.0", LIBNBD_FUNCTIONS)
 
 struct nbd_target {
 	struct nbd_handle *nbd;
@@ -146,7 +141,7 @@ static bool unreachable(int e)
 
 static int open_nbd(struct target *t, int *status, char *err, size_t errlen)
 {
-	if (dynlib_load(&libnbd_lib, err, errlen) < 0)
+	if (libnbd_load(err, errlen) < 0)
 		return -1;
 	struct nbd_target *n = t->nbd = xcalloc(1, sizeof(*n));
 	if (!(n->nbd = libnbd.nbd_create())) {
