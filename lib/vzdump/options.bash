@@ -98,6 +98,22 @@ FOREIGN_OPTIONS=${FOREIGN_OPTIONS//$'\n'/}
 # vzdump's boolean flags, as vzdump.conf keys (key: 0 or 1).
 CONF_FLAGS=" quiet all stdout stop "
 
+# An option that takes a value, ARG as --NAME=VALUE or --NAME with its value in NEXT (the
+# argument after it, if any): sets option_name, option_value and option_took (how many of NEXT
+# the value took: 0 or 1). A NAME not in NAMES (" --a --b "), or no value: a usage error.
+split_option() { # NAMES ARG [NEXT]
+	option_name=${2%%=*}
+	[[ $1 == *" $option_name "* ]] || die_usage "unknown option: $2"
+	if [ "$option_name" != "$2" ]; then
+		option_value=${2#*=}
+		option_took=0
+	else
+		[ $# -gt 2 ] || die_usage "option $option_name needs a value"
+		option_value=$3
+		option_took=1
+	fi
+}
+
 # Whether the arguments ask for help (-h or --help as an option, not as an option's value):
 # then vzdump.conf is not read, so that a broken one cannot stand in the way.
 wants_help() {
@@ -114,7 +130,7 @@ wants_help() {
 }
 
 parse_options() {
-	local arg name value
+	local arg
 	while [ $# -gt 0 ]; do
 		arg=$1
 		shift
@@ -134,16 +150,9 @@ parse_options() {
 			break
 			;;
 		--*)
-			name=${arg%%=*}
-			[[ $VALUE_OPTIONS$FOREIGN_OPTIONS == *" $name "* ]] || die_usage "unknown option: $arg"
-			if [ "$name" != "$arg" ]; then
-				value=${arg#*=}
-			else
-				[ $# -gt 0 ] || die_usage "option $name needs a value"
-				value=$1
-				shift
-			fi
-			set_option "$name" "$value"
+			split_option "$VALUE_OPTIONS$FOREIGN_OPTIONS" "$arg" "${@:1:1}"
+			shift "$option_took"
+			set_option "$option_name" "$option_value"
 			;;
 		-*) die_usage "unknown option: $arg" ;;
 		*) vmids+=("$arg") ;;
