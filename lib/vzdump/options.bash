@@ -329,18 +329,32 @@ parse_mail_list() { # LIST
 	printf '%s\n' "${out#, }"
 }
 
+# A Proxmox property string, key=value,key=value, split into the arrays property_keys and
+# property_values; an item without '=' is the value of DEFAULT_KEY when one is given (fleecing's
+# [enabled=]BOOL), else both its key and its value.
+property_items() { # SPEC [DEFAULT_KEY]
+	local item
+	local -a items
+	property_keys=() property_values=()
+	IFS=, read -r -a items <<<"$1"
+	for item in "${items[@]}"; do
+		if [[ $item == *=* ]]; then
+			property_keys+=("${item%%=*}") property_values+=("${item#*=}")
+		else
+			property_keys+=("${2:-$item}") property_values+=("$item")
+		fi
+	done
+}
+
 # fleecing as vzdump's property string, [enabled=]BOOL,storage=ID. Backups here always fleece
 # (the scratch images are what fixes the instant), so enabled is checked and otherwise moot; a
 # storage that is a folder (an absolute path) is where the scratch images go, the tmpdir, unless
 # one is given (finish_options); a Proxmox storage ID means nothing here.
 parse_fleecing() { # SPEC
-	local item key value enabled=1 storage=
-	local -a items
-	IFS=, read -r -a items <<<"$1"
-	for item in "${items[@]}"; do
-		key=${item%%=*}
-		value=${item#*=}
-		[ "$item" != "$key" ] || { key=enabled && value=$item; }
+	local i key value enabled=1 storage=
+	property_items "$1" enabled
+	for i in "${!property_keys[@]}"; do
+		key=${property_keys[i]} value=${property_values[i]}
 		case $key in
 		enabled) enabled=$(parse_bool "--fleecing enabled" "$value") || exit 2 ;;
 		storage)
@@ -363,12 +377,10 @@ parse_fleecing() { # SPEC
 # performance as vzdump's property string: max-workers=1..256 (QEMU's x-perf.max-workers of
 # each backup job), pbs-entries-max=N (container backups only: checked, no effect).
 parse_performance() { # SPEC
-	local item key value
-	local -a items
-	IFS=, read -r -a items <<<"$1"
-	for item in "${items[@]}"; do
-		key=${item%%=*}
-		value=${item#*=}
+	local i key value
+	property_items "$1"
+	for i in "${!property_keys[@]}"; do
+		key=${property_keys[i]} value=${property_values[i]}
 		case $key in
 		max-workers)
 			if ! [[ $value =~ ^[0-9]{1,3}$ ]] || ((10#$value < 1 || 10#$value > 256)); then
