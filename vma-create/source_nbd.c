@@ -65,16 +65,6 @@ struct nbd_source {
 	uint64_t cached_end;
 };
 
-bool source_is_nbd_uri(const char *spec)
-{
-	static const char *schemes[] = {"nbd://",       "nbds://",      "nbd+unix://",
-					"nbds+unix://", "nbd+vsock://", "nbds+vsock://"};
-	for (size_t i = 0; i < sizeof(schemes) / sizeof(schemes[0]); i++)
-		if (strncmp(spec, schemes[i], strlen(schemes[i])) == 0)
-			return true;
-	return false;
-}
-
 static int nbd_fail(struct source *s, const char *what)
 {
 	snprintf(s->err, sizeof(s->err), "%s: %s", what, libnbd.nbd_get_error());
