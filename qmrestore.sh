@@ -92,16 +92,9 @@ parse_restore_options() {
 			break
 			;;
 		--storage* | --confdir* | --rundir* | --format* | --target*)
-			name=${arg%%=*}
-			[[ " --storage --confdir --rundir --format --target " == *" $name "* ]] ||
-				die_usage "unknown option: $arg"
-			if [ "$name" != "$arg" ]; then
-				value=${arg#*=}
-			else
-				[ $# -gt 0 ] || die_usage "option $name needs a value"
-				value=$1
-				shift
-			fi
+			split_option " --storage --confdir --rundir --format --target " "$arg" "${@:1:1}"
+			shift "$option_took"
+			name=$option_name value=$option_value
 			case $name in
 			--format)
 				[[ $value == @(raw|qcow2) ]] || die_usage "--format must be raw or qcow2, not '$value'"

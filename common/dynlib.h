@@ -7,16 +7,14 @@
  * from the library's own header, so the compiler still checks every call:
  *
  *	#define LIBFOO_FUNCTIONS(X) X(foo_open) X(foo_close)
- *	static struct libfoo {
- *		LIBFOO_FUNCTIONS(DYNLIB_POINTER)
- *	} libfoo;
- *	#define LIBFOO_ENTRY(f) DYNLIB_ENTRY(struct libfoo, f)
- *	static const struct dynlib_fn libfoo_fns[] = {LIBFOO_FUNCTIONS(LIBFOO_ENTRY)};
- *	static struct dynlib libfoo_lib = DYNLIB("libfoo.so.1", libfoo, libfoo_fns);
+ *	DYNLIB_TABLE(libfoo, "libfoo.so.1", LIBFOO_FUNCTIONS)
  *	...
- *	if (dynlib_load(&libfoo_lib, err, sizeof(err)) < 0)
+ *	if (libfoo_load(err, sizeof(err)) < 0)
  *		...;
  *	libfoo.foo_open(...);
+ *
+ * (A table shared between files, as codecs.h's, is declared in a header and spelt out with
+ * DYNLIB_POINTER, DYNLIB_ENTRY and DYNLIB, as DYNLIB_TABLE does.)
  *
  * The binary must not reference the library's symbols directly, so that the linker
  * (-Wl,--as-needed) leaves it out; tests/build.bats checks that with ldd. */
@@ -47,6 +45,23 @@ struct dynlib {
 	{                                                                                          \
 		(soname), &(table), (fns), sizeof(fns) / sizeof((fns)[0]), false                   \
 	}
+
+/* A file's own table: static struct TABLE TABLE, with a pointer for each function FUNCTIONS
+ * lists, and static int TABLE_load(char *err, size_t errlen), which fills it from SONAME the
+ * first time (dynlib_load). */
+#define DYNLIB_TABLE(table, soname, FUNCTIONS)                                                     \
+	static struct table {                                                                      \
+		FUNCTIONS(DYNLIB_POINTER)                                                          \
+	} table;                                                                                   \
+	static int table##_load(char *err, size_t errlen)                                          \
+	{                                                                                          \
+		typedef struct table dynlib_table;                                                 \
+		static const struct dynlib_fn table##_fns[] = {FUNCTIONS(DYNLIB_TABLE_ENTRY)};     \
+		static struct dynlib table##_lib = DYNLIB(soname, table, table##_fns);             \
+		return dynlib_load(&table##_lib, err, errlen);                                     \
+	}
+/* (The table's type is the typedef dynlib_table of the function it is expanded in.) */
+#define DYNLIB_TABLE_ENTRY(f) DYNLIB_ENTRY(dynlib_table, f)
 
 /* Opens lib->soname and fills its table, the first time; later calls return at once. 0, or -1
  * with "cannot load SONAME: why" (dlerror(3)) in err: the library or one of the functions is

@@ -21,14 +21,9 @@
 	X(stifle_history)                                                                          \
 	X(read_history)                                                                            \
 	X(write_history)
-static struct libedit {
-	LIBEDIT_FUNCTIONS(DYNLIB_POINTER)
-} libedit;
-#define LIBEDIT_ENTRY(f) DYNLIB_ENTRY(struct libedit, f)
-static const struct dynlib_fn libedit_fns[] = {LIBEDIT_FUNCTIONS(LIBEDIT_ENTRY)};
-static struct dynlib libedit_lib = DYNLIB("libedit.so.2", libedit, libedit_fns);
+DYNLIB_TABLE(libedit, "libedit.so.2", LIBEDIT_FUNCTIONS)
 
-int interactive_load(char *err, size_t errlen) { return dynlib_load(&libedit_lib, err, errlen); }
+int interactive_load(char *err, size_t errlen) { return libedit_load(err, errlen); }
 
 static char *history_path(void)
 {

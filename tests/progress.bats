@@ -7,8 +7,7 @@
 setup() {
 	load lib/common
 	load lib/vma
-	mkdir -p "$BATS_TEST_TMPDIR/work"
-	cd "$BATS_TEST_TMPDIR/work" || exit 1
+	enter_work_dir
 }
 
 teardown() {
@@ -66,6 +65,19 @@ assert_meter_lines() { # FILE TOTAL
 			[[ $line =~ $(final "$2") ]] || fail "last line: '$line'"
 		fi
 	done <"$1"
+}
+
+# TTY_FILE holds two lines: the meter's, ended where it was (at least MIN states, each still on
+# the way), then the error. (The caller checks the second.)
+assert_cut_meter_line() { # TTY_FILE TOTAL MIN
+	local states s
+	[ "$(wc -l <"$1")" = 2 ] || fail "not two lines: $(cat -A "$1")"
+	[ "$(head -n 1 "$1" | cut -c 1)" = $'\r' ] || fail "no meter: $(cat -A "$1")"
+	IFS=$'\r' read -ra states < <(head -n 1 "$1" | cut -c 2-)
+	[ "${#states[@]}" -ge "$3" ] || fail "fewer than $3 states: $(cat -A "$1")"
+	for s in "${states[@]}"; do
+		[[ $s =~ $(running "$2") ]] || fail "state: '$s' in $(cat -A "$1")"
+	done
 }
 
 # An archive of two devices, 200000 bytes and 8 MiB, 8.2 MiB together, in many extents.
@@ -155,13 +167,7 @@ slow_cat() { # ARCHIVE SECONDS [BYTES]: only BYTES of it, when given
 	(sleep 0.8 && truncate -s 4M d.raw) &
 	run -1 on_tty tty "vma-create --bwlimit 16384 -o a.vma drive-scsi0=d.raw"
 	wait
-	[ "$(wc -l <tty)" = 2 ] || fail "not two lines: $(cat -A tty)"
-	[ "$(head -n 1 tty | cut -c 1)" = $'\r' ] || fail "no meter: $(cat -A tty)"
-	IFS=$'\r' read -ra states < <(head -n 1 tty | cut -c 2-)
-	[ "${#states[@]}" -ge 2 ] || fail "too few states: $(cat -A tty)"
-	for s in "${states[@]}"; do
-		[[ $s =~ $(running "24.0 MiB") ]] || fail "state: '$s' in $(cat -A tty)"
-	done
+	assert_cut_meter_line tty "24.0 MiB" 2
 	run tail -n 1 tty
 	assert_output --regexp '^vma-create: d\.raw: .+$'
 	[ ! -e a.vma ]
@@ -235,14 +241,8 @@ slow_cat() { # ARCHIVE SECONDS [BYTES]: only BYTES of it, when given
 	run cat expected
 	assert_output --regexp '^vma-extract: -: offset [0-9]+: archive truncated inside extent data$'
 	run -1 on_tty tty "$(declare -f slow_cat); slow_cat a.vma 0.6 $cut | vma-extract -t -"
-	[ "$(wc -l <tty)" = 2 ] || fail "not two lines: $(cat -A tty)"
 	# the meter's line, ended where it was
-	[ "$(head -n 1 tty | cut -c 1)" = $'\r' ] || fail "no meter: $(cat -A tty)"
-	IFS=$'\r' read -ra states < <(head -n 1 tty | cut -c 2-)
-	[ "${#states[@]}" -ge 1 ] || fail "no state: $(cat -A tty)"
-	for s in "${states[@]}"; do
-		[[ $s =~ $(running "8.2 MiB") ]] || fail "state: '$s' in $(cat -A tty)"
-	done
+	assert_cut_meter_line tty "8.2 MiB" 1
 	# then exactly the message, from the start of its line
 	assert_equal "$(tail -n 1 tty)" "$(cat expected)"
 	# and the restore fails the same way, leaving nothing

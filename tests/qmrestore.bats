@@ -66,6 +66,24 @@ tree() {
 	find "$S" "$C" -printf '%p %s %m\n' | LC_ALL=C sort
 }
 
+# VMID's two images hold VM 100's disks: disk 0 raw, disk 1 qcow2 (by default).
+assert_same_disks() { # VMID
+	assert_equal "$(vz_disk_sha "$S/$1/vm-$1-disk-0.raw")" "$(cat "$VM/d0.sha")"
+	assert_equal "$(vz_disk_sha "$S/$1/vm-$1-disk-1.qcow2")" "$(cat "$VM/d1.sha")"
+}
+
+# The storage and config folders hold VMID's config and its two images and nothing else, and
+# the images hold VM 100's disks.
+assert_restored_only() { # VMID
+	assert_equal "$(find "$C" "$S" | LC_ALL=C sort)" "$C
+$C/$1.conf
+$S
+$S/$1
+$S/$1/vm-$1-disk-0.raw
+$S/$1/vm-$1-disk-1.qcow2"
+	assert_same_disks "$1"
+}
+
 # The config qmrestore.sh writes for VM VMID with images IMAGE0 and IMAGE1, the vmgenid
 # VMGENID and the net and smbios1 lines given.
 expected_config() { # IMAGE0 IMAGE1 VMGENID NET0 NET1 SMBIOS1
@@ -87,14 +105,7 @@ UUID='[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}'
 @test "a VM from its archive: each disk into a new image of its format, the config rewritten, nothing on stdout" {
 	run --separate-stderr -0 restore "$ARCHIVE" 200
 	assert_output ""
-	assert_equal "$(find "$C" "$S" | LC_ALL=C sort)" "$C
-$C/200.conf
-$S
-$S/200
-$S/200/vm-200-disk-0.raw
-$S/200/vm-200-disk-1.qcow2"
-	assert_equal "$(vz_disk_sha "$S/200/vm-200-disk-0.raw")" "$(cat "$VM/d0.sha")"
-	assert_equal "$(vz_disk_sha "$S/200/vm-200-disk-1.qcow2")" "$(cat "$VM/d1.sha")"
+	assert_restored_only 200
 	assert_equal "$(qemu-img info --output=json "$S/200/vm-200-disk-0.raw" | jq -r '.format, ."virtual-size"')" "raw
 67108864"
 	assert_equal "$(qemu-img info --output=json "$S/200/vm-200-disk-1.qcow2" | jq -r '.format, ."virtual-size"')" "qcow2
@@ -309,8 +320,7 @@ tpmstate0: $S/212/vm-212-disk-2.raw,size=64K,version=v2.0"
 @test "a zstd-compressed archive is restored as the plain one" {
 	zstd -q -c "$ARCHIVE" >"$BATS_TEST_TMPDIR/a.vma.zst"
 	run --separate-stderr -0 restore "$BATS_TEST_TMPDIR/a.vma.zst" 215
-	assert_equal "$(vz_disk_sha "$S/215/vm-215-disk-0.raw")" "$(cat "$VM/d0.sha")"
-	assert_equal "$(vz_disk_sha "$S/215/vm-215-disk-1.qcow2")" "$(cat "$VM/d1.sha")"
+	assert_same_disks 215
 }
 
 # The config of the first test's restore, for VM VMID (its vmgenid read back, checked new).
@@ -328,14 +338,7 @@ expected_plain_config() { # VMID
 	run --separate-stderr -0 bash -c 'cat "$1" | "$2" --storage "$3" --confdir "$4" --rundir "$5" - 220' \
 		_ "$ARCHIVE" "$TOP/qmrestore.sh" "$S" "$C" "$W/run"
 	assert_output ""
-	assert_equal "$(find "$C" "$S" | LC_ALL=C sort)" "$C
-$C/220.conf
-$S
-$S/220
-$S/220/vm-220-disk-0.raw
-$S/220/vm-220-disk-1.qcow2"
-	assert_equal "$(vz_disk_sha "$S/220/vm-220-disk-0.raw")" "$(cat "$VM/d0.sha")"
-	assert_equal "$(vz_disk_sha "$S/220/vm-220-disk-1.qcow2")" "$(cat "$VM/d1.sha")"
+	assert_restored_only 220
 	assert_equal "$(qemu-img info --output=json "$S/220/vm-220-disk-1.qcow2" | jq -r .format)" qcow2
 	assert_equal "$(cat "$C/220.conf")" "$(expected_plain_config 220)"
 	assert_equal "$stderr" "INFO: restore vma archive: - to VM 220
@@ -349,8 +352,7 @@ INFO: restore of VM 220 finished"
 	zstd -q -c "$ARCHIVE" >"$BATS_TEST_TMPDIR/a.vma.zst"
 	run --separate-stderr -0 bash -c 'cat "$1" | "$2" --storage "$3" --confdir "$4" --rundir "$5" - 221' \
 		_ "$BATS_TEST_TMPDIR/a.vma.zst" "$TOP/qmrestore.sh" "$S" "$C" "$W/run"
-	assert_equal "$(vz_disk_sha "$S/221/vm-221-disk-0.raw")" "$(cat "$VM/d0.sha")"
-	assert_equal "$(vz_disk_sha "$S/221/vm-221-disk-1.qcow2")" "$(cat "$VM/d1.sha")"
+	assert_same_disks 221
 	assert_equal "$(cat "$C/221.conf")" "$(expected_plain_config 221)"
 	assert_equal "$(ls -A "$S/221")" "vm-221-disk-0.raw
 vm-221-disk-1.qcow2"

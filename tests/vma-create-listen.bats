@@ -12,8 +12,7 @@ setup() {
 	load lib/common
 	load lib/vma
 	load lib/qemu
-	mkdir -p "$BATS_TEST_TMPDIR/work"
-	cd "$BATS_TEST_TMPDIR/work" || exit 1
+	enter_work_dir
 	SOCK=$PWD/s.sock
 }
 

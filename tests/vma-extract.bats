@@ -8,9 +8,7 @@ setup() {
 	load lib/common
 	load lib/vma
 	load lib/attacker
-	# A folder of its own: bats keeps files of its own in BATS_TEST_TMPDIR.
-	mkdir -p "$BATS_TEST_TMPDIR/work"
-	cd "$BATS_TEST_TMPDIR/work" || exit 1
+	enter_work_dir
 	FIXTURE="$SHARED/fixtures/$FIXTURE_NAME"
 }
 

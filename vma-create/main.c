@@ -14,6 +14,7 @@
 #include "deadline.h"
 #include "listen.h"
 #include "nbd_server.h"
+#include "nbduri.h"
 #include "outfile.h"
 #include "progress.h"
 #include "sink.h"
@@ -173,7 +174,7 @@ static struct source **add_devices(struct vma_writer *w, int argc, char **argv,
 				errx(EXIT_USAGE, "device name '%s' given twice", name);
 		char why[512];
 		int status = EXIT_FAIL;
-		if (source_is_nbd_uri(spec))
+		if (nbd_is_uri(spec))
 			sources[i] = source_open_nbd(spec, &timeouts, &status, why, sizeof(why));
 		else
 			sources[i] = source_open_file(spec, why, sizeof(why));

@@ -28,7 +28,6 @@ struct source_timeouts {
 	double idle;    /* no reply moving, during a read or block status */
 };
 
-bool source_is_nbd_uri(const char *spec);
 /* Open the source named by spec; NULL with a message in errbuf on failure. */
 struct source *source_open_file(const char *spec, char *errbuf, size_t errlen);
 /* The same for an NBD URI; *status tells an unreachable server (EXIT_PEER: no socket, refused,

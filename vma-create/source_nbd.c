@@ -46,12 +46,7 @@
 	X(nbd_aio_pread)                                                                           \
 	X(nbd_aio_command_completed)                                                               \
 	X(nbd_aio_disconnect)
-static struct libnbd {
-	LIBNBD_FUNCTIONS(DYNLIB_POINTER)
-} libnbd;
-#define LIBNBD_ENTRY(f) DYNLIB_ENTRY(struct libnbd, f)
-static const struct dynlib_fn libnbd_fns[] = {LIBNBD_FUNCTIONS(LIBNBD_ENTRY)};
-static struct dynlib libnbd_lib = DYNLIB("libnbd.so.0", libnbd, libnbd_fns);
+DYNLIB_TABLE(libnbd, "libnbd.so.0", LIBNBD_FUNCTIONS)
 
 struct run {
 	uint64_t start, len;
@@ -69,16 +64,6 @@ struct nbd_source {
 	size_t nruns, cap;
 	uint64_t cached_end;
 };
-
-bool source_is_nbd_uri(const char *spec)
-{
-	static const char *schemes[] = {"nbd://",       "nbds://",      "nbd+unix://",
-					"nbds+unix://", "nbd+vsock://", "nbds+vsock://"};
-	for (size_t i = 0; i < sizeof(schemes) / sizeof(schemes[0]); i++)
-		if (strncmp(spec, schemes[i], strlen(schemes[i])) == 0)
-			return true;
-	return false;
-}
 
 static int nbd_fail(struct source *s, const char *what)
 {
@@ -260,7 +245,7 @@ struct source *source_open_nbd(const char *uri, const struct source_timeouts *ti
 			       char *errbuf, size_t errlen)
 {
 	*status = EXIT_FAIL;
-	if (dynlib_load(&libnbd_lib, errbuf, errlen) < 0)
+	if (libnbd_load(errbuf, errlen) < 0)
 		return NULL;
 	struct nbd_source *n = xcalloc(1, sizeof(*n));
 	n->timeouts = *timeouts;

@@ -16,6 +16,7 @@
 #include "deadline.h"
 #include "dynlib.h"
 #include "exitcode.h"
+#include "nbduri.h"
 #include "target.h"
 #include "xalloc.h"
 
@@ -47,12 +48,7 @@
 	X(nbd_aio_flush)                                                                           \
 	X(nbd_aio_command_completed)                                                               \
 	X(nbd_aio_disconnect)
-static struct libnbd {
-	LIBNBD_FUNCTIONS(DYNLIB_POINTER)
-} libnbd;
-#define LIBNBD_ENTRY(f) DYNLIB_ENTRY(struct libnbd, f)
-static const struct dynlib_fn libnbd_fns[] = {LIBNBD_FUNCTIONS(LIBNBD_ENTRY)};
-static struct dynlib libnbd_lib = DYNLIB("libnbd.so.0", libnbd, libnbd_fns);
+DYNLIB_TABLE(libnbd, "libnbd.so.0", LIBNBD_FUNCTIONS)
 
 struct nbd_target {
 	struct nbd_handle *nbd;
@@ -65,16 +61,6 @@ struct nbd_target {
 
 /* Zeros to write where a target cannot make a hole (bss: no 1 MiB in the binary). */
 static uint8_t zeros[1u << 20];
-
-bool target_is_nbd_uri(const char *spec)
-{
-	static const char *schemes[] = {"nbd://",       "nbds://",      "nbd+unix://",
-					"nbds+unix://", "nbd+vsock://", "nbds+vsock://"};
-	for (size_t i = 0; i < sizeof(schemes) / sizeof(schemes[0]); i++)
-		if (strncmp(spec, schemes[i], strlen(schemes[i])) == 0)
-			return true;
-	return false;
-}
 
 static int nbd_fail(struct nbd_target *n, const char *what, char *err, size_t errlen)
 {
@@ -146,7 +132,7 @@ static bool unreachable(int e)
 
 static int open_nbd(struct target *t, int *status, char *err, size_t errlen)
 {
-	if (dynlib_load(&libnbd_lib, err, errlen) < 0)
+	if (libnbd_load(err, errlen) < 0)
 		return -1;
 	struct nbd_target *n = t->nbd = xcalloc(1, sizeof(*n));
 	if (!(n->nbd = libnbd.nbd_create())) {
@@ -200,7 +186,7 @@ int target_open(struct target *t, const char *spec, bool force, int *status, cha
 {
 	*t = (struct target){.spec = spec, .fd = -1, .out = {.fd = -1, .slot = -1}};
 	*status = EXIT_FAIL;
-	if (target_is_nbd_uri(spec)) {
+	if (nbd_is_uri(spec)) {
 		t->kind = TARGET_NBD;
 		return open_nbd(t, status, err, errlen);
 	}

@@ -27,9 +27,6 @@ struct target {
 	struct nbd_target *nbd;
 };
 
-/* Whether spec is an NBD URI (nbd://, nbd+unix://, ...). */
-bool target_is_nbd_uri(const char *spec);
-
 /* Opens spec for writing, without writing anything: an NBD export (connected), a block device
  * (opened O_EXCL, so not one that is mounted), an existing regular file (only when force), or
  * else the name of a new file, created later by target_create. 0, or -1 with the reason in err

@@ -98,6 +98,22 @@ FOREIGN_OPTIONS=${FOREIGN_OPTIONS//$'\n'/}
 # vzdump's boolean flags, as vzdump.conf keys (key: 0 or 1).
 CONF_FLAGS=" quiet all stdout stop "
 
+# An option that takes a value, ARG as --NAME=VALUE or --NAME with its value in NEXT (the
+# argument after it, if any): sets option_name, option_value and option_took (how many of NEXT
+# the value took: 0 or 1). A NAME not in NAMES (" --a --b "), or no value: a usage error.
+split_option() { # NAMES ARG [NEXT]
+	option_name=${2%%=*}
+	[[ $1 == *" $option_name "* ]] || die_usage "unknown option: $2"
+	if [ "$option_name" != "$2" ]; then
+		option_value=${2#*=}
+		option_took=0
+	else
+		[ $# -gt 2 ] || die_usage "option $option_name needs a value"
+		option_value=$3
+		option_took=1
+	fi
+}
+
 # Whether the arguments ask for help (-h or --help as an option, not as an option's value):
 # then vzdump.conf is not read, so that a broken one cannot stand in the way.
 wants_help() {
@@ -114,7 +130,7 @@ wants_help() {
 }
 
 parse_options() {
-	local arg name value
+	local arg
 	while [ $# -gt 0 ]; do
 		arg=$1
 		shift
@@ -134,16 +150,9 @@ parse_options() {
 			break
 			;;
 		--*)
-			name=${arg%%=*}
-			[[ $VALUE_OPTIONS$FOREIGN_OPTIONS == *" $name "* ]] || die_usage "unknown option: $arg"
-			if [ "$name" != "$arg" ]; then
-				value=${arg#*=}
-			else
-				[ $# -gt 0 ] || die_usage "option $name needs a value"
-				value=$1
-				shift
-			fi
-			set_option "$name" "$value"
+			split_option "$VALUE_OPTIONS$FOREIGN_OPTIONS" "$arg" "${@:1:1}"
+			shift "$option_took"
+			set_option "$option_name" "$option_value"
 			;;
 		-*) die_usage "unknown option: $arg" ;;
 		*) vmids+=("$arg") ;;
@@ -320,18 +329,32 @@ parse_mail_list() { # LIST
 	printf '%s\n' "${out#, }"
 }
 
+# A Proxmox property string, key=value,key=value, split into the arrays property_keys and
+# property_values; an item without '=' is the value of DEFAULT_KEY when one is given (fleecing's
+# [enabled=]BOOL), else both its key and its value.
+property_items() { # SPEC [DEFAULT_KEY]
+	local item
+	local -a items
+	property_keys=() property_values=()
+	IFS=, read -r -a items <<<"$1"
+	for item in "${items[@]}"; do
+		if [[ $item == *=* ]]; then
+			property_keys+=("${item%%=*}") property_values+=("${item#*=}")
+		else
+			property_keys+=("${2:-$item}") property_values+=("$item")
+		fi
+	done
+}
+
 # fleecing as vzdump's property string, [enabled=]BOOL,storage=ID. Backups here always fleece
 # (the scratch images are what fixes the instant), so enabled is checked and otherwise moot; a
 # storage that is a folder (an absolute path) is where the scratch images go, the tmpdir, unless
 # one is given (finish_options); a Proxmox storage ID means nothing here.
 parse_fleecing() { # SPEC
-	local item key value enabled=1 storage=
-	local -a items
-	IFS=, read -r -a items <<<"$1"
-	for item in "${items[@]}"; do
-		key=${item%%=*}
-		value=${item#*=}
-		[ "$item" != "$key" ] || { key=enabled && value=$item; }
+	local i key value enabled=1 storage=
+	property_items "$1" enabled
+	for i in "${!property_keys[@]}"; do
+		key=${property_keys[i]} value=${property_values[i]}
 		case $key in
 		enabled) enabled=$(parse_bool "--fleecing enabled" "$value") || exit 2 ;;
 		storage)
@@ -354,12 +377,10 @@ parse_fleecing() { # SPEC
 # performance as vzdump's property string: max-workers=1..256 (QEMU's x-perf.max-workers of
 # each backup job), pbs-entries-max=N (container backups only: checked, no effect).
 parse_performance() { # SPEC
-	local item key value
-	local -a items
-	IFS=, read -r -a items <<<"$1"
-	for item in "${items[@]}"; do
-		key=${item%%=*}
-		value=${item#*=}
+	local i key value
+	property_items "$1"
+	for i in "${!property_keys[@]}"; do
+		key=${property_keys[i]} value=${property_values[i]}
 		case $key in
 		max-workers)
 			if ! [[ $value =~ ^[0-9]{1,3}$ ]] || ((10#$value < 1 || 10#$value > 256)); then

@@ -21,6 +21,13 @@ random_file() { # FILE SIZE
 	head -c "$2" /dev/urandom >"$1"
 }
 
+# Makes the test's own folder BATS_TEST_TMPDIR/work the current one (bats keeps files of its own
+# in BATS_TEST_TMPDIR): for a setup() that works in the current folder.
+enter_work_dir() {
+	mkdir -p "$BATS_TEST_TMPDIR/work"
+	cd "$BATS_TEST_TMPDIR/work" || exit 1
+}
+
 # vzdump.sh's state files: one folder per test file, so that test files running side by side
 # (with the same VMIDs on different QEMUs) never see each other's backups.
 export VZDUMP_STATEDIR="${VZDUMP_STATEDIR:-$BATS_FILE_TMPDIR/vzdump-state}"
