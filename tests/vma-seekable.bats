@@ -5,8 +5,7 @@
 setup() {
 	load lib/common
 	load lib/vma
-	mkdir -p "$BATS_TEST_TMPDIR/work"
-	cd "$BATS_TEST_TMPDIR/work" || exit 1
+	enter_work_dir
 }
 
 seektable() { "$VZ_PYTHON" "$TOP/tests/lib/seektable.py" "$@"; }
