@@ -269,6 +269,7 @@ static void open_served(struct served *sv, const char *path, enum meter_mode met
 {
 	char why[512];
 	sv->archive = path;
+	sv->fd = -1;
 	int fd = strcmp(path, "-") == 0 ? STDIN_FILENO : open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
 		err(EXIT_FAIL, "%s", path);
