@@ -67,6 +67,10 @@ qemu_push() { # NAME...
 		sleep 0.1
 	done
 	assert_equal "$(jq -c '[.return[] | {device, status, error}] | sort_by(.device)' <<<"$jobs")" "[$expected]"
+	# The server advertises its block sizes (NBD_INFO_BLOCK_SIZE): QEMU's backup job must not
+	# warn that the target gives none.
+	run grep -F "doesn't provide information about the block size" vm/qemu.err
+	assert_failure
 	for ((i = 0; i < $#; i++)); do
 		qmp_raw vm "{\"execute\":\"job-dismiss\",\"arguments\":{\"id\":\"j$i\"}}" >/dev/null
 		qmp_raw vm "{\"execute\":\"blockdev-del\",\"arguments\":{\"node-name\":\"t$i\"}}" >/dev/null
