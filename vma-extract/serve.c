@@ -8,7 +8,7 @@
  * - a zstd archive in the seekable format (its seek table at the end, common/seektable.h):
  *   the frames holding those bytes, decompressed on their own (ZSTD_decompressDCtx checks
  *   each frame's content checksum; the table's copy of it is compared too) and kept in a
- *   small cache of CACHE_FRAMES frames;
+ *   small cache (CACHE_FRAMES frames, CACHE_BYTES at most);
  * - anything else (a compressed archive without a seek table, a pipe): a copy of the
  *   decompressed stream written during the index pass into an unlinked temporary file in
  *   TMPDIR, read as an uncompressed archive.
@@ -38,10 +38,13 @@
 #include "unixsock.h"
 #include "xalloc.h"
 
-/* Decompressed frames kept, and the largest frame served (a seek table with larger ones is
- * refused: the cache would not be small). */
+/* Decompressed frames kept, at most CACHE_BYTES of them together (but always one), and the
+ * largest frame served (a seek table with larger ones is refused: the cache would not be small);
+ * a frame compressed into more than zstd's bound for MAX_FRAME is refused too. */
 #define CACHE_FRAMES 8
+#define CACHE_BYTES (64u << 20)
 #define MAX_FRAME (32u << 20)
+#define MAX_COMPRESSED_FRAME (MAX_FRAME + MAX_FRAME / 128 + 65536)
 /* Stream offsets must fit the index's 48 bits (256 TiB). */
 #define MAX_STREAM_OFFSET (1ull << 48)
 
@@ -71,6 +74,8 @@ struct served {
 	ZSTD_DCtx *dctx;
 	uint8_t *cbuf; /* a compressed frame */
 	struct frame_slot cache[CACHE_FRAMES];
+	int slots;        /* of cache[] used: CACHE_BYTES / max_frame, 1 to CACHE_FRAMES */
+	size_t max_frame; /* the largest frame's decompressed size */
 	uint64_t clock;
 	struct device devs[VMA_MAX_DEVICES];
 	int ndevs;
@@ -82,7 +87,7 @@ struct served {
 static const uint8_t *frame_data(struct served *sv, size_t f)
 {
 	struct frame_slot *slot = &sv->cache[0];
-	for (int i = 0; i < CACHE_FRAMES; i++) {
+	for (int i = 0; i < sv->slots; i++) {
 		struct frame_slot *s = &sv->cache[i];
 		if (s->used && s->frame == f) {
 			s->used = ++sv->clock;
@@ -94,7 +99,7 @@ static const uint8_t *frame_data(struct served *sv, size_t f)
 	const struct seek_frame *fr = &sv->table.frames[f];
 	slot->used = 0; /* emptied until the frame checks out */
 	if (!slot->data)
-		slot->data = xmalloc(MAX_FRAME);
+		slot->data = xmalloc(sv->max_frame ? sv->max_frame : 1);
 	const char *why = NULL;
 	char zerr[128];
 	ssize_t n = 0;
@@ -287,18 +292,27 @@ static void open_served(struct served *sv, const char *path, enum meter_mode met
 		if (rc < 0)
 			errx(EXIT_FAIL, "%s: %s", path, why);
 		sv->seekable = rc == 1;
-		for (size_t i = 0; sv->seekable && i < sv->table.count; i++)
-			if (sv->table.frames[i].d_size > MAX_FRAME)
+		uint32_t max_c = 0;
+		for (size_t i = 0; sv->seekable && i < sv->table.count; i++) {
+			const struct seek_frame *fr = &sv->table.frames[i];
+			if (fr->d_size > MAX_FRAME || fr->c_size > MAX_COMPRESSED_FRAME)
 				errx(EXIT_FAIL,
-				     "%s: frame %zu holds %u bytes; --serve reads frames of up to "
-				     "%u bytes",
-				     path, i, sv->table.frames[i].d_size, MAX_FRAME);
+				     "%s: frame %zu holds %u bytes (%u compressed); --serve reads "
+				     "frames of up to %u bytes",
+				     path, i, fr->d_size, fr->c_size, MAX_FRAME);
+			if (fr->d_size > sv->max_frame)
+				sv->max_frame = fr->d_size;
+			if (fr->c_size > max_c)
+				max_c = fr->c_size;
+		}
 		if (sv->seekable) {
+			size_t fit = sv->max_frame ? CACHE_BYTES / sv->max_frame : CACHE_FRAMES;
+			sv->slots = fit < 1 ? 1 : fit > CACHE_FRAMES ? CACHE_FRAMES : (int)fit;
 			if (codec_load_zstd(why, sizeof(why)) < 0)
 				errx(EXIT_FAIL, "%s: %s", path, why);
 			sv->fd = fd;
 			sv->dctx = libzstd.ZSTD_createDCtx();
-			sv->cbuf = xmalloc(MAX_FRAME + (MAX_FRAME >> 7) + 4096);
+			sv->cbuf = xmalloc(max_c ? max_c : 1);
 			if (!sv->dctx)
 				errx(EXIT_FAIL, "%s: cannot create a zstd context", path);
 		}
