@@ -19,7 +19,8 @@
 	X(ZSTD_maxCLevel)                                                                          \
 	X(ZSTD_createCCtx)                                                                         \
 	X(ZSTD_CCtx_setParameter)                                                                  \
-	X(ZSTD_compressStream2)                                                                    \
+	X(ZSTD_compress2)                                                                          \
+	X(ZSTD_compressBound)                                                                      \
 	X(ZSTD_freeCCtx)                                                                           \
 	X(ZSTD_createDCtx)                                                                         \
 	X(ZSTD_DCtx_setParameter)                                                                  \

@@ -33,7 +33,9 @@ struct instream {
 	uint8_t *raw; /* compressed bytes read from fd, [raw_pos, raw_len) not consumed yet */
 	size_t raw_pos, raw_len;
 	bool raw_eof;
-	bool frame_open; /* inside a compressed frame that has not ended yet */
+	bool frame_open;      /* inside a compressed frame that has not ended yet */
+	uint64_t raw_used;    /* compressed bytes consumed */
+	uint64_t frame_start; /* where in the compressed input the current zstd frame began */
 	uint64_t delivered;
 	int tee_fd; /* a copy of what is delivered goes there, or -1 */
 	ZSTD_DCtx *zstd;
@@ -229,12 +231,18 @@ static ssize_t read_decoded(struct instream *s, uint8_t *buf, size_t len)
 			ZSTD_inBuffer zin = {in, in_avail, 0};
 			ZSTD_outBuffer zout = {buf + got, len - got, 0};
 			size_t r = libzstd.ZSTD_decompressStream(s->zstd, &zout, &zin);
+			/* zstd checks each frame's checksum at its end: a seekable archive's
+			 * frames are small, so the offset names where the damage is. */
 			if (libzstd.ZSTD_isError(r)) {
-				snprintf(s->err, sizeof(s->err), "zstd: %s",
+				snprintf(s->err, sizeof(s->err),
+					 "zstd frame at archive offset %llu: %s",
+					 (unsigned long long)s->frame_start,
 					 libzstd.ZSTD_getErrorName(r));
 				return -1;
 			}
 			s->frame_open = r != 0;
+			if (r == 0) /* one call ends at most one frame */
+				s->frame_start = s->raw_used + zin.pos;
 			used = zin.pos;
 			made = zout.pos;
 		} else if (s->codec == CODEC_XZ) {
@@ -270,6 +278,7 @@ static ssize_t read_decoded(struct instream *s, uint8_t *buf, size_t len)
 					&s->gz); /* a following member continues the stream */
 		}
 		s->raw_pos += used;
+		s->raw_used += used;
 		s->delivered += made;
 		got += made;
 		/* lzma with LZMA_FINISH and no progress would spin: the input is exhausted. */

@@ -1,8 +1,10 @@
 /* Output stream with in-process compression. The archive writer hands whole extents here; zstd
- * and xz run their own worker threads, and so does gzip with more than one thread (gzpar.h), so
- * compression overlaps with reading; gzip with one thread, as `gzip` does, and lzo (lzop's
- * format, lzop.h), as `lzop` does, compress in the caller's thread. The codec's library is
- * loaded when it is chosen (codecs.h): a plain archive needs none. */
+ * (always) and gzip with more than one thread are cut into frames compressed by worker threads
+ * (framepar.h), xz runs its own, so compression overlaps with reading; gzip with one thread, as
+ * `gzip` does, and lzo (lzop's format, lzop.h), as `lzop` does, compress in the caller's
+ * thread. zstd's frames are listed in a seek table at the end (seektable.h), which makes the
+ * archive seekable and leaves it an ordinary .zst. The codec's library is loaded when it is
+ * chosen (codecs.h): a plain archive needs none. */
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -14,15 +16,16 @@
 #include <unistd.h>
 
 #include "codecs.h"
-#include "gzpar.h"
+#include "frame_codecs.h"
+#include "framepar.h"
 #include "lzop.h"
+#include "seektable.h"
 #include "sink.h"
 
 #define OUTBUF_SIZE (1 << 20)
 /* Direct I/O needs buffers at this alignment and lengths in whole sectors. */
 #define DIRECT_ALIGN 4096u
 #define SECTOR 512u
-#define ZSTD_JOB_SIZE (2 << 20)
 #define XZ_BLOCK_SIZE (4 << 20)
 /* gzip's default, as `gzip` and `pigz` use it. */
 #define GZIP_LEVEL 6
@@ -31,11 +34,12 @@ _Static_assert(LZOP_BLOCK_BOUND(LZOP_BLOCK_SIZE) <= OUTBUF_SIZE, "an lzop block 
 struct sink {
 	int fd;
 	enum sink_codec codec;
-	ZSTD_CCtx *zstd;
+	struct framepar_codec frame_codec;
+	struct framepar *frames;    /* zstd, and gzip with several threads */
+	struct seektable seektable; /* zstd's frames */
 	lzma_stream xz;
-	z_stream gz;         /* gzip, one thread */
-	struct gzpar *gzpar; /* gzip, several */
-	uint8_t *lzo_block;  /* lzo: the block being collected, lzo_used bytes of LZOP_BLOCK_SIZE */
+	z_stream gz;        /* gzip, one thread */
+	uint8_t *lzo_block; /* lzo: the block being collected, lzo_used bytes of LZOP_BLOCK_SIZE */
 	size_t lzo_used;
 	void *lzo_work;
 	bool lzo_started; /* its header written */
@@ -125,8 +129,21 @@ void sink_write_direct(struct sink *s)
 		s->direct = true;
 }
 
-/* gzpar's members go out as any compressed output does. */
-static int gzpar_emit(void *ctx, const void *buf, size_t len) { return emit(ctx, buf, len); }
+/* Frames go out as any compressed output does; zstd's are entered in the seek table, with
+ * their content checksum (the low 32 bits of its XXH64: the frame's last 4 bytes, little
+ * endian), which the table repeats. */
+static int frame_emit(void *ctx, const void *frame, size_t len, size_t data_len)
+{
+	struct sink *s = ctx;
+	if (s->codec == SINK_ZSTD) {
+		const uint8_t *end = (const uint8_t *)frame + len - 4;
+		uint32_t checksum = (uint32_t)end[0] | (uint32_t)end[1] << 8 |
+			(uint32_t)end[2] << 16 | (uint32_t)end[3] << 24;
+		if (seektable_add(&s->seektable, (uint32_t)len, (uint32_t)data_len, checksum) < 0)
+			return fail(s, "out of memory");
+	}
+	return emit(s, frame, len);
+}
 
 /* The codec's library (none for SINK_PLAIN): 0, or -1 with the reason in err. */
 static int load_codec(enum sink_codec codec, char *err, size_t errlen)
@@ -191,28 +208,15 @@ struct sink *sink_open(int fd, enum sink_codec codec, int level, int threads, ch
 		snprintf(errbuf, errlen, "out of memory");
 		goto bad;
 	}
-	if (codec == SINK_ZSTD) {
-		s->zstd = libzstd.ZSTD_createCCtx();
-		if (!s->zstd) {
-			snprintf(errbuf, errlen, "cannot create zstd context");
-			goto bad;
+	if (codec == SINK_ZSTD || (codec == SINK_GZIP && threads > 1)) {
+		if (codec == SINK_ZSTD) {
+			frame_codec_zstd(&s->frame_codec, level < 0 ? ZSTD_CLEVEL_DEFAULT : level);
+			s->seektable.checksums = true;
+		} else {
+			frame_codec_gzip(&s->frame_codec, level < 0 ? GZIP_LEVEL : level);
 		}
-		libzstd.ZSTD_CCtx_setParameter(s->zstd, ZSTD_c_compressionLevel,
-					       level < 0 ? ZSTD_CLEVEL_DEFAULT : level);
-		libzstd.ZSTD_CCtx_setParameter(s->zstd, ZSTD_c_checksumFlag, 1);
-		/* nbWorkers >= 1 moves compression to worker threads, even for one. */
-		size_t r = libzstd.ZSTD_CCtx_setParameter(s->zstd, ZSTD_c_nbWorkers, threads);
-		if (libzstd.ZSTD_isError(r)) {
-			snprintf(errbuf, errlen, "zstd threads: %s", libzstd.ZSTD_getErrorName(r));
-			goto bad;
-		}
-		/* Each worker holds a few job-sized buffers; the default job (4 windows, 8 MiB at
-		 * level 3) would take the resident size far past 64 MiB. */
-		libzstd.ZSTD_CCtx_setParameter(s->zstd, ZSTD_c_jobSize, ZSTD_JOB_SIZE);
-	} else if (codec == SINK_GZIP && threads > 1) {
-		s->gzpar = gzpar_open(level < 0 ? GZIP_LEVEL : level, threads, gzpar_emit, s,
-				      errbuf, errlen);
-		if (!s->gzpar)
+		s->frames = framepar_open(&s->frame_codec, threads, frame_emit, s, errbuf, errlen);
+		if (!s->frames)
 			goto bad;
 	} else if (codec == SINK_GZIP) {
 		/* 16 + the window bits: a gzip header and trailer around the deflate stream. */
@@ -251,19 +255,18 @@ bad:
 	return NULL;
 }
 
-static int zstd_run(struct sink *s, const void *buf, size_t len, ZSTD_EndDirective mode)
+/* zstd: the last frame, then the seek table as a skippable frame of its own. */
+static int zstd_finish(struct sink *s)
 {
-	ZSTD_inBuffer in = {buf, len, 0};
-	for (;;) {
-		ZSTD_outBuffer out = {s->outbuf, OUTBUF_SIZE, 0};
-		size_t left = libzstd.ZSTD_compressStream2(s->zstd, &out, &in, mode);
-		if (libzstd.ZSTD_isError(left))
-			return fail(s, "zstd: %s", libzstd.ZSTD_getErrorName(left));
-		if (out.pos && emit(s, s->outbuf, out.pos) < 0)
-			return -1;
-		if (mode == ZSTD_e_end ? left == 0 : in.pos == in.size)
-			return 0;
-	}
+	if (framepar_finish(s->frames, s->err, sizeof(s->err)) < 0)
+		return -1;
+	uint8_t *table;
+	size_t len = seektable_encode(&s->seektable, &table);
+	if (len == 0)
+		return fail(s, "out of memory");
+	int r = emit(s, table, len);
+	free(table);
+	return r;
 }
 
 static int xz_run(struct sink *s, const void *buf, size_t len, lzma_action action)
@@ -286,10 +289,10 @@ static int xz_run(struct sink *s, const void *buf, size_t len, lzma_action actio
 
 static int gzip_run(struct sink *s, const void *buf, size_t len, int flush)
 {
-	if (s->gzpar && flush == Z_FINISH)
-		return gzpar_finish(s->gzpar, s->err, sizeof(s->err));
-	if (s->gzpar)
-		return gzpar_write(s->gzpar, buf, len, s->err, sizeof(s->err));
+	if (s->frames && flush == Z_FINISH)
+		return framepar_finish(s->frames, s->err, sizeof(s->err));
+	if (s->frames)
+		return framepar_write(s->frames, buf, len, s->err, sizeof(s->err));
 	s->gz.next_in = (Bytef *)buf;
 	s->gz.avail_in = (uInt)len; /* the writer's pieces are far below 4 GiB */
 	for (;;) {
@@ -379,7 +382,7 @@ int sink_write(struct sink *s, const void *buf, size_t len)
 	s->bytes_in += len;
 	switch (s->codec) {
 	case SINK_ZSTD:
-		return zstd_run(s, buf, len, ZSTD_e_continue);
+		return framepar_write(s->frames, buf, len, s->err, sizeof(s->err));
 	case SINK_XZ:
 		return xz_run(s, buf, len, LZMA_RUN);
 	case SINK_GZIP:
@@ -395,7 +398,7 @@ int sink_finish(struct sink *s)
 {
 	switch (s->codec) {
 	case SINK_ZSTD:
-		return zstd_run(s, NULL, 0, ZSTD_e_end);
+		return zstd_finish(s);
 	case SINK_XZ:
 		return xz_run(s, NULL, 0, LZMA_FINISH);
 	case SINK_GZIP:
@@ -415,12 +418,11 @@ void sink_free(struct sink *s)
 {
 	if (!s)
 		return;
-	if (s->zstd)
-		libzstd.ZSTD_freeCCtx(s->zstd);
 	if (s->codec == SINK_XZ)
 		liblzma.lzma_end(&s->xz);
-	gzpar_free(s->gzpar);
-	if (s->codec == SINK_GZIP && !s->gzpar)
+	framepar_free(s->frames);
+	seektable_free(&s->seektable);
+	if (s->codec == SINK_GZIP && !s->frames)
 		libz.deflateEnd(&s->gz);
 	free(s->lzo_block);
 	free(s->lzo_work);

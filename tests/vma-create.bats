@@ -135,23 +135,6 @@ teardown() {
 	assert_equal "$(head -c 4 none.vma)" "VMA"
 }
 
-# The archive with its uuid, its time and its MD5s zeroed, in the header and in every extent:
-# what two runs of vma-create over the same input have in common, byte for byte.
-vma_sans_ids() { # IN OUT
-	"$VZ_PYTHON" - "$1" "$2" <<'END'
-import struct, sys
-data = bytearray(open(sys.argv[1], "rb").read())
-data[8:48] = bytes(40)  # uuid, ctime, md5
-pos = struct.unpack(">I", data[56:60])[0]
-while pos < len(data):
-    assert data[pos:pos + 4] == b"VMAE", pos
-    blocks = struct.unpack(">H", data[pos + 6:pos + 8])[0]
-    data[pos + 8:pos + 40] = bytes(32)  # uuid, md5
-    pos += 512 + blocks * 4096
-open(sys.argv[2], "wb").write(data)
-END
-}
-
 @test "vma-create -z gzip and -z lzo: gzip -dc and lzop -dc give the uncompressed archive, byte for byte" {
 	random_file d.raw 3000000
 	truncate -s 8M d.raw

@@ -51,3 +51,20 @@ roundtrip() { # in the current folder: rt.vma, restored into rt/
 			fail "restored ${spec%%=*} differs from ${spec#*=}"
 	done
 }
+
+# The archive with its uuid, its time and its MD5s zeroed, in the header and in every extent:
+# what two runs of vma-create over the same input have in common, byte for byte.
+vma_sans_ids() { # IN OUT
+	"$VZ_PYTHON" - "$1" "$2" <<'END'
+import struct, sys
+data = bytearray(open(sys.argv[1], "rb").read())
+data[8:48] = bytes(40)  # uuid, ctime, md5
+pos = struct.unpack(">I", data[56:60])[0]
+while pos < len(data):
+    assert data[pos:pos + 4] == b"VMAE", pos
+    blocks = struct.unpack(">H", data[pos + 6:pos + 8])[0]
+    data[pos + 8:pos + 40] = bytes(32)  # uuid, md5
+    pos += 512 + blocks * 4096
+open(sys.argv[2], "wb").write(data)
+END
+}
