@@ -235,6 +235,41 @@ EOF
 	assert_equal "$(cat server.err)" ""
 }
 
+@test "--serve: vma-create -z zstd's seekable archive is read by frames, from its seek table" {
+	vma-create -z zstd -o a.vma.zst drive-scsi0="$BATS_FILE_TMPDIR/fs.img" \
+		drive-scsi1="$BATS_FILE_TMPDIR/pattern.img" drive-virtio2="$BATS_FILE_TMPDIR/random.img"
+	run -0 "$VZ_PYTHON" "$TOP/tests/lib/seektable.py" a.vma.zst
+	[ "${#lines[@]}" -ge 2 ] || fail "one frame only: $output"
+	mkdir tmp
+	TMPDIR=$PWD/tmp serve a.vma.zst
+	run -0 ls -l "/proc/$SERVER/fd/"
+	refute_output --partial "(deleted)"
+	assert_exports_match
+	stop_server
+	assert_equal "$CODE" 0
+	assert_equal "$(cat server.err)" ""
+}
+
+@test "--serve: a frame of vma-create's seekable archive damaged while served: EIO for its reads, its offset on stderr" {
+	vma-create -z zstd -o a.vma.zst drive-scsi0="$BATS_FILE_TMPDIR/fs.img" \
+		drive-scsi1="$BATS_FILE_TMPDIR/pattern.img" drive-virtio2="$BATS_FILE_TMPDIR/random.img"
+	run -0 "$VZ_PYTHON" "$TOP/tests/lib/seektable.py" a.vma.zst
+	second=${lines[1]%% *}
+	serve a.vma.zst
+	printf 'XXXXXXXX' | dd of=a.vma.zst bs=1 seek=$((second + 100000)) conv=notrunc status=none
+	# drive-virtio2's random data is the last in the archive: in the second frame
+	run nbdcopy "$(uri drive-virtio2)" v.raw
+	assert_failure
+	assert_output --partial "Input/output error"
+	run -0 cat server.err
+	assert_output --regexp "a.vma.zst: the frame at offset $second \([0-9]+ bytes\) is damaged: "
+	# what lies in the first frame still reads right
+	run -0 nbdpy -m nbd -u "$(uri drive-scsi1)" -c 'print(bytes(h.pread(65536, 0)).hex())'
+	assert_output "$(head -c 65536 "$EX/disk-drive-scsi1.raw" | od -An -v -tx1 | tr -d ' \n')"
+	stop_server
+	assert_equal "$CODE" 0
+}
+
 @test "--serve: a frame damaged after the index pass fails its reads with EIO, names its offset, never returns wrong bytes" {
 	make_seekable "$A" a.vma.zst >frames
 	serve a.vma.zst
