@@ -407,8 +407,10 @@ int serve_archive(const char *archive, const char *socket, enum meter_mode meter
 	const struct nbd_server_ops ops = {.read = on_read,
 					   .block_status = on_block_status,
 					   .stop_fd = sfd};
-	/* a transfer that stalls this long drops its client; handshakes get 30 s */
-	const struct nbd_timeouts timeouts = {30000, 600000};
+	/* Requests are served one at a time: a client that stops reading its reply (or sending
+	 * its request) for 60 s is dropped, so that it holds up the others no longer. Handshakes
+	 * get 30 s. */
+	const struct nbd_timeouts timeouts = {30000, 60000};
 	char why[512];
 	int rc = nbd_serve(lfd, -1, exports, sv->ndevs, &ops, sv, &timeouts, why, sizeof(why));
 	if (rc < 0)
