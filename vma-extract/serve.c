@@ -383,10 +383,45 @@ static int listen_on(const char *spec, bool *created)
 	return fd;
 }
 
-int serve_archive(const char *archive, const char *socket, enum meter_mode meter_mode)
+struct served *served_open(const char *archive, enum meter_mode meter_mode)
 {
 	struct served *sv = xcalloc(1, sizeof(*sv));
 	open_served(sv, archive, meter_mode);
+	return sv;
+}
+
+int served_serve(struct served *sv, int listen_fd, int client_fd, int stop_fd,
+		 const struct nbd_timeouts *timeouts, char *err, size_t errlen)
+{
+	struct nbd_export exports[VMA_MAX_DEVICES];
+	for (int i = 0; i < sv->ndevs; i++)
+		exports[i] = (struct nbd_export){sv->devs[i].name, sv->devs[i].size};
+	const struct nbd_server_ops ops = {.read = on_read,
+					   .block_status = on_block_status,
+					   .stop_fd = stop_fd};
+	return nbd_serve(listen_fd, client_fd, exports, sv->ndevs, &ops, sv, timeouts, err, errlen);
+}
+
+void served_free(struct served *sv)
+{
+	if (sv->fd >= 0)
+		close(sv->fd);
+	for (int i = 0; i < sv->ndevs; i++) {
+		free(sv->devs[i].name);
+		free(sv->devs[i].index);
+	}
+	for (int i = 0; i < CACHE_FRAMES; i++)
+		free(sv->cache[i].data);
+	if (sv->dctx)
+		libzstd.ZSTD_freeDCtx(sv->dctx);
+	free(sv->cbuf);
+	seektable_free(&sv->table);
+	free(sv);
+}
+
+int serve_archive(const char *archive, const char *socket, enum meter_mode meter_mode)
+{
+	struct served *sv = served_open(archive, meter_mode);
 	/* SIGTERM and SIGINT end the service cleanly: read from a signalfd in the poll loop. */
 	sigset_t stop;
 	sigemptyset(&stop);
@@ -401,18 +436,12 @@ int serve_archive(const char *archive, const char *socket, enum meter_mode meter
 	char *sock_path = xstrdup(socket);
 	int lfd = listen_on(socket, &created);
 	int track = created ? outfile_track(sock_path) : -1; /* SIGHUP, SIGPIPE */
-	struct nbd_export exports[VMA_MAX_DEVICES];
-	for (int i = 0; i < sv->ndevs; i++)
-		exports[i] = (struct nbd_export){sv->devs[i].name, sv->devs[i].size};
-	const struct nbd_server_ops ops = {.read = on_read,
-					   .block_status = on_block_status,
-					   .stop_fd = sfd};
 	/* Requests are served one at a time: a client that stops reading its reply (or sending
 	 * its request) for 60 s is dropped, so that it holds up the others no longer. Handshakes
 	 * get 30 s. */
 	const struct nbd_timeouts timeouts = {30000, 60000};
 	char why[512];
-	int rc = nbd_serve(lfd, -1, exports, sv->ndevs, &ops, sv, &timeouts, why, sizeof(why));
+	int rc = served_serve(sv, lfd, -1, sfd, &timeouts, why, sizeof(why));
 	if (rc < 0)
 		warnx("%s", why);
 	if (created)
@@ -421,17 +450,6 @@ int serve_archive(const char *archive, const char *socket, enum meter_mode meter
 	close(lfd);
 	close(sfd);
 	free(sock_path);
-	close(sv->fd);
-	for (int i = 0; i < sv->ndevs; i++) {
-		free(sv->devs[i].name);
-		free(sv->devs[i].index);
-	}
-	for (int i = 0; i < CACHE_FRAMES; i++)
-		free(sv->cache[i].data);
-	if (sv->dctx)
-		libzstd.ZSTD_freeDCtx(sv->dctx);
-	free(sv->cbuf);
-	seektable_free(&sv->table);
-	free(sv);
+	served_free(sv);
 	return rc < 0 ? EXIT_FAIL : 0;
 }
