@@ -25,6 +25,7 @@
 	X(ZSTD_createDCtx)                                                                         \
 	X(ZSTD_DCtx_setParameter)                                                                  \
 	X(ZSTD_decompressStream)                                                                   \
+	X(ZSTD_decompressDCtx)                                                                     \
 	X(ZSTD_freeDCtx)
 #define LIBLZMA_FUNCTIONS(X)                                                                       \
 	X(lzma_stream_encoder_mt)                                                                  \

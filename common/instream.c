@@ -37,6 +37,7 @@ struct instream {
 	uint64_t raw_used;    /* compressed bytes consumed */
 	uint64_t frame_start; /* where in the compressed input the current zstd frame began */
 	uint64_t delivered;
+	int tee_fd; /* a copy of what is delivered goes there, or -1 */
 	ZSTD_DCtx *zstd;
 	lzma_stream xz;
 	z_stream gz;
@@ -87,6 +88,7 @@ struct instream *instream_open(int fd, char *errbuf, size_t errlen)
 		return NULL;
 	}
 	s->fd = fd;
+	s->tee_fd = -1;
 	s->xz = xz_init;
 	/* Collect at least 6 bytes (or the whole stream) to see the magic. */
 	while (s->raw_len < LZOP_MAGIC_LEN && !s->raw_eof) {
@@ -292,12 +294,31 @@ static ssize_t read_decoded(struct instream *s, uint8_t *buf, size_t len)
 	return (ssize_t)got;
 }
 
-ssize_t instream_read(struct instream *s, void *buf, size_t len)
+static ssize_t read_any(struct instream *s, void *buf, size_t len)
 {
 	if (s->codec == CODEC_LZO)
 		return read_lzo(s, buf, len);
 	return s->codec == CODEC_NONE ? read_plain(s, buf, len) : read_decoded(s, buf, len);
 }
+
+ssize_t instream_read(struct instream *s, void *buf, size_t len)
+{
+	ssize_t n = read_any(s, buf, len);
+	for (ssize_t done = 0; s->tee_fd >= 0 && n > 0 && done < n;) {
+		ssize_t w = write(s->tee_fd, (char *)buf + done, (size_t)(n - done));
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w <= 0) {
+			snprintf(s->err, sizeof(s->err), "writing the decompressed copy: %s",
+				 w < 0 ? strerror(errno) : "no progress");
+			return -1;
+		}
+		done += w;
+	}
+	return n;
+}
+
+void instream_tee(struct instream *s, int fd) { s->tee_fd = fd; }
 
 uint64_t instream_offset(const struct instream *s) { return s->delivered; }
 

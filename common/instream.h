@@ -18,6 +18,10 @@ const char *instream_error(const struct instream *s);
 uint64_t instream_offset(const struct instream *s);
 /* The codec in use: "none", "zstd", "xz", "gzip" or "lzo". */
 const char *instream_codec(const struct instream *s);
+/* From now on, every byte instream_read delivers is also written to fd (vma-extract --serve's
+ * decompressed copy of an archive that cannot be read at random); a write that fails fails the
+ * read. */
+void instream_tee(struct instream *s, int fd);
 void instream_free(struct instream *s);
 
 #endif

@@ -1,4 +1,4 @@
-/* fuzz-sources: vma-create/listen.c vma-create/nbd_server.c vma-create/progress.c */
+/* fuzz-sources: vma-create/listen.c vma-create/progress.c */
 /* vma-create --listen's NBD server, fed the fuzz input as everything one client sends: the
  * flags word, options, then requests with their payloads. The input goes in through a
  * socketpair from a thread that also drains and discards the server's replies; the server is

@@ -38,6 +38,11 @@ teardown() {
 	if [ "$(gafreeze -s "$GUEST_WD/qga.sock" -t 5 status 2>/dev/null)" = frozen ]; then
 		gafreeze -s "$GUEST_WD/qga.sock" -t 5 thaw >/dev/null 2>&1 || true
 	fi
+	# vma-extract --serve's test: its FUSE mount and server
+	if mountpoint -q "$BATS_TEST_TMPDIR/serve/mnt" 2>/dev/null; then
+		umount "$BATS_TEST_TMPDIR/serve/mnt"
+	fi
+	[ -z "${server:-}" ] || kill "$server" 2>/dev/null || true
 	rm -rf "${GUEST_WD:?}"/dump/* "$BATS_TEST_TMPDIR/x"
 }
 
@@ -195,4 +200,35 @@ post-thaw $((f + 1)) $((t + 1)) thawed"
 	run -0 vma-extract -l "$archive"
 	assert_line --index 1 "DEV: dev_id=1 size: 67108864 devname: drive-virtio0"
 	assert_clean_ext4 "$(extract_disk)"
+}
+
+@test "the guest's backup served by vma-extract --serve: its files read through nbdfuse are the restored disk's" {
+	run --separate-stderr vz_backup "$GUEST_WD" --compress zstd 100
+	[ "$status" = 0 ] || fail "exit $status: $stderr"
+	archive=$(echo "$GUEST_WD"/dump/vzdump-qemu-100-*.vma.zst)
+	[ -f "$archive" ] || fail "no .vma.zst: $(ls "$GUEST_WD/dump")"
+	image=$(extract_disk)
+	w=$BATS_TEST_TMPDIR/serve
+	mkdir -p "$w/mnt"
+	vma-extract --serve "$w/sock" "$archive" 2>"$w/err" 3>&- &
+	server=$!
+	for ((i = 0; i < 200; i++)); do
+		[ -S "$w/sock" ] && break
+		sleep 0.05
+	done
+	nbdfuse -r "$w/mnt/disk" "nbd+unix:///drive-virtio0?socket=$w/sock" 3>&- &
+	for ((i = 0; i < 100; i++)); do
+		[ -f "$w/mnt/disk" ] && break
+		sleep 0.1
+	done
+	for f in /counter /hook.log; do
+		got=$(debugfs -R "cat $f" "$w/mnt/disk" 2>/dev/null)
+		[ -n "$got" ] || fail "$f: nothing read through nbdfuse"
+		assert_equal "$got" "$(debugfs -R "cat $f" "$image" 2>/dev/null)"
+	done
+	umount "$w/mnt"
+	kill -TERM "$server"
+	wait "$server" || fail "vma-extract --serve: exit $?: $(cat "$w/err")"
+	server=
+	[ ! -e "$w/sock" ]
 }

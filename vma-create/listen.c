@@ -243,8 +243,13 @@ int serve_devices_on(struct vma_writer *w, int listen_fd, int client_fd,
 				 .progress = progress,
 				 .throttle = throttle,
 				 .exports = exports};
-	static const struct nbd_server_ops ops = {
-		on_write, on_zero, on_closed, on_complete, on_export_complete, hold_until};
+	static const struct nbd_server_ops ops = {.write = on_write,
+						  .zero = on_zero,
+						  .closed = on_closed,
+						  .complete = on_complete,
+						  .export_complete = on_export_complete,
+						  .hold_until = hold_until,
+						  .stop_fd = -1};
 	int rc = nbd_serve(listen_fd, client_fd, exports, n, &ops, x, timeouts, err, errlen);
 	while (x->npending > 0)
 		drop_pending(x, &x->pending[0]);

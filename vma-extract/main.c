@@ -19,6 +19,7 @@
 #include "outfile.h"
 #include "qcow2.h"
 #include "reader.h"
+#include "serve.h"
 #include "sink.h"
 #include "target.h"
 #include "xalloc.h"
@@ -31,10 +32,19 @@ const char usage_synopsis[] =
 	"            [--format raw | qcow2] archive dir\n"
 	"vma-extract [-v] [--progress | --no-progress] [--force] [--no-verify]\n"
 	"            archive name=target ...\n"
-	"vma-extract -c config archive\n";
+	"vma-extract -c config archive\n"
+	"vma-extract --serve socket [--progress | --no-progress] archive\n";
 
 static const char short_opts[] = "ltvd:c:h";
-enum { OPT_JSON = 256, OPT_PROGRESS, OPT_NO_PROGRESS, OPT_FORCE, OPT_NO_VERIFY, OPT_FORMAT };
+enum {
+	OPT_JSON = 256,
+	OPT_PROGRESS,
+	OPT_NO_PROGRESS,
+	OPT_FORCE,
+	OPT_NO_VERIFY,
+	OPT_FORMAT,
+	OPT_SERVE
+};
 static const struct option long_opts[] = {
 	{"list", no_argument, NULL, 'l'},
 	{"json", no_argument, NULL, OPT_JSON},
@@ -47,6 +57,7 @@ static const struct option long_opts[] = {
 	{"force", no_argument, NULL, OPT_FORCE},
 	{"no-verify", no_argument, NULL, OPT_NO_VERIFY},
 	{"format", required_argument, NULL, OPT_FORMAT},
+	{"serve", required_argument, NULL, OPT_SERVE},
 	{"help", no_argument, NULL, 'h'},
 	CLI_LIST_OPTIONS,
 	{NULL, 0, NULL, 0},
@@ -771,7 +782,7 @@ int main(int argc, char **argv)
 	bool json = false, verbose = false, progress_asked = false, force = false,
 	     no_verify = false, qcow2 = false, format_asked = false;
 	char *devices = NULL;
-	const char *config = NULL;
+	const char *config = NULL, *serve = NULL;
 	while ((ch = cli_getopt(argc, argv, short_opts, long_opts)) != -1) {
 		switch (ch) {
 		case 'l':
@@ -811,6 +822,11 @@ int main(int argc, char **argv)
 			qcow2 = strcmp(optarg, "qcow2") == 0;
 			format_asked = true;
 			break;
+		case OPT_SERVE:
+			if (*optarg == '\0')
+				usage_error("--serve: expected a socket, not an empty name");
+			serve = optarg;
+			break;
 		case 'd':
 			if (strspn(optarg, ",") == strlen(optarg))
 				usage_error("-d: expected device names, not '%s'", optarg);
@@ -820,6 +836,14 @@ int main(int argc, char **argv)
 	}
 	argc -= optind;
 	argv += optind;
+	if (serve) {
+		if (mode || json || verbose || devices || force || no_verify || format_asked)
+			usage_error("--serve goes with --progress or --no-progress only");
+		if (argc != 1 || argv[0][0] == '\0')
+			usage_error("--serve: expected one archive");
+		archive_name = argv[0];
+		return serve_archive(argv[0], serve, meter_mode);
+	}
 	if (json && mode != 'l')
 		usage_error("--json needs -l");
 	if (devices && mode)

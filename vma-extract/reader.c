@@ -442,7 +442,7 @@ int vma_reader_run(struct vma_reader *r, vma_cluster_fn fn, vma_part_fn done, vo
 		if (n < VMA_EXTENT_HEADER_SIZE)
 			return fail_at(r, r->offset + (uint64_t)n,
 				       "archive truncated inside an extent header");
-		uint64_t start = r->offset;
+		uint64_t start = r->extent_start = r->offset;
 		r->offset += VMA_EXTENT_HEADER_SIZE;
 		int rc = read_extent(r, start, fn, done, opaque);
 		if (rc)

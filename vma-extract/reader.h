@@ -28,7 +28,9 @@ struct vma_device {
 
 struct vma_reader {
 	struct instream *in;
-	uint64_t offset; /* bytes of the stream consumed so far */
+	uint64_t offset;       /* bytes of the stream consumed so far */
+	uint64_t extent_start; /* where the extent being read starts in the stream: its
+				* entries' blocks lie at extent_start + (blocks - extent) */
 	uint8_t *header;
 	uint32_t header_size;
 	uint8_t uuid[16];

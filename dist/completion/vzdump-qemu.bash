@@ -298,9 +298,10 @@ _vzq_vma_create() { # COMMAND
 }
 
 _vzq_vma_extract() { # COMMAND
-	_vzq_parse "-d --devices -c --config --format"
+	_vzq_parse "-d --devices -c --config --format --serve"
 	case $vzq_valopt in
 	--format) _vzq_words raw qcow2 ;;
+	--serve) _vzq_files ;;
 	esac
 	[ -z "$vzq_valopt" ] || return 0
 	if [ "$vzq_dashdash" -lt 0 ] && [[ $vzq_cur == -* ]]; then

@@ -1,12 +1,14 @@
-/* NBD server side, fixed newstyle negotiation and simple replies only, write-only exports.
- * Protocol reference: the NBD project's doc/proto.md. Every client is handled one step at a
- * time (a flags word, an option, or a request with its payload) when poll() says it has data,
- * with a deadline for the rest of that step, so one stalled client cannot hang the others
- * forever. Between steps the deadlines of nbd_timeouts apply: to the handshake, to a client
- * idle while its export lacks data, and to the wait for a client while an export has none.
- * The pace (ops->hold_until) is kept by holding back: while over the limit no request of a
- * client in transmission is read and no reply sent, so the clients' own writes wait, all of
- * them at once; the poll loop goes on serving handshakes and keeping the deadlines. */
+/* NBD server side, fixed newstyle negotiation (nbd_server.h for the two modes). Protocol
+ * reference: the NBD project's doc/proto.md. Every client is handled one step at a time (a
+ * flags word, an option, or a request with its payload) when poll() says it has data, with a
+ * deadline for the rest of that step, so one stalled client cannot hang the others forever.
+ * Between steps the deadlines of nbd_timeouts apply: to the handshake, to a client idle while
+ * its export lacks data, and to the wait for a client while an export has none (the last two
+ * in write-only mode only). The pace (ops->hold_until) is kept by holding back: while over the
+ * limit no request of a client in transmission is read and no reply sent, so the clients' own
+ * writes wait, all of them at once; the poll loop goes on serving handshakes and keeping the
+ * deadlines. Structured replies and meta contexts are offered in read-only mode only: the
+ * write-only mode's clients (QEMU's backup job) have never needed them. */
 #include <err.h>
 #include <errno.h>
 #include <poll.h>
@@ -27,6 +29,7 @@
 #define OPT_REPLY_MAGIC 0x0003e889045565a9ull
 #define REQUEST_MAGIC 0x25609513u
 #define SIMPLE_REPLY_MAGIC 0x67446698u
+#define STRUCTURED_REPLY_MAGIC 0x668e33efu
 
 #define FLAG_FIXED_NEWSTYLE 1u
 #define FLAG_NO_ZEROES 2u
@@ -38,10 +41,14 @@
 #define OPT_LIST 3u
 #define OPT_INFO 6u
 #define OPT_GO 7u
+#define OPT_STRUCTURED_REPLY 8u
+#define OPT_LIST_META_CONTEXT 9u
+#define OPT_SET_META_CONTEXT 10u
 
 #define REP_ACK 1u
 #define REP_SERVER 2u
 #define REP_INFO 3u
+#define REP_META_CONTEXT 4u
 #define REP_ERR_UNSUP 0x80000001u
 #define REP_ERR_POLICY 0x80000002u
 #define REP_ERR_INVALID 0x80000003u
@@ -51,21 +58,49 @@
 #define INFO_BLOCK_SIZE 3u
 
 #define TFLAG_HAS_FLAGS (1u << 0)
+#define TFLAG_READ_ONLY (1u << 1)
 #define TFLAG_SEND_FLUSH (1u << 2)
+#define TFLAG_SEND_DF (1u << 7)
 #define TFLAG_SEND_WRITE_ZEROES (1u << 6)
-#define TRANSMISSION_FLAGS (TFLAG_HAS_FLAGS | TFLAG_SEND_FLUSH | TFLAG_SEND_WRITE_ZEROES)
+#define TFLAG_CAN_MULTI_CONN (1u << 8)
+#define WRITE_ONLY_FLAGS (TFLAG_HAS_FLAGS | TFLAG_SEND_FLUSH | TFLAG_SEND_WRITE_ZEROES)
+/* Read-only: every connection sees the same unchanging bytes, so clients may use several. */
+#define READ_ONLY_FLAGS                                                                            \
+	(TFLAG_HAS_FLAGS | TFLAG_READ_ONLY | TFLAG_SEND_FLUSH | TFLAG_SEND_DF |                    \
+	 TFLAG_CAN_MULTI_CONN)
 
 #define CMD_READ 0u
 #define CMD_WRITE 1u
 #define CMD_DISC 2u
 #define CMD_FLUSH 3u
+#define CMD_TRIM 4u
+#define CMD_CACHE 5u
 #define CMD_WRITE_ZEROES 6u
+#define CMD_BLOCK_STATUS 7u
+#define CMD_FLAG_REQ_ONE (1u << 3)
 
-#define MIN_BLOCK 512u
-#define PREFERRED_BLOCK 65536u
+#define REPLY_FLAG_DONE 1u
+#define REPLY_TYPE_NONE 0u
+#define REPLY_TYPE_OFFSET_DATA 1u
+#define REPLY_TYPE_BLOCK_STATUS 5u
+#define REPLY_TYPE_ERROR ((1u << 15) + 1)
+
+/* The one meta context: its id in this server, and its name. */
+#define META_BASE_ALLOCATION 1u
+#define BASE_ALLOCATION "base:allocation"
+/* Descriptors in one block status reply at most. */
+#define MAX_EXTENTS 1024
+
+/* Block sizes advertised (NBD_INFO_BLOCK_SIZE): write-only mode takes 512-byte sectors and
+ * likes whole VMA clusters; read-only mode reads any byte and likes the archive's 4 KiB blocks. */
+#define WO_MIN_BLOCK 512u
+#define WO_PREFERRED_BLOCK 65536u
+#define RO_MIN_BLOCK 1u
+#define RO_PREFERRED_BLOCK 4096u
 #define MAX_OPTION_LENGTH 65536u
-/* No more connections than exports at once (one client per export); an archive holds 254. */
-#define MAX_CLIENTS 256
+/* Write-only: no more connections than exports at once (one client per export); an archive
+ * holds 254. */
+#define MAX_CLIENTS NBD_MAX_CLIENTS
 
 enum state { WANT_FLAGS, WANT_OPTION, TRANSMISSION };
 
@@ -80,6 +115,8 @@ struct nbd_conn {
 	bool timed_out;                /* its last transfer stopped at a deadline */
 	bool held;                     /* a reply to it waits for the pace (held_handle) */
 	uint64_t held_handle;
+	bool structured; /* NBD_OPT_STRUCTURED_REPLY was negotiated */
+	int meta_export; /* base:allocation was selected for this export, or -1 */
 };
 
 struct server {
@@ -98,6 +135,7 @@ struct server {
 	int64_t complete_since; /* when the archive had all its data (0: not yet) */
 	int64_t hold_end;       /* the end of the pace's latest hold, maybe past (0: none yet) */
 	bool failed, timed_out;
+	bool read_only, stop;
 	char *err;
 	size_t errlen;
 };
@@ -121,6 +159,23 @@ static enum step fatal_timeout(struct server *s, const char *what, int ms)
 {
 	s->timed_out = !s->failed;
 	return fatal(s, "%s: timed out after %g s", what, ms / 1000.0);
+}
+
+/* A client broke the protocol: in write-only mode that fails the run (the archive would lack
+ * its data); in read-only mode only that client is disconnected, with a warning. */
+static enum step client_fault(struct server *s, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+static enum step client_fault(struct server *s, const char *fmt, ...)
+{
+	char why[512];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(why, sizeof(why), fmt, ap);
+	va_end(ap);
+	if (!s->read_only)
+		return fatal(s, "%s", why);
+	warnx("%s; disconnected that client", why);
+	return STEP_CLOSE;
 }
 
 /* recv or send all of buf before the deadline; -1 on end of stream, error or timeout (then
@@ -191,9 +246,16 @@ static void enter_transmission(struct server *s, struct nbd_conn *c, int export)
 {
 	c->state = TRANSMISSION;
 	c->export = export;
-	s->claimed[export] = true;
-	s->nclaimed++;
+	if (!s->read_only) {
+		s->claimed[export] = true;
+		s->nclaimed++;
+	}
 	s->ntransmission++;
+}
+
+static uint16_t transmission_flags(const struct server *s)
+{
+	return s->read_only ? READ_ONLY_FLAGS : WRITE_ONLY_FLAGS;
 }
 
 static enum step answer_info_or_go(struct server *s, struct nbd_conn *c, uint32_t option,
@@ -206,7 +268,7 @@ static enum step answer_info_or_go(struct server *s, struct nbd_conn *c, uint32_
 	int export = find_export(s, (const char *)data + 4, namelen);
 	if (export < 0)
 		return option_reply(c, option, REP_ERR_UNKNOWN, NULL, 0) < 0 ? STEP_CLOSE : STEP_OK;
-	if (option == OPT_GO && s->claimed[export]) {
+	if (option == OPT_GO && !s->read_only && s->claimed[export]) {
 		static const char taken[] = "this export already has its client";
 		return option_reply(c, option, REP_ERR_POLICY, taken, sizeof(taken) - 1) < 0
 			? STEP_CLOSE
@@ -215,18 +277,61 @@ static enum step answer_info_or_go(struct server *s, struct nbd_conn *c, uint32_
 	uint8_t info[14], sizes[14];
 	put_be16(info, INFO_EXPORT);
 	put_be64(info + 2, s->exports[export].size);
-	put_be16(info + 10, TRANSMISSION_FLAGS);
+	put_be16(info + 10, transmission_flags(s));
 	put_be16(sizes, INFO_BLOCK_SIZE);
-	put_be32(sizes + 2, MIN_BLOCK);
-	put_be32(sizes + 6, PREFERRED_BLOCK);
-	put_be32(sizes + 10, NBD_MAX_WRITE);
+	put_be32(sizes + 2, s->read_only ? RO_MIN_BLOCK : WO_MIN_BLOCK);
+	put_be32(sizes + 6, s->read_only ? RO_PREFERRED_BLOCK : WO_PREFERRED_BLOCK);
+	put_be32(sizes + 10, s->read_only ? NBD_MAX_READ : NBD_MAX_WRITE);
 	if (option_reply(c, option, REP_INFO, info, 12) < 0 ||
 	    option_reply(c, option, REP_INFO, sizes, 14) < 0 ||
 	    option_reply(c, option, REP_ACK, NULL, 0) < 0)
 		return STEP_CLOSE;
-	if (option == OPT_GO)
+	if (option == OPT_GO) {
+		if (c->meta_export != export) /* selected for another export: void */
+			c->meta_export = -1;
 		enter_transmission(s, c, export);
+	}
 	return STEP_OK;
+}
+
+/* NBD_OPT_LIST_META_CONTEXT and NBD_OPT_SET_META_CONTEXT (read-only mode): the one context
+ * there is, base:allocation, listed for no query, "base:" or its name, selected for its name. */
+static enum step answer_meta(struct server *s, struct nbd_conn *c, uint32_t option,
+			     const uint8_t *data, uint32_t len)
+{
+	bool set = option == OPT_SET_META_CONTEXT;
+	uint32_t namelen = len >= 4 ? get_be32(data) : 0;
+	if (len < 8 || namelen > len - 8 || (set && !c->structured))
+		return option_reply(c, option, REP_ERR_INVALID, NULL, 0) < 0 ? STEP_CLOSE : STEP_OK;
+	int export = find_export(s, (const char *)data + 4, namelen);
+	if (export < 0)
+		return option_reply(c, option, REP_ERR_UNKNOWN, NULL, 0) < 0 ? STEP_CLOSE : STEP_OK;
+	const uint8_t *p = data + 4 + namelen + 4, *end = data + len;
+	uint32_t nqueries = get_be32(data + 4 + namelen);
+	bool match = !set && nqueries == 0;
+	for (uint32_t i = 0; i < nqueries; i++) {
+		if (end - p < 4 || (uint64_t)(end - p) - 4 < get_be32(p))
+			return option_reply(c, option, REP_ERR_INVALID, NULL, 0) < 0 ? STEP_CLOSE
+										     : STEP_OK;
+		uint32_t qlen = get_be32(p);
+		const char *q = (const char *)p + 4;
+		p += 4 + qlen;
+		if ((qlen == strlen(BASE_ALLOCATION) && memcmp(q, BASE_ALLOCATION, qlen) == 0) ||
+		    (!set && qlen == 5 && memcmp(q, "base:", 5) == 0))
+			match = true;
+	}
+	if (p != end)
+		return option_reply(c, option, REP_ERR_INVALID, NULL, 0) < 0 ? STEP_CLOSE : STEP_OK;
+	if (set)
+		c->meta_export = match ? export : -1;
+	if (match) {
+		uint8_t reply[4 + sizeof(BASE_ALLOCATION) - 1];
+		put_be32(reply, META_BASE_ALLOCATION);
+		memcpy(reply + 4, BASE_ALLOCATION, sizeof(BASE_ALLOCATION) - 1);
+		if (option_reply(c, option, REP_META_CONTEXT, reply, sizeof(reply)) < 0)
+			return STEP_CLOSE;
+	}
+	return option_reply(c, option, REP_ACK, NULL, 0) < 0 ? STEP_CLOSE : STEP_OK;
 }
 
 static enum step answer_list(struct server *s, struct nbd_conn *c, uint32_t len)
@@ -253,10 +358,10 @@ static enum step handle_option(struct server *s, struct nbd_conn *c)
 	if (nbd_conn_recv(c, h, sizeof(h)) < 0)
 		return STEP_CLOSE;
 	if (get_be64(h) != IHAVEOPT)
-		return fatal(s, "client sent garbage during negotiation (no option magic)");
+		return client_fault(s, "client sent garbage during negotiation (no option magic)");
 	uint32_t option = get_be32(h + 8), len = get_be32(h + 12);
 	if (len > MAX_OPTION_LENGTH)
-		return fatal(s, "client sent an option of %u bytes", len);
+		return client_fault(s, "client sent an option of %u bytes", len);
 	uint8_t *data = malloc(len ? len : 1);
 	if (!data)
 		return fatal(s, "out of memory");
@@ -266,11 +371,11 @@ static enum step handle_option(struct server *s, struct nbd_conn *c)
 	switch (option) {
 	case OPT_EXPORT_NAME: {
 		int export = find_export(s, (const char *)data, len);
-		if (export < 0 || s->claimed[export])
+		if (export < 0 || (!s->read_only && s->claimed[export]))
 			goto out; /* this option has no error reply: hang up */
 		uint8_t reply[10 + 124] = {0};
 		put_be64(reply, s->exports[export].size);
-		put_be16(reply + 8, TRANSMISSION_FLAGS);
+		put_be16(reply + 8, transmission_flags(s));
 		if (conn_send(c, reply, c->no_zeroes ? 10 : sizeof(reply)) < 0)
 			goto out;
 		enter_transmission(s, c, export);
@@ -287,7 +392,23 @@ static enum step handle_option(struct server *s, struct nbd_conn *c)
 	case OPT_GO:
 		r = answer_info_or_go(s, c, option, data, len);
 		break;
-	default: /* TLS, structured replies, meta contexts…: simple replies only */
+	case OPT_STRUCTURED_REPLY:
+		if (!s->read_only)
+			goto unsupported;
+		if (len == 0)
+			c->structured = true;
+		r = option_reply(c, option, len == 0 ? REP_ACK : REP_ERR_INVALID, NULL, 0) < 0
+			? STEP_CLOSE
+			: STEP_OK;
+		break;
+	case OPT_LIST_META_CONTEXT:
+	case OPT_SET_META_CONTEXT:
+		if (!s->read_only)
+			goto unsupported;
+		r = answer_meta(s, c, option, data, len);
+		break;
+	default: /* TLS…; write-only mode: structured replies, meta contexts */
+	unsupported:
 		r = option_reply(c, option, REP_ERR_UNSUP, NULL, 0) < 0 ? STEP_CLOSE : STEP_OK;
 	}
 out:
@@ -302,6 +423,132 @@ static enum step simple_reply(struct nbd_conn *c, uint64_t handle, uint32_t erro
 	put_be32(r + 4, error);
 	put_be64(r + 8, handle);
 	return conn_send(c, r, sizeof(r)) < 0 ? STEP_CLOSE : STEP_OK;
+}
+
+static int structured_header(struct nbd_conn *c, uint16_t flags, uint16_t type, uint64_t handle,
+			     uint32_t len)
+{
+	uint8_t r[20];
+	put_be32(r, STRUCTURED_REPLY_MAGIC);
+	put_be16(r + 4, flags);
+	put_be16(r + 6, type);
+	put_be64(r + 8, handle);
+	put_be32(r + 16, len);
+	return conn_send(c, r, sizeof(r));
+}
+
+/* The reply to a READ: the data, or the error. */
+static enum step read_reply(struct nbd_conn *c, uint64_t handle, uint32_t error, uint64_t off,
+			    const void *data, uint32_t len)
+{
+	int rc;
+	if (!c->structured) {
+		rc = simple_reply(c, handle, error) == STEP_OK ? 0 : -1;
+		if (rc == 0 && !error)
+			rc = conn_send(c, data, len);
+	} else if (error) {
+		uint8_t e[6];
+		put_be32(e, error);
+		put_be16(e + 4, 0); /* no message */
+		rc = structured_header(c, REPLY_FLAG_DONE, REPLY_TYPE_ERROR, handle, sizeof(e));
+		if (rc == 0)
+			rc = conn_send(c, e, sizeof(e));
+	} else if (len == 0) {
+		rc = structured_header(c, REPLY_FLAG_DONE, REPLY_TYPE_NONE, handle, 0);
+	} else {
+		uint8_t o[8];
+		put_be64(o, off);
+		rc = structured_header(c, REPLY_FLAG_DONE, REPLY_TYPE_OFFSET_DATA, handle, 8 + len);
+		if (rc == 0)
+			rc = conn_send(c, o, sizeof(o));
+		if (rc == 0)
+			rc = conn_send(c, data, len);
+	}
+	return rc < 0 ? STEP_CLOSE : STEP_OK;
+}
+
+/* NBD_CMD_BLOCK_STATUS for base:allocation: the extents from off on, as the callback sees
+ * them, adjacent ones with the same flags merged; one with REQ_ONE. */
+static enum step block_status_reply(struct server *s, struct nbd_conn *c, uint64_t handle,
+				    uint16_t flags, uint64_t off, uint32_t len)
+{
+	uint8_t buf[4 + 8 * MAX_EXTENTS];
+	int max = flags & CMD_FLAG_REQ_ONE ? 1 : MAX_EXTENTS, n = 0;
+	uint32_t last = 0;
+	put_be32(buf, META_BASE_ALLOCATION);
+	for (uint64_t left = len; left > 0;) {
+		uint64_t run = 0;
+		uint32_t state = s->ops->block_status(s->ctx, c->export, off, left, &run);
+		if (run == 0 || run > left)
+			run = left;
+		if (n > 0 && state == last) {
+			uint8_t *d = buf + 4 + 8 * (n - 1);
+			put_be32(d, get_be32(d) + (uint32_t)run);
+		} else if (n == max) {
+			break;
+		} else {
+			put_be32(buf + 4 + 8 * n, (uint32_t)run);
+			put_be32(buf + 8 + 8 * n, state);
+			n++;
+			last = state;
+		}
+		off += run;
+		left -= run;
+	}
+	uint32_t size = 4 + 8 * (uint32_t)n;
+	if (structured_header(c, REPLY_FLAG_DONE, REPLY_TYPE_BLOCK_STATUS, handle, size) < 0 ||
+	    conn_send(c, buf, size) < 0)
+		return STEP_CLOSE;
+	return STEP_OK;
+}
+
+/* A request in read-only mode: reads and block status are served, writes refused (their
+ * payload read and dropped first, so that the stream stays in step). */
+static enum step handle_read_only(struct server *s, struct nbd_conn *c, uint16_t type,
+				  uint16_t flags, uint64_t handle, uint64_t off, uint32_t len)
+{
+	const struct nbd_export *e = &s->exports[c->export];
+	bool in_range = off <= e->size && len <= e->size - off;
+	switch (type) {
+	case CMD_READ: {
+		if (!in_range || len > NBD_MAX_READ)
+			return read_reply(c, handle, EINVAL, off, NULL, 0);
+		uint8_t *buf = malloc(len ? len : 1);
+		if (!buf)
+			return read_reply(c, handle, ENOMEM, off, NULL, 0);
+		int error = len ? s->ops->read(s->ctx, c->export, off, len, buf) : 0;
+		enum step r = read_reply(c, handle, (uint32_t)error, off, buf, len);
+		free(buf);
+		return r;
+	}
+	case CMD_WRITE: {
+		if (len > NBD_MAX_READ)
+			return client_fault(s, "%s: a client sent a write of %u bytes", e->name,
+					    len);
+		uint8_t sink[65536];
+		for (uint32_t left = len; left > 0;) {
+			uint32_t n = left < sizeof(sink) ? left : (uint32_t)sizeof(sink);
+			if (nbd_conn_recv(c, sink, n) < 0)
+				return STEP_CLOSE;
+			left -= n;
+		}
+		return simple_reply(c, handle, EPERM);
+	}
+	case CMD_TRIM:
+	case CMD_WRITE_ZEROES:
+		return simple_reply(c, handle, EPERM);
+	case CMD_FLUSH:
+	case CMD_CACHE:
+		return simple_reply(c, handle, 0);
+	case CMD_DISC:
+		return STEP_CLOSE;
+	case CMD_BLOCK_STATUS:
+		if (!c->structured || c->meta_export != c->export || !in_range || len == 0)
+			return simple_reply(c, handle, EINVAL);
+		return block_status_reply(s, c, handle, flags, off, len);
+	default:
+		return simple_reply(c, handle, EINVAL);
+	}
 }
 
 /* Whether the pace holds the clients back now (asking it first). The end of its hold, even once
@@ -332,11 +579,13 @@ static enum step handle_request(struct server *s, struct nbd_conn *c)
 	if (nbd_conn_recv(c, h, sizeof(h)) < 0)
 		return STEP_CLOSE;
 	if (get_be32(h) != REQUEST_MAGIC)
-		return fatal(s, "client of %s sent garbage (no request magic)",
-			     s->exports[c->export].name);
+		return client_fault(s, "client of %s sent garbage (no request magic)",
+				    s->exports[c->export].name);
 	uint16_t type = get_be16(h + 6);
 	uint64_t handle = get_be64(h + 8), off = get_be64(h + 16);
 	uint32_t len = get_be32(h + 24);
+	if (s->read_only)
+		return handle_read_only(s, c, type, get_be16(h + 4), handle, off, len);
 	const struct nbd_export *e = &s->exports[c->export];
 	bool in_range = off <= e->size && len <= e->size - off;
 	int error = 0;
@@ -409,16 +658,24 @@ static void close_conn(struct server *s, int i, bool notify)
 	if (export >= 0) {
 		s->ntransmission--;
 		char why[512] = "";
-		if (notify && s->ops->closed(s->ctx, export, why, sizeof(why)) < 0)
+		if (notify && s->ops->closed &&
+		    s->ops->closed(s->ctx, export, why, sizeof(why)) < 0)
 			fatal(s, "%s", why);
 	}
 }
 
 /* A step of client i ended in a timeout: a client still in its handshake has taken nothing
- * and is dropped; one that had chosen its export fails the run. */
+ * and is dropped; one that had chosen its export fails the run (write-only mode) or is dropped
+ * too (read-only mode). */
 static void timed_out(struct server *s, int i)
 {
 	struct nbd_conn *c = &s->conns[i];
+	if (c->state == TRANSMISSION && s->read_only) {
+		warnx("%s: a client stopped in the middle of a request for %g s; disconnected it",
+		      s->exports[c->export].name, s->timeouts->idle_ms / 1000.0);
+		close_conn(s, i, false);
+		return;
+	}
 	if (c->state != TRANSMISSION) {
 		meter_break();
 		warnx("client handshake: timed out after %g s; disconnected it",
@@ -446,7 +703,8 @@ static void add_client(struct server *s, int fd)
 		.export = -1,
 		.idle_ms = s->timeouts->idle_ms,
 		.handshake_deadline = deadline_in(s->timeouts->handshake_ms / 1000.0),
-		.idle_since = monotonic_ms()};
+		.idle_since = monotonic_ms(),
+		.meta_export = -1};
 	uint8_t greeting[18];
 	put_be64(greeting, NBDMAGIC);
 	put_be64(greeting + 8, IHAVEOPT);
@@ -471,6 +729,15 @@ static enum step accept_client(struct server *s, int listen_fd)
 		return errno == EINTR || errno == EAGAIN || errno == ECONNABORTED
 			? STEP_OK
 			: fatal(s, "accept: %s", strerror(errno));
+	if (s->read_only) {
+		if (s->nconns == MAX_CLIENTS) {
+			close(fd);
+			warnx("refused a connection: %d clients already", MAX_CLIENTS);
+		} else {
+			add_client(s, fd);
+		}
+		return STEP_OK;
+	}
 	if (s->nclaimed == s->nexports ||
 	    s->nconns - s->ntransmission >= s->nexports - s->nclaimed + SPARE_NEGOTIATIONS) {
 		close(fd);
@@ -518,13 +785,25 @@ static bool flush_held(struct server *s)
  * a reply the pace holds back. */
 static bool idle_matters(const struct server *s, const struct nbd_conn *c)
 {
-	return c->state == TRANSMISSION && !c->held && !s->ops->export_complete(s->ctx, c->export);
+	return !s->read_only && c->state == TRANSMISSION && !c->held &&
+		!s->ops->export_complete(s->ctx, c->export);
 }
 
 static bool waiting_for_client(const struct server *s, int listen_fd)
 {
-	return listen_fd >= 0 && s->nclaimed < s->nexports;
+	return !s->read_only && listen_fd >= 0 && s->nclaimed < s->nexports;
 }
+
+/* Whether the work is done: write-only mode, once complete (or the one client given is gone);
+ * read-only mode, once told to stop (or the one client given is gone). */
+static bool finished(const struct server *s, int listen_fd)
+{
+	if (s->read_only)
+		return s->stop || (listen_fd < 0 && s->nconns == 0);
+	return s->nconns == 0 && (listen_fd < 0 || s->ops->complete(s->ctx));
+}
+
+static bool complete(const struct server *s) { return !s->read_only && s->ops->complete(s->ctx); }
 
 /* The nearest deadline of all, the end of a hold (held) included. */
 static deadline_t next_deadline(const struct server *s, int listen_fd, bool held)
@@ -591,7 +870,8 @@ int nbd_serve(int listen_fd, int client_fd, const struct nbd_export *exports, in
 			   .timeouts = timeouts,
 			   .last_activity = monotonic_ms(),
 			   .err = err,
-			   .errlen = errlen};
+			   .errlen = errlen,
+			   .read_only = ops->write == NULL};
 	if (nexports > MAX_CLIENTS) {
 		snprintf(err, errlen, "%d exports; at most %d", nexports, MAX_CLIENTS);
 		if (client_fd >= 0)
@@ -601,11 +881,11 @@ int nbd_serve(int listen_fd, int client_fd, const struct nbd_export *exports, in
 	if (client_fd >= 0)
 		add_client(&s, client_fd);
 	/* Without a listening socket (poll() skips the fd -1), until that one client is gone. */
-	while (!s.failed && !(s.nconns == 0 && (listen_fd < 0 || ops->complete(ctx)))) {
+	while (!s.failed && !finished(&s, listen_fd)) {
 		bool held = holding(&s);
 		if (!held && flush_held(&s))
 			continue; /* the loop's condition again: a client may have gone */
-		struct pollfd pfds[MAX_CLIENTS + 1];
+		struct pollfd pfds[MAX_CLIENTS + 2];
 		pfds[0] = (struct pollfd){.fd = listen_fd, .events = POLLIN};
 		/* While the pace holds, clients in transmission are not read (poll skips fd -1). */
 		for (int i = 0; i < s.nconns; i++)
@@ -613,7 +893,9 @@ int nbd_serve(int listen_fd, int client_fd, const struct nbd_export *exports, in
 				.fd = held && s.conns[i].state == TRANSMISSION ? -1 : s.conns[i].fd,
 				.events = POLLIN};
 		int n = s.nconns;
-		if (poll(pfds, (nfds_t)n + 1,
+		pfds[n + 1] = (struct pollfd){.fd = s.read_only ? ops->stop_fd : -1,
+					      .events = POLLIN};
+		if (poll(pfds, (nfds_t)n + 2,
 			 deadline_poll_timeout(next_deadline(&s, listen_fd, held))) < 0) {
 			if (errno == EINTR)
 				continue;
@@ -633,6 +915,10 @@ int nbd_serve(int listen_fd, int client_fd, const struct nbd_export *exports, in
 			else if (r == STEP_CLOSE)
 				close_conn(&s, i, true);
 		}
+		if (pfds[n + 1].revents) {
+			s.stop = true;
+			break;
+		}
 		if (!s.failed && pfds[0].revents & POLLIN)
 			accept_client(&s, listen_fd);
 		holding(&s); /* the latest hold's end, for the deadlines */
@@ -640,12 +926,12 @@ int nbd_serve(int listen_fd, int client_fd, const struct nbd_export *exports, in
 			check_deadlines(&s, listen_fd);
 		/* Once the archive has all its data, a connection still negotiating can get
 		 * nothing: it does not hold the end. */
-		for (int i = s.nconns - 1; i >= 0 && !s.failed && ops->complete(ctx); i--)
+		for (int i = s.nconns - 1; i >= 0 && !s.failed && complete(&s); i--)
 			if (s.conns[i].state != TRANSMISSION)
 				close_conn(&s, i, false);
 		/* The clients still connected then get the idle timeout to hang up, and are
 		 * disconnected after it: no client can hold the end of a complete archive. */
-		if (!s.failed && listen_fd >= 0 && s.nconns > 0 && ops->complete(ctx)) {
+		if (!s.failed && listen_fd >= 0 && s.nconns > 0 && complete(&s)) {
 			if (!s.complete_since) {
 				s.complete_since = monotonic_ms();
 			} else if (deadline_passed(after(past_hold(&s, s.complete_since),
