@@ -1,0 +1,108 @@
+#!/bin/bash
+# Benchmark of vma-extract --serve (issue #18's figures, each goal printed beside its figure:
+# reported, never asserted), on seekable .vma.zst archives of two 2 GiB disks: real files (a
+# tar of /usr, compressible as a VM's disk is: each frame read costs decompressing 2 MiB) and
+# random data (stored, which zstd reads back at the speed of a copy):
+#   random      1 000 reads of 4 KiB at random offsets by one qemu-io over the served export,
+#               against the same reads by qemu-io over qemu-nbd serving the extracted raw disk
+#               (goal: at least 1 000 reads/s)
+#   sequential  nbdcopy of the served export to null:, against zstd -d -c of the archive to
+#               /dev/null (goal: 0.8x its throughput)
+# One line per figure: both times (best of RUNS), the reads per second or the ratio, and the
+# server's peak RSS.
+#   VZ_BIN     folder of the built tools (default: build/cc/bin)
+#   BENCH_DIR  where the test files go (default: a new folder under /var/tmp)
+#   RUNS       repetitions per side, the fastest counts (default: 3)
+set -eu
+top=$(cd "$(dirname "$0")/.." && pwd)
+VZ_BIN=${VZ_BIN:-$top/build/cc/bin}
+RUNS=${RUNS:-3}
+create=$VZ_BIN/vma-create
+extract=$VZ_BIN/vma-extract
+for tool in "$create" "$extract"; do
+	[ -x "$tool" ] || { echo "bench/serve.sh: $tool: not built" >&2; exit 1; }
+done
+dir=${BENCH_DIR:-$(mktemp -d /var/tmp/serve-bench.XXXXXX)}
+mkdir -p "$dir"
+stop() { # PIDFILE
+	[ -s "$1" ] || return 0
+	kill "$(cat "$1")" 2>/dev/null || true
+	while kill -0 "$(cat "$1")" 2>/dev/null; do sleep 0.05; done
+	rm -f "$1"
+}
+trap 'stop "$dir/serve.pid"; stop "$dir/nbd.pid"; rm -rf "$dir"' EXIT
+
+wait_socket() { # SOCKET
+	local i
+	for ((i = 0; i < 600; i++)); do
+		[ -S "$1" ] && return 0
+		sleep 0.05
+	done
+	echo "bench/serve.sh: $1 never appeared" >&2
+	return 1
+}
+
+# best CMD...: the fastest of RUNS runs (seconds) in BEST, by the shell's own clock.
+best() {
+	local i start end t
+	BEST=''
+	for ((i = 0; i < RUNS; i++)); do
+		start=${EPOCHREALTIME/./}
+		"$@" >/dev/null
+		end=${EPOCHREALTIME/./}
+		t=$(echo "scale=6; ($end - $start) / 1000000" | bc)
+		if [ -z "$BEST" ] || [ "$(echo "$t < $BEST" | bc)" = 1 ]; then BEST=$t; fi
+	done
+}
+
+# figures KIND: both figures on the disk in $dir/disk.raw, labelled KIND.
+figures() {
+	local kind=$1 i our_t base_t per_s ratio ours theirs reads
+	rm -f "$dir/disk.vma.zst"
+	"$create" -z zstd -o "$dir/disk.vma.zst" drive-scsi0="$dir/disk.raw"
+	cat "$dir/disk.vma.zst" >/dev/null
+	"$extract" --serve "$dir/serve.sock" "$dir/disk.vma.zst" 2>"$dir/serve.err" &
+	echo $! >"$dir/serve.pid"
+	qemu-nbd --read-only --persistent --shared=8 --format=raw --socket="$dir/nbd.sock" \
+		--pid-file="$dir/nbd.pid" "$dir/disk.raw" </dev/null >/dev/null 2>&1 &
+	wait_socket "$dir/serve.sock"
+	wait_socket "$dir/nbd.sock"
+	ours="nbd+unix:///drive-scsi0?socket=$dir/serve.sock"
+	theirs="nbd+unix:///?socket=$dir/nbd.sock"
+
+	# The same 1 000 random offsets for both, 4 KiB-aligned, as a file system reads.
+	reads=()
+	for ((i = 0; i < 1000; i++)); do
+		reads+=(-c "read $(((RANDOM * 32768 + RANDOM) % 524288 * 4096)) 4k")
+	done
+	best qemu-io -r -f raw "$ours" "${reads[@]}"
+	our_t=$BEST
+	best qemu-io -r -f raw "$theirs" "${reads[@]}"
+	base_t=$BEST
+	per_s=$(echo "scale=0; 1000 / $our_t" | bc)
+	printf '%-6s random      --serve %7.3f s (%d reads/s)   qemu-nbd of the raw disk %7.3f s (%d reads/s)   (goal 1000 reads/s: %s)\n' \
+		"$kind" "$our_t" "$per_s" "$base_t" "$(echo "scale=0; 1000 / $base_t" | bc)" \
+		"$([ "$per_s" -ge 1000 ] && echo met || echo missed)"
+
+	best nbdcopy "$ours" null:
+	our_t=$BEST
+	best zstd -q -d -c "$dir/disk.vma.zst"
+	base_t=$BEST
+	ratio=$(echo "scale=4; $base_t / $our_t" | bc)
+	printf '%-6s sequential  --serve %7.3f s   zstd -d %7.3f s   ratio %.2fx (goal 0.8x: %s)\n' \
+		"$kind" "$our_t" "$base_t" "$ratio" \
+		"$([ "$(echo "$ratio >= 0.8" | bc)" = 1 ] && echo met || echo missed)"
+	echo "$kind peak RSS of vma-extract --serve: $(awk '/VmHWM/ { print $2 }' "/proc/$(cat "$dir/serve.pid")/status") KiB"
+	stop "$dir/serve.pid"
+	stop "$dir/nbd.pid"
+	rm -f "$dir/serve.sock" "$dir/nbd.sock"
+}
+
+echo "bench/serve.sh: $(nproc) CPUs, files in $dir"
+{
+	tar -cf - /usr 2>/dev/null || true
+} | head -c 2G >"$dir/disk.raw"
+truncate -s 2G "$dir/disk.raw"
+figures files
+head -c 2G /dev/urandom >"$dir/disk.raw"
+figures random
