@@ -253,9 +253,13 @@ static void enter_transmission(struct server *s, struct nbd_conn *c, int export)
 	s->ntransmission++;
 }
 
-static uint16_t transmission_flags(const struct server *s)
+/* NBD_FLAG_SEND_DF only for a client that negotiated structured replies: the protocol says the
+ * server MUST leave it clear otherwise. */
+static uint16_t transmission_flags(const struct server *s, const struct nbd_conn *c)
 {
-	return s->read_only ? READ_ONLY_FLAGS : WRITE_ONLY_FLAGS;
+	if (!s->read_only)
+		return WRITE_ONLY_FLAGS;
+	return c->structured ? READ_ONLY_FLAGS : READ_ONLY_FLAGS & ~TFLAG_SEND_DF;
 }
 
 static enum step answer_info_or_go(struct server *s, struct nbd_conn *c, uint32_t option,
@@ -277,7 +281,7 @@ static enum step answer_info_or_go(struct server *s, struct nbd_conn *c, uint32_
 	uint8_t info[14], sizes[14];
 	put_be16(info, INFO_EXPORT);
 	put_be64(info + 2, s->exports[export].size);
-	put_be16(info + 10, transmission_flags(s));
+	put_be16(info + 10, transmission_flags(s, c));
 	put_be16(sizes, INFO_BLOCK_SIZE);
 	put_be32(sizes + 2, s->read_only ? RO_MIN_BLOCK : WO_MIN_BLOCK);
 	put_be32(sizes + 6, s->read_only ? RO_PREFERRED_BLOCK : WO_PREFERRED_BLOCK);
@@ -375,7 +379,7 @@ static enum step handle_option(struct server *s, struct nbd_conn *c)
 			goto out; /* this option has no error reply: hang up */
 		uint8_t reply[10 + 124] = {0};
 		put_be64(reply, s->exports[export].size);
-		put_be16(reply + 8, transmission_flags(s));
+		put_be16(reply + 8, transmission_flags(s, c));
 		if (conn_send(c, reply, c->no_zeroes ? 10 : sizeof(reply)) < 0)
 			goto out;
 		enter_transmission(s, c, export);

@@ -417,3 +417,52 @@ os.execvp("vma-extract", ["vma-extract", "--serve", "fd:5", sys.argv[2]])' "$SOC
 	[ "$peak" -lt $((256 * 1024)) ] || fail "peak resident size $peak KiB"
 	[ "$peak" -gt $((128 * 1024)) ] || fail "peak $peak KiB: the index (128 MiB) was not all touched?"
 }
+
+@test "--serve: NBD_FLAG_SEND_DF only for a client that negotiated structured replies" {
+	serve "$A"
+	# A raw handshake (libnbd hides the flag without structured replies): NBD_OPT_GO's
+	# NBD_INFO_EXPORT flags, and NBD_OPT_EXPORT_NAME's, with and without structured replies.
+	run -0 "$VZ_PYTHON" - "$SOCK" <<'PY'
+import socket, struct, sys
+def recvn(s, n):
+    b = b""
+    while len(b) < n:
+        x = s.recv(n - len(b))
+        assert x, "server hung up"
+        b += x
+    return b
+def opt(s, o, data):
+    s.sendall(struct.pack(">QII", 0x49484156454F5054, o, len(data)) + data)
+def reply(s):
+    _, _, t, n = struct.unpack(">QIII", recvn(s, 20))
+    return t, recvn(s, n)
+for structured in (False, True):
+    for go in (True, False):
+        s = socket.socket(socket.AF_UNIX)
+        s.connect(sys.argv[1])
+        recvn(s, 18)
+        s.sendall(struct.pack(">I", 3))
+        if structured:
+            opt(s, 8, b"")
+            assert reply(s)[0] == 1
+        name = b"drive-scsi0"
+        if go:
+            opt(s, 7, struct.pack(">I", len(name)) + name + b"\0\0")
+            while True:
+                t, d = reply(s)
+                if t == 3 and d[:2] == b"\0\0":
+                    flags = struct.unpack(">H", d[10:12])[0]
+                if t == 1:
+                    break
+        else:
+            opt(s, 1, name)
+            flags = struct.unpack(">H", recvn(s, 10)[8:10])[0]
+        print("structured" if structured else "simple", "go" if go else "export-name",
+              "df" if flags & 0x80 else "no-df")
+        s.close()
+PY
+	assert_output "simple go no-df
+simple export-name no-df
+structured go df
+structured export-name df"
+}
