@@ -117,6 +117,13 @@ struct nbd_conn {
 	uint64_t held_handle;
 	bool structured; /* NBD_OPT_STRUCTURED_REPLY was negotiated */
 	int meta_export; /* base:allocation was selected for this export, or -1 */
+	/* Read-only mode: a step's input gathered without blocking before the step runs
+	 * (gather_step), so that a client sending its bytes slowly holds up no other; and the
+	 * stop fd, which ends any transfer at once. */
+	bool read_only;
+	int stop_fd;
+	uint8_t *in;
+	size_t in_len, in_pos, in_cap;
 };
 
 struct server {
@@ -178,35 +185,93 @@ static enum step client_fault(struct server *s, const char *fmt, ...)
 	return STEP_CLOSE;
 }
 
-/* recv or send all of buf before the deadline; -1 on end of stream, error or timeout (then
- * with c->timed_out set). The handshake has one deadline for the whole of it, so a client
- * dripping bytes cannot hold a connection slot; in transmission a transfer (a 1 MiB payload
- * behind a busy archive writer) may take as long as it keeps moving. */
+/* recv or send all of buf before the deadline; -1 on end of stream, error, timeout (then
+ * with c->timed_out set) or the stop fd. The handshake has one deadline for the whole of it,
+ * so a client dripping bytes cannot hold a connection slot; in transmission a transfer (a
+ * 1 MiB payload behind a busy archive writer) may take as long as it keeps moving, but in
+ * read-only mode, where every other client waits meanwhile, only idle_ms in all. What
+ * gather_step collected is taken first. */
 static int transfer(struct nbd_conn *c, void *buf, size_t len, bool sending)
 {
 	bool handshake = c->state != TRANSMISSION;
 	deadline_t d = handshake ? c->handshake_deadline : deadline_in(c->idle_ms / 1000.0);
 	char *p = buf;
+	if (!sending && c->in_pos < c->in_len) {
+		size_t n = c->in_len - c->in_pos < len ? c->in_len - c->in_pos : len;
+		memcpy(p, c->in + c->in_pos, n);
+		c->in_pos += n;
+		p += n;
+		len -= n;
+	}
+	if (c->in_pos == c->in_len)
+		c->in_pos = c->in_len = 0;
 	while (len > 0) {
 		ssize_t n = sending ? send(c->fd, p, len, MSG_NOSIGNAL | MSG_DONTWAIT)
 				    : recv(c->fd, p, len, MSG_DONTWAIT);
 		if (n > 0) {
 			p += n;
 			len -= (size_t)n;
-			if (!handshake)
+			if (!handshake && !c->read_only)
 				d = deadline_in(c->idle_ms / 1000.0);
 			continue;
 		}
 		if (n == 0 || (errno != EAGAIN && errno != EINTR))
 			return -1;
-		struct pollfd pfd = {.fd = c->fd, .events = sending ? POLLOUT : POLLIN};
+		struct pollfd pfd[2] = {{.fd = c->fd, .events = sending ? POLLOUT : POLLIN},
+					{.fd = c->stop_fd, .events = POLLIN}};
 		int left = deadline_poll_timeout(d);
-		if (left == 0 || poll(&pfd, 1, left) == 0) {
+		int r = left == 0 ? 0 : poll(pfd, 2, left);
+		if (r == 0) {
 			c->timed_out = true;
 			return -1;
 		}
+		if (r > 0 && pfd[1].revents)
+			return -1; /* stopping: the main loop sees the stop fd next */
 	}
 	return 0;
+}
+
+/* The bytes the next step reads before it can answer: its flags, an option with its data
+ * (the header says how much), or a request's header (a write's payload is read in the step,
+ * under its deadline). */
+static size_t step_input(const struct nbd_conn *c)
+{
+	if (c->state == WANT_FLAGS)
+		return 4;
+	if (c->state != WANT_OPTION)
+		return 28;
+	if (c->in_len < 16)
+		return 16;
+	uint32_t len = get_be32(c->in + 12);
+	return len > MAX_OPTION_LENGTH ? 16 : 16 + (size_t)len;
+}
+
+/* Read-only mode: collects what the client has sent of its next step, without waiting. 1 when
+ * the step's input is all there, 0 when more is to come, -1 when the client is gone or out of
+ * memory. */
+static int gather_step(struct nbd_conn *c)
+{
+	if (c->in_pos == c->in_len)
+		c->in_pos = c->in_len = 0;
+	for (;;) {
+		size_t need = step_input(c);
+		if (c->in_len >= need)
+			return 1;
+		if (need > c->in_cap) {
+			uint8_t *in = realloc(c->in, need);
+			if (!in)
+				return -1;
+			c->in = in;
+			c->in_cap = need;
+		}
+		ssize_t n = recv(c->fd, c->in + c->in_len, need - c->in_len, MSG_DONTWAIT);
+		if (n > 0)
+			c->in_len += (size_t)n;
+		else if (n < 0 && (errno == EAGAIN || errno == EINTR))
+			return 0;
+		else
+			return -1;
+	}
 }
 
 int nbd_conn_recv(struct nbd_conn *c, void *buf, size_t len)
@@ -638,6 +703,11 @@ static enum step handle_request(struct server *s, struct nbd_conn *c)
 
 static enum step step_client(struct server *s, struct nbd_conn *c)
 {
+	if (c->read_only) {
+		int r = gather_step(c);
+		if (r <= 0)
+			return r < 0 ? STEP_CLOSE : STEP_OK;
+	}
 	if (c->state == WANT_FLAGS) {
 		uint8_t f[4];
 		if (nbd_conn_recv(c, f, 4) < 0)
@@ -658,6 +728,7 @@ static void close_conn(struct server *s, int i, bool notify)
 	struct nbd_conn *c = &s->conns[i];
 	int export = c->export;
 	close(c->fd);
+	free(c->in);
 	s->conns[i] = s->conns[--s->nconns];
 	if (export >= 0) {
 		s->ntransmission--;
@@ -708,7 +779,9 @@ static void add_client(struct server *s, int fd)
 		.idle_ms = s->timeouts->idle_ms,
 		.handshake_deadline = deadline_in(s->timeouts->handshake_ms / 1000.0),
 		.idle_since = monotonic_ms(),
-		.meta_export = -1};
+		.meta_export = -1,
+		.read_only = s->read_only,
+		.stop_fd = s->read_only ? s->ops->stop_fd : -1};
 	uint8_t greeting[18];
 	put_be64(greeting, NBDMAGIC);
 	put_be64(greeting + 8, IHAVEOPT);
@@ -729,10 +802,19 @@ static void add_client(struct server *s, int fd)
 static enum step accept_client(struct server *s, int listen_fd)
 {
 	int fd = accept4(listen_fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+	if (fd < 0 && (errno == EINTR || errno == EAGAIN || errno == ECONNABORTED))
+		return STEP_OK;
+	/* Serving read-only, a connection that cannot be taken is that client's loss, not the
+	 * others': out of descriptors (waited out a little, since the listening socket stays
+	 * readable), or a network error accept(2) says to treat as EAGAIN. */
+	if (fd < 0 && s->read_only) {
+		warnx("accept: %s", strerror(errno));
+		if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM)
+			poll(NULL, 0, 100);
+		return STEP_OK;
+	}
 	if (fd < 0)
-		return errno == EINTR || errno == EAGAIN || errno == ECONNABORTED
-			? STEP_OK
-			: fatal(s, "accept: %s", strerror(errno));
+		return fatal(s, "accept: %s", strerror(errno));
 	if (s->read_only) {
 		if (s->nconns == MAX_CLIENTS) {
 			close(fd);

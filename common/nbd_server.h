@@ -19,7 +19,7 @@
 #include <stdint.h>
 
 #define NBD_MAX_WRITE (1u << 20) /* advertised maximum block size, write-only mode */
-#define NBD_MAX_READ (32u << 20) /* the same, read-only mode */
+#define NBD_MAX_READ (8u << 20)  /* the same, read-only mode */
 #define NBD_MAX_CLIENTS 256      /* connections at once */
 #define NBD_STATE_HOLE 1u        /* base:allocation: not allocated... */
 #define NBD_STATE_ZERO 2u        /* ...and reads as zeros */

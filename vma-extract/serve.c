@@ -268,6 +268,25 @@ static int scratch_file(void)
 	return fd;
 }
 
+/* Whether every frame of the table carries zstd's content checksum (its header's
+ * Content_Checksum_flag), which ZSTD_decompressDCtx checks: a frame without one could be served
+ * damaged. When one lacks it, the archive is served from a checked decompressed copy instead,
+ * as one without a seek table is: said on standard error. */
+static bool frames_checked(int fd, const struct seektable *t, const char *path)
+{
+	for (size_t i = 0; i < t->count; i++) {
+		uint8_t head[5];
+		if (pread(fd, head, sizeof(head), (off_t)t->frames[i].c_off) != sizeof(head) ||
+		    memcmp(head, "\x28\xb5\x2f\xfd", 4) != 0 || !(head[4] & 4)) {
+			warnx("%s: the frame at offset %llu carries no checksum: serving a "
+			      "decompressed copy, checked as it is made",
+			      path, (unsigned long long)t->frames[i].c_off);
+			return false;
+		}
+	}
+	return true;
+}
+
 /* Opens the archive and chooses how it is read (seekable zstd, the file as it is, or a copy);
  * builds the index. Exits 1 on failure. */
 static void open_served(struct served *sv, const char *path, enum meter_mode meter_mode)
@@ -291,7 +310,7 @@ static void open_served(struct served *sv, const char *path, enum meter_mode met
 		int rc = seektable_read(fd, (uint64_t)st.st_size, &sv->table, why, sizeof(why));
 		if (rc < 0)
 			errx(EXIT_FAIL, "%s: %s", path, why);
-		sv->seekable = rc == 1;
+		sv->seekable = rc == 1 && frames_checked(fd, &sv->table, path);
 		uint32_t max_c = 0;
 		for (size_t i = 0; sv->seekable && i < sv->table.count; i++) {
 			const struct seek_frame *fr = &sv->table.frames[i];
@@ -341,6 +360,8 @@ static void open_served(struct served *sv, const char *path, enum meter_mode met
 		sv->devs[sv->ndevs++] = (struct device){(char *)d->name, d->size,
 							xcalloc(d->clusters, sizeof(uint64_t))};
 	}
+	if (sv->ndevs == 0)
+		errx(EXIT_FAIL, "%s: the archive holds no disk to serve", path);
 	struct meter meter;
 	meter_start(&meter, meter_mode, total);
 	r.meter = &meter;
