@@ -58,14 +58,17 @@ the_archive() {
 	ls "$W"/dump/vzdump-qemu-100-*.vma
 }
 
-@test "a link planted as the .notes is replaced: the victim keeps its bytes, the notes are a file of root's" {
-	plant_links "$VICTIM" .vma.notes
+@test "a link planted as the .notes or the .sha256 is replaced: the victim keeps its bytes, each is a file of root's" {
+	plant_links "$VICTIM" .vma.notes .vma.sha256
 	run --separate-stderr -0 backup --notes-template 'nightly {{guestname}}' 100
 	archive=$(the_archive)
 	assert_equal "$(sha "$VICTIM")" "$VICTIM_SHA"
 	[ ! -L "$archive.notes" ] || fail "the notes are still a link"
 	assert_equal "$(cat "$archive.notes")" "nightly web"
 	assert_equal "$(stat -c '%U %a' "$archive.notes")" "root 644"
+	[ ! -L "$archive.sha256" ] || fail "the .sha256 is still a link"
+	assert_equal "$(cat "$archive.sha256")" "$(sha "$archive")  ${archive##*/}"
+	assert_equal "$(stat -c '%U %a' "$archive.sha256")" "root 644"
 }
 
 @test "a link planted as the .protected creates nothing where it points" {
@@ -107,13 +110,14 @@ END
 	grep -qE '^[0-9-]+ [0-9:]+ INFO: Finished Backup of VM 100 ' "$log" || fail "log: $(cat "$log")"
 }
 
-@test "the archive, the log and the notes: 0600 for the archive (a whole disk), 0644 for the rest" {
+@test "the archive, the log, the notes and the .sha256: 0600 for the archive (a whole disk), 0644 for the rest" {
 	run --separate-stderr -0 backup --notes-template n 100
 	archive=$(the_archive)
-	run -0 stat -c '%a %U %n' "$archive" "${archive%.vma}.log" "$archive.notes"
+	run -0 stat -c '%a %U %n' "$archive" "${archive%.vma}.log" "$archive.notes" "$archive.sha256"
 	assert_output "600 root $archive
 644 root ${archive%.vma}.log
-644 root $archive.notes"
+644 root $archive.notes
+644 root $archive.sha256"
 }
 
 @test "a run folder others may write to is refused before any lock is opened: a planted lock link creates nothing" {
@@ -148,7 +152,7 @@ END
 	run -0 ls -A "$W/tmp"
 	assert_output ""
 	run -0 ls -A "$W/dump"
-	[ "${#lines[@]}" = 2 ] || fail "dump folder: $output"
+	[ "${#lines[@]}" = 3 ] || fail "dump folder: $output"
 }
 
 @test "a missing state folder is made 0700, under a parent that is safe" {
@@ -248,7 +252,7 @@ END
 	done
 }
 
-@test "a dump folder reached through a link (as /var/lib/vz/dump often is) gets its log, notes and marker" {
+@test "a dump folder reached through a link (as /var/lib/vz/dump often is) gets its log, notes, marker and .sha256" {
 	ln -s "$W/dump" "$W/dumplink"
 	run --separate-stderr -0 "$TOP/vzdump.sh" --dumpdir "$W/dumplink" --tmpdir "$W/tmp" \
 		--confdir "$W/conf" --rundir "$W/run" --notes-template n --protected 1 100
@@ -257,7 +261,8 @@ END
 	assert_output "$(basename "${archive%.vma}").log
 ${archive##*/}
 ${archive##*/}.notes
-${archive##*/}.protected"
+${archive##*/}.protected
+${archive##*/}.sha256"
 	grep -q 'INFO: Finished Backup of VM 100' "${archive%.vma}.log"
 }
 
