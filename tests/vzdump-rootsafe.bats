@@ -71,6 +71,22 @@ the_archive() {
 	assert_equal "$(stat -c '%U %a' "$archive.sha256")" "root 644"
 }
 
+@test "a folder planted as the .sha256 fails the backup saying so; the complete archive is kept, and -t refuses the folder" {
+	local i t
+	for i in $(seq 0 9); do
+		t=$(date -d "+$i seconds" +%Y_%m_%d-%H_%M_%S)
+		as_nobody mkdir -p "$W/dump/vzdump-qemu-100-$t.vma.sha256/x"
+	done
+	run --separate-stderr -1 backup 100
+	archive=$(the_archive)
+	grep -qxF "ERROR: Backup of VM 100 failed - cannot create $archive.sha256 (${archive##*/}.sha256: Is a directory) (the archive $archive is complete and kept)" <<<"$stderr" ||
+		fail "$stderr"
+	# Written whole: its sum is the writer's, and it holds the disk.
+	vma-extract -c qemu-server.conf "$archive" >/dev/null
+	run --separate-stderr -1 vma-extract -t "$archive"
+	assert_equal "$stderr" "vma-extract: $archive.sha256: Is a directory"
+}
+
 @test "a link planted as the .protected creates nothing where it points" {
 	plant_links "$W/elsewhere/created-by-root" .vma.protected
 	run --separate-stderr -0 backup --protected 1 100
