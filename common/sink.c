@@ -48,7 +48,7 @@ struct sink {
 	uint8_t *outbuf;
 	size_t outbuf_used; /* uncompressed output collected, so small writes go out together */
 	uint64_t bytes_in, bytes_out;
-	bool direct; /* fd has O_DIRECT set (sink_write_direct) */
+	bool direct;  /* fd has O_DIRECT set (sink_write_direct) */
 	bool hashing; /* sink_hash: every byte written goes into sha */
 	SHA2_CTX sha;
 	char err[256];

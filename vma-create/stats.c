@@ -43,7 +43,8 @@ char *stats_json(const struct vma_writer *w, const struct sink *s, double elapse
 			 (json_int_t)all.size, "zeros", (json_int_t)all.zero_bytes, "saved",
 			 (json_int_t)(all.size - all.zero_bytes), "vma_bytes",
 			 (json_int_t)sink_bytes_in(s), "archive_bytes",
-			 (json_int_t)sink_bytes_out(s), "elapsed_ms", (json_int_t)(elapsed * 1000), "sha256", sha256);
+			 (json_int_t)sink_bytes_out(s), "elapsed_ms", (json_int_t)(elapsed * 1000),
+			 "sha256", sha256);
 	text = root ? json_dumps(root, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
 	json_decref(root);
 	if (text && asprintf(&line, "%s\n", text) < 0)

@@ -142,8 +142,7 @@ static int do_config(const char *path, const char *name)
 /* The SHA-256 that ARCHIVE.sha256 (vzdump.sh's, or sha256sum's) gives for the archive at path,
  * in lowercase hex into want; false when there is no such file. Exits 1 when it cannot be read,
  * is not one line as sha256sum writes it or names another file than the archive. */
-static bool expected_sha256(const char *path, const char *sum_path,
-			    char want[INSTREAM_SHA256_HEX])
+static bool expected_sha256(const char *path, const char *sum_path, char want[INSTREAM_SHA256_HEX])
 {
 	char text[PATH_MAX + 80];
 	int fd = open(sum_path, O_RDONLY | O_CLOEXEC);
@@ -172,7 +171,8 @@ static bool expected_sha256(const char *path, const char *sum_path,
 	if (len <= hexlen + 2 || strspn(text, "0123456789abcdefABCDEF") != hexlen ||
 	    text[hexlen] != ' ' || (text[hexlen + 1] != ' ' && text[hexlen + 1] != '*') ||
 	    strlen(text) != len || strchr(name, '\n'))
-		errx(EXIT_FAIL, "%s: not one line '<sha256 in hex>  <file name>' as sha256sum writes it",
+		errx(EXIT_FAIL,
+		     "%s: not one line '<sha256 in hex>  <file name>' as sha256sum writes it",
 		     sum_path);
 	const char *slash = strrchr(path, '/');
 	const char *base = slash ? slash + 1 : path;
