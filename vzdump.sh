@@ -159,6 +159,7 @@ backup_vm() {
 	fi
 	summary
 	if [ "$opt_stdout" = 0 ]; then
+		writer_sha256
 		# Recorded first: a backup killed or interrupted from here on has a complete archive
 		# (once the rename is done), which stays.
 		state "final $archive"
@@ -166,6 +167,8 @@ backup_vm() {
 		# (-T: a folder planted under the archive's name gets nothing moved into it.)
 		mv -T -f "$tmp_archive" "$archive" || { final_archive= && fail "cannot rename $tmp_archive"; }
 		tmp_archive=
+		# Its checksum after it (see write_sha256).
+		write_sha256 "$archive" "$archive_sum"
 		info "archive file size: $(format_archive_size "$(stat -c %s "$archive")")"
 		mark_backup "$archive"
 		prune_backups

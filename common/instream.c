@@ -3,6 +3,7 @@
  * The codec's library is loaded then (codecs.h): a plain archive needs none. lzop's container
  * is read by lzop.c, which takes its bytes from here. */
 #include <errno.h>
+#include <sha2.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -42,6 +43,8 @@ struct instream {
 	lzma_stream xz;
 	z_stream gz;
 	struct lzop_reader lzo;
+	bool hashing; /* instream_hash: every byte read from fd goes into sha */
+	SHA2_CTX sha;
 	char err[256];
 };
 
@@ -60,6 +63,9 @@ static ssize_t read_some(struct instream *s, uint8_t *buf, size_t len)
 			continue;
 		if (n < 0)
 			snprintf(s->err, sizeof(s->err), "read failed: %s", strerror(errno));
+		/* Every byte of the input passes here once, in order, before any decoding. */
+		if (n > 0 && s->hashing)
+			SHA256Update(&s->sha, buf, (size_t)n);
 		return n;
 	}
 }
@@ -319,6 +325,30 @@ ssize_t instream_read(struct instream *s, void *buf, size_t len)
 }
 
 void instream_tee(struct instream *s, int fd) { s->tee_fd = fd; }
+
+void instream_hash(struct instream *s)
+{
+	SHA256Init(&s->sha);
+	/* What instream_open read to see the magic, all of it still in the buffer. */
+	SHA256Update(&s->sha, s->raw, s->raw_len);
+	s->hashing = true;
+}
+
+int instream_sha256(struct instream *s, char hex[INSTREAM_SHA256_HEX])
+{
+	/* The rest of the input, which the decoder left (nothing, for a stream read whole):
+	 * read through the buffer, whose unread bytes are hashed already. */
+	while (!s->raw_eof) {
+		ssize_t n = read_some(s, s->raw, RAW_SIZE);
+		if (n < 0)
+			return -1;
+		s->raw_pos = s->raw_len = 0;
+		s->raw_eof = n == 0;
+	}
+	SHA256End(&s->sha, hex);
+	s->hashing = false;
+	return 0;
+}
 
 uint64_t instream_offset(const struct instream *s) { return s->delivered; }
 

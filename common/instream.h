@@ -13,6 +13,13 @@ struct instream *instream_open(int fd, char *errbuf, size_t errlen);
 /* Reads up to len bytes; fewer only at the end of the stream. -1 on error (instream_error). */
 ssize_t instream_read(struct instream *s, void *buf, size_t len);
 const char *instream_error(const struct instream *s);
+/* Called right after instream_open, before any read: from the first byte on, the input is
+ * hashed with SHA-256 as it is read from fd (the raw bytes, compressed or not). */
+void instream_hash(struct instream *s);
+/* After the last read: reads what is left of the input to its end, then gives the SHA-256 of
+ * all of it in lowercase hex, as sha256sum prints it. 0, or -1 (instream_error). */
+#define INSTREAM_SHA256_HEX 65
+int instream_sha256(struct instream *s, char hex[INSTREAM_SHA256_HEX]);
 /* Bytes of (decompressed) data delivered so far, those of a read that then failed included:
  * where a truncated or corrupt stream ended. */
 uint64_t instream_offset(const struct instream *s);

@@ -15,6 +15,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <sha2.h>
+
 #include "codecs.h"
 #include "frame_codecs.h"
 #include "framepar.h"
@@ -46,7 +48,9 @@ struct sink {
 	uint8_t *outbuf;
 	size_t outbuf_used; /* uncompressed output collected, so small writes go out together */
 	uint64_t bytes_in, bytes_out;
-	bool direct; /* fd has O_DIRECT set (sink_write_direct) */
+	bool direct;  /* fd has O_DIRECT set (sink_write_direct) */
+	bool hashing; /* sink_hash: every byte written goes into sha */
+	SHA2_CTX sha;
 	char err[256];
 };
 
@@ -114,8 +118,24 @@ static int emit(struct sink *s, const void *buf, size_t len)
 	}
 	if (write_all(s->fd, p, left) < 0)
 		return fail(s, "write failed: %s", strerror(errno));
+	/* Every byte of the output passes here, in order (gzpar's members too, from the
+	 * caller's thread). */
+	if (s->hashing)
+		SHA256Update(&s->sha, buf, len);
 	s->bytes_out += len;
 	return 0;
+}
+
+void sink_hash(struct sink *s)
+{
+	SHA256Init(&s->sha);
+	s->hashing = true;
+}
+
+void sink_sha256(struct sink *s, char hex[SINK_SHA256_HEX])
+{
+	SHA256End(&s->sha, hex);
+	s->hashing = false;
 }
 
 void sink_write_direct(struct sink *s)

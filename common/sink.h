@@ -20,6 +20,12 @@ struct sink *sink_open(int fd, enum sink_codec codec, int level, int threads, ch
  * (odd lengths) quietly go through the page cache instead. Never for an inherited
  * descriptor: the flag is shared with its other users. */
 void sink_write_direct(struct sink *s);
+/* From here on (before the first write), every byte written out is hashed with SHA-256. */
+void sink_hash(struct sink *s);
+/* After sink_finish: the SHA-256 of everything written since sink_hash, in lowercase hex, as
+ * sha256sum prints it. Once only. */
+#define SINK_SHA256_HEX 65
+void sink_sha256(struct sink *s, char hex[SINK_SHA256_HEX]);
 /* 0 on success, -1 with sink_error() set. */
 int sink_write(struct sink *s, const void *buf, size_t len);
 /* Ends the compressed stream and writes out everything pending; the fd stays open. */

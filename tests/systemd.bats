@@ -189,7 +189,7 @@ END
 	grep -qxF 'INFO: Backup job finished successfully' <<<"$stderr"
 	run bash -c 'ls "$1" | grep -c "\.vma$"' _ "$VM/dump"
 	assert_output 1
-	rm -f "$VM"/dump/*.vma
+	rm -f "$VM"/dump/*.vma "$VM"/dump/*.vma.sha256
 	fault_assert_clean "$VM" 300 "$before"
 	fault_assert_backup_works "$VM" 300 "$before"
 }

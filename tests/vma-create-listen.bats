@@ -122,7 +122,7 @@ time.sleep(30)' "$SOCK" "$1" 3>&- &
 	assert_equal "$(cat x/qemu-server.conf)" "name: pushed"
 }
 
-@test "vma-create --listen --stats: the figures, timed from the first write a client sends" {
+@test "vma-create --listen --stats: the figures, timed from the first write a client sends, and the archive's sha256" {
 	random_file a.raw 300000
 	truncate -s 1M a.raw
 	serve --stats s.json drive-scsi0=1048576 drive-scsi1=65536
@@ -132,7 +132,8 @@ time.sleep(30)' "$SOCK" "$1" 3>&- &
 	nbdsh -u "$(uri drive-scsi1)" -c 'h.zero(65536, 0)'
 	server_result
 	assert_equal "$CODE" 0
-	assert_equal "$(jq -c 'del(.elapsed_ms)' s.json)" \
+	assert_equal "$(jq -r .sha256 s.json)" "$(sha out.vma)"
+	assert_equal "$(jq -c 'del(.elapsed_ms, .sha256)' s.json)" \
 		"{\"devices\":[{\"name\":\"drive-scsi0\",\"size\":1048576,\"zeros\":$((1048576 - 303104)),\"saved\":303104},{\"name\":\"drive-scsi1\",\"size\":65536,\"zeros\":65536,\"saved\":0}],\"size\":1114112,\"zeros\":$((1114112 - 303104)),\"saved\":303104,\"vma_bytes\":$(stat -c %s out.vma),\"archive_bytes\":$(stat -c %s out.vma)}"
 	ms=$(jq .elapsed_ms s.json)
 	[ "$ms" -lt 2000 ] || fail "elapsed_ms $ms counts the wait for the clients"

@@ -568,18 +568,19 @@ slow_nbdkit() { # SOCKET PLUGIN-AND-ARGS...
 	assert_equal "${#lines[@]}" 3
 }
 
-@test "vma-create --stats writes the figures of the archive as one line of JSON" {
+@test "vma-create --stats writes the figures of the archive and its sha256 as one line of JSON" {
 	truncate -s 1M z.raw
 	random_file d.raw 200000
 	run --separate-stderr -0 vma-create -v -z zstd -o a.vma.zst --stats s.json \
 		drive-scsi0=d.raw drive-scsi1=z.raw
 	assert_equal "$(wc -l <s.json)" 1
 	# The same figures as -v's image lines; the stream and archive sizes as they are on disk.
-	assert_equal "$(jq -c 'del(.elapsed_ms, .vma_bytes, .archive_bytes)' s.json)" \
+	assert_equal "$(jq -c 'del(.elapsed_ms, .vma_bytes, .archive_bytes, .sha256)' s.json)" \
 		'{"devices":[{"name":"drive-scsi0","size":200000,"zeros":0,"saved":200000},{"name":"drive-scsi1","size":1048576,"zeros":1048576,"saved":0}],"size":1248576,"zeros":1048576,"saved":200000}'
 	assert_equal "$(jq -c 'keys_unsorted' s.json)" \
-		'["devices","size","zeros","saved","vma_bytes","archive_bytes","elapsed_ms"]'
+		'["devices","size","zeros","saved","vma_bytes","archive_bytes","elapsed_ms","sha256"]'
 	assert_equal "$(jq .archive_bytes s.json)" "$(stat -c %s a.vma.zst)"
+	assert_equal "$(jq -r .sha256 s.json)" "$(sha256sum <a.vma.zst | cut -d ' ' -f 1)"
 	assert_equal "$(jq .vma_bytes s.json)" "$(zstd -q -d -c a.vma.zst | wc -c)"
 	assert_equal "$(jq '.elapsed_ms | type == "number" and . >= 0 and . == floor' s.json)" true
 	[[ $stderr == *"image drive-scsi1: size=1048576 zeros=1048576 saved=0"* ]] || fail "$stderr"
@@ -587,6 +588,13 @@ slow_nbdkit() { # SOCKET PLUGIN-AND-ARGS...
 	vma-create --stats s.json drive-scsi0=d.raw >b.vma
 	assert_equal "$(jq .archive_bytes s.json)" "$(stat -c %s b.vma)"
 	assert_equal "$(jq .vma_bytes s.json)" "$(stat -c %s b.vma)"
+	assert_equal "$(jq -r .sha256 s.json)" "$(sha256sum <b.vma | cut -d ' ' -f 1)"
+	# Each codec's output, as it is on disk (lzop's blocks, gzip's members from threads).
+	for z in gzip lzo xz "gzip -T 3"; do
+		# shellcheck disable=SC2086 # the codec and its threads
+		rm -f c && vma-create -z $z -o c --stats s.json drive-scsi0=d.raw drive-scsi1=z.raw
+		assert_equal "$z $(jq -r .sha256 s.json)" "$z $(sha256sum <c | cut -d ' ' -f 1)"
+	done
 }
 
 @test "vma-create --stats leaves no file when the archive fails, and refuses what it cannot write" {

@@ -103,6 +103,78 @@ restored drive-scsi1: 8388608 bytes to out/disk-drive-scsi1.raw"
 	assert_line --index 4 "total bytes read 8588608, sparse bytes 3145728 (36.6%)"
 }
 
+# --- ARCHIVE.sha256 (vzdump.sh writes one beside each archive) ----------------------------
+
+@test "vma-extract -t catches a byte flipped in a data cluster through ARCHIVE.sha256: exit 1, both sums named" {
+	make_archive
+	sha256sum base.vma >base.vma.sha256
+	good=$(sha base.vma)
+	run -0 vma-extract -t -v base.vma
+	assert_line --index 5 "sha256 $good matches base.vma.sha256"
+	# In the 5 MiB of random data of drive-scsi1: the VMA format's MD5s (header, extent
+	# headers) do not cover it.
+	flip_byte base.vma 2000000
+	bad=$(sha base.vma)
+	run --separate-stderr -1 vma-extract -t base.vma
+	assert_equal "$stderr" "vma-extract: base.vma: sha256 mismatch (base.vma.sha256 says $good, archive is $bad)"
+	assert_output ""
+	run --separate-stderr -1 vma-extract -t -v "$PWD/base.vma"
+	assert_equal "$stderr" "vma-extract: $PWD/base.vma: sha256 mismatch ($PWD/base.vma.sha256 says $good, archive is $bad)"
+	assert_output ""
+}
+
+@test "vma-extract -t without ARCHIVE.sha256 passes a byte flipped in a data cluster of an uncompressed archive (documents the limit)" {
+	make_archive
+	flip_byte base.vma 2000000
+	run -0 vma-extract -t -v base.vma
+	assert_line --index 4 "total bytes read 8588608, sparse bytes 3145728 (36.6%)"
+	assert_line --index 5 "sha256 not checked: no base.vma.sha256"
+	# Read from standard input, none is looked for, even when one is there.
+	sha256sum base.vma >base.vma.sha256
+	echo garbage >./-.sha256
+	run -0 bash -c 'vma-extract -t -v - <base.vma'
+	assert_line --index 5 "sha256 not checked: standard input"
+}
+
+@test "vma-extract -t hashes a compressed archive's own bytes, as sha256sum does; -b's '*' is read too" {
+	make_archive
+	zstd -q -c base.vma >a.vma.zst
+	sha256sum -b a.vma.zst >a.vma.zst.sha256
+	run -0 vma-extract -t -v a.vma.zst
+	assert_line --index 5 "sha256 $(sha a.vma.zst) matches a.vma.zst.sha256"
+	# The sum of the stream inside is not the archive's.
+	echo "$(sha base.vma)  a.vma.zst" >a.vma.zst.sha256
+	run --separate-stderr -1 vma-extract -t a.vma.zst
+	assert_equal "$stderr" "vma-extract: a.vma.zst: sha256 mismatch (a.vma.zst.sha256 says $(sha base.vma), archive is $(sha a.vma.zst))"
+	# Uppercase hex, as sha256sum -c takes it.
+	echo "$(sha a.vma.zst | tr a-f A-F)  a.vma.zst" >a.vma.zst.sha256
+	run -0 vma-extract -t a.vma.zst
+}
+
+@test "vma-extract -t refuses an ARCHIVE.sha256 that is malformed or names another file, before reading the archive" {
+	make_archive
+	for text in "garbage" "$(sha base.vma)" "$(sha base.vma) base.vma" "$(sha base.vma | cut -c 2-)  base.vma" \
+		"$(sha base.vma)  base.vma"$'\n'"$(sha base.vma)  base.vma" "$(sha base.vma | tr 0-9 g-p)  base.vma"; do
+		printf '%s\n' "$text" >base.vma.sha256
+		run --separate-stderr -1 vma-extract -t base.vma
+		assert_equal "$stderr" "vma-extract: base.vma.sha256: not one line '<sha256 in hex>  <file name>' as sha256sum writes it"
+	done
+	: >base.vma.sha256
+	run --separate-stderr -1 vma-extract -t base.vma
+	assert_equal "$stderr" "vma-extract: base.vma.sha256: not one line '<sha256 in hex>  <file name>' as sha256sum writes it"
+	echo "$(sha base.vma)  other.vma" >base.vma.sha256
+	run --separate-stderr -1 vma-extract -t base.vma
+	assert_equal "$stderr" "vma-extract: base.vma.sha256: names other.vma, not base.vma"
+	mkdir sub && mv base.vma sub/
+	echo "$(sha sub/base.vma)  sub/base.vma" >sub/base.vma.sha256
+	run --separate-stderr -1 vma-extract -t sub/base.vma
+	assert_equal "$stderr" "vma-extract: sub/base.vma.sha256: names sub/base.vma, not base.vma"
+	# One that cannot be read is an error too, not a check left out.
+	rm sub/base.vma.sha256 && mkdir sub/base.vma.sha256
+	run --separate-stderr -1 vma-extract -t sub/base.vma
+	assert_equal "$stderr" "vma-extract: sub/base.vma.sha256: Is a directory"
+}
+
 @test "vma-extract reads a plain input shorter than the longest magic (lzop's 9 bytes) whole" {
 	# Refused at the offset where it ended, from a file and from a pipe: its bytes were read.
 	printf 'XYZ\0\0\0' >six

@@ -178,7 +178,7 @@ kill_then_backup() { # PHASE
 	grep -qxF 'INFO: Backup job finished successfully' <<<"$stderr"
 	run bash -c 'ls "$1" | grep -c "\.vma$"' _ "$VM/dump"
 	assert_output 1
-	rm -f "$VM"/dump/*.vma
+	rm -f "$VM"/dump/*.vma "$VM"/dump/*.vma.sha256
 	fault_assert_clean "$VM" 300 "$before"
 }
 
@@ -201,7 +201,14 @@ term_after_rename() { # PHASE
 		"$VM/err" || fail "$(cat "$VM/err")"
 	grep -qxF 'ERROR: Backup job failed - interrupted by signal' "$VM/err"
 	run -0 vma-extract -t "$archive"
-	rm -f "$archive"
+	# Its .sha256 comes after the archive's rename: interrupted at the rename, the archive is
+	# kept without one; later (in pruning) it has one, which matches.
+	if [ "$1" = rename ]; then
+		[ ! -e "$archive.sha256" ] || fail "a .sha256 was written after the signal: $(cat "$archive.sha256")"
+	else
+		(cd "$VM/dump" && sha256sum --quiet -c "${archive##*/}.sha256") || fail "sha256sum -c"
+	fi
+	rm -f "$archive" "$archive.sha256"
 	fault_assert_clean "$VM" 300 "$before"
 	fault_assert_backup_works "$VM" 300 "$before"
 }
@@ -320,10 +327,11 @@ kill_then_cleanup_rest() {
 	assert_state_left 300
 	run --separate-stderr -0 vz_cleanup "$VM" 300
 	archive=$(ls "$VM"/dump/vzdump-qemu-300-*.vma)
-	run -0 vma-extract -t "$archive"
+	run -0 vma-extract -t -v "$archive"
+	assert_line "sha256 $(sha "$archive") matches $archive.sha256"
 	grep -qE "^[0-9-]+ [0-9:]+ ERROR: Backup of VM 300 failed after its archive $archive was complete - the backup process was killed \(cleaned up by pid [0-9]+\); the archive is kept\$" \
 		"${archive%.vma}.log" || fail "log: $(cat "${archive%.vma}.log")"
-	rm -f "$archive"
+	rm -f "$archive" "$archive.sha256"
 	fault_assert_clean "$VM" 300 "$before"
 	fault_assert_backup_works "$VM" 300 "$before"
 }
@@ -338,7 +346,7 @@ kill_then_cleanup_rest() {
 	run bash -c 'ls "$1" | grep -c "\.vma$"' _ "$VM/dump"
 	assert_output 2
 	for a in "$VM"/dump/*.vma; do vma-extract -t "$a" || fail "$a does not verify"; done
-	rm -f "$VM"/dump/*.vma
+	rm -f "$VM"/dump/*.vma "$VM"/dump/*.vma.sha256
 	fault_assert_clean "$VM" 300 "$before"
 }
 
@@ -451,7 +459,7 @@ fault_agent_outcome() {
 	if [ "$status" = 0 ]; then
 		grep -qE '^INFO: (guest filesystems frozen for [0-9]+ ms|.*\(backup is not frozen\))$' <<<"$stderr" ||
 			fail "succeeded without saying whether it was frozen: $stderr"
-		rm -f "$VM"/dump/*.vma
+		rm -f "$VM"/dump/*.vma "$VM"/dump/*.vma.sha256
 	else
 		assert_equal "$status" 1
 		grep -qE '^ERROR: Backup of VM 300 failed - snapshot failed: gafreeze: .+' <<<"$stderr" || fail "$stderr"
@@ -472,7 +480,7 @@ fault_agent_outcome() {
 	run --separate-stderr -0 vz_backup "$VM" 300
 	grep -qE '^INFO: guest filesystems frozen for [0-9]+ ms$' <<<"$stderr" || fail "$stderr"
 	assert_equal "$(gafreeze -s "$VM/run/300.qga" -t 5 status)" thawed
-	rm -f "$VM"/dump/*.vma
+	rm -f "$VM"/dump/*.vma "$VM"/dump/*.vma.sha256
 	fault_assert_clean "$VM" 300 "$before"
 }
 
@@ -568,7 +576,7 @@ ERROR: Backup job failed - can't acquire lock '$VM/run/vzdump.lock' - got timeou
 	fault_wait_driver 60
 	assert_equal "$driver_rc" 0
 	grep -qxF 'INFO: Backup job finished successfully' "$VM/err"
-	rm -f "$VM"/dump/*.vma
+	rm -f "$VM"/dump/*.vma "$VM"/dump/*.vma.sha256
 	fault_assert_clean "$VM" 300 "$before"
 }
 
@@ -590,7 +598,7 @@ ERROR: Backup job failed - can't acquire lock '$VM/run/vzdump.lock' - got timeou
 	grep -qxF 'INFO: Backup job finished successfully' "$VM/err"
 	run bash -c 'ls "$1" | grep -c "\.vma$"' _ "$VM/dump"
 	assert_output 1
-	rm -f "$VM"/dump/*.vma
+	rm -f "$VM"/dump/*.vma "$VM"/dump/*.vma.sha256
 	fault_assert_clean "$VM" 300 "$before"
 }
 
@@ -607,7 +615,7 @@ ERROR: Backup job failed - can't acquire lock '$VM/run/vzdump.lock' - got timeou
 	touch "$FAULT_DIR/release"
 	fault_wait_driver 60
 	assert_equal "$driver_rc" 0
-	rm -f "$VM"/dump/*.vma
+	rm -f "$VM"/dump/*.vma "$VM"/dump/*.vma.sha256
 	fault_assert_clean "$VM" 300 "$before"
 }
 

@@ -169,7 +169,8 @@ FSFREEZE-HOOK thaw"
 	run ls "$GUEST_WD/dump"
 	assert_line --index 0 --regexp '^vzdump-qemu-100-[0-9]{4}_[0-9]{2}_[0-9]{2}-[0-9]{2}_[0-9]{2}_[0-9]{2}\.log$'
 	assert_line --index 1 "${lines[0]%.log}.vma"
-	[ "${#lines[@]}" = 2 ] || fail "extra files: $output"
+	assert_line --index 2 "${lines[0]%.log}.vma.sha256"
+	[ "${#lines[@]}" = 3 ] || fail "extra files: $output"
 	run gafreeze -s "$GUEST_WD/run/100.qga" status
 	assert_success
 	assert_output thawed

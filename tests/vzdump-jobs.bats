@@ -128,9 +128,11 @@ INFO: Backup job finished with errors$'
 	run bash -c 'cd "$1" && ls | sed -E "s/[0-9]{4}(_[0-9]{2}){2}-[0-9]{2}(_[0-9]{2}){2}/T/" | LC_ALL=C sort' _ "$D"
 	assert_output "vzdump-qemu-100-T.log
 vzdump-qemu-100-T.vma
+vzdump-qemu-100-T.vma.sha256
 vzdump-qemu-101-T.log
 vzdump-qemu-102-T.log
-vzdump-qemu-102-T.vma"
+vzdump-qemu-102-T.vma
+vzdump-qemu-102-T.vma.sha256"
 }
 
 @test "--exclude implies --all and leaves its VMs out; --all or --exclude with VMIDs is a usage error" {
@@ -140,7 +142,8 @@ vzdump-qemu-102-T.vma"
 	assert_output '["ok",[102,"ok"]]'
 	run files_in "$D"
 	assert_output "$(basename "${a102%.vma}").log
-$(basename "$a102")"
+$(basename "$a102")
+$(basename "$a102").sha256"
 	run --separate-stderr -2 job --exclude 101 100
 	assert_output ""
 	[[ $stderr == "vzdump.sh: --exclude conflicts with a VMID list"$'\n'"usage: vzdump.sh "* ]] || fail "$stderr"
@@ -152,10 +155,11 @@ $(basename "$a102")"
 	assert_equal "${stderr%%$'\n'*}" "vzdump.sh: --stdout backs up exactly one VM"
 }
 
-@test "retention after the backup: the new archive counts, older ones go with their .log and .notes, protected and renamed ones stay" {
+@test "retention after the backup: the new archive counts, older ones go with their .log, .notes and .sha256, protected and renamed ones stay" {
 	export TZ=UTC
 	touch "$D"/vzdump-qemu-102-2024_01_0{1,2,3,4}-02_00_00.vma
 	touch "$D/vzdump-qemu-102-2024_01_03-02_00_00.log" "$D/vzdump-qemu-102-2024_01_03-02_00_00.vma.notes"
+	touch "$D/vzdump-qemu-102-2024_01_03-02_00_00.vma.sha256" "$D/vzdump-qemu-102-2024_01_01-02_00_00.vma.sha256"
 	touch "$D/vzdump-qemu-102-2024_01_01-02_00_00.vma.protected"
 	touch "$D/vzdump-qemu-102-renamed.vma" "$D/vzdump-qemu-100-2024_01_01-02_00_00.vma"
 	run --separate-stderr -0 job --prune-backups keep-last=1,keep-daily=1,keep-weekly=0 102
@@ -171,9 +175,11 @@ INFO: Finished Backup of VM 102"
 	assert_output "vzdump-qemu-100-2024_01_01-02_00_00.vma
 vzdump-qemu-102-2024_01_01-02_00_00.vma
 vzdump-qemu-102-2024_01_01-02_00_00.vma.protected
+vzdump-qemu-102-2024_01_01-02_00_00.vma.sha256
 vzdump-qemu-102-2024_01_04-02_00_00.vma
 ${new%.vma}.log
 $new
+$new.sha256
 vzdump-qemu-102-renamed.vma"
 	# The .log file has the same lines.
 	grep -qxE "[0-9-]+ [0-9:]+ INFO: pruned 2 backup\(s\) not covered by keep-retention policy" "$D/${new%.vma}.log"
@@ -487,7 +493,8 @@ WARN: $c: ignoring 'maxfiles: 1': prune-backups is set"
 	assert_output "$old2
 $(basename "$a" .vma.zst).log
 ${a##*/}
-${a##*/}.notes"
+${a##*/}.notes
+${a##*/}.sha256"
 	assert_equal "$(cat "$a.notes")" 'web{{vmid}}'
 	assert_equal "$(head -n 1 "$BATS_TEST_TMPDIR/hook.log")" job-start
 	grep -q '^Subject: vzdump backup status (.*): backup successful$' "$BATS_TEST_TMPDIR/sendmail.mail"

@@ -379,17 +379,19 @@ remove    vzdump-qemu-100-2024_01_01-02_00_00.vma.zst same time as a kept backup
 
 # --- removal ----------------------------------------------------------------------------
 
-@test "removing a backup also removes its .log and .notes, and nothing of the kept ones" {
+@test "removing a backup also removes its .log, .notes and .sha256, and nothing of the kept ones" {
 	make_backups "$D" 100 2024_01_02-02_00_00 2024_01_01-02_00_00
 	for s in 2024_01_02-02_00_00 2024_01_01-02_00_00; do
 		: >"$D/vzdump-qemu-100-$s.log"
 		: >"$D/$(backup_name 100 "$s").notes"
+		: >"$D/$(backup_name 100 "$s").sha256"
 	done
 	run -0 vzdump-prune --keep-last 1 "$D"
 	run files_in "$D"
 	assert_output "vzdump-qemu-100-2024_01_02-02_00_00.log
 vzdump-qemu-100-2024_01_02-02_00_00.vma.zst
-vzdump-qemu-100-2024_01_02-02_00_00.vma.zst.notes"
+vzdump-qemu-100-2024_01_02-02_00_00.vma.zst.notes
+vzdump-qemu-100-2024_01_02-02_00_00.vma.zst.sha256"
 }
 
 @test "a .log shared with an archive that stays (same time, other extension) is not removed" {
@@ -438,6 +440,7 @@ vzdump-qemu-100-2024_01_01-02_00_00.vma"
 	protect "$D" 100 2024_01_01-02_00_00
 	: >"$D/vzdump-qemu-100-2024_01_01-02_00_00.log"
 	: >"$D/$(backup_name 100 2024_01_01-02_00_00).notes"
+	: >"$D/$(backup_name 100 2024_01_01-02_00_00).sha256"
 	run -0 decisions --keep-last 1 "$D"
 	assert_output "keep 2024_01_03-02_00_00
 remove 2024_01_02-02_00_00
@@ -447,6 +450,7 @@ protected 2024_01_01-02_00_00"
 vzdump-qemu-100-2024_01_01-02_00_00.vma.zst
 vzdump-qemu-100-2024_01_01-02_00_00.vma.zst.notes
 vzdump-qemu-100-2024_01_01-02_00_00.vma.zst.protected
+vzdump-qemu-100-2024_01_01-02_00_00.vma.zst.sha256
 vzdump-qemu-100-2024_01_03-02_00_00.vma.zst"
 }
 
@@ -458,6 +462,7 @@ vzdump-qemu-100-2024_01_03-02_00_00.vma.zst"
 		vzdump-qemu-100-2024_01_01-02_00_00.tmp
 		vzdump-qemu-100-2024_01_01-02_00_00.log          # log of a backup that is gone
 		vzdump-qemu-100-2024_01_01-02_00_00.vma.zst.notes
+		vzdump-qemu-100-2024_01_01-02_00_00.vma.zst.sha256 # a lone .sha256 is no backup
 		vzdump-qemu-100-2024_01_01-02_00_00.vma.bz3      # not an extension Proxmox knows
 		vzdump-qemu-100-2024_01_01-02_00_00.vma.zst.orig
 		vzdump-qemu-.vma

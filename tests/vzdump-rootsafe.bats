@@ -58,14 +58,33 @@ the_archive() {
 	ls "$W"/dump/vzdump-qemu-100-*.vma
 }
 
-@test "a link planted as the .notes is replaced: the victim keeps its bytes, the notes are a file of root's" {
-	plant_links "$VICTIM" .vma.notes
+@test "a link planted as the .notes or the .sha256 is replaced: the victim keeps its bytes, each is a file of root's" {
+	plant_links "$VICTIM" .vma.notes .vma.sha256
 	run --separate-stderr -0 backup --notes-template 'nightly {{guestname}}' 100
 	archive=$(the_archive)
 	assert_equal "$(sha "$VICTIM")" "$VICTIM_SHA"
 	[ ! -L "$archive.notes" ] || fail "the notes are still a link"
 	assert_equal "$(cat "$archive.notes")" "nightly web"
 	assert_equal "$(stat -c '%U %a' "$archive.notes")" "root 644"
+	[ ! -L "$archive.sha256" ] || fail "the .sha256 is still a link"
+	assert_equal "$(cat "$archive.sha256")" "$(sha "$archive")  ${archive##*/}"
+	assert_equal "$(stat -c '%U %a' "$archive.sha256")" "root 644"
+}
+
+@test "a folder planted as the .sha256 fails the backup saying so; the complete archive is kept, and -t refuses the folder" {
+	local i t
+	for i in $(seq 0 9); do
+		t=$(date -d "+$i seconds" +%Y_%m_%d-%H_%M_%S)
+		as_nobody mkdir -p "$W/dump/vzdump-qemu-100-$t.vma.sha256/x"
+	done
+	run --separate-stderr -1 backup 100
+	archive=$(the_archive)
+	grep -qxF "ERROR: Backup of VM 100 failed - cannot create $archive.sha256 (${archive##*/}.sha256: Is a directory) (the archive $archive is complete and kept)" <<<"$stderr" ||
+		fail "$stderr"
+	# Written whole: its sum is the writer's, and it holds the disk.
+	vma-extract -c qemu-server.conf "$archive" >/dev/null
+	run --separate-stderr -1 vma-extract -t "$archive"
+	assert_equal "$stderr" "vma-extract: $archive.sha256: Is a directory"
 }
 
 @test "a link planted as the .protected creates nothing where it points" {
@@ -107,13 +126,14 @@ END
 	grep -qE '^[0-9-]+ [0-9:]+ INFO: Finished Backup of VM 100 ' "$log" || fail "log: $(cat "$log")"
 }
 
-@test "the archive, the log and the notes: 0600 for the archive (a whole disk), 0644 for the rest" {
+@test "the archive, the log, the notes and the .sha256: 0600 for the archive (a whole disk), 0644 for the rest" {
 	run --separate-stderr -0 backup --notes-template n 100
 	archive=$(the_archive)
-	run -0 stat -c '%a %U %n' "$archive" "${archive%.vma}.log" "$archive.notes"
+	run -0 stat -c '%a %U %n' "$archive" "${archive%.vma}.log" "$archive.notes" "$archive.sha256"
 	assert_output "600 root $archive
 644 root ${archive%.vma}.log
-644 root $archive.notes"
+644 root $archive.notes
+644 root $archive.sha256"
 }
 
 @test "a run folder others may write to is refused before any lock is opened: a planted lock link creates nothing" {
@@ -148,7 +168,7 @@ END
 	run -0 ls -A "$W/tmp"
 	assert_output ""
 	run -0 ls -A "$W/dump"
-	[ "${#lines[@]}" = 2 ] || fail "dump folder: $output"
+	[ "${#lines[@]}" = 3 ] || fail "dump folder: $output"
 }
 
 @test "a missing state folder is made 0700, under a parent that is safe" {
@@ -248,7 +268,7 @@ END
 	done
 }
 
-@test "a dump folder reached through a link (as /var/lib/vz/dump often is) gets its log, notes and marker" {
+@test "a dump folder reached through a link (as /var/lib/vz/dump often is) gets its log, notes, marker and .sha256" {
 	ln -s "$W/dump" "$W/dumplink"
 	run --separate-stderr -0 "$TOP/vzdump.sh" --dumpdir "$W/dumplink" --tmpdir "$W/tmp" \
 		--confdir "$W/conf" --rundir "$W/run" --notes-template n --protected 1 100
@@ -257,7 +277,8 @@ END
 	assert_output "$(basename "${archive%.vma}").log
 ${archive##*/}
 ${archive##*/}.notes
-${archive##*/}.protected"
+${archive##*/}.protected
+${archive##*/}.sha256"
 	grep -q 'INFO: Finished Backup of VM 100' "${archive%.vma}.log"
 }
 

@@ -155,16 +155,24 @@ synopsis_of_man() {
 	run -0 vz_backup "$VM" 100
 	after=$(vz_state "$VM")
 	assert_equal "$after" "$before"
-	# No scratch image, socket or private folder is left, and nothing but the archive and log.
+	# No scratch image, socket or private folder is left, and nothing but the archive, its
+	# .sha256 and the log.
 	run ls -A "$VM/tmp"
 	assert_output ""
-	run ls "$VM/dump"
+	run ls -A "$VM/dump"
 	assert_line --index 0 --regexp '^vzdump-qemu-100-[0-9]{4}_[0-9]{2}_[0-9]{2}-[0-9]{2}_[0-9]{2}_[0-9]{2}\.log$'
 	assert_line --index 1 --regexp '^vzdump-qemu-100-[0-9]{4}_[0-9]{2}_[0-9]{2}-[0-9]{2}_[0-9]{2}_[0-9]{2}\.vma$'
-	[ "${#lines[@]}" = 2 ] || fail "extra files: $output"
+	[ "${#lines[@]}" = 3 ] || fail "extra files: $output"
 	base=${lines[1]%.vma}
 	[ "${lines[0]}" = "$base.log" ] || fail "log and archive names differ"
+	assert_equal "${lines[2]}" "$base.vma.sha256"
 	archive=$VM/dump/${lines[1]}
+	# sha256sum's own format, checked by hand in the dump folder; and by vma-extract -t.
+	assert_equal "$(cat "$archive.sha256")" "$(sha "$archive")  $base.vma"
+	run -0 bash -c 'cd "$1" && sha256sum -c "$2"' _ "$VM/dump" "$base.vma.sha256"
+	assert_output "$base.vma: OK"
+	run -0 vma-extract -t -v "$archive"
+	assert_line "sha256 $(sha "$archive") matches $archive.sha256"
 
 	run -0 vma-extract -l "$archive"
 	assert_line --index 1 "DEV: dev_id=1 size: 104861184 devname: drive-scsi0"
@@ -310,11 +318,15 @@ $VM/tmp:"
 		gzip:*) vz_backup "$VM" --compress gzip --pigz "${comp#gzip:}" 100 2>"$BATS_TEST_TMPDIR/err" ;;
 		*) vz_backup "$VM" --compress "$comp" --zstd 2 100 2>"$BATS_TEST_TMPDIR/err" ;;
 		esac || fail "$comp: $(cat "$BATS_TEST_TMPDIR/err")"
-		run ls "$VM/dump"
+		run ls -A "$VM/dump"
 		assert_line --index 0 --regexp '^vzdump-qemu-100-[0-9]{4}_[0-9]{2}_[0-9]{2}-[0-9]{2}_[0-9]{2}_[0-9]{2}\.log$'
 		assert_line --index 1 --regexp "^vzdump-qemu-100-[0-9]{4}_[0-9]{2}_[0-9]{2}-[0-9]{2}_[0-9]{2}_[0-9]{2}\\.${ext//./\\.}\$"
-		[ "${#lines[@]}" = 2 ] || fail "$comp: $output"
+		assert_line --index 2 "${lines[1]}.sha256"
+		[ "${#lines[@]}" = 3 ] || fail "$comp: $output"
 		archive=$VM/dump/${lines[1]}
+		# Every kind of archive gets its .sha256, of its bytes as they are on disk.
+		(cd "$VM/dump" && sha256sum --quiet -c "${lines[1]}.sha256") || fail "$comp: sha256sum -c"
+		assert_equal "$(cat "$archive.sha256")" "$(sha "$archive")  ${lines[1]}"
 		assert_equal "$(head -c "$((${#magic} / 2))" "$archive" | od -An -tx1 | tr -d ' \n')" "$magic"
 		# What Proxmox's own tools check it with.
 		case $ext in

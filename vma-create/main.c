@@ -274,10 +274,12 @@ static void open_stats(const struct options *o, const struct vma_writer *w, stru
 		err(EXIT_FAIL, "%s", o->stats);
 }
 
-static int write_stats(struct outfile *f, const struct vma_writer *w, const struct sink *s,
+static int write_stats(struct outfile *f, const struct vma_writer *w, struct sink *s,
 		       double elapsed)
 {
-	char *line = stats_json(w, s, elapsed);
+	char sha256[SINK_SHA256_HEX];
+	sink_sha256(s, sha256);
+	char *line = stats_json(w, s, elapsed, sha256);
 	int rc = -1;
 	if (!line)
 		errno = ENOMEM;
@@ -425,6 +427,10 @@ int main(int argc, char **argv)
 	}
 	if (out.fd >= 0)
 		sink_write_direct(sink);
+	/* --stats has the archive's SHA-256 (vzdump.sh's ARCHIVE.sha256), taken from the bytes as
+	 * they are written: the archive is not read again. */
+	if (o.stats)
+		sink_hash(sink);
 
 	struct progress progress;
 	struct throttle throttle;

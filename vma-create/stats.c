@@ -1,7 +1,9 @@
 /* vma-create --stats: one JSON object on one line, keys in this order, all numbers integers:
  * {"devices":[{"name":"drive-scsi0","size":S,"zeros":Z,"saved":D},...],
- *  "size":S,"zeros":Z,"saved":D,"vma_bytes":V,"archive_bytes":A,"elapsed_ms":T}
- * size, zeros and saved are the figures of -v's "image" lines; the totals sum the devices. */
+ *  "size":S,"zeros":Z,"saved":D,"vma_bytes":V,"archive_bytes":A,"elapsed_ms":T,
+ *  "sha256":"HEX"}
+ * size, zeros and saved are the figures of -v's "image" lines; the totals sum the devices;
+ * sha256 is that of the archive_bytes written, as sha256sum prints it. */
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,7 +19,8 @@ bool stats_name_ok(const char *name)
 	return ok;
 }
 
-char *stats_json(const struct vma_writer *w, const struct sink *s, double elapsed)
+char *stats_json(const struct vma_writer *w, const struct sink *s, double elapsed,
+		 const char *sha256)
 {
 	struct vma_device_stats all = vma_writer_stats(w, 0);
 	json_t *devices = json_array(), *root;
@@ -36,11 +39,12 @@ char *stats_json(const struct vma_writer *w, const struct sink *s, double elapse
 		}
 	}
 	/* "o" takes devices over, also when json_pack fails. */
-	root = json_pack("{s:o, s:I, s:I, s:I, s:I, s:I, s:I}", "devices", devices, "size",
+	root = json_pack("{s:o, s:I, s:I, s:I, s:I, s:I, s:I, s:s}", "devices", devices, "size",
 			 (json_int_t)all.size, "zeros", (json_int_t)all.zero_bytes, "saved",
 			 (json_int_t)(all.size - all.zero_bytes), "vma_bytes",
 			 (json_int_t)sink_bytes_in(s), "archive_bytes",
-			 (json_int_t)sink_bytes_out(s), "elapsed_ms", (json_int_t)(elapsed * 1000));
+			 (json_int_t)sink_bytes_out(s), "elapsed_ms", (json_int_t)(elapsed * 1000),
+			 "sha256", sha256);
 	text = root ? json_dumps(root, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
 	json_decref(root);
 	if (text && asprintf(&line, "%s\n", text) < 0)

@@ -139,10 +139,68 @@ static int do_config(const char *path, const char *name)
 	errx(EXIT_FAIL, "%s: no config named '%s'", path, name);
 }
 
+/* The SHA-256 that ARCHIVE.sha256 (vzdump.sh's, or sha256sum's) gives for the archive at path,
+ * in lowercase hex into want; false when there is no such file. Exits 1 when it cannot be read,
+ * is not one line as sha256sum writes it or names another file than the archive. */
+static bool expected_sha256(const char *path, const char *sum_path, char want[INSTREAM_SHA256_HEX])
+{
+	char text[PATH_MAX + 80];
+	int fd = open(sum_path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0 && errno == ENOENT)
+		return false;
+	if (fd < 0)
+		err(EXIT_FAIL, "%s", sum_path);
+	size_t len = 0;
+	for (;;) {
+		ssize_t n = read(fd, text + len, sizeof(text) - 1 - len);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			err(EXIT_FAIL, "%s", sum_path);
+		len += (size_t)n;
+		if (n == 0 || len == sizeof(text) - 1)
+			break;
+	}
+	close(fd);
+	text[len] = '\0';
+	/* "HEX  NAME\n" or, from sha256sum -b, "HEX *NAME\n": one line, the name up to its end. */
+	const size_t hexlen = INSTREAM_SHA256_HEX - 1;
+	if (len > 0 && text[len - 1] == '\n')
+		text[--len] = '\0';
+	const char *name = text + hexlen + 2;
+	if (len <= hexlen + 2 || strspn(text, "0123456789abcdefABCDEF") != hexlen ||
+	    text[hexlen] != ' ' || (text[hexlen + 1] != ' ' && text[hexlen + 1] != '*') ||
+	    strlen(text) != len || strchr(name, '\n'))
+		errx(EXIT_FAIL,
+		     "%s: not one line '<sha256 in hex>  <file name>' as sha256sum writes it",
+		     sum_path);
+	const char *slash = strrchr(path, '/');
+	const char *base = slash ? slash + 1 : path;
+	if (strcmp(name, base) != 0)
+		errx(EXIT_FAIL, "%s: names %s, not %s", sum_path, name, base);
+	for (size_t i = 0; i < hexlen; i++)
+		want[i] = (char)(text[i] >= 'A' && text[i] <= 'F' ? text[i] - 'A' + 'a' : text[i]);
+	want[hexlen] = '\0';
+	return true;
+}
+
+/* -t: the whole archive read and checked once; the bytes of a file are hashed as they are read
+ * and checked against ARCHIVE.sha256 when there is one (never for standard input). */
 static int do_verify(const char *path, bool verbose)
 {
 	struct vma_reader r;
-	open_archive(path, &r);
+	bool from_stdin = strcmp(path, "-") == 0, checked = false;
+	char want[INSTREAM_SHA256_HEX], got[INSTREAM_SHA256_HEX], why[256];
+	char *sum_path = xasprintf("%s.sha256", path);
+	int fd = archive_fd(path);
+	bool check = !from_stdin && expected_sha256(path, sum_path, want);
+	struct instream *in = instream_open(fd, why, sizeof(why));
+	if (!in)
+		errx(EXIT_FAIL, "%s: %s", path, why);
+	if (check)
+		instream_hash(in);
+	if (vma_reader_open(&r, in) < 0)
+		errx(EXIT_FAIL, "%s: %s", path, r.err);
 	vma_reader_cover_all(&r);
 	struct meter meter;
 	start_meter(&r, &meter);
@@ -151,14 +209,29 @@ static int do_verify(const char *path, bool verbose)
 		errx(EXIT_FAIL, "%s: %s", path, r.err);
 	}
 	meter_finish(&meter, r.stored_bytes + r.zero_bytes);
+	if (check) {
+		if (instream_sha256(in, got) < 0)
+			errx(EXIT_FAIL, "%s: %s", path, instream_error(in));
+		if (strcmp(got, want) != 0)
+			errx(EXIT_FAIL, "%s: sha256 mismatch (%s says %s, archive is %s)", path,
+			     sum_path, want, got);
+		checked = true;
+	}
 	if (verbose) {
 		char *text = vma_listing(&r);
 		uint64_t total = r.stored_bytes + r.zero_bytes;
 		printf("%stotal bytes read %llu, sparse bytes %llu (%.3g%%)\n", text,
 		       (unsigned long long)total, (unsigned long long)r.zero_bytes,
 		       total ? (double)r.zero_bytes * 100 / (double)total : 0.0);
+		if (checked)
+			printf("sha256 %s matches %s\n", got, sum_path);
+		else if (from_stdin)
+			printf("sha256 not checked: standard input\n");
+		else
+			printf("sha256 not checked: no %s\n", sum_path);
 		free(text);
 	}
+	free(sum_path);
 	close_archive(&r);
 	return 0;
 }

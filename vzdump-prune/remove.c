@@ -59,6 +59,7 @@ bool remove_backup(int dir_fd, const struct backup *b, bool keep_log)
 	char *marker = xasprintf("%s.protected", b->name);
 	char *log = xasprintf("%.*s.log", (int)b->stem_len, b->name);
 	char *notes = xasprintf("%s.notes", b->name);
+	char *sha256 = xasprintf("%s.sha256", b->name);
 	bool ok = false;
 
 	/* The marker may have appeared since the directory was read (one of another user's
@@ -80,12 +81,15 @@ bool remove_backup(int dir_fd, const struct backup *b, bool keep_log)
 	}
 	if (!remove_regular(dir_fd, b->name, false))
 		goto out;
-	/* Two separate calls: a failing .log must not keep the .notes. */
+	/* Separate calls: a failing .log must not keep the .notes or the .sha256. (Removed after
+	 * the archive: interrupted in between, a lone .sha256 is left, which is no backup.) */
 	ok = keep_log || remove_regular(dir_fd, log, true);
 	ok = remove_regular(dir_fd, notes, true) && ok;
+	ok = remove_regular(dir_fd, sha256, true) && ok;
 out:
 	free(marker);
 	free(log);
 	free(notes);
+	free(sha256);
 	return ok;
 }

@@ -7,8 +7,8 @@
 #include "backup.h"
 
 /*
- * Removes B's archive, then its .log (unless KEEP_LOG) and .notes, relative to the directory
- * DIR_FD. Refuses a protected backup and anything that is not a regular file. Reports
+ * Removes B's archive, then its .log (unless KEEP_LOG), .notes and .sha256, relative to the
+ * directory DIR_FD. Refuses a protected backup and anything that is not a regular file. Reports
  * failures with warn(3); returns false if anything could not be removed.
  */
 bool remove_backup(int dir_fd, const struct backup *b, bool keep_log);

@@ -260,6 +260,26 @@ claim_backup_name() { # BASENAME
 		fail "backup name '$1' is taken: $taken exists (another backup of VM $vmid in the same second?)"
 }
 
+# The archive's SHA-256 into archive_sum, as the writer took it from the bytes it wrote
+# (vma-create --stats): the archive is not read again. Before the rename, so that an archive
+# whose sum is missing never gets its final name.
+writer_sha256() {
+	archive_sum=$(jq -r '.sha256 // empty' "$private_dir/writer.json" 2>/dev/null) || archive_sum=
+	[[ $archive_sum =~ ^[0-9a-f]{64}$ ]] ||
+		fail "cannot read the archive's sha256 from the writer's figures $private_dir/writer.json"
+}
+
+# ARCHIVE.sha256 in sha256sum's format (`cd DUMPDIR && sha256sum -c ARCHIVE.sha256`), by
+# vzdump-put (a temporary, then a rename; a link planted under the name is replaced, never
+# followed). Written after the archive's rename, never before: a backup killed in between
+# leaves a complete archive without a .sha256, never a .sha256 that describes no archive or
+# another one. (Our names need none of sha256sum's escapes.)
+write_sha256() { # ARCHIVE SUM
+	local out
+	out=$(printf '%s  %s\n' "$2" "${1##*/}" | put_file "$1.sha256" 2>&1) ||
+		fail "cannot create $1.sha256 (${out#vzdump-put: })"
+}
+
 # After the rename, as vzdump does with a storage (we allow it with a dump folder): the notes,
 # then the protection marker, both by vzdump-put (a link planted under the name is replaced,
 # never followed). A failure of the notes is only a warning, of the marker fatal.

@@ -9,6 +9,7 @@ failure=          # why the backup failed, for the log, the hooks and the JSON
 private_dir=      # TMPDIR/vzdumptmp.XXXXXX: config, sockets, scratch images, the writer's log
 tmp_archive=      # DUMPDIR/NAME.dat while it is written
 final_archive=    # the archive, once renamed: complete, and never removed by a later failure
+archive_sum=      # its SHA-256 in hex, from the writer (writer_sha256)
 log_target=       # DUMPDIR/NAME.log (the hooks' LOGFILE), where the log is delivered
 logfile_fd=       # PRIVATE_DIR/log, where log() writes with time stamps (job.bash)
 hook_target=      # the hooks' TARGET

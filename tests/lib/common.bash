@@ -16,6 +16,14 @@ export UBSAN_OPTIONS="${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}"
 # sha256 of a file, nothing else.
 sha() { sha256sum "$1" | cut -d' ' -f1; }
 
+# Flips the lowest bit of the byte at OFFSET of FILE, in place.
+flip_byte() { # FILE OFFSET
+	local b
+	b=$(od -An -tu1 -j "$2" -N 1 "$1")
+	# shellcheck disable=SC2059 # the format is the byte
+	printf "\\x$(printf %02x $((b ^ 1)))" | dd of="$1" bs=1 seek="$2" conv=notrunc status=none
+}
+
 # Writes SIZE bytes of random data to FILE.
 random_file() { # FILE SIZE
 	head -c "$2" /dev/urandom >"$1"
