@@ -3,7 +3,6 @@
  * The codec's library is loaded then (codecs.h): a plain archive needs none. lzop's container
  * is read by lzop.c, which takes its bytes from here. */
 #include <errno.h>
-#include <sha2.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,6 +22,7 @@
 #include "codecs.h"
 #include "instream.h"
 #include "lzop.h"
+#include "sha256.h"
 
 #define RAW_SIZE (1 << 20)
 
@@ -44,7 +44,7 @@ struct instream {
 	z_stream gz;
 	struct lzop_reader lzo;
 	bool hashing; /* instream_hash: every byte read from fd goes into sha */
-	SHA2_CTX sha;
+	struct sha256 sha;
 	char err[256];
 };
 
@@ -65,7 +65,7 @@ static ssize_t read_some(struct instream *s, uint8_t *buf, size_t len)
 			snprintf(s->err, sizeof(s->err), "read failed: %s", strerror(errno));
 		/* Every byte of the input passes here once, in order, before any decoding. */
 		if (n > 0 && s->hashing)
-			SHA256Update(&s->sha, buf, (size_t)n);
+			sha256_update(&s->sha, buf, (size_t)n);
 		return n;
 	}
 }
@@ -326,12 +326,14 @@ ssize_t instream_read(struct instream *s, void *buf, size_t len)
 
 void instream_tee(struct instream *s, int fd) { s->tee_fd = fd; }
 
-void instream_hash(struct instream *s)
+int instream_hash(struct instream *s, char *err, size_t errlen)
 {
-	SHA256Init(&s->sha);
+	if (sha256_start(&s->sha, err, errlen) < 0)
+		return -1;
 	/* What instream_open read to see the magic, all of it still in the buffer. */
-	SHA256Update(&s->sha, s->raw, s->raw_len);
+	sha256_update(&s->sha, s->raw, s->raw_len);
 	s->hashing = true;
+	return 0;
 }
 
 int instream_sha256(struct instream *s, char hex[INSTREAM_SHA256_HEX])
@@ -345,7 +347,7 @@ int instream_sha256(struct instream *s, char hex[INSTREAM_SHA256_HEX])
 		s->raw_pos = s->raw_len = 0;
 		s->raw_eof = n == 0;
 	}
-	SHA256End(&s->sha, hex);
+	sha256_finish(&s->sha, hex);
 	s->hashing = false;
 	return 0;
 }
@@ -364,6 +366,7 @@ void instream_free(struct instream *s)
 {
 	if (!s)
 		return;
+	sha256_free(&s->sha);
 	if (s->zstd)
 		libzstd.ZSTD_freeDCtx(s->zstd);
 	if (s->codec == CODEC_XZ)

@@ -14,8 +14,9 @@ struct instream *instream_open(int fd, char *errbuf, size_t errlen);
 ssize_t instream_read(struct instream *s, void *buf, size_t len);
 const char *instream_error(const struct instream *s);
 /* Called right after instream_open, before any read: from the first byte on, the input is
- * hashed with SHA-256 as it is read from fd (the raw bytes, compressed or not). */
-void instream_hash(struct instream *s);
+ * hashed with SHA-256 (sha256.h) as it is read from fd (the raw bytes, compressed or not). 0,
+ * or -1 with the reason in err. */
+int instream_hash(struct instream *s, char *err, size_t errlen);
 /* After the last read: reads what is left of the input to its end, then gives the SHA-256 of
  * all of it in lowercase hex, as sha256sum prints it. 0, or -1 (instream_error). */
 #define INSTREAM_SHA256_HEX 65

@@ -15,13 +15,12 @@
 #include <string.h>
 #include <unistd.h>
 
-#include <sha2.h>
-
 #include "codecs.h"
 #include "frame_codecs.h"
 #include "framepar.h"
 #include "lzop.h"
 #include "seektable.h"
+#include "sha256.h"
 #include "sink.h"
 
 #define OUTBUF_SIZE (1 << 20)
@@ -50,7 +49,7 @@ struct sink {
 	uint64_t bytes_in, bytes_out;
 	bool direct;  /* fd has O_DIRECT set (sink_write_direct) */
 	bool hashing; /* sink_hash: every byte written goes into sha */
-	SHA2_CTX sha;
+	struct sha256 sha;
 	char err[256];
 };
 
@@ -121,20 +120,22 @@ static int emit(struct sink *s, const void *buf, size_t len)
 	/* Every byte of the output passes here, in order (gzpar's members too, from the
 	 * caller's thread). */
 	if (s->hashing)
-		SHA256Update(&s->sha, buf, len);
+		sha256_update(&s->sha, buf, len);
 	s->bytes_out += len;
 	return 0;
 }
 
-void sink_hash(struct sink *s)
+int sink_hash(struct sink *s, char *err, size_t errlen)
 {
-	SHA256Init(&s->sha);
+	if (sha256_start(&s->sha, err, errlen) < 0)
+		return -1;
 	s->hashing = true;
+	return 0;
 }
 
 void sink_sha256(struct sink *s, char hex[SINK_SHA256_HEX])
 {
-	SHA256End(&s->sha, hex);
+	sha256_finish(&s->sha, hex);
 	s->hashing = false;
 }
 
@@ -438,6 +439,7 @@ void sink_free(struct sink *s)
 {
 	if (!s)
 		return;
+	sha256_free(&s->sha);
 	if (s->codec == SINK_XZ)
 		liblzma.lzma_end(&s->xz);
 	framepar_free(s->frames);

@@ -20,8 +20,9 @@ struct sink *sink_open(int fd, enum sink_codec codec, int level, int threads, ch
  * (odd lengths) quietly go through the page cache instead. Never for an inherited
  * descriptor: the flag is shared with its other users. */
 void sink_write_direct(struct sink *s);
-/* From here on (before the first write), every byte written out is hashed with SHA-256. */
-void sink_hash(struct sink *s);
+/* From here on (before the first write), every byte written out is hashed with SHA-256
+ * (sha256.h). 0, or -1 with the reason in err. */
+int sink_hash(struct sink *s, char *err, size_t errlen);
 /* After sink_finish: the SHA-256 of everything written since sink_hash, in lowercase hex, as
  * sha256sum prints it. Once only. */
 #define SINK_SHA256_HEX 65

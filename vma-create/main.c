@@ -429,8 +429,11 @@ int main(int argc, char **argv)
 		sink_write_direct(sink);
 	/* --stats has the archive's SHA-256 (vzdump.sh's ARCHIVE.sha256), taken from the bytes as
 	 * they are written: the archive is not read again. */
-	if (o.stats)
-		sink_hash(sink);
+	if (o.stats && sink_hash(sink, why, sizeof(why)) < 0) {
+		outfile_abort(&out);
+		outfile_abort(&stats);
+		errx(EXIT_FAIL, "%s", why);
+	}
 
 	struct progress progress;
 	struct throttle throttle;

@@ -197,8 +197,8 @@ static int do_verify(const char *path, bool verbose)
 	struct instream *in = instream_open(fd, why, sizeof(why));
 	if (!in)
 		errx(EXIT_FAIL, "%s: %s", path, why);
-	if (check)
-		instream_hash(in);
+	if (check && instream_hash(in, why, sizeof(why)) < 0)
+		errx(EXIT_FAIL, "%s: %s", path, why);
 	if (vma_reader_open(&r, in) < 0)
 		errx(EXIT_FAIL, "%s: %s", path, r.err);
 	vma_reader_cover_all(&r);
