@@ -559,6 +559,162 @@ vzdump-prune: 1 of the backups to remove could not be removed"
 vzdump-qemu-100-2024_01_04-02_00_00.vma.zst"
 }
 
+# --- incremental backups ----------------------------------------------------------------
+
+@test "incrementals count as backups: keep-last=2 keeps the two newest and their chain, each 'needed by' the newest" {
+	make_backups "$D" 100 2023_12_31-02_00_00 2024_01_01-02_00_00
+	make_incs "$D" 100 2024_01_0{2,3,4}-02_00_00
+	run -0 vzdump-prune -n --keep-last 2 "$D"
+	assert_output "keep      vzdump-qemu-100-2024_01_04-02_00_00.inc.vma.zst keep-last 1/2
+keep      vzdump-qemu-100-2024_01_03-02_00_00.inc.vma.zst keep-last 2/2
+keep      vzdump-qemu-100-2024_01_02-02_00_00.inc.vma.zst needed by vzdump-qemu-100-2024_01_04-02_00_00.inc.vma.zst
+keep      vzdump-qemu-100-2024_01_01-02_00_00.vma.zst needed by vzdump-qemu-100-2024_01_04-02_00_00.inc.vma.zst
+remove    vzdump-qemu-100-2023_12_31-02_00_00.vma.zst beyond keep-last"
+	run -0 vzdump-prune --keep-last 2 "$D"
+	run files_in "$D"
+	assert_output "$(backup_name 100 2024_01_01-02_00_00)
+$(inc_name 100 2024_01_02-02_00_00)
+$(inc_name 100 2024_01_03-02_00_00)
+$(inc_name 100 2024_01_04-02_00_00)"
+}
+
+@test "incrementals in --json: mark keep, reason 'needed by NAME' and needed_by NAME; other objects as before" {
+	make_backups "$D" 100 2023_12_31-02_00_00 2024_01_01-02_00_00
+	make_incs "$D" 100 2024_01_0{2,3,4}-02_00_00
+	run -0 bash -c 'vzdump-prune -n --json --keep-last 2 "$1" | jq -c ".[]"' _ "$D"
+	assert_output '{"file":"vzdump-qemu-100-2024_01_04-02_00_00.inc.vma.zst","vmid":100,"ctime":1704333600,"mark":"keep","reason":"keep-last 1/2"}
+{"file":"vzdump-qemu-100-2024_01_03-02_00_00.inc.vma.zst","vmid":100,"ctime":1704247200,"mark":"keep","reason":"keep-last 2/2"}
+{"file":"vzdump-qemu-100-2024_01_02-02_00_00.inc.vma.zst","vmid":100,"ctime":1704160800,"mark":"keep","reason":"needed by vzdump-qemu-100-2024_01_04-02_00_00.inc.vma.zst","needed_by":"vzdump-qemu-100-2024_01_04-02_00_00.inc.vma.zst"}
+{"file":"vzdump-qemu-100-2024_01_01-02_00_00.vma.zst","vmid":100,"ctime":1704074400,"mark":"keep","reason":"needed by vzdump-qemu-100-2024_01_04-02_00_00.inc.vma.zst","needed_by":"vzdump-qemu-100-2024_01_04-02_00_00.inc.vma.zst"}
+{"file":"vzdump-qemu-100-2023_12_31-02_00_00.vma.zst","vmid":100,"ctime":1703988000,"mark":"remove","reason":"beyond keep-last"}'
+	# The lines themselves, as jansson writes them.
+	run -0 vzdump-prune -n --json --keep-last 2 "$D"
+	assert_line --index 3 '  {"file": "vzdump-qemu-100-2024_01_02-02_00_00.inc.vma.zst", "vmid": 100, "ctime": 1704160800, "mark": "keep", "reason": "needed by vzdump-qemu-100-2024_01_04-02_00_00.inc.vma.zst", "needed_by": "vzdump-qemu-100-2024_01_04-02_00_00.inc.vma.zst"},'
+	assert_line --index 5 '  {"file": "vzdump-qemu-100-2023_12_31-02_00_00.vma.zst", "vmid": 100, "ctime": 1703988000, "mark": "remove", "reason": "beyond keep-last"}'
+}
+
+@test "a protected incremental keeps its chain back to its full; a newer chain is kept apart" {
+	make_backups "$D" 100 2024_01_01-02_00_00 2024_01_04-02_00_00
+	make_incs "$D" 100 2024_01_02-02_00_00 2024_01_03-02_00_00 2024_01_05-02_00_00
+	: >"$D/$(inc_name 100 2024_01_03-02_00_00).protected"
+	run -0 decisions -n --keep-last 1 "$D"
+	assert_output "keep 2024_01_05-02_00_00 inc
+keep 2024_01_04-02_00_00 needed by 2024_01_05-02_00_00 inc
+protected 2024_01_03-02_00_00 inc
+keep 2024_01_02-02_00_00 inc needed by 2024_01_03-02_00_00 inc
+keep 2024_01_01-02_00_00 needed by 2024_01_03-02_00_00 inc"
+	run -0 vzdump-prune --keep-last 1 "$D"
+	run files_in "$D"
+	assert_output "$(backup_name 100 2024_01_01-02_00_00)
+$(inc_name 100 2024_01_02-02_00_00)
+$(inc_name 100 2024_01_03-02_00_00)
+$(inc_name 100 2024_01_03-02_00_00).protected
+$(backup_name 100 2024_01_04-02_00_00)
+$(inc_name 100 2024_01_05-02_00_00)"
+}
+
+@test "keep-daily=3 over a week of daily chains (a full every third day): the three days' newest and their chains survive" {
+	# 02:00 a full on 1, 4 and 7 January, an incremental on the other days; 14:00 an
+	# incremental every day.
+	make_backups "$D" 100 2024_01_0{1,4,7}-02_00_00
+	make_incs "$D" 100 2024_01_0{2,3,5,6}-02_00_00 2024_01_0{1,2,3,4,5,6,7}-14_00_00
+	run -0 decisions -n --keep-daily 3 "$D"
+	assert_output "keep 2024_01_07-14_00_00 inc
+keep 2024_01_07-02_00_00 needed by 2024_01_07-14_00_00 inc
+keep 2024_01_06-14_00_00 inc
+keep 2024_01_06-02_00_00 inc needed by 2024_01_06-14_00_00 inc
+keep 2024_01_05-14_00_00 inc
+keep 2024_01_05-02_00_00 inc needed by 2024_01_06-14_00_00 inc
+keep 2024_01_04-14_00_00 inc needed by 2024_01_06-14_00_00 inc
+keep 2024_01_04-02_00_00 needed by 2024_01_06-14_00_00 inc
+remove 2024_01_03-14_00_00 inc
+remove 2024_01_03-02_00_00 inc
+remove 2024_01_02-14_00_00 inc
+remove 2024_01_02-02_00_00 inc
+remove 2024_01_01-14_00_00 inc
+remove 2024_01_01-02_00_00"
+	run -0 vzdump-prune --keep-daily 3 "$D"
+	run files_in "$D"
+	assert_output "$(backup_name 100 2024_01_04-02_00_00)
+$(inc_name 100 2024_01_04-14_00_00)
+$(inc_name 100 2024_01_05-02_00_00)
+$(inc_name 100 2024_01_05-14_00_00)
+$(inc_name 100 2024_01_06-02_00_00)
+$(inc_name 100 2024_01_06-14_00_00)
+$(backup_name 100 2024_01_07-02_00_00)
+$(inc_name 100 2024_01_07-14_00_00)"
+}
+
+@test "a full no staying incremental needs is removed with its .log, .notes and .sha256; an incremental's .log has no .inc" {
+	make_backups "$D" 100 2024_01_01-02_00_00 2024_01_03-02_00_00
+	make_incs "$D" 100 2024_01_02-02_00_00 2024_01_04-02_00_00
+	for s in 2024_01_0{1,3}-02_00_00; do
+		: >"$D/vzdump-qemu-100-$s.log"
+		: >"$D/$(backup_name 100 "$s").notes"
+		: >"$D/$(backup_name 100 "$s").sha256"
+	done
+	for s in 2024_01_0{2,4}-02_00_00; do
+		: >"$D/vzdump-qemu-100-$s.log"
+		: >"$D/$(inc_name 100 "$s").notes"
+		: >"$D/$(inc_name 100 "$s").sha256"
+	done
+	run -0 vzdump-prune --keep-last 1 "$D"
+	assert_output "keep      vzdump-qemu-100-2024_01_04-02_00_00.inc.vma.zst keep-last 1/1
+keep      vzdump-qemu-100-2024_01_03-02_00_00.vma.zst needed by vzdump-qemu-100-2024_01_04-02_00_00.inc.vma.zst
+remove    vzdump-qemu-100-2024_01_02-02_00_00.inc.vma.zst beyond keep-last
+remove    vzdump-qemu-100-2024_01_01-02_00_00.vma.zst beyond keep-last"
+	run files_in "$D"
+	assert_output "vzdump-qemu-100-2024_01_03-02_00_00.log
+vzdump-qemu-100-2024_01_03-02_00_00.vma.zst
+vzdump-qemu-100-2024_01_03-02_00_00.vma.zst.notes
+vzdump-qemu-100-2024_01_03-02_00_00.vma.zst.sha256
+vzdump-qemu-100-2024_01_04-02_00_00.inc.vma.zst
+vzdump-qemu-100-2024_01_04-02_00_00.inc.vma.zst.notes
+vzdump-qemu-100-2024_01_04-02_00_00.inc.vma.zst.sha256
+vzdump-qemu-100-2024_01_04-02_00_00.log"
+}
+
+@test "a chain without a full keeps what exists of it and warns for each incremental the policy keeps; exit 0" {
+	make_incs "$D" 100 2024_01_0{1,2,3}-02_00_00
+	make_backups "$D" 101 2024_01_01-02_00_00
+	make_incs "$D" 101 2024_01_02-02_00_00
+	run --separate-stderr -0 decisions --keep-last 2 "$D"
+	assert_output "keep 2024_01_03-02_00_00 inc
+keep 2024_01_02-02_00_00 inc
+keep 2024_01_01-02_00_00 inc needed by 2024_01_03-02_00_00 inc
+keep 101:2024_01_02-02_00_00 inc
+keep 101:2024_01_01-02_00_00"
+	assert_equal "$stderr" "vzdump-prune: vzdump-qemu-100-2024_01_03-02_00_00.inc.vma.zst: its chain has no full backup
+vzdump-prune: vzdump-qemu-100-2024_01_02-02_00_00.inc.vma.zst: its chain has no full backup"
+	run -0 vzdump-prune --keep-last 1 "$D"
+	run files_in "$D"
+	assert_equal "$(wc -l <<<"$output")" 5
+}
+
+@test "incrementals in every format are backups; other spellings of .inc are renamed or ignored" {
+	make_backups "$D" 100 2024_01_01-02_00_00
+	for ext in "" .gz .lzo .zst .bz2 .xz; do
+		: >"$D/$(inc_name 100 2024_01_02-02_00_00 "$ext")"
+	done
+	for ext in .ZST .bz3 .zst.tmp .gz.notes; do
+		: >"$D/$(inc_name 100 2024_01_02-02_00_00 "$ext")"
+	done
+	for f in .INC.vma .inc.inc.vma inc.vma .inc .inc.log .inc.dat; do
+		: >"$D/vzdump-qemu-100-2024_01_02-02_00_00$f"
+	done
+	run -0 vzdump-prune -n --keep-last 1 "$D"
+	assert_output "keep      vzdump-qemu-100-2024_01_02-02_00_00.inc.vma keep-last 1/1
+remove    vzdump-qemu-100-2024_01_02-02_00_00.inc.vma.bz2 same time as a kept backup
+remove    vzdump-qemu-100-2024_01_02-02_00_00.inc.vma.gz same time as a kept backup
+remove    vzdump-qemu-100-2024_01_02-02_00_00.inc.vma.lzo same time as a kept backup
+remove    vzdump-qemu-100-2024_01_02-02_00_00.inc.vma.xz same time as a kept backup
+remove    vzdump-qemu-100-2024_01_02-02_00_00.inc.vma.zst same time as a kept backup
+keep      vzdump-qemu-100-2024_01_01-02_00_00.vma.zst needed by vzdump-qemu-100-2024_01_02-02_00_00.inc.vma
+renamed   vzdump-qemu-100-2024_01_02-02_00_00.INC.vma not a standard vzdump name
+renamed   vzdump-qemu-100-2024_01_02-02_00_00.inc.inc.vma not a standard vzdump name
+renamed   vzdump-qemu-100-2024_01_02-02_00_00inc.vma not a standard vzdump name"
+}
+
 # --- options ----------------------------------------------------------------------------
 
 @test "--prune-backups accepts Proxmox's property string; single --keep-* options win over it" {
