@@ -1,11 +1,11 @@
-/* fuzz-sources: vzdump-prune/backup_name.c vzdump-prune/mark.c vzdump-prune/period_set.c vzdump-prune/policy.c vzdump-prune/report.c vzdump-prune/rule.c vzdump-prune/scan.c */
+/* fuzz-sources: vzdump-prune/backup_name.c vzdump-prune/chain.c vzdump-prune/mark.c vzdump-prune/period_set.c vzdump-prune/policy.c vzdump-prune/report.c vzdump-prune/rule.c vzdump-prune/scan.c */
 /*
  * vzdump-prune on a dump directory full of hostile file names. The input's first byte picks
  * the time zone (bits 0-1), the retention policy (bits 2-4) and --vmid 100 (bit 5); the rest,
  * split at newlines and NUL bytes, are file names. Each name goes through backup_name_parse
  * as it is; those that can be files are created in a private directory, which then goes
- * through what vzdump-prune -n does: scan_dumpdir, sort_backups, mark_backups, and both
- * reports. A file name must never keep the report from being built, break its one line per
+ * through what vzdump-prune -n does: scan_dumpdir, sort_backups, mark_backups, keep_chains,
+ * and both reports. A file name must never keep the report from being built, break its one line per
  * backup, or make its JSON unreadable.
  */
 #include <dirent.h>
@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "backup_name.h"
+#include "chain.h"
 #include "mark.h"
 #include "policy.h"
 #include "report.h"
@@ -121,6 +122,7 @@ static void run_dumpdir(char **names, size_t n, long vmid, const struct policy *
 	sort_backups(list.items, list.count);
 	if (!mark_backups(list.items, list.count, policy))
 		fail("decide");
+	keep_chains(list.items, list.count);
 	check_reports(&list);
 	backup_list_free(&list);
 	closedir(dir);

@@ -35,17 +35,19 @@ enum why {
 	WHY_COVERED,   /* its period (for `rule`) already holds a backup kept by an earlier rule */
 	WHY_BEYOND,    /* `rule` had taken all its periods before reaching it */
 	WHY_PROTECTED, /* a NAME.protected marker exists */
-	WHY_RENAMED    /* looks like a backup, but the name is not vzdump's standard one */
+	WHY_RENAMED,   /* looks like a backup, but the name is not vzdump's standard one */
+	WHY_NEEDED     /* in the chain of `needed_by`, an incremental that stays (chain.c) */
 };
 
 #define VMID_UNKNOWN (-1L)
 
 struct backup {
-	char *name;      /* file name inside DUMPDIR */
-	size_t stem_len; /* length without ".vma[.EXT]": the .log companion's base name */
-	long vmid;       /* VMID_UNKNOWN when the name does not carry one */
-	bool standard;   /* the name parsed as vzdump-qemu-VMID-YYYY_MM_DD-HH_MM_SS.vma[.EXT] */
-	time_t ctime;    /* backup time read from the name as local wall clock */
+	char *name;       /* file name inside DUMPDIR */
+	size_t stem_len;  /* length without "[.inc].vma[.EXT]": the .log companion's base name */
+	long vmid;        /* VMID_UNKNOWN when the name does not carry one */
+	bool standard;    /* vzdump-qemu-VMID-YYYY_MM_DD-HH_MM_SS[.inc].vma[.EXT] */
+	bool incremental; /* standard, with ".inc": made on the VMID's next older backup */
+	time_t ctime;     /* backup time read from the name as local wall clock */
 	int64_t period[RULE_COUNT]; /* period id per rule, from the broken-down local time */
 
 	enum mark mark;
@@ -53,6 +55,8 @@ struct backup {
 	enum rule rule;
 	unsigned count; /* with WHY_RULE: this is period `count` of `limit` */
 	unsigned limit;
+	const char *needed_by; /* with WHY_NEEDED: the name of the incremental that needs it */
+	bool broken_chain; /* an incremental kept by the policy or a marker: no full in its chain */
 };
 
 /* Name of a rule as an option, e.g. "keep-daily" (rule.c). */

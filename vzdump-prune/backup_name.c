@@ -1,7 +1,9 @@
 /*
  * vzdump names an archive vzdump-qemu-VMID-YYYY_MM_DD-HH_MM_SS.vma, optionally followed by
- * the compressor's extension. The time in the name is the local wall clock when the backup
- * started, so it is read back in the local time zone, like Proxmox's timelocal().
+ * the compressor's extension; an incremental one has ".inc" before the ".vma" (a name
+ * Proxmox's storage layer does not list, on purpose). The time in the name is the local wall
+ * clock when the backup started, so it is read back in the local time zone, like Proxmox's
+ * timelocal().
  */
 #include <errno.h>
 #include <stdbool.h>
@@ -13,6 +15,7 @@
 #include "backup_name.h"
 
 static const char prefix[] = "vzdump-qemu-";
+static const char incremental_mark[] = ".inc";
 /* Proxmox's storage layer knows vma and vma.{gz,lzo,zst,bz2} (PVE::Storage's backup file
  * pattern); vma.xz is this project's own extra. */
 static const char *const archive_suffixes[] = {
@@ -195,7 +198,7 @@ static bool parse_standard(const char *p, const char *end, struct backup *b)
 
 bool backup_name_parse(char *name, struct backup *b)
 {
-	size_t len = strlen(name), stem_len = 0;
+	size_t len = strlen(name), stem_len = 0, inc_stem_len = 0;
 	const size_t prefix_len = sizeof(prefix) - 1;
 	bool archive = false;
 
@@ -214,6 +217,14 @@ bool backup_name_parse(char *name, struct backup *b)
 	memset(b, 0, sizeof(*b));
 	b->name = name;
 	b->stem_len = stem_len;
+	/* An incremental's stem, the name of its .log, is the full's: without ".inc". */
+	if (ends_with(name, stem_len, incremental_mark, &inc_stem_len) &&
+	    parse_standard(name + prefix_len, name + inc_stem_len, b)) {
+		b->stem_len = inc_stem_len;
+		b->standard = true;
+		b->incremental = true;
+		return true;
+	}
 	b->standard = parse_standard(name + prefix_len, name + stem_len, b);
 	if (!b->standard)
 		b->vmid = leading_vmid(name + prefix_len, name + stem_len);

@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "backup.h"
+#include "chain.h"
 #include "cli.h"
 #include "mark.h"
 #include "policy.h"
@@ -251,6 +252,10 @@ int main(int argc, char **argv)
 	sort_backups(list.items, list.count);
 	if (!mark_backups(list.items, list.count, &o.policy))
 		err(EXIT_FAIL, "decide");
+	keep_chains(list.items, list.count);
+	for (size_t i = 0; i < list.count; i++)
+		if (list.items[i].broken_chain)
+			warnx("%s: its chain has no full backup", list.items[i].name);
 	report = o.json ? report_json(list.items, list.count) : report_text(list.items, list.count);
 	if (!report)
 		err(EXIT_FAIL, "build the report");

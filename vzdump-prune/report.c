@@ -71,6 +71,9 @@ static const char *period_noun(enum rule r)
 	return nouns[r];
 }
 
+/* The longest reason: "needed by " and a standard name (under 70 bytes). */
+#define REASON_MAX 160
+
 /* Writes the reason for B's mark into BUF. */
 static void reason(const struct backup *b, char *buf, size_t size)
 {
@@ -99,6 +102,9 @@ static void reason(const struct backup *b, char *buf, size_t size)
 	case WHY_RENAMED:
 		snprintf(buf, size, "not a standard vzdump name");
 		return;
+	case WHY_NEEDED: /* a standard name: nothing to replace in it */
+		snprintf(buf, size, "needed by %s", b->needed_by);
+		return;
 	case WHY_NONE:
 		break;
 	}
@@ -107,7 +113,7 @@ static void reason(const struct backup *b, char *buf, size_t size)
 
 char *report_text(const struct backup *list, size_t n)
 {
-	char *text = NULL, why[96];
+	char *text = NULL, why[REASON_MAX];
 	size_t size = 0;
 	FILE *f = open_memstream(&text, &size);
 
@@ -129,7 +135,7 @@ char *report_text(const struct backup *list, size_t n)
 /* One object per line, built and dumped one at a time, so memory stays flat. */
 char *report_json(const struct backup *list, size_t n)
 {
-	char *text = NULL, why[96];
+	char *text = NULL, why[REASON_MAX];
 	size_t size = 0;
 	FILE *f = open_memstream(&text, &size);
 	bool ok = true;
@@ -148,6 +154,12 @@ char *report_json(const struct backup *list, size_t n)
 				  "ctime",
 				  b->standard ? json_integer((json_int_t)b->ctime) : json_null(),
 				  "mark", mark_name(b->mark), "reason", why);
+		/* Only where there is one, so that the other objects stay as they were. */
+		if (entry && b->why == WHY_NEEDED &&
+		    json_object_set_new(entry, "needed_by", json_string(b->needed_by)) != 0) {
+			json_decref(entry);
+			entry = NULL;
+		}
 		line = entry ? json_dumps(entry, JSON_PRESERVE_ORDER) : NULL;
 		if (line)
 			fprintf(f, "  %s%s\n", line, i + 1 < n ? "," : "");
