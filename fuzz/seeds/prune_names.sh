@@ -1,8 +1,8 @@
 #!/bin/bash
 # Seeds for fuzz_prune_names: dump directories as vzdump leaves them (archives in every
-# format, .log, .notes and .protected companions, other guests' files, renamed archives),
-# one file name a line after the settings byte of fuzz_prune_names.c (bits 0-1: UTC, Berlin,
-# Auckland, New York; bits 2-4: the policy; bit 5: --vmid 100).
+# format, full and incremental, .log, .notes and .protected companions, other guests' files,
+# renamed archives), one file name a line after the settings byte of fuzz_prune_names.c
+# (bits 0-1: UTC, Berlin, Auckland, New York; bits 2-4: the policy; bit 5: --vmid 100).
 set -euo pipefail
 
 out=${1:?usage: prune_names.sh DIR}
@@ -49,5 +49,26 @@ seed renamed 1c "$b-100-manual.vma.zst" "$b-100-2026_02_30-02_00_01.vma" \
 	$'vzdump-qemu-100-\xff\xfe.vma.zst' $'vzdump-qemu-100-\xc3\xa9.vma' \
 	"$b-100-0000_01_01-00_00_00.vma" "$b-100-9999_12_31-23_59_59.vma" \
 	"$b-100-2026_11_22-24_00_00.vma" "$b-100-2026_11_22-02_60_01.vma"
+# Incrementals: a chain on a full, in every format; a protected one; chains of two guests,
+# one without its full; other spellings of .inc.
+seed incremental-chain 00 "$b-100-2026_11_19-02_00_01.vma.zst" \
+	"$b-100-2026_11_20-02_00_01.inc.vma.zst" "$b-100-2026_11_21-02_00_01.inc.vma" \
+	"$b-100-2026_11_22-02_00_01.inc.vma.zst" "$b-100-2026_11_22-02_00_01.log" \
+	"$b-100-2026_11_22-02_00_01.inc.vma.zst.notes" "$b-100-2026_11_22-02_00_01.inc.vma.zst.sha256"
+seed incremental-formats 04 "$b-100-2026_11_15-02_00_01.vma" \
+	"$b-100-2026_11_16-02_00_01.inc.vma.gz" "$b-100-2026_11_17-02_00_01.inc.vma.lzo" \
+	"$b-100-2026_11_18-02_00_01.inc.vma.zst" "$b-100-2026_11_19-02_00_01.inc.vma.bz2" \
+	"$b-100-2026_11_20-02_00_01.inc.vma.xz" "$b-100-2026_11_21-02_00_01.inc.vma" \
+	"$b-100-2026_11_21-02_00_01.inc.vma.zst" "$b-100-2026_11_22-02_00_01.INC.vma" \
+	"$b-100-2026_11_22-02_00_01.inc.inc.vma" "$b-100-2026_11_22-02_00_01inc.vma" \
+	"$b-100-2026_11_22-02_00_01.inc" "$b-100-.inc.vma"
+seed incremental-protected 20 "$b-100-2026_11_01-02_00_01.vma.zst" \
+	"$b-100-2026_11_02-02_00_01.inc.vma.zst" "$b-100-2026_11_02-02_00_01.inc.vma.zst.protected" \
+	"$b-100-2026_11_20-02_00_01.vma.zst" "$b-100-2026_11_21-02_00_01.inc.vma.zst" \
+	"$b-100-2026_11_22-02_00_01.inc.vma.zst"
+seed incremental-broken 18 "$b-100-2026_11_21-02_00_01.inc.vma.zst" \
+	"$b-100-2026_11_22-02_00_01.inc.vma.zst" "$b-101-2026_11_20-02_00_01.vma" \
+	"$b-101-2026_11_21-02_00_01.inc.vma" "$b-101-2026_11_22-02_00_01.inc.vma" \
+	"$b-101-2026_11_22-12_00_01.inc.vma"
 seed protected-only 00 "$b-100-2026_11_22-02_00_01.vma.zst.protected" ".protected" \
 	"$b-100-2026_11_22-02_00_01.vma.protected.protected"
