@@ -189,6 +189,27 @@ vzdump-qemu-102-renamed.vma"
 	[ "$(find "$D" -name 'vzdump-qemu-102-2*.vma' | wc -l)" = 4 ] || fail "$(ls "$D")"
 }
 
+@test "retention after the backup: incremental archives (.inc.vma) are counted and pruned, and the chain of one that stays is kept" {
+	export TZ=UTC
+	touch "$D"/vzdump-qemu-102-2024_01_0{1,3}-02_00_00.vma "$D/vzdump-qemu-102-2024_01_02-02_00_00.inc.vma" \
+		"$D/vzdump-qemu-102-2024_01_04-02_00_00.inc.vma.zst"
+	touch "$D/vzdump-qemu-102-2024_01_02-02_00_00.log" "$D/vzdump-qemu-102-2024_01_02-02_00_00.inc.vma.sha256"
+	run --separate-stderr -0 job --prune-backups keep-last=2 102
+	new=$(cd "$D" && ls vzdump-qemu-102-2026*.vma)
+	run grep -A 4 '^INFO: archive file size' <<<"$stderr"
+	assert_output --regexp "^INFO: archive file size: [0-9]+MB
+INFO: prune older backups with retention: keep-last=2
+INFO: delete old backup '$D/vzdump-qemu-102-2024_01_01-02_00_00.vma'
+INFO: delete old backup '$D/vzdump-qemu-102-2024_01_02-02_00_00.inc.vma'
+INFO: pruned 2 backup\(s\) not covered by keep-retention policy$"
+	run files_in "$D"
+	assert_output "vzdump-qemu-102-2024_01_03-02_00_00.vma
+vzdump-qemu-102-2024_01_04-02_00_00.inc.vma.zst
+${new%.vma}.log
+$new
+$new.sha256"
+}
+
 @test "--prune-backups is checked as Proxmox does: keep-all with a count, unknown keys, bad counts" {
 	for spec in keep-all=1,keep-last=2 keep-lasts=2 keep-last=-1 keep-last=2,keep-last=3 keep-all=maybe ''; do
 		run --separate-stderr -2 job --prune-backups "$spec" 102

@@ -225,7 +225,7 @@ select_guests() {
 
 # With --remove 0 and a finite policy, vzdump refuses a backup that would exceed the policy's
 # count, before anything is done to the VM. Counts this VM's unprotected backups with
-# standard names, as vzdump-prune lists them.
+# standard names, full and incremental, as vzdump-prune lists them.
 check_backup_limit() {
 	[ "$opt_remove" = 0 ] && [ "$prune_keep_all" = 0 ] || return 0
 	local json count
@@ -305,6 +305,8 @@ mark_backup() { # ARCHIVE
 
 # Retention after a successful backup (the new archive counts), through vzdump-prune, with
 # vzdump's log lines for a plain dump folder (removals in name order, as its glob lists them).
+# The names removed are vzdump-prune's, never matched here: incremental archives (.inc.vma)
+# go, or stay for a chain, as it decides.
 prune_backups() {
 	[ "$opt_remove" = 1 ] && [ "$prune_keep_all" = 0 ] || return 0
 	local json file n=0
