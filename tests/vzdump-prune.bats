@@ -691,6 +691,23 @@ vzdump-prune: vzdump-qemu-100-2024_01_02-02_00_00.inc.vma.zst: its chain has no 
 	assert_equal "$(wc -l <<<"$output")" 5
 }
 
+@test "a parent's time with archives in two formats is one step of the chain: both are kept; the incremental's own other format is not" {
+	: >"$D/$(backup_name 100 2024_01_01-02_00_00 '')"
+	make_backups "$D" 100 2023_12_31-02_00_00 2024_01_01-02_00_00
+	: >"$D/$(inc_name 100 2024_01_02-02_00_00 '')"
+	make_incs "$D" 100 2024_01_02-02_00_00
+	run -0 decisions --keep-last 1 "$D"
+	assert_output "keep vzdump-qemu-100-2024_01_02-02_00_00.inc.vma
+remove 2024_01_02-02_00_00 inc
+keep vzdump-qemu-100-2024_01_01-02_00_00.vma needed by vzdump-qemu-100-2024_01_02-02_00_00.inc.vma
+keep 2024_01_01-02_00_00 needed by vzdump-qemu-100-2024_01_02-02_00_00.inc.vma
+remove 2023_12_31-02_00_00"
+	run files_in "$D"
+	assert_output "vzdump-qemu-100-2024_01_01-02_00_00.vma
+vzdump-qemu-100-2024_01_01-02_00_00.vma.zst
+vzdump-qemu-100-2024_01_02-02_00_00.inc.vma"
+}
+
 @test "incrementals in every format are backups; other spellings of .inc are renamed or ignored" {
 	make_backups "$D" 100 2024_01_01-02_00_00
 	for ext in "" .gz .lzo .zst .bz2 .xz; do
