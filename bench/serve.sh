@@ -1,7 +1,7 @@
 #!/bin/bash
 # Benchmark of vma-extract --serve (issue #18's figures, each goal printed beside its figure:
 # reported, never asserted), on seekable .vma.zst archives of two 2 GiB disks: real files (a
-# tar of /usr, compressible as a VM's disk is: each frame read costs decompressing 2 MiB) and
+# tar of /usr, compressible as a VM's disk is: each frame read costs decompressing 1 MiB) and
 # random data (stored, which zstd reads back at the speed of a copy):
 #   random      1 000 reads of 4 KiB at random offsets by one qemu-io over the served export,
 #               against the same reads by qemu-io over qemu-nbd serving the extracted raw disk

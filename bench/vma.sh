@@ -9,7 +9,7 @@
 #   zstd         -z zstd -T 2, against zstd -T2 compressing the same uncompressed VMA
 #                (goal: 1.1x)
 #   zstd-files   -z zstd -T 2 of 256 MiB of real files (a tar of /usr/lib), where the
-#                seekable archive's frames of 2 MiB cost ratio, against one zstd frame:
+#                seekable archive's frames of 1 MiB cost ratio, against one zstd frame:
 #                vma-create piped into zstd -T2 (as vzdump does it); time (goal: 0.95x, at
 #                most 5 % slower) and size (goal: at most 1.02x)
 #   restore      vma-extract ARCHIVE DIR of the archive of a 512 MiB disk of random data, to

@@ -1,5 +1,5 @@
 #!/usr/bin/env bats
-# Seekable .vma.zst: vma-create -z zstd writes independent frames of 2 MiB and zstd's seek table;
+# Seekable .vma.zst: vma-create -z zstd writes independent frames of 1 MiB and zstd's seek table;
 # the archive stays an ordinary zstd stream, and a damaged frame is named by its offset.
 
 setup() {
@@ -10,18 +10,18 @@ setup() {
 
 seektable() { "$VZ_PYTHON" "$TOP/tests/lib/seektable.py" "$@"; }
 
-# The decompressed sizes the seek table of a stream of BYTES must list: 2 MiB each, the rest
+# The decompressed sizes the seek table of a stream of BYTES must list: 1 MiB each, the rest
 # in the last frame.
 expected_frames() { # BYTES
 	local left=$1
-	while ((left > 2097152)); do
-		echo 2097152
-		left=$((left - 2097152))
+	while ((left > 1048576)); do
+		echo 1048576
+		left=$((left - 1048576))
 	done
 	echo "$left"
 }
 
-@test "vma-create -z zstd: 2 MiB frames and a seek table, with any number of threads; zstd -d gives the plain archive" {
+@test "vma-create -z zstd: 1 MiB frames and a seek table, with any number of threads; zstd -d gives the plain archive" {
 	seq 1 3000000 | head -c 9M >t.raw
 	random_file r.raw 3000000
 	echo "name: vm100" >qemu-server.conf
@@ -49,7 +49,7 @@ expected_frames() { # BYTES
 		read -r off size <<<"${frames[i]}"
 		read -r next _ <<<"${frames[i + 1]}"
 		tail -c +$((off + 1)) a.2.zst | head -c $((next - off)) | zstd -q -d -c >frame
-		cmp frame <(tail -c +$((i * 2097152 + 1)) a.2.vma | head -c "$size")
+		cmp frame <(tail -c +$((i * 1048576 + 1)) a.2.vma | head -c "$size")
 	done
 }
 

@@ -10,7 +10,7 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
 head -c 5000 /dev/urandom >"$work/small.raw"
-seq 1 700000 >"$work/text.raw"
+seq 1 380000 >"$work/text.raw"
 echo "name: vm100" >"$work/qemu-server.conf"
 "$VZ_BIN/vma-create" -z zstd drive-scsi0="$work/small.raw" >"$out/one-frame.zst"
 "$VZ_BIN/vma-create" -z zstd drive-scsi0="$work/text.raw" >"$out/three-frames.zst"
