@@ -43,7 +43,8 @@ plant_links() { # TARGET SUFFIX...
 	local target=$1 i suffix t
 	local -a names=()
 	shift
-	for i in $(seq 0 9); do
+	# A minute of names: a backup on a loaded machine has been seen to start over 10 s later.
+	for i in $(seq 0 59); do
 		t=$(date -d "+$i seconds" +%Y_%m_%d-%H_%M_%S)
 		for suffix in "$@"; do
 			names+=("$W/dump/vzdump-qemu-100-$t$suffix")
@@ -73,7 +74,8 @@ the_archive() {
 
 @test "a folder planted as the .sha256 fails the backup saying so; the complete archive is kept, and -t refuses the folder" {
 	local i t
-	for i in $(seq 0 9); do
+	# a minute of names, as plant_links
+	for i in $(seq 0 59); do
 		t=$(date -d "+$i seconds" +%Y_%m_%d-%H_%M_%S)
 		as_nobody mkdir -p "$W/dump/vzdump-qemu-100-$t.vma.sha256/x"
 	done
