@@ -83,6 +83,19 @@ assert_exports_match() {
 	done
 }
 
+# ARCHIVE (seekable) is served by its frames, with no decompressed copy anywhere (TMPDIR
+# empty, no deleted file open), every export the restored disk, and a clean exit.
+assert_served_by_frames() {
+	mkdir tmp
+	TMPDIR=$PWD/tmp serve "$1"
+	run -0 ls -l "/proc/$SERVER/fd/"
+	refute_output --partial "(deleted)"
+	assert_exports_match
+	stop_server
+	assert_equal "$CODE" 0
+	assert_equal "$(cat server.err)" ""
+}
+
 # VMA OUT [CHECK]: the archive cut into 256 KiB frames compressed alone (zstd --check: each
 # ends in its content checksum; CHECK --no-check: none, and the seek table with none either),
 # followed by zstd's seek table: the seekable format, made here without vma-create.
@@ -227,15 +240,7 @@ EOF
 @test "--serve: a seekable .vma.zst is read by frames through its seek table" {
 	make_seekable "$A" a.vma.zst >frames
 	[ "$(wc -l <frames)" -gt 10 ]
-	mkdir tmp
-	TMPDIR=$PWD/tmp serve a.vma.zst
-	# no decompressed copy anywhere
-	run -0 ls -l "/proc/$SERVER/fd/"
-	refute_output --partial "(deleted)"
-	assert_exports_match
-	stop_server
-	assert_equal "$CODE" 0
-	assert_equal "$(cat server.err)" ""
+	assert_served_by_frames a.vma.zst
 }
 
 @test "--serve: vma-create -z zstd's seekable archive is read by frames, from its seek table" {
@@ -243,14 +248,7 @@ EOF
 		drive-scsi1="$BATS_FILE_TMPDIR/pattern.img" drive-virtio2="$BATS_FILE_TMPDIR/random.img"
 	run -0 "$VZ_PYTHON" "$TOP/tests/lib/seektable.py" a.vma.zst
 	[ "${#lines[@]}" -ge 2 ] || fail "one frame only: $output"
-	mkdir tmp
-	TMPDIR=$PWD/tmp serve a.vma.zst
-	run -0 ls -l "/proc/$SERVER/fd/"
-	refute_output --partial "(deleted)"
-	assert_exports_match
-	stop_server
-	assert_equal "$CODE" 0
-	assert_equal "$(cat server.err)" ""
+	assert_served_by_frames a.vma.zst
 }
 
 @test "--serve: a frame of vma-create's seekable archive damaged while served: EIO for its reads, its offset on stderr" {
