@@ -35,6 +35,7 @@ struct vma_writer {
 	struct sink *out;
 	uuid_t uuid;
 	bool begun, failed;
+	bool partial; /* an incremental archive: clusters not written are the parent's */
 	struct config configs[VMA_MAX_CONFIGS];
 	int nconfigs;
 	struct device devs[VMA_MAX_DEVICES + 1]; /* index = dev_id; 0 unused */
@@ -361,7 +362,7 @@ int vma_writer_finish(struct vma_writer *w)
 {
 	if (w->failed)
 		return -1;
-	for (int i = 1; i <= w->ndevs; i++) {
+	for (int i = 1; i <= w->ndevs && !w->partial; i++) {
 		struct device *d = &w->devs[i];
 		if (d->seen_count != d->clusters)
 			return fail(w, "device %s: %llu of %llu clusters missing", d->name,
@@ -373,6 +374,9 @@ int vma_writer_finish(struct vma_writer *w)
 		return flush_extent(w);
 	return 0;
 }
+
+void vma_writer_set_partial(struct vma_writer *w) { w->partial = true; }
+bool vma_writer_is_partial(const struct vma_writer *w) { return w->partial; }
 
 const uint8_t *vma_writer_uuid(const struct vma_writer *w) { return w->uuid; }
 int vma_writer_device_count(const struct vma_writer *w) { return w->ndevs; }

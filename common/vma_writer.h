@@ -48,8 +48,13 @@ bool vma_writer_has_cluster(const struct vma_writer *w, int dev_id, uint64_t clu
 /* True when every cluster of dev_id (of every device, for 0) has been written. */
 bool vma_writer_device_complete(const struct vma_writer *w, int dev_id);
 
+/* An incremental archive (common/incremental.h): vma_writer_finish then accepts devices with
+ * clusters missing, since those are the parent's. */
+void vma_writer_set_partial(struct vma_writer *w);
+bool vma_writer_is_partial(const struct vma_writer *w);
+
 /* Writes the last extent (an empty one for an archive without clusters) and checks that every
- * cluster of every device was written. */
+ * cluster of every device was written (unless partial). */
 int vma_writer_finish(struct vma_writer *w);
 
 const uint8_t *vma_writer_uuid(const struct vma_writer *w);

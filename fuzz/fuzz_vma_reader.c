@@ -21,7 +21,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	struct vma_reader r;
 	if (vma_reader_open(&r, in) == 0) {
 		free(vma_listing(&r));
-		free(vma_listing_json(&r, why, sizeof(why)));
+		free(vma_listing_json(&r, NULL, why, sizeof(why)));
 		vma_reader_cover_all(&r);
 		if (vma_reader_run(&r, NULL, NULL, NULL) == 0)
 			free(vma_listing(&r));

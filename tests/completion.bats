@@ -57,9 +57,9 @@ lines() { printf '%s\n' "$@"; }
 
 @test "vma-extract --: exactly its long options; -: its short ones too" {
 	assert_equal "$(comp vma-extract --)" \
-		"$(lines --config --devices --force --format --help --json --list --no-progress --no-verify --progress --serve --verbose --verify)"
+		"$(lines --base --compress --config --devices --force --format --help --json --list --no-progress --no-verify --progress --serve --threads --to-vma --verbose --verify)"
 	assert_equal "$(comp vma-extract -)" \
-		"$(lines --config --devices --force --format --help --json --list --no-progress --no-verify --progress --serve --verbose --verify -c -d -h -l -t -v)"
+		"$(lines --base --compress --config --devices --force --format --help --json --list --no-progress --no-verify --progress --serve --threads --to-vma --verbose --verify -T -c -d -h -l -t -v -z)"
 	assert_equal "$(comp vma-extract --ver)" "$(lines --verbose --verify)"
 }
 

@@ -12,6 +12,7 @@ setup() {
 	load lib/common
 	load lib/vma
 	load lib/qemu
+	load lib/listen
 	enter_work_dir
 	SOCK=$PWD/s.sock
 }
@@ -23,54 +24,6 @@ teardown() {
 	return 0
 }
 
-# Starts vma-create --listen in the background with the given arguments; waits for the socket.
-# With BOUND set, the server is killed after that many seconds (status 124), so a server that
-# would wait forever fails the test instead of hanging it.
-serve() {
-	local -a bound=()
-	[ -z "${BOUND:-}" ] || bound=(timeout "$BOUND")
-	"${bound[@]}" vma-create --listen "$SOCK" -o out.vma "$@" 2>server.err 3>&- &
-	SERVER=$!
-	for ((i = 0; i < 200; i++)); do
-		[ -S "$SOCK" ] && return 0
-		kill -0 "$SERVER" 2>/dev/null || break
-		sleep 0.05
-	done
-	cat server.err >&2
-	return 1
-}
-
-# Waits for the server to end; sets CODE to its exit status.
-server_result() {
-	CODE=0
-	wait "$SERVER" || CODE=$?
-	SERVER=
-}
-
-uri() { echo "nbd+unix:///$1?socket=$SOCK"; }
-
-# QEMU (started in ./vm) backs up each node NAME into the server's export NAME with its own
-# backup job, all at once, at full speed; waits until they have concluded, asserts that they
-# succeeded, then removes them and their targets.
-qemu_push() { # NAME...
-	local i=0 name jobs n expected=
-	for name in "$@"; do
-		qmp_raw vm "{\"execute\":\"blockdev-add\",\"arguments\":{\"driver\":\"nbd\",\"node-name\":\"t$i\",\"server\":{\"type\":\"unix\",\"path\":\"$SOCK\"},\"export\":\"$name\"}}" >/dev/null
-		qmp_raw vm "{\"execute\":\"blockdev-backup\",\"arguments\":{\"job-id\":\"j$i\",\"device\":\"$name\",\"target\":\"t$i\",\"sync\":\"full\",\"auto-dismiss\":false}}" >/dev/null
-		expected+="${expected:+,}{\"device\":\"j$i\",\"status\":\"concluded\",\"error\":null}"
-		i=$((i + 1))
-	done
-	for ((n = 0; n < 1200; n++)); do
-		jobs=$(qmp_raw vm '{"execute":"query-block-jobs"}')
-		[ "$(jq '[.return[] | select(.status != "concluded")] | length' <<<"$jobs")" = 0 ] && break
-		sleep 0.1
-	done
-	assert_equal "$(jq -c '[.return[] | {device, status, error}] | sort_by(.device)' <<<"$jobs")" "[$expected]"
-	for ((i = 0; i < $#; i++)); do
-		qmp_raw vm "{\"execute\":\"job-dismiss\",\"arguments\":{\"id\":\"j$i\"}}" >/dev/null
-		qmp_raw vm "{\"execute\":\"blockdev-del\",\"arguments\":{\"node-name\":\"t$i\"}}" >/dev/null
-	done
-}
 
 # Microseconds on the wall clock.
 now_us() { echo "${EPOCHREALTIME/./}"; }

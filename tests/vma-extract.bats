@@ -438,7 +438,7 @@ hostile() { # DEFECT EXPECTED-MESSAGE-PART
 	run -2 vma-extract -l a.vma extra
 	run -2 vma-extract a.vma
 	assert_line --index 0 "vma-extract: expected an archive and a directory"
-	assert_line --index 1 "usage: vma-extract -l [--json] archive"
+	assert_line --index 1 "usage: vma-extract -l [--json] [--base file ...] archive"
 }
 
 # A copy of base.vma with one big-endian header field replaced and the header MD5 recomputed,

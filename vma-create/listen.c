@@ -1,7 +1,12 @@
 /* The archive side of --listen: every write a client sends is cut into 64 KiB clusters that go
  * into the VMA stream in the order they arrive. A whole cluster is received straight into the
  * archive's extent buffer; one that arrives in pieces (512-byte aligned) waits in a small
- * table until complete. Each cluster is accepted exactly once. */
+ * table until complete. Each cluster is accepted exactly once.
+ *
+ * For an incremental archive (a partial writer) the clients send only the clusters that
+ * changed, so nobody can tell from the data when a device is done: an export is done when its
+ * client disconnects, and the archive when every export's client has. Whether the client sent
+ * everything it had to is its own business (the driver checks QEMU's job). */
 #include <err.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -33,6 +38,7 @@ struct listen_ctx {
 	struct progress *progress;
 	struct throttle *throttle; /* counts the data written, never the zeros */
 	const struct nbd_export *exports;
+	bool *disconnected; /* per export: its client has gone (incremental archives) */
 	struct pending pending[MAX_PENDING];
 	int npending;
 };
@@ -177,10 +183,24 @@ static int on_zero(void *ctx, int export, uint64_t off, uint64_t len, char *err,
 	return take(ctx, export, off, len, NULL, err, errlen);
 }
 
+static bool has_pending(const struct listen_ctx *x, int export)
+{
+	for (int i = 0; i < x->npending; i++)
+		if (x->pending[i].dev_id == export + 1)
+			return true;
+	return false;
+}
+
 static int on_closed(void *ctx, int export, char *err, size_t errlen)
 {
 	struct listen_ctx *x = ctx;
-	if (vma_writer_device_complete(x->w, export + 1))
+	if (vma_writer_is_partial(x->w) && has_pending(x, export)) {
+		snprintf(err, errlen, "%s: the client disconnected with a cluster half written",
+			 x->exports[export].name);
+		return -1;
+	}
+	x->disconnected[export] = true;
+	if (vma_writer_is_partial(x->w) || vma_writer_device_complete(x->w, export + 1))
 		return 0;
 	struct vma_device_stats s = vma_writer_stats(x->w, export + 1);
 	snprintf(err, errlen, "%s: the client disconnected with %llu of %llu bytes not written",
@@ -192,13 +212,20 @@ static int on_closed(void *ctx, int export, char *err, size_t errlen)
 static bool on_complete(void *ctx)
 {
 	struct listen_ctx *x = ctx;
-	return x->npending == 0 && vma_writer_device_complete(x->w, 0);
+	if (!vma_writer_is_partial(x->w))
+		return x->npending == 0 && vma_writer_device_complete(x->w, 0);
+	for (int i = 0; i < vma_writer_device_count(x->w); i++)
+		if (!x->disconnected[i])
+			return false;
+	return x->npending == 0;
 }
 
+/* An incremental export is never "complete" while its client is there, but its client idling
+ * is no stall either: it may have sent all that changed long ago. */
 static bool on_export_complete(void *ctx, int export)
 {
 	struct listen_ctx *x = ctx;
-	return vma_writer_device_complete(x->w, export + 1);
+	return vma_writer_is_partial(x->w) || vma_writer_device_complete(x->w, export + 1);
 }
 
 static int64_t hold_until(void *ctx)
@@ -242,7 +269,8 @@ int serve_devices_on(struct vma_writer *w, int listen_fd, int client_fd,
 	*x = (struct listen_ctx){.w = w,
 				 .progress = progress,
 				 .throttle = throttle,
-				 .exports = exports};
+				 .exports = exports,
+				 .disconnected = xcalloc((size_t)n + 1, sizeof(bool))};
 	static const struct nbd_server_ops ops = {.write = on_write,
 						  .zero = on_zero,
 						  .closed = on_closed,
@@ -253,6 +281,7 @@ int serve_devices_on(struct vma_writer *w, int listen_fd, int client_fd,
 	int rc = nbd_serve(listen_fd, client_fd, exports, n, &ops, x, timeouts, err, errlen);
 	while (x->npending > 0)
 		drop_pending(x, &x->pending[0]);
+	free(x->disconnected);
 	free(x);
 	free(exports);
 	return rc;

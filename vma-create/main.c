@@ -12,6 +12,7 @@
 
 #include "cli.h"
 #include "deadline.h"
+#include "incremental.h"
 #include "listen.h"
 #include "nbd_server.h"
 #include "nbduri.h"
@@ -31,7 +32,7 @@ const char usage_synopsis[] =
 	"vma-create --listen socket [-v | --progress | --no-progress] [-o archive]\n"
 	"           [-c configfile] [-z codec] [-T threads] [-t seconds]\n"
 	"           [--idle-timeout seconds] [--bwlimit kib] [--stats file]\n"
-	"           name=size ...\n";
+	"           [--incremental file] name=size ...\n";
 
 /* The defaults of -t and --idle-timeout (man page, TIMEOUTS): a handshake is a few round trips,
  * so 30 s is ample even for a loaded host; QEMU's backup job may be slowed by a busy source or
@@ -41,7 +42,15 @@ const char usage_synopsis[] =
 #define DEFAULT_IDLE_TIMEOUT 600.0
 
 static const char short_opts[] = "vo:c:z:T:t:h";
-enum { OPT_BWLIMIT = 256, OPT_LISTEN, OPT_STATS, OPT_IDLE_TIMEOUT, OPT_PROGRESS, OPT_NO_PROGRESS };
+enum {
+	OPT_BWLIMIT = 256,
+	OPT_LISTEN,
+	OPT_STATS,
+	OPT_IDLE_TIMEOUT,
+	OPT_PROGRESS,
+	OPT_NO_PROGRESS,
+	OPT_INCREMENTAL
+};
 static const struct option long_opts[] = {
 	{"verbose", no_argument, NULL, 'v'},
 	{"progress", no_argument, NULL, OPT_PROGRESS},
@@ -55,6 +64,7 @@ static const struct option long_opts[] = {
 	{"bwlimit", required_argument, NULL, OPT_BWLIMIT},
 	{"listen", required_argument, NULL, OPT_LISTEN},
 	{"stats", required_argument, NULL, OPT_STATS},
+	{"incremental", required_argument, NULL, OPT_INCREMENTAL},
 	{"help", no_argument, NULL, 'h'},
 	CLI_LIST_OPTIONS,
 	{NULL, 0, NULL, 0},
@@ -70,10 +80,11 @@ struct options {
 	int level;
 	int threads;
 	uint64_t bwlimit_kib;
-	const char *listen;  /* serve the devices over NBD on this socket instead of reading */
-	const char *stats;   /* write the figures there as JSON when the archive is complete */
-	double timeout;      /* -t: connecting and the NBD handshake */
-	double idle_timeout; /* a peer silent in the middle of the copy */
+	const char *listen;      /* serve the devices over NBD on this socket instead of reading */
+	const char *stats;       /* write the figures there as JSON when the archive is complete */
+	const char *incremental; /* an incremental archive: its INC_BLOB_NAME blob, from here */
+	double timeout;          /* -t: connecting and the NBD handshake */
+	double idle_timeout;     /* a peer silent in the middle of the copy */
 };
 
 static uint64_t parse_number(const char *arg, const char *what, uint64_t min, uint64_t max)
@@ -118,6 +129,9 @@ static void add_configs(struct vma_writer *w, const struct options *o)
 		size_t len;
 		uint8_t *data = read_config(o->configs[i], &len);
 		char *copy = xstrdup(o->configs[i]);
+		/* Only --incremental makes an archive incremental, after checking the blob. */
+		if (strcmp(basename(copy), INC_BLOB_NAME) == 0)
+			errx(EXIT_USAGE, "config %s: that name is --incremental's", o->configs[i]);
 		int rc = vma_writer_add_config(w, basename(copy), data, len);
 		free(copy);
 		free(data);
@@ -153,6 +167,36 @@ static void add_listen_devices(struct vma_writer *w, int argc, char **argv)
 		if (vma_writer_add_device(w, argv[i], size) < 0)
 			errx(EXIT_USAGE, "%s", vma_writer_error(w));
 	}
+}
+
+/* --incremental: the blob must be valid and describe exactly the devices given (names and
+ * sizes), since every reader of the chain relies on it; exits 2 when it does not. */
+static void add_incremental(struct vma_writer *w, const char *path)
+{
+	size_t len;
+	uint8_t *data = read_config(path, &len);
+	struct inc_info info;
+	char why[512];
+	if (inc_info_parse(data, len, &info, why, sizeof(why)) < 0)
+		errx(EXIT_USAGE, "--incremental %s: %s", path, why);
+	int n = vma_writer_device_count(w);
+	for (int i = 1; i <= n; i++) {
+		struct vma_device_stats s = vma_writer_stats(w, i);
+		const struct inc_device *d = inc_info_device(&info, s.name);
+		if (!d)
+			errx(EXIT_USAGE, "--incremental %s: no device %s in it", path, s.name);
+		if (d->size != s.size)
+			errx(EXIT_USAGE, "--incremental %s: %s is %llu bytes there, %llu here",
+			     path, s.name, (unsigned long long)d->size, (unsigned long long)s.size);
+	}
+	if (info.ndevices != n)
+		errx(EXIT_USAGE, "--incremental %s: %d devices in it, %d given", path,
+		     info.ndevices, n);
+	inc_info_free(&info);
+	if (vma_writer_add_config(w, INC_BLOB_NAME, data, len) < 0)
+		errx(EXIT_USAGE, "%s", vma_writer_error(w));
+	free(data);
+	vma_writer_set_partial(w);
 }
 
 /* Opens every source and registers it as a device; exits 2 on a bad name, 1 on a bad source,
@@ -370,6 +414,9 @@ static void parse_options(int argc, char **argv, struct options *o)
 		case OPT_STATS:
 			o->stats = file_arg(optarg, "--stats");
 			break;
+		case OPT_INCREMENTAL:
+			o->incremental = file_arg(optarg, "--incremental");
+			break;
 		case 't':
 			if (!parse_seconds(optarg, &o->timeout))
 				usage_error("invalid timeout '%s': expected seconds (0: none)",
@@ -387,6 +434,9 @@ static void parse_options(int argc, char **argv, struct options *o)
 		usage_error("--progress does not go with -v, whose lines show the progress");
 	/* An archive of configs alone is a backup of a VM without disks (the driver writes one);
 	 * with neither, nothing was asked for, and an empty archive would hide the mistake. */
+	/* Only QEMU's backup job knows which clusters changed: it pushes them. */
+	if (o->incremental && !o->listen)
+		usage_error("--incremental needs --listen");
 	if (optind == argc && o->listen)
 		usage_error("--listen needs at least one name=size device");
 	if (optind == argc && o->nconfigs == 0)
@@ -415,7 +465,9 @@ int main(int argc, char **argv)
 	struct source **sources = NULL;
 	if (o.listen)
 		add_listen_devices(w, argc, argv);
-	else
+	if (o.incremental)
+		add_incremental(w, o.incremental);
+	if (!o.listen)
 		sources = add_devices(w, argc, argv, &o);
 	open_stats(&o, w, &stats);
 	int fd = open_output(&o, &out);
@@ -495,7 +547,7 @@ int main(int argc, char **argv)
 			struct vma_device_stats s = vma_writer_stats(w, i + 1);
 			fprintf(stderr, "image %s: size=%llu zeros=%llu saved=%llu\n", s.name,
 				(unsigned long long)s.size, (unsigned long long)s.zero_bytes,
-				(unsigned long long)(s.size - s.zero_bytes));
+				(unsigned long long)(s.transferred - s.zero_bytes));
 		}
 	}
 	for (int i = 0; sources && i < argc; i++)

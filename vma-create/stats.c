@@ -2,7 +2,9 @@
  * {"devices":[{"name":"drive-scsi0","size":S,"zeros":Z,"saved":D},...],
  *  "size":S,"zeros":Z,"saved":D,"vma_bytes":V,"archive_bytes":A,"elapsed_ms":T,
  *  "sha256":"HEX"}
- * size, zeros and saved are the figures of -v's "image" lines; the totals sum the devices;
+ * size, zeros and saved are the figures of -v's "image" lines (saved: the bytes received that
+ * are not zero, for an incremental archive only those of the clusters it has); the totals sum
+ * the devices;
  * sha256 is that of the archive_bytes written, as sha256sum prints it. */
 #include <jansson.h>
 #include <stdio.h>
@@ -29,11 +31,11 @@ char *stats_json(const struct vma_writer *w, const struct sink *s, double elapse
 	for (int i = 1; devices && i <= vma_writer_device_count(w); i++) {
 		struct vma_device_stats d = vma_writer_stats(w, i);
 
-		if (json_array_append_new(devices,
-					  json_pack("{s:s, s:I, s:I, s:I}", "name", d.name, "size",
-						    (json_int_t)d.size, "zeros",
-						    (json_int_t)d.zero_bytes, "saved",
-						    (json_int_t)(d.size - d.zero_bytes))) < 0) {
+		if (json_array_append_new(
+			    devices,
+			    json_pack("{s:s, s:I, s:I, s:I}", "name", d.name, "size",
+				      (json_int_t)d.size, "zeros", (json_int_t)d.zero_bytes,
+				      "saved", (json_int_t)(d.transferred - d.zero_bytes))) < 0) {
 			json_decref(devices);
 			devices = NULL;
 		}
@@ -41,7 +43,7 @@ char *stats_json(const struct vma_writer *w, const struct sink *s, double elapse
 	/* "o" takes devices over, also when json_pack fails. */
 	root = json_pack("{s:o, s:I, s:I, s:I, s:I, s:I, s:I, s:s}", "devices", devices, "size",
 			 (json_int_t)all.size, "zeros", (json_int_t)all.zero_bytes, "saved",
-			 (json_int_t)(all.size - all.zero_bytes), "vma_bytes",
+			 (json_int_t)(all.transferred - all.zero_bytes), "vma_bytes",
 			 (json_int_t)sink_bytes_in(s), "archive_bytes",
 			 (json_int_t)sink_bytes_out(s), "elapsed_ms", (json_int_t)(elapsed * 1000),
 			 "sha256", sha256);

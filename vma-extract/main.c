@@ -12,7 +12,9 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
+#include "chain.h"
 #include "cli.h"
+#include "consolidate.h"
 #include "instream.h"
 #include "listing.h"
 #include "meter.h"
@@ -26,16 +28,18 @@
 
 /* Exactly the SYNOPSIS of man/vma-extract.1. */
 const char usage_synopsis[] =
-	"vma-extract -l [--json] archive\n"
-	"vma-extract -t [-v] [--progress | --no-progress] archive\n"
+	"vma-extract -l [--json] [--base file ...] archive\n"
+	"vma-extract -t [-v] [--progress | --no-progress] [--base file ...] archive\n"
 	"vma-extract [-v] [--progress | --no-progress] [-d name[,name ...]]\n"
-	"            [--format raw | qcow2] archive dir\n"
+	"            [--format raw | qcow2] [--base file ...] archive dir\n"
 	"vma-extract [-v] [--progress | --no-progress] [--force] [--no-verify]\n"
-	"            archive name=target ...\n"
+	"            [--base file ...] archive name=target ...\n"
+	"vma-extract --to-vma output [-z codec] [-T threads]\n"
+	"            [--progress | --no-progress] [--base file ...] archive\n"
 	"vma-extract -c config archive\n"
 	"vma-extract --serve socket [--progress | --no-progress] archive\n";
 
-static const char short_opts[] = "ltvd:c:h";
+static const char short_opts[] = "ltvd:c:z:T:h";
 enum {
 	OPT_JSON = 256,
 	OPT_PROGRESS,
@@ -43,7 +47,9 @@ enum {
 	OPT_FORCE,
 	OPT_NO_VERIFY,
 	OPT_FORMAT,
-	OPT_SERVE
+	OPT_SERVE,
+	OPT_BASE,
+	OPT_TO_VMA
 };
 static const struct option long_opts[] = {
 	{"list", no_argument, NULL, 'l'},
@@ -58,6 +64,10 @@ static const struct option long_opts[] = {
 	{"no-verify", no_argument, NULL, OPT_NO_VERIFY},
 	{"format", required_argument, NULL, OPT_FORMAT},
 	{"serve", required_argument, NULL, OPT_SERVE},
+	{"base", required_argument, NULL, OPT_BASE},
+	{"to-vma", required_argument, NULL, OPT_TO_VMA},
+	{"compress", required_argument, NULL, 'z'},
+	{"threads", required_argument, NULL, 'T'},
 	{"help", no_argument, NULL, 'h'},
 	CLI_LIST_OPTIONS,
 	{NULL, 0, NULL, 0},
@@ -110,17 +120,34 @@ static void close_archive(struct vma_reader *r)
 	instream_free(in);
 }
 
+/* The --base files, in the order given. */
+static char **bases;
+static int nbases;
+
+/* Opens the archive and, when it is incremental, its chain; exits 1 naming the link that is
+ * missing or does not fit. With hash, the links that have a .sha256 are hashed as they are
+ * read (chain_check_sum). */
+static void open_chain(const char *path, struct chain *c, bool hash)
+{
+	char why[1024];
+	if (chain_open(c, path, bases, nbases, hash, why, sizeof(why)) < 0)
+		errx(EXIT_FAIL, "%s", why);
+}
+
 static int do_list(const char *path, bool json)
 {
-	struct vma_reader r;
-	open_archive(path, &r);
+	struct chain c;
+	open_chain(path, &c, false);
+	struct vma_reader *r = &c.links[0].r;
 	char why[256];
-	char *text = json ? vma_listing_json(&r, why, sizeof(why)) : vma_listing(&r);
+	char *text = json ? vma_listing_json(r, &c, why, sizeof(why)) : vma_listing(r);
 	if (!text)
 		errx(EXIT_FAIL, "%s: %s", path, why);
-	printf("%s%s", text, json ? "\n" : "");
+	char *chain = json ? xstrdup("\n") : vma_chain_listing(&c);
+	printf("%s%s", text, chain);
+	free(chain);
 	free(text);
-	close_archive(&r);
+	chain_close(&c);
 	return 0;
 }
 
@@ -139,100 +166,56 @@ static int do_config(const char *path, const char *name)
 	errx(EXIT_FAIL, "%s: no config named '%s'", path, name);
 }
 
-/* The SHA-256 that ARCHIVE.sha256 (vzdump.sh's, or sha256sum's) gives for the archive at path,
- * in lowercase hex into want; false when there is no such file. Exits 1 when it cannot be read,
- * is not one line as sha256sum writes it or names another file than the archive. */
-static bool expected_sha256(const char *path, const char *sum_path, char want[INSTREAM_SHA256_HEX])
+/* One link of -t: read and checked whole, with its ARCHIVE.sha256 when it has one. A full
+ * must have every cluster; an incremental has what changed. */
+static void verify_link(const struct chain *c, int k, bool verbose)
 {
-	char text[PATH_MAX + 80];
-	int fd = open(sum_path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0 && errno == ENOENT)
-		return false;
-	if (fd < 0)
-		err(EXIT_FAIL, "%s", sum_path);
-	size_t len = 0;
-	for (;;) {
-		ssize_t n = read(fd, text + len, sizeof(text) - 1 - len);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0)
-			err(EXIT_FAIL, "%s", sum_path);
-		len += (size_t)n;
-		if (n == 0 || len == sizeof(text) - 1)
-			break;
+	struct chain_link *l = &c->links[k];
+	struct vma_reader *r = &l->r;
+	char why[1024];
+	struct meter meter;
+	if (!l->incremental) {
+		vma_reader_cover_all(r);
+		start_meter(r, &meter);
 	}
-	close(fd);
-	text[len] = '\0';
-	/* "HEX  NAME\n" or, from sha256sum -b, "HEX *NAME\n": one line, the name up to its end. */
-	const size_t hexlen = INSTREAM_SHA256_HEX - 1;
-	if (len > 0 && text[len - 1] == '\n')
-		text[--len] = '\0';
-	const char *name = text + hexlen + 2;
-	if (len <= hexlen + 2 || strspn(text, "0123456789abcdefABCDEF") != hexlen ||
-	    text[hexlen] != ' ' || (text[hexlen + 1] != ' ' && text[hexlen + 1] != '*') ||
-	    strlen(text) != len || strchr(name, '\n'))
-		errx(EXIT_FAIL,
-		     "%s: not one line '<sha256 in hex>  <file name>' as sha256sum writes it",
-		     sum_path);
-	const char *slash = strrchr(path, '/');
-	const char *base = slash ? slash + 1 : path;
-	if (strcmp(name, base) != 0)
-		errx(EXIT_FAIL, "%s: names %s, not %s", sum_path, name, base);
-	for (size_t i = 0; i < hexlen; i++)
-		want[i] = (char)(text[i] >= 'A' && text[i] <= 'F' ? text[i] - 'A' + 'a' : text[i]);
-	want[hexlen] = '\0';
-	return true;
+	if (vma_reader_run(r, NULL, NULL, NULL) != 0) {
+		meter_break();
+		errx(EXIT_FAIL, "%s: %s", l->path, r->err);
+	}
+	if (!l->incremental)
+		meter_finish(&meter, r->stored_bytes + r->zero_bytes);
+	if (chain_check_sum(l, why, sizeof(why)) < 0)
+		errx(EXIT_FAIL, "%s", why);
+	if (!verbose)
+		return;
+	char *text = vma_listing(r);
+	uint64_t total = r->stored_bytes + r->zero_bytes;
+	if (c->n > 1)
+		printf("archive %s (chain depth %u)\n", l->path, l->incremental ? l->inc.depth : 0);
+	printf("%stotal bytes read %llu, sparse bytes %llu (%.3g%%)\n", text,
+	       (unsigned long long)total, (unsigned long long)r->zero_bytes,
+	       total ? (double)r->zero_bytes * 100 / (double)total : 0.0);
+	if (l->hashed)
+		printf("sha256 %s matches %s\n", l->got, l->sum_path);
+	else if (!l->sum_path)
+		printf("sha256 not checked: standard input\n");
+	else
+		printf("sha256 not checked: no %s\n", l->sum_path);
+	free(text);
 }
 
-/* -t: the whole archive read and checked once; the bytes of a file are hashed as they are read
- * and checked against ARCHIVE.sha256 when there is one (never for standard input). */
+/* -t: every archive of the chain read and checked once, newest first; the bytes of a file are
+ * hashed as they are read and checked against ARCHIVE.sha256 when there is one (never for
+ * standard input). */
 static int do_verify(const char *path, bool verbose)
 {
-	struct vma_reader r;
-	bool from_stdin = strcmp(path, "-") == 0, checked = false;
-	char want[INSTREAM_SHA256_HEX], got[INSTREAM_SHA256_HEX], why[256];
-	char *sum_path = xasprintf("%s.sha256", path);
-	int fd = archive_fd(path);
-	bool check = !from_stdin && expected_sha256(path, sum_path, want);
-	struct instream *in = instream_open(fd, why, sizeof(why));
-	if (!in)
-		errx(EXIT_FAIL, "%s: %s", path, why);
-	if (check && instream_hash(in, why, sizeof(why)) < 0)
-		errx(EXIT_FAIL, "%s: %s", path, why);
-	if (vma_reader_open(&r, in) < 0)
-		errx(EXIT_FAIL, "%s: %s", path, r.err);
-	vma_reader_cover_all(&r);
-	struct meter meter;
-	start_meter(&r, &meter);
-	if (vma_reader_run(&r, NULL, NULL, NULL) != 0) {
-		meter_break();
-		errx(EXIT_FAIL, "%s: %s", path, r.err);
-	}
-	meter_finish(&meter, r.stored_bytes + r.zero_bytes);
-	if (check) {
-		if (instream_sha256(in, got) < 0)
-			errx(EXIT_FAIL, "%s: %s", path, instream_error(in));
-		if (strcmp(got, want) != 0)
-			errx(EXIT_FAIL, "%s: sha256 mismatch (%s says %s, archive is %s)", path,
-			     sum_path, want, got);
-		checked = true;
-	}
-	if (verbose) {
-		char *text = vma_listing(&r);
-		uint64_t total = r.stored_bytes + r.zero_bytes;
-		printf("%stotal bytes read %llu, sparse bytes %llu (%.3g%%)\n", text,
-		       (unsigned long long)total, (unsigned long long)r.zero_bytes,
-		       total ? (double)r.zero_bytes * 100 / (double)total : 0.0);
-		if (checked)
-			printf("sha256 %s matches %s\n", got, sum_path);
-		else if (from_stdin)
-			printf("sha256 not checked: standard input\n");
-		else
-			printf("sha256 not checked: no %s\n", sum_path);
-		free(text);
-	}
-	free(sum_path);
-	close_archive(&r);
+	struct chain c;
+	char why[1024];
+	if (chain_open(&c, path, bases, nbases, true, why, sizeof(why)) < 0)
+		errx(EXIT_FAIL, "%s", why);
+	for (int k = 0; k < c.n; k++)
+		verify_link(&c, k, verbose);
+	chain_close(&c);
 	return 0;
 }
 
@@ -285,6 +268,12 @@ struct extraction {
 	int dir_slot;
 	struct pending pending;
 	uint64_t unflushed[256]; /* by dev_id: bytes written since its writeback was last started */
+	/* The archive asked for: dev_ids above are its. An incremental one is restored with its
+	 * chain, newest first: map turns the link being read's dev_ids into those, and each
+	 * cluster is taken from the first link that has it. */
+	const struct vma_reader *newest;
+	const int *map; /* NULL: a single archive */
+	struct chain_taken taken;
 };
 
 /* How much a disk may have written before its writeback is started: the flush then runs while
@@ -442,10 +431,16 @@ static int restore_cluster(void *opaque, struct vma_reader *r, int dev_id, uint6
 			   uint16_t mask, const uint8_t *blocks)
 {
 	struct extraction *x = opaque;
+	if (x->map) {
+		dev_id = x->map[dev_id];
+		if (!dev_id || !x->wanted[dev_id] ||
+		    !chain_take(&x->taken, x->newest, dev_id, cluster))
+			return 0;
+	}
 	bool zeroing = x->zeroing[dev_id];
 	if (!x->wanted[dev_id] || (mask == 0 && !zeroing))
 		return 0;
-	uint64_t size = r->devs[dev_id].size;
+	uint64_t size = x->newest->devs[dev_id].size;
 	for (unsigned b = 0; b < VMA_BLOCKS_PER_CLUSTER; b++) {
 		const uint8_t *block = NULL;
 		if (mask & (1u << b)) {
@@ -541,15 +536,49 @@ static int write_config(struct extraction *x, const struct vma_config *c)
 	return rc;
 }
 
+/* Reads the archive, or its chain newest first, restoring through x: every cluster comes
+ * from the newest link that has it, and the full must have every cluster of the devices
+ * restored. 0, or -1 after saying why. */
+static int run_chain(struct chain *c, struct extraction *x)
+{
+	x->newest = &c->links[0].r;
+	for (int k = 0; k < c->n; k++) {
+		struct chain_link *l = &c->links[k];
+		bool full = k == c->n - 1;
+		struct meter meter;
+		x->map = c->n > 1 ? l->map : NULL;
+		if (full) { /* the one link that is read whole, and the longest */
+			for (int id = 1; id < 255; id++)
+				l->r.devs[id].check_coverage = l->map[id] && x->wanted[l->map[id]];
+			start_meter(&l->r, &meter);
+		}
+		if (vma_reader_run(&l->r, restore_cluster, write_pending, x) != 0) {
+			meter_break();
+			warnx("%s: %s", l->path, l->r.err);
+			return -1;
+		}
+		char why[1024];
+		if (chain_check_sum(l, why, sizeof(why)) < 0) {
+			meter_break();
+			warnx("%s", why);
+			return -1;
+		}
+		if (full)
+			meter_finish(&meter, l->r.stored_bytes + l->r.zero_bytes);
+	}
+	return 0;
+}
+
 static int do_extract(const char *path, const char *dir, char *devices, bool qcow2, bool verbose)
 {
 	const char *ext = qcow2 ? "qcow2" : "raw";
-	struct vma_reader r;
+	struct chain c;
 	struct extraction *x = xcalloc(1, sizeof(*x));
 	int parentfd;
 	char *base;
-	open_archive(path, &r);
-	select_devices(&r, x, devices);
+	open_chain(path, &c, true);
+	struct vma_reader *r = &c.links[0].r;
+	select_devices(r, x, devices);
 	make_target(x, dir, &parentfd, &base);
 	for (int id = 0; id < 256; id++)
 		x->pending.open_run[id] = -1;
@@ -557,12 +586,11 @@ static int do_extract(const char *path, const char *dir, char *devices, bool qco
 	for (int id = 1; id < 255 && status == 0; id++) {
 		if (!x->wanted[id])
 			continue;
-		r.devs[id].check_coverage = true;
-		char *final = xasprintf("disk-%s.%s", r.devs[id].name, ext);
-		char *tmp = xasprintf("tmp-disk-%s.%s", r.devs[id].name, ext);
+		char *final = xasprintf("disk-%s.%s", r->devs[id].name, ext);
+		char *tmp = xasprintf("tmp-disk-%s.%s", r->devs[id].name, ext);
 		x->label[id] = xasprintf("%s/%s", dir, tmp);
 		if (outfile_create_at(&x->disks[id], x->dirfd, final, tmp) < 0 ||
-		    (!qcow2 && ftruncate(x->disks[id].fd, (off_t)r.devs[id].size) < 0)) {
+		    (!qcow2 && ftruncate(x->disks[id].fd, (off_t)r->devs[id].size) < 0)) {
 			warn("%s/%s", dir, final);
 			if (x->disks[id].fd >= 0)
 				outfile_abort(&x->disks[id]);
@@ -576,7 +604,7 @@ static int do_extract(const char *path, const char *dir, char *devices, bool qco
 			x->fd[id] = -1;
 			x->targets[id] = &x->qcow2[id].t;
 			x->nbd_ids[x->nnbd++] = id;
-			if (qcow2_start(&x->qcow2[id], x->disks[id].fd, r.devs[id].size, why,
+			if (qcow2_start(&x->qcow2[id], x->disks[id].fd, r->devs[id].size, why,
 					sizeof(why)) < 0) {
 				warnx("%s: %s", x->label[id], why);
 				status = -1;
@@ -585,19 +613,15 @@ static int do_extract(const char *path, const char *dir, char *devices, bool qco
 		free(final);
 		free(tmp);
 	}
-	struct meter meter;
-	start_meter(&r, &meter);
-	if (status == 0 && vma_reader_run(&r, restore_cluster, write_pending, x) != 0) {
-		meter_break();
-		warnx("%s: %s", path, r.err);
-		status = -1;
-	}
 	/* Every byte is read and checked: the flushes and renames that follow are quick or fail
 	 * with a message of their own. */
 	if (status == 0)
-		meter_finish(&meter, r.stored_bytes + r.zero_bytes);
-	for (int i = 0; i < r.nconfigs && status == 0; i++)
-		status = write_config(x, &r.configs[i]);
+		status = run_chain(&c, x);
+	/* The VM's configs; an incremental archive's own blob is about the archive, not the VM
+	 * (the restored disks are whole). */
+	for (int i = 0; i < r->nconfigs && status == 0; i++)
+		if (strcmp(r->configs[i].name, INC_BLOB_NAME) != 0)
+			status = write_config(x, &r->configs[i]);
 	for (int id = 1; qcow2 && id < 255; id++) {
 		char why[512];
 		if (x->wanted[id] && status == 0 &&
@@ -611,16 +635,16 @@ static int do_extract(const char *path, const char *dir, char *devices, bool qco
 		if (!x->wanted[id])
 			continue;
 		if (status == 0 && outfile_commit(&x->disks[id], 1) < 0) {
-			warn("%s/disk-%s.%s", dir, r.devs[id].name, ext);
+			warn("%s/disk-%s.%s", dir, r->devs[id].name, ext);
 			status = -1;
 		} else if (status != 0) {
 			outfile_abort(&x->disks[id]);
 		} else {
-			char *final = xasprintf("disk-%s.%s", r.devs[id].name, ext);
+			char *final = xasprintf("disk-%s.%s", r->devs[id].name, ext);
 			record_created(x, final);
 			if (verbose)
 				fprintf(stderr, "restored %s: %llu bytes to %s/%s\n",
-					r.devs[id].name, (unsigned long long)r.devs[id].size, dir,
+					r->devs[id].name, (unsigned long long)r->devs[id].size, dir,
 					final);
 			free(final);
 		}
@@ -639,7 +663,8 @@ static int do_extract(const char *path, const char *dir, char *devices, bool qco
 	close(x->dirfd);
 	close(parentfd);
 	free(base);
-	close_archive(&r);
+	chain_close(&c);
+	chain_taken_free(&x->taken);
 	for (int id = 0; id < 256; id++)
 		free(x->label[id]);
 	free(x);
@@ -655,12 +680,13 @@ struct restore {
 
 /* Opens every target and checks it against its device, before anything is written; exits on
  * a target that does not fit. */
-static void open_targets(struct vma_reader *r, int archive, const struct restore *o,
-			 struct target *t, int *ids)
+static void open_targets(const struct chain *c, const struct restore *o, struct target *t, int *ids)
 {
-	struct stat in;
-	if (fstat(archive, &in) < 0)
-		err(EXIT_FAIL, "%s", archive_name);
+	const struct vma_reader *r = &c->links[0].r;
+	struct stat *in = xcalloc((size_t)c->n, sizeof(*in));
+	for (int k = 0; k < c->n; k++)
+		if (fstat(c->links[k].fd, &in[k]) < 0)
+			err(EXIT_FAIL, "%s", c->links[k].path);
 	for (int i = 0; i < o->n; i++) {
 		int id = 1;
 		while (id < 255 &&
@@ -675,10 +701,13 @@ static void open_targets(struct vma_reader *r, int archive, const struct restore
 		int status;
 		if (target_open(&t[i], o->specs[i], o->force, &status, why, sizeof(why)) < 0)
 			errx(status, "%s: %s", o->specs[i], why);
-		if (t[i].fd >= 0 &&
-		    (t[i].kind == TARGET_BLOCK ? S_ISBLK(in.st_mode) && in.st_rdev == t[i].dev
-					       : in.st_dev == t[i].dev && in.st_ino == t[i].ino))
-			errx(EXIT_USAGE, "%s: is the archive itself", o->specs[i]);
+		for (int k = 0; k < c->n; k++)
+			if (t[i].fd >= 0 &&
+			    (t[i].kind == TARGET_BLOCK
+				     ? S_ISBLK(in[k].st_mode) && in[k].st_rdev == t[i].dev
+				     : in[k].st_dev == t[i].dev && in[k].st_ino == t[i].ino))
+				errx(EXIT_USAGE, "%s: is the archive%s", o->specs[i],
+				     k ? " of the chain" : " itself");
 		uint64_t size = r->devs[ids[i]].size;
 		if (t[i].kind == TARGET_NEW_FILE)
 			continue;
@@ -697,56 +726,56 @@ static void open_targets(struct vma_reader *r, int archive, const struct restore
 				errx(EXIT_USAGE, "%s and %s are the same target", o->specs[j],
 				     o->specs[i]);
 	}
+	free(in);
 }
 
-/* The first pass over an archive before targets are overwritten in place: the whole of it read
- * and checked, as -t does, then the stream opened again from its start. The header must be the
- * same: the file may not be replaced in between. */
-static void verify_first(int fd, off_t start, const char *path, struct vma_reader *r)
+/* The first pass over an archive (and its chain) before targets are overwritten in place: the
+ * whole of it read and checked, as -t does, then each stream opened again from its start. The
+ * header must be the same: the file may not be replaced in between. */
+static void verify_first(struct chain *c)
 {
-	vma_reader_cover_all(r);
-	struct meter meter;
-	start_meter(r, &meter);
-	if (vma_reader_run(r, NULL, NULL, NULL) != 0) {
-		meter_break();
-		errx(EXIT_FAIL, "%s: %s (nothing was written)", path, r->err);
+	for (int k = 0; k < c->n; k++) {
+		struct chain_link *l = &c->links[k];
+		struct stat st;
+		struct meter meter;
+		char why[512];
+		if (fstat(l->fd, &st) < 0 || !S_ISREG(st.st_mode) || l->start < 0)
+			errx(EXIT_USAGE,
+			     "%s: not a regular file, so it cannot be verified before a target is "
+			     "overwritten in place; give --no-verify to write while reading",
+			     l->path);
+		if (!l->incremental) {
+			vma_reader_cover_all(&l->r);
+			start_meter(&l->r, &meter);
+		}
+		if (vma_reader_run(&l->r, NULL, NULL, NULL) != 0) {
+			meter_break();
+			errx(EXIT_FAIL, "%s: %s (nothing was written)", l->path, l->r.err);
+		}
+		if (!l->incremental)
+			meter_finish(&meter, l->r.stored_bytes + l->r.zero_bytes);
+		if (chain_check_sum(l, why, sizeof(why)) < 0)
+			errx(EXIT_FAIL, "%s (nothing was written)", why);
+		if (chain_reopen(c, k, why, sizeof(why)) < 0)
+			errx(EXIT_FAIL, "%s", why);
 	}
-	meter_finish(&meter, r->stored_bytes + r->zero_bytes);
-	uint32_t size = r->header_size;
-	uint8_t *header = xmalloc(size);
-	memcpy(header, r->header, size);
-	close_archive(r);
-	if (lseek(fd, start, SEEK_SET) != start)
-		err(EXIT_FAIL, "%s: reading it again", path);
-	read_archive_header(fd, path, r);
-	if (r->header_size != size || memcmp(r->header, header, size) != 0)
-		errx(EXIT_FAIL, "%s: changed between its verification and the restore", path);
-	free(header);
 }
 
 /* vma-extract archive name=target ...: only the named devices, each into its target. */
 static int do_restore(const char *path, const struct restore *o)
 {
-	struct vma_reader r;
+	struct chain c;
 	struct extraction *x = xcalloc(1, sizeof(*x));
 	struct target *t = xcalloc((size_t)o->n, sizeof(*t));
 	int *ids = xcalloc((size_t)o->n, sizeof(*ids));
-	int fd = archive_fd(path);
-	off_t start = lseek(fd, 0, SEEK_CUR); /* where the archive starts, for a second pass */
-	read_archive_header(fd, path, &r);
-	open_targets(&r, fd, o, t, ids);
+	open_chain(path, &c, true);
+	struct vma_reader *r = &c.links[0].r;
+	open_targets(&c, o, t, ids);
 	bool in_place = false;
 	for (int i = 0; i < o->n; i++)
 		in_place |= t[i].kind != TARGET_NEW_FILE;
-	if (in_place && !o->no_verify) {
-		struct stat st;
-		if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || start < 0)
-			errx(EXIT_USAGE,
-			     "%s: not a regular file, so it cannot be verified before a target is "
-			     "overwritten in place; give --no-verify to write while reading",
-			     path);
-		verify_first(fd, start, path, &r);
-	}
+	if (in_place && !o->no_verify)
+		verify_first(&c);
 	for (int id = 0; id < 256; id++)
 		x->pending.open_run[id] = -1;
 	int status = 0;
@@ -757,32 +786,22 @@ static int do_restore(const char *path, const struct restore *o)
 		x->targets[id] = &t[i];
 		x->zeroing[id] = t[i].kind != TARGET_NEW_FILE;
 		x->label[id] = xstrdup(o->specs[i]);
-		r.devs[id].check_coverage = true;
 		if (t[i].kind == TARGET_NBD)
 			x->nbd_ids[x->nnbd++] = id;
 		if (status == 0 && t[i].kind == TARGET_NEW_FILE &&
-		    target_create(&t[i], r.devs[id].size, why, sizeof(why)) < 0) {
+		    target_create(&t[i], r->devs[id].size, why, sizeof(why)) < 0) {
 			warnx("%s: %s", o->specs[i], why);
 			status = -1;
 		}
 		x->fd[id] = t[i].fd;
 	}
-	struct meter meter;
-	if (status == 0) {
-		start_meter(&r, &meter);
-		if (vma_reader_run(&r, restore_cluster, write_pending, x) != 0) {
-			meter_break();
-			warnx("%s: %s", path, r.err);
-			status = -1;
-		} else {
-			meter_finish(&meter, r.stored_bytes + r.zero_bytes);
-		}
-	}
+	if (status == 0)
+		status = run_chain(&c, x);
 	/* The last zero ranges, then everything flushed: the targets written in place first, the
 	 * new files renamed last, once all else has succeeded. */
 	for (int i = 0; i < o->n && status == 0; i++)
-		if (flush_zeros(x, &r, ids[i]) < 0) {
-			warnx("%s", r.err);
+		if (flush_zeros(x, r, ids[i]) < 0) {
+			warnx("%s", r->err);
 			status = -1;
 		}
 	for (int pass = 0; pass < 2; pass++)
@@ -802,12 +821,11 @@ static int do_restore(const char *path, const struct restore *o)
 	for (int i = 0; i < o->n; i++) {
 		if (status == 0 && o->verbose)
 			fprintf(stderr, "restored %s: %llu bytes to %s\n", o->names[i],
-				(unsigned long long)r.devs[ids[i]].size, o->specs[i]);
+				(unsigned long long)r->devs[ids[i]].size, o->specs[i]);
 		target_close(&t[i]);
 	}
-	close_archive(&r);
-	if (fd != STDIN_FILENO)
-		close(fd);
+	chain_close(&c);
+	chain_taken_free(&x->taken);
 	for (int id = 0; id < 256; id++)
 		free(x->label[id]);
 	free(x);
@@ -849,13 +867,44 @@ static void split_targets(int argc, char **argv, struct restore *o)
 	}
 }
 
+/* --to-vma: the output's codec from -z, else from its name; -T threads. Exits 2 on a bad -z
+ * or -T, 1 when the codec's library cannot be loaded. */
+static int do_to_vma(const char *path, const char *output, const char *codec, const char *threads)
+{
+	struct consolidation o = {.output = output, .meter = meter_mode, .level = -1};
+	char why[512];
+	const char *spec = codec ? codec : codec_of_name(output);
+	if (sink_parse_codec(spec, &o.codec, &o.level, why, sizeof(why)) < 0) {
+		if (why[0])
+			errx(EXIT_FAIL, "-z %s: %s", spec, why);
+		usage_error("invalid codec '%s': expected zstd[:1-22], xz[:1-9], gzip[:1-9], lzo "
+			    "or none",
+			    spec);
+	}
+	long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+	o.threads = cpus > 0 ? (int)cpus : 1;
+	if (threads) {
+		char *end;
+		long n = strtol(threads, &end, 10);
+		if (end == threads || *end || n < 1 || n > 256)
+			usage_error("invalid thread count '%s': expected a number from 1 to 256",
+				    threads);
+		o.threads = (int)n;
+	}
+	struct chain c;
+	open_chain(path, &c, true);
+	int rc = consolidate(&c, &o);
+	chain_close(&c);
+	return rc == 0 ? 0 : 1;
+}
+
 int main(int argc, char **argv)
 {
 	int ch, mode = 0;
 	bool json = false, verbose = false, progress_asked = false, force = false,
 	     no_verify = false, qcow2 = false, format_asked = false;
 	char *devices = NULL;
-	const char *config = NULL, *serve = NULL;
+	const char *config = NULL, *serve = NULL, *to_vma = NULL, *codec = NULL, *threads = NULL;
 	while ((ch = cli_getopt(argc, argv, short_opts, long_opts)) != -1) {
 		switch (ch) {
 		case 'l':
@@ -900,6 +949,25 @@ int main(int argc, char **argv)
 				usage_error("--serve: expected a socket, not an empty name");
 			serve = optarg;
 			break;
+		case OPT_TO_VMA:
+			if (*optarg == '\0')
+				usage_error("--to-vma: expected a file name, not an empty one");
+			to_vma = optarg;
+			break;
+		case 'z':
+			codec = optarg;
+			break;
+		case 'T':
+			threads = optarg;
+			break;
+		case OPT_BASE:
+			if (*optarg == '\0')
+				usage_error("--base: expected an archive, not an empty name");
+			if (nbases == INC_MAX_DEPTH)
+				usage_error("--base: more than %d given", INC_MAX_DEPTH);
+			bases = xrealloc(bases, ((size_t)nbases + 1) * sizeof(*bases));
+			bases[nbases++] = optarg;
+			break;
 		case 'd':
 			if (strspn(optarg, ",") == strlen(optarg))
 				usage_error("-d: expected device names, not '%s'", optarg);
@@ -910,15 +978,30 @@ int main(int argc, char **argv)
 	argc -= optind;
 	argv += optind;
 	if (serve) {
-		if (mode || json || verbose || devices || force || no_verify || format_asked)
+		if (mode || json || verbose || devices || force || no_verify || format_asked ||
+		    nbases || to_vma || codec || threads)
 			usage_error("--serve goes with --progress or --no-progress only");
 		if (argc != 1 || argv[0][0] == '\0')
 			usage_error("--serve: expected one archive");
 		archive_name = argv[0];
 		return serve_archive(argv[0], serve, meter_mode);
 	}
+	if ((codec || threads) && !to_vma)
+		usage_error("-z and -T are for --to-vma");
+	if (to_vma) {
+		if (mode || json || verbose || devices || force || no_verify || format_asked)
+			usage_error(
+				"--to-vma goes with -z, -T, --base, --progress or --no-progress "
+				"only");
+		if (argc != 1 || argv[0][0] == '\0')
+			usage_error("--to-vma: expected one archive");
+		archive_name = argv[0];
+		return do_to_vma(argv[0], to_vma, codec, threads);
+	}
 	if (json && mode != 'l')
 		usage_error("--json needs -l");
+	if (nbases && mode == 'c')
+		usage_error("--base does not go with -c");
 	if (devices && mode)
 		usage_error("-d is for extracting, not with -l, -t or -c");
 	if (verbose && (mode == 'l' || mode == 'c'))

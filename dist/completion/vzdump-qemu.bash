@@ -281,9 +281,9 @@ _vzq_gafreeze() { # COMMAND
 
 _vzq_vma_create() { # COMMAND
 	_vzq_parse "-o --output -c --config -z --compress -T --threads -t --timeout --idle-timeout
-		--bwlimit --listen --stats"
+		--bwlimit --listen --stats --incremental"
 	case $vzq_valopt in
-	-o | --output | -c | --config | --listen | --stats) _vzq_files ;;
+	-o | --output | -c | --config | --listen | --stats | --incremental) _vzq_files ;;
 	-z | --compress) _vzq_words none zstd gzip lzo xz ;;
 	esac
 	[ -z "$vzq_valopt" ] || return 0
@@ -298,10 +298,13 @@ _vzq_vma_create() { # COMMAND
 }
 
 _vzq_vma_extract() { # COMMAND
-	_vzq_parse "-d --devices -c --config --format --serve"
+	_vzq_parse "-d --devices -c --config --format --serve --base --to-vma -z --compress -T
+		--threads"
 	case $vzq_valopt in
 	--format) _vzq_words raw qcow2 ;;
-	--serve) _vzq_files ;;
+	--serve | --to-vma) _vzq_files ;;
+	--base) _vzq_archives ;;
+	-z | --compress) _vzq_words none zstd gzip lzo xz ;;
 	esac
 	[ -z "$vzq_valopt" ] || return 0
 	if [ "$vzq_dashdash" -lt 0 ] && [[ $vzq_cur == -* ]]; then

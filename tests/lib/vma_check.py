@@ -5,12 +5,15 @@ Written from ../shared/spec/vma-format.md only, independently of the C reader an
 writer, so that it can catch their mistakes.  It streams: the archive is read one
 extent at a time and only a one-bit-per-cluster bitmap is kept per device.
 
-usage: vma_check.py [--json] [--strict] ARCHIVE|-
+usage: vma_check.py [--json] [--strict] [--incremental] [--clusters] ARCHIVE|-
 
 Success: one summary line on stdout (or a JSON object with --json), exit 0.
 Failure: "vma_check: OFFSET: what is wrong" on stderr, nothing on stdout, exit 1.
 Usage errors exit 2.  A stored 4 KiB block that is all zero (a writer should omit
-it) is a warning, or an error with --strict.
+it) is a warning, or an error with --strict.  With --incremental, an archive that has
+the config vzdump-incremental.json may lack clusters (they are its parent's); --clusters
+prints "DEVICE CLUSTER data|zero" for every cluster present, by device and cluster,
+instead of the summary.
 
 Stricter than Proxmox's own reader on purpose (each is something our writer must not
 do): ctime must be positive; header_size at most 512 KiB (the Proxmox writer's limit);
@@ -126,9 +129,12 @@ class Device:
 
 
 class Checker:
-    def __init__(self, stream, strict):
+    def __init__(self, stream, strict, incremental=False, clusters=False):
         self.input = Reader(stream)
         self.strict = strict
+        self.incremental = incremental
+        # --clusters: (dev_id, cluster, mask) of every cluster, in stream order
+        self.present = [] if clusters else None
         self.configs = []
         self.devices = {}
         self.extents = 0
@@ -320,7 +326,10 @@ class Checker:
         if not self.extents and not self.devices:
             raise Invalid(self.input.offset, "no extent after the header (an archive without "
                                              "devices needs exactly one empty extent)")
-        if self.missing_clusters:
+        if self.incremental and b"vzdump-incremental.json" not in (c[0] for c in self.configs):
+            raise Invalid(self.input.offset, "--incremental: the archive has no config "
+                                             "vzdump-incremental.json")
+        if self.missing_clusters and not self.incremental:
             problems = []
             for device in self.devices.values():
                 missing = device.cluster_count - device.seen
@@ -392,6 +401,8 @@ class Checker:
             device.bitmap[cluster >> 3] |= bit
             device.seen += 1
             self.missing_clusters -= 1
+            if self.present is not None:
+                self.present.append((dev_id, cluster, mask))
             if cluster == device.cluster_count - 1 and mask & ~device.last_cluster_mask:
                 block = (mask & ~device.last_cluster_mask & 0xFFFF).bit_length() - 1
                 raise Invalid(entry_offset, f"{device.label()}: mask 0x{mask:04x} stores block "
@@ -470,6 +481,10 @@ def main():
                                      "VMA archive (ARCHIVE or - for stdin).")
     parser.add_argument("archive", metavar="ARCHIVE|-")
     parser.add_argument("--json", action="store_true", help="print a JSON summary")
+    parser.add_argument("--incremental", action="store_true",
+                        help="clusters may be missing (an incremental archive)")
+    parser.add_argument("--clusters", action="store_true",
+                        help="list the clusters present instead of the summary")
     parser.add_argument("--strict", action="store_true",
                         help="a stored all-zero 4 KiB block is an error, not a warning")
     args = parser.parse_args()
@@ -478,7 +493,7 @@ def main():
     except OSError as error:
         print(f"{PROG}: {args.archive}: {error.strerror}", file=sys.stderr)
         return 1
-    checker = Checker(stream, args.strict)
+    checker = Checker(stream, args.strict, args.incremental, args.clusters)
     try:
         checker.check_header()
         checker.check_extents()
@@ -491,6 +506,11 @@ def main():
     if checker.zero_blocks:
         print(f"{PROG}: warning: {checker.zero_blocks} stored blocks are all zero",
               file=sys.stderr)
+    if args.clusters:
+        for dev_id, cluster, mask in sorted(checker.present):
+            name = checker.devices[dev_id].name.decode(errors="replace")
+            print(f"{name} {cluster} {'data' if mask else 'zero'}")
+        return 0
     print(checker.summary(args.json))
     return 0
 
