@@ -374,3 +374,12 @@ sha256 $(cut -d' ' -f1 "$F.sha256") matches $F.sha256"
 	assert_equal "$output" "drive0 2 data
 drive0 48 zero"
 }
+
+@test "vma-extract -t -v prints nothing on standard output when a later link of the chain fails" {
+	make_chain
+	sha256sum "$F" >"$F.sha256"
+	flip_byte "$F" 2000000
+	run -1 --separate-stderr vma-extract -t -v "$I3"
+	assert_output ""
+	[[ "$stderr" == *"$F: sha256 mismatch"* ]] || fail "stderr: $stderr"
+}
