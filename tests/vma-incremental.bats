@@ -383,3 +383,21 @@ drive0 48 zero"
 	assert_output ""
 	[[ "$stderr" == *"$F: sha256 mismatch"* ]] || fail "stderr: $stderr"
 }
+
+@test "a parent named - is the file of that name beside the archive, never standard input" {
+	echo "name: x" >qemu-server.conf
+	random_file d0.raw 3149824
+	truncate -s 1M d1.raw
+	full_backup full.vma
+	cp full.vma ./-
+	inc_json full.vma full.vma 1 "${DEVS[@]}" | jq '.parent.file = "-"' >inc.json
+	disk_write d0.raw "write -P 1 0 64k"
+	OUT=i.vma serve --incremental inc.json "${DEVS[@]}"
+	push_changed full.vma.d0 d0.raw "$(uri drive-scsi0)" >/dev/null
+	push_changed full.vma.d1 d1.raw "$(uri drive-virtio1)" >/dev/null
+	server_result
+	assert_equal "$CODE" 0
+	vma-extract i.vma x </dev/null
+	assert_equal "$(sha x/disk-drive-scsi0.raw)" "$(sha d0.raw)"
+	vma-extract -t i.vma <full.vma
+}
