@@ -401,3 +401,15 @@ drive0 48 zero"
 	assert_equal "$(sha x/disk-drive-scsi0.raw)" "$(sha d0.raw)"
 	vma-extract -t i.vma <full.vma
 }
+
+@test "vma-extract --serve refuses an incremental archive as one, not as a damaged archive" {
+	echo "name: x" >qemu-server.conf
+	random_file d0.raw 3149824
+	truncate -s 1M d1.raw
+	full_backup full.vma
+	disk_write d0.raw "write -P 1 0 64k"
+	inc_backup i.vma full.vma full.vma 1
+	run -1 vma-extract --serve "$PWD/serve.sock" i.vma
+	assert_output "vma-extract: i.vma: an incremental archive, which --serve does not serve; write its chain as one archive with --to-vma first"
+	[ ! -e serve.sock ]
+}
