@@ -413,3 +413,12 @@ drive0 48 zero"
 	assert_output "vma-extract: i.vma: an incremental archive, which --serve does not serve; write its chain as one archive with --to-vma first"
 	[ ! -e serve.sock ]
 }
+
+@test "standard input named twice, as --base - and the archive or two --base -, is a usage error" {
+	for args in "--base - -t -" "--base - --base - -t x.vma" "--base - - x" "--to-vma o.vma --base - -"; do
+		# shellcheck disable=SC2086 # the words of args
+		run -2 vma-extract $args </dev/null
+		assert_line --index 0 "vma-extract: -: standard input is given more than once; it can be read only once"
+	done
+	[ ! -e x ] && [ ! -e o.vma ]
+}

@@ -999,6 +999,12 @@ int main(int argc, char **argv)
 	}
 	if ((codec || threads) && !to_vma)
 		usage_error("-z and -T are for --to-vma");
+	/* Standard input is read once: as the archive or as one --base, not both. */
+	int stdins = argc > 0 && strcmp(argv[0], "-") == 0;
+	for (int i = 0; i < nbases; i++)
+		stdins += strcmp(bases[i], "-") == 0;
+	if (stdins > 1)
+		usage_error("-: standard input is given more than once; it can be read only once");
 	if (to_vma) {
 		if (mode || json || verbose || devices || force || no_verify || format_asked)
 			usage_error(
