@@ -422,3 +422,11 @@ drive0 48 zero"
 	done
 	[ ! -e x ] && [ ! -e o.vma ]
 }
+
+@test "vma-extract --to-vma - on a terminal is a usage error, status 2, as for vma-create" {
+	random_file d0.raw 65536
+	vma-create -o full.vma drive-scsi0=d0.raw
+	run script -qec "vma-extract --to-vma - full.vma" /dev/null
+	assert_equal "$status" 2
+	assert_output --partial "vma-extract: refusing to write an archive to a terminal: give a file name"
+}

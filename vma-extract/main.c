@@ -902,6 +902,8 @@ static int do_to_vma(const char *path, const char *output, const char *codec, co
 				    threads);
 		o.threads = (int)n;
 	}
+	if (strcmp(output, "-") == 0 && isatty(STDOUT_FILENO))
+		errx(EXIT_USAGE, "refusing to write an archive to a terminal: give a file name");
 	struct chain c;
 	open_chain(path, &c, true);
 	int rc = consolidate(&c, &o);
