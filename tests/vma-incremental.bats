@@ -374,3 +374,59 @@ sha256 $(cut -d' ' -f1 "$F.sha256") matches $F.sha256"
 	assert_equal "$output" "drive0 2 data
 drive0 48 zero"
 }
+
+@test "vma-extract -t -v prints nothing on standard output when a later link of the chain fails" {
+	make_chain
+	sha256sum "$F" >"$F.sha256"
+	flip_byte "$F" 2000000
+	run -1 --separate-stderr vma-extract -t -v "$I3"
+	assert_output ""
+	[[ "$stderr" == *"$F: sha256 mismatch"* ]] || fail "stderr: $stderr"
+}
+
+@test "a parent named - is the file of that name beside the archive, never standard input" {
+	echo "name: x" >qemu-server.conf
+	random_file d0.raw 3149824
+	truncate -s 1M d1.raw
+	full_backup full.vma
+	cp full.vma ./-
+	inc_json full.vma full.vma 1 "${DEVS[@]}" | jq '.parent.file = "-"' >inc.json
+	disk_write d0.raw "write -P 1 0 64k"
+	OUT=i.vma serve --incremental inc.json "${DEVS[@]}"
+	push_changed full.vma.d0 d0.raw "$(uri drive-scsi0)" >/dev/null
+	push_changed full.vma.d1 d1.raw "$(uri drive-virtio1)" >/dev/null
+	server_result
+	assert_equal "$CODE" 0
+	vma-extract i.vma x </dev/null
+	assert_equal "$(sha x/disk-drive-scsi0.raw)" "$(sha d0.raw)"
+	vma-extract -t i.vma <full.vma
+}
+
+@test "vma-extract --serve refuses an incremental archive as one, not as a damaged archive" {
+	echo "name: x" >qemu-server.conf
+	random_file d0.raw 3149824
+	truncate -s 1M d1.raw
+	full_backup full.vma
+	disk_write d0.raw "write -P 1 0 64k"
+	inc_backup i.vma full.vma full.vma 1
+	run -1 vma-extract --serve "$PWD/serve.sock" i.vma
+	assert_output "vma-extract: i.vma: an incremental archive, which --serve does not serve; write its chain as one archive with --to-vma first"
+	[ ! -e serve.sock ]
+}
+
+@test "standard input named twice, as --base - and the archive or two --base -, is a usage error" {
+	for args in "--base - -t -" "--base - --base - -t x.vma" "--base - - x" "--to-vma o.vma --base - -"; do
+		# shellcheck disable=SC2086 # the words of args
+		run -2 vma-extract $args </dev/null
+		assert_line --index 0 "vma-extract: -: standard input is given more than once; it can be read only once"
+	done
+	[ ! -e x ] && [ ! -e o.vma ]
+}
+
+@test "vma-extract --to-vma - on a terminal is a usage error, status 2, as for vma-create" {
+	random_file d0.raw 65536
+	vma-create -o full.vma drive-scsi0=d0.raw
+	run script -qec "vma-extract --to-vma - full.vma" /dev/null
+	assert_equal "$status" 2
+	assert_output --partial "vma-extract: refusing to write an archive to a terminal: give a file name"
+}

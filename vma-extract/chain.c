@@ -196,11 +196,12 @@ static int check_link(const struct chain_link *c, const struct chain_link *p, ch
 	return 0;
 }
 
-/* path's folder joined with name: name alone for a path without a folder. */
+/* path's folder joined with name: name alone for a path without a folder, but "./-" for "-",
+ * which open_link would take for standard input. */
 static char *beside(const char *path, const char *name)
 {
 	if (!strchr(path, '/'))
-		return xstrdup(name);
+		return xstrdup(strcmp(name, "-") == 0 ? "./-" : name);
 	char *copy = xstrdup(path);
 	char *joined = xasprintf("%s/%s", dirname(copy), name);
 	free(copy);

@@ -114,10 +114,6 @@ int consolidate(struct chain *c, const struct consolidation *o)
 		warnx("%s", vma_writer_error(m.w));
 		goto done;
 	}
-	if (to_stdout && isatty(STDOUT_FILENO)) {
-		warnx("refusing to write an archive to a terminal: give a file name");
-		goto done;
-	}
 	if (!to_stdout && lstat(o->output, &st) == 0) {
 		warnx("%s: already exists; not replacing it", o->output);
 		goto done;

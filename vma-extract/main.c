@@ -167,8 +167,9 @@ static int do_config(const char *path, const char *name)
 }
 
 /* One link of -t: read and checked whole, with its ARCHIVE.sha256 when it has one. A full
- * must have every cluster; an incremental has what changed. */
-static void verify_link(const struct chain *c, int k, bool verbose)
+ * must have every cluster; an incremental has what changed. With verbose, what -v prints for it
+ * goes to out. */
+static void verify_link(const struct chain *c, int k, bool verbose, FILE *out)
 {
 	struct chain_link *l = &c->links[k];
 	struct vma_reader *r = &l->r;
@@ -191,30 +192,40 @@ static void verify_link(const struct chain *c, int k, bool verbose)
 	char *text = vma_listing(r);
 	uint64_t total = r->stored_bytes + r->zero_bytes;
 	if (c->n > 1)
-		printf("archive %s (chain depth %u)\n", l->path, l->incremental ? l->inc.depth : 0);
-	printf("%stotal bytes read %llu, sparse bytes %llu (%.3g%%)\n", text,
-	       (unsigned long long)total, (unsigned long long)r->zero_bytes,
-	       total ? (double)r->zero_bytes * 100 / (double)total : 0.0);
+		fprintf(out, "archive %s (chain depth %u)\n", l->path,
+			l->incremental ? l->inc.depth : 0);
+	fprintf(out, "%stotal bytes read %llu, sparse bytes %llu (%.3g%%)\n", text,
+		(unsigned long long)total, (unsigned long long)r->zero_bytes,
+		total ? (double)r->zero_bytes * 100 / (double)total : 0.0);
 	if (l->hashed)
-		printf("sha256 %s matches %s\n", l->got, l->sum_path);
+		fprintf(out, "sha256 %s matches %s\n", l->got, l->sum_path);
 	else if (!l->sum_path)
-		printf("sha256 not checked: standard input\n");
+		fprintf(out, "sha256 not checked: standard input\n");
 	else
-		printf("sha256 not checked: no %s\n", l->sum_path);
+		fprintf(out, "sha256 not checked: no %s\n", l->sum_path);
 	free(text);
 }
 
 /* -t: every archive of the chain read and checked once, newest first; the bytes of a file are
  * hashed as they are read and checked against ARCHIVE.sha256 when there is one (never for
- * standard input). */
+ * standard input). -v's lines are printed once every link has checked out: nothing on
+ * standard output when one fails. */
 static int do_verify(const char *path, bool verbose)
 {
 	struct chain c;
-	char why[1024];
+	char why[1024], *text = NULL;
+	size_t len = 0;
+	FILE *out = open_memstream(&text, &len);
+	if (!out)
+		err(EXIT_FAIL, "out of memory");
 	if (chain_open(&c, path, bases, nbases, true, why, sizeof(why)) < 0)
 		errx(EXIT_FAIL, "%s", why);
 	for (int k = 0; k < c.n; k++)
-		verify_link(&c, k, verbose);
+		verify_link(&c, k, verbose, out);
+	if (fclose(out) != 0)
+		err(EXIT_FAIL, "out of memory");
+	fputs(text, stdout);
+	free(text);
 	chain_close(&c);
 	return 0;
 }
@@ -891,6 +902,8 @@ static int do_to_vma(const char *path, const char *output, const char *codec, co
 				    threads);
 		o.threads = (int)n;
 	}
+	if (strcmp(output, "-") == 0 && isatty(STDOUT_FILENO))
+		errx(EXIT_USAGE, "refusing to write an archive to a terminal: give a file name");
 	struct chain c;
 	open_chain(path, &c, true);
 	int rc = consolidate(&c, &o);
@@ -988,6 +1001,12 @@ int main(int argc, char **argv)
 	}
 	if ((codec || threads) && !to_vma)
 		usage_error("-z and -T are for --to-vma");
+	/* Standard input is read once: as the archive or as one --base, not both. */
+	int stdins = argc > 0 && strcmp(argv[0], "-") == 0;
+	for (int i = 0; i < nbases; i++)
+		stdins += strcmp(bases[i], "-") == 0;
+	if (stdins > 1)
+		usage_error("-: standard input is given more than once; it can be read only once");
 	if (to_vma) {
 		if (mode || json || verbose || devices || force || no_verify || format_asked)
 			usage_error(

@@ -30,6 +30,7 @@
 #include "bytes.h"
 #include "cli.h"
 #include "codecs.h"
+#include "incremental.h"
 #include "nbd_server.h"
 #include "outfile.h"
 #include "reader.h"
@@ -349,6 +350,13 @@ static void open_served(struct served *sv, const char *path, enum meter_mode met
 	struct vma_reader r;
 	if (vma_reader_open(&r, in) < 0)
 		errx(EXIT_FAIL, "%s: %s", path, r.err);
+	/* Its clusters alone are not the disks: said so, not found "incomplete" after a pass. */
+	for (int i = 0; i < r.nconfigs; i++)
+		if (strcmp(r.configs[i].name, INC_BLOB_NAME) == 0)
+			errx(EXIT_FAIL,
+			     "%s: an incremental archive, which --serve does not serve; write its "
+			     "chain as one archive with --to-vma first",
+			     path);
 	vma_reader_cover_all(&r);
 	uint64_t total = 0;
 	for (int id = 1; id < 255; id++) {
