@@ -41,6 +41,8 @@ source "$LIBDIR/config.bash"
 source "$LIBDIR/live.bash"
 # shellcheck source=lib/vzdump/modes.bash
 source "$LIBDIR/modes.bash"
+# shellcheck source=lib/vzdump/incremental.bash
+source "$LIBDIR/incremental.bash"
 # shellcheck source=lib/vzdump/mail.bash
 source "$LIBDIR/mail.bash"
 
@@ -54,6 +56,7 @@ vzdump.sh [--dumpdir dir] [--tmpdir dir] [--confdir dir] [--rundir dir]
 [--prune-backups spec] [--remove 0 | 1] [--notes-template text] [--protected 0 | 1]
 [--mailto address,...] [--mailnotification always | failure] [--performance max-workers=n]
 [--fleecing spec] [--maxfiles n] [--notification-mode mode] [--node name]
+[--incremental 0 | 1] [--full-every n]
 vmid ... | --all [--exclude vmid,...]
 vzdump.sh --cleanup [--dumpdir dir] [--tmpdir dir] [--rundir dir] [--statedir dir] vmid ...
 END
@@ -65,6 +68,7 @@ backup_vm() {
 	backup_start=$start
 	backup_mode=$opt_mode
 	basename=vzdump-qemu-$vmid-$(date +%Y_%m_%d-%H_%M_%S)
+	archive_base=$basename
 	case $opt_compress in
 	gzip) ext=vma.gz ;;
 	lzo) ext=vma.lzo ;;
@@ -113,6 +117,12 @@ backup_vm() {
 	fi
 	choose_mode
 	info "backup mode: $backup_mode"
+	decide_kind
+	if [ "$backup_kind" = incremental ]; then
+		# (The .dat keeps its name: the state file has it already.)
+		archive=$opt_dumpdir/$basename.inc.$ext
+		[ "$opt_stdout" = 1 ] || hook_target=$archive
+	fi
 	[ "$opt_bwlimit" = 0 ] || info "bandwidth limit: $opt_bwlimit KiB/s"
 	info "ionice priority: $opt_ionice"
 	hook_or_fail backup-start
@@ -169,6 +179,7 @@ backup_vm() {
 		tmp_archive=
 		# Its checksum after it (see write_sha256).
 		write_sha256 "$archive" "$archive_sum"
+		keep_bitmaps
 		info "archive file size: $(format_archive_size "$(stat -c %s "$archive")")"
 		mark_backup "$archive"
 		prune_backups
@@ -204,6 +215,13 @@ undo_on_exit() {
 			warn "QEMU is gone: its block graph needs no undo"
 		fi
 		stop_nbd
+		# A complete archive keeps its bitmap (killed while pruning, say); else the changes
+		# since the switch go back where they were counted.
+		if [ -n "$final_archive" ] && [ -f "$final_archive" ]; then
+			keep_bitmaps
+		elif qemu_alive; then
+			roll_back_bitmaps
+		fi
 		restore_power_state
 		thaw_again
 		# With the .dat, the temporary file a killed writer left (.NAME.tmp.PID, see
@@ -302,6 +320,7 @@ recover_vm() { # VMID
 		fi
 	elif qemu_alive; then
 		sweep_leftovers
+		sweep_bitmaps
 		[ "$swept" = 1 ] || info "VM $vmid: nothing to clean up"
 	else
 		info "VM $vmid: nothing to clean up (no state file, QEMU not running)"

@@ -14,6 +14,10 @@
 #           thaw cost there), the two alternating. Goal: median <= the bare hold's median
 #           + 5 ms. Also the steps of each: the freeze's round trip (freeze_ms), the QMP batch
 #           inside the window (qmp_ms; the bare hold's `true`), the thaw (thaw_ms).
+#   pause   the pause of an incremental backup (stop ... cont, the dirty bitmaps switched
+#           inside it: the QMP batch, qmp_ms) over FREEZE_RUNS incremental backups of the test
+#           guest, alternating with as many full ones (--incremental 0) as the baseline.
+#           Goal: median <= 30 ms.
 # Runs alternate baseline and vzdump.sh (so that a change in machine load hits both) and the
 # median counts; goals are reported, never asserted. Exit 1 only when a backup or the
 # baseline fails.
@@ -23,14 +27,14 @@
 #                is made (default: /var/tmp; the archive is on the disk's filesystem)
 #   RUNS         copy runs per side (default: 3)
 #   FREEZE_RUNS  backups of the guest, and bare holds (default: 20)
-#   PARTS        which of them to run (default: "copy frozen")
+#   PARTS        which of them to run (default: "copy frozen pause")
 set -eu
 top=$(cd "$(dirname "$0")/.." && pwd)
 VZ_BIN=${VZ_BIN:-$top/build/cc/bin}
 VZDUMP=${VZDUMP:-$top/vzdump.sh}
 RUNS=${RUNS:-3}
 FREEZE_RUNS=${FREEZE_RUNS:-20}
-PARTS=" ${PARTS:-copy frozen} "
+PARTS=" ${PARTS:-copy frozen pause} "
 PATH=$VZ_BIN:$PATH
 SIZE_MIB=2048
 
@@ -102,7 +106,7 @@ run_vzdump() { # OUT ARGS...
 	shift
 	set +e
 	{
-		/usr/bin/time -f '%U %S' -o "$out.cpu" "$VZDUMP" --dumpdir "$dir/dump" \
+		/usr/bin/time -f '%U %S' -o "$out.cpu" "$VZDUMP" --dumpdir "${DUMP_DIR:-$dir/dump}" \
 			--tmpdir "$dir/tmp" --confdir "$dir/conf" --rundir "$dir/run" --json "$@" \
 			2>&1 >"$out.json"
 	} | stamp >"$out.log"
@@ -258,7 +262,7 @@ fi
 
 # --- frozen: the test guest with its agent, FREEZE_RUNS backups -----------------------------
 
-[[ $PARTS == *" frozen "* ]] || exit 0
+[[ $PARTS == *" frozen "* || $PARTS == *" pause "* ]] || exit 0
 
 guest_build || die "cannot build the test guest"
 guest_start "$dir/guest" || die "the test guest did not boot"
@@ -297,6 +301,7 @@ frozen_bare() {
 	bare_thaw+=("$(figure "$out" .thaw_ms)")
 }
 for ((r = 0; r < FREEZE_RUNS; r++)); do
+	[[ $PARTS == *" frozen "* ]] || break
 	if ((r % 2 == 0)); then
 		frozen_ours
 		frozen_bare
@@ -315,6 +320,39 @@ step() { # VALUES...
 	m=$(median "$@")
 	if [ "$m" -lt 0 ]; then printf '   -'; else printf '%4d' "$m"; fi
 }
+# --- pause: incremental backups of the test guest, and full ones --------------------------
+
+inc_qmp=() full_qmp=()
+# One backup of the guest into its own dump folder; its QMP batch (the pause) into the array
+# named ARRAY. The incrementals' folder keeps its chain (--full-every above the runs).
+pause_run() { # ARRAY DUMP-FOLDER ARGS...
+	local -n into=$1
+	local out
+	mkdir -p "$2"
+	DUMP_DIR=$2 run_vzdump "$dir/pause" "${@:3}" 101
+	out=$(jq -c '.vms[0]' "$dir/pause.json")
+	[[ $(figure "$out" .qmp_ms) =~ ^[0-9]+$ ]] || die "no qmp_ms in $out"
+	into+=("$(figure "$out" .qmp_ms)")
+}
+if [[ $PARTS == *" pause "* ]]; then
+	# The chain's full first.
+	pause_run full_qmp "$dir/dump-inc" --incremental 1 --full-every 1000
+	full_qmp=()
+	for ((r = 0; r < FREEZE_RUNS; r++)); do
+		pause_run inc_qmp "$dir/dump-inc" --incremental 1 --full-every 1000
+		[ "$(jq -r '.vms[0].kind' "$dir/pause.json")" = incremental ] ||
+			die "backup $((r + 1)) was a full: $(jq -r '.vms[0].full_reason' "$dir/pause.json")"
+		pause_run full_qmp "$dir/dump-full"
+		rm -f "$dir/dump-full"/*
+	done
+	printf 'pause   %d incremental backups of the test guest, alternating with as many full ones (load %s)\n' \
+		"$FREEZE_RUNS" "$(load)"
+	printf 'pause   incremental: stop ... cont  %s  (goal median <= 30 ms: %s)\n' \
+		"$(stats "${inc_qmp[@]}")" "$([ "$(median "${inc_qmp[@]}")" -le 30 ] && echo met || echo missed)"
+	printf 'pause   full:        stop ... cont  %s  (no bitmaps switched)\n' "$(stats "${full_qmp[@]}")"
+fi
+[[ $PARTS == *" frozen "* ]] || exit 0
+
 med=$(median "${our_frozen[@]}")
 bare=$(median "${bare_frozen[@]}")
 printf 'frozen  %d backups of the test guest (agent: 1, 64 MiB disk), alternating with as many bare holds (load %s)\n' \

@@ -1,31 +1,21 @@
 #include <jansson.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <uuid/uuid.h>
 
+#include "errbuf.h"
 #include "incremental.h"
 #include "vma.h"
 #include "xalloc.h"
 
 #define MAX_BITMAP_NAME 1023 /* QEMU's own limit for a dirty bitmap's name */
 
-__attribute__((format(printf, 3, 4))) static int refuse(char *err, size_t errlen, const char *fmt,
-							...)
-{
-	va_list ap;
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-	return -1;
-}
-
 static int get_uuid(json_t *obj, const char *where, uint8_t out[16], char *err, size_t errlen)
 {
 	const char *s = json_string_value(json_object_get(obj, "uuid"));
 	if (!s || strlen(s) != 36 || uuid_parse(s, out) != 0)
-		return refuse(err, errlen, "%s.uuid: not a uuid", where);
+		return errbuf_set(err, errlen, "%s.uuid: not a uuid", where);
 	return 0;
 }
 
@@ -35,11 +25,11 @@ static int get_device(json_t *d, int i, struct inc_device *out, char *err, size_
 	json_t *size = json_object_get(d, "size");
 	const char *bitmap = json_string_value(json_object_get(d, "bitmap"));
 	if (!name || vma_name_defect(name))
-		return refuse(err, errlen, "devices[%d].name: not a device name", i);
+		return errbuf_set(err, errlen, "devices[%d].name: not a device name", i);
 	if (!json_is_integer(size) || json_integer_value(size) <= 0)
-		return refuse(err, errlen, "devices[%d].size: not a positive integer", i);
+		return errbuf_set(err, errlen, "devices[%d].size: not a positive integer", i);
 	if (!bitmap || !bitmap[0] || strlen(bitmap) > MAX_BITMAP_NAME)
-		return refuse(err, errlen, "devices[%d].bitmap: not a bitmap name", i);
+		return errbuf_set(err, errlen, "devices[%d].bitmap: not a bitmap name", i);
 	*out = (struct inc_device){xstrdup(name), (uint64_t)json_integer_value(size),
 				   xstrdup(bitmap)};
 	return 0;
@@ -53,22 +43,22 @@ static int parse_object(json_t *root, struct inc_info *out, char *err, size_t er
 	json_t *depth = json_object_get(root, "depth");
 	json_t *devices = json_object_get(root, "devices");
 	if (!format || strcmp(format, INC_FORMAT) != 0)
-		return refuse(err, errlen, "format: not \"%s\"", INC_FORMAT);
+		return errbuf_set(err, errlen, "format: not \"%s\"", INC_FORMAT);
 	if (!json_is_integer(version) || json_integer_value(version) != INC_VERSION)
-		return refuse(err, errlen, "version: not %d (a newer vma-create wrote it?)",
-			      INC_VERSION);
+		return errbuf_set(err, errlen, "version: not %d (a newer vma-create wrote it?)",
+				  INC_VERSION);
 	if (get_uuid(parent, "parent", out->parent_uuid, err, errlen) < 0 ||
 	    get_uuid(json_object_get(root, "full"), "full", out->full_uuid, err, errlen) < 0)
 		return -1;
 	const char *file = json_string_value(json_object_get(parent, "file"));
 	if (!file || vma_name_defect(file))
-		return refuse(err, errlen, "parent.file: not a file name");
+		return errbuf_set(err, errlen, "parent.file: not a file name");
 	if (!json_is_integer(depth) || json_integer_value(depth) < 1 ||
 	    json_integer_value(depth) > INC_MAX_DEPTH)
-		return refuse(err, errlen, "depth: not a number from 1 to %d", INC_MAX_DEPTH);
+		return errbuf_set(err, errlen, "depth: not a number from 1 to %d", INC_MAX_DEPTH);
 	if (!json_is_array(devices) || json_array_size(devices) > VMA_MAX_DEVICES)
-		return refuse(err, errlen, "devices: not an array of at most %d devices",
-			      VMA_MAX_DEVICES);
+		return errbuf_set(err, errlen, "devices: not an array of at most %d devices",
+				  VMA_MAX_DEVICES);
 	out->parent_file = xstrdup(file);
 	out->depth = (unsigned)json_integer_value(depth);
 	out->devices = xcalloc(json_array_size(devices) + 1, sizeof(*out->devices));
@@ -78,7 +68,8 @@ static int parse_object(json_t *root, struct inc_info *out, char *err, size_t er
 			return -1;
 		out->ndevices++;
 		if (inc_info_device(out, d->name) != d)
-			return refuse(err, errlen, "devices[%zu].name: \"%s\" twice", i, d->name);
+			return errbuf_set(err, errlen, "devices[%zu].name: \"%s\" twice", i,
+					  d->name);
 	}
 	return 0;
 }
@@ -89,9 +80,9 @@ int inc_info_parse(const void *data, size_t len, struct inc_info *out, char *err
 	*out = (struct inc_info){0};
 	json_t *root = json_loadb(data, len, JSON_REJECT_DUPLICATES, &jerr);
 	if (!root)
-		return refuse(err, errlen, "not JSON: %s", jerr.text);
+		return errbuf_set(err, errlen, "not JSON: %s", jerr.text);
 	int rc = json_is_object(root) ? parse_object(root, out, err, errlen)
-				      : refuse(err, errlen, "not a JSON object");
+				      : errbuf_set(err, errlen, "not a JSON object");
 	json_decref(root);
 	if (rc < 0)
 		inc_info_free(out);

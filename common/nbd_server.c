@@ -113,6 +113,7 @@ struct nbd_conn {
 	deadline_t handshake_deadline; /* until the client has chosen its export */
 	int64_t idle_since;            /* the end of its last step */
 	bool timed_out;                /* its last transfer stopped at a deadline */
+	bool said_bye;                 /* it sent NBD_CMD_DISC */
 	bool held;                     /* a reply to it waits for the pace (held_handle) */
 	uint64_t held_handle;
 	bool structured; /* NBD_OPT_STRUCTURED_REPLY was negotiated */
@@ -683,6 +684,7 @@ static enum step handle_request(struct server *s, struct nbd_conn *c)
 	case CMD_FLUSH: /* the archive is flushed once, when complete */
 		return ok_reply(s, c, handle);
 	case CMD_DISC:
+		c->said_bye = true;
 		return STEP_CLOSE;
 	case CMD_READ:
 		meter_break(); /* the message on a line of its own */
@@ -727,6 +729,7 @@ static void close_conn(struct server *s, int i, bool notify)
 {
 	struct nbd_conn *c = &s->conns[i];
 	int export = c->export;
+	bool said_bye = c->said_bye;
 	close(c->fd);
 	free(c->in);
 	s->conns[i] = s->conns[--s->nconns];
@@ -734,7 +737,7 @@ static void close_conn(struct server *s, int i, bool notify)
 		s->ntransmission--;
 		char why[512] = "";
 		if (notify && s->ops->closed &&
-		    s->ops->closed(s->ctx, export, why, sizeof(why)) < 0)
+		    s->ops->closed(s->ctx, export, said_bye, why, sizeof(why)) < 0)
 			fatal(s, "%s", why);
 	}
 }

@@ -44,9 +44,10 @@ struct nbd_server_ops {
 		     char *err, size_t errlen);
 	/* WRITE_ZEROES of len bytes at off; same contract, no payload. */
 	int (*zero)(void *ctx, int export, uint64_t off, uint64_t len, char *err, size_t errlen);
-	/* A client that had chosen export `export` disconnected. Returns 0, or -1 with a message
-	 * in err when that is a failure (e.g. data missing). May be NULL. */
-	int (*closed)(void *ctx, int export, char *err, size_t errlen);
+	/* A client that had chosen export `export` disconnected: after NBD_CMD_DISC (said_bye)
+	 * or not (killed, say). Returns 0, or -1 with a message in err when that is a failure
+	 * (e.g. data missing). May be NULL. */
+	int (*closed)(void *ctx, int export, bool said_bye, char *err, size_t errlen);
 	/* True when the work is complete: the server returns once this holds and no client is
 	 * connected. Write-only mode. */
 	bool (*complete)(void *ctx);

@@ -85,7 +85,7 @@ lines() { printf '%s\n' "$@"; }
 	assert_equal "$(comp vzdump.sh -)" "$(comp vzdump.sh --; echo -h)"
 }
 
-@test "the fixed values: --compress, --mode, --remove, --protected, --ionice; vma-create -z" {
+@test "the fixed values: --compress, --mode, --remove, --protected, --incremental, --ionice; vma-create -z" {
 	assert_equal "$(comp vzdump.sh --compress '')" "$(lines 0 1 gzip lzo xz zstd)"
 	assert_equal "$(comp vzdump.sh --compress = z)" zstd
 	assert_equal "$(comp vzdump.sh --mode '')" "$(lines snapshot stop suspend)"
@@ -93,6 +93,7 @@ lines() { printf '%s\n' "$@"; }
 	assert_equal "$(comp vzdump.sh --mode =)" "$(lines snapshot stop suspend)"
 	assert_equal "$(comp vzdump.sh --remove '')" "$(lines 0 1)"
 	assert_equal "$(comp vzdump.sh --protected '')" "$(lines 0 1)"
+	assert_equal "$(comp vzdump.sh --incremental '')" "$(lines 0 1)"
 	assert_equal "$(comp vzdump.sh --ionice '')" "$(lines 0 1 2 3 4 5 6 7 8)"
 	assert_equal "$(comp vma-create -z '')" "$(lines gzip lzo none xz zstd)"
 	assert_equal "$(comp vma-create --compress = g)" gzip

@@ -430,3 +430,43 @@ drive0 48 zero"
 	assert_equal "$status" 2
 	assert_output --partial "vma-extract: refusing to write an archive to a terminal: give a file name"
 }
+
+@test "vma-create --listen --incremental: a client that goes away without NBD's disconnect, or stalls inside a cluster, fails the run" {
+	echo "name: x" >qemu-server.conf
+	random_file d0.raw 3149824
+	truncate -s 1M d1.raw
+	full_backup full.vma
+	inc_json full.vma full.vma 1 "${DEVS[@]}" >inc.json
+	# Killed after a whole cluster: its changes may not all be there.
+	OUT=k.vma BOUND=60 serve --incremental inc.json "${DEVS[@]}"
+	"$VZ_PYTHON" - "$(uri drive-scsi0)" <<-'EOF2'
+		import os, sys
+		import nbd
+		h = nbd.NBD()
+		h.connect_uri(sys.argv[1])
+		h.pwrite(b"\x01" * 65536, 0)
+		os._exit(0)
+	EOF2
+	nbdinfo "$(uri drive-virtio1)" >/dev/null || true
+	server_result
+	assert_equal "$CODE" 1
+	assert_equal "$(cat server.err)" "vma-create: drive-scsi0: the client went away without NBD's disconnect request, maybe before it sent all its changes"
+	[ ! -e k.vma ]
+	# Half a cluster and then silence: the idle timeout ends it (status 3).
+	OUT=s.vma BOUND=60 serve --incremental inc.json --idle-timeout 2 "${DEVS[@]}"
+	nbdinfo "$(uri drive-virtio1)" >/dev/null
+	"$VZ_PYTHON" - "$(uri drive-scsi0)" <<-'EOF2' 3>&- &
+		import sys, time
+		import nbd
+		h = nbd.NBD()
+		h.connect_uri(sys.argv[1])
+		h.pwrite(b"\x02" * 4096, 0)
+		time.sleep(30)
+	EOF2
+	CLIENT=$!
+	server_result
+	kill "$CLIENT" 2>/dev/null || true
+	assert_equal "$CODE" 3
+	grep -q 'drive-scsi0: no request from its client' server.err || fail "$(cat server.err)"
+	[ ! -e s.vma ]
+}

@@ -18,6 +18,7 @@ setup() {
 	load lib/common
 	load lib/vzdump
 	load lib/guest
+	load lib/vma
 }
 
 setup_file() {
@@ -232,4 +233,27 @@ post-thaw $((f + 1)) $((t + 1)) thawed"
 	wait "$server" || fail "vma-extract --serve: exit $?: $(cat "$w/err")"
 	server=
 	[ ! -e "$w/sock" ]
+}
+
+@test "incremental backups of the guest, frozen each time: the chain restores a clean ext4 with its own instant's counter, and stores little" {
+	run --separate-stderr -0 vz_backup "$GUEST_WD" --incremental 1 --compress zstd 100
+	full=$(ls "$GUEST_WD"/dump/vzdump-qemu-100-*.vma.zst)
+	vma-extract "$full" "$BATS_TEST_TMPDIR/x0" >/dev/null
+	m1=$(debugfs -R 'cat /counter' "$BATS_TEST_TMPDIR/x0/disk-drive-virtio0.raw" 2>/dev/null)
+	[[ $m1 =~ ^[0-9]+$ ]] || fail "counter in the full: '$m1'"
+	# The guest writes on; the next backup holds what it wrote since the first.
+	wait_counter_above $((m1 + 10))
+	run --separate-stderr -0 vz_backup "$GUEST_WD" --incremental 1 100
+	inc=$(ls "$GUEST_WD"/dump/vzdump-qemu-100-*.inc.vma)
+	assert_line --partial "INFO: incremental backup: the changes since ${full##*/} (chain depth 1 of at most 6)"
+	assert_line --regexp '^INFO: guest filesystems frozen for [0-9]+ ms$'
+	vma-extract "$inc" "$BATS_TEST_TMPDIR/x" >/dev/null
+	image=$BATS_TEST_TMPDIR/x/disk-drive-virtio0.raw
+	assert_clean_ext4 "$image"
+	m2=$(debugfs -R 'cat /counter' "$image" 2>/dev/null)
+	[[ $m2 =~ ^[0-9]+$ ]] && [ "$m2" -gt "$m1" ] || fail "counter: $m1 in the full, '$m2' in the chain"
+	# A few clusters of the guest's writes (the counter, its journal, the hook's log), not the disk.
+	clusters=$(vma_check --incremental --clusters "$inc" | wc -l)
+	total=$(($(stat -c %s "$GUEST_WD/guestdisk.raw") / 65536))
+	[ "$clusters" -gt 0 ] && [ $((clusters * 10)) -lt "$total" ] || fail "$clusters of $total clusters"
 }

@@ -191,11 +191,20 @@ static bool has_pending(const struct listen_ctx *x, int export)
 	return false;
 }
 
-static int on_closed(void *ctx, int export, char *err, size_t errlen)
+static int on_closed(void *ctx, int export, bool said_bye, char *err, size_t errlen)
 {
 	struct listen_ctx *x = ctx;
 	if (vma_writer_is_partial(x->w) && has_pending(x, export)) {
 		snprintf(err, errlen, "%s: the client disconnected with a cluster half written",
+			 x->exports[export].name);
+		return -1;
+	}
+	/* Only the client knows that it sent all its changes: one that just went away (killed,
+	 * crashed) may not have. */
+	if (vma_writer_is_partial(x->w) && !said_bye) {
+		snprintf(err, errlen,
+			 "%s: the client went away without NBD's disconnect request, maybe before "
+			 "it sent all its changes",
 			 x->exports[export].name);
 		return -1;
 	}
@@ -221,11 +230,14 @@ static bool on_complete(void *ctx)
 }
 
 /* An incremental export is never "complete" while its client is there, but its client idling
- * is no stall either: it may have sent all that changed long ago. */
+ * is no stall either: it may have sent all that changed long ago; unless it stopped in the
+ * middle of a cluster. */
 static bool on_export_complete(void *ctx, int export)
 {
 	struct listen_ctx *x = ctx;
-	return vma_writer_is_partial(x->w) || vma_writer_device_complete(x->w, export + 1);
+	if (vma_writer_is_partial(x->w))
+		return !has_pending(x, export);
+	return vma_writer_device_complete(x->w, export + 1);
 }
 
 static int64_t hold_until(void *ctx)

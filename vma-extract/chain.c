@@ -2,7 +2,6 @@
 #include <fcntl.h>
 #include <libgen.h>
 #include <limits.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,17 +9,8 @@
 #include <uuid/uuid.h>
 
 #include "chain.h"
+#include "errbuf.h"
 #include "xalloc.h"
-
-__attribute__((format(printf, 3, 4))) static int refuse(char *err, size_t errlen, const char *fmt,
-							...)
-{
-	va_list ap;
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-	return -1;
-}
 
 static void close_link(struct chain_link *l)
 {
@@ -47,7 +37,7 @@ static int expected_sha256(struct chain_link *l, char *err, size_t errlen)
 	if (fd < 0 && errno == ENOENT)
 		return 0;
 	if (fd < 0)
-		return refuse(err, errlen, "%s: %s", l->sum_path, strerror(errno));
+		return errbuf_set(err, errlen, "%s: %s", l->sum_path, strerror(errno));
 	size_t len = 0;
 	for (;;) {
 		ssize_t n = read(fd, text + len, sizeof(text) - 1 - len);
@@ -56,7 +46,7 @@ static int expected_sha256(struct chain_link *l, char *err, size_t errlen)
 		if (n < 0) {
 			int e = errno;
 			close(fd);
-			return refuse(err, errlen, "%s: %s", l->sum_path, strerror(e));
+			return errbuf_set(err, errlen, "%s: %s", l->sum_path, strerror(e));
 		}
 		len += (size_t)n;
 		if (n == 0 || len == sizeof(text) - 1)
@@ -72,14 +62,14 @@ static int expected_sha256(struct chain_link *l, char *err, size_t errlen)
 	if (len <= hexlen + 2 || strspn(text, "0123456789abcdefABCDEF") != hexlen ||
 	    text[hexlen] != ' ' || (text[hexlen + 1] != ' ' && text[hexlen + 1] != '*') ||
 	    strlen(text) != len || strchr(name, '\n'))
-		return refuse(err, errlen,
-			      "%s: not one line '<sha256 in hex>  <file name>' as sha256sum "
-			      "writes it",
-			      l->sum_path);
+		return errbuf_set(err, errlen,
+				  "%s: not one line '<sha256 in hex>  <file name>' as sha256sum "
+				  "writes it",
+				  l->sum_path);
 	const char *slash = strrchr(l->path, '/');
 	const char *base = slash ? slash + 1 : l->path;
 	if (strcmp(name, base) != 0)
-		return refuse(err, errlen, "%s: names %s, not %s", l->sum_path, name, base);
+		return errbuf_set(err, errlen, "%s: names %s, not %s", l->sum_path, name, base);
 	for (size_t i = 0; i < hexlen; i++)
 		l->want[i] = (char)(text[i] >= 'A' && text[i] <= 'F' ? text[i] - 'A' + 'a'
 								     : text[i]);
@@ -96,13 +86,13 @@ static int read_header(struct chain_link *l, bool hash, char *err, size_t errlen
 		return -1;
 	struct instream *in = instream_open(l->fd, why, sizeof(why));
 	if (!in)
-		return refuse(err, errlen, "%s: %s", l->path, why);
+		return errbuf_set(err, errlen, "%s: %s", l->path, why);
 	if (l->hashed && instream_hash(in, why, sizeof(why)) < 0) {
 		instream_free(in);
-		return refuse(err, errlen, "%s: %s", l->path, why);
+		return errbuf_set(err, errlen, "%s: %s", l->path, why);
 	}
 	if (vma_reader_open(&l->r, in) < 0) {
-		refuse(err, errlen, "%s: %s", l->path, l->r.err);
+		errbuf_set(err, errlen, "%s: %s", l->path, l->r.err);
 		vma_reader_close(&l->r);
 		instream_free(in);
 		l->r.in = NULL;
@@ -120,7 +110,7 @@ static int open_link(struct chain_link *l, const char *path, bool hash, char *er
 	l->sum_path = from_stdin ? NULL : xasprintf("%s.sha256", path);
 	l->fd = from_stdin ? STDIN_FILENO : open(path, O_RDONLY | O_CLOEXEC);
 	if (l->fd < 0)
-		return refuse(err, errlen, "%s: %s", path, strerror(errno));
+		return errbuf_set(err, errlen, "%s: %s", path, strerror(errno));
 	l->start = lseek(l->fd, 0, SEEK_CUR);
 	if (read_header(l, hash, err, errlen) < 0)
 		return -1;
@@ -132,7 +122,7 @@ static int open_link(struct chain_link *l, const char *path, bool hash, char *er
 		return 0;
 	char why[256];
 	if (inc_info_parse(blob->data, blob->len, &l->inc, why, sizeof(why)) < 0)
-		return refuse(err, errlen, "%s: %s: %s", path, INC_BLOB_NAME, why);
+		return errbuf_set(err, errlen, "%s: %s: %s", path, INC_BLOB_NAME, why);
 	l->incremental = true;
 	int ndevs = 0;
 	for (int id = 1; id < 255; id++) {
@@ -142,12 +132,12 @@ static int open_link(struct chain_link *l, const char *path, bool hash, char *er
 		ndevs++;
 		const struct inc_device *e = inc_info_device(&l->inc, d->name);
 		if (!e || e->size != d->size)
-			return refuse(err, errlen, "%s: %s does not describe its device %s", path,
-				      INC_BLOB_NAME, d->name);
+			return errbuf_set(err, errlen, "%s: %s does not describe its device %s",
+					  path, INC_BLOB_NAME, d->name);
 	}
 	if (ndevs != l->inc.ndevices)
-		return refuse(err, errlen, "%s: %s names devices the archive does not have", path,
-			      INC_BLOB_NAME);
+		return errbuf_set(err, errlen, "%s: %s names devices the archive does not have",
+				  path, INC_BLOB_NAME);
 	return 0;
 }
 
@@ -167,31 +157,31 @@ static int check_link(const struct chain_link *c, const struct chain_link *p, ch
 	char want[37];
 	uuid_unparse_lower(c->inc.parent_uuid, want);
 	if (memcmp(p->r.uuid, c->inc.parent_uuid, 16) != 0)
-		return refuse(err, errlen, "%s: not the parent of %s (that is uuid %s)", p->path,
-			      c->path, want);
+		return errbuf_set(err, errlen, "%s: not the parent of %s (that is uuid %s)",
+				  p->path, c->path, want);
 	unsigned depth = p->incremental ? p->inc.depth : 0;
 	const uint8_t *full = p->incremental ? p->inc.full_uuid : p->r.uuid;
 	if (depth + 1 != c->inc.depth || memcmp(full, c->inc.full_uuid, 16) != 0)
-		return refuse(err, errlen, "%s: its chain does not match the one %s names", p->path,
-			      c->path);
+		return errbuf_set(err, errlen, "%s: its chain does not match the one %s names",
+				  p->path, c->path);
 	for (int id = 1; id < 255; id++) {
 		const struct vma_device *d = &c->r.devs[id];
 		const struct vma_device *e = &p->r.devs[id];
 		if (d->name) {
 			int pid = device_id(&p->r, d->name);
 			if (!pid)
-				return refuse(err, errlen, "%s: has no device %s, which %s has",
-					      p->path, d->name, c->path);
+				return errbuf_set(err, errlen, "%s: has no device %s, which %s has",
+						  p->path, d->name, c->path);
 			if (p->r.devs[pid].size != d->size)
-				return refuse(err, errlen,
-					      "%s: device %s is %llu bytes, %llu bytes in %s",
-					      p->path, d->name,
-					      (unsigned long long)p->r.devs[pid].size,
-					      (unsigned long long)d->size, c->path);
+				return errbuf_set(err, errlen,
+						  "%s: device %s is %llu bytes, %llu bytes in %s",
+						  p->path, d->name,
+						  (unsigned long long)p->r.devs[pid].size,
+						  (unsigned long long)d->size, c->path);
 		}
 		if (e->name && !device_id(&c->r, e->name))
-			return refuse(err, errlen, "%s: has a device %s, which %s has not", p->path,
-				      e->name, c->path);
+			return errbuf_set(err, errlen, "%s: has a device %s, which %s has not",
+					  p->path, e->name, c->path);
 	}
 	return 0;
 }
@@ -229,9 +219,9 @@ static int open_parent(struct chain_link *c, const char *top, struct chain_link 
 			free(other);
 			char uuid[37];
 			uuid_unparse_lower(c->inc.parent_uuid, uuid);
-			refuse(err, errlen,
-			       "%s: its parent %s (uuid %s) is missing; give it with --base",
-			       c->path, path, uuid);
+			errbuf_set(err, errlen,
+				   "%s: its parent %s (uuid %s) is missing; give it with --base",
+				   c->path, path, uuid);
 			free(path);
 			return -1;
 		}
@@ -259,7 +249,8 @@ int chain_open(struct chain *c, const char *path, char *const *bases, int nbases
 	while (rc == 0 && c->links[c->n - 1].incremental) {
 		struct chain_link *child = &c->links[c->n - 1];
 		if (c->n > INC_MAX_DEPTH) {
-			rc = refuse(err, errlen, "%s: a chain deeper than %d", path, INC_MAX_DEPTH);
+			rc = errbuf_set(err, errlen, "%s: a chain deeper than %d", path,
+					INC_MAX_DEPTH);
 			break;
 		}
 		struct chain_link parent = {.fd = -1};
@@ -287,11 +278,19 @@ int chain_check_sum(struct chain_link *l, char *err, size_t errlen)
 	if (!l->hashed)
 		return 0;
 	if (instream_sha256(l->r.in, l->got) < 0)
-		return refuse(err, errlen, "%s: %s", l->path, instream_error(l->r.in));
+		return errbuf_set(err, errlen, "%s: %s", l->path, instream_error(l->r.in));
 	if (strcmp(l->got, l->want) != 0)
-		return refuse(err, errlen, "%s: sha256 mismatch (%s says %s, archive is %s)",
-			      l->path, l->sum_path, l->want, l->got);
+		return errbuf_set(err, errlen, "%s: sha256 mismatch (%s says %s, archive is %s)",
+				  l->path, l->sum_path, l->want, l->got);
 	return 0;
+}
+
+int chain_run_link(struct chain_link *l, vma_cluster_fn fn, vma_part_fn done, void *opaque,
+		   char *err, size_t errlen)
+{
+	if (vma_reader_run(&l->r, fn, done, opaque) != 0)
+		return errbuf_set(err, errlen, "%s: %s", l->path, l->r.err);
+	return chain_check_sum(l, err, errlen);
 }
 
 int chain_reopen(struct chain *c, int i, char *err, size_t errlen)
@@ -307,12 +306,12 @@ int chain_reopen(struct chain *c, int i, char *err, size_t errlen)
 	l->hashed = false;
 	int rc = 0;
 	if (lseek(l->fd, l->start, SEEK_SET) != l->start)
-		rc = refuse(err, errlen, "%s: reading it again: %s", l->path, strerror(errno));
+		rc = errbuf_set(err, errlen, "%s: reading it again: %s", l->path, strerror(errno));
 	if (rc == 0)
 		rc = read_header(l, false, err, errlen);
 	if (rc == 0 && (l->r.header_size != size || memcmp(l->r.header, header, size) != 0))
-		rc = refuse(err, errlen, "%s: changed between its verification and the restore",
-			    l->path);
+		rc = errbuf_set(err, errlen, "%s: changed between its verification and the restore",
+				l->path);
 	free(header);
 	return rc;
 }

@@ -39,6 +39,10 @@ int chain_open(struct chain *c, const char *path, char *const *bases, int nbases
 /* Once link l has been read to its end: when it was hashed, its sum (into l->got) must be the
  * one its .sha256 gives. 0, or -1 with why in err. */
 int chain_check_sum(struct chain_link *l, char *err, size_t errlen);
+/* Reads link l to its end through fn and done (as vma_reader_run), then chain_check_sum. 0, or
+ * -1 with why in err ("PATH: what is wrong"). */
+int chain_run_link(struct chain_link *l, vma_cluster_fn fn, vma_part_fn done, void *opaque,
+		   char *err, size_t errlen);
 /* Reads link i again from its start (for a pass after a verification): the header must be the
  * same. It is not hashed again. 0, or -1 with why in err. */
 int chain_reopen(struct chain *c, int i, char *err, size_t errlen);

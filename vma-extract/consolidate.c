@@ -81,12 +81,7 @@ static int copy_links(struct chain *c, struct merge *m, enum meter_mode mode)
 			l->r.meter = &meter;
 		}
 		char why[1024];
-		if (vma_reader_run(&l->r, merge_cluster, NULL, m) != 0) {
-			meter_break();
-			warnx("%s: %s", l->path, l->r.err);
-			return -1;
-		}
-		if (chain_check_sum(l, why, sizeof(why)) < 0) {
+		if (chain_run_link(l, merge_cluster, NULL, m, why, sizeof(why)) < 0) {
 			meter_break();
 			warnx("%s", why);
 			return -1;

@@ -166,6 +166,24 @@ static int do_config(const char *path, const char *name)
 	errx(EXIT_FAIL, "%s: no config named '%s'", path, name);
 }
 
+/* Reads link l whole and checks it, with its .sha256 (a full must have every cluster, an
+ * incremental has what changed); exits 1 on a defect, SUFFIX after the message. */
+static void check_whole(struct chain_link *l, const char *suffix)
+{
+	char why[1024];
+	struct meter meter;
+	if (!l->incremental) {
+		vma_reader_cover_all(&l->r);
+		start_meter(&l->r, &meter);
+	}
+	if (chain_run_link(l, NULL, NULL, NULL, why, sizeof(why)) < 0) {
+		meter_break();
+		errx(EXIT_FAIL, "%s%s", why, suffix);
+	}
+	if (!l->incremental)
+		meter_finish(&meter, l->r.stored_bytes + l->r.zero_bytes);
+}
+
 /* One link of -t: read and checked whole, with its ARCHIVE.sha256 when it has one. A full
  * must have every cluster; an incremental has what changed. With verbose, what -v prints for it
  * goes to out. */
@@ -173,20 +191,7 @@ static void verify_link(const struct chain *c, int k, bool verbose, FILE *out)
 {
 	struct chain_link *l = &c->links[k];
 	struct vma_reader *r = &l->r;
-	char why[1024];
-	struct meter meter;
-	if (!l->incremental) {
-		vma_reader_cover_all(r);
-		start_meter(r, &meter);
-	}
-	if (vma_reader_run(r, NULL, NULL, NULL) != 0) {
-		meter_break();
-		errx(EXIT_FAIL, "%s: %s", l->path, r->err);
-	}
-	if (!l->incremental)
-		meter_finish(&meter, r->stored_bytes + r->zero_bytes);
-	if (chain_check_sum(l, why, sizeof(why)) < 0)
-		errx(EXIT_FAIL, "%s", why);
+	check_whole(l, "");
 	if (!verbose)
 		return;
 	char *text = vma_listing(r);
@@ -563,13 +568,8 @@ static int run_chain(struct chain *c, struct extraction *x)
 				l->r.devs[id].check_coverage = l->map[id] && x->wanted[l->map[id]];
 			start_meter(&l->r, &meter);
 		}
-		if (vma_reader_run(&l->r, restore_cluster, write_pending, x) != 0) {
-			meter_break();
-			warnx("%s: %s", l->path, l->r.err);
-			return -1;
-		}
 		char why[1024];
-		if (chain_check_sum(l, why, sizeof(why)) < 0) {
+		if (chain_run_link(l, restore_cluster, write_pending, x, why, sizeof(why)) < 0) {
 			meter_break();
 			warnx("%s", why);
 			return -1;
@@ -748,25 +748,13 @@ static void verify_first(struct chain *c)
 	for (int k = 0; k < c->n; k++) {
 		struct chain_link *l = &c->links[k];
 		struct stat st;
-		struct meter meter;
 		char why[512];
 		if (fstat(l->fd, &st) < 0 || !S_ISREG(st.st_mode) || l->start < 0)
 			errx(EXIT_USAGE,
 			     "%s: not a regular file, so it cannot be verified before a target is "
 			     "overwritten in place; give --no-verify to write while reading",
 			     l->path);
-		if (!l->incremental) {
-			vma_reader_cover_all(&l->r);
-			start_meter(&l->r, &meter);
-		}
-		if (vma_reader_run(&l->r, NULL, NULL, NULL) != 0) {
-			meter_break();
-			errx(EXIT_FAIL, "%s: %s (nothing was written)", l->path, l->r.err);
-		}
-		if (!l->incremental)
-			meter_finish(&meter, l->r.stored_bytes + l->r.zero_bytes);
-		if (chain_check_sum(l, why, sizeof(why)) < 0)
-			errx(EXIT_FAIL, "%s (nothing was written)", why);
+		check_whole(l, " (nothing was written)");
 		if (chain_reopen(c, k, why, sizeof(why)) < 0)
 			errx(EXIT_FAIL, "%s", why);
 	}

@@ -24,7 +24,7 @@ VZQ_QMP_TIMEOUT=${VZQ_QMP_TIMEOUT:-1}
 VZQ_DRIVER_VALUE_OPTIONS="--dumpdir --tmpdir --confdir --rundir --compress --zstd --pigz
  --bwlimit --script --lockwait --ionice --statedir --mode --stopwait --exclude --prune-backups
  --remove --notes-template --protected --mailto --mailnotification --notification-mode
- --maxfiles --fleecing --performance --node"
+ --maxfiles --fleecing --performance --node --incremental --full-every"
 VZQ_DRIVER_OPTIONS="$VZQ_DRIVER_VALUE_OPTIONS --stdout --quiet --json --cleanup --all -h --help"
 
 # Walks the words before the one being completed, the way getopt_long reads them (options
@@ -355,7 +355,7 @@ _vzq_vzdump() { # COMMAND
 	--script) _vzq_files ;;
 	--compress) _vzq_words 0 1 gzip lzo zstd xz ;;
 	--mode) _vzq_words snapshot suspend stop ;;
-	--remove | --protected) _vzq_words 0 1 ;;
+	--remove | --protected | --incremental) _vzq_words 0 1 ;;
 	--mailnotification) _vzq_words always failure ;;
 	--notification-mode) _vzq_words auto legacy-sendmail ;;
 	--ionice) _vzq_words 0 1 2 3 4 5 6 7 8 ;;

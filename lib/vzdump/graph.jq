@@ -68,12 +68,85 @@ def scratch_plan($base; $dir):
 				else $dir + "/scratch-" + .key + ".qcow2" end)}}})
 	  end;
 
+# --- incremental backups: the dirty bitmaps ------------------------------------------------
+# A bitmap is named after the archive it counts from (vzdump-qemu-VMID-TIME): the next job
+# matches it to the newest archive of the dump folder without a state file of its own.
+# $bm: {new: the name of this backup's, old: the one an incremental backup reads, or null}.
+
+# At the instant, in one transaction: the new bitmap on every disk with a device (persistent on
+# qcow2, where it survives QEMU; transient elsewhere) and, for an incremental backup, the old
+# one disabled: it keeps exactly the changes up to the instant, the new one those after.
+def bitmap_switch($bm):
+	if $bm == null then empty else
+	[.[] | select(.qdev != "") | .node as $n
+	 | (if $bm.old == null then empty
+	    else {type: "block-dirty-bitmap-disable", data: {node: $n, name: $bm.old}} end),
+	   {type: "block-dirty-bitmap-add", data: {node: $n, name: $bm.new, granularity: 65536,
+		persistent: (.fmt == "qcow2")}}]
+	| if length == 0 then empty else step({execute: "transaction", arguments: {actions: .}}) end
+	end;
+
+# After a backup that failed: the changes since the switch go back into $old, which counts on
+# as if nothing had happened (for a full, $old is null: the new bitmap just goes). One
+# transaction per node in $nodes, so that a disk whose bitmaps are gone (a raw disk's, after
+# QEMU restarted) does not hold up the others.
+def bitmap_rollback($new; $old; $nodes):
+	$nodes[] as $n
+	| if $old == null then {execute: "block-dirty-bitmap-remove", arguments: {node: $n, name: $new}}
+	  else {execute: "transaction", arguments: {actions: [
+		{type: "block-dirty-bitmap-merge", data: {node: $n, target: $old, bitmaps: [$new]}},
+		{type: "block-dirty-bitmap-enable", data: {node: $n, name: $old}},
+		{type: "block-dirty-bitmap-remove", data: {node: $n, name: $new}}]}} end
+	| tojson;
+
+# The bitmaps named $prefix* on the nodes $nodes but $keep, removed: no chain needs them
+# (input: query-named-block-nodes; QEMU's own bitmaps have no name).
+def bitmap_prune($prefix; $keep; $nodes):
+	.[] | .["node-name"] as $n | select($nodes | index($n))
+	| .["dirty-bitmaps"] // [] | .[] | (.name // "") | select(startswith($prefix) and . != $keep)
+	| {execute: "block-dirty-bitmap-remove", arguments: {node: $n, name: .}} | tojson;
+
+# Why the bitmap $name cannot be the base of an incremental backup of the disks $disks, one
+# line per disk with a problem; nothing when all are fine (input: query-named-block-nodes).
+def bitmap_problems($name; $disks):
+	. as $nodes
+	| $disks[] | select(.qdev != "") | .dev as $dev | .node as $n
+	| ([$nodes[] | select(.["node-name"] == $n) | .["dirty-bitmaps"] // [] | .[]
+	    | select(.name == $name)] | first) as $b
+	| if $b == null then "no bitmap \($name) on \($dev) (a raw disk's do not outlive QEMU)"
+	  elif $b.inconsistent then "bitmap \($name) on \($dev) is inconsistent (QEMU was not shut down cleanly)"
+	  elif ($b.recording | not) then "bitmap \($name) on \($dev) is disabled (a backup did not finish)"
+	  elif $b.granularity != 65536 then "bitmap \($name) on \($dev) has a granularity of \($b.granularity) bytes, not 64 KiB"
+	  else empty end;
+
+# How the disks (input) differ from the devices of the previous backup ($prev: its
+# `vma-extract -l --json`), one line each; nothing when they match.
+def device_changes($prev):
+	(map({name: .dev, size}) | sort_by(.name)) as $after
+	| ($prev.devices | map({name, size}) | sort_by(.name)) as $before
+	| ($before | map(.name)) as $before_names | ($after | map(.name)) as $after_names
+	| ($after[] | select(.name as $x | $before_names | index($x) | not) | "disk \(.name) added"),
+	  ($before[] | select(.name as $x | $after_names | index($x) | not) | "disk \(.name) removed"),
+	  ($after[] | . as $d | $before[] | select(.name == $d.name and .size != $d.size)
+	   | "disk \(.name) resized from \(.size) to \($d.size) bytes");
+
+# The incremental blob (vma-create --incremental) of a backup whose parent is $prev (its
+# listing, file name $file), reading the bitmap $old (input: the disks).
+def incremental_blob($prev; $file; $old):
+	(($prev.chain // [$prev]) | last | .uuid) as $full
+	| ((($prev.chain // []) | first | .depth) // 0) as $depth
+	| {format: "vzdump-qemu-incremental", version: 1,
+	   parent: {uuid: $prev.uuid, file: $file}, full: {uuid: $full}, depth: ($depth + 1),
+	   devices: [.[] | {name: .dev, size, bitmap: $old}]};
+
 # The instant: (stop,) per disk a copy-before-write filter onto its scratch node and the device
 # switched onto the filter, (cont). $status is QEMU's run state. The snapshot-access node the
 # job reads comes after (jobs_plan): the filter alone fixes the instant, and every command
-# less here is a millisecond less of a frozen guest.
-def snapshot_plan($status):
+# less here is a millisecond less of a frozen guest. With incremental backups on, the dirty
+# bitmaps switch at the same instant (bitmap_switch($bm)).
+def snapshot_plan($status; $bm):
 	(if $status == "running" then step({execute: "stop"}) else empty end),
+	bitmap_switch($bm),
 	(.[] | select(.qdev != "")
 	 | undo(blockdev_del("vz-cbw-" + .key)),
 	   undo({execute: "qom-set", arguments: {path: .qdev, property: "drive", value: .node}}),
@@ -83,18 +156,27 @@ def snapshot_plan($status):
 	   step({execute: "qom-set", arguments: {path: .qdev, property: "drive",
 		value: ("vz-cbw-" + .key)}})),
 	(if $status == "running" then step({execute: "cont"}) else empty end);
+def snapshot_plan($status): snapshot_plan($status; null);
 
 # A snapshot-access node over each disk's filter (the instant's view the job reads), an NBD
 # target node per disk on the passed fd tN, and all backup jobs in one transaction. The
 # jobs run at full speed (speed 0): --bwlimit is kept by the writer, for the whole backup and
 # on the data alone, as vzdump's is. $workers: performance's max-workers, QEMU's x-perf of
-# each job (null: QEMU's default). "U cancel-jobs" is the driver's own pseudo-command.
-def jobs_plan($workers):
+# each job (null: QEMU's default). $old: for an incremental backup, the bitmap it reads (null
+# for a full): copied onto the snapshot-access node, the only place the job looks for its
+# bitmap, as vz-inc; the job then pushes only those clusters (a disk without a device, the
+# TPM state, is small and pushed whole). "U cancel-jobs" is the driver's own pseudo-command.
+def jobs_plan($workers; $old):
 	. as $disks
 	| ($disks[] | select(.qdev != "")
 	   | undo(blockdev_del("vz-acc-" + .key)),
 	     step({execute: "blockdev-add", arguments: {driver: "snapshot-access",
-		"node-name": ("vz-acc-" + .key), file: ("vz-cbw-" + .key)}})),
+		"node-name": ("vz-acc-" + .key), file: ("vz-cbw-" + .key)}}),
+	     (if $old == null then empty else
+		step({execute: "block-dirty-bitmap-add", arguments: {node: ("vz-acc-" + .key),
+			name: "vz-inc", granularity: 65536}}),
+		step({execute: "block-dirty-bitmap-merge", arguments: {node: ("vz-acc-" + .key),
+			target: "vz-inc", bitmaps: [{node: .node, name: $old}]}}) end)),
 	  ($disks | to_entries[] | .key as $i | .value
 	   | undo(blockdev_del("vz-tgt-" + .key)),
 	     step({execute: "blockdev-add", arguments: {driver: "raw",
@@ -105,11 +187,16 @@ def jobs_plan($workers):
 	  step({execute: "transaction", arguments: {actions: [$disks[] | {type: "blockdev-backup",
 		data: ({"job-id": ("vzdump-drive-" + .key),
 		device: (if .qdev == "" then .node else "vz-acc-" + .key end),
-		target: ("vz-tgt-" + .key), sync: "full", "auto-dismiss": false,
-		speed: 0} + (if $workers == null then {} else {"x-perf": {"max-workers": $workers}} end))}]}});
+		target: ("vz-tgt-" + .key)}
+		+ (if $old == null or .qdev == "" then {sync: "full"}
+		   else {sync: "bitmap", bitmap: "vz-inc", "bitmap-mode": "never"} end)
+		+ {"auto-dismiss": false, speed: 0}
+		+ (if $workers == null then {} else {"x-perf": {"max-workers": $workers}} end))}]}});
+def jobs_plan($workers): jobs_plan($workers; null);
 
 # Whether an undo command read back from a state file is of a shape the plans above make: a
 # state file is data, and anything else in it is refused, never sent ($tpm: the TPM's node).
+# A device's path is its QOM path, or its bare id: query-block gives a scsi-hd's id.
 def undo_ok($tpm):
 	def args($k): (keys == ["arguments", "execute"]) and (.arguments | type == "object")
 		and (.arguments | keys == $k);
@@ -121,7 +208,8 @@ def undo_ok($tpm):
 	    and (.arguments["fdset-id"] | type == "number" and . >= 0 and floor == .))
 	or (.execute == "qom-set" and args(["path", "property", "value"])
 	    and .arguments.property == "drive"
-	    and (.arguments.path | type == "string" and startswith("/machine/"))
+	    and (.arguments.path | type == "string"
+		and (startswith("/machine/") or test("^[A-Za-z][A-Za-z0-9_.-]*$")))
 	    and (.arguments.value | type == "string"))
 	or (.execute == "job-dismiss" and args(["id"])
 	    and (.arguments.id | type == "string" and test("^vzdump-drive-[a-z]+[0-9]+$"))));

@@ -152,19 +152,23 @@ record_result() { # EXIT-STATUS
 		--argjson start "${backup_start:-null}" --argjson finish "$(date +%s)" \
 		--argjson frozen "${frozen_ms:-null}" --argjson freeze "${freeze_ms:-null}" \
 		--argjson qmp "${qmp_ms:-null}" --argjson thaw "${thaw_ms:-null}" \
-		--argjson snap "${snapshot_ms:-null}" \
+		--argjson snap "${snapshot_ms:-null}" --arg kind "$backup_kind" \
+		--arg base "$inc_parent" --arg reason "$full_reason" --arg inc "$opt_incremental" \
 		--arg error "$([ "$1" = 0 ] || echo "${failure:-exit status $1}")" \
 		'{vmid: $vmid, name: (if $name == "" then null else $name end), status: $status,
 		  archive: (if $archive == "" then null else $archive end), size: $size,
 		  start: $start, "end": $finish, frozen_ms: $frozen, freeze_ms: $freeze,
-		  qmp_ms: $qmp, thaw_ms: $thaw, snapshot_ms: $snap,
-		  error: (if $error == "" then null else $error end)}' >>"$results" || true
+		  qmp_ms: $qmp, thaw_ms: $thaw, snapshot_ms: $snap}
+		+ (if $inc == "1" then {kind: $kind, base: (if $base == "" then null else $base end),
+			full_reason: (if $reason == "" then null else $reason end)} else {} end)
+		+ {error: (if $error == "" then null else $error end)}' >>"$results" || true
 }
 
 # The copy's figures as vzdump logs them, from the writer's --stats.
 summary() {
 	local total zeros secs
-	{ read -r total && read -r zeros; } < <(jq -r '.size, .zeros' "$private_dir/writer.json") ||
+	# (What the writer received: the whole disks for a full, the changes for an incremental.)
+	{ read -r total && read -r zeros; } < <(jq -r '.saved + .zeros, .zeros' "$private_dir/writer.json") ||
 		fail "cannot read the writer's figures $private_dir/writer.json"
 	secs=$(($(date +%s) - copy_start))
 	info "backup is sparse: $(render_bytes "$zeros" 2) ($((total > 0 ? zeros * 100 / total : 0))%) total zero data"
@@ -248,7 +252,8 @@ claim_backup_name() { # BASENAME
 		[[ $out == *": File exists" ]] || fail "cannot create $base.log (${out#vzdump-put: })"
 		taken=$base.log
 	else
-		for ext in vma vma.gz vma.lzo vma.zst vma.bz2 vma.xz dat; do
+		for ext in vma vma.gz vma.lzo vma.zst vma.bz2 vma.xz inc.vma inc.vma.gz inc.vma.lzo \
+			inc.vma.zst inc.vma.bz2 inc.vma.xz dat; do
 			if [ -e "$base.$ext" ] || [ -L "$base.$ext" ]; then
 				taken=$base.$ext
 				rm -f "$base.log"
@@ -319,5 +324,13 @@ prune_backups() {
 		info "delete old backup '$opt_dumpdir/$file'"
 		n=$((n + 1))
 	done < <(jq -r '[.[] | select(.mark == "remove") | .file] | sort[]' <<<"$json")
+	# An older backup that only stays because an incremental one builds on it, and what
+	# vzdump-prune warned about (a chain without its full).
+	while IFS= read -r file; do
+		[ -z "$file" ] || info "keep backup '$opt_dumpdir/${file%% *}': needed by ${file#* }"
+	done < <(jq -r '.[] | select(.needed_by) | "\(.file) \(.needed_by)"' <<<"$json")
+	while IFS= read -r file; do
+		[ -z "$file" ] || warn "${file#vzdump-prune: }"
+	done <"$private_dir/prune.err"
 	info "pruned $n backup(s) not covered by keep-retention policy"
 }

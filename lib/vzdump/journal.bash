@@ -41,6 +41,8 @@ undo_push() {
 #   shutdown, restarted  stop mode shut the guest down (QEMU stays), and it was restarted
 #   job ID               a backup job we start
 #   undo COMMAND         as the undo record above; `undone` clears the ones before it
+#   bitmaps NEW OLD NODE...  the dirty bitmaps switch (incremental.bash; OLD - for none);
+#                        `bitmaps-kept` once kept or rolled back
 # A backup that ends, well or not, removes its file; a file whose owner is gone is recovered
 # by the next job for the VM or by --cleanup (recover_state).
 
@@ -121,7 +123,7 @@ bad_record() { # KEY REST
 		echo "not a .dat of VM $vmid in the dump folder $opt_dumpdir" ;;
 	log) in_folder "$rest" "$opt_dumpdir" "^$stem\.log$" ||
 		echo "not a .log of VM $vmid in the dump folder $opt_dumpdir" ;;
-	final) in_folder "$rest" "$opt_dumpdir" "^$stem\.vma(\.(gz|lzo|zst|bz2|xz))?$" ||
+	final) in_folder "$rest" "$opt_dumpdir" "^$stem$ARCHIVE_SUFFIX$" ||
 		echo "not an archive of VM $vmid in the dump folder $opt_dumpdir" ;;
 	proc)
 		read -r pid start name <<<"$rest"
@@ -132,13 +134,17 @@ bad_record() { # KEY REST
 		fi
 		;;
 	job) [[ $rest =~ ^vzdump-drive-[a-z]+[0-9]+$ ]] || echo "not a job of ours" ;;
+	bitmaps)
+		[[ $rest =~ ^$stem\ ($stem|-)(\ #?[A-Za-z0-9_.-]+)+$ ]] ||
+			echo "not bitmaps of VM $vmid and node names"
+		;;
 	undo)
 		# shellcheck disable=SC2016 # jq variables
 		[ "$rest" = cancel-jobs ] ||
 			graph_jq -e --arg tpm "$TPM_NODE" 'g::undo_ok($tpm)' <<<"$rest" >/dev/null 2>&1 ||
 			echo "not an undo command of ours"
 		;;
-	freeze | thawed | paused | resumed | powerdown | shutdown | restarted | undone)
+	freeze | thawed | paused | resumed | powerdown | shutdown | restarted | undone | bitmaps-kept)
 		[ -z "$rest" ] || echo "unexpected arguments"
 		;;
 	*) echo "unknown record" ;;
@@ -180,7 +186,7 @@ check_state() { # FILE
 # (check_state).
 recover_state() { # FILE
 	local file=$1 key rest owner='' start='' r_qmp='' r_qga='' r_tmp='' r_dat='' r_log='' frozen=0
-	local p pid pstart name was_shutdown=0 r_qemu='' same=1 status r_final=
+	local p pid pstart name was_shutdown=0 r_qemu='' same=1 status r_final='' r_bitmaps=''
 	local -a procs=()
 	undo=() job_ids=()
 	we_paused=0
@@ -204,6 +210,8 @@ recover_state() { # FILE
 		job) job_ids+=("$rest") ;;
 		undo) undo+=("$rest") ;;
 		undone) undo=() ;;
+		bitmaps) r_bitmaps=$rest ;;
+		bitmaps-kept) r_bitmaps= ;;
 		esac
 	done <"$file"
 	if [ -n "$owner" ] && proc_alive "$owner" "$start"; then
@@ -269,6 +277,8 @@ recover_state() { # FILE
 	if qemu_alive; then
 		run_undo lax || true
 		sweep_leftovers
+		# (Any QEMU: a qcow2's bitmaps outlive a restart.)
+		[ -z "$r_bitmaps" ] || recover_bitmaps "$r_bitmaps" "$r_final"
 	else
 		undo=() job_ids=()
 	fi
@@ -294,6 +304,20 @@ recover_state() { # FILE
 	rm -f "$file"
 	qmp_sock=$saved_qmp
 	return 0
+}
+
+# The bitmaps switch BITMAPS ("NEW OLD NODE...") of a killed backup: kept when its archive
+# FINAL was complete, else rolled back (incremental.bash).
+recover_bitmaps() { # BITMAPS FINAL
+	local new old nodes
+	read -r new old nodes <<<"$1"
+	[ "$old" != - ] || old=
+	if [ -n "$2" ] && [ -f "$2" ]; then
+		prune_bitmaps "$new" "${nodes// /$'\n'}" || warn "removing the bitmaps no backup needs any more failed"
+	else
+		info "giving the changes counted since the killed backup's instant back to its bitmaps"
+		bitmap_rollback "$new" "$old" "${nodes// /$'\n'}"
+	fi
 }
 
 # Removes from QEMU what carries our names (jobs vzdump-drive-*, nodes vz-tgt-*, vz-acc-*,

@@ -43,6 +43,7 @@ start_writer() {
 	# The limit is kept here, for the whole VM: what QEMU's jobs push in is paced as one
 	# stream, a disk that is done leaves the rest to the others, and holes cost nothing.
 	[ "$opt_bwlimit" = 0 ] || args+=(--bwlimit "$opt_bwlimit")
+	[ "$backup_kind" != incremental ] || args+=(--incremental "$(incremental_blob)")
 	writer_output_args
 	for key in "${disk_keys[@]}"; do
 		args+=("$(archive_devname "$key")=${disk_size[$key]}")
@@ -126,7 +127,9 @@ snapshot() {
 	local status=$vm_status out rc=0 t0 t1 qmp_t=$QMP_TIMEOUT
 	local -a freeze=() sync=() figures=()
 	# shellcheck disable=SC2016 # jq variables
-	plan "$private_dir/snapshot.qmp" --arg status "$status" 'g::snapshot_plan($status)'
+	plan "$private_dir/snapshot.qmp" --arg status "$status" --argjson bm "$(bitmap_plan_json)" \
+		'g::snapshot_plan($status; $bm)'
+	record_bitmap_switch
 
 	if freeze_applicable; then
 		freeze=(gafreeze -s "$qga_sock" --max "$FREEZE_MAX" --sync-fd 3 --json hold --)
@@ -260,8 +263,10 @@ start_jobs() {
 		job_ids+=("vzdump-drive-$key")
 		state "job vzdump-drive-$key"
 	done
-	# shellcheck disable=SC2016 # $workers is jq's
-	plan "$private_dir/jobs.qmp" --argjson workers "${opt_max_workers:-null}" 'g::jobs_plan($workers)'
+	# shellcheck disable=SC2016 # jq variables
+	plan "$private_dir/jobs.qmp" --argjson workers "${opt_max_workers:-null}" \
+		--arg old "$([ "$backup_kind" != incremental ] || echo "$bitmap_old")" \
+		'g::jobs_plan($workers; (if $old == "" then null else $old end))'
 	info "starting backup via QMP command"
 	out=$(qmp -f "$private_dir/jobs.qmp" "${fdargs[@]}" 2>&1) ||
 		fail "starting the backup jobs failed: ${out##*qmpctl: }"

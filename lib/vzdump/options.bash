@@ -53,6 +53,8 @@ conf_exclude=
 opt_remove=1
 opt_notes=
 opt_protected=0
+opt_incremental=0 # incremental.bash
+opt_full_every=6
 prune_spec=      # the policy normalised for vzdump-prune, e.g. keep-daily=7,keep-last=3
 prune_log=       # the same as vzdump logs it: keep-daily=7, keep-last=3
 prune_keep_all=1 # no positive keep-* count, or keep-all=1: nothing is ever pruned
@@ -87,7 +89,7 @@ read_environment() {
 VALUE_OPTIONS=" --dumpdir --tmpdir --confdir --rundir --compress --zstd --pigz --bwlimit --script
  --lockwait --ionice --statedir --mode --stopwait --exclude --prune-backups --remove
  --notes-template --protected --mailto --mailnotification --notification-mode --maxfiles
- --fleecing --performance --node "
+ --fleecing --performance --node --incremental --full-every "
 VALUE_OPTIONS=${VALUE_OPTIONS//$'\n'/}
 # vzdump's options that have no meaning here; each is refused with its own reason
 # (foreign_option): on the command line a usage error, in vzdump.conf a warning, so that a file
@@ -271,6 +273,13 @@ set_option() { # NAME VALUE
 		;;
 	--remove) opt_remove=$(parse_bool --remove "$2") || exit 2 ;;
 	--protected) opt_protected=$(parse_bool --protected "$2") || exit 2 ;;
+	--incremental) opt_incremental=$(parse_bool --incremental "$2") || exit 2 ;;
+	--full-every)
+		if ! [[ $2 =~ ^[0-9]{1,4}$ ]] || [ "$((10#$2))" -lt 1 ] || [ "$((10#$2))" -gt 1000 ]; then
+			die_usage "--full-every needs a number of incremental backups from 1 to 1000, not '$2'"
+		fi
+		opt_full_every=$((10#$2))
+		;;
 	--notes-template)
 		check_notes_template "$2"
 		opt_notes=$2

@@ -57,6 +57,16 @@ suspended=0       # we paused the VM (suspend mode); cont is owed
 resume_hooks=0    # suspend mode: pre-restart and post-restart are owed in the exit handler
 restart=          # owed after a stop: reset (QEMU in shutdown state) or exited (QEMU gone)
 nbd_pids=()       # qemu-nbd servers of the offline copy
+# Incremental backups (incremental.bash).
+archive_base=     # vzdump-qemu-VMID-TIME: the archive's name without folder and extensions
+backup_kind=full  # full or incremental
+full_reason=      # with --incremental 1, why this one is a full
+inc_parent=       # an incremental's parent archive (its path), its listing and its depth
+inc_listing=
+inc_depth=0
+bitmap_new=       # the bitmap this backup adds at its instant (bitmaps on), named archive_base
+bitmap_old=       # the one an incremental backup reads: named after inc_parent
+bitmaps_switched=0 # the switch may have happened: keep_bitmaps or roll_back_bitmaps is owed
 
 # The job's own.
 job_dir=          # TMPDIR/vzdumpjob.XXXXXX, with --json or mail: the results, failed VMs' logs
