@@ -687,3 +687,29 @@ EOF
 	assert_regex "$stderr" "^vma-extract: $I1: offset [0-9]+: archive truncated"
 	[ ! -e "$SOCK" ] || fail "a socket was made for a damaged chain"
 }
+
+@test "--serve: a 1 TiB disk with an incremental archive on top is served with less than 256 MiB of memory" {
+	[ "${SANITIZE:-0}" != 1 ] || skip "AddressSanitizer's shadow memory is no measure"
+	truncate -s 1T big.img
+	printf 'end of the terabyte' | dd of=big.img bs=1 seek=$(((1 << 40) - 19)) conv=notrunc status=none
+	vma-create -o big.vma drive-scsi0=big.img
+	rm big.img
+	# the incremental: the last cluster changed, pushed whole, as QEMU's backup job does
+	inc_json big.vma big.vma 1 drive-scsi0=1099511627776 >inc.json
+	vma-create --listen "$PWD/push.sock" --incremental inc.json -o big.inc.vma \
+		drive-scsi0=1099511627776 2>push.err 3>&- &
+	pusher=$!
+	for ((i = 0; i < 200; i++)); do [ -S push.sock ] && break; sleep 0.05; done
+	nbdpy -m nbd -u "nbd+unix:///drive-scsi0?socket=$PWD/push.sock" \
+		-c 'h.pwrite(bytes(65536 - 19) + b"the changed end....", (1 << 40) - 65536)'
+	wait "$pusher" || fail "vma-create: $(cat push.err)"
+	serve big.inc.vma
+	run -0 nbdpy -m nbd -u "$(uri drive-scsi0)" -c 'print(h.get_size(), bytes(h.pread(19, (1 << 40) - 19)).decode())'
+	assert_output "1099511627776 the changed end...."
+	peak=$(awk '/^VmHWM:/ {print $2}' "/proc/$SERVER/status")
+	echo "peak resident size: $peak KiB" >&3
+	[ "$peak" -lt $((256 * 1024)) ] || fail "peak resident size $peak KiB"
+	[ "$peak" -gt $((128 * 1024)) ] || fail "peak $peak KiB: the index (128 MiB) was not all touched?"
+	stop_server
+	assert_equal "$CODE" 0
+}
