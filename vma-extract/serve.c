@@ -1,6 +1,6 @@
 /* vma-extract --serve. One pass over the archive, through the reader that -t uses (every check
  * of it, every cluster present), builds an index: per 64 KiB cluster of each device, one
- * 64-bit word saying where its stored 4 KiB blocks are (see struct device). 8 bytes per 64 KiB:
+ * 64-bit word saying where its stored 4 KiB blocks are (see LINK_BITS). 8 bytes per 64 KiB:
  * 128 MiB for a 1 TiB disk. A read then goes straight to the blocks it needs, in:
  *
  * - an uncompressed archive in a regular file: pread(2) on the archive;
