@@ -1,4 +1,4 @@
-/* fuzz-sources: vma-extract/serve.c vma-extract/reader.c */
+/* fuzz-sources: vma-extract/serve.c vma-extract/reader.c vma-extract/chain.c */
 /* vma-extract --serve's NBD server (common/nbd_server.c in its read-only mode, with serve.c's
  * reads and block status), fed the fuzz input as everything one client sends: the flags word,
  * options (structured replies, meta contexts, GO/INFO/LIST/EXPORT_NAME), then requests (reads,
@@ -108,7 +108,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	static struct served *sv;
 	if (!sv)
-		sv = served_open(archive_path(), METER_NEVER);
+		sv = served_open(archive_path(), NULL, 0, METER_NEVER);
 	int pair[2];
 	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) < 0 ||
 	    fcntl(pair[0], F_SETFL, O_NONBLOCK) < 0)

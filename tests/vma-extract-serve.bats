@@ -1,7 +1,9 @@
 #!/usr/bin/env bats
 # vma-extract --serve: a backup's disks as read-only NBD exports, read by real clients
 # (nbdfuse and debugfs, nbdcopy, nbdinfo, qemu-img, libnbd's Python binding) and compared with
-# what `vma-extract ARCHIVE DIR` restores.
+# what `vma-extract ARCHIVE DIR` restores; an incremental archive with its chain (made as
+# tests/vma-incremental.bats makes it, tests/lib/chain.bash) compared with the disks as they
+# were at that backup.
 
 # A server that never stops must not hang the suite.
 BATS_TEST_TIMEOUT=120
@@ -32,6 +34,7 @@ setup_file() {
 setup() {
 	load lib/common
 	load lib/vma
+	load lib/chain
 	mkdir -p "$BATS_TEST_TMPDIR/work"
 	cd "$BATS_TEST_TMPDIR/work" || exit 1
 	A=$BATS_FILE_TMPDIR/a.vma
@@ -72,6 +75,19 @@ stop_server() {
 	CODE=0
 	wait "$SERVER" || CODE=$?
 	SERVER=
+}
+
+# The chain of lib/chain.bash in the current folder: the full $F, then $I1 (plain), $I2
+# (seekable zstd) and $I3 (gzip); the disks as they were at each, ARCHIVE.d0 and ARCHIVE.d1.
+chain_here() {
+	DEVS=(drive-scsi0=3149824 drive-virtio1=1048576)
+	PUSH_SOCK=$PWD/push.sock make_chain
+	# I2's link is read by its frames: vma-create -z zstd wrote its seek table
+	"$VZ_PYTHON" "$TOP/tests/lib/seektable.py" "$I2" >/dev/null
+	# the states differ, so that serving an older one (or the full alone) cannot pass
+	[ "$(sha "$I3.d0")" != "$(sha "$I2.d0")" ] && [ "$(sha "$I2.d0")" != "$(sha "$I1.d0")" ] &&
+		[ "$(sha "$I1.d0")" != "$(sha "$F.d0")" ] && [ "$(sha "$I3.d1")" != "$(sha "$I2.d1")" ] &&
+		[ "$(sha "$I2.d1")" != "$(sha "$F.d1")" ]
 }
 
 # Every export copied with nbdcopy is the disk vma-extract restores, bit for bit.
@@ -555,4 +571,146 @@ EOF
 	assert_output ""
 	assert_equal "$stderr" "vma-extract: c.vma: the archive holds no disk to serve"
 	[ ! -e "$SOCK" ]
+}
+
+@test "--serve: each point of a chain (plain, seekable zstd and gzip links) is served as its disks were then, bit for bit" {
+	chain_here
+	mkdir tmp
+	for a in "$F" "$I1" "$I2" "$I3"; do
+		TMPDIR=$PWD/tmp serve "$a"
+		# only the gzip link is served from a decompressed copy; the others are read in place
+		run -0 ls -l "/proc/$SERVER/fd/"
+		copies=$(grep -c "(deleted)" <<<"$output" || :)
+		assert_equal "$copies" "$([ "$a" = "$I3" ] && echo 1 || echo 0)"
+		nbdcopy "$(uri drive-scsi0)" d0.served
+		nbdcopy "$(uri drive-virtio1)" d1.served
+		assert_equal "$(sha d0.served)" "$(sha "$a.d0")"
+		assert_equal "$(sha d1.served)" "$(sha "$a.d1")"
+		stop_server
+		assert_equal "$CODE" 0
+		assert_equal "$(cat server.err)" ""
+		[ ! -e "$SOCK" ]
+	done
+}
+
+@test "--serve: block status of a served chain shows holes exactly where the newest state's zero blocks are" {
+	chain_here
+	serve "$I3"
+	for d in 0 1; do
+		dev=$([ $d = 0 ] && echo drive-scsi0 || echo drive-virtio1)
+		run -0 nbdinfo --map "$(uri "$dev")"
+		got=$(tr -s ' ' <<<"$output" | sed 's/^ //')
+		# the map the disk's all-zero 4 KiB blocks make, as nbdinfo prints it
+		expected=$("$VZ_PYTHON" - "$I3.d$d" <<'EOF'
+import sys
+data = open(sys.argv[1], "rb").read()
+runs = []
+for off in range(0, len(data), 4096):
+    block = data[off:off + 4096]
+    zero = block.count(0) == len(block)
+    if runs and runs[-1][2] == zero:
+        runs[-1][1] += len(block)
+    else:
+        runs.append([off, len(block), zero])
+for off, n, zero in runs:
+    print(off, n, "3 hole,zero" if zero else "0 data")
+EOF
+)
+		assert_equal "$got" "$expected"
+	done
+	# drive-scsi0's cluster 15, written in $I1 and zeroed in $I3, and the two zeroed in $I1
+	run -0 nbdinfo --map "$(uri drive-scsi0)"
+	assert_line --regexp '^ *983040 +65536 +3 +hole,zero$'
+	assert_line --regexp '^ *2097152 +131072 +3 +hole,zero$'
+	# drive-virtio1: $I2's block at 0, then holes up to what $I3 left of the full's data
+	run -0 nbdinfo --map "$(uri drive-virtio1)"
+	assert_line --index 0 --regexp '^ *0 +4096 +0 +data$'
+	assert_line --index 1 --regexp '^ *4096 +192512 +3 +hole,zero$'
+	stop_server
+	assert_equal "$CODE" 0
+}
+
+@test "--serve: 200 random 4 KiB reads of a served chain, and reads across its links, return the restored disk's bytes" {
+	chain_here
+	vma-extract "$I3" ex
+	assert_equal "$(sha ex/disk-drive-scsi0.raw)" "$(sha "$I3.d0")"
+	serve "$I3"
+	run -0 nbdpy - "$SOCK" ex <<'EOF'
+import nbd, random, sys
+sock, ex = sys.argv[1:3]
+rnd = random.Random(7)
+bad = total = 0
+for dev, count in (("drive-scsi0", 150), ("drive-virtio1", 50)):
+    data = open(f"{ex}/disk-{dev}.raw", "rb").read()
+    h = nbd.NBD()
+    h.connect_uri(f"nbd+unix:///{dev}?socket={sock}")
+    assert h.get_size() == len(data)
+    for _ in range(count):
+        off = rnd.randrange(0, len(data) - 4096 + 1)
+        total += 1
+        bad += h.pread(4096, off) != data[off:off + 4096]
+    # one read over every cluster, whichever link holds it, and the last bytes
+    total += 2
+    bad += h.pread(len(data), 0) != data
+    bad += h.pread(100, len(data) - 100) != data[-100:]
+print(f"{bad} of {total} reads differ")
+EOF
+	assert_output "0 of 204 reads differ"
+	stop_server
+	assert_equal "$CODE" 0
+}
+
+@test "--serve: a missing or mismatched link of a chain is refused with chain_open's message before anything listens; --base finds a parent elsewhere" {
+	chain_here
+	mkdir elsewhere
+	u1=$(uuid_of "$I1")
+	mv "$I1" elsewhere/
+	# (timeout: a server that wrongly starts must fail the test, not hang it)
+	run -1 --separate-stderr timeout 20 vma-extract --serve "$SOCK" "$I3"
+	assert_equal "$stderr" "vma-extract: $I2: its parent $I1 (uuid $u1) is missing; give it with --base"
+	[ ! -e "$SOCK" ] || fail "a socket was made for a broken chain"
+	# given with --base (more than once), it is found by its uuid
+	serve --base "$F" --base "elsewhere/$I1" "$I3"
+	nbdcopy "$(uri drive-scsi0)" d0.served
+	assert_equal "$(sha d0.served)" "$(sha "$I3.d0")"
+	stop_server
+	assert_equal "$CODE" 0
+	# another archive under the parent's name: its uuid gives it away
+	vma-create -o "$I1" -c qemu-server.conf drive-scsi0=d0.raw drive-virtio1=d1.raw
+	run -1 --separate-stderr timeout 20 vma-extract --serve "$SOCK" "$I3"
+	assert_equal "$stderr" "vma-extract: $I1: not the parent of $I2 (that is uuid $u1)"
+	[ ! -e "$SOCK" ] || fail "a socket was made for a broken chain"
+	# a link cut short is found in the index pass: named, nothing listens
+	rm "$I1"
+	head -c 100000 "elsewhere/$I1" >"$I1"
+	run -1 --separate-stderr timeout 20 vma-extract --serve "$SOCK" "$I3"
+	assert_regex "$stderr" "^vma-extract: $I1: offset [0-9]+: archive truncated"
+	[ ! -e "$SOCK" ] || fail "a socket was made for a damaged chain"
+}
+
+@test "--serve: a 1 TiB disk with an incremental archive on top is served with less than 256 MiB of memory" {
+	[ "${SANITIZE:-0}" != 1 ] || skip "AddressSanitizer's shadow memory is no measure"
+	truncate -s 1T big.img
+	printf 'end of the terabyte' | dd of=big.img bs=1 seek=$(((1 << 40) - 19)) conv=notrunc status=none
+	vma-create -o big.vma drive-scsi0=big.img
+	rm big.img
+	# the incremental: the last cluster changed, pushed whole, as QEMU's backup job does
+	inc_json big.vma big.vma 1 drive-scsi0=1099511627776 >inc.json
+	vma-create --listen "$PWD/push.sock" --incremental inc.json -o big.inc.vma \
+		drive-scsi0=1099511627776 2>push.err 3>&- &
+	pusher=$!
+	for ((i = 0; i < 200; i++)); do [ -S push.sock ] && break; sleep 0.05; done
+	nbdpy -m nbd -u "nbd+unix:///drive-scsi0?socket=$PWD/push.sock" \
+		-c 'h.pwrite(bytes(65536 - 19) + b"the changed end....", (1 << 40) - 65536)' \
+		-c 'h.shutdown()'
+	wait "$pusher" || fail "vma-create: $(cat push.err)"
+	serve big.inc.vma
+	run -0 nbdpy -m nbd -u "$(uri drive-scsi0)" -c 'print(h.get_size(), bytes(h.pread(19, (1 << 40) - 19)).decode())'
+	assert_output "1099511627776 the changed end...."
+	peak=$(awk '/^VmHWM:/ {print $2}' "/proc/$SERVER/status")
+	echo "peak resident size: $peak KiB" >&3
+	[ "$peak" -lt $((256 * 1024)) ] || fail "peak resident size $peak KiB"
+	[ "$peak" -gt $((128 * 1024)) ] || fail "peak $peak KiB: the index (128 MiB) was not all touched?"
+	stop_server
+	assert_equal "$CODE" 0
 }

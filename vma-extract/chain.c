@@ -22,6 +22,7 @@ static void close_link(struct chain_link *l)
 	if (l->fd > STDIN_FILENO)
 		close(l->fd);
 	inc_info_free(&l->inc);
+	free(l->kept_header);
 	free(l->path);
 	free(l->sum_path);
 	*l = (struct chain_link){.fd = -1};
@@ -293,17 +294,27 @@ int chain_run_link(struct chain_link *l, vma_cluster_fn fn, vma_part_fn done, vo
 	return chain_check_sum(l, err, errlen);
 }
 
-int chain_reopen(struct chain *c, int i, char *err, size_t errlen)
+void chain_release(struct chain *c, int i)
 {
 	struct chain_link *l = &c->links[i];
-	uint32_t size = l->r.header_size;
-	uint8_t *header = xmalloc(size);
-	memcpy(header, l->r.header, size);
+	l->kept_size = l->r.header_size;
+	l->kept_header = xmalloc(l->kept_size);
+	memcpy(l->kept_header, l->r.header, l->kept_size);
 	struct instream *in = l->r.in;
 	vma_reader_close(&l->r);
 	instream_free(in);
 	l->r.in = NULL;
 	l->hashed = false;
+}
+
+int chain_reopen(struct chain *c, int i, char *err, size_t errlen)
+{
+	struct chain_link *l = &c->links[i];
+	if (l->r.in)
+		chain_release(c, i);
+	uint32_t size = l->kept_size;
+	uint8_t *header = l->kept_header;
+	l->kept_header = NULL;
 	int rc = 0;
 	if (lseek(l->fd, l->start, SEEK_SET) != l->start)
 		rc = errbuf_set(err, errlen, "%s: reading it again: %s", l->path, strerror(errno));

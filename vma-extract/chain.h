@@ -23,6 +23,8 @@ struct chain_link {
 			      * bytes are hashed as they are read (instream_sha256) */
 	char want[INSTREAM_SHA256_HEX];
 	char got[INSTREAM_SHA256_HEX]; /* after chain_check_sum */
+	uint8_t *kept_header;          /* chain_release: the header, for chain_reopen */
+	uint32_t kept_size;
 };
 
 struct chain {
@@ -43,8 +45,13 @@ int chain_check_sum(struct chain_link *l, char *err, size_t errlen);
  * -1 with why in err ("PATH: what is wrong"). */
 int chain_run_link(struct chain_link *l, vma_cluster_fn fn, vma_part_fn done, void *opaque,
 		   char *err, size_t errlen);
-/* Reads link i again from its start (for a pass after a verification): the header must be the
- * same. It is not hashed again. 0, or -1 with why in err. */
+/* Closes link i's reader and input, keeping its file open and a copy of its header, so that
+ * the memory of reading it (about 1 MiB of buffers) is given back until chain_reopen. The
+ * file must be one that can be read again from its start (l->start >= 0). */
+void chain_release(struct chain *c, int i);
+/* Reads link i again from its start (for a pass after a verification, or after
+ * chain_release): the header must be the same. It is not hashed again. 0, or -1 with why in
+ * err. */
 int chain_reopen(struct chain *c, int i, char *err, size_t errlen);
 void chain_close(struct chain *c);
 

@@ -37,7 +37,8 @@ const char usage_synopsis[] =
 	"vma-extract --to-vma output [-z codec] [-T threads]\n"
 	"            [--progress | --no-progress] [--base file ...] archive\n"
 	"vma-extract -c config archive\n"
-	"vma-extract --serve socket [--progress | --no-progress] archive\n";
+	"vma-extract --serve socket [--progress | --no-progress] [--base file ...]\n"
+	"            archive\n";
 
 static const char short_opts[] = "ltvd:c:z:T:h";
 enum {
@@ -980,12 +981,12 @@ int main(int argc, char **argv)
 	argv += optind;
 	if (serve) {
 		if (mode || json || verbose || devices || force || no_verify || format_asked ||
-		    nbases || to_vma || codec || threads)
-			usage_error("--serve goes with --progress or --no-progress only");
+		    to_vma || codec || threads)
+			usage_error("--serve goes with --base, --progress or --no-progress only");
 		if (argc != 1 || argv[0][0] == '\0')
 			usage_error("--serve: expected one archive");
 		archive_name = argv[0];
-		return serve_archive(argv[0], serve, meter_mode);
+		return serve_archive(argv[0], bases, nbases, serve, meter_mode);
 	}
 	if ((codec || threads) && !to_vma)
 		usage_error("-z and -T are for --to-vma");

@@ -1,8 +1,7 @@
 /* vma-extract --serve. One pass over the archive, through the reader that -t uses (every check
  * of it, every cluster present), builds an index: per 64 KiB cluster of each device, one
- * 64-bit word, the stream offset of its first stored 4 KiB block (48 bits) and its block mask
- * (16 bits; the stored blocks follow each other in the extent). 8 bytes per 64 KiB: 128 MiB
- * for a 1 TiB disk. A read then goes straight to the blocks it needs, in:
+ * 64-bit word saying where its stored 4 KiB blocks are (see LINK_BITS). 8 bytes per 64 KiB:
+ * 128 MiB for a 1 TiB disk. A read then goes straight to the blocks it needs, in:
  *
  * - an uncompressed archive in a regular file: pread(2) on the archive;
  * - a zstd archive in the seekable format (its seek table at the end, common/seektable.h):
@@ -12,6 +11,12 @@
  * - anything else (a compressed archive without a seek table, a pipe): a copy of the
  *   decompressed stream written during the index pass into an unlinked temporary file in
  *   TMPDIR, read as an uncompressed archive.
+ *
+ * An incremental archive is served with its chain (chain.h), each link read as above: the
+ * index pass reads the full first and then each incremental, oldest to newest, each entry
+ * replacing the older one of its cluster, so that the index ends up naming, per cluster, the
+ * newest link that holds it (a cluster an incremental stores as zero is zero). The index stays
+ * 8 bytes per cluster however long the chain; the frame cache is one for all links.
  *
  * The exports are served by common/nbd_server.c in its read-only mode until SIGTERM or SIGINT
  * (a signalfd in its poll loop). */
@@ -28,9 +33,9 @@
 #include <unistd.h>
 
 #include "bytes.h"
+#include "chain.h"
 #include "cli.h"
 #include "codecs.h"
-#include "incremental.h"
 #include "nbd_server.h"
 #include "outfile.h"
 #include "reader.h"
@@ -46,8 +51,16 @@
 #define CACHE_BYTES (64u << 20)
 #define MAX_FRAME (32u << 20)
 #define MAX_COMPRESSED_FRAME (MAX_FRAME + MAX_FRAME / 128 + 65536)
-/* Stream offsets must fit the index's 48 bits (256 TiB). */
-#define MAX_STREAM_OFFSET (1ull << 48)
+
+/* An index entry: bits 0-15 the cluster's block mask, 16-25 the link of the chain that holds
+ * it (0: the archive asked for), 26-63 where its first stored block is in that link's stream,
+ * in 512-byte units past the end of the header (every extent is 512 bytes and whole 4 KiB
+ * blocks, so every block starts a whole number of units past it): 128 TiB of stream per link.
+ * A zero cluster, or one never stored, is 0. */
+#define LINK_BITS 10
+#define UNIT 512u
+#define MAX_UNITS (1ull << (64 - 16 - LINK_BITS))
+_Static_assert(INC_MAX_DEPTH + 1 <= 1 << LINK_BITS, "every link of a chain has a number");
 
 static uint32_t le32(const uint8_t *p)
 {
@@ -55,7 +68,8 @@ static uint32_t le32(const uint8_t *p)
 }
 
 struct frame_slot {
-	size_t frame; /* its index in the seek table */
+	int link;
+	size_t frame; /* its index in that link's seek table */
 	uint8_t *data;
 	uint64_t used; /* when last used; 0: empty */
 };
@@ -63,41 +77,53 @@ struct frame_slot {
 struct device {
 	char *name;
 	uint64_t size;
-	uint64_t *index; /* per cluster: stream offset << 16 | block mask */
+	uint64_t *index; /* per cluster: an entry, as LINK_BITS describes it */
+};
+
+/* One archive of the chain (the only one for a full), as its blocks are read. */
+struct source {
+	const char *path; /* for messages */
+	int fd;           /* where its (uncompressed) stream is read: archive or copy */
+	bool copy;        /* fd is the decompressed copy, made during the index pass */
+	uint64_t base;    /* where stream offset `from` is in fd */
+	uint64_t from;    /* for a copy, the stream offset of its first byte: the header's end */
+	uint64_t first;   /* the header's end: the index's offsets count from there */
+	bool seekable;    /* fd is the compressed archive, read by frames */
+	struct seektable table;
 };
 
 struct served {
-	const char *archive; /* for messages */
-	int fd;              /* where the (uncompressed) stream is read: archive or copy */
-	uint64_t base;       /* where the stream starts in fd */
-	bool seekable;       /* fd is the compressed archive, read by frames */
-	struct seektable table;
-	ZSTD_DCtx *dctx;
-	uint8_t *cbuf; /* a compressed frame */
+	struct chain chain; /* the archives, open (their readers closed after the index pass) */
+	struct source *src; /* by link */
+	ZSTD_DCtx *dctx;    /* for every seekable link */
+	uint8_t *cbuf;      /* a compressed frame */
+	uint32_t max_cframe;
 	struct frame_slot cache[CACHE_FRAMES];
 	int slots;        /* of cache[] used: CACHE_BYTES / max_frame, 1 to CACHE_FRAMES */
-	size_t max_frame; /* the largest frame's decompressed size */
+	size_t max_frame; /* the largest frame's decompressed size, over all links */
 	uint64_t clock;
 	struct device devs[VMA_MAX_DEVICES];
 	int ndevs;
-	int export_of[256]; /* by dev_id */
+	int export_of[256]; /* by dev_id of links[0] */
+	int indexing;       /* the link the index pass is reading */
 };
 
-/* The frame of the seek table, decompressed and checked, from the cache or into it; NULL after
- * saying why on standard error. */
-static const uint8_t *frame_data(struct served *sv, size_t f)
+/* Frame f of link's seek table, decompressed and checked, from the cache or into it; NULL
+ * after saying why on standard error. */
+static const uint8_t *frame_data(struct served *sv, int link, size_t f)
 {
+	const struct source *src = &sv->src[link];
 	struct frame_slot *slot = &sv->cache[0];
 	for (int i = 0; i < sv->slots; i++) {
 		struct frame_slot *s = &sv->cache[i];
-		if (s->used && s->frame == f) {
+		if (s->used && s->link == link && s->frame == f) {
 			s->used = ++sv->clock;
 			return s->data;
 		}
 		if (s->used < slot->used)
 			slot = s;
 	}
-	const struct seek_frame *fr = &sv->table.frames[f];
+	const struct seek_frame *fr = &src->table.frames[f];
 	slot->used = 0; /* emptied until the frame checks out */
 	if (!slot->data)
 		slot->data = xmalloc(sv->max_frame ? sv->max_frame : 1);
@@ -105,7 +131,7 @@ static const uint8_t *frame_data(struct served *sv, size_t f)
 	char zerr[128];
 	ssize_t n = 0;
 	for (uint32_t done = 0; done < fr->c_size; done += (uint32_t)n) {
-		n = pread(sv->fd, sv->cbuf + done, fr->c_size - done, (off_t)(fr->c_off + done));
+		n = pread(src->fd, sv->cbuf + done, fr->c_size - done, (off_t)(fr->c_off + done));
 		if (n < 0 && errno == EINTR) {
 			n = 0;
 			continue;
@@ -118,7 +144,7 @@ static const uint8_t *frame_data(struct served *sv, size_t f)
 	}
 	/* The table's copy of the frame's checksum, when both have it (the frame header's
 	 * Content_Checksum_flag): the frame's own last 4 bytes. */
-	if (!why && sv->table.checksums && fr->c_size >= 8 && sv->cbuf[4] & 4 &&
+	if (!why && src->table.checksums && fr->c_size >= 8 && sv->cbuf[4] & 4 &&
 	    le32(sv->cbuf + fr->c_size - 4) != fr->checksum)
 		why = "its checksum differs from the seek table's";
 	if (!why) {
@@ -134,40 +160,43 @@ static const uint8_t *frame_data(struct served *sv, size_t f)
 	if (why) {
 		warnx("%s: the frame at offset %llu (%u bytes) is damaged: %s; reads of its data "
 		      "fail with EIO",
-		      sv->archive, (unsigned long long)fr->c_off, fr->c_size, why);
+		      src->path, (unsigned long long)fr->c_off, fr->c_size, why);
 		return NULL;
 	}
+	slot->link = link;
 	slot->frame = f;
 	slot->used = ++sv->clock;
 	return slot->data;
 }
 
-/* len bytes of the stream at off into buf: 0, or EIO after saying why. */
-static int stream_read(struct served *sv, uint64_t off, uint8_t *buf, size_t len)
+/* len bytes of link's stream at off into buf: 0, or EIO after saying why. */
+static int stream_read(struct served *sv, int link, uint64_t off, uint8_t *buf, size_t len)
 {
+	const struct source *src = &sv->src[link];
 	while (len > 0) {
 		size_t n;
-		if (sv->seekable) {
-			if (off >= sv->table.d_total) {
+		if (src->seekable) {
+			if (off >= src->table.d_total) {
 				warnx("%s: stream offset %llu is past the end of the seek table",
-				      sv->archive, (unsigned long long)off);
+				      src->path, (unsigned long long)off);
 				return EIO;
 			}
-			size_t f = seektable_find(&sv->table, off);
-			const struct seek_frame *fr = &sv->table.frames[f];
-			const uint8_t *data = frame_data(sv, f);
+			size_t f = seektable_find(&src->table, off);
+			const struct seek_frame *fr = &src->table.frames[f];
+			const uint8_t *data = frame_data(sv, link, f);
 			if (!data)
 				return EIO;
 			uint64_t in = off - fr->d_off;
 			n = fr->d_size - in < len ? (size_t)(fr->d_size - in) : len;
 			memcpy(buf, data + in, n);
 		} else {
-			ssize_t r = pread(sv->fd, buf, len, (off_t)(sv->base + off));
+			uint64_t at = src->base + off - src->from;
+			ssize_t r = pread(src->fd, buf, len, (off_t)at);
 			if (r < 0 && errno == EINTR)
 				continue;
 			if (r <= 0) {
-				warnx("%s: reading %zu bytes at offset %llu: %s", sv->archive, len,
-				      (unsigned long long)(sv->base + off),
+				warnx("%s: reading %zu bytes at offset %llu: %s", src->path, len,
+				      (unsigned long long)at,
 				      r < 0 ? strerror(errno) : "the file has shrunk");
 				return EIO;
 			}
@@ -198,10 +227,11 @@ static int on_read(void *ctx, int export, uint64_t off, uint32_t len, void *buf)
 			end += VMA_BLOCK_SIZE;
 		uint32_t n = end - in < len ? end - in : len;
 		if (stored(mask, b)) {
+			int link = (int)(entry >> 16 & ((1u << LINK_BITS) - 1));
 			unsigned before = (unsigned)__builtin_popcount(mask & ((1u << b) - 1));
-			uint64_t at = (entry >> 16) + (uint64_t)before * VMA_BLOCK_SIZE +
-				in % VMA_BLOCK_SIZE;
-			int rc = stream_read(sv, at, out, n);
+			uint64_t at = sv->src[link].first + (entry >> (16 + LINK_BITS)) * UNIT +
+				(uint64_t)before * VMA_BLOCK_SIZE + in % VMA_BLOCK_SIZE;
+			int rc = stream_read(sv, link, at, out, n);
 			if (rc)
 				return rc;
 		} else {
@@ -213,7 +243,6 @@ static int on_read(void *ctx, int export, uint64_t off, uint32_t len, void *buf)
 	}
 	return 0;
 }
-
 /* A 4 KiB block is a hole (never stored: a zero cluster, or a zero block of a cluster). */
 static uint32_t on_block_status(void *ctx, int export, uint64_t off, uint64_t len, uint64_t *run)
 {
@@ -237,18 +266,29 @@ static uint32_t on_block_status(void *ctx, int export, uint64_t off, uint64_t le
 	return data ? 0 : NBD_STATE_HOLE | NBD_STATE_ZERO;
 }
 
-/* The index pass: each entry of every extent into its device's index. */
+/* The index pass: each entry of every extent of the link being read into the index, over
+ * what an older link put there. */
 static int index_cluster(void *opaque, struct vma_reader *r, int dev_id, uint64_t cluster,
 			 uint16_t mask, const uint8_t *blocks)
 {
 	struct served *sv = opaque;
+	const struct source *src = &sv->src[sv->indexing];
+	int id = sv->chain.links[sv->indexing].map[dev_id];
 	uint64_t at = r->extent_start + (uint64_t)(blocks - r->extent);
-	if (at >= MAX_STREAM_OFFSET) {
-		snprintf(r->err, sizeof(r->err), "offset %llu: past the 256 TiB --serve can index",
+	uint64_t past = at - src->first;
+	if (at < src->first || past % UNIT != 0) { /* cannot be: see LINK_BITS */
+		snprintf(r->err, sizeof(r->err), "offset %llu: not where --serve expects blocks",
 			 (unsigned long long)at);
 		return -1;
 	}
-	sv->devs[sv->export_of[dev_id]].index[cluster] = mask ? at << 16 | mask : 0;
+	if (past / UNIT >= MAX_UNITS) {
+		snprintf(r->err, sizeof(r->err),
+			 "offset %llu: past the 128 TiB of an archive --serve can index",
+			 (unsigned long long)at);
+		return -1;
+	}
+	uint64_t entry = (past / UNIT) << (16 + LINK_BITS) | (uint64_t)sv->indexing << 16 | mask;
+	sv->devs[sv->export_of[id]].index[cluster] = mask ? entry : 0;
 	return 0;
 }
 
@@ -288,102 +328,153 @@ static bool frames_checked(int fd, const struct seektable *t, const char *path)
 	return true;
 }
 
-/* Opens the archive and chooses how it is read (seekable zstd, the file as it is, or a copy);
- * builds the index. Exits 1 on failure. */
-static void open_served(struct served *sv, const char *path, enum meter_mode meter_mode)
+/* Whether link k, a zstd file, has a seek table --serve can read it by; its frames' largest
+ * sizes into sv. Exits 1 on a table that does not fit the file or has too large frames. */
+static bool read_by_frames(struct served *sv, int k, uint64_t file_size)
 {
+	struct source *src = &sv->src[k];
+	int fd = sv->chain.links[k].fd;
 	char why[512];
-	sv->archive = path;
-	sv->fd = -1;
-	int fd = strcmp(path, "-") == 0 ? STDIN_FILENO : open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		err(EXIT_FAIL, "%s", path);
-	struct stat st;
-	if (fstat(fd, &st) < 0)
-		err(EXIT_FAIL, "%s", path);
-	off_t start = lseek(fd, 0, SEEK_CUR);
-	bool regular = S_ISREG(st.st_mode) && start >= 0;
-	uint8_t magic[4] = {0};
-	if (regular && pread(fd, magic, 4, start) == 4 && memcmp(magic, VMA_MAGIC, 4) == 0) {
-		sv->fd = fd;
-		sv->base = (uint64_t)start;
-	} else if (regular && memcmp(magic, "\x28\xb5\x2f\xfd", 4) == 0 && start == 0) {
-		int rc = seektable_read(fd, (uint64_t)st.st_size, &sv->table, why, sizeof(why));
-		if (rc < 0)
-			errx(EXIT_FAIL, "%s: %s", path, why);
-		sv->seekable = rc == 1 && frames_checked(fd, &sv->table, path);
-		uint32_t max_c = 0;
-		for (size_t i = 0; sv->seekable && i < sv->table.count; i++) {
-			const struct seek_frame *fr = &sv->table.frames[i];
-			if (fr->d_size > MAX_FRAME || fr->c_size > MAX_COMPRESSED_FRAME)
-				errx(EXIT_FAIL,
-				     "%s: frame %zu holds %u bytes (%u compressed); --serve reads "
-				     "frames of up to %u bytes",
-				     path, i, fr->d_size, fr->c_size, MAX_FRAME);
-			if (fr->d_size > sv->max_frame)
-				sv->max_frame = fr->d_size;
-			if (fr->c_size > max_c)
-				max_c = fr->c_size;
-		}
-		if (sv->seekable) {
-			size_t fit = sv->max_frame ? CACHE_BYTES / sv->max_frame : CACHE_FRAMES;
-			sv->slots = fit < 1 ? 1 : fit > CACHE_FRAMES ? CACHE_FRAMES : (int)fit;
-			if (codec_load_zstd(why, sizeof(why)) < 0)
-				errx(EXIT_FAIL, "%s: %s", path, why);
-			sv->fd = fd;
-			sv->dctx = libzstd.ZSTD_createDCtx();
-			sv->cbuf = xmalloc(max_c ? max_c : 1);
-			if (!sv->dctx)
-				errx(EXIT_FAIL, "%s: cannot create a zstd context", path);
-		}
-	}
-	bool copy = !sv->seekable && sv->fd != fd;
-	if (copy && (sv->fd = scratch_file()) < 0)
-		err(EXIT_FAIL, "%s: a temporary file for the decompressed archive",
-		    getenv("TMPDIR") && *getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
-	/* The index pass: the archive read as -t reads it, from its start. */
-	struct instream *in = instream_open(fd, why, sizeof(why));
-	if (!in)
-		errx(EXIT_FAIL, "%s: %s", path, why);
-	if (copy)
-		instream_tee(in, sv->fd);
-	struct vma_reader r;
-	if (vma_reader_open(&r, in) < 0)
-		errx(EXIT_FAIL, "%s: %s", path, r.err);
-	/* Its clusters alone are not the disks: said so, not found "incomplete" after a pass. */
-	for (int i = 0; i < r.nconfigs; i++)
-		if (strcmp(r.configs[i].name, INC_BLOB_NAME) == 0)
+	int rc = seektable_read(fd, file_size, &src->table, why, sizeof(why));
+	if (rc < 0)
+		errx(EXIT_FAIL, "%s: %s", src->path, why);
+	if (rc == 0 || !frames_checked(fd, &src->table, src->path))
+		return false;
+	for (size_t i = 0; i < src->table.count; i++) {
+		const struct seek_frame *fr = &src->table.frames[i];
+		if (fr->d_size > MAX_FRAME || fr->c_size > MAX_COMPRESSED_FRAME)
 			errx(EXIT_FAIL,
-			     "%s: an incremental archive, which --serve does not serve; write its "
-			     "chain as one archive with --to-vma first",
-			     path);
-	vma_reader_cover_all(&r);
-	uint64_t total = 0;
+			     "%s: frame %zu holds %u bytes (%u compressed); --serve reads "
+			     "frames of up to %u bytes",
+			     src->path, i, fr->d_size, fr->c_size, MAX_FRAME);
+		if (fr->d_size > sv->max_frame)
+			sv->max_frame = fr->d_size;
+		if (fr->c_size > sv->max_cframe)
+			sv->max_cframe = fr->c_size;
+	}
+	return true;
+}
+
+/* Chooses how link k is read: the file as it is, by frames, or a copy (made in the index
+ * pass). Exits 1 on failure. */
+static void choose_access(struct served *sv, int k)
+{
+	const struct chain_link *l = &sv->chain.links[k];
+	struct source *src = &sv->src[k];
+	*src = (struct source){.path = l->path, .fd = -1};
+	struct stat st;
+	if (fstat(l->fd, &st) < 0)
+		err(EXIT_FAIL, "%s", l->path);
+	bool regular = S_ISREG(st.st_mode) && l->start >= 0;
+	uint8_t magic[4] = {0};
+	if (regular && pread(l->fd, magic, 4, l->start) == 4 && memcmp(magic, VMA_MAGIC, 4) == 0) {
+		src->fd = l->fd;
+		src->base = (uint64_t)l->start;
+	} else if (regular && memcmp(magic, "\x28\xb5\x2f\xfd", 4) == 0 && l->start == 0 &&
+		   read_by_frames(sv, k, (uint64_t)st.st_size)) {
+		src->seekable = true;
+		src->fd = l->fd;
+	} else {
+		src->copy = true;
+		if ((src->fd = scratch_file()) < 0)
+			err(EXIT_FAIL, "%s: a temporary file for the decompressed archive",
+			    getenv("TMPDIR") && *getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
+	}
+}
+
+/* The frame cache and what decompresses into it, for the links read by frames. */
+static void start_frames(struct served *sv)
+{
+	const char *path = NULL;
+	for (int k = 0; k < sv->chain.n && !path; k++)
+		if (sv->src[k].seekable)
+			path = sv->src[k].path;
+	if (!path)
+		return;
+	char why[512];
+	size_t fit = sv->max_frame ? CACHE_BYTES / sv->max_frame : CACHE_FRAMES;
+	sv->slots = fit < 1 ? 1 : fit > CACHE_FRAMES ? CACHE_FRAMES : (int)fit;
+	if (codec_load_zstd(why, sizeof(why)) < 0)
+		errx(EXIT_FAIL, "%s: %s", path, why);
+	sv->dctx = libzstd.ZSTD_createDCtx();
+	sv->cbuf = xmalloc(sv->max_cframe ? sv->max_cframe : 1);
+	if (!sv->dctx)
+		errx(EXIT_FAIL, "%s: cannot create a zstd context", path);
+}
+
+/* Reads link k whole, as -t reads it (its header is read already), into the index; the full,
+ * the last link, must hold every cluster. Its reader is closed then, and the archive too when
+ * it is served from a copy. Exits 1 on failure. */
+static void index_link(struct served *sv, int k, enum meter_mode meter_mode)
+{
+	struct chain_link *l = &sv->chain.links[k];
+	struct source *src = &sv->src[k];
+	struct vma_reader *r = &l->r;
+	bool full = k == sv->chain.n - 1;
+	char why[1024];
+	if (!r->in && chain_reopen(&sv->chain, k, why, sizeof(why)) < 0)
+		errx(EXIT_FAIL, "%s", why);
+	src->first = r->offset;
+	if (src->copy) { /* the stream from the header's end on */
+		src->from = r->offset;
+		instream_tee(r->in, src->fd);
+	}
+	struct meter meter;
+	if (full) { /* the one link that is read whole, and the longest */
+		uint64_t total = 0;
+		for (int id = 1; id < 255; id++)
+			total += r->devs[id].size;
+		vma_reader_cover_all(r);
+		meter_start(&meter, meter_mode, total);
+		r->meter = &meter;
+	}
+	sv->indexing = k;
+	if (vma_reader_run(r, index_cluster, NULL, sv) != 0) {
+		meter_break();
+		errx(EXIT_FAIL, "%s: %s", l->path, r->err);
+	}
+	if (full)
+		meter_finish(&meter, r->stored_bytes + r->zero_bytes);
+	struct instream *in = r->in;
+	vma_reader_close(r);
+	instream_free(in);
+	r->in = NULL;
+	if (src->copy && l->fd != STDIN_FILENO) {
+		close(l->fd);
+		l->fd = -1;
+	}
+}
+
+/* Opens the archive and its chain, chooses how each is read (seekable zstd, the file as it
+ * is, or a copy) and builds the index, oldest link first. Exits 1 on failure. */
+static void open_served(struct served *sv, const char *path, char *const *bases, int nbases,
+			enum meter_mode meter_mode)
+{
+	char why[1024];
+	if (chain_open(&sv->chain, path, bases, nbases, false, why, sizeof(why)) < 0)
+		errx(EXIT_FAIL, "%s", why);
+	const struct vma_reader *r = &sv->chain.links[0].r;
 	for (int id = 1; id < 255; id++) {
-		struct vma_device *d = &r.devs[id];
+		const struct vma_device *d = &r->devs[id];
 		if (!d->name)
 			continue;
-		total += d->size;
 		sv->export_of[id] = sv->ndevs;
-		sv->devs[sv->ndevs++] = (struct device){(char *)d->name, d->size,
+		sv->devs[sv->ndevs++] = (struct device){xstrdup(d->name), d->size,
 							xcalloc(d->clusters, sizeof(uint64_t))};
 	}
 	if (sv->ndevs == 0)
 		errx(EXIT_FAIL, "%s: the archive holds no disk to serve", path);
-	struct meter meter;
-	meter_start(&meter, meter_mode, total);
-	r.meter = &meter;
-	if (vma_reader_run(&r, index_cluster, NULL, sv) != 0) {
-		meter_break();
-		errx(EXIT_FAIL, "%s: %s", path, r.err);
-	}
-	meter_finish(&meter, r.stored_bytes + r.zero_bytes);
-	for (int i = 0; i < sv->ndevs; i++) /* the names outlive the reader */
-		sv->devs[i].name = xstrdup(sv->devs[i].name);
-	vma_reader_close(&r);
-	instream_free(in);
-	if (sv->fd != fd && fd != STDIN_FILENO)
-		close(fd);
+	/* Until its turn, a link that can be read again from its start holds only its file: a
+	 * long chain's buffers are not all held at once. */
+	for (int k = 0; k < sv->chain.n; k++)
+		if (sv->chain.links[k].start >= 0)
+			chain_release(&sv->chain, k);
+	sv->src = xcalloc((size_t)sv->chain.n, sizeof(*sv->src));
+	for (int k = 0; k < sv->chain.n; k++)
+		choose_access(sv, k);
+	start_frames(sv);
+	for (int k = sv->chain.n - 1; k >= 0; k--)
+		index_link(sv, k, meter_mode);
 }
 
 /* The listening socket: fd:N inherited, or a new one at path (which must not exist). */
@@ -412,10 +503,11 @@ static int listen_on(const char *spec, bool *created)
 	return fd;
 }
 
-struct served *served_open(const char *archive, enum meter_mode meter_mode)
+struct served *served_open(const char *archive, char *const *bases, int nbases,
+			   enum meter_mode meter_mode)
 {
 	struct served *sv = xcalloc(1, sizeof(*sv));
-	open_served(sv, archive, meter_mode);
+	open_served(sv, archive, bases, nbases, meter_mode);
 	return sv;
 }
 
@@ -433,8 +525,13 @@ int served_serve(struct served *sv, int listen_fd, int client_fd, int stop_fd,
 
 void served_free(struct served *sv)
 {
-	if (sv->fd >= 0)
-		close(sv->fd);
+	for (int k = 0; k < sv->chain.n; k++) {
+		if (sv->src[k].copy)
+			close(sv->src[k].fd);
+		seektable_free(&sv->src[k].table);
+	}
+	free(sv->src);
+	chain_close(&sv->chain);
 	for (int i = 0; i < sv->ndevs; i++) {
 		free(sv->devs[i].name);
 		free(sv->devs[i].index);
@@ -444,13 +541,13 @@ void served_free(struct served *sv)
 	if (sv->dctx)
 		libzstd.ZSTD_freeDCtx(sv->dctx);
 	free(sv->cbuf);
-	seektable_free(&sv->table);
 	free(sv);
 }
 
-int serve_archive(const char *archive, const char *socket, enum meter_mode meter_mode)
+int serve_archive(const char *archive, char *const *bases, int nbases, const char *socket,
+		  enum meter_mode meter_mode)
 {
-	struct served *sv = served_open(archive, meter_mode);
+	struct served *sv = served_open(archive, bases, nbases, meter_mode);
 	/* SIGTERM and SIGINT end the service cleanly: read from a signalfd in the poll loop. */
 	sigset_t stop;
 	sigemptyset(&stop);
