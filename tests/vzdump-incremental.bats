@@ -194,6 +194,7 @@ n1 $(basename "${I1%%.*}") true"
 	# QEMU, twice, and the chain goes on.
 	qemu_stop "$VM"
 	start_vm qcow2
+	printf 'name: chained\nscsi0: %s,format=qcow2\n' "$VM/d1.qcow2" >"$VM/conf/100.conf"
 	vm_write scsi0 "write -P 7 3M 64k"
 	backup
 	run -0 log_of "$LAST"

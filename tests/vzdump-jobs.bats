@@ -196,11 +196,12 @@ vzdump-qemu-102-renamed.vma"
 	touch "$D/vzdump-qemu-102-2024_01_02-02_00_00.log" "$D/vzdump-qemu-102-2024_01_02-02_00_00.inc.vma.sha256"
 	run --separate-stderr -0 job --prune-backups keep-last=2 102
 	new=$(cd "$D" && ls vzdump-qemu-102-2026*.vma)
-	run grep -A 4 '^INFO: archive file size' <<<"$stderr"
+	run grep -A 5 '^INFO: archive file size' <<<"$stderr"
 	assert_output --regexp "^INFO: archive file size: [0-9]+MB
 INFO: prune older backups with retention: keep-last=2
 INFO: delete old backup '$D/vzdump-qemu-102-2024_01_01-02_00_00.vma'
 INFO: delete old backup '$D/vzdump-qemu-102-2024_01_02-02_00_00.inc.vma'
+INFO: keep backup '$D/vzdump-qemu-102-2024_01_03-02_00_00.vma': needed by vzdump-qemu-102-2024_01_04-02_00_00.inc.vma.zst
 INFO: pruned 2 backup\(s\) not covered by keep-retention policy$"
 	run files_in "$D"
 	assert_output "vzdump-qemu-102-2024_01_03-02_00_00.vma

@@ -113,7 +113,9 @@ def bitmap_problems($name; $disks):
 	| $disks[] | select(.qdev != "") | .dev as $dev | .node as $n
 	| ([$nodes[] | select(.["node-name"] == $n) | .["dirty-bitmaps"] // [] | .[]
 	    | select(.name == $name)] | first) as $b
-	| if $b == null then "no bitmap \($name) on \($dev) (a raw disk's do not outlive QEMU)"
+	| if $b == null and .fmt != "qcow2"
+	  then "no bitmap \($name) on \($dev) (only a qcow2 disk's outlive QEMU)"
+	  elif $b == null then "no bitmap \($name) on \($dev)"
 	  elif $b.inconsistent then "bitmap \($name) on \($dev) is inconsistent (QEMU was not shut down cleanly)"
 	  elif ($b.recording | not) then "bitmap \($name) on \($dev) is disabled (a backup did not finish)"
 	  elif $b.granularity != 65536 then "bitmap \($name) on \($dev) has a granularity of \($b.granularity) bytes, not 64 KiB"
