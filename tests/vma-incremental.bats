@@ -36,6 +36,10 @@ teardown() {
 	done
 	# The states differ from each other: the test can fail.
 	[ "$(sha "$I1.d0")" != "$(sha "$F.d0")" ] && [ "$(sha "$I3.d1")" != "$(sha "$I2.d1")" ]
+	# One device of the chain (-d).
+	vma-extract -d drive-virtio1 "$I3" xd
+	assert_equal "$(ls xd | tr '\n' ' ')" "disk-drive-virtio1.raw qemu-server.conf "
+	assert_equal "$(sha xd/disk-drive-virtio1.raw)" "$(sha "$I3.d1")"
 }
 
 @test "an incremental archive holds only the clusters written since its parent, zeros as zero clusters" {
