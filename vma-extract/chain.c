@@ -307,6 +307,33 @@ void chain_release(struct chain *c, int i)
 	l->hashed = false;
 }
 
+int chain_read(struct chain *c, const int **map, vma_cluster_fn fn, vma_part_fn done, void *opaque,
+	       enum meter_mode mode, char *err, size_t errlen)
+{
+	for (int k = 0; k < c->n; k++) {
+		struct chain_link *l = &c->links[k];
+		bool full = k == c->n - 1;
+		struct meter meter;
+		*map = l->map;
+		if (full) { /* the one link read whole, and the longest: the meter follows it */
+			uint64_t total = 0;
+			for (int id = 1; id < 255; id++)
+				total += l->r.devs[id].size;
+			meter_start(&meter, mode, total);
+			l->r.meter = &meter;
+		}
+		if (chain_run_link(l, fn, done, opaque, err, errlen) < 0) {
+			meter_break();
+			return -1;
+		}
+		if (full) {
+			meter_finish(&meter, l->r.stored_bytes + l->r.zero_bytes);
+			l->r.meter = NULL;
+		}
+	}
+	return 0;
+}
+
 int chain_reopen(struct chain *c, int i, char *err, size_t errlen)
 {
 	struct chain_link *l = &c->links[i];

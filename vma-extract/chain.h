@@ -8,6 +8,7 @@
 #include <stdbool.h>
 
 #include "incremental.h"
+#include "meter.h"
 #include "reader.h"
 
 struct chain_link {
@@ -49,6 +50,11 @@ int chain_run_link(struct chain_link *l, vma_cluster_fn fn, vma_part_fn done, vo
  * the memory of reading it (about 1 MiB of buffers) is given back until chain_reopen. The
  * file must be one that can be read again from its start (l->start >= 0). */
 void chain_release(struct chain *c, int i);
+/* Reads the whole chain, newest first, each link through chain_run_link; *map is set to the
+ * link's dev_id map before it is read. The progress meter (mode) follows the full, the one
+ * link read whole. 0, or -1 with why in err. */
+int chain_read(struct chain *c, const int **map, vma_cluster_fn fn, vma_part_fn done, void *opaque,
+	       enum meter_mode mode, char *err, size_t errlen);
 /* Reads link i again from its start (for a pass after a verification, or after
  * chain_release): the header must be the same. It is not hashed again. 0, or -1 with why in
  * err. */

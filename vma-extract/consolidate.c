@@ -70,24 +70,11 @@ static int describe(struct merge *m, const struct vma_reader *r)
 
 static int copy_links(struct chain *c, struct merge *m, enum meter_mode mode)
 {
-	for (int k = 0; k < c->n; k++) {
-		struct chain_link *l = &c->links[k];
-		struct meter meter;
-		bool full = k == c->n - 1;
-		m->map = l->map;
-		if (full) {
-			vma_reader_cover_all(&l->r);
-			meter_start(&meter, mode, vma_writer_stats(m->w, 0).size);
-			l->r.meter = &meter;
-		}
-		char why[1024];
-		if (chain_run_link(l, merge_cluster, NULL, m, why, sizeof(why)) < 0) {
-			meter_break();
-			warnx("%s", why);
-			return -1;
-		}
-		if (full)
-			meter_finish(&meter, l->r.stored_bytes + l->r.zero_bytes);
+	char why[1024];
+	vma_reader_cover_all(&c->links[c->n - 1].r);
+	if (chain_read(c, &m->map, merge_cluster, NULL, m, mode, why, sizeof(why)) < 0) {
+		warnx("%s", why);
+		return -1;
 	}
 	return 0;
 }

@@ -289,7 +289,7 @@ struct extraction {
 	 * chain, newest first: map turns the link being read's dev_ids into those, and each
 	 * cluster is taken from the first link that has it. */
 	const struct vma_reader *newest;
-	const int *map; /* NULL: a single archive */
+	const int *map;
 	struct chain_taken taken;
 };
 
@@ -448,12 +448,9 @@ static int restore_cluster(void *opaque, struct vma_reader *r, int dev_id, uint6
 			   uint16_t mask, const uint8_t *blocks)
 {
 	struct extraction *x = opaque;
-	if (x->map) {
-		dev_id = x->map[dev_id];
-		if (!dev_id || !x->wanted[dev_id] ||
-		    !chain_take(&x->taken, x->newest, dev_id, cluster))
-			return 0;
-	}
+	dev_id = x->map[dev_id];
+	if (!dev_id || !x->wanted[dev_id] || !chain_take(&x->taken, x->newest, dev_id, cluster))
+		return 0;
 	bool zeroing = x->zeroing[dev_id];
 	if (!x->wanted[dev_id] || (mask == 0 && !zeroing))
 		return 0;
@@ -558,25 +555,15 @@ static int write_config(struct extraction *x, const struct vma_config *c)
  * restored. 0, or -1 after saying why. */
 static int run_chain(struct chain *c, struct extraction *x)
 {
+	char why[1024];
+	struct chain_link *full = &c->links[c->n - 1];
 	x->newest = &c->links[0].r;
-	for (int k = 0; k < c->n; k++) {
-		struct chain_link *l = &c->links[k];
-		bool full = k == c->n - 1;
-		struct meter meter;
-		x->map = c->n > 1 ? l->map : NULL;
-		if (full) { /* the one link that is read whole, and the longest */
-			for (int id = 1; id < 255; id++)
-				l->r.devs[id].check_coverage = l->map[id] && x->wanted[l->map[id]];
-			start_meter(&l->r, &meter);
-		}
-		char why[1024];
-		if (chain_run_link(l, restore_cluster, write_pending, x, why, sizeof(why)) < 0) {
-			meter_break();
-			warnx("%s", why);
-			return -1;
-		}
-		if (full)
-			meter_finish(&meter, l->r.stored_bytes + l->r.zero_bytes);
+	for (int id = 1; id < 255; id++)
+		full->r.devs[id].check_coverage = full->map[id] && x->wanted[full->map[id]];
+	if (chain_read(c, &x->map, restore_cluster, write_pending, x, meter_mode, why,
+		       sizeof(why)) < 0) {
+		warnx("%s", why);
+		return -1;
 	}
 	return 0;
 }
