@@ -60,13 +60,7 @@ serve() {
 	# (<&0: a background command's standard input is /dev/null otherwise)
 	vma-extract --serve "$SOCK" "$@" 2>server.err 3>&- <&0 &
 	SERVER=$!
-	for ((i = 0; i < 600; i++)); do
-		[ -S "$SOCK" ] && return 0
-		kill -0 "$SERVER" 2>/dev/null || break
-		sleep 0.05
-	done
-	cat server.err >&2
-	return 1
+	await_socket "$SOCK" "$SERVER" 30
 }
 
 # Stops the server with SIGNAL (TERM); CODE is its exit status.

@@ -15,12 +15,7 @@ setup() {
 	# (A state file of its own: a test that fails must not hold up the next one.)
 	export VZDUMP_STATEDIR=$BATS_TEST_TMPDIR/state
 	mkdir -m 0700 "$VZDUMP_STATEDIR"
-	truncate -s 64M "$VM/d0.raw"
-	random_file "$VM/r3m" $((3 * 1024 * 1024))
-	dd if="$VM/r3m" of="$VM/d0.raw" bs=1M seek=5 conv=notrunc status=none
-	qemu-img create -q -f qcow2 "$VM/d1.qcow2" 104861184
-	qemu-io -f qcow2 -c "write -P 0x33 10M 2M" -c "write -P 0x44 104857600 3584" \
-		"$VM/d1.qcow2" >/dev/null
+	vz_make_two_disks "$VM"
 	# The models: the guest-visible bytes of each disk.
 	cp "$VM/d0.raw" "$VM/m0.raw"
 	qemu-img convert -f qcow2 -O raw "$VM/d1.qcow2" "$VM/m1.raw"

@@ -39,3 +39,16 @@ enter_work_dir() {
 # vzdump.sh's state files: one folder per test file, so that test files running side by side
 # (with the same VMIDs on different QEMUs) never see each other's backups.
 export VZDUMP_STATEDIR="${VZDUMP_STATEDIR:-$BATS_FILE_TMPDIR/vzdump-state}"
+
+# Waits up to SECONDS (default 10) for the socket SOCK that the background server PID makes;
+# fails with the server's stderr (FILE, default server.err) when it exits first or never makes it.
+await_socket() { # SOCK PID [SECONDS [FILE]]
+	local i
+	for ((i = 0; i < ${3:-10} * 20; i++)); do
+		[ -S "$1" ] && return 0
+		kill -0 "$2" 2>/dev/null || break
+		sleep 0.05
+	done
+	cat "${4:-server.err}" >&2
+	return 1
+}

@@ -11,13 +11,7 @@ serve() {
 	[ -z "${BOUND:-}" ] || bound=(timeout "$BOUND")
 	"${bound[@]}" vma-create --listen "$SOCK" -o "${OUT:-out.vma}" "$@" 2>server.err 3>&- &
 	SERVER=$!
-	for ((i = 0; i < 200; i++)); do
-		[ -S "$SOCK" ] && return 0
-		kill -0 "$SERVER" 2>/dev/null || break
-		sleep 0.05
-	done
-	cat server.err >&2
-	return 1
+	await_socket "$SOCK" "$SERVER"
 }
 
 # Waits for the server to end; sets CODE to its exit status.

@@ -7,7 +7,8 @@
 #   vz_start_two_disks WORKDIR
 #       QEMU with a 64 MiB raw disk on virtio-blk (node drive-virtio0, device virtio0) and a
 #       100 MiB + 3.5 KiB qcow2 disk on scsi-hd (node n1 over file1, device scsi0), both
-#       with some data; left in prelaunch.
+#       with some data; left in prelaunch. vz_make_two_disks WORKDIR makes the two images
+#       alone (WORKDIR/d0.raw, WORKDIR/d1.qcow2).
 #   vz_start_one_disk WORKDIR VMID [CONFIG-LINE...]
 #       a running QEMU with one 4 MiB raw disk of random data, WORKDIR/d.raw, on virtio-blk
 #       (node drive-virtio0, device vblk0), the folders of vz_dirs, and WORKDIR/conf/VMID.conf
@@ -33,7 +34,7 @@ vz_dirs() { # WORKDIR VMID
 	ln -sf "$1/qmp.sock" "$1/run/$2.qmp"
 }
 
-vz_start_two_disks() { # WORKDIR
+vz_make_two_disks() { # WORKDIR
 	local wd=$1
 	truncate -s 64M "$wd/d0.raw"
 	random_file "$wd/r3m" $((3 * 1024 * 1024))
@@ -41,6 +42,11 @@ vz_start_two_disks() { # WORKDIR
 	qemu-img create -q -f qcow2 "$wd/d1.qcow2" 104861184
 	qemu-io -f qcow2 -c "write -P 0x33 10M 2M" -c "write -P 0x44 104857600 3584" \
 		"$wd/d1.qcow2" >/dev/null
+}
+
+vz_start_two_disks() { # WORKDIR
+	local wd=$1
+	vz_make_two_disks "$wd"
 	qemu_start_bare "$wd" \
 		-blockdev "driver=file,node-name=file0,filename=$wd/d0.raw" \
 		-blockdev driver=raw,node-name=drive-virtio0,file=file0 \
