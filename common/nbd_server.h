@@ -30,6 +30,7 @@ struct nbd_export {
 };
 
 struct nbd_conn;
+struct iovec;
 
 /* Reads exactly len bytes of the current request's payload into buf. 0, or -1 (connection
  * lost or too slow). */
@@ -64,6 +65,14 @@ struct nbd_server_ops {
 	 * checked) into buf. 0, or an errno value (EIO) for the client; the callback says why on
 	 * standard error itself. The server goes on. */
 	int (*read)(void *ctx, int export, uint64_t off, uint32_t len, void *buf);
+	/* Optional, tried before read: the READ's data as at most max pieces of the callback's
+	 * own memory, into iov (*n of them), left unchanged until release(ctx), which the server
+	 * calls once the reply is sent or has failed. 0, an errno value as read (nothing to
+	 * release then), or -1 when it cannot (read is called instead). Saves copying the data
+	 * into a buffer before sending it. */
+	int (*read_pieces)(void *ctx, int export, uint64_t off, uint32_t len, struct iovec *iov,
+			   int max, int *n);
+	void (*release)(void *ctx);
 	/* Block status: the flags (NBD_STATE_HOLE | NBD_STATE_ZERO, or 0 for data) of the bytes
 	 * from off on, and in *run how many of the next len bytes (> 0) have them (1 to len). */
 	uint32_t (*block_status)(void *ctx, int export, uint64_t off, uint64_t len, uint64_t *run);

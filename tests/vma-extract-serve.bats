@@ -319,6 +319,65 @@ EOF
 	assert_equal "$CODE" 0
 }
 
+@test "--serve: read-ahead changes no read's outcome: a damaged frame it meets fails only the reads that need it" {
+	make_seekable "$A" a.vma.zst >frames
+	serve a.vma.zst
+	off=0 i=0
+	while read -r c d; do
+		i=$((i + 1))
+		if [ $i = 7 ]; then bad=$off bad_len=$c; fi
+		off=$((off + c))
+	done <frames
+	printf 'XXXX' | dd of=a.vma.zst bs=1 seek=$((bad + bad_len / 2)) conv=notrunc status=none
+	# Forwards, each frame after the one read is decompressed ahead; backwards, none is. The
+	# same reads fail (EIO), the others return the right bytes, up to the end of each export
+	# (read-ahead past the last frame).
+	run -0 nbdpy - "$SOCK" "$EX" "${DEVICES[@]}" <<'EOF'
+import nbd, sys
+sock, ex, devices = sys.argv[1], sys.argv[2], sys.argv[3:]
+def failing(forwards):
+    bad, wrong = set(), 0
+    for dev in devices:
+        data = open(f"{ex}/disk-{dev}.raw", "rb").read()
+        h = nbd.NBD()
+        h.connect_uri(f"nbd+unix:///{dev}?socket={sock}")
+        offs = range(0, len(data), 16384)
+        for off in (offs if forwards else reversed(offs)):
+            try:
+                wrong += h.pread(min(16384, len(data) - off), off) != data[off:off + 16384]
+            except nbd.Error as e:
+                assert e.errnum == 5, e  # EIO
+                bad.add((dev, off))
+        h.shutdown()
+    return bad, wrong
+fw, fw_wrong = failing(True)
+bw, bw_wrong = failing(False)
+print(f"wrong {fw_wrong + bw_wrong} failed {int(len(fw) > 0)} same {int(fw == bw)}")
+EOF
+	assert_output "wrong 0 failed 1 same 1"
+	run -0 cat server.err
+	assert_output --partial "a.vma.zst: the frame at offset $bad ($bad_len bytes) is damaged: zstd: "
+	stop_server
+	assert_equal "$CODE" 0
+}
+
+@test "--serve: SIGTERM or SIGINT while frames are decompressed ahead of a sequential reader stops it at once, status 0" {
+	head -c 48M /dev/urandom >big.img
+	vma-create -z zstd -o big.vma.zst drive-scsi0=big.img
+	for sig in TERM INT; do
+		serve big.vma.zst
+		nbdcopy "$(uri drive-scsi0)" null: 3>&- 2>/dev/null &
+		client=$!
+		sleep 0.1
+		start=$SECONDS
+		stop_server "$sig"
+		assert_equal "$CODE" 0
+		[ $((SECONDS - start)) -le 5 ] || fail "SIG$sig took $((SECONDS - start)) s"
+		[ ! -e "$SOCK" ] || fail "the socket is left after SIG$sig"
+		wait "$client" || :
+	done
+}
+
 @test "--serve: writes, zero writes and trims are refused with EPERM; the archive is unchanged" {
 	before=$(sha "$A")
 	serve "$A"
