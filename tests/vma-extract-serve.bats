@@ -132,6 +132,12 @@ for c, d, _ in entries:
 EOF
 }
 
+# N FRAMES: the archive offset and compressed length of the Nth frame (from 1) of the list
+# make_seekable prints.
+frame_at() {
+	awk -v n="$1" 'NR == n { print off, $1; exit } { off += $1 } BEGIN { off = 0 }' "$2"
+}
+
 @test "--serve: a marker file read out of the ext4 file system of a served disk (nbdfuse, debugfs)" {
 	serve "$A"
 	mkdir mnt
@@ -285,13 +291,8 @@ EOF
 	make_seekable "$A" a.vma.zst >frames
 	serve a.vma.zst
 	# the 6th frame (inside drive-scsi0's data) damaged in its middle, the 9th in its checksum
-	off=0 i=0
-	while read -r c d; do
-		i=$((i + 1))
-		if [ $i = 6 ]; then bad1=$off bad1_len=$c; fi
-		if [ $i = 9 ]; then bad2=$off bad2_len=$c; fi
-		off=$((off + c))
-	done <frames
+	read -r bad1 bad1_len < <(frame_at 6 frames)
+	read -r bad2 bad2_len < <(frame_at 9 frames)
 	printf 'XXXX' | dd of=a.vma.zst bs=1 seek=$((bad1 + bad1_len / 2)) conv=notrunc status=none
 	printf 'XXXX' | dd of=a.vma.zst bs=1 seek=$((bad2 + bad2_len - 4)) conv=notrunc status=none
 	# every byte the server hands out is right; the reads it refuses are EIO
@@ -322,12 +323,7 @@ EOF
 @test "--serve: read-ahead changes no read's outcome: a damaged frame it meets fails only the reads that need it" {
 	make_seekable "$A" a.vma.zst >frames
 	serve a.vma.zst
-	off=0 i=0
-	while read -r c d; do
-		i=$((i + 1))
-		if [ $i = 7 ]; then bad=$off bad_len=$c; fi
-		off=$((off + c))
-	done <frames
+	read -r bad bad_len < <(frame_at 7 frames)
 	printf 'XXXX' | dd of=a.vma.zst bs=1 seek=$((bad + bad_len / 2)) conv=notrunc status=none
 	# Forwards, each frame after the one read is decompressed ahead; backwards, none is. The
 	# same reads fail (EIO), the others return the right bytes, up to the end of each export
