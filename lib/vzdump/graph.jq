@@ -22,6 +22,9 @@ def blockdev_del($node): {execute: "blockdev-del", arguments: {"node-name": $nod
 # A device's id from its qdev path (/machine/peripheral/ID/virtio-backend gives ID).
 def qid: (.qdev // "") | if startswith("/machine/peripheral/") then split("/")[3] else . end;
 
+# A list the driver keeps one item a line (input), as an array; null when it holds none.
+def lines_or_null: split("\n") | map(select(. != "")) | if . == [] then null else . end;
+
 # --- finding the disks in QEMU (input: query-block) ----------------------------------------
 
 # The config disk $k with volume $p (or real path $rp): drive id or node name drive-KEY, else
@@ -99,10 +102,10 @@ def bitmap_rollback($new; $old; $nodes):
 		{type: "block-dirty-bitmap-remove", data: {node: $n, name: $new}}]}} end
 	| tojson;
 
-# The bitmaps named $prefix* on the nodes $nodes but $keep, removed: no chain needs them
-# (input: query-named-block-nodes; QEMU's own bitmaps have no name).
+# The bitmaps named $prefix* on the nodes $nodes (every node when null) but $keep, removed: no
+# chain needs them (input: query-named-block-nodes; QEMU's own bitmaps have no name).
 def bitmap_prune($prefix; $keep; $nodes):
-	.[] | .["node-name"] as $n | select($nodes | index($n))
+	.[] | .["node-name"] as $n | select($nodes == null or ($nodes | index($n)))
 	| .["dirty-bitmaps"] // [] | .[] | (.name // "") | select(startswith($prefix) and . != $keep)
 	| {execute: "block-dirty-bitmap-remove", arguments: {node: $n, name: .}} | tojson;
 

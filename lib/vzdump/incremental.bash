@@ -172,19 +172,18 @@ bitmap_rollback() { # NEW OLD NODES
 	# shellcheck disable=SC2016 # jq variables
 	batch=$(jq -L "$LIBDIR" -nr --arg new "$1" --arg old "$2" --arg nodes "$3" \
 		'import "graph" as g; g::bitmap_rollback($new; (if $old == "" then null else $old end);
-			$nodes | split("\n") | map(select(. != "")))') || return 0
+			$nodes | g::lines_or_null // [])') || return 0
 	[ -z "$batch" ] || qmp -k -f - <<<"$batch" >/dev/null 2>&1 || true
 }
 
 # Removes this VM's bitmaps (vzdump-qemu-VMID-*) but KEEP on the nodes NODES (one a line; all
-# nodes when empty).
-prune_bitmaps() { # KEEP NODES
-	local nodes batch
-	nodes=$(qmp query-named-block-nodes flat=true 2>/dev/null) || return 1
+# nodes when empty); QUERY is query-named-block-nodes' answer when the caller has it.
+prune_bitmaps() { # KEEP NODES [QUERY]
+	local nodes=${3:-} batch
+	[ -n "$nodes" ] || nodes=$(qmp query-named-block-nodes flat=true 2>/dev/null) || return 1
 	# shellcheck disable=SC2016 # jq variables
 	batch=$(graph_jq -r --arg prefix "vzdump-qemu-$vmid-" --arg keep "$1" --arg only "$2" \
-		'(if $only == "" then [.[]["node-name"]] else $only | split("\n") | map(select(. != "")) end)
-		as $on | g::bitmap_prune($prefix; $keep; $on)' <<<"$nodes") || return 1
+		'g::bitmap_prune($prefix; $keep; $only | g::lines_or_null)' <<<"$nodes") || return 1
 	[ -z "$batch" ] || qmp -k -f - <<<"$batch" >/dev/null 2>&1
 }
 
@@ -197,9 +196,9 @@ sweep_bitmaps() {
 	keep=$(bitmap_of "$(newest_archive)")
 	# shellcheck disable=SC2016 # jq variables
 	n=$(graph_jq -r --arg prefix "vzdump-qemu-$vmid-" --arg keep "$keep" \
-		'[.[]["node-name"]] as $all | [g::bitmap_prune($prefix; $keep; $all)] | length' <<<"$nodes") || return 0
+		'[g::bitmap_prune($prefix; $keep; null)] | length' <<<"$nodes") || return 0
 	[ "$n" != 0 ] || return 0
 	swept=1
 	info "removing $n dirty bitmap(s) of VM $vmid that no backup in $opt_dumpdir counts on"
-	prune_bitmaps "$keep" "" || warn "removing the bitmaps failed"
+	prune_bitmaps "$keep" "" "$nodes" || warn "removing the bitmaps failed"
 }
