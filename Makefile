@@ -144,7 +144,7 @@ bench:
 
 lint:
 	mandoc -Tlint -Wwarning man/*.1
-	shellcheck -x build-aux/deps build-aux/format tests/run tests/demo.sh bench/run .ci/run debian/vzdump-qemu.prerm $(wildcard $(SCRIPTS)) $(wildcard lib/vzdump/*.bash tests/lib/*.bash tests/lib/*.sh bench/*.sh fuzz/run fuzz/seeds/*.sh dist/completion/*.bash)
+	shellcheck -x build-aux/deps build-aux/format tests/run tests/demo.sh bench/run .ci/run debian/vzdump-qemu.prerm $(wildcard $(SCRIPTS)) $(wildcard lib/vzdump/*.bash tests/lib/*.bash tests/lib/*.sh bench/*.sh bench/lib/*.bash fuzz/run fuzz/seeds/*.sh dist/completion/*.bash)
 	build-aux/format --check
 
 format:

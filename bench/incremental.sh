@@ -37,19 +37,15 @@ me=bench/incremental.sh
 CLUSTER=65536
 INCREMENTALS=6
 
-for tool in vma-create vma-extract qmpctl; do
-	[ -x "$VZ_BIN/$tool" ] || { echo "$me: $VZ_BIN/$tool: not built" >&2; exit 1; }
-done
-for cmd in qemu-system-x86_64 jq bc shuf sha256sum; do
-	command -v "$cmd" >/dev/null || { echo "$me: $cmd is missing" >&2; exit 1; }
-done
+# shellcheck source=bench/lib/common.bash
+source "$top/bench/lib/common.bash"
+need_tools vma-create vma-extract qmpctl
+need_commands qemu-system-x86_64 jq bc shuf sha256sum
 
 # shellcheck source=tests/lib/qemu.bash
 source "$top/tests/lib/qemu.bash"
 
-# A folder of our own even under BENCH_DIR, since all of it is removed at the end.
-mkdir -p "${BENCH_DIR:-/var/tmp}"
-dir=$(mktemp -d "$(cd "${BENCH_DIR:-/var/tmp}" && pwd)/incremental-bench.XXXXXX")
+dir=$(bench_dir incremental-bench)
 server=
 cleanup() {
 	if [ -n "$server" ]; then
@@ -61,11 +57,6 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 1' INT TERM HUP
-
-die() {
-	echo "$me: $1" >&2
-	exit 1
-}
 
 size=$((SIZE_MIB * 1048576))
 clusters=$(((size + CLUSTER - 1) / CLUSTER))

@@ -39,20 +39,16 @@ PATH=$VZ_BIN:$PATH
 SIZE_MIB=2048
 
 me=bench/vzdump.sh
-for tool in qmpctl gafreeze vma-create; do
-	[ -x "$VZ_BIN/$tool" ] || { echo "$me: $VZ_BIN/$tool: not built" >&2; exit 1; }
-done
-for cmd in nbdkit qemu-system-x86_64 jq /usr/bin/time; do
-	command -v "$cmd" >/dev/null || { echo "$me: $cmd is missing" >&2; exit 1; }
-done
-nbdkit null --version >/dev/null 2>&1 || { echo "$me: nbdkit's null plugin is missing" >&2; exit 1; }
+# shellcheck source=bench/lib/common.bash
+source "$top/bench/lib/common.bash"
+need_tools qmpctl gafreeze vma-create
+need_commands nbdkit qemu-system-x86_64 jq /usr/bin/time
+nbdkit null --version >/dev/null 2>&1 || die "nbdkit's null plugin is missing"
 
 # shellcheck source=tests/lib/guest.bash
 source "$top/tests/lib/guest.bash"
 
-# A folder of our own even under BENCH_DIR, since all of it is removed at the end.
-mkdir -p "${BENCH_DIR:-/var/tmp}"
-dir=$(mktemp -d "$(cd "${BENCH_DIR:-/var/tmp}" && pwd)/vzdump-bench.XXXXXX")
+dir=$(bench_dir vzdump-bench)
 nbdkit_pid=
 cleanup() {
 	[ -z "$nbdkit_pid" ] || kill "$nbdkit_pid" 2>/dev/null || true
@@ -62,11 +58,6 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 1' INT TERM HUP
-
-die() {
-	echo "$me: $1" >&2
-	exit 1
-}
 
 mkdir -p "$dir/vm" "$dir/guest" "$dir/run" "$dir/dump" "$dir/conf" "$dir/tmp"
 ln -s "$dir/vm/qmp.sock" "$dir/run/100.qmp"
