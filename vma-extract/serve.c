@@ -5,12 +5,8 @@
  *
  * - an uncompressed archive in a regular file: pread(2) on the archive;
  * - a zstd archive in the seekable format (its seek table at the end, common/seektable.h):
- *   the frames holding those bytes, decompressed on their own (ZSTD_decompressDCtx checks
- *   each frame's content checksum; the table's copy of it is compared too) and kept in a
- *   small cache (CACHE_FRAMES frames, CACHE_BYTES at most). A read that follows on from the
- *   frame before (a client reading sequentially) has a second thread decompress the next
- *   AHEAD frames meanwhile, so that decompressing overlaps sending; a frame enters the cache
- *   only checked, whichever thread decompressed it;
+ *   the frames holding those bytes, decompressed on their own, checked and kept in a small
+ *   cache with read-ahead for sequential readers (frame_cache.h);
  * - anything else (a compressed archive without a seek table, a pipe): a copy of the
  *   decompressed stream written during the index pass into an unlinked temporary file in
  *   TMPDIR, read as an uncompressed archive.
@@ -26,7 +22,6 @@
 #include <err.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -41,6 +36,7 @@
 #include "chain.h"
 #include "cli.h"
 #include "codecs.h"
+#include "frame_cache.h"
 #include "nbd_server.h"
 #include "outfile.h"
 #include "reader.h"
@@ -49,20 +45,10 @@
 #include "unixsock.h"
 #include "xalloc.h"
 
-/* Decompressed frames kept, at most CACHE_BYTES of them together (but always one), and the
- * largest frame served (a seek table with larger ones is refused: the cache would not be small);
- * a frame compressed into more than zstd's bound for MAX_FRAME is refused too. */
-#define CACHE_FRAMES 8
-#define CACHE_BYTES (64u << 20)
+/* The largest frame served (a seek table with larger ones is refused: the cache would not be
+ * small); a frame compressed into more than zstd's bound for MAX_FRAME is refused too. */
 #define MAX_FRAME (32u << 20)
 #define MAX_COMPRESSED_FRAME (MAX_FRAME + MAX_FRAME / 128 + 65536)
-
-/* Frames decompressed ahead of a sequential reader, and the read-ahead requests queued at most
- * (older ones are dropped: a reader that moved on no longer needs them). Read-ahead needs room
- * beside the frames being read: none with fewer than MIN_AHEAD_SLOTS slots. */
-#define AHEAD 2
-#define AHEAD_QUEUE 8
-#define MIN_AHEAD_SLOTS 4
 
 /* An index entry: bits 0-15 the cluster's block mask, 16-25 the link of the chain that holds
  * it (0: the archive asked for), 26-63 where its first stored block is in that link's stream,
@@ -73,35 +59,6 @@
 #define UNIT 512u
 #define MAX_UNITS (1ull << (64 - 16 - LINK_BITS))
 _Static_assert(INC_MAX_DEPTH + 1 <= 1 << LINK_BITS, "every link of a chain has a number");
-
-static uint32_t le32(const uint8_t *p)
-{
-	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-
-enum slot_state { SLOT_EMPTY, SLOT_LOADING, SLOT_READY };
-
-/* A cache slot. Its fields are under served.lock; data is written only by the thread that
- * turned the slot LOADING, and read only once READY. */
-struct frame_slot {
-	int link;
-	size_t frame; /* its index in that link's seek table */
-	uint8_t *data;
-	uint64_t used; /* when last used, for the choice of a slot to reuse */
-	enum slot_state state;
-	int pins; /* the server thread's uses of it (a copy, a reply being sent): kept till 0 */
-};
-
-/* What decompresses one frame at a time: each thread has its own. */
-struct unpacker {
-	ZSTD_DCtx *dctx;
-	uint8_t *cbuf; /* a compressed frame */
-};
-
-struct frame_ref {
-	int link;
-	size_t frame;
-};
 
 struct device {
 	char *name;
@@ -124,23 +81,12 @@ struct source {
 struct served {
 	struct chain chain; /* the archives, open (their readers closed after the index pass) */
 	struct source *src; /* by link */
-	struct unpacker main_unpacker; /* the server thread's, for every seekable link */
+	/* The frames of the links read by frames, by link (table NULL for the others), and
+	 * their largest sizes, for the cache. */
+	struct frame_file *files;
+	size_t max_frame;
 	uint32_t max_cframe;
-	struct frame_slot cache[CACHE_FRAMES];
-	int slots;        /* of cache[] used: CACHE_BYTES / max_frame, 1 to CACHE_FRAMES */
-	size_t max_frame; /* the largest frame's decompressed size, over all links */
-	uint64_t clock;
-	/* The read-ahead thread (when there are frames and room for them), and what it shares
-	 * with the server thread, under lock: the cache's slots, its queue, quit. */
-	bool ahead;
-	pthread_t ahead_thread;
-	struct unpacker ahead_unpacker;
-	pthread_mutex_t lock;
-	pthread_cond_t loaded; /* a slot left LOADING (the server thread may wait for one) */
-	pthread_cond_t work;   /* a request was queued, or quit (the read-ahead thread waits) */
-	struct frame_ref queue[AHEAD_QUEUE];
-	int queued;
-	bool quit;
+	struct frame_cache frames;
 	/* The slots pinned for the reply being sent (on_read_pieces), till on_release. */
 	struct frame_slot *held[CACHE_FRAMES];
 	int nheld;
@@ -150,173 +96,7 @@ struct served {
 	int indexing;       /* the link the index pass is reading */
 };
 
-/* Frame f of link's seek table into out, decompressed and checked with u: NULL, or why not. */
-static const char *unpack_frame(const struct source *src, struct unpacker *u, size_t f,
-				uint8_t *out, char *zerr, size_t zerrlen)
-{
-	const struct seek_frame *fr = &src->table.frames[f];
-	ssize_t n = 0;
-	for (uint32_t done = 0; done < fr->c_size; done += (uint32_t)n) {
-		n = pread(src->fd, u->cbuf + done, fr->c_size - done, (off_t)(fr->c_off + done));
-		if (n < 0 && errno == EINTR) {
-			n = 0;
-			continue;
-		}
-		if (n <= 0)
-			return n < 0 ? strerror(errno)
-				     : "the file is shorter than its seek table says";
-	}
-	/* The table's copy of the frame's checksum, when both have it (the frame header's
-	 * Content_Checksum_flag): the frame's own last 4 bytes. */
-	if (src->table.checksums && fr->c_size >= 8 && u->cbuf[4] & 4 &&
-	    le32(u->cbuf + fr->c_size - 4) != fr->checksum)
-		return "its checksum differs from the seek table's";
-	size_t r = libzstd.ZSTD_decompressDCtx(u->dctx, out, fr->d_size, u->cbuf, fr->c_size);
-	if (libzstd.ZSTD_isError(r)) {
-		snprintf(zerr, zerrlen, "zstd: %s", libzstd.ZSTD_getErrorName(r));
-		return zerr;
-	}
-	return r != fr->d_size ? "it decompresses to another size than the seek table's" : NULL;
-}
-
-/* The slot holding or loading frame f of link, or NULL. Under lock. */
-static struct frame_slot *cached(struct served *sv, int link, size_t f)
-{
-	for (int i = 0; i < sv->slots; i++) {
-		struct frame_slot *s = &sv->cache[i];
-		if (s->state != SLOT_EMPTY && s->link == link && s->frame == f)
-			return s;
-	}
-	return NULL;
-}
-
-/* The least recently used slot that neither thread is using, or NULL. Under lock. */
-static struct frame_slot *victim(struct served *sv)
-{
-	struct frame_slot *v = NULL;
-	for (int i = 0; i < sv->slots; i++) {
-		struct frame_slot *s = &sv->cache[i];
-		if (s->state != SLOT_LOADING && !s->pins && (!v || s->used < v->used))
-			v = s;
-	}
-	return v;
-}
-
-/* Decompresses frame f of link into slot (LOADING, reserved by the caller under lock) with u,
- * the lock released meanwhile; the slot READY, or EMPTY and why not. Under lock. */
-static const char *load_slot(struct served *sv, struct frame_slot *slot, int link, size_t f,
-			     struct unpacker *u, char *zerr, size_t zerrlen)
-{
-	slot->link = link;
-	slot->frame = f;
-	slot->state = SLOT_LOADING;
-	if (!slot->data)
-		slot->data = xmalloc(sv->max_frame ? sv->max_frame : 1);
-	pthread_mutex_unlock(&sv->lock);
-	const char *why = unpack_frame(&sv->src[link], u, f, slot->data, zerr, zerrlen);
-	pthread_mutex_lock(&sv->lock);
-	slot->state = why ? SLOT_EMPTY : SLOT_READY;
-	slot->used = why ? 0 : ++sv->clock;
-	pthread_cond_broadcast(&sv->loaded);
-	return why;
-}
-
-static bool queued(const struct served *sv, int link, size_t f)
-{
-	for (int i = 0; i < sv->queued; i++)
-		if (sv->queue[i].link == link && sv->queue[i].frame == f)
-			return true;
-	return false;
-}
-
-/* Asks the read-ahead thread for the AHEAD frames after f of link, those not cached. Under
- * lock. */
-static void read_ahead(struct served *sv, int link, size_t f)
-{
-	for (size_t k = f + 1; k <= f + AHEAD && k < sv->src[link].table.count; k++) {
-		if (cached(sv, link, k) || queued(sv, link, k))
-			continue;
-		if (sv->queued == AHEAD_QUEUE) { /* the oldest request goes */
-			memmove(sv->queue, sv->queue + 1, sizeof(sv->queue[0]) * (AHEAD_QUEUE - 1));
-			sv->queued--;
-		}
-		sv->queue[sv->queued++] = (struct frame_ref){link, k};
-		pthread_cond_signal(&sv->work);
-	}
-}
-
-/* The read-ahead thread: frames asked for, the newest request first, decompressed into slots
- * nobody uses. A frame that fails is left out silently: a read that needs it decompresses it
- * again and says why. */
-static void *ahead_main(void *arg)
-{
-	struct served *sv = arg;
-	char zerr[128];
-	pthread_mutex_lock(&sv->lock);
-	while (!sv->quit) {
-		if (sv->queued == 0) {
-			pthread_cond_wait(&sv->work, &sv->lock);
-			continue;
-		}
-		struct frame_ref want = sv->queue[--sv->queued];
-		struct frame_slot *slot = NULL;
-		if (!cached(sv, want.link, want.frame) && (slot = victim(sv)))
-			load_slot(sv, slot, want.link, want.frame, &sv->ahead_unpacker, zerr,
-				  sizeof(zerr));
-	}
-	pthread_mutex_unlock(&sv->lock);
-	return NULL;
-}
-
-/* Frame f of link's seek table, decompressed and checked, from the cache or into it, its slot
- * pinned until unpin(); NULL after saying why on standard error. A read of the frame after
- * the one read before has the next ones read ahead. */
-static struct frame_slot *frame_data(struct served *sv, int link, size_t f)
-{
-	const struct source *src = &sv->src[link];
-	char zerr[128];
-	const char *why = NULL;
-	pthread_mutex_lock(&sv->lock);
-	struct frame_slot *slot;
-	for (;;) {
-		slot = cached(sv, link, f);
-		if (slot && slot->state == SLOT_READY)
-			break;
-		if (!slot && (slot = victim(sv))) {
-			why = load_slot(sv, slot, link, f, &sv->main_unpacker, zerr, sizeof(zerr));
-			if (!why)
-				break;
-			slot = NULL;
-			break;
-		}
-		/* loading in the other thread, or every slot busy (the server thread leaves one
-		 * unpinned, so the other thread is loading it): until that load is over */
-		pthread_cond_wait(&sv->loaded, &sv->lock);
-	}
-	if (slot) {
-		slot->used = ++sv->clock;
-		slot->pins++;
-		if (sv->ahead && f > 0 && cached(sv, link, f - 1))
-			read_ahead(sv, link, f);
-	}
-	pthread_mutex_unlock(&sv->lock);
-	if (why) {
-		const struct seek_frame *fr = &src->table.frames[f];
-		warnx("%s: the frame at offset %llu (%u bytes) is damaged: %s; reads of its data "
-		      "fail with EIO",
-		      src->path, (unsigned long long)fr->c_off, fr->c_size, why);
-	}
-	return slot;
-}
-
-static void unpin(struct served *sv, struct frame_slot *slot)
-{
-	pthread_mutex_lock(&sv->lock);
-	slot->pins--; /* the read-ahead thread, which never waits for a slot, wakes not */
-	pthread_mutex_unlock(&sv->lock);
-}
-
-/* Where the bytes of link's stream from off on are, in a frame read by frame_data (its slot
+/* Where the bytes of link's stream from off on are, in a frame of the cache (its slot
  * pinned, into *slot) and how many of the len asked for are there (*n); NULL after saying why
  * (EIO for the client). */
 static const uint8_t *frame_bytes(struct served *sv, int link, uint64_t off, size_t len,
@@ -330,7 +110,7 @@ static const uint8_t *frame_bytes(struct served *sv, int link, uint64_t off, siz
 	}
 	size_t f = seektable_find(&src->table, off);
 	const struct seek_frame *fr = &src->table.frames[f];
-	if (!(*slot = frame_data(sv, link, f)))
+	if (!(*slot = frame_cache_get(&sv->frames, link, f)))
 		return NULL;
 	uint64_t in = off - fr->d_off;
 	*n = fr->d_size - in < len ? (size_t)(fr->d_size - in) : len;
@@ -349,7 +129,7 @@ static int stream_read(struct served *sv, int link, uint64_t off, uint8_t *buf, 
 			if (!data)
 				return EIO;
 			memcpy(buf, data, n);
-			unpin(sv, slot);
+			frame_cache_unpin(&sv->frames, slot);
 		} else {
 			uint64_t at = src->base + off - src->from;
 			ssize_t r = pread(src->fd, buf, len, (off_t)at);
@@ -446,7 +226,7 @@ static bool add_piece(struct iovec *iov, int max, int *n, const uint8_t *p, size
 /* Whether slot (pinned, or NULL) holds the byte at stream offset at of link. */
 static bool holds(const struct served *sv, const struct frame_slot *slot, int link, uint64_t at)
 {
-	if (!slot || slot->link != link)
+	if (!slot || slot->file != link)
 		return false;
 	const struct seek_frame *fr = &sv->src[link].table.frames[slot->frame];
 	return at >= fr->d_off && at - fr->d_off < fr->d_size;
@@ -465,13 +245,13 @@ static int run_pieces(struct served *sv, int link, uint64_t at, uint32_t n, stru
 			p = zeros;
 		} else {
 			struct frame_slot *last = sv->nheld ? sv->held[sv->nheld - 1] : NULL;
-			if (sv->nheld == sv->slots - 1 && !holds(sv, last, link, at))
+			if (sv->nheld == sv->frames.slots - 1 && !holds(sv, last, link, at))
 				return -1; /* one slot is left for the frames not cached */
 			struct frame_slot *slot;
 			if (!(p = frame_bytes(sv, link, at, n, &slot, &got)))
 				return EIO;
 			if (slot == last)
-				unpin(sv, slot); /* held once is enough */
+				frame_cache_unpin(&sv->frames, slot); /* held once is enough */
 			else
 				sv->held[sv->nheld++] = slot;
 		}
@@ -487,7 +267,7 @@ static void on_release(void *ctx)
 {
 	struct served *sv = ctx;
 	while (sv->nheld > 0)
-		unpin(sv, sv->held[--sv->nheld]);
+		frame_cache_unpin(&sv->frames, sv->held[--sv->nheld]);
 }
 
 /* A read replied to straight from the frame cache, when every stored block it covers is in a
@@ -655,53 +435,21 @@ static void choose_access(struct served *sv, int k)
 	}
 }
 
-static void unpacker_start(struct served *sv, struct unpacker *u, const char *path)
-{
-	u->dctx = libzstd.ZSTD_createDCtx();
-	u->cbuf = xmalloc(sv->max_cframe ? sv->max_cframe : 1);
-	if (!u->dctx)
-		errx(EXIT_FAIL, "%s: cannot create a zstd context", path);
-}
-
-static void unpacker_free(struct unpacker *u)
-{
-	if (u->dctx)
-		libzstd.ZSTD_freeDCtx(u->dctx);
-	free(u->cbuf);
-}
-
-/* The read-ahead thread, with every signal blocked: SIGTERM and SIGINT are for the server
- * thread's signalfd, the others for its handlers. */
-static void start_ahead(struct served *sv, const char *path)
-{
-	sigset_t all, old;
-	sigfillset(&all);
-	unpacker_start(sv, &sv->ahead_unpacker, path);
-	pthread_sigmask(SIG_SETMASK, &all, &old);
-	int rc = pthread_create(&sv->ahead_thread, NULL, ahead_main, sv);
-	pthread_sigmask(SIG_SETMASK, &old, NULL);
-	if (rc != 0)
-		errx(EXIT_FAIL, "%s: a thread to read ahead: %s", path, strerror(rc));
-	sv->ahead = true;
-}
-
-/* The frame cache and what decompresses into it, for the links read by frames. */
+/* The frame cache, for the links read by frames. */
 static void start_frames(struct served *sv)
 {
 	const char *path = NULL;
-	for (int k = 0; k < sv->chain.n && !path; k++)
-		if (sv->src[k].seekable)
-			path = sv->src[k].path;
-	if (!path)
-		return;
-	char why[512];
-	size_t fit = sv->max_frame ? CACHE_BYTES / sv->max_frame : CACHE_FRAMES;
-	sv->slots = fit < 1 ? 1 : fit > CACHE_FRAMES ? CACHE_FRAMES : (int)fit;
-	if (codec_load_zstd(why, sizeof(why)) < 0)
-		errx(EXIT_FAIL, "%s: %s", path, why);
-	unpacker_start(sv, &sv->main_unpacker, path);
-	if (sv->slots >= MIN_AHEAD_SLOTS)
-		start_ahead(sv, path);
+	sv->files = xcalloc((size_t)sv->chain.n, sizeof(*sv->files));
+	for (int k = 0; k < sv->chain.n; k++) {
+		const struct source *src = &sv->src[k];
+		if (!src->seekable)
+			continue;
+		sv->files[k] = (struct frame_file){src->path, src->fd, &src->table};
+		if (!path)
+			path = src->path;
+	}
+	if (path)
+		frame_cache_start(&sv->frames, sv->files, sv->max_frame, sv->max_cframe, path);
 }
 
 /* Reads link k whole, as -t reads it (its header is read already), into the index; the full,
@@ -809,9 +557,6 @@ struct served *served_open(const char *archive, char *const *bases, int nbases,
 			   enum meter_mode meter_mode)
 {
 	struct served *sv = xcalloc(1, sizeof(*sv));
-	pthread_mutex_init(&sv->lock, NULL);
-	pthread_cond_init(&sv->loaded, NULL);
-	pthread_cond_init(&sv->work, NULL);
 	open_served(sv, archive, bases, nbases, meter_mode);
 	return sv;
 }
@@ -823,7 +568,7 @@ int served_serve(struct served *sv, int listen_fd, int client_fd, int stop_fd,
 	for (int i = 0; i < sv->ndevs; i++)
 		exports[i] = (struct nbd_export){sv->devs[i].name, sv->devs[i].size};
 	/* Replies from the cache need a slot left for the frames that are not in it. */
-	bool pieces = sv->slots > 1;
+	bool pieces = sv->frames.slots > 1;
 	const struct nbd_server_ops ops = {.read = on_read,
 					   .read_pieces = pieces ? on_read_pieces : NULL,
 					   .release = on_release,
@@ -834,14 +579,7 @@ int served_serve(struct served *sv, int listen_fd, int client_fd, int stop_fd,
 
 void served_free(struct served *sv)
 {
-	if (sv->ahead) { /* after the frame it may be decompressing */
-		pthread_mutex_lock(&sv->lock);
-		sv->quit = true;
-		pthread_cond_signal(&sv->work);
-		pthread_mutex_unlock(&sv->lock);
-		pthread_join(sv->ahead_thread, NULL);
-		unpacker_free(&sv->ahead_unpacker);
-	}
+	frame_cache_free(&sv->frames);
 	for (int k = 0; k < sv->chain.n; k++) {
 		if (sv->src[k].copy)
 			close(sv->src[k].fd);
@@ -853,12 +591,7 @@ void served_free(struct served *sv)
 		free(sv->devs[i].name);
 		free(sv->devs[i].index);
 	}
-	for (int i = 0; i < CACHE_FRAMES; i++)
-		free(sv->cache[i].data);
-	unpacker_free(&sv->main_unpacker);
-	pthread_cond_destroy(&sv->loaded);
-	pthread_cond_destroy(&sv->work);
-	pthread_mutex_destroy(&sv->lock);
+	free(sv->files);
 	free(sv);
 }
 
