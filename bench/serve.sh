@@ -8,15 +8,23 @@
 #               (goal: at least 1 000 reads/s)
 #   sequential  nbdcopy of the served export to null:, against zstd -d -c of the archive to
 #               /dev/null (goal: 0.8x its throughput)
+#   server      our NBD server core (common/nbd_server.c) against nbdkit's: an uncompressed
+#               .vma of the files disk served by --serve, against the raw disk served by
+#               nbdkit's file plugin, both read-only on a unix socket; the same random reads
+#               and nbdcopy as above (no goal: the figure behind the man page's choice of a
+#               server of our own)
 # One line per figure: both times (best of RUNS), the reads per second or the ratio, and the
 # server's peak RSS.
 #   VZ_BIN     folder of the built tools (default: build/cc/bin)
 #   BENCH_DIR  where the test files go (default: a new folder under /var/tmp)
 #   RUNS       repetitions per side, the fastest counts (default: 3)
+#   PARTS      which of them to run (default: "files server random": the two disks' figures,
+#              and the server row on the files disk)
 set -eu
 top=$(cd "$(dirname "$0")/.." && pwd)
 VZ_BIN=${VZ_BIN:-$top/build/cc/bin}
 RUNS=${RUNS:-3}
+PARTS=" ${PARTS:-files server random} "
 create=$VZ_BIN/vma-create
 extract=$VZ_BIN/vma-extract
 for tool in "$create" "$extract"; do
@@ -57,7 +65,7 @@ best() {
 
 # figures KIND: both figures on the disk in $dir/disk.raw, labelled KIND.
 figures() {
-	local kind=$1 i our_t base_t per_s ratio ours theirs reads
+	local kind=$1 our_t base_t per_s ratio ours theirs
 	rm -f "$dir/disk.vma.zst"
 	"$create" -z zstd -o "$dir/disk.vma.zst" drive-scsi0="$dir/disk.raw"
 	cat "$dir/disk.vma.zst" >/dev/null
@@ -70,11 +78,6 @@ figures() {
 	ours="nbd+unix:///drive-scsi0?socket=$dir/serve.sock"
 	theirs="nbd+unix:///?socket=$dir/nbd.sock"
 
-	# The same 1 000 random offsets for both, 4 KiB-aligned, as a file system reads.
-	reads=()
-	for ((i = 0; i < 1000; i++)); do
-		reads+=(-c "read $(((RANDOM * 32768 + RANDOM) % 524288 * 4096)) 4k")
-	done
 	best qemu-io -r -f raw "$ours" "${reads[@]}"
 	our_t=$BEST
 	best qemu-io -r -f raw "$theirs" "${reads[@]}"
@@ -98,11 +101,52 @@ figures() {
 	rm -f "$dir/serve.sock" "$dir/nbd.sock"
 }
 
+# server_figures: --serve of an uncompressed archive of $dir/disk.raw against nbdkit's file
+# plugin serving the disk itself.
+server_figures() {
+	local our_t base_t ours theirs
+	rm -f "$dir/disk.vma"
+	"$create" -o "$dir/disk.vma" drive-scsi0="$dir/disk.raw"
+	cat "$dir/disk.vma" "$dir/disk.raw" >/dev/null
+	"$extract" --serve "$dir/serve.sock" "$dir/disk.vma" 2>"$dir/serve.err" &
+	echo $! >"$dir/serve.pid"
+	nbdkit --readonly --unix "$dir/nbd.sock" --pidfile "$dir/nbd.pid" file "$dir/disk.raw"
+	wait_socket "$dir/serve.sock"
+	wait_socket "$dir/nbd.sock"
+	ours="nbd+unix:///drive-scsi0?socket=$dir/serve.sock"
+	theirs="nbd+unix:///?socket=$dir/nbd.sock"
+	best qemu-io -r -f raw "$ours" "${reads[@]}"
+	our_t=$BEST
+	best qemu-io -r -f raw "$theirs" "${reads[@]}"
+	base_t=$BEST
+	printf 'server random      --serve of a .vma %7.3f s (%d reads/s)   nbdkit file of the raw disk %7.3f s (%d reads/s)   ratio %.2fx\n' \
+		"$our_t" "$(echo "scale=0; 1000 / $our_t" | bc)" "$base_t" \
+		"$(echo "scale=0; 1000 / $base_t" | bc)" "$(echo "scale=4; $base_t / $our_t" | bc)"
+	best nbdcopy "$ours" null:
+	our_t=$BEST
+	best nbdcopy "$theirs" null:
+	base_t=$BEST
+	printf 'server sequential  --serve of a .vma %7.3f s   nbdkit file of the raw disk %7.3f s   ratio %.2fx\n' \
+		"$our_t" "$base_t" "$(echo "scale=4; $base_t / $our_t" | bc)"
+	stop "$dir/serve.pid"
+	stop "$dir/nbd.pid"
+	rm -f "$dir/serve.sock" "$dir/nbd.sock" "$dir/disk.vma"
+}
+
+# The same 1 000 random offsets for every server, 4 KiB-aligned, as a file system reads.
+reads=()
+for ((i = 0; i < 1000; i++)); do
+	reads+=(-c "read $(((RANDOM * 32768 + RANDOM) % 524288 * 4096)) 4k")
+done
+
 echo "bench/serve.sh: $(nproc) CPUs, files in $dir"
 {
 	tar -cf - /usr 2>/dev/null || true
 } | head -c 2G >"$dir/disk.raw"
 truncate -s 2G "$dir/disk.raw"
-figures files
-head -c 2G /dev/urandom >"$dir/disk.raw"
-figures random
+case $PARTS in *" files "*) figures files ;; esac
+case $PARTS in *" server "*) server_figures ;; esac
+if [[ $PARTS == *" random "* ]]; then
+	head -c 2G /dev/urandom >"$dir/disk.raw"
+	figures random
+fi
