@@ -179,11 +179,11 @@ bitmap_rollback() { # NEW OLD NODES
 # Removes this VM's bitmaps (vzdump-qemu-VMID-*) but KEEP on the nodes NODES (one a line; all
 # nodes when empty); QUERY is query-named-block-nodes' answer when the caller has it.
 prune_bitmaps() { # KEEP NODES [QUERY]
-	local nodes=${3:-} batch
-	[ -n "$nodes" ] || nodes=$(qmp query-named-block-nodes flat=true 2>/dev/null) || return 1
+	local query=${3:-} batch
+	[ -n "$query" ] || query=$(qmp query-named-block-nodes flat=true 2>/dev/null) || return 1
 	# shellcheck disable=SC2016 # jq variables
 	batch=$(graph_jq -r --arg prefix "vzdump-qemu-$vmid-" --arg keep "$1" --arg only "$2" \
-		'g::bitmap_prune($prefix; $keep; $only | g::lines_or_null)' <<<"$nodes") || return 1
+		'g::bitmap_prune($prefix; $keep; $only | g::lines_or_null)' <<<"$query") || return 1
 	[ -z "$batch" ] || qmp -k -f - <<<"$batch" >/dev/null 2>&1
 }
 
