@@ -1,4 +1,4 @@
-/* fuzz-sources: vma-extract/serve.c vma-extract/reader.c vma-extract/chain.c */
+/* fuzz-sources: vma-extract/serve.c vma-extract/frame_cache.c vma-extract/reader.c vma-extract/chain.c */
 /* vma-extract --serve's NBD server (common/nbd_server.c in its read-only mode, with serve.c's
  * reads and block status), fed the fuzz input as everything one client sends: the flags word,
  * options (structured replies, meta contexts, GO/INFO/LIST/EXPORT_NAME), then requests (reads,
