@@ -105,6 +105,10 @@ n1 $(basename "${F%%.*}") true"
 	[[ ${I1##*/} =~ ^vzdump-qemu-100-[0-9_-]+\.inc\.vma$ ]] || fail "the second backup is $I1"
 	run -0 log_of "$I1"
 	assert_line --partial "INFO: incremental backup: the changes since ${F##*/} (chain depth 1 of at most 6)"
+	# vzdump's lines for dirty bitmaps: what each disk's bitmap counted, then all of it
+	assert_line --regexp "^[0-9-]+ [0-9:]+ INFO: virtio0: dirty-bitmap status: OK \(64\.0 KiB of 64\.0 MiB dirty\)$"
+	assert_line --regexp "^[0-9-]+ [0-9:]+ INFO: scsi0: dirty-bitmap status: OK \(192\.0 KiB of 100\.0 MiB dirty\)$"
+	assert_line --regexp "^[0-9-]+ [0-9:]+ INFO: using fast incremental mode \(dirty-bitmap\), 256\.0 KiB dirty of 164\.0 MiB total$"
 	run -0 vma_check --strict --incremental --clusters "$I1"
 	assert_equal "$output" "drive-scsi0 160 data
 drive-scsi0 161 data

@@ -22,8 +22,9 @@ def blockdev_del($node): {execute: "blockdev-del", arguments: {"node-name": $nod
 # A device's id from its qdev path (/machine/peripheral/ID/virtio-backend gives ID).
 def qid: (.qdev // "") | if startswith("/machine/peripheral/") then split("/")[3] else . end;
 
-# A list the driver keeps one item a line (input), as an array; null when it holds none.
-def lines_or_null: split("\n") | map(select(. != "")) | if . == [] then null else . end;
+# A list the driver keeps one item a line (input), as an array; null when the string is empty,
+# which the driver's callers mean as "every one" (a list of blank lines is none).
+def lines_or_null: if . == "" then null else split("\n") | map(select(. != "")) end;
 
 # --- finding the disks in QEMU (input: query-block) ----------------------------------------
 
@@ -123,6 +124,17 @@ def bitmap_problems($name; $disks):
 	  elif ($b.recording | not) then "bitmap \($name) on \($dev) is disabled (a backup did not finish)"
 	  elif $b.granularity != 65536 then "bitmap \($name) on \($dev) has a granularity of \($b.granularity) bytes, not 64 KiB"
 	  else empty end;
+
+# What an incremental backup sends of each of the disks $disks, one line "KEY HOW BYTES SIZE"
+# each: HOW is "bitmap" and BYTES what the bitmap $name counts as changed, or, for a disk with
+# no device to count on (the TPM state), "whole" and its size (input: query-named-block-nodes).
+def dirty_counts($name; $disks):
+	. as $nodes
+	| $disks[] | .node as $n
+	| if .qdev == "" then "\(.key) whole \(.size) \(.size)"
+	  else ([$nodes[] | select(.["node-name"] == $n) | .["dirty-bitmaps"] // [] | .[]
+		| select(.name == $name) | .count] | first) as $count
+	  | select($count != null) | "\(.key) bitmap \($count) \(.size)" end;
 
 # How the disks (input) differ from the devices of the previous backup ($prev: its
 # `vma-extract -l --json`), one line each; nothing when they match.

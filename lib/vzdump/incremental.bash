@@ -123,6 +123,26 @@ incremental_blob() {
 	printf '%s' "$blob"
 }
 
+# An incremental backup's changes, logged as vzdump logs them with dirty bitmaps: each disk's,
+# then all of them, counted by the old bitmaps, which stopped counting when they were disabled
+# at the instant. A disk with no bitmap (the TPM state) is sent whole and counted so.
+log_dirty() {
+	[ "$backup_kind" = incremental ] || return 0
+	local nodes key how count size dirty=0 total=0
+	nodes=$(qmp query-named-block-nodes flat=true 2>/dev/null) || return 0
+	# shellcheck disable=SC2016 # jq variables
+	while read -r key how count size; do
+		if [ "$how" = bitmap ]; then
+			info "$key: dirty-bitmap status: OK ($(render_bytes "$count" 1) of $(render_bytes "$size" 1) dirty)"
+		else
+			info "$key: no dirty bitmap, sent whole ($(render_bytes "$size" 1))"
+		fi
+		dirty=$((dirty + count)) total=$((total + size))
+	done < <(graph_jq -r --argjson disks "$(disks_json)" --arg name "$bitmap_old" \
+		'g::dirty_counts($name; $disks)' <<<"$nodes")
+	info "using fast incremental mode (dirty-bitmap), $(render_bytes "$dirty" 1) dirty of $(render_bytes "$total" 1) total"
+}
+
 # For the snapshot plan: {new, old} or null (no bitmaps switched).
 bitmap_plan_json() {
 	# shellcheck disable=SC2016 # jq variables

@@ -270,6 +270,7 @@ start_jobs() {
 	info "starting backup via QMP command"
 	out=$(qmp -f "$private_dir/jobs.qmp" "${fdargs[@]}" 2>&1) ||
 		fail "starting the backup jobs failed: ${out##*qmpctl: }"
+	log_dirty # after the start, which it would only delay
 }
 
 # Waits until every job has concluded, passing the writer's progress lines on to the log.
