@@ -16,7 +16,7 @@
 # One line per figure: both times (best of RUNS), the reads per second or the ratio, and the
 # server's peak RSS.
 #   VZ_BIN     folder of the built tools (default: build/cc/bin)
-#   BENCH_DIR  where the test files go (default: a new folder under /var/tmp)
+#   BENCH_DIR  where a new folder for the test files is made (default: /var/tmp)
 #   RUNS       repetitions per side, the fastest counts (default: 3)
 #   PARTS      which of them to run (default: "files server random": the two disks' figures,
 #              and the server row on the files disk)
@@ -27,11 +27,11 @@ RUNS=${RUNS:-3}
 PARTS=" ${PARTS:-files server random} "
 create=$VZ_BIN/vma-create
 extract=$VZ_BIN/vma-extract
-for tool in "$create" "$extract"; do
-	[ -x "$tool" ] || { echo "bench/serve.sh: $tool: not built" >&2; exit 1; }
-done
-dir=${BENCH_DIR:-$(mktemp -d /var/tmp/serve-bench.XXXXXX)}
-mkdir -p "$dir"
+# shellcheck source=bench/lib/common.bash
+source "$top/bench/lib/common.bash"
+need_tools vma-create vma-extract
+need_commands qemu-io qemu-nbd nbdcopy nbdkit zstd bc
+dir=$(bench_dir serve-bench)
 stop() { # PIDFILE
 	[ -s "$1" ] || return 0
 	kill "$(cat "$1")" 2>/dev/null || true
@@ -128,6 +128,7 @@ server_figures() {
 	base_t=$BEST
 	printf 'server sequential  --serve of a .vma %7.3f s   nbdkit file of the raw disk %7.3f s   ratio %.2fx\n' \
 		"$our_t" "$base_t" "$(echo "scale=4; $base_t / $our_t" | bc)"
+	echo "server peak RSS of vma-extract --serve: $(awk '/VmHWM/ { print $2 }' "/proc/$(cat "$dir/serve.pid")/status") KiB, of nbdkit: $(awk '/VmHWM/ { print $2 }' "/proc/$(cat "$dir/nbd.pid")/status") KiB"
 	stop "$dir/serve.pid"
 	stop "$dir/nbd.pid"
 	rm -f "$dir/serve.sock" "$dir/nbd.sock" "$dir/disk.vma"

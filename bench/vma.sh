@@ -24,7 +24,7 @@
 # ratio (baseline time / our time: above 1 means faster), and both peak RSS values (goal: ours
 # at most 64 MiB).
 #   VZ_BIN     folder of the built tools (default: build/cc/bin)
-#   BENCH_DIR  where the 2 GiB of test files go (default: a new folder under /var/tmp)
+#   BENCH_DIR  where a new folder for the 2 GiB of test files is made (default: /var/tmp)
 #   RUNS       repetitions per side, the fastest counts (default: 5)
 #   FIGURES    the figures to measure (default: all of them, "file-512M file-2G sparse nbd
 #              zstd zstd-files restore verify-zstd gzip gzip-T2 lzo")
@@ -35,11 +35,10 @@ RUNS=${RUNS:-5}
 FIGURES=${FIGURES:-file-512M file-2G sparse nbd zstd zstd-files restore verify-zstd gzip gzip-T2 lzo}
 create=$VZ_BIN/vma-create
 extract=$VZ_BIN/vma-extract
-for tool in "$create" "$extract"; do
-	[ -x "$tool" ] || { echo "bench/vma.sh: $tool: not built" >&2; exit 1; }
-done
-dir=${BENCH_DIR:-$(mktemp -d /var/tmp/vma-bench.XXXXXX)}
-mkdir -p "$dir"
+# shellcheck source=bench/lib/common.bash
+source "$top/bench/lib/common.bash"
+need_tools vma-create vma-extract
+dir=$(bench_dir vma-bench)
 trap '[ -s "$dir/nbd.pid" ] && kill "$(cat "$dir/nbd.pid")"; rm -rf "$dir"' EXIT
 
 # best_of CMD...: runs CMD (its stdout to /dev/null) RUNS times, each after the command in

@@ -1,5 +1,5 @@
 # shellcheck shell=bash
-# Shared by the bench scripts that run QEMU: they set VZ_BIN, then check what they need and
+# Shared by the bench scripts: they set VZ_BIN, then check what they need and
 # make their folder with these.
 
 # MESSAGE: on stderr as bench/SCRIPT: MESSAGE, and exit 1.
