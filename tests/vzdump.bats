@@ -656,6 +656,29 @@ job-end | DUMPDIR=$d"
 	assert_equal "$(sha "$OWN/x/disk-drive-virtio0.raw")" "$(sha "$OWN/orig.raw")"
 }
 
+@test "hooks, and what they leave running, hold none of the driver's descriptors (locks, log, --json)" {
+	own_vm
+	# Each phase's hook lists the descriptors that a command it starts gets: ls's own are 0, 1
+	# and 2, and 3 for the folder it reads.
+	cat >"$OWN/hook" <<END
+#!/bin/bash
+echo "\$1 \$(/usr/bin/ls /proc/self/fd | /usr/bin/sort -n | /usr/bin/tr '\n' ' ')" >>"$OWN/fds"
+END
+	chmod +x "$OWN/hook"
+	run --separate-stderr -0 vz_backup "$OWN" --script "$OWN/hook" --json 300
+	run cat "$OWN/fds"
+	assert_output "job-start 0 1 2 3 
+backup-start 0 1 2 3 
+pre-stop 0 1 2 3 
+pre-restart 0 1 2 3 
+post-restart 0 1 2 3 
+pre-freeze 0 1 2 3 
+post-thaw 0 1 2 3 
+backup-end 0 1 2 3 
+log-end 0 1 2 3 
+job-end 0 1 2 3 "
+}
+
 @test "a hook failing in backup-start aborts that VM with backup-abort and leaves nothing" {
 	own_vm
 	before=$(vz_state "$OWN")

@@ -95,7 +95,10 @@ run_hook() { # PHASE [vm]
 		hook_pid=
 		out=$(cat "$private_dir/hook.out")
 	else
-		out=$(unlocked env -i "${env[@]}" "$opt_script" "${args[@]}" </dev/null 2>&1) || rc=$?
+		out=$(
+			close_fds_above_2
+			exec env -i "${env[@]}" "$opt_script" "${args[@]}" </dev/null 2>&1
+		) || rc=$?
 	fi
 	if [ -n "$out" ]; then
 		while IFS= read -r line; do info "$line"; done <<<"$out"

@@ -36,11 +36,28 @@ unlocked() { # COMMAND...
 	"$@" {global_lock_fd}>&- {vm_lock_fd}>&-
 }
 
-# Starts COMMAND in the background without the lock fds; its pid is left in spawned_pid. exec
-# keeps the pid the command's own, so that a signal sent to it reaches the command.
+# In a subshell about to exec a command that may outlive its step (a hook and whatever it
+# leaves running, the writer, qemu-nbd): every descriptor above 2 closed. Besides the locks,
+# the driver keeps its log and the --json stream open, and passes on what it inherited; a
+# hook's background child holding the caller's pipe keeps `$(vzdump.sh ...)` or a service
+# waiting long after the job. (255 is bash's own, close-on-exec.)
+close_fds_above_2() {
+	local fd
+	for fd in /proc/self/fd/*; do
+		fd=${fd##*/}
+		[ "$fd" -le 2 ] || [ "$fd" = 255 ] || eval "exec $fd>&-"
+	done
+}
+
+# Starts COMMAND in the background with only descriptors 0 to 2; its pid is left in
+# spawned_pid. exec keeps the pid the command's own, so that a signal sent to it reaches the
+# command.
 spawned_pid=
 spawn() { # COMMAND...
-	(exec "$@" {global_lock_fd}>&- {vm_lock_fd}>&-) &
+	(
+		close_fds_above_2
+		exec "$@"
+	) &
 	spawned_pid=$!
 }
 
