@@ -63,25 +63,47 @@ best() {
 	done
 }
 
+# serve_both ARCHIVE: ARCHIVE served by --serve (pid in serve.pid) beside the baseline server
+# the caller started on nbd.sock (pid in nbd.pid); both awaited, their URIs in ours and theirs.
+serve_both() {
+	"$extract" --serve "$dir/serve.sock" "$1" 2>"$dir/serve.err" &
+	echo $! >"$dir/serve.pid"
+	wait_socket "$dir/serve.sock"
+	wait_socket "$dir/nbd.sock"
+	ours="nbd+unix:///drive-scsi0?socket=$dir/serve.sock"
+	theirs="nbd+unix:///?socket=$dir/nbd.sock"
+}
+
+stop_both() {
+	stop "$dir/serve.pid"
+	stop "$dir/nbd.pid"
+	rm -f "$dir/serve.sock" "$dir/nbd.sock"
+}
+
+# The 1 000 random reads from both servers: the best times in our_t and base_t.
+random_reads() {
+	best qemu-io -r -f raw "$ours" "${reads[@]}"
+	our_t=$BEST
+	best qemu-io -r -f raw "$theirs" "${reads[@]}"
+	base_t=$BEST
+}
+
+# peak_rss PIDFILE: the peak resident size (KiB) of the process PIDFILE names.
+peak_rss() {
+	awk '/VmHWM/ { print $2 }' "/proc/$(cat "$dir/$1")/status"
+}
+
 # figures KIND: both figures on the disk in $dir/disk.raw, labelled KIND.
 figures() {
 	local kind=$1 our_t base_t per_s ratio ours theirs
 	rm -f "$dir/disk.vma.zst"
 	"$create" -z zstd -o "$dir/disk.vma.zst" drive-scsi0="$dir/disk.raw"
 	cat "$dir/disk.vma.zst" >/dev/null
-	"$extract" --serve "$dir/serve.sock" "$dir/disk.vma.zst" 2>"$dir/serve.err" &
-	echo $! >"$dir/serve.pid"
 	qemu-nbd --read-only --persistent --shared=8 --format=raw --socket="$dir/nbd.sock" \
 		--pid-file="$dir/nbd.pid" "$dir/disk.raw" </dev/null >/dev/null 2>&1 &
-	wait_socket "$dir/serve.sock"
-	wait_socket "$dir/nbd.sock"
-	ours="nbd+unix:///drive-scsi0?socket=$dir/serve.sock"
-	theirs="nbd+unix:///?socket=$dir/nbd.sock"
+	serve_both "$dir/disk.vma.zst"
 
-	best qemu-io -r -f raw "$ours" "${reads[@]}"
-	our_t=$BEST
-	best qemu-io -r -f raw "$theirs" "${reads[@]}"
-	base_t=$BEST
+	random_reads
 	per_s=$(echo "scale=0; 1000 / $our_t" | bc)
 	printf '%-6s random      --serve %7.3f s (%d reads/s)   qemu-nbd of the raw disk %7.3f s (%d reads/s)   (goal 1000 reads/s: %s)\n' \
 		"$kind" "$our_t" "$per_s" "$base_t" "$(echo "scale=0; 1000 / $base_t" | bc)" \
@@ -95,10 +117,8 @@ figures() {
 	printf '%-6s sequential  --serve %7.3f s   zstd -d %7.3f s   ratio %.2fx (goal 0.8x: %s)\n' \
 		"$kind" "$our_t" "$base_t" "$ratio" \
 		"$([ "$(echo "$ratio >= 0.8" | bc)" = 1 ] && echo met || echo missed)"
-	echo "$kind peak RSS of vma-extract --serve: $(awk '/VmHWM/ { print $2 }' "/proc/$(cat "$dir/serve.pid")/status") KiB"
-	stop "$dir/serve.pid"
-	stop "$dir/nbd.pid"
-	rm -f "$dir/serve.sock" "$dir/nbd.sock"
+	echo "$kind peak RSS of vma-extract --serve: $(peak_rss serve.pid) KiB"
+	stop_both
 }
 
 # server_figures: --serve of an uncompressed archive of $dir/disk.raw against nbdkit's file
@@ -108,17 +128,9 @@ server_figures() {
 	rm -f "$dir/disk.vma"
 	"$create" -o "$dir/disk.vma" drive-scsi0="$dir/disk.raw"
 	cat "$dir/disk.vma" "$dir/disk.raw" >/dev/null
-	"$extract" --serve "$dir/serve.sock" "$dir/disk.vma" 2>"$dir/serve.err" &
-	echo $! >"$dir/serve.pid"
 	nbdkit --readonly --unix "$dir/nbd.sock" --pidfile "$dir/nbd.pid" file "$dir/disk.raw"
-	wait_socket "$dir/serve.sock"
-	wait_socket "$dir/nbd.sock"
-	ours="nbd+unix:///drive-scsi0?socket=$dir/serve.sock"
-	theirs="nbd+unix:///?socket=$dir/nbd.sock"
-	best qemu-io -r -f raw "$ours" "${reads[@]}"
-	our_t=$BEST
-	best qemu-io -r -f raw "$theirs" "${reads[@]}"
-	base_t=$BEST
+	serve_both "$dir/disk.vma"
+	random_reads
 	printf 'server random      --serve of a .vma %7.3f s (%d reads/s)   nbdkit file of the raw disk %7.3f s (%d reads/s)   ratio %.2fx\n' \
 		"$our_t" "$(echo "scale=0; 1000 / $our_t" | bc)" "$base_t" \
 		"$(echo "scale=0; 1000 / $base_t" | bc)" "$(echo "scale=4; $base_t / $our_t" | bc)"
@@ -128,10 +140,9 @@ server_figures() {
 	base_t=$BEST
 	printf 'server sequential  --serve of a .vma %7.3f s   nbdkit file of the raw disk %7.3f s   ratio %.2fx\n' \
 		"$our_t" "$base_t" "$(echo "scale=4; $base_t / $our_t" | bc)"
-	echo "server peak RSS of vma-extract --serve: $(awk '/VmHWM/ { print $2 }' "/proc/$(cat "$dir/serve.pid")/status") KiB, of nbdkit: $(awk '/VmHWM/ { print $2 }' "/proc/$(cat "$dir/nbd.pid")/status") KiB"
-	stop "$dir/serve.pid"
-	stop "$dir/nbd.pid"
-	rm -f "$dir/serve.sock" "$dir/nbd.sock" "$dir/disk.vma"
+	echo "server peak RSS of vma-extract --serve: $(peak_rss serve.pid) KiB, of nbdkit: $(peak_rss nbd.pid) KiB"
+	stop_both
+	rm -f "$dir/disk.vma"
 }
 
 # The same 1 000 random offsets for every server, 4 KiB-aligned, as a file system reads.
