@@ -677,15 +677,26 @@ struct restore {
 	bool force, no_verify, verbose;
 };
 
+/* Which archive of the chain the opened target t is: 1 + its link, or 0 for none. (Asked link
+ * by link, with nothing allocated that an exit on a bad target would leave behind.) */
+static int target_archive(const struct chain *c, const struct target *t)
+{
+	for (int k = 0; k < c->n && t->fd >= 0; k++) {
+		struct stat st;
+		if (fstat(c->links[k].fd, &st) < 0)
+			err(EXIT_FAIL, "%s", c->links[k].path);
+		if (t->kind == TARGET_BLOCK ? S_ISBLK(st.st_mode) && st.st_rdev == t->dev
+					    : st.st_dev == t->dev && st.st_ino == t->ino)
+			return k + 1;
+	}
+	return 0;
+}
+
 /* Opens every target and checks it against its device, before anything is written; exits on
  * a target that does not fit. */
 static void open_targets(const struct chain *c, const struct restore *o, struct target *t, int *ids)
 {
 	const struct vma_reader *r = &c->links[0].r;
-	struct stat *in = xcalloc((size_t)c->n, sizeof(*in));
-	for (int k = 0; k < c->n; k++)
-		if (fstat(c->links[k].fd, &in[k]) < 0)
-			err(EXIT_FAIL, "%s", c->links[k].path);
 	for (int i = 0; i < o->n; i++) {
 		int id = 1;
 		while (id < 255 &&
@@ -700,13 +711,10 @@ static void open_targets(const struct chain *c, const struct restore *o, struct 
 		int status;
 		if (target_open(&t[i], o->specs[i], o->force, &status, why, sizeof(why)) < 0)
 			errx(status, "%s: %s", o->specs[i], why);
-		for (int k = 0; k < c->n; k++)
-			if (t[i].fd >= 0 &&
-			    (t[i].kind == TARGET_BLOCK
-				     ? S_ISBLK(in[k].st_mode) && in[k].st_rdev == t[i].dev
-				     : in[k].st_dev == t[i].dev && in[k].st_ino == t[i].ino))
-				errx(EXIT_USAGE, "%s: is the archive%s", o->specs[i],
-				     k ? " of the chain" : " itself");
+		int archive = target_archive(c, &t[i]);
+		if (archive)
+			errx(EXIT_USAGE, "%s: is the archive%s", o->specs[i],
+			     archive > 1 ? " of the chain" : " itself");
 		uint64_t size = r->devs[ids[i]].size;
 		if (t[i].kind == TARGET_NEW_FILE)
 			continue;
@@ -725,7 +733,6 @@ static void open_targets(const struct chain *c, const struct restore *o, struct 
 				errx(EXIT_USAGE, "%s and %s are the same target", o->specs[j],
 				     o->specs[i]);
 	}
-	free(in);
 }
 
 /* The first pass over an archive (and its chain) before targets are overwritten in place: the
