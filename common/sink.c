@@ -22,6 +22,7 @@
 #include "seektable.h"
 #include "sha256.h"
 #include "sink.h"
+#include "writebehind.h"
 
 #define OUTBUF_SIZE (1 << 20)
 /* Direct I/O needs buffers at this alignment and lengths in whole sectors. */
@@ -46,6 +47,8 @@ struct sink {
 	bool lzo_started; /* its header written */
 	uint8_t *outbuf;
 	size_t outbuf_used; /* uncompressed output collected, so small writes go out together */
+	struct writebehind *behind; /* sink_write_behind: plain output written by a thread */
+	uint8_t *spare_outbuf;      /* with it: outbuf's twin, filled while the other is written */
 	uint64_t bytes_in, bytes_out;
 	bool direct;  /* fd has O_DIRECT set (sink_write_direct) */
 	bool hashing; /* sink_hash: every byte written goes into sha */
@@ -92,9 +95,10 @@ static void drop_direct(struct sink *s)
 }
 
 /* Writes all of buf: with direct I/O while the writes take it, the rest through the page cache
- * (write_all). */
-static int emit(struct sink *s, const void *buf, size_t len)
+ * (write_all). On the output thread with write-behind (a writebehind_fn), else in emit. */
+static int put_out(void *ctx, const void *buf, size_t len)
 {
+	struct sink *s = ctx;
 	if (s->direct && (((uintptr_t)buf % DIRECT_ALIGN) || len % SECTOR))
 		drop_direct(s);
 	const char *p = buf;
@@ -121,8 +125,21 @@ static int emit(struct sink *s, const void *buf, size_t len)
 	 * caller's thread). */
 	if (s->hashing)
 		sha256_update(&s->sha, buf, len);
-	s->bytes_out += len;
 	return 0;
+}
+
+static int emit(struct sink *s, const void *buf, size_t len)
+{
+	s->bytes_out += len;
+	return put_out(s, buf, len);
+}
+
+/* Write-behind: buf goes to the output thread, and stays its own until writebehind_wait. A
+ * failed write's reason is in s->err (put_out). */
+static int hand_over(struct sink *s, const void *buf, size_t len)
+{
+	s->bytes_out += len;
+	return writebehind_submit(s->behind, buf, len);
 }
 
 int sink_hash(struct sink *s, char *err, size_t errlen)
@@ -148,6 +165,20 @@ void sink_write_direct(struct sink *s)
 	/* Refused on some file systems (tmpfs on older kernels): then the page cache it is. */
 	if (flags >= 0 && fcntl(s->fd, F_SETFL, flags | O_DIRECT) == 0)
 		s->direct = true;
+}
+
+int sink_write_behind(struct sink *s, char *err, size_t errlen)
+{
+	/* The codecs' output goes through buffers of their own, reused at once. */
+	if (s->codec != SINK_PLAIN || s->behind)
+		return 0;
+	if (posix_memalign((void **)&s->spare_outbuf, DIRECT_ALIGN, OUTBUF_SIZE) != 0) {
+		s->spare_outbuf = NULL;
+		snprintf(err, errlen, "out of memory");
+		return -1;
+	}
+	s->behind = writebehind_start(put_out, s, err, errlen);
+	return s->behind ? 0 : -1;
 }
 
 /* Frames go out as any compressed output does; zstd's are entered in the seek table, with
@@ -380,22 +411,51 @@ static int flush_plain(struct sink *s)
 {
 	size_t used = s->outbuf_used;
 	s->outbuf_used = 0;
-	return used ? emit(s, s->outbuf, used) : 0;
+	if (!used)
+		return 0;
+	if (!s->behind)
+		return emit(s, s->outbuf, used);
+	/* Collecting goes on in the twin while this one is written. */
+	uint8_t *full = s->outbuf;
+	s->outbuf = s->spare_outbuf;
+	s->spare_outbuf = full;
+	if (hand_over(s, full, used) < 0)
+		return -1;
+	return writebehind_wait(s->behind, s->outbuf);
 }
 
 /* Uncompressed: small writes (an extent of zero clusters is 512 bytes) are collected, so that
- * a sparse disk does not cost one system call per extent; large ones go straight out. */
-static int write_plain(struct sink *s, const void *buf, size_t len)
+ * a sparse disk does not cost one system call per extent; large ones go straight out. 0, 1
+ * when the output thread keeps buf (only if may_hold), or -1. */
+static int write_plain(struct sink *s, const void *buf, size_t len, bool may_hold)
 {
 	/* What was collected goes out first, whenever this write does not join it. */
 	bool large = len >= OUTBUF_SIZE / 2;
 	if ((large || s->outbuf_used + len > OUTBUF_SIZE) && flush_plain(s) < 0)
 		return -1;
-	if (large)
+	if (large && !s->behind)
 		return emit(s, buf, len);
+	if (large) {
+		if (hand_over(s, buf, len) < 0)
+			return -1;
+		return may_hold ? 1 : writebehind_wait(s->behind, buf);
+	}
 	memcpy(s->outbuf + s->outbuf_used, buf, len);
 	s->outbuf_used += len;
 	return 0;
+}
+
+int sink_write_held(struct sink *s, const void *buf, size_t len)
+{
+	if (s->codec != SINK_PLAIN)
+		return sink_write(s, buf, len);
+	s->bytes_in += len;
+	return write_plain(s, buf, len, true);
+}
+
+int sink_reclaim(struct sink *s, const void *buf)
+{
+	return s->behind ? writebehind_wait(s->behind, buf) : 0;
 }
 
 int sink_write(struct sink *s, const void *buf, size_t len)
@@ -411,7 +471,7 @@ int sink_write(struct sink *s, const void *buf, size_t len)
 	case SINK_LZO:
 		return lzo_put(s, buf, len);
 	default:
-		return write_plain(s, buf, len);
+		return write_plain(s, buf, len, false) < 0 ? -1 : 0;
 	}
 }
 
@@ -427,7 +487,9 @@ int sink_finish(struct sink *s)
 	case SINK_LZO:
 		return lzo_finish(s);
 	default:
-		return flush_plain(s);
+		if (flush_plain(s) < 0)
+			return -1;
+		return s->behind ? writebehind_drain(s->behind) : 0;
 	}
 }
 
@@ -439,6 +501,9 @@ void sink_free(struct sink *s)
 {
 	if (!s)
 		return;
+	/* First: the thread may be writing from any buffer, the sink's own included. */
+	writebehind_stop(s->behind);
+	free(s->spare_outbuf);
 	sha256_free(&s->sha);
 	if (s->codec == SINK_XZ)
 		liblzma.lzma_end(&s->xz);

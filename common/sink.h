@@ -20,6 +20,11 @@ struct sink *sink_open(int fd, enum sink_codec codec, int level, int threads, ch
  * (odd lengths) quietly go through the page cache instead. Never for an inherited
  * descriptor: the flag is shared with its other users. */
 void sink_write_direct(struct sink *s);
+/* Uncompressed output only (a compressed one is left alone; its codec's threads overlap
+ * already): from here on (before the first write), the output is written by a thread of its
+ * own, so that the caller can go on while a write waits for the disk. 0, or -1 with the reason
+ * in err. */
+int sink_write_behind(struct sink *s, char *err, size_t errlen);
 /* From here on (before the first write), every byte written out is hashed with SHA-256
  * (sha256.h). 0, or -1 with the reason in err. */
 int sink_hash(struct sink *s, char *err, size_t errlen);
@@ -29,6 +34,13 @@ int sink_hash(struct sink *s, char *err, size_t errlen);
 void sink_sha256(struct sink *s, char hex[SINK_SHA256_HEX]);
 /* 0 on success, -1 with sink_error() set. */
 int sink_write(struct sink *s, const void *buf, size_t len);
+/* As sink_write, but with write-behind the sink may keep buf to write it later: 1 when it does,
+ * and then the caller leaves buf alone until sink_reclaim(buf) has returned 0; 0 when buf is
+ * free again at once; -1 with sink_error() set. */
+int sink_write_held(struct sink *s, const void *buf, size_t len);
+/* Waits until buf, given to sink_write_held, is written (at once without write-behind). 0, or
+ * -1 with sink_error() set. */
+int sink_reclaim(struct sink *s, const void *buf);
 /* Ends the compressed stream and writes out everything pending; the fd stays open. */
 int sink_finish(struct sink *s);
 const char *sink_error(const struct sink *s);

@@ -16,6 +16,10 @@
  * configs: longer names give archives that cannot be extracted (NAME_MAX is 255). */
 #define MAX_NAME_LEN (255 - (int)sizeof("tmp-disk-.raw") + 1)
 
+/* With write-behind: one extent being filled while one is written and one waits, so that a
+ * short stall of the disk does not stop the reading. */
+#define EXTENT_BUFFERS 3
+
 struct device {
 	char *name;
 	uint64_t size;
@@ -40,8 +44,11 @@ struct vma_writer {
 	int nconfigs;
 	struct device devs[VMA_MAX_DEVICES + 1]; /* index = dev_id; 0 unused */
 	int ndevs;
-	/* The extent being filled: 512-byte header, then the stored blocks. */
+	/* The extent being filled: 512-byte header, then the stored blocks. It is one of
+	 * extents[], taken in turn while the sink writes the others behind (sink_write_held). */
 	uint8_t *extent;
+	uint8_t *extents[EXTENT_BUFFERS];
+	unsigned current;
 	unsigned entries;  /* blockinfo entries used */
 	size_t data_bytes; /* stored bytes after the header */
 	uint64_t extents_written;
@@ -67,7 +74,7 @@ struct vma_writer *vma_writer_new(void)
 	struct vma_writer *w = calloc(1, sizeof(*w));
 	if (!w)
 		return NULL;
-	w->extent = bigbuf_alloc(VMA_MAX_EXTENT_SIZE);
+	w->extent = w->extents[0] = bigbuf_alloc(VMA_MAX_EXTENT_SIZE);
 	if (!w->extent) {
 		free(w);
 		return NULL;
@@ -87,7 +94,8 @@ void vma_writer_free(struct vma_writer *w)
 		free(w->devs[i].name);
 		free(w->devs[i].seen);
 	}
-	bigbuf_free(w->extent, VMA_MAX_EXTENT_SIZE);
+	for (int i = 0; i < EXTENT_BUFFERS; i++)
+		bigbuf_free(w->extents[i], VMA_MAX_EXTENT_SIZE);
 	free(w);
 }
 
@@ -215,6 +223,20 @@ int vma_writer_begin(struct vma_writer *w, struct sink *out)
 	return 0;
 }
 
+/* The sink keeps the extent just written: the next buffer in turn becomes the one filled, once
+ * the sink is done with it (a new one the first time round). */
+static int next_extent(struct vma_writer *w)
+{
+	w->current = (w->current + 1) % EXTENT_BUFFERS;
+	uint8_t **next = &w->extents[w->current];
+	if (*next && sink_reclaim(w->out, *next) < 0)
+		return fail(w, "%s", sink_error(w->out));
+	if (!*next && !(*next = bigbuf_alloc(VMA_MAX_EXTENT_SIZE)))
+		return fail(w, "out of memory");
+	w->extent = *next;
+	return 0;
+}
+
 static int flush_extent(struct vma_writer *w)
 {
 	uint8_t *e = w->extent;
@@ -227,9 +249,12 @@ static int flush_extent(struct vma_writer *w)
 	MD5Init(&md5);
 	MD5Update(&md5, e, VMA_EXTENT_HEADER_SIZE);
 	MD5Final(e + VMA_EXT_OFF_MD5, &md5);
-	if (sink_write(w->out, e, VMA_EXTENT_HEADER_SIZE + w->data_bytes) < 0)
+	int held = sink_write_held(w->out, e, VMA_EXTENT_HEADER_SIZE + w->data_bytes);
+	if (held < 0)
 		return fail(w, "%s", sink_error(w->out));
-	memset(e + VMA_EXT_OFF_BLOCKINFO, 0, 8 * VMA_ENTRIES_PER_EXTENT);
+	if (held && next_extent(w) < 0)
+		return -1;
+	memset(w->extent + VMA_EXT_OFF_BLOCKINFO, 0, 8 * VMA_ENTRIES_PER_EXTENT);
 	w->entries = 0;
 	w->data_bytes = 0;
 	w->extents_written++;

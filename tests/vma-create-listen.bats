@@ -134,6 +134,46 @@ time.sleep(30)' "$SOCK" "$1" 3>&- &
 	assert_equal "$(ls -A)" server.err
 }
 
+@test "vma-create --listen takes writes of many clusters whole, across extents, next to clusters in pieces and zeroed" {
+	# 4 MiB + 1536 bytes: 64 whole clusters and a short last one.
+	serve drive-scsi0=$((4 * 1048576 + 1536))
+	nbdsh -u "$(uri drive-scsi0)" -c 'h.pwrite(b"p" * 512, 3 * 65536)' \
+		-c 'h.zero(65536, 4 * 65536)' -c 'h.pwrite(b"a" * 65536, 5 * 65536)' \
+		-c 'h.pwrite(b"b" * (3 * 65536), 0)' -c 'h.pwrite(b"c" * 65024, 3 * 65536 + 512)' \
+		-c 'end = 4 * 1048576 + 1536' \
+		-c 'for o in range(6 * 65536, end, 1048576): h.pwrite(b"d" * min(1048576, end - o), o)'
+	server_result
+	assert_equal "$CODE" 0
+	vma_check --strict out.vma
+	vma-extract out.vma x
+	{
+		head -c $((3 * 65536)) /dev/zero | tr '\0' b
+		head -c 512 /dev/zero | tr '\0' p
+		head -c 65024 /dev/zero | tr '\0' c
+		head -c 65536 /dev/zero
+		head -c 65536 /dev/zero | tr '\0' a
+		head -c $((4 * 1048576 + 1536 - 6 * 65536)) /dev/zero | tr '\0' d
+	} >expected
+	assert_equal "$(sha x/disk-drive-scsi0.raw)" "$(sha expected)"
+}
+
+@test "vma-create --listen: a write of many clusters over one written before, or begun in pieces, fails there" {
+	serve drive-scsi0=1048576
+	run nbdsh -u "$(uri drive-scsi0)" -c 'h.pwrite(b"x" * 65536, 2 * 65536)' -c 'h.pwrite(b"y" * (4 * 65536), 0)'
+	assert_failure
+	server_result
+	assert_equal "$CODE" 1
+	assert_equal "$(cat server.err)" "vma-create: drive-scsi0: cluster 2 written twice"
+	assert_equal "$(ls -A)" server.err
+	serve drive-scsi0=1048576
+	run nbdsh -u "$(uri drive-scsi0)" -c 'h.pwrite(b"x" * 512, 2 * 65536 + 512)' -c 'h.pwrite(b"y" * (4 * 65536), 0)'
+	assert_failure
+	server_result
+	assert_equal "$CODE" 1
+	assert_equal "$(cat server.err)" "vma-create: drive-scsi0: bytes at 131584 written twice"
+	assert_equal "$(ls -A)" server.err
+}
+
 @test "vma-create --listen assembles a cluster that arrives in 512-byte-aligned pieces" {
 	serve drive-scsi0=131072
 	nbdsh -u "$(uri drive-scsi0)" -c 'h.pwrite(b"b" * 512, 512)' -c 'h.zero(512, 0)' \

@@ -645,6 +645,32 @@ slow_nbdkit() { # SOCKET PLUGIN-AND-ARGS...
 	assert_equal "$(sha256sum <out/disk-drive-scsi0.raw)" "$(sha256sum <disk.raw)"
 }
 
+@test "vma-create -o writes behind: many extents come out in order, with their sha256" {
+	# 16 MiB of data around 8 MiB of holes: full extents, and short ones in the page cache.
+	random_file data 16M
+	dd if=data of=disk.raw bs=1M count=8 status=none
+	dd if=data of=disk.raw bs=1M skip=8 seek=16 status=none
+	vma-create -o a.vma --stats s.json drive-scsi0=disk.raw drive-scsi1=data
+	assert_equal "$(jq -r .sha256 s.json)" "$(sha256sum <a.vma | cut -d ' ' -f 1)"
+	vma_check --strict a.vma
+	vma-extract a.vma out
+	assert_equal "$(sha256sum <out/disk-drive-scsi0.raw)" "$(sha256sum <disk.raw)"
+	assert_equal "$(sha256sum <out/disk-drive-scsi1.raw)" "$(sha256sum <data)"
+}
+
+@test "vma-create -o: a file system that fills up half-way stops the run with the reason, and leaves nothing" {
+	[ "$(id -u)" = 0 ] || skip "mounting a small tmpfs needs root"
+	random_file disk.raw 24M
+	mkdir small
+	mount -t tmpfs -o size=4M tmpfs small || skip "cannot mount a tmpfs here"
+	run --separate-stderr -1 vma-create -o small/a.vma --stats small/s.json drive-scsi0=disk.raw
+	left=$(ls -A small)
+	umount small
+	assert_equal "$stderr" "vma-create: write failed: No space left on device"
+	assert_equal "$output" ""
+	assert_equal "$left" ""
+}
+
 @test "vma-create never sets direct I/O on a descriptor it inherited: what follows in the file is written" {
 	random_file disk.raw 1M
 	{

@@ -120,6 +120,20 @@ static int take_piece(struct listen_ctx *x, int dev_id, uint64_t cluster, uint32
 	return 0;
 }
 
+/* How many clusters from `cluster` on (which the caller found whole in the write and new) the
+ * write's len bytes cover whole, each new and a full 64 KiB: at least 1. */
+static unsigned whole_run(struct listen_ctx *x, int dev_id, uint64_t cluster, uint64_t len)
+{
+	uint64_t size = x->exports[dev_id - 1].size;
+	unsigned n = 1;
+	while (n < VMA_ENTRIES_PER_EXTENT && (uint64_t)(n + 1) * VMA_CLUSTER_SIZE <= len &&
+	       vma_cluster_bytes(size, cluster + n) == VMA_CLUSTER_SIZE &&
+	       !vma_writer_has_cluster(x->w, dev_id, cluster + n) &&
+	       !find_pending(x, dev_id, cluster + n))
+		n++;
+	return n;
+}
+
 /* A write (c != NULL) or a zero write (c == NULL) of len bytes at off. */
 static int take(struct listen_ctx *x, int export, uint64_t off, uint64_t len, struct nbd_conn *c,
 		char *err, size_t errlen)
@@ -142,15 +156,18 @@ static int take(struct listen_ctx *x, int export, uint64_t off, uint64_t len, st
 			if (!c) {
 				rc = vma_writer_put_zero(x->w, dev_id, cluster);
 			} else {
-				unsigned n = 1;
+				/* A run of whole clusters comes in with one receive (QEMU writes
+				 * 1 MiB at a time), as far as the extent has room. */
+				unsigned n = whole_run(x, dev_id, cluster, len);
 				uint8_t *buf = vma_writer_reserve(x->w, &n);
+				chunk += (uint32_t)(n - 1) * VMA_CLUSTER_SIZE;
 				if (buf && nbd_conn_recv(c, buf, chunk) < 0) {
 					snprintf(err, errlen,
 						 "%s: client disconnected in the middle of a write",
 						 x->exports[export].name);
 					return EIO;
 				}
-				rc = buf ? vma_writer_commit(x->w, dev_id, cluster, 1) : -1;
+				rc = buf ? vma_writer_commit(x->w, dev_id, cluster, n) : -1;
 			}
 			if (rc < 0) {
 				snprintf(err, errlen, "%s", vma_writer_error(x->w));

@@ -480,8 +480,10 @@ int main(int argc, char **argv)
 	if (out.fd >= 0)
 		sink_write_direct(sink);
 	/* --stats has the archive's SHA-256 (vzdump.sh's ARCHIVE.sha256), taken from the bytes as
-	 * they are written: the archive is not read again. */
-	if (o.stats && sink_hash(sink, why, sizeof(why)) < 0) {
+	 * they are written: the archive is not read again. Hashing and writing are the output
+	 * thread's (write-behind), while this one reads or receives the next extent. */
+	if ((o.stats && sink_hash(sink, why, sizeof(why)) < 0) ||
+	    sink_write_behind(sink, why, sizeof(why)) < 0) {
 		outfile_abort(&out);
 		outfile_abort(&stats);
 		errx(EXIT_FAIL, "%s", why);
