@@ -78,6 +78,13 @@ drive-scsi0 48 data"
 	vma-extract "$I1" "drive-scsi0=nbd+unix:///?socket=$PWD/n.sock"
 	nbd_stop "$PWD/n.sock"
 	assert_equal "$(sha nbd0.raw)" "$(sha "$I1.d0")"
+	# No archive of the chain is a target, whichever link it is.
+	cp "$F" full.copy
+	run --separate-stderr -2 vma-extract --force "$I1" drive-scsi0="$F"
+	assert_equal "$stderr" "vma-extract: $F: is the archive of the chain"
+	run --separate-stderr -2 vma-extract --force "$I1" drive-scsi0="$I1"
+	assert_equal "$stderr" "vma-extract: $I1: is the archive itself"
+	cmp "$F" full.copy
 }
 
 @test "vma-extract -l and -l --json show the chain, newest first" {

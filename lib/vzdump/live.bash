@@ -48,7 +48,7 @@ start_writer() {
 	for key in "${disk_keys[@]}"; do
 		args+=("$(archive_devname "$key")=${disk_size[$key]}")
 	done
-	spawn vma-create "${args[@]}" 2>"$private_dir/writer.log" 3>&-
+	spawn vma-create "${args[@]}" 2>"$private_dir/writer.log"
 	writer_pid=$spawned_pid
 	state_proc "$writer_pid" vma-create
 	[ ${#disk_keys[@]} -gt 0 ] || return 0

@@ -277,7 +277,7 @@ offline_copy() {
 		fi
 		sock=$private_dir/nbd-$key.sock
 		spawn qemu-nbd -r -t -f "$fmt" -k "$sock" -- "$vol" </dev/null >/dev/null \
-			2>"$private_dir/nbd-$key.err" 3>&-
+			2>"$private_dir/nbd-$key.err"
 		nbd_pids+=("$spawned_pid")
 		state_proc "$spawned_pid" qemu-nbd
 		wait_until 10 socket_or_exit "$sock" "$spawned_pid" || true
@@ -286,7 +286,7 @@ offline_copy() {
 		args+=("$(archive_devname "$key")=nbd+unix:///?socket=$(jq -rn --arg p "$sock" '$p | @uri')")
 	done
 	copy_start=$(date +%s)
-	spawn vma-create "${args[@]}" 2>"$private_dir/writer.log" 3>&-
+	spawn vma-create "${args[@]}" 2>"$private_dir/writer.log"
 	writer_pid=$spawned_pid
 	state_proc "$writer_pid" vma-create
 	while kill -0 "$writer_pid" 2>/dev/null; do
