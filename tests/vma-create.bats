@@ -638,8 +638,13 @@ slow_nbdkit() { # SOCKET PLUGIN-AND-ARGS...
 	random_file disk.raw 1M
 	truncate -s $((2 * 1048576 + 3000)) disk.raw
 	printf 'tail' >>disk.raw
-	ASAN_OPTIONS=detect_leaks=0 strace -qq -e trace=fcntl -o trace vma-create -o a.vma drive-scsi0=disk.raw
+	ASAN_OPTIONS=detect_leaks=0 strace -qq -f -e trace=fcntl,write -o trace \
+		vma-create -o a.vma drive-scsi0=disk.raw
 	grep -q 'F_SETFL, .*O_DIRECT' trace || fail "no O_DIRECT set: $(cat trace)"
+	# In whole 4 KiB blocks but the last write: anything else is the file system's slow path.
+	grep -E ' write\(' trace | sed -E 's/.* = ([0-9]+)$/\1/' >sizes
+	[ "$(wc -l <sizes)" -gt 1 ] || fail "$(cat trace)"
+	head -n -1 sizes | awk '$1 % 4096 { exit 1 }' || fail "writes of $(tr '\n' ' ' <sizes)bytes"
 	vma_check --strict a.vma
 	run -0 vma-extract a.vma out
 	assert_equal "$(sha256sum <out/disk-drive-scsi0.raw)" "$(sha256sum <disk.raw)"

@@ -480,10 +480,12 @@ int main(int argc, char **argv)
 	if (out.fd >= 0)
 		sink_write_direct(sink);
 	/* --stats has the archive's SHA-256 (vzdump.sh's ARCHIVE.sha256), taken from the bytes as
-	 * they are written: the archive is not read again. Hashing and writing are the output
-	 * thread's (write-behind), while this one reads or receives the next extent. */
+	 * they are written: the archive is not read again. Into a file of our own, hashing and
+	 * writing (which waits for the disk) are the output thread's, while this one reads or
+	 * receives the next extent; a pipe's reader or /dev/null takes the bytes at once, and
+	 * there the thread would only cost the cache its one hot extent buffer. */
 	if ((o.stats && sink_hash(sink, why, sizeof(why)) < 0) ||
-	    sink_write_behind(sink, why, sizeof(why)) < 0) {
+	    (out.fd >= 0 && sink_write_behind(sink, why, sizeof(why)) < 0)) {
 		outfile_abort(&out);
 		outfile_abort(&stats);
 		errx(EXIT_FAIL, "%s", why);
