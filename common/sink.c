@@ -50,10 +50,10 @@ struct sink {
 	struct writebehind *behind; /* sink_write_behind: plain output written by a thread */
 	uint8_t *spare_outbuf;      /* with it: outbuf's twin, filled while the other is written */
 	uint64_t bytes_in, bytes_out;
-	bool direct;  /* fd has O_DIRECT set (sink_write_direct) */
+	bool direct;       /* fd has O_DIRECT set (sink_write_direct) */
 	uint8_t *joint;    /* with it: the start of a file-system block not yet written */
 	size_t joint_used; /* (put_direct) */
-	bool hashing; /* sink_hash: every byte written goes into sha */
+	bool hashing;      /* sink_hash: every byte written goes into sha */
 	struct sha256 sha;
 	char err[256];
 };
