@@ -37,7 +37,7 @@ teardown() {
 	[ -z "$VM" ] || qemu_stop "$VM"
 }
 
-@test "the package holds the tools, vzdump.sh and its library, the man pages, the completions, the units and the conffile" {
+@test "the package holds the tools, vzdump.sh and its library, the man pages, the completions, the units, the run folder and the conffile" {
 	completions=$ROOT/usr/share/bash-completion/completions
 	cmp "$TOP/dist/completion/vzdump-qemu.bash" "$completions/vzdump-qemu"
 	for t in qmpctl gafreeze vma-create vma-extract vzdump-prune vzdump-put vzdump.sh qmrestore.sh; do
@@ -60,6 +60,11 @@ teardown() {
 		cmp "$TOP/dist/$u" "$ROOT/lib/systemd/system/$u"
 	done
 	cmp "$TOP/dist/vzdump.conf" "$ROOT/etc/vzdump.conf"
+	# The run folder is made at boot (and at installation), so the nightly job finds it.
+	assert_equal "$(grep -v '^#' "$ROOT/usr/lib/tmpfiles.d/vzdump-qemu.conf")" \
+		"d /run/qemu-server 0755 root root -"
+	run -0 bash -c 'dpkg-deb --ctrl-tarfile "$1" | tar -xOf - ./postinst' _ "$DEB"
+	assert_output --regexp "systemd-tmpfiles [^\n]*--create vzdump-qemu\.conf"
 	run -0 bash -c 'dpkg-deb --ctrl-tarfile "$1" | tar -xOf - ./conffiles' _ "$DEB"
 	assert_output /etc/vzdump.conf
 	# The commands the driver runs, and the libraries the tools load with dlopen.
