@@ -1,7 +1,7 @@
 /* Write-behind: buffers handed to an output thread, which writes them in order while the caller
  * goes on filling the next one. The writer of a live backup receives from QEMU on one thread;
- * with this, the archive's direct-I/O writes (which wait for the disk) and its SHA-256 no
- * longer stop it receiving. */
+ * with this, the archive's direct-I/O writes, which wait for the disk, no longer stop it
+ * receiving. */
 #ifndef VZ_WRITEBEHIND_H
 #define VZ_WRITEBEHIND_H
 #include <stddef.h>

@@ -676,6 +676,26 @@ slow_nbdkit() { # SOCKET PLUGIN-AND-ARGS...
 	assert_equal "$left" ""
 }
 
+@test "vma-create -o: a source that fails while extents wait to be written stops their writes before the file goes" {
+	# Reads fail once ./trigger exists; strace slows every write, so extents are still
+	# queued for the output thread when the read fails.
+	nbdkit -U "$PWD/k.sock" -P "$PWD/k.pid" --filter=error pattern size=64M \
+		error-pread=EIO error-pread-rate=100% error-pread-file="$PWD/trigger" 3>&-
+	for ((i = 0; i < 100; i++)); do [ -S k.sock ] && break; sleep 0.05; done
+	(sleep 1 && touch trigger) 3>&- &
+	run --separate-stderr -1 env ASAN_OPTIONS=detect_leaks=0 strace -f -qq -e trace=write,close,unlinkat \
+		-e inject=write:delay_enter=300000 -o trace \
+		vma-create -o a.vma "drive-scsi0=nbd+unix:///?socket=$PWD/k.sock"
+	[[ $stderr == *"Input/output error"* ]] || fail "$stderr"
+	# The temporary file's descriptor is closed after the output thread's last write.
+	fd=$(sed -nE 's/.*write\(([0-9]+), "VMA\\0.*/\1/p' trace | head -n 1)
+	[ -n "$fd" ] || fail "no header write: $(cat trace)"
+	awk -v w="write($fd," -v c="close($fd)" 'index($0, w) && /"VMA\\0/ { opened = 1 }
+		opened && index($0, c) { closed = 1 } closed && index($0, w) { exit 1 }' trace ||
+		fail "$(cat trace)"
+	assert_equal "$(ls -A | grep -c tmp)" 0
+}
+
 @test "vma-create never sets direct I/O on a descriptor it inherited: what follows in the file is written" {
 	random_file disk.raw 1M
 	{

@@ -121,14 +121,14 @@ static int take_piece(struct listen_ctx *x, int dev_id, uint64_t cluster, uint32
 }
 
 /* How many clusters from `cluster` on (which the caller found whole in the write and new) the
- * write's len bytes cover whole, each new and a full 64 KiB: at least 1. */
+ * write's len bytes cover whole, each new and a full 64 KiB (not the device's short last
+ * one): at least 1. */
 static unsigned whole_run(struct listen_ctx *x, int dev_id, uint64_t cluster, uint64_t len)
 {
-	uint64_t size = x->exports[dev_id - 1].size;
+	uint64_t full_clusters = x->exports[dev_id - 1].size / VMA_CLUSTER_SIZE;
 	unsigned n = 1;
 	while (n < VMA_ENTRIES_PER_EXTENT && (uint64_t)(n + 1) * VMA_CLUSTER_SIZE <= len &&
-	       vma_cluster_bytes(size, cluster + n) == VMA_CLUSTER_SIZE &&
-	       !vma_writer_has_cluster(x->w, dev_id, cluster + n) &&
+	       cluster + n < full_clusters && !vma_writer_has_cluster(x->w, dev_id, cluster + n) &&
 	       !find_pending(x, dev_id, cluster + n))
 		n++;
 	return n;

@@ -480,8 +480,8 @@ int main(int argc, char **argv)
 	if (out.fd >= 0)
 		sink_write_direct(sink);
 	/* --stats has the archive's SHA-256 (vzdump.sh's ARCHIVE.sha256), taken from the bytes as
-	 * they are written: the archive is not read again. Into a file of our own, hashing and
-	 * writing (which waits for the disk) are the output thread's, while this one reads or
+	 * they are written: the archive is not read again. Into a file of our own, writing
+	 * (which waits for the disk) is the output thread's, while this one hashes and reads or
 	 * receives the next extent; a pipe's reader or /dev/null takes the bytes at once, and
 	 * there the thread would only cost the cache its one hot extent buffer. */
 	if ((o.stats && sink_hash(sink, why, sizeof(why)) < 0) ||
@@ -541,6 +541,9 @@ int main(int argc, char **argv)
 			unlink(o.stats);
 		status = -1;
 	}
+	/* First: after a failure, the output thread may still be writing to the file that
+	 * outfile_abort closes (and the descriptor could be someone else's then). */
+	sink_free(sink);
 	if (status != 0) {
 		outfile_abort(&out);
 		outfile_abort(&stats);
@@ -557,7 +560,6 @@ int main(int argc, char **argv)
 	for (int i = 0; sources && i < argc; i++)
 		sources[i]->close(sources[i]);
 	free(sources);
-	sink_free(sink);
 	vma_writer_free(w);
 	if (status == 0)
 		return EXIT_OK;
