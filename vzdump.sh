@@ -63,11 +63,11 @@ END
 }
 
 backup_vm() {
-	local start basename archive ext out
-	start=$(date +%s)
+	local start basename archive ext out when
+	start=$EPOCHSECONDS
 	backup_start=$start
 	backup_mode=$opt_mode
-	basename=vzdump-qemu-$vmid-$(date +%Y_%m_%d-%H_%M_%S)
+	printf -v basename 'vzdump-qemu-%s-%(%Y_%m_%d-%H_%M_%S)T' "$vmid" "$start"
 	archive_base=$basename
 	case $opt_compress in
 	gzip) ext=vma.gz ;;
@@ -98,7 +98,8 @@ backup_vm() {
 	qga_sock=$opt_rundir/$vmid.qga
 
 	info "Starting Backup of VM $vmid (qemu)"
-	info "Backup started at $(date '+%F %T')"
+	printf -v when '%(%F %T)T' "$start"
+	info "Backup started at $when"
 	read_config
 	check_running
 	vm_lock
@@ -152,14 +153,14 @@ backup_vm() {
 		vm_status=$(qmp query-status 2>"$private_dir/qmp.err") ||
 			fail "query-status failed$(why_of "$private_dir/qmp.err")"
 		vm_status=$(jq -r '.status // empty' <<<"$vm_status")
-		copy_start=$(date +%s)
+		copy_start=$EPOCHSECONDS
 		if [ ${#disk_keys[@]} -gt 0 ]; then
 			attach_scratch
 			hook_or_fail pre-freeze
 			snapshot
 			resume_after_snapshot
 			hook_or_fail post-thaw
-			copy_start=$(date +%s)
+			copy_start=$EPOCHSECONDS
 			start_jobs
 			wait_jobs
 		else
@@ -186,14 +187,15 @@ backup_vm() {
 	fi
 	hook_or_fail backup-end
 	restore_power_state
-	info "Finished Backup of VM $vmid ($(format_time $(($(date +%s) - start))))"
-	info "Backup finished at $(date '+%F %T')"
+	info "Finished Backup of VM $vmid ($(format_time $((EPOCHSECONDS - start))))"
+	printf -v when '%(%F %T)T' -1
+	info "Backup finished at $when"
 }
 
 # The EXIT trap of each VM's task, right after the sequence it reverses: whatever backup_vm
 # recorded as done is undone, in reverse; on failure the log, the hooks and the JSON say why.
 undo_on_exit() {
-	local status=$? stray
+	local status=$? stray when
 	# Whatever fails or arrives now, the cleanup runs to its end: no set -e, and a further
 	# signal (a second Ctrl-C, systemd's TERM to the whole group and the job's own TERM to
 	# the task) is noted, not obeyed. So these come first, before anything that takes time.
@@ -235,7 +237,8 @@ undo_on_exit() {
 		# archive is complete and stays, as Proxmox leaves it.
 		[ -z "$final_archive" ] || failure+=" (the archive $final_archive is complete and kept)"
 		log ERROR "Backup of VM $vmid failed - $failure"
-		info "Failed at $(date '+%F %T')"
+		printf -v when '%(%F %T)T' -1
+		info "Failed at $when"
 		[ -z "$vmid" ] || run_hook backup-abort vm || warn "$hook_error"
 	fi
 	record_result "$status"
@@ -384,7 +387,7 @@ main() {
 		[ "$errors" = 0 ] || exit 1
 		exit 0
 	fi
-	job_start=$(date +%s)
+	job_start=$EPOCHSECONDS
 	if [ "$opt_json" = 1 ] || mail_wanted; then
 		# The job's own private folder (0700, as each VM's): the results, and for the mail
 		# the failed VMs' logs, under names no other user can plant anything.

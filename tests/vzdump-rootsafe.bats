@@ -40,12 +40,14 @@ backup() {
 # As nobody: LINK -> TARGET under the names a backup of VM 100 starting in the next seconds
 # gets (names are predictable to the second), for each SUFFIX (".vma.notes", ".log", ...).
 plant_links() { # TARGET SUFFIX...
-	local target=$1 i suffix t
+	local target=$1 i suffix t now=$EPOCHSECONDS
 	local -a names=()
 	shift
 	# A minute of names: a backup on a loaded machine has been seen to start over 10 s later.
+	# From one instant: "+i seconds" from each step's own clock skips a second whenever the
+	# loop crosses one.
 	for i in $(seq 0 59); do
-		t=$(date -d "+$i seconds" +%Y_%m_%d-%H_%M_%S)
+		t=$(date -d "@$((now + i))" +%Y_%m_%d-%H_%M_%S)
 		for suffix in "$@"; do
 			names+=("$W/dump/vzdump-qemu-100-$t$suffix")
 		done
@@ -73,10 +75,10 @@ the_archive() {
 }
 
 @test "a folder planted as the .sha256 fails the backup saying so; the complete archive is kept, and -t refuses the folder" {
-	local i t
+	local i t now=$EPOCHSECONDS
 	# a minute of names, as plant_links
 	for i in $(seq 0 59); do
-		t=$(date -d "+$i seconds" +%Y_%m_%d-%H_%M_%S)
+		t=$(date -d "@$((now + i))" +%Y_%m_%d-%H_%M_%S)
 		as_nobody mkdir -p "$W/dump/vzdump-qemu-100-$t.vma.sha256/x"
 	done
 	run --separate-stderr -1 backup 100

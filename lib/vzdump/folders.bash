@@ -11,25 +11,39 @@
 # folder itself too: the tmpdir, where the job only works in a new private folder of its own
 # (mktemp -d, 0700). Prints the folder's real path, which the job uses from then on.
 safe_folder() { # WHAT DIR [sticky-ok]
-	local what=$1 dir=$2 sticky_ok=${3:-} real p uid mode owner self=1
+	local what=$1 dir=$2 sticky_ok=${3:-} real p uid mode owner i
+	local -a paths=() stats=()
 	if ! real=$(realpath -e -- "$dir" 2>/dev/null) || [ ! -d "$real" ]; then
 		folder_refused "the $what $dir does not exist or is no folder"
 	fi
 	p=$real
 	while :; do
-		read -r uid mode < <(stat -c '%u %a' -- "$p") ||
-			folder_refused "cannot check the $what $dir: cannot stat $p"
+		paths+=("$p")
+		[ "$p" != / ] || break
+		p=${p%/*}
+		p=${p:-/}
+	done
+	# One stat for the whole walk (each process costs milliseconds); when it fails, the
+	# first folder that cannot be read is named.
+	mapfile -t stats < <(stat -c '%u %a' -- "${paths[@]}" 2>/dev/null)
+	if [ "${#stats[@]}" -ne "${#paths[@]}" ]; then
+		for p in "${paths[@]}"; do
+			stat -- "$p" >/dev/null 2>&1 ||
+				folder_refused "cannot check the $what $dir: cannot stat $p"
+		done
+		folder_refused "cannot check the $what $dir: cannot stat it"
+	fi
+	for i in "${!paths[@]}"; do
+		p=${paths[i]}
+		read -r uid mode <<<"${stats[i]}"
 		if [ "$uid" != 0 ] && [ "$uid" != "$EUID" ]; then
 			owner=$(stat -c %U -- "$p")
 			folder_refused "the $what $dir is not safe: $p belongs to user $owner - make it root's (chown root $p) or choose another folder"
 		fi
-		if (((8#$mode & 8#022) != 0)) && ! { (((8#$mode & 8#1000) != 0)) && { [ "$self" = 0 ] || [ -n "$sticky_ok" ]; }; }; then
+		# (i = 0: the folder itself.)
+		if (((8#$mode & 8#022) != 0)) && ! { (((8#$mode & 8#1000) != 0)) && { [ "$i" != 0 ] || [ -n "$sticky_ok" ]; }; }; then
 			folder_refused "the $what $dir is not safe: $p is writable by group or others (mode $mode) - make it root's alone (chmod go-w $p) or choose another folder"
 		fi
-		[ "$p" != / ] || break
-		p=${p%/*}
-		p=${p:-/}
-		self=0
 	done
 	printf '%s\n' "$real"
 }

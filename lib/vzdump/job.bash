@@ -20,7 +20,7 @@ log() { # LEVEL MESSAGE
 	printf '%s: %s\n' "$1" "$2" >&"$log_fd" 2>/dev/null || true
 	if [ -n "$logfile_fd" ]; then
 		# shellcheck disable=SC2261
-		printf '%s %s: %s\n' "$(date '+%F %T')" "$1" "$2" 2>/dev/null >&"$logfile_fd" || true
+		printf '%(%F %T)T %s: %s\n' -1 "$1" "$2" 2>/dev/null >&"$logfile_fd" || true
 	fi
 }
 
@@ -152,7 +152,7 @@ record_result() { # EXIT-STATUS
 	[ -z "$final_archive" ] || size=$(stat -c %s "$final_archive" 2>/dev/null) || size=null
 	jq -nc --argjson vmid "$vmid" --arg name "$vm_name" --arg status "$([ "$1" = 0 ] && echo ok || echo error)" \
 		--arg archive "$final_archive" --argjson size "$size" \
-		--argjson start "${backup_start:-null}" --argjson finish "$(date +%s)" \
+		--argjson start "${backup_start:-null}" --argjson finish "$EPOCHSECONDS" \
 		--argjson frozen "${frozen_ms:-null}" --argjson freeze "${freeze_ms:-null}" \
 		--argjson qmp "${qmp_ms:-null}" --argjson thaw "${thaw_ms:-null}" \
 		--argjson snap "${snapshot_ms:-null}" --arg kind "$backup_kind" \
@@ -173,7 +173,7 @@ summary() {
 	# (What the writer received: the whole disks for a full, the changes for an incremental.)
 	{ read -r total && read -r zeros; } < <(jq -r '.saved + .zeros, .zeros' "$private_dir/writer.json") ||
 		fail "cannot read the writer's figures $private_dir/writer.json"
-	secs=$(($(date +%s) - copy_start))
+	secs=$((EPOCHSECONDS - copy_start))
 	info "backup is sparse: $(render_bytes "$zeros" 2) ($((total > 0 ? zeros * 100 / total : 0))%) total zero data"
 	if [ "$secs" -lt 1 ]; then
 		info "transferred $(render_bytes "$total" 2) in <1 seconds"

@@ -292,11 +292,11 @@ recover_state() { # FILE
 	# the rest and goes where the killed backup would have put it.
 	if [ -n "$r_log" ] && [ -n "$r_tmp" ] && [ -d "$r_tmp" ] && [ ! -L "$r_tmp" ] && [ -O "$r_tmp" ]; then
 		if [ -n "$r_final" ] && [ -f "$r_final" ]; then
-			printf '%s ERROR: Backup of VM %s failed after its archive %s was complete - the backup process was killed (cleaned up by pid %s); the archive is kept\n' \
-				"$(date '+%F %T')" "$vmid" "$r_final" "$$" >>"$r_tmp/log" || true
+			printf '%(%F %T)T ERROR: Backup of VM %s failed after its archive %s was complete - the backup process was killed (cleaned up by pid %s); the archive is kept\n' \
+				-1 "$vmid" "$r_final" "$$" >>"$r_tmp/log" || true
 		else
-			printf '%s ERROR: Backup of VM %s failed - the backup process was killed (cleaned up by pid %s)\n' \
-				"$(date '+%F %T')" "$vmid" "$$" >>"$r_tmp/log" || true
+			printf '%(%F %T)T ERROR: Backup of VM %s failed - the backup process was killed (cleaned up by pid %s)\n' \
+				-1 "$vmid" "$$" >>"$r_tmp/log" || true
 		fi
 		deliver_log "$r_tmp/log" "$r_log"
 	fi

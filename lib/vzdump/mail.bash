@@ -91,7 +91,7 @@ send_mail() { # STATUS ERROR
 	fi
 	# Its output into a file, and without the job's stdout (json_fd): a delivery child that
 	# lives on must not hold the job or its reader up; one that ignores TERM is killed 5 s later.
-	compose_mail "$1" "${2:-}" "$(($(date +%s) - job_start))" |
+	compose_mail "$1" "${2:-}" "$((EPOCHSECONDS - job_start))" |
 		unlocked timeout -k 5 "$MAIL_TIMEOUT" "$sendmail" -t -i >"$out" 2>&1 {json_fd}>&- || rc=$?
 	if [ "$rc" = 0 ]; then
 		info "mail sent to $opt_mailto"

@@ -47,7 +47,7 @@ choose_mode() {
 suspend_vm() {
 	local status
 	info "suspending guest"
-	stop_time=$(date +%s)
+	stop_time=$EPOCHSECONDS
 	hook_or_fail pre-stop
 	resume_hooks=1
 	status=$(qemu_status) || status=
@@ -79,7 +79,7 @@ stop_vm() {
 		;;
 	esac
 	info "stopping virtual guest"
-	stop_time=$(date +%s)
+	stop_time=$EPOCHSECONDS
 	hook_or_fail pre-stop
 	# Before it is sent: a guest that goes down after we were killed is restarted by recovery.
 	state powerdown
@@ -121,7 +121,7 @@ resume_after_snapshot() {
 		qmp cont >/dev/null || fail "continuing the VM failed"
 		suspended=0
 		state resumed
-		info "resuming VM again after $(($(date +%s) - stop_time)) seconds"
+		info "resuming VM again after $((EPOCHSECONDS - stop_time)) seconds"
 	fi
 	[ "$restart" != reset ] || restart_vm
 }
@@ -141,7 +141,7 @@ restart_vm() {
 	if qmp cont >/dev/null 2>&1; then
 		state restarted
 		run_hook post-restart vm || warn "$hook_error"
-		info "guest is online again after $(($(date +%s) - stop_time)) seconds"
+		info "guest is online again after $((EPOCHSECONDS - stop_time)) seconds"
 	else
 		warn "restarting the VM failed (QEMU status '${status:-unknown}')"
 		run_hook post-restart vm || warn "$hook_error"
@@ -168,7 +168,7 @@ restore_power_state() {
 			if qmp cont >/dev/null 2>&1; then
 				suspended=0
 				state resumed
-				info "guest is online again after $(($(date +%s) - stop_time)) seconds"
+				info "guest is online again after $((EPOCHSECONDS - stop_time)) seconds"
 			else
 				warn "continuing the VM failed"
 			fi
@@ -285,7 +285,7 @@ offline_copy() {
 		# shellcheck disable=SC2016 # jq variables
 		args+=("$(archive_devname "$key")=nbd+unix:///?socket=$(jq -rn --arg p "$sock" '$p | @uri')")
 	done
-	copy_start=$(date +%s)
+	copy_start=$EPOCHSECONDS
 	spawn vma-create "${args[@]}" 2>"$private_dir/writer.log"
 	writer_pid=$spawned_pid
 	state_proc "$writer_pid" vma-create
