@@ -25,6 +25,21 @@ teardown() {
 }
 
 
+# A server for a 1 MiB drive-scsi0 that nbdsh's commands (ARGS) make fail: the client sees an
+# error, the server exits 1 saying only "vma-create: drive-scsi0: MESSAGE", and leaves nothing
+# but its stderr.
+refused_writes() { # MESSAGE NBDSH-ARGS...
+	local message=$1
+	shift
+	serve drive-scsi0=1048576
+	run nbdsh -u "$(uri drive-scsi0)" "$@"
+	assert_failure
+	server_result
+	assert_equal "$CODE" 1
+	assert_equal "$(cat server.err)" "vma-create: drive-scsi0: $message"
+	assert_equal "$(ls -A)" server.err
+}
+
 # Microseconds on the wall clock.
 now_us() { echo "${EPOCHREALTIME/./}"; }
 
@@ -115,23 +130,13 @@ time.sleep(30)' "$SOCK" "$1" 3>&- &
 }
 
 @test "vma-create --listen fails cleanly when a client writes a cluster twice" {
-	serve drive-scsi0=1048576
-	run nbdsh -u "$(uri drive-scsi0)" -c 'h.pwrite(b"x" * 65536, 65536)' -c 'h.pwrite(b"y" * 65536, 65536)'
-	assert_failure
-	server_result
-	assert_equal "$CODE" 1
-	assert_equal "$(cat server.err)" "vma-create: drive-scsi0: cluster 1 written twice"
-	assert_equal "$(ls -A)" server.err
+	refused_writes "cluster 1 written twice" \
+		-c 'h.pwrite(b"x" * 65536, 65536)' -c 'h.pwrite(b"y" * 65536, 65536)'
 }
 
 @test "vma-create --listen fails cleanly when pieces of a cluster overlap" {
-	serve drive-scsi0=1048576
-	run nbdsh -u "$(uri drive-scsi0)" -c 'h.pwrite(b"x" * 4096, 8192)' -c 'h.pwrite(b"y" * 1024, 12288 - 512)'
-	assert_failure
-	server_result
-	assert_equal "$CODE" 1
-	assert_equal "$(cat server.err)" "vma-create: drive-scsi0: bytes at 11776 written twice"
-	assert_equal "$(ls -A)" server.err
+	refused_writes "bytes at 11776 written twice" \
+		-c 'h.pwrite(b"x" * 4096, 8192)' -c 'h.pwrite(b"y" * 1024, 12288 - 512)'
 }
 
 @test "vma-create --listen takes writes of many clusters whole, across extents, next to clusters in pieces and zeroed" {
@@ -158,20 +163,10 @@ time.sleep(30)' "$SOCK" "$1" 3>&- &
 }
 
 @test "vma-create --listen: a write of many clusters over one written before, or begun in pieces, fails there" {
-	serve drive-scsi0=1048576
-	run nbdsh -u "$(uri drive-scsi0)" -c 'h.pwrite(b"x" * 65536, 2 * 65536)' -c 'h.pwrite(b"y" * (4 * 65536), 0)'
-	assert_failure
-	server_result
-	assert_equal "$CODE" 1
-	assert_equal "$(cat server.err)" "vma-create: drive-scsi0: cluster 2 written twice"
-	assert_equal "$(ls -A)" server.err
-	serve drive-scsi0=1048576
-	run nbdsh -u "$(uri drive-scsi0)" -c 'h.pwrite(b"x" * 512, 2 * 65536 + 512)' -c 'h.pwrite(b"y" * (4 * 65536), 0)'
-	assert_failure
-	server_result
-	assert_equal "$CODE" 1
-	assert_equal "$(cat server.err)" "vma-create: drive-scsi0: bytes at 131584 written twice"
-	assert_equal "$(ls -A)" server.err
+	refused_writes "cluster 2 written twice" \
+		-c 'h.pwrite(b"x" * 65536, 2 * 65536)' -c 'h.pwrite(b"y" * (4 * 65536), 0)'
+	refused_writes "bytes at 131584 written twice" \
+		-c 'h.pwrite(b"x" * 512, 2 * 65536 + 512)' -c 'h.pwrite(b"y" * (4 * 65536), 0)'
 }
 
 @test "vma-create --listen assembles a cluster that arrives in 512-byte-aligned pieces" {
@@ -192,13 +187,8 @@ time.sleep(30)' "$SOCK" "$1" 3>&- &
 }
 
 @test "vma-create --listen fails cleanly on a write past the end of a device" {
-	serve drive-scsi0=1048576
-	run nbdsh -u "$(uri drive-scsi0)" -c 'h.set_strict_mode(0)' -c 'h.pwrite(b"x" * 65536, 1048576)'
-	assert_failure
-	server_result
-	assert_equal "$CODE" 1
-	assert_equal "$(cat server.err)" "vma-create: drive-scsi0: write past the end (65536 bytes at 1048576, size 1048576)"
-	assert_equal "$(ls -A)" server.err
+	refused_writes "write past the end (65536 bytes at 1048576, size 1048576)" \
+		-c 'h.set_strict_mode(0)' -c 'h.pwrite(b"x" * 65536, 1048576)'
 }
 
 @test "vma-create --listen fails cleanly when a client disconnects with data missing" {
