@@ -47,10 +47,10 @@ struct sink {
 	bool lzo_started; /* its header written */
 	uint8_t *outbuf;
 	size_t outbuf_used; /* uncompressed output collected, so small writes go out together */
-	struct writebehind *behind; /* sink_write_behind: plain output written by a thread */
+	struct writebehind *behind; /* sink_to_own_file: plain output written by a thread */
 	uint8_t *spare_outbuf;      /* with it: outbuf's twin, filled while the other is written */
 	uint64_t bytes_in, bytes_out;
-	bool direct;       /* fd has O_DIRECT set (sink_write_direct) */
+	bool direct;       /* fd has O_DIRECT set (sink_to_own_file) */
 	uint8_t *joint;    /* with it: the start of a file-system block not yet written */
 	size_t joint_used; /* (put_direct) */
 	bool hashing;      /* sink_hash: every byte written goes into sha */
@@ -215,31 +215,21 @@ void sink_sha256(struct sink *s, char hex[SINK_SHA256_HEX])
 	s->hashing = false;
 }
 
-void sink_write_direct(struct sink *s)
+int sink_to_own_file(struct sink *s, char *err, size_t errlen)
 {
-	/* Compressed output comes in pieces of any length, which direct I/O does not take. */
-	if (s->codec != SINK_PLAIN)
-		return;
-	if (posix_memalign((void **)&s->joint, DIRECT_ALIGN, DIRECT_ALIGN) != 0) {
-		s->joint = NULL;
-		return; /* the page cache, then */
+	/* Compressed output comes in pieces of any length, which direct I/O does not take, and
+	 * through buffers of the codecs' own, reused at once. */
+	if (s->codec != SINK_PLAIN || s->behind)
+		return 0;
+	if (posix_memalign((void **)&s->joint, DIRECT_ALIGN, DIRECT_ALIGN) != 0 ||
+	    posix_memalign((void **)&s->spare_outbuf, DIRECT_ALIGN, OUTBUF_SIZE) != 0) {
+		snprintf(err, errlen, "out of memory");
+		return -1;
 	}
 	int flags = fcntl(s->fd, F_GETFL);
 	/* Refused on some file systems (tmpfs on older kernels): then the page cache it is. */
 	if (flags >= 0 && fcntl(s->fd, F_SETFL, flags | O_DIRECT) == 0)
 		s->direct = true;
-}
-
-int sink_write_behind(struct sink *s, char *err, size_t errlen)
-{
-	/* The codecs' output goes through buffers of their own, reused at once. */
-	if (s->codec != SINK_PLAIN || s->behind)
-		return 0;
-	if (posix_memalign((void **)&s->spare_outbuf, DIRECT_ALIGN, OUTBUF_SIZE) != 0) {
-		s->spare_outbuf = NULL;
-		snprintf(err, errlen, "out of memory");
-		return -1;
-	}
 	s->behind = writebehind_start(put_out, s, err, errlen);
 	return s->behind ? 0 : -1;
 }

@@ -13,18 +13,18 @@ struct sink;
  * Returns NULL with a message in errbuf on failure. */
 struct sink *sink_open(int fd, enum sink_codec codec, int level, int threads, char *errbuf,
 		       size_t errlen);
-/* For a file the caller created for this output alone: written with direct I/O (O_DIRECT)
- * from here on where the file system allows it, so that an archive of many GiB does not pass
- * through the page cache (a copy per byte, then all of it written back at the final fsync).
- * Uncompressed output only (a compressed one is left alone); writes direct I/O cannot take
- * (odd lengths) quietly go through the page cache instead. Never for an inherited
- * descriptor: the flag is shared with its other users. */
-void sink_write_direct(struct sink *s);
-/* Uncompressed output only (a compressed one is left alone; its codec's threads overlap
- * already): from here on (before the first write), the output is written by a thread of its
- * own, so that the caller can go on while a write waits for the disk. 0, or -1 with the reason
- * in err. */
-int sink_write_behind(struct sink *s, char *err, size_t errlen);
+/* For a file the caller created for this output alone, before the first write. Uncompressed
+ * output only (a compressed one is left alone: its codec's threads overlap already):
+ * - written with direct I/O (O_DIRECT) where the file system allows it, in whole 4 KiB
+ *   blocks, so that an archive of many GiB does not pass through the page cache (a copy per
+ *   byte, then all of it written back at the final fsync); writes direct I/O cannot take
+ *   quietly go through the page cache instead;
+ * - by a thread of its own (write-behind), so that the caller goes on while a write waits for
+ *   the disk. sink_free stops it: call it before the file is closed or removed.
+ * Never for an inherited descriptor: the O_DIRECT flag is shared with its other users. And
+ * not for a pipe or /dev/null, which take the bytes at once: there the thread would only cost
+ * the cache its one hot buffer. 0, or -1 with the reason in err. */
+int sink_to_own_file(struct sink *s, char *err, size_t errlen);
 /* From here on (before the first write), every byte written out is hashed with SHA-256
  * (sha256.h). 0, or -1 with the reason in err. */
 int sink_hash(struct sink *s, char *err, size_t errlen);

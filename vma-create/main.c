@@ -477,15 +477,12 @@ int main(int argc, char **argv)
 		outfile_abort(&stats);
 		errx(EXIT_FAIL, "%s", why);
 	}
-	if (out.fd >= 0)
-		sink_write_direct(sink);
 	/* --stats has the archive's SHA-256 (vzdump.sh's ARCHIVE.sha256), taken from the bytes as
 	 * they are written: the archive is not read again. Into a file of our own, writing
 	 * (which waits for the disk) is the output thread's, while this one hashes and reads or
-	 * receives the next extent; a pipe's reader or /dev/null takes the bytes at once, and
-	 * there the thread would only cost the cache its one hot extent buffer. */
+	 * receives the next extent. */
 	if ((o.stats && sink_hash(sink, why, sizeof(why)) < 0) ||
-	    (out.fd >= 0 && sink_write_behind(sink, why, sizeof(why)) < 0)) {
+	    (out.fd >= 0 && sink_to_own_file(sink, why, sizeof(why)) < 0)) {
 		outfile_abort(&out);
 		outfile_abort(&stats);
 		errx(EXIT_FAIL, "%s", why);

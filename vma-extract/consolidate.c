@@ -107,7 +107,7 @@ int consolidate(struct chain *c, const struct consolidation *o)
 	if (!to_stdout)
 		fd = out.fd;
 	sink = sink_open(fd, o->codec, o->level, o->threads, why, sizeof(why));
-	if (!sink) {
+	if (!sink || (!to_stdout && sink_to_own_file(sink, why, sizeof(why)) < 0)) {
 		warnx("%s", why);
 		goto done;
 	}
@@ -129,9 +129,10 @@ writer:
 	if (vma_writer_error(m.w)[0])
 		warnx("%s: %s", o->output, vma_writer_error(m.w));
 done:
+	/* First: the output thread may still be writing to the file outfile_abort closes. */
+	sink_free(sink);
 	if (rc < 0)
 		outfile_abort(&out);
-	sink_free(sink);
 	vma_writer_free(m.w);
 	chain_taken_free(&m.taken);
 	return rc;
