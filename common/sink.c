@@ -121,6 +121,15 @@ static int write_through(struct sink *s, const char *p, size_t left)
 	return 0;
 }
 
+/* What waits in joint (put_direct), a whole number of sectors: at the end of the output, or
+ * before the page cache takes over. */
+static int finish_direct(struct sink *s)
+{
+	size_t waiting = s->joint_used;
+	s->joint_used = 0;
+	return write_through(s, (const char *)s->joint, waiting);
+}
+
 /* Direct I/O is fast in whole file-system blocks only: a write that starts or ends inside one
  * takes the file system's slow path (an extent, 512 bytes and 59 clusters, is not a whole
  * number of 4 KiB blocks: 2 GiB in writes of that size took 2.5 times as long as in 4 MiB
@@ -132,9 +141,7 @@ static int put_direct(struct sink *s, const char *p, size_t len)
 	if ((uintptr_t)p % SECTOR || len % SECTOR) {
 		/* Through the page cache from here on, what waited first. */
 		drop_direct(s);
-		size_t waiting = s->joint_used;
-		s->joint_used = 0;
-		if (write_through(s, (const char *)s->joint, waiting) < 0)
+		if (finish_direct(s) < 0)
 			return -1;
 		return write_through(s, p, len);
 	}
@@ -159,14 +166,6 @@ static int put_direct(struct sink *s, const char *p, size_t len)
 	memcpy(s->joint, p + whole, len - whole);
 	s->joint_used = len - whole;
 	return 0;
-}
-
-/* The end of the output: what waits in joint, a whole number of sectors. */
-static int finish_direct(struct sink *s)
-{
-	size_t waiting = s->joint_used;
-	s->joint_used = 0;
-	return write_through(s, (const char *)s->joint, waiting);
 }
 
 /* Writes all of buf, in order after everything before it. On the output thread with
