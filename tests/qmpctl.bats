@@ -304,6 +304,22 @@ start_qemu() { qemu_start_bare "$WD" "${DISK_ARGS[@]}"; }
 	assert_output --partial 'Pattern verification failed at offset 0, 512 bytes'
 }
 
+@test "qmpctl --fd NAME=unix-connect:PATH hands the socket over with a send buffer of 4 MiB" {
+	start_qemu
+	nbdkit -U "$WD/kit.sock" -P "$WD/nbdkit.pid" null size=1M 3>&-
+	for _ in $(seq 50); do [ -S "$WD/kit.sock" ] && break; sleep 0.1; done
+	run qmpctl -s "$SOCK" --fd kit=unix-connect:"$WD/kit.sock" blockdev-add driver=nbd node-name=nbd0 \
+		server.type=fd server.str=kit
+	assert_success
+	# QEMU's connected unix sockets and their send buffers (the kernel doubles what was asked
+	# for); only the handed-over one, not the monitor's, has the large one.
+	qemu_pid=$(cat "$WD/qemu.pid")
+	run bash -c "ss -xmpH state established | grep -A1 'pid=$qemu_pid,' | grep -o 'tb[0-9]*' | sort"
+	assert_success
+	assert_line 'tb8388608'
+	assert_equal "$(grep -c 'tb8388608' <<<"$output")" 1
+}
+
 @test "qmpctl -w waits for the RESUME and STOP events that cont and stop cause" {
 	start_qemu
 	run qmpctl -s "$SOCK" -w STOP,RESUME cont
