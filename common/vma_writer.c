@@ -347,16 +347,41 @@ int vma_writer_commit(struct vma_writer *w, int dev_id, uint64_t first, unsigned
 	return 0;
 }
 
+int vma_writer_put_zeros(struct vma_writer *w, int dev_id, uint64_t first, uint64_t n)
+{
+	if (w->failed)
+		return -1;
+	if (dev_id < 1 || dev_id > w->ndevs)
+		return fail(w, "no device with id %d", dev_id);
+	struct device *d = &w->devs[dev_id];
+	/* A hole of a large disk is many thousand clusters: checked and entered in one tight
+	 * loop per extent rather than one call each. */
+	while (n > 0) {
+		if (make_room(w) < 0)
+			return -1;
+		unsigned room = VMA_ENTRIES_PER_EXTENT - w->entries;
+		unsigned k = n < room ? (unsigned)n : room;
+		for (unsigned i = 0; i < k; i++) {
+			uint64_t cluster = first + i;
+			if (cluster >= d->clusters || d->seen[cluster / 8] & (1u << (cluster % 8)))
+				return claim(w, dev_id, cluster); /* fails with the reason */
+			d->seen[cluster / 8] |= (uint8_t)(1u << (cluster % 8));
+			add_entry(w, 0, dev_id, cluster);
+		}
+		d->seen_count += k;
+		uint64_t start = first * VMA_CLUSTER_SIZE, end = (first + k) * VMA_CLUSTER_SIZE;
+		uint64_t bytes = (end < d->size ? end : d->size) - start;
+		d->transferred += bytes;
+		d->zero_bytes += bytes;
+		first += k;
+		n -= k;
+	}
+	return 0;
+}
+
 int vma_writer_put_zero(struct vma_writer *w, int dev_id, uint64_t cluster)
 {
-	if (make_room(w) < 0 || claim(w, dev_id, cluster) < 0)
-		return -1;
-	struct device *d = &w->devs[dev_id];
-	uint64_t valid = vma_cluster_bytes(d->size, cluster);
-	d->transferred += valid;
-	d->zero_bytes += valid;
-	add_entry(w, 0, dev_id, cluster);
-	return 0;
+	return vma_writer_put_zeros(w, dev_id, cluster, 1);
 }
 
 int vma_writer_put(struct vma_writer *w, int dev_id, uint64_t cluster, const uint8_t *data)

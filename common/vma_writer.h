@@ -38,8 +38,9 @@ uint8_t *vma_writer_reserve(struct vma_writer *w, unsigned *n);
 /* Adds n consecutive clusters of dev_id starting at cluster `first`, whose data the caller put
  * at the reserved space. Bytes past the device end are ignored (zeroed). */
 int vma_writer_commit(struct vma_writer *w, int dev_id, uint64_t first, unsigned n);
-/* Adds one all-zero cluster without data. */
+/* Adds one all-zero cluster without data; put_zeros adds n consecutive ones. */
 int vma_writer_put_zero(struct vma_writer *w, int dev_id, uint64_t cluster);
+int vma_writer_put_zeros(struct vma_writer *w, int dev_id, uint64_t first, uint64_t n);
 /* Copies one cluster in (for callers whose data is elsewhere). */
 int vma_writer_put(struct vma_writer *w, int dev_id, uint64_t cluster, const uint8_t *data);
 

@@ -49,6 +49,16 @@ teardown() {
 	assert_equal "$(stat -c %s rt/disk-drive-scsi0.raw)" "$size"
 }
 
+@test "vma-create stores a hole that runs to the end of a disk of 16 clusters and 1000 bytes" {
+	truncate -s $((1048576 + 1000)) tailhole.raw
+	printf 'head' | dd of=tailhole.raw conv=notrunc status=none
+	roundtrip drive-scsi0=tailhole.raw
+	assert_equal "$(stat -c %s rt/disk-drive-scsi0.raw)" $((1048576 + 1000))
+	run -0 vma_check --json rt.vma
+	assert_equal "$(jq -r .stored_blocks <<<"$output")" 1
+	assert_equal "$(jq -r .clusters <<<"$output")" 17
+}
+
 @test "vma-create writes 20 devices into one archive and each comes back unchanged" {
 	specs=()
 	for i in $(seq 0 19); do

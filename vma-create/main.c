@@ -253,6 +253,14 @@ static int cluster_is_hole(struct hole_map *m, uint64_t k, bool *hole)
 	return 0;
 }
 
+/* How many clusters from k on (k itself in a hole, as cluster_is_hole found) lie wholly
+ * inside the hole: up to the device's end when the hole reaches it. */
+static uint64_t hole_clusters(const struct hole_map *m, uint64_t k, uint64_t clusters)
+{
+	uint64_t last = m->run_end >= m->src->size ? clusters : m->run_end / VMA_CLUSTER_SIZE;
+	return last - k;
+}
+
 /* Copies one device: runs of data clusters are read straight into the archive's extent buffer,
  * clusters inside holes are recorded as zero without reading. Returns 0, -1 for a source
  * error, -2 for a writer error. */
@@ -265,13 +273,11 @@ static int copy_device(struct vma_writer *w, int dev_id, struct source *src,
 	for (uint64_t c = 0; c < clusters;) {
 		if (cluster_is_hole(&map, c, &hole) < 0)
 			return -1;
-		if (hole) { /* the whole hole, then one progress update */
-			do {
-				if (vma_writer_put_zero(w, dev_id, c) < 0)
-					return -2;
-				if (++c < clusters && cluster_is_hole(&map, c, &hole) < 0)
-					return -1;
-			} while (c < clusters && hole);
+		if (hole) { /* the whole hole at once, then one progress update */
+			uint64_t n = hole_clusters(&map, c, clusters);
+			if (vma_writer_put_zeros(w, dev_id, c, n) < 0)
+				return -2;
+			c += n;
 		} else {
 			/* Each piece is committed at once: the writer's zero test then finds a
 			 * file's data still in the CPU's cache. */
