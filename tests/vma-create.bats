@@ -689,7 +689,7 @@ slow_nbdkit() { # SOCKET PLUGIN-AND-ARGS...
 @test "vma-create -o: a source that fails while extents wait to be written stops their writes before the file goes" {
 	# Reads fail once ./trigger exists; strace slows every write, so extents are still
 	# queued for the output thread when the read fails.
-	nbdkit -U "$PWD/k.sock" -P "$PWD/k.pid" --filter=error pattern size=64M \
+	nbdkit -U "$PWD/k.sock" -P "$PWD/k.sock.pid" --filter=error pattern size=64M \
 		error-pread=EIO error-pread-rate=100% error-pread-file="$PWD/trigger" 3>&-
 	for ((i = 0; i < 100; i++)); do [ -S k.sock ] && break; sleep 0.05; done
 	(sleep 1 && touch trigger) 3>&- &
