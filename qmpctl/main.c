@@ -21,7 +21,7 @@
 
 static const char short_opts[] = "acef:hH:km:ps:t:w:";
 
-enum { OPT_JSON = CHAR_MAX + 1, OPT_FD, OPT_ADD_FD, OPT_SYNC_FD };
+enum { OPT_JSON = CHAR_MAX + 1, OPT_FD, OPT_ADD_FD, OPT_SYNC_FD, OPT_POLL };
 
 static const struct option long_opts[] = {
 	{"agent", no_argument, NULL, 'a'},
@@ -40,6 +40,7 @@ static const struct option long_opts[] = {
 	{"fd", required_argument, NULL, OPT_FD},
 	{"add-fd", required_argument, NULL, OPT_ADD_FD},
 	{"sync-fd", required_argument, NULL, OPT_SYNC_FD},
+	{"poll", required_argument, NULL, OPT_POLL},
 	CLI_LIST_OPTIONS,
 	{NULL, 0, NULL, 0},
 };
@@ -47,7 +48,7 @@ static const struct option long_opts[] = {
 /* Exactly the SYNOPSIS of man/qmpctl.1. */
 const char usage_synopsis[] =
 	"qmpctl -s socket [-acekp] [-t seconds] [--fd name=spec] [--add-fd set=spec]\n"
-	"       [--sync-fd fd] [-w event[,event ...]] [-m key=value]\n"
+	"       [--sync-fd fd] [-w event[,event ...]] [-m key=value] [--poll seconds]\n"
 	"       [-f file | -H hmp-command | --json object | command [key=value ...]]\n";
 
 struct options {
@@ -61,6 +62,7 @@ struct options {
 	bool *fd_is_add;
 	int nfds;
 	int sync_fd; /* --sync-fd, or -1 */
+	double poll; /* --poll SECONDS, or 0 */
 };
 
 int status_to_exit(enum qmp_status st)
@@ -219,6 +221,10 @@ static void parse_options(int argc, char **argv, struct options *o)
 		case OPT_JSON:
 			o->json = optarg;
 			break;
+		case OPT_POLL:
+			if (!parse_seconds(optarg, &o->poll) || o->poll <= 0)
+				usage_error("--poll: expected a positive number of seconds");
+			break;
 		case OPT_SYNC_FD:
 			if (!parse_fd_number(optarg, &o->sync_fd))
 				usage_error("--sync-fd: expected a descriptor number");
@@ -240,6 +246,8 @@ static void parse_options(int argc, char **argv, struct options *o)
 		usage_error("-e and -w exclude each other");
 	if (o->wait.match && !o->waiting)
 		usage_error("-m needs -w");
+	if (o->poll > 0 && !o->waiting)
+		usage_error("--poll needs -w");
 	if (o->sync_fd >= 0 && o->sync_fd <= STDERR_FILENO)
 		usage_error("--sync-fd: not standard input, output or error");
 	if (o->agent && (o->events || o->waiting || o->nfds > 0 || o->hmp))
@@ -343,12 +351,17 @@ static int run_commands(struct options *o, struct qmp *q, json_t *cmds, deadline
 	return status;
 }
 
+/* -w: the first matching event to OUT. With --poll, none before the poll's end is no error. */
 static int wait_for_event(struct options *o, struct qmp *q, deadline_t d, FILE *out, int json_flags)
 {
+	if (o->poll > 0)
+		d = deadline_min(d, deadline_in(o->poll));
 	for (;;) {
 		json_t *ev = NULL;
 		enum qmp_status st = qmp_next_event(q, d, &ev);
 
+		if (st == QMP_TIMEOUT && o->poll > 0)
+			return EXIT_OK;
 		if (st != QMP_OK) {
 			warnx("%s: waiting for %s: %s", o->socket, o->wait.names[0],
 			      st == QMP_TIMEOUT ? "timed out" : q->why);
@@ -500,12 +513,26 @@ int main(int argc, char **argv)
 		status = await_go(o.sync_fd, d);
 	if (status == EXIT_OK && cmds)
 		status = run_commands(&o, &q, cmds, d, out, json_flags);
+	if (status == EXIT_OK && o.waiting && o.poll > 0) {
+		/* --poll: the replies go out before the wait, so that a script can read them
+		 * and decide while the wait goes on; the event, if one comes, after them. */
+		fclose(out);
+		out = stdout;
+		fwrite(outbuf, 1, outlen, stdout);
+		if (fflush(stdout) != 0) {
+			warn("stdout");
+			status = EXIT_FAIL;
+		}
+	}
 	if (status == EXIT_OK && o.waiting)
 		status = wait_for_event(&o, &q, d, out, json_flags);
-	fclose(out);
-	/* Atomic output: all of it when everything worked (or --keep-going), none otherwise. */
-	if (status == EXIT_OK || (o.keep_going && status == EXIT_FAIL))
-		fwrite(outbuf, 1, outlen, stdout);
+	if (out != stdout) {
+		fclose(out);
+		/* Atomic output: all of it when everything worked (or --keep-going), none
+		 * otherwise. */
+		if (status == EXIT_OK || (o.keep_going && status == EXIT_FAIL))
+			fwrite(outbuf, 1, outlen, stdout);
+	}
 	if (status == EXIT_OK && o.events) {
 		fflush(stdout);
 		status = print_events(&q, d);

@@ -350,6 +350,42 @@ start_qemu() { qemu_start_bare "$WD" "${DISK_ARGS[@]}"; }
 	assert_output ''
 }
 
+@test "qmpctl --poll prints the results before the wait, so that a script reads them while it waits for the event" {
+	# A second monitor, since QMP serves one client per socket.
+	qemu_start_bare "$WD" "${DISK_ARGS[@]}" -qmp "unix:$WD/qmp2.sock,server=on,wait=off"
+	exec {poll}< <(exec qmpctl -s "$SOCK" -t 20 --poll 15 -w RESUME query-status 2>"$WD/poll.err" 3>&-)
+	poller=$!
+	# The result is there while qmpctl still waits: nothing has resumed the VM yet.
+	IFS= read -r -t 10 -u "$poll" first || fail "no result before the event"
+	kill -0 "$poller" || fail "qmpctl did not wait"
+	assert_equal "$(jq -c '[.status, .running]' <<<"$first")" '["prelaunch",false]'
+	qmpctl -s "$WD/qmp2.sock" cont
+	IFS= read -r -t 10 -u "$poll" event || fail "no event after cont"
+	assert_equal "$(jq -r .event <<<"$event")" RESUME
+	IFS= read -r -t 10 -u "$poll" more && fail "more output: $more"
+	wait "$poller"
+	exec {poll}<&-
+	assert_equal "$(cat "$WD/poll.err")" ''
+}
+
+@test "qmpctl --poll: no event before the poll ends is no error, and the results alone are printed" {
+	start_qemu
+	run --separate-stderr qmpctl -s "$SOCK" -t 10 --poll 0.5 -w RESUME,STOP query-status
+	assert_success
+	assert_output '{"status":"prelaunch","singlestep":false,"running":false}'
+	assert_equal "$stderr" ''
+	# -t still bounds the whole run: a poll longer than it ends with -t, and no error either.
+	run --separate-stderr qmpctl -s "$SOCK" -t 0.5 --poll 30 -w RESUME query-status
+	assert_success
+	assert_output '{"status":"prelaunch","singlestep":false,"running":false}'
+	run qmpctl -s "$SOCK" --poll 1 query-status
+	assert_failure 2
+	assert_output --partial '--poll needs -w'
+	run qmpctl -s "$SOCK" --poll 0 -w RESUME query-status
+	assert_failure 2
+	assert_output --partial '--poll: expected a positive number of seconds'
+}
+
 @test "qmpctl -e prints every event as one line until the deadline, including events during the commands" {
 	start_qemu
 	run --separate-stderr qmpctl -s "$SOCK" -t 1.5 -e -f - <<-'END'

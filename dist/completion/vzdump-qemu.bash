@@ -224,7 +224,7 @@ VZQ_JQ_ARGS='. as $s | (.[] | select(.name == $c and ."meta-type" == "command") 
 _vzq_qmpctl() { # COMMAND
 	local cmd arg given=" " w
 	_vzq_parse "-s --socket -t --timeout -f --file -H --hmp --json --fd --add-fd --sync-fd
-		-w --wait-event -m --match"
+		-w --wait-event -m --match --poll"
 	case $vzq_valopt in
 	-s | --socket | -f | --file) _vzq_files ;;
 	'') ;;
