@@ -209,6 +209,7 @@ undo_on_exit() {
 		hook_pid=
 	fi
 	if [ "$status" != 0 ]; then
+		poll_done
 		# The writer goes first: running jobs then end with an I/O error instead of copying on.
 		stop_writer
 		if qemu_alive; then

@@ -867,6 +867,57 @@ INFO: backup contains no disks"* ]] || fail "$stderr"
 	assert_equal "$(vz_state "$OWN")" "$before"
 }
 
+@test "a job that ends while the driver judges the job list is not missed: no wait for its status change runs out" {
+	OWN=$BATS_TEST_TMPDIR/own
+	mkdir -p "$OWN/shims"
+	random_file "$OWN/d.raw" $((4 * 1024 * 1024))
+	# A second monitor, for the jq shim to watch the job while the driver holds the first.
+	qemu_start_bare "$OWN" -blockdev "driver=file,node-name=f,filename=$OWN/d.raw" \
+		-blockdev driver=raw,node-name=drive-virtio0,file=f \
+		-device virtio-blk-pci,drive=drive-virtio0,id=vblk0 \
+		-qmp "unix:$OWN/qmp2.sock,server=on,wait=off"
+	qmp_raw "$OWN" '{"execute":"cont"}' >/dev/null
+	vz_dirs "$OWN" 300
+	echo "virtio0: $OWN/d.raw" >"$OWN/conf/300.conf"
+	# The driver's first judgement of the job list (a slow machine) lasts until the job has
+	# concluded; the moment is written down.
+	cat >"$OWN/shims/jq" <<-END
+	#!/bin/bash
+	if [[ "\$*" == *jobs_verdict* ]] && mkdir "$OWN/judged" 2>/dev/null; then
+		for ((i = 0; i < 600; i++)); do
+			$VZ_BIN/qmpctl -s "$OWN/qmp2.sock" query-jobs | grep -q '"status": *"concluded"' && break
+			sleep 0.05
+		done
+		echo "\${EPOCHREALTIME/./}" >"$OWN/concluded"
+	fi
+	exec $(command -v jq) "\$@"
+	END
+	# Every qmpctl that waits for JOB_STATUS_CHANGE: when it started, and how it ended (its
+	# exit status, or killed).
+	cat >"$OWN/shims/qmpctl" <<-END
+	#!/bin/bash
+	[[ " \$* " == *" JOB_STATUS_CHANGE "* ]] || exec $VZ_BIN/qmpctl "\$@"
+	start=\${EPOCHREALTIME/./}
+	$VZ_BIN/qmpctl "\$@" &
+	child=\$!
+	trap 'kill \$child 2>/dev/null; echo "\$start killed" >>"$OWN/waits"; exit 143' TERM
+	wait \$child
+	rc=\$?
+	echo "\$start \$rc" >>"$OWN/waits"
+	exit \$rc
+	END
+	chmod +x "$OWN/shims/jq" "$OWN/shims/qmpctl"
+	PATH=$OWN/shims:$PATH run -0 --separate-stderr "$TOP/vzdump.sh" --dumpdir "$OWN/dump" \
+		--tmpdir "$OWN/tmp" --confdir "$OWN/conf" --rundir "$OWN/run" --bwlimit 8192 300
+	[ -s "$OWN/concluded" ] || fail "the job never concluded while being judged"
+	# Waits begun after the job had concluded wait for nothing: the driver must stop them
+	# at once (killed), never wait them out (a timeout, or a poll that ran out).
+	run awk -v c="$(cat "$OWN/concluded")" '$1 > c && $2 != "killed"' "$OWN/waits"
+	assert_output ''
+	vma-extract "$OWN"/dump/vzdump-qemu-300-*.vma "$OWN/x"
+	assert_equal "$(sha "$OWN/x/disk-drive-virtio0.raw")" "$(sha "$OWN/d.raw")"
+}
+
 @test "a disk over 2 GiB: the summary adds sizes beyond 32 bits and the archive restores" {
 	OWN=$BATS_TEST_TMPDIR/own
 	mkdir -p "$OWN"

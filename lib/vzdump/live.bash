@@ -275,13 +275,21 @@ start_jobs() {
 
 # Waits until every job has concluded, passing the writer's progress lines on to the log.
 # QEMU does the copying on a machine whose cores it may well keep busy, so each round is
-# cheap: one query and one jq, and the liveness check only when the query fails.
+# cheap: one qmpctl and one jq, and the liveness check only when the query fails. The
+# round's qmpctl prints the jobs and then waits on the same connection for their next status
+# change (--poll): a job that ends while jq judges the list is not missed, as it was between
+# a query and a second connection waiting for the event (which then waited out its 2 s).
 wait_jobs() {
-	local ids jobs verdict failures=0
+	local ids jobs verdict failures=0 fd
 	ids=$(jq -nc '$ARGS.positional' --args "${job_ids[@]}")
 	while :; do
 		forward_writer_log
-		if ! jobs=$(qmp query-jobs 2>/dev/null); then
+		exec {fd}< <(exec qmpctl -s "$qmp_sock" -t "$QMP_TIMEOUT" --poll 2 \
+			-w JOB_STATUS_CHANGE query-jobs </dev/null 2>/dev/null \
+			{global_lock_fd}>&- {vm_lock_fd}>&-)
+		poll_pid=$!
+		if ! IFS= read -r -u "$fd" jobs; then
+			poll_done "$fd"
 			qemu_alive || fail "QEMU is gone (nothing listens on $qmp_sock)"
 			failures=$((failures + 1))
 			[ "$failures" -lt 3 ] || fail "lost QMP: $(qmp query-status 2>&1 | tail -n 1)"
@@ -290,15 +298,26 @@ wait_jobs() {
 		failures=0
 		# shellcheck disable=SC2016 # jq variables
 		verdict=$(graph_jq -r --argjson ids "$ids" 'g::jobs_verdict($ids)' <<<"$jobs")
+		# Still running: on to the next status change, or two seconds.
+		[ "$verdict" != running ] || while IFS= read -r -u "$fd" _; do :; done
+		poll_done "$fd"
 		case $verdict in
 		missing) fail "a backup job vanished from QEMU" ;;
 		done) return 0 ;;
 		error\ *) fail "backup job failed: ${verdict#error }$(writer_failure)" ;;
 		esac
-		# Woken by the next status change, or after two seconds (the event may have gone by
-		# between the two connections).
-		qmp -t 2 -w JOB_STATUS_CHANGE </dev/null >/dev/null 2>&1 || true
 	done
+}
+
+# The end of a round's qmpctl --poll: its output closed, and it stopped if it still waits
+# (also on the way out after a failure, so that the undo finds the monitor free at once).
+poll_done() { # [FD]
+	local fd=${1:-}
+	[ -z "$fd" ] || exec {fd}<&-
+	[ -n "$poll_pid" ] || return 0
+	kill "$poll_pid" 2>/dev/null || true
+	wait "$poll_pid" 2>/dev/null || true
+	poll_pid=
 }
 
 # When a job failed because the writer ended (the dump folder is full, say), the job only

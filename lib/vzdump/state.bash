@@ -43,6 +43,7 @@ swept=0
 writer_pid=       # vma-create
 writer_lines_done=0
 hook_pid=         # a VM hook running in the background
+poll_pid=         # wait_jobs' qmpctl --poll, which holds the QMP monitor while it waits
 maybe_frozen=0    # gafreeze's thaw failed: the guest may still be frozen
 frozen_ms=
 freeze_ms=
