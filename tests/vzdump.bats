@@ -420,15 +420,16 @@ $VM/tmp:"
 	rm -f "$VM"/dump/*
 }
 
-# A VM of its own with one 4 MiB disk of random data, running, as VMID 300.
-own_vm() {
+# A VM of its own with one 4 MiB disk of random data, running, as VMID 300; QEMU gets the
+# extra arguments.
+own_vm() { # [QEMU-ARGS...]
 	OWN=$BATS_TEST_TMPDIR/own
 	mkdir -p "$OWN"
 	random_file "$OWN/d.raw" $((4 * 1024 * 1024))
 	cp "$OWN/d.raw" "$OWN/orig.raw"
 	qemu_start_bare "$OWN" -blockdev "driver=file,node-name=f,filename=$OWN/d.raw" \
 		-blockdev driver=raw,node-name=drive-virtio0,file=f \
-		-device virtio-blk-pci,drive=drive-virtio0,id=vblk0
+		-device virtio-blk-pci,drive=drive-virtio0,id=vblk0 "$@"
 	qmp_raw "$OWN" '{"execute":"cont"}' >/dev/null
 	vz_dirs "$OWN" 300
 }
@@ -868,16 +869,9 @@ INFO: backup contains no disks"* ]] || fail "$stderr"
 }
 
 @test "a job that ends while the driver judges the job list is not missed: no wait for its status change runs out" {
-	OWN=$BATS_TEST_TMPDIR/own
-	mkdir -p "$OWN/shims"
-	random_file "$OWN/d.raw" $((4 * 1024 * 1024))
 	# A second monitor, for the jq shim to watch the job while the driver holds the first.
-	qemu_start_bare "$OWN" -blockdev "driver=file,node-name=f,filename=$OWN/d.raw" \
-		-blockdev driver=raw,node-name=drive-virtio0,file=f \
-		-device virtio-blk-pci,drive=drive-virtio0,id=vblk0 \
-		-qmp "unix:$OWN/qmp2.sock,server=on,wait=off"
-	qmp_raw "$OWN" '{"execute":"cont"}' >/dev/null
-	vz_dirs "$OWN" 300
+	own_vm -qmp "unix:$BATS_TEST_TMPDIR/own/qmp2.sock,server=on,wait=off"
+	mkdir "$OWN/shims"
 	echo "virtio0: $OWN/d.raw" >"$OWN/conf/300.conf"
 	# The driver's first judgement of the job list (a slow machine) lasts until the job has
 	# concluded; the moment is written down.
