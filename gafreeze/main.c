@@ -157,6 +157,11 @@ int main(int argc, char **argv)
 	struct agent a;
 	int c, st;
 
+	/* hold's watchdog is a second process on the same stderr. Unbuffered, each message goes
+	 * out in three writes (name, text, line end) and the two processes' lines can cut into
+	 * each other ("gafreeze: gafreeze: …"), so that the last line, which the driver takes as
+	 * the reason, is a fragment. Line-buffered, each line is one write. */
+	setvbuf(stderr, NULL, _IOLBF, 0);
 	while ((c = cli_getopt(argc, argv, short_opts, long_opts)) != -1) {
 		switch (c) {
 		case 's':

@@ -93,6 +93,18 @@ guest-fsfreeze-thaw disabled"
 	assert_equal "$stderr" "gafreeze: $WD/missing.sock: connect: No such file or directory"
 }
 
+@test "gafreeze writes each message in one piece, so that its watchdog's lines cannot cut into them" {
+	# Both processes write to the same stderr: a line written in three pieces (name, text,
+	# line end) could be split by the other's.
+	# (LeakSanitizer cannot run under ptrace.)
+	run -3 env ASAN_OPTIONS=detect_leaks=0 strace -qq -s 512 -e trace=write -e signal=none \
+		-o "$WD/trace" gafreeze -s "$WD/missing.sock" -t 0.5 status
+	run grep -c '^write(2, ' "$WD/trace"
+	assert_output 1
+	run grep '^write(2, ' "$WD/trace"
+	assert_output --partial "write(2, \"gafreeze: $WD/missing.sock: connect: No such file or directory\\n\""
+}
+
 # --- the protocol double ---
 
 @test "gafreeze resyncs past stale bytes and an old 0xFF reply sent before the real one" {
