@@ -71,7 +71,7 @@ expected_frames() { # BYTES
 	frame=$(seektable a.zst | sed -n 3p | cut -d' ' -f1)
 	end=$(seektable a.zst | sed -n 4p | cut -d' ' -f1)
 	cp a.zst bad.zst
-	printf '\x5a' | dd of=bad.zst bs=1 seek=$(((frame + end) / 2)) conv=notrunc status=none
+	flip_byte bad.zst $(((frame + end) / 2))
 	cmp -s a.zst bad.zst && fail "the byte was not changed"
 	run -1 --separate-stderr vma-extract -t bad.zst
 	assert_output ""
